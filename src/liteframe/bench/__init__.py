@@ -1,0 +1,1 @@
+"""Benchmarks: `liteframe bench ...`. Each compares its subjects side by side in one run."""

@@ -1,0 +1,73 @@
+"""Token grids: what a ViT gives per video, in the layout reducers and encoders share."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class TokenGrid:
+    """Patch tokens `(B, T, H, W, C)` and, for ViTs that have one, a CLS token per frame `(B, T, C)`."""
+
+    patches: torch.Tensor
+    cls: torch.Tensor | None = None
+
+    def __post_init__(self):
+        if self.patches.ndim != 5:
+            raise ValueError(f"patches must be (B, T, H, W, C), got shape {tuple(self.patches.shape)}")
+        if self.cls is not None and self.cls.shape != self.patches.shape[:2] + self.patches.shape[-1:]:
+            raise ValueError(
+                f"cls must be (B, T, C) = {tuple(self.patches.shape[:2] + self.patches.shape[-1:])} "
+                f"to match patches {tuple(self.patches.shape)}, got {tuple(self.cls.shape)}"
+            )
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.patches.shape
+
+    @property
+    def queries(self) -> torch.Tensor:
+        """`(B, T, C)`: the frame's CLS, or its mean patch token for ViTs without one (SPEC 3)."""
+        return self.cls if self.cls is not None else self.patches.mean(dim=(2, 3))
+
+    @classmethod
+    def from_hf(cls, hidden: torch.Tensor, frames: int, has_cls: bool = True) -> TokenGrid:
+        """`(B*T, [1 +] H*W, C)` -> grid with `T = frames`; the patch grid must be square."""
+        bt, n, c = hidden.shape
+        if bt % frames:
+            raise ValueError(f"hidden states {tuple(hidden.shape)}: {bt} rows is not a multiple of {frames} frames")
+        side = int(round((n - has_cls) ** 0.5))
+        if side * side != n - has_cls:
+            raise ValueError(f"hidden states {tuple(hidden.shape)}: {n - has_cls} patch tokens is not a square grid")
+        hidden = hidden.view(bt // frames, frames, n, c)
+        cls_tok = hidden[:, :, 0] if has_cls else None
+        return cls(hidden[:, :, int(has_cls):].reshape(bt // frames, frames, side, side, c), cls_tok)
+
+    def to_hf(self) -> torch.Tensor:
+        """grid -> `(B*T, [1 +] H*W, C)`, CLS first where there is one."""
+        b, t, h, w, c = self.patches.shape
+        tokens = self.patches.reshape(b * t, h * w, c)
+        if self.cls is None:
+            return tokens
+        return torch.cat([self.cls.reshape(b * t, 1, c), tokens], dim=1)
+
+    def tokens(self) -> torch.Tensor:
+        """`(B, T, H, W, C) -> (B, T*H*W, C)` in time-then-raster order."""
+        b, c = self.patches.shape[0], self.patches.shape[-1]
+        return self.patches.reshape(b, -1, c)
+
+    def pixel_shuffle(self) -> TokenGrid:
+        """`(B, T, H, W, C) -> (B, T, H/2, W/2, 4C)`, InternVL's channel order; CLS tiled 4x so that
+        `<cls, token>` still sums the CLS's dot products with the four merged patches."""
+        return TokenGrid(pixel_shuffle(self.patches), None if self.cls is None else self.cls.repeat(1, 1, 4))
+
+
+def pixel_shuffle(x: torch.Tensor) -> torch.Tensor:
+    """`(..., H, W, C) -> (..., H/2, W/2, 4C)`: channel block `(dh, dw)` holds patch `(2i + dh, 2j + dw)`,
+    the order of `transformers`' `InternVLModel.pixel_shuffle` with ratio 0.5."""
+    *lead, h, w, c = x.shape
+    if h % 2 or w % 2:
+        raise ValueError(f"pixel shuffle needs an even grid, got H x W = {h} x {w} in shape {tuple(x.shape)}")
+    x = x.reshape(*lead, h // 2, 2, w // 2, 2, c).transpose(-4, -3)
+    return x.reshape(*lead, h // 2, w // 2, 4 * c)
