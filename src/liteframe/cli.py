@@ -7,62 +7,201 @@ import sys
 
 def _add_bench_reducers(bench) -> None:
     p = bench.add_parser("reducers", help="time every reducer beside a plain copy of the same tensor")
+    p.add_argument("--frames", type=int, default=256)
+    p.add_argument("--size", type=int, default=32, help="patch grid side (32 for 448 px at patch 14)")
+    p.add_argument("--channels", type=int, default=1024)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="default: float32 on CPU, else bfloat16")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func=lambda a: _todo("bench reducers"))
+
+    def run(a):
+        from liteframe.bench.reducers import run
+
+        run(a.json, frames=a.frames, size=a.size, channels=a.channels, device=a.device, dtype=a.dtype,
+            repeats=a.repeats, warmup=a.warmup)
+
+    p.set_defaults(func=run)
 
 
 def _add_bench_arch(bench) -> None:
     p = bench.add_parser("arch", help="parameters, FLOPs and latency of the teacher and every student variant")
+    p.add_argument("--frames", type=int, default=256, help="frames for the FLOP count (and GPU latency)")
+    p.add_argument("--size", type=int, default=448, help="frame size in pixels for the FLOP count (and GPU latency)")
+    p.add_argument("--latency-frames", type=int, help="frames for latency (default: --frames on GPU, 4 on CPU)")
+    p.add_argument("--latency-size", type=int, help="pixels for latency (default: --size on GPU, 112 on CPU)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs per model (median), after one warm-up")
+    p.add_argument("--no-latency", dest="latency", action="store_false", help="parameters and FLOPs only")
+    p.add_argument("--plot", metavar="PATH", help="save a bar chart PNG of FLOPs and latency")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func=lambda a: _todo("bench arch"))
+
+    def run(a):
+        from liteframe.bench.arch import main
+
+        main(a.frames, a.size, a.latency_frames, a.latency_size, a.dtype, a.device, a.repeats, a.latency, a.json, a.plot)
+
+    p.set_defaults(func=run)
 
 
 def _add_bench_decode(bench) -> None:
     p = bench.add_parser("decode", help="sparse frame sampling against full decoding of a long video")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func=lambda a: _todo("bench decode"))
+    p.add_argument("--minutes", type=float, default=10.0, help="length of the generated 720p video (cached)")
+    p.add_argument("--frames", type=int, default=256, help="frames each strategy samples")
+    p.add_argument("--keyframe-s", type=int, default=2, help="seconds between keyframes of the generated video")
+    p.add_argument("--cache-dir", default=None, help="where the generated video is kept (default ~/.cache)")
+
+    def run(a):
+        from liteframe.bench.decode import run_decode_bench
+        run_decode_bench(a.minutes, a.frames, a.keyframe_s, a.cache_dir, a.json)
+
+    p.set_defaults(func=run)
 
 
 def _add_bench_e2e(bench) -> None:
     p = bench.add_parser("e2e", help="end-to-end latency breakdown: dense against WAP and the student")
+    ints = lambda text: [int(v) for v in text.split(",")]  # noqa: E731
+    p.add_argument("--model", help="an InternVL3 -hf folder (default: a tiny random one, built on the fly)")
+    p.add_argument("--random-size", choices=["8b"], help="InternVL3-8B shapes with random weights (for a GPU)")
+    p.add_argument("--video", help="default: a synthetic 12 s 480x270 H.264 clip")
+    p.add_argument("--dense-frames", type=ints, default=[8, 16, 32], help="comma-separated frame budgets")
+    p.add_argument("--frames", type=ints, default=[64, 128, 256], help="budgets of the other encoders")
+    p.add_argument("--encoders", type=lambda t: t.split(","), default=["wap", "student"],
+                   help="compared against dense: reducer names and/or student")
+    p.add_argument("--student", help="a LiteFrame folder (default: cropped from the checkpoint, untrained)")
+    p.add_argument("--image-size", type=int, default=112, help="input size of the tiny checkpoint")
+    p.add_argument("--device", default=None)
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--new-tokens", type=int, default=8, help="tokens generated per answer (exactly)")
+    p.add_argument("--plot", help="write total latency against frames to this image")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func=lambda a: _todo("bench e2e"))
+
+    def run(a) -> None:
+        from liteframe.bench.e2e import bench_e2e
+
+        bench_e2e(a.model, a.video, a.dense_frames, a.frames, a.encoders, a.student, a.image_size, a.random_size,
+                  a.device, a.dtype, a.repeats, a.warmup, a.new_tokens, a.json, a.plot)
+
+    p.set_defaults(func=run)
 
 
 def _add_bench_train(bench) -> None:
     p = bench.add_parser("train", help="distillation throughput with and without the target cache")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="cpu: the whole job with tiny models; cuda: the full-size step in bf16 with MFU")
+    p.add_argument("--steps", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=4, help="clips per step")
+    p.add_argument("--workers", type=int, default=2, help="DataLoader workers (cpu)")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func=lambda a: _todo("bench train"))
+
+    def run(a) -> None:
+        from liteframe.bench.report import print_rows
+        from liteframe.bench.train import run as bench
+
+        print_rows(bench(a.device, a.steps, a.batch_size, a.workers), a.json)
+
+    p.set_defaults(func=run)
 
 
 def _add_probe(sub) -> None:
     p = sub.add_parser("probe", help="what is in each video file, and how much of it decodes")
     p.add_argument("videos", nargs="+")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=lambda a: _todo("probe"))
+    p.add_argument("--json", action="store_true", help="one JSON object per file")
+
+    def run(a):
+        from liteframe.video.probe import run_probe
+        return run_probe(a.videos, as_json=a.json)
+
+    p.set_defaults(func=run)
 
 
 def _add_frames(sub) -> None:
     p = sub.add_parser("frames", help="a contact sheet of the frames the model will see")
     p.add_argument("video")
-    p.set_defaults(func=lambda a: _todo("frames"))
+    p.add_argument("--frames", type=int, default=16, help="how many frames to sample")
+    p.add_argument("--sampling", default="clips", help="sampling strategy: uniform, clips or fps")
+    p.add_argument("--out", default="sheet.png", help="where to write the PNG")
+
+    def run(a):
+        from liteframe.video.contact import contact_sheet
+        contact_sheet(a.video, a.frames, a.sampling, a.out)
+        print(a.out)
+
+    p.set_defaults(func=run)
 
 
 def _add_ask(sub) -> None:
     p = sub.add_parser("ask", help="answer a question about a video")
     p.add_argument("video")
     p.add_argument("question")
-    p.set_defaults(func=lambda a: _todo("ask"))
+    p.add_argument("--model", required=True, help="an InternVL3 -hf checkpoint folder")
+    p.add_argument("--encoder", default="dense",
+                   help="dense, a reducer (wap, tome, prumerge, fastvid, avg, max, subsample) or student:DIR")
+    p.add_argument("--frames", type=int, default=16)
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--device", default=None, help="default: cuda when available, else cpu")
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                   help="auto: bfloat16 on cuda, float32 on cpu")
+    p.add_argument("--repeats", type=int, default=1, help="timed runs; latency is their median")
+    p.add_argument("--warmup", type=int, default=0, help="untimed runs first")
+    p.add_argument("--json", action="store_true")
+
+    def run(a) -> None:
+        from liteframe.llm import ask
+
+        answer = ask(a.video, a.question, a.model, a.encoder, a.frames, device=a.device, dtype=a.dtype,
+                     repeats=a.repeats, warmup=a.warmup, max_new_tokens=a.max_new_tokens)
+        print(answer.render(a.json))
+
+    p.set_defaults(func=run)
 
 
 def _add_distill(sub) -> None:
-    p = sub.add_parser("distill", help="train a LiteFrame student by Compressed Token Distillation")
-    p.set_defaults(func=lambda a: _todo("distill"))
+    p = sub.add_parser("distill", help="train a LiteFrame student by Compressed Token Distillation",
+                       description="Train a student by CTD; resumes from the newest checkpoint in `output`. "
+                                   "Multi-GPU: torchrun --nproc_per_node N -m liteframe.cli distill ...")
+    p.add_argument("--config", help="YAML file of distill settings (see configs/distill_tiny.yaml)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override settings, e.g. steps=100 student.depth=6")
+
+    def run(a) -> int:
+        import logging
+        import os
+
+        from liteframe.train import DistillConfig, distill
+
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+        result = distill(DistillConfig.load(a.config, a.overrides))
+        if result.student is None:
+            print(f"stopped at step {result.step} by SIGTERM; checkpoint saved; run the same command to resume")
+            return 143
+        if os.environ.get("RANK", "0") == "0":
+            print(f"step {result.step}: student saved to {result.student}")
+        return 0
+
+    p.set_defaults(func=run)
 
 
 def _add_cache_targets(sub) -> None:
-    p = sub.add_parser("cache-targets", help="run the teacher once over a manifest and store WAP targets")
-    p.set_defaults(func=lambda a: _todo("cache-targets"))
+    p = sub.add_parser("cache-targets", help="run the teacher once over a manifest and store WAP targets",
+                       description="Write the target cache named by `target_cache` for the distill config.")
+    p.add_argument("--config", help="YAML file of distill settings")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override settings, e.g. cache_views=4")
+
+    def run(a) -> None:
+        import os
+
+        from liteframe.train import DistillConfig, cache_targets
+
+        summary = cache_targets(DistillConfig.load(a.config, a.overrides))
+        if os.environ.get("RANK", "0") == "0":
+            print(f"{summary['clips']} clips cached in {summary['folder']}, {summary['failed']} failed")
+
+    p.set_defaults(func=run)
 
 
 def _todo(name: str) -> int:

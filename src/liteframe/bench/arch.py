@@ -1,0 +1,137 @@
+"""`liteframe bench arch`: the teacher and every LiteFrame variant side by side (the paper's architecture table).
+
+Parameters and FLOPs are counted at full size on the meta device (no memory); latency is measured in one run,
+at a shape the device can afford, with each variant's speed-up over the teacher from the same run."""
+from __future__ import annotations
+
+import statistics
+from functools import partial
+
+import torch
+from transformers import InternVLVisionConfig
+
+from ..models import VARIANTS, LiteFrameConfig, LiteFrameEncoder, Teacher
+from ..models.flops import count_flops
+from .report import format_table, print_rows
+from .timing import median_ms
+
+ARCHS = ("teacher", *VARIANTS.names())
+CPU_LATENCY_SHAPE = (4, 112)  # frames, pixels: the teacher takes ~10 s per forward on a 2-core CPU
+COLUMNS = ["arch", "params_M", "GFLOPs", "GFLOPs_total", "latency_ms", "speedup", "flop_ratio"]
+
+
+def build(arch: str) -> torch.nn.Module:
+    """The full-size teacher (InternViT-300M-448px, SPEC 2) or LiteFrame-B with the named variant (SPEC 4)."""
+    if arch == "teacher":
+        return Teacher.from_config(InternVLVisionConfig(attention_bias=True))
+    return LiteFrameEncoder(LiteFrameConfig(temporal=arch)).eval()
+
+
+def run(frames: int = 256, size: int = 448, latency_frames: int | None = None, latency_size: int | None = None,
+        dtype: str = "float32", device: str = "cpu", repeats: int = 3, warmup: int = 1,
+        latency: bool = True) -> list[dict]:
+    """One row per arch: `params`, `flops` / `flops_total` at (frames, size); with `latency`, `latency_ms` at
+    (latency_frames, latency_size) (defaults: the FLOP shape on GPU, `CPU_LATENCY_SHAPE` on CPU), `speedup`
+    (teacher ms / ms) and `flop_ratio` (teacher / arch total FLOPs at the latency shape)."""
+    on_cpu = torch.device(device).type == "cpu"
+    latency_frames = latency_frames or (CPU_LATENCY_SHAPE[0] if on_cpu else frames)
+    latency_size = latency_size or (CPU_LATENCY_SHAPE[1] if on_cpu else size)
+    rows = []
+    for arch in ARCHS:
+        with torch.device("meta"):
+            model = build(arch)
+        flops = count_flops(model, (1, frames, 3, size, size))
+        row = {"arch": arch, "params": sum(p.numel() for p in model.parameters()),
+               "flops": flops.paper, "flops_total": flops.total, "flops_shape": f"1x{frames}x3x{size}x{size}"}
+        if latency:
+            row["latency_flops_total"] = count_flops(model, (1, latency_frames, 3, latency_size, latency_size)).total
+        rows.append(row)
+    if latency:
+        ms = _latencies(latency_frames, latency_size, getattr(torch, dtype), device, repeats, warmup)
+        for row in rows:
+            row["latency_ms"] = ms[row["arch"]]
+            row["latency_shape"] = f"1x{latency_frames}x3x{latency_size}x{latency_size} {dtype} {device}"
+            row["speedup"] = ms["teacher"] / row["latency_ms"]
+            row["flop_ratio"] = rows[0]["latency_flops_total"] / row["latency_flops_total"]
+    return rows
+
+
+def _latencies(frames, size, dtype, device, repeats, warmup) -> dict[str, float]:
+    """Median ms per arch. The runs interleave the archs round by round, so that a change in machine load
+    (a shared CPU) hits every arch alike and the ratios stay fair."""
+    torch.manual_seed(0)
+    models = {arch: build(arch).to(device=device, dtype=dtype) for arch in ARCHS}
+    pixels = torch.randn(1, frames, 3, size, size, device=device, dtype=dtype)
+    times: dict[str, list[float]] = {arch: [] for arch in ARCHS}
+    with torch.inference_mode():
+        for round_ in range(warmup + repeats):
+            for arch, model in models.items():
+                ms = median_ms(partial(model, pixels), repeats=1, warmup=0, device=device)
+                if round_ >= warmup:
+                    times[arch].append(ms)
+    return {arch: statistics.median(t) for arch, t in times.items()}
+
+
+def table_rows(rows: list[dict]) -> list[dict]:
+    """Rows in readable units for the Markdown table."""
+    out = []
+    for row in rows:
+        view = {"arch": row["arch"], "params_M": row["params"] / 1e6, "GFLOPs": row["flops"] / 1e9,
+                "GFLOPs_total": row["flops_total"] / 1e9}
+        for key in ("latency_ms", "speedup", "flop_ratio"):
+            if key in row:
+                view[key] = row[key]
+        out.append(view)
+    return out
+
+
+def plot(rows: list[dict], path: str) -> None:
+    """Bar chart PNG: FLOPs (paper convention and total) and, when measured, latency per arch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [r["arch"] for r in rows]
+    timed = "latency_ms" in rows[0]
+    fig, axes = plt.subplots(1, 2 if timed else 1, figsize=(11 if timed else 6, 4), squeeze=False)
+    x = range(len(rows))
+    ax = axes[0][0]
+    ax.bar([i - 0.2 for i in x], [r["flops"] / 1e12 for r in rows], 0.4, label="Linear/Conv (paper)")
+    ax.bar([i + 0.2 for i in x], [r["flops_total"] / 1e12 for r in rows], 0.4, label="with attention")
+    ax.set_xticks(list(x), names, rotation=30)
+    ax.set_ylabel("TFLOPs")
+    ax.set_title(f"FLOPs at {rows[0]['flops_shape']}")
+    ax.legend()
+    if timed:
+        ax = axes[0][1]
+        ax.bar(list(x), [r["latency_ms"] for r in rows], color="tab:green")
+        ax.set_xticks(list(x), names, rotation=30)
+        ax.set_ylabel("ms")
+        ax.set_title(f"latency at {rows[0]['latency_shape']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(frames: int = 256, size: int = 448, latency_frames: int | None = None, latency_size: int | None = None,
+         dtype: str = "float32", device: str = "cpu", repeats: int = 3, latency: bool = True,
+         as_json: bool = False, plot_path: str | None = None) -> None:
+    """Run the table, print it (Markdown, or JSON with raw integer counts) and optionally save the bar chart."""
+    if frames % 4 or size % 56:
+        raise ValueError(f"--frames must be a multiple of 4 and --size of 56 (every variant's strides), "
+                         f"got {frames} frames at {size} px")
+    for name, value in (("--latency-frames", latency_frames), ("--latency-size", latency_size)):
+        if value is not None and value % (4 if name == "--latency-frames" else 56):
+            raise ValueError(f"{name} {value} must be a multiple of {4 if name == '--latency-frames' else 56}")
+    rows = run(frames, size, latency_frames, latency_size, dtype, device, repeats, latency=latency)
+    if plot_path:
+        plot(rows, plot_path)
+    if as_json:
+        print_rows(rows, as_json=True)
+        return
+    print(f"FLOPs at {rows[0]['flops_shape']} (paper convention: Linear/Conv only; total adds attention)")
+    if latency:
+        print(f"latency: median of {repeats} after warm-up at {rows[0]['latency_shape']}; speedup = teacher ms / "
+              f"ms, flop_ratio = teacher / arch total FLOPs at that shape")
+    print(format_table(table_rows(rows), [c for c in COLUMNS if c in table_rows(rows)[0]]))

@@ -1,0 +1,155 @@
+"""End-to-end latency of video question answering, laid out as the paper's main table (SPEC 8): the dense model at
+few frames against WAP and the LiteFrame student at 8x more frames, each row broken down as SPEC 7 does.
+
+All settings share one LLM (loaded once) and run side by side in one process on the same video. Without `--model` a
+tiny random InternVL3 checkpoint is built in a temporary folder; `--random-size 8b` builds InternVL3-8B's shapes with
+random weights instead (weights do not change latency; for a GPU). Without `--student` a student is cropped from the
+checkpoint's vision tower (SPEC 4), untrained: its cost is the trained one's.
+"""
+from __future__ import annotations
+
+import itertools
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+import av
+import numpy as np
+import torch
+from transformers import (AutoTokenizer, InternVLConfig, InternVLForConditionalGeneration, InternVLVisionConfig,
+                          Qwen2Config)
+from transformers.utils import logging as hf_logging
+
+from liteframe.bench.report import print_rows
+from liteframe.errors import InputError
+from liteframe.llm.encoders import build_encoder
+from liteframe.llm.tiny import IMAGE_TOKENS, build_tokenizer, save_tiny_internvl
+from liteframe.llm.videollm import DTYPES, VideoLLM
+from liteframe.models import LiteFrameConfig, LiteFrameEncoder, Teacher, tiny_student_config
+
+COLUMNS = ["setting", "frames", "tokens/frame", "visual tokens", "decode ms", "preprocess ms", "ViT ms",
+           "LLM prefill ms", "generation ms", "total ms"]
+QUESTION = "What happens in this video? Describe it briefly."
+
+# Real checkpoints' shapes. InternVL3-8B: InternViT-300M-448px (SPEC 2) and Qwen2.5-7B.
+RANDOM_SIZES = {
+    "8b": dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
+               num_key_value_heads=4, vocab_size=151674, rope_theta=1e6, max_position_embeddings=32768),
+}
+
+
+def bench_e2e(model: str | None = None, video: str | None = None, dense_frames: Sequence[int] = (8, 16, 32),
+              frames: Sequence[int] = (64, 128, 256), encoders: Sequence[str] = ("wap", "student"),
+              student: str | None = None, image_size: int = 112, random_size: str | None = None,
+              device: str | None = None, dtype: str = "auto", repeats: int = 3, warmup: int = 1,
+              new_tokens: int = 8, as_json: bool = False, plot: str | None = None) -> list[dict]:
+    """Run every setting, print the table (or JSON), optionally plot total latency against frames; return the rows.
+    Row order follows SPEC 8: dense at `dense_frames[i]`, then each of `encoders` at `frames[i]`."""
+    if repeats < 1 or warmup < 0 or new_tokens < 1:
+        raise InputError("--repeats and --new-tokens must be at least 1, --warmup at least 0")
+    if dtype not in DTYPES:
+        raise InputError(f"--dtype {dtype!r}: choose from {', '.join(DTYPES)}")
+    hf_logging.disable_progress_bar()
+    with tempfile.TemporaryDirectory(prefix="liteframe-e2e-") as tmp:
+        tmp = Path(tmp)
+        llm = _load(model, random_size, image_size, tmp, device, DTYPES[dtype])
+        video = video or str(synthetic_video(tmp / "synthetic.mp4"))
+        settings = {"dense": llm}
+        for name in encoders:
+            spec = f"student:{student or _crop_student(llm, tmp / 'student')}" if name == "student" else name
+            settings[name] = llm.with_encoder(spec)
+        rows = []
+        for level in itertools.zip_longest(dense_frames, frames):
+            for name, runner in settings.items():
+                count = level[0] if name == "dense" else level[1]
+                if count is not None:
+                    rows.append(_row(name, runner, video, count, repeats, warmup, new_tokens))
+    print_rows(rows, as_json, COLUMNS)
+    if plot:
+        plot_latency(rows, plot)
+    return rows
+
+
+def _row(name: str, llm: VideoLLM, video: str, frames: int, repeats: int, warmup: int, new_tokens: int) -> dict:
+    answer = llm.ask(video, QUESTION, frames, repeats=repeats, warmup=warmup, max_new_tokens=new_tokens,
+                     min_new_tokens=new_tokens)
+    ms = answer.latency_ms
+    return {"setting": name, "frames": frames, "tokens/frame": answer.visual_tokens / frames,
+            "visual tokens": answer.visual_tokens, "decode ms": ms["decode"], "preprocess ms": ms["preprocess"],
+            "ViT ms": ms["vit"], "LLM prefill ms": ms["llm_prefill"], "generation ms": ms["generation"],
+            "total ms": ms["total"]}
+
+
+def _load(model: str | None, random_size: str | None, image_size: int, tmp: Path, device: str | None,
+          dtype: torch.dtype | None) -> VideoLLM:
+    if model and random_size:
+        raise InputError("--model and --random-size exclude each other")
+    if random_size is None:
+        return VideoLLM.from_pretrained(model or save_tiny_internvl(tmp / "tiny", image_size), device=device,
+                                        dtype=dtype)
+    if random_size not in RANDOM_SIZES:
+        raise InputError(f"--random-size {random_size!r}: choose from {', '.join(RANDOM_SIZES)}")
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
+    tokenizer = build_tokenizer()
+    config = InternVLConfig(
+        vision_config=InternVLVisionConfig(attention_bias=True),
+        text_config=Qwen2Config(**RANDOM_SIZES[random_size], tie_word_embeddings=False),
+        image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKENS["context_image_token"]),
+        tie_word_embeddings=False,
+    )
+    with torch.device(device):  # initialise on the device: random init of billions of weights is slow on a CPU
+        net = InternVLForConditionalGeneration._from_config(config, dtype=dtype)
+    tokenizer.save_pretrained(tmp / "tokenizer")  # reload as a checkpoint's tokenizer is loaded
+    teacher = Teacher(net.model.vision_tower, net.model.multi_modal_projector)
+    return VideoLLM(net.eval(), AutoTokenizer.from_pretrained(tmp / "tokenizer"), build_encoder("dense", teacher))
+
+
+def _crop_student(llm: VideoLLM, folder: Path) -> Path:
+    """An untrained LiteFrame-B (or, for a tiny teacher, the tiny student) cropped from the checkpoint's ViT."""
+    teacher = llm.encoder.backbone
+    if teacher.hidden_size == LiteFrameConfig.out_dim:
+        config = LiteFrameConfig(image=teacher.image_size)
+    else:
+        config = tiny_student_config(image_size=teacher.image_size, teacher_width=teacher.hidden_size)
+    LiteFrameEncoder.from_teacher(teacher, config).save_pretrained(folder)
+    return folder
+
+
+def synthetic_video(path: Path, seconds: int = 12, fps: int = 24, width: int = 480, height: int = 270) -> Path:
+    """An H.264 clip of drifting colour gradients over rolling noise (288 frames at the defaults: more than the
+    largest default budget, so no frame repeats): something to decode when no video is given."""
+    y, x = np.mgrid[0:height, 0:width]
+    noise = np.random.default_rng(0).integers(0, 32, (height, width, 3))
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.codec_context.options = {"preset": "ultrafast"}
+        for i in range(seconds * fps):
+            img = np.stack([(x + 3 * i) % 224, (y + 2 * i) % 224, (x + y + i) % 224], axis=-1)
+            img = (img + np.roll(noise, i, axis=1)).astype(np.uint8)
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
+        out.mux(stream.encode())
+    return path
+
+
+def plot_latency(rows: list[dict], path: str) -> None:
+    """Total latency against frames, one line per setting (log-2 frame axis)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name in dict.fromkeys(r["setting"] for r in rows):
+        points = [(r["frames"], r["total ms"]) for r in rows if r["setting"] == name]
+        ax.plot(*zip(*points), marker="o", label=name)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("frames")
+    ax.set_ylabel("total latency (ms)")
+    ax.set_title("End-to-end latency against frames")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

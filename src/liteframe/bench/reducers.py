@@ -1,0 +1,53 @@
+"""`liteframe bench reducers`: every reducer on a teacher-sized grid, each beside a plain copy of its input."""
+from __future__ import annotations
+
+import sys
+
+import torch
+
+from liteframe.bench.report import print_rows
+from liteframe.bench.timing import median_ms
+from liteframe.grid import TokenGrid
+from liteframe.reduce import REDUCERS, get_reducer
+
+COLUMNS = ["reducer", "input", "LLM tokens", "ms", "copy ms", "x copy"]
+
+
+def video_grid(frames: int, size: int, channels: int, device: str, dtype: torch.dtype, scenes: int = 4) -> TokenGrid:
+    """`(1, frames, size, size, channels)` that looks like video to the reducers: `scenes` static scenes, each
+    frame its scene plus noise (neighbouring frames ~0.9 similar), so that FastVID finds realistic segments."""
+    g = torch.Generator(device).manual_seed(0)
+    scene = (torch.arange(frames, device=device) * scenes // frames)[None]
+    patches = torch.randn(1, frames, size, size, channels, generator=g, device=device, dtype=dtype).mul_(0.3)
+    patches += torch.randn(scenes, size, size, channels, generator=g, device=device, dtype=dtype)[scene]
+    cls = torch.randn(scenes, channels, generator=g, device=device, dtype=dtype)[scene]
+    return TokenGrid(patches, cls + 0.3 * torch.randn(cls.shape, generator=g, device=device, dtype=dtype))
+
+
+def bench_reducers(frames: int = 256, size: int = 32, channels: int = 1024, device: str = "cpu",
+                   dtype: str | None = None, repeats: int = 5, warmup: int = 1, compression: int = 16) -> list[dict]:
+    """One row per reducer: median ms of `reducer(grid, compression)` and of `grid.patches.clone()` timed beside it.
+    Grid reducers see the ViT grid; set reducers its pixel shuffle (`size/2 x size/2 x 4C`), where they sit in
+    the InternVL path (the same bytes; the shuffle itself is not timed). LLM tokens: what reaches the projector,
+    after the pixel shuffle for grid reducers."""
+    dtype = getattr(torch, dtype or ("bfloat16" if torch.device(device).type == "cuda" else "float32"))
+    grid = video_grid(frames, size, channels, device, dtype)
+    shuffled = grid.pixel_shuffle() if size % 2 == 0 else grid
+    rows = []
+    with torch.inference_mode():
+        for name in REDUCERS.names():
+            reducer = get_reducer(name)
+            subject = grid if reducer.keeps_grid or shuffled is grid else shuffled
+            print(f"timing {name} on {tuple(subject.shape)} {dtype}...", file=sys.stderr, flush=True)
+            copy_ms = median_ms(lambda: subject.patches.clone(), repeats, warmup, device)
+            ms = median_ms(lambda: reducer(subject, compression), repeats, warmup, device)
+            tokens = reducer.num_tokens(*subject.shape[1:4], compression)
+            rows.append({"reducer": name, "input": "x".join(map(str, subject.shape[1:])),
+                         "LLM tokens": tokens // 4 if reducer.keeps_grid and shuffled is not grid else tokens,
+                         "ms": ms, "copy ms": copy_ms, "x copy": ms / copy_ms})
+    return rows
+
+
+def run(as_json: bool = False, **options) -> None:
+    """Time every reducer (options of `bench_reducers`) and print the table or JSON."""
+    print_rows(bench_reducers(**options), as_json, COLUMNS)

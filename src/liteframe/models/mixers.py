@@ -1,0 +1,88 @@
+"""The LiteFrame variants of SPEC 4 by name: which temporal mixer each block has, whether spatial attention
+spans the whole clip, and the downsampling strides."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..registry import Registry
+from .layers import Attention
+
+Stride = tuple[int, int, int]  # (time, height, width)
+
+
+class TemporalConv(nn.Module):
+    """Residual branch along time at each spatial position: `(N, t, P, C) -> (N, t, P, C)`.
+    Depth-wise when `groups == width`; starts at zero so the untrained block is the plain ViT block."""
+
+    def __init__(self, width: int, kernel: int = 3, groups: int = 1):
+        super().__init__()
+        self.conv = nn.Conv1d(width, width, kernel, padding=kernel // 2, groups=groups)
+        nn.init.zeros_(self.conv.weight)
+        nn.init.zeros_(self.conv.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, t, p, c = x.shape
+        y = self.conv(x.permute(0, 2, 3, 1).reshape(n * p, c, t))
+        return y.view(n, p, c, t).permute(0, 3, 1, 2)
+
+
+class TemporalAttention(nn.Module):
+    """Residual pre-norm self-attention across time at each spatial position: `(N, t, P, C) -> (N, t, P, C)`.
+    The output projection starts at zero, like the convolutions, so the untrained block is the plain ViT block."""
+
+    def __init__(self, width: int, heads: int, eps: float = 1e-6):
+        super().__init__()
+        self.norm = nn.LayerNorm(width, eps=eps)
+        self.attn = Attention(width, heads)
+        nn.init.zeros_(self.attn.proj.weight)
+        nn.init.zeros_(self.attn.proj.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, t, p, c = x.shape
+        y = self.attn(self.norm(x.transpose(1, 2).reshape(n * p, t, c)))
+        return y.view(n, p, t, c).transpose(1, 2)
+
+
+class Downsample(nn.Module):
+    """Depth-wise Conv3d with kernel = stride over (time, height, width) of the patch tokens; the CLS tokens of
+    merged frames are averaged. `(N, t, 1 + h*w, C) -> (N, t/st, 1 + (h/sh)*(w/sw), C)`.
+    Starts as exact average pooling (weight 1/(st*sh*sw), bias 0)."""
+
+    def __init__(self, width: int, stride: Stride):
+        super().__init__()
+        self.stride = tuple(stride)
+        self.conv = nn.Conv3d(width, width, self.stride, stride=self.stride, groups=width)
+        nn.init.constant_(self.conv.weight, 1.0 / (stride[0] * stride[1] * stride[2]))
+        nn.init.zeros_(self.conv.bias)
+
+    def forward(self, x: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, int, int]:
+        n, t, _, c = x.shape
+        patches = self.conv(x[:, :, 1:].reshape(n, t, h, w, c).permute(0, 4, 1, 2, 3))
+        t2, h2, w2 = patches.shape[2:]
+        patches = patches.permute(0, 2, 3, 4, 1).reshape(n, t2, h2 * w2, c)
+        cls = x[:, :, :1].reshape(n, t2, self.stride[0], 1, c).mean(dim=2)
+        return torch.cat([cls, patches], dim=2), h2, w2
+
+
+@dataclass(frozen=True)
+class Variant:
+    """mixer(width, heads, kernel) builds one block's temporal residual branch (None: no temporal mixing);
+    joint: spatial attention over all tokens of a clip instead of per frame; strides: one per downsampling."""
+
+    mixer: Callable[[int, int, int], nn.Module] | None
+    strides: tuple[Stride, ...]
+    joint: bool = False
+
+
+VARIANTS: Registry[Variant] = Registry("LiteFrame variant")
+_VIDEO = ((2, 2, 2), (2, 1, 1))
+VARIANTS.register("none")(Variant(None, ()))
+VARIANTS.register("dwconv")(Variant(lambda w, h, k: TemporalConv(w, k, groups=w), _VIDEO))
+VARIANTS.register("conv")(Variant(lambda w, h, k: TemporalConv(w, k, groups=1), _VIDEO))
+VARIANTS.register("tempattn")(Variant(lambda w, h, k: TemporalAttention(w, h), _VIDEO))
+VARIANTS.register("stattn")(Variant(None, _VIDEO, joint=True))
+VARIANTS.register("spatial16")(Variant(None, ((1, 2, 2), (1, 2, 2))))

@@ -1,0 +1,219 @@
+"""LiteFrame: a ViT-B/14 video encoder that compresses inside the network (SPEC 4).
+
+Frames are encoded in clips of `clip_frames` (4) consecutive frames: temporal mixing and temporal downsampling
+act within a clip, as in training on 4-frame clips, so a long video is a batch of independent clips *(ours)*.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from ..errors import InputError
+from ..grid import TokenGrid
+from .layers import Attention, Mlp
+from .mixers import VARIANTS, Downsample
+
+CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
+
+
+@dataclass
+class LiteFrameConfig:
+    """LiteFrame-B by default. `temporal` names a variant in `VARIANTS`; `downsample_after` lists the (1-based)
+    blocks followed by the variant's downsamplings; `teacher_layers` picks the teacher blocks cropped into the
+    student (None: every second one, ending on the teacher's last block)."""
+
+    width: int = 768
+    depth: int = 12
+    heads: int = 12
+    mlp: int = 3072
+    patch: int = 14
+    image: int = 448
+    out_dim: int = 1024
+    temporal: str = "dwconv"
+    kernel: int = 3
+    clip_frames: int = 4
+    downsample_after: tuple[int, ...] = (4, 8)
+    layerscale: float = 0.1
+    qkv_bias: bool = True
+    eps: float = 1e-6
+    teacher_layers: tuple[int, ...] | None = None
+
+    def __post_init__(self):
+        self.downsample_after = tuple(self.downsample_after)
+        if self.teacher_layers is not None:
+            self.teacher_layers = tuple(self.teacher_layers)
+        strides = VARIANTS.get(self.temporal).strides
+        if strides and len(self.downsample_after) != len(strides):
+            raise ValueError(f"variant {self.temporal!r} downsamples {len(strides)} times but downsample_after "
+                             f"is {self.downsample_after}")
+        if any(not 1 <= i <= self.depth for i in self.downsample_after):
+            raise ValueError(f"downsample_after {self.downsample_after} must lie in 1..depth={self.depth}")
+        if self.clip_frames % math.prod(s[0] for s in strides):
+            raise ValueError(f"clip_frames {self.clip_frames} is not divisible by the temporal strides of "
+                             f"{self.temporal!r}")
+
+    @property
+    def strides(self) -> tuple[tuple[int, int, int], ...]:
+        return VARIANTS.get(self.temporal).strides
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> LiteFrameConfig:
+        unknown = set(data) - {f.name for f in fields(cls)}
+        if unknown:
+            raise InputError(f"LiteFrame config has unknown keys {sorted(unknown)}")
+        return cls(**data)
+
+
+class Block(nn.Module):
+    """Pre-norm ViT block with LayerScale, plus the variant's temporal residual branch after attention.
+    `(N, t, 1 + P, C) -> (N, t, 1 + P, C)` for N clips of t frames; the branch sees patch tokens only."""
+
+    def __init__(self, cfg: LiteFrameConfig):
+        super().__init__()
+        variant = VARIANTS.get(cfg.temporal)
+        self.joint = variant.joint
+        self.norm1 = nn.LayerNorm(cfg.width, eps=cfg.eps)
+        self.attn = Attention(cfg.width, cfg.heads, cfg.qkv_bias)
+        self.ls1 = nn.Parameter(torch.full((cfg.width,), cfg.layerscale))
+        self.mixer = variant.mixer(cfg.width, cfg.heads, cfg.kernel) if variant.mixer else None
+        self.norm2 = nn.LayerNorm(cfg.width, eps=cfg.eps)
+        self.mlp = Mlp(cfg.width, cfg.mlp)
+        self.ls2 = nn.Parameter(torch.full((cfg.width,), cfg.layerscale))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, t, length, c = x.shape
+        seq = x.reshape(n, t * length, c) if self.joint else x.reshape(n * t, length, c)
+        x = (seq + self.ls1 * self.attn(self.norm1(seq))).view(n, t, length, c)
+        if self.mixer is not None and t > 1:  # nothing to mix across a single frame
+            x = torch.cat([x[:, :, :1], x[:, :, 1:] + self.mixer(x[:, :, 1:])], dim=2)
+        return x + self.ls2 * self.mlp(self.norm2(x))
+
+
+class LiteFrameEncoder(nn.Module):
+    """`(B, T, 3, S, S) -> TokenGrid (B, T/st, S/(14*sh), S/(14*sw), out_dim)` with one CLS per output frame;
+    for the default `dwconv` that is `(B, T/4, S/28, S/28, 1024)`. T must be a multiple of `clip_frames`."""
+
+    def __init__(self, config: LiteFrameConfig | None = None):
+        super().__init__()
+        self.config = cfg = config or LiteFrameConfig()
+        grid = cfg.image // cfg.patch
+        self.patch_embed = nn.Conv2d(3, cfg.width, cfg.patch, stride=cfg.patch)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.width))
+        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + grid * grid, cfg.width))
+        nn.init.trunc_normal_(self.cls_token, std=0.02)
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
+        self.downsample = nn.ModuleList(Downsample(cfg.width, s) for s in cfg.strides)
+        self.head = nn.Linear(cfg.width, cfg.out_dim)
+        self.grad_checkpointing = False
+
+    def set_grad_checkpointing(self, enabled: bool = True) -> None:
+        """Recompute each block's activations in the backward pass (training memory for compute)."""
+        self.grad_checkpointing = enabled
+
+    def forward(self, pixels: torch.Tensor) -> TokenGrid:
+        cfg = self.config
+        b, t, _, height, width = pixels.shape
+        self._check_shape(t, height, width)
+        x = self.patch_embed(pixels.flatten(0, 1).to(self.patch_embed.weight.dtype))  # (B*T, C, h, w)
+        h, w = x.shape[-2:]
+        x = torch.cat([self.cls_token.expand(b * t, -1, -1), x.flatten(2).transpose(1, 2)], dim=1)
+        x = (x + self._pos_embed(h, w)).view(b * t // cfg.clip_frames, cfg.clip_frames, 1 + h * w, cfg.width)
+        after = dict(zip(cfg.downsample_after, self.downsample))
+        for i, block in enumerate(self.blocks, start=1):
+            if self.grad_checkpointing and self.training:
+                x = checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x)
+            if i in after:
+                x, h, w = after[i](x, h, w)
+        x = self.head(x)
+        return TokenGrid(x[:, :, 1:].reshape(b, -1, h, w, cfg.out_dim), x[:, :, 0].reshape(b, -1, cfg.out_dim))
+
+    def _check_shape(self, t: int, height: int, width: int) -> None:
+        cfg = self.config
+        if t % cfg.clip_frames:
+            raise ValueError(f"LiteFrame encodes clips of {cfg.clip_frames} frames: got T = {t} frames, "
+                             f"not a multiple of {cfg.clip_frames}")
+        sh = math.prod(s[1] for s in cfg.strides) * cfg.patch
+        sw = math.prod(s[2] for s in cfg.strides) * cfg.patch
+        if height % sh or width % sw:
+            raise ValueError(f"LiteFrame {cfg.temporal!r} needs frames whose height is a multiple of {sh} and "
+                             f"width a multiple of {sw}, got {height} x {width}")
+
+    def _pos_embed(self, h: int, w: int) -> torch.Tensor:
+        """`(1, 1 + h*w, C)`: the learned embeddings, bicubically resized when the grid differs (as transformers)."""
+        pos = self.pos_embed
+        side = math.isqrt(pos.shape[1] - 1)
+        if (h, w) == (side, side):
+            return pos
+        grid = pos[:, 1:].reshape(1, side, side, -1).permute(0, 3, 1, 2).float()
+        grid = F.interpolate(grid, size=(h, w), mode="bicubic", align_corners=False).to(pos.dtype)
+        return torch.cat([pos[:, :1], grid.permute(0, 2, 3, 1).reshape(1, h * w, -1)], dim=1)
+
+    @classmethod
+    def from_teacher(cls, teacher, config: LiteFrameConfig | None = None) -> LiteFrameEncoder:
+        """Crop init (SPEC 4) from a `Teacher` or a teacher checkpoint folder; see `crop.py`."""
+        from .crop import crop_state_dict
+        from .teacher import Teacher
+
+        if not isinstance(teacher, Teacher):
+            teacher = Teacher.from_pretrained(teacher)
+        model = cls(config)
+        state = crop_state_dict(teacher.vision, model.config)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        untouched = [k for k in missing if not k.startswith("downsample.") and ".mixer." not in k]
+        if untouched or unexpected:
+            raise RuntimeError(f"crop init left {untouched} unset and produced unknown {unexpected}")
+        return model
+
+    def save_pretrained(self, folder: str | os.PathLike) -> None:
+        """Write `config.json` and `model.safetensors` into `folder`, each through a temp file and a rename."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
+        tmp = folder / f".{WEIGHTS_NAME}.tmp"
+        save_file(state, str(tmp), metadata={"format": "pt"})
+        os.replace(tmp, folder / WEIGHTS_NAME)
+        tmp = folder / f".{CONFIG_NAME}.tmp"
+        tmp.write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
+        os.replace(tmp, folder / CONFIG_NAME)
+
+    @classmethod
+    def from_pretrained(cls, folder: str | os.PathLike, dtype: torch.dtype | None = None,
+                        device: torch.device | str | None = None) -> LiteFrameEncoder:
+        """Load a folder written by `save_pretrained`; bad or mismatched files raise `InputError`."""
+        folder = Path(folder)
+        for name in (CONFIG_NAME, WEIGHTS_NAME):
+            if not (folder / name).is_file():
+                raise InputError(f"{folder}: not a LiteFrame checkpoint folder (no {name})")
+        try:
+            config = LiteFrameConfig.from_dict(json.loads((folder / CONFIG_NAME).read_text()))
+        except (json.JSONDecodeError, TypeError, ValueError) as err:
+            raise InputError(f"{folder / CONFIG_NAME}: bad LiteFrame config: {err}") from None
+        with torch.device("meta"):
+            model = cls(config)
+        state = load_file(str(folder / WEIGHTS_NAME))
+        expected = model.state_dict()
+        missing, unknown = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+        if missing or unknown:
+            raise InputError(f"{folder / WEIGHTS_NAME}: tensors do not match the config: "
+                             f"missing {missing[:3]}, unexpected {unknown[:3]}")
+        for key, tensor in state.items():
+            if tensor.shape != expected[key].shape:
+                raise InputError(f"{folder / WEIGHTS_NAME}: tensor {key} has shape {tuple(tensor.shape)} but the "
+                                 f"config expects {tuple(expected[key].shape)}")
+        model.load_state_dict(state, assign=True)
+        return model.to(device=device, dtype=dtype)

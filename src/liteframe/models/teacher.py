@@ -1,0 +1,147 @@
+"""The teacher: a frozen Hugging Face ViT (InternViT of InternVL3, CLIP or SigLIP vision) giving token grids,
+and the InternVL projector that maps (pixel-shuffled) grids to LLM embeddings."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from torch import nn
+from transformers import AutoModel, CLIPVisionModel, InternVLConfig, SiglipVisionModel
+from transformers.models.internvl.modeling_internvl import InternVLMultiModalProjector
+
+from ..errors import InputError
+from ..grid import TokenGrid, pixel_shuffle
+
+# model_type in config.json -> the class that loads a plain vision-model folder
+_VISION_FOLDERS = {
+    "clip": CLIPVisionModel, "clip_vision_model": CLIPVisionModel,
+    "siglip": SiglipVisionModel, "siglip_vision_model": SiglipVisionModel,
+}
+# where InternVLForConditionalGeneration.save_pretrained puts the parts we load (transformers 5 writes the
+# first; checkpoints saved from the inner `model` carry the `model.` prefix)
+_PREFIXES = {"vision": ("vision_tower.", "model.vision_tower."),
+             "projector": ("multi_modal_projector.", "model.multi_modal_projector.")}
+
+
+class Teacher(nn.Module):
+    """Frozen ViT: `(B, T, 3, S, S) -> TokenGrid (B, T, S/p, S/p, C)`, with CLS where the model has one."""
+
+    def __init__(self, vision: nn.Module, projector: nn.Module | None = None):
+        super().__init__()
+        self.vision = vision
+        self.projector = projector
+        self.has_cls = vision.config.model_type != "siglip_vision_model"
+        self.eval().requires_grad_(False)
+
+    @classmethod
+    def from_config(cls, config) -> Teacher:
+        """Random weights: an `InternVLConfig` gives the vision tower and projector; a vision config
+        (InternVL, CLIP or SigLIP vision) gives the tower alone."""
+        if isinstance(config, InternVLConfig):
+            return cls(_vision_model(config.vision_config), InternVLMultiModalProjector(config))
+        return cls(_vision_model(config))
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, dtype: torch.dtype | None = None,
+                        device: torch.device | str | None = None) -> Teacher:
+        """A local InternVL3 `-hf` folder (vision tower and projector only, never the LLM), or a folder of a
+        CLIP / SigLIP (vision) model. `dtype` None keeps the checkpoint's."""
+        folder = Path(path)
+        if not (folder / "config.json").is_file():
+            raise InputError(f"{folder}: not a model folder (no config.json)")
+        try:
+            model_type = json.loads((folder / "config.json").read_text()).get("model_type")
+        except json.JSONDecodeError as err:
+            raise InputError(f"{folder / 'config.json'}: not valid JSON ({err})") from None
+        if model_type == "internvl":
+            teacher = cls._from_internvl_folder(folder)
+        elif model_type in _VISION_FOLDERS:
+            vision = _VISION_FOLDERS[model_type].from_pretrained(folder, attn_implementation="sdpa",
+                                                                  **({"dtype": dtype} if dtype else {}))
+            teacher = cls(vision)
+        else:
+            raise InputError(f"{folder}: model_type {model_type!r} is not a supported teacher "
+                             f"(internvl, {', '.join(_VISION_FOLDERS)})")
+        return teacher.to(device=device, dtype=dtype)
+
+    @classmethod
+    def _from_internvl_folder(cls, folder: Path) -> Teacher:
+        config = InternVLConfig.from_pretrained(folder)
+        with torch.device("meta"):
+            teacher = cls.from_config(config)
+        parts = {"vision": teacher.vision, "projector": teacher.projector}
+        wanted = {name: set(part.state_dict()) for name, part in parts.items()}
+        found: dict[str, dict[str, torch.Tensor]] = {name: {} for name in parts}
+        for file, keys in _safetensors_keys(folder).items():
+            with safe_open(str(file), "pt") as f:
+                for key in keys:
+                    for name, prefixes in _PREFIXES.items():
+                        local = next((key[len(p):] for p in prefixes if key.startswith(p)), None)
+                        if local in wanted[name]:
+                            found[name][local] = f.get_tensor(key)
+        for name, part in parts.items():
+            missing = sorted(wanted[name] - set(found[name]))
+            if missing:
+                raise InputError(f"{folder}: checkpoint lacks {len(missing)} {name} tensors, e.g. {missing[0]}")
+            expected = part.state_dict()
+            for key, tensor in found[name].items():
+                if tensor.shape != expected[key].shape:
+                    raise InputError(f"{folder}: {name} tensor {key} has shape {tuple(tensor.shape)}, "
+                                     f"config.json implies {tuple(expected[key].shape)}")
+            part.load_state_dict(found[name], assign=True)
+        return teacher
+
+    @property
+    def image_size(self) -> int:
+        return _first(self.vision.config.image_size)
+
+    @property
+    def patch_size(self) -> int:
+        return _first(self.vision.config.patch_size)
+
+    @property
+    def hidden_size(self) -> int:
+        return self.vision.config.hidden_size
+
+    def forward(self, pixels: torch.Tensor) -> TokenGrid:
+        b, t, _, height, width = pixels.shape
+        frames = pixels.flatten(0, 1).to(next(self.vision.parameters()).dtype)
+        kwargs = {}
+        if self.vision.config.model_type != "internvl_vision":  # InternViT resizes its positions by itself
+            kwargs["interpolate_pos_encoding"] = (height, width) != (self.image_size, self.image_size)
+        hidden = self.vision(pixel_values=frames, **kwargs).last_hidden_state
+        return TokenGrid.from_hf(hidden, t, has_cls=self.has_cls)
+
+
+def to_llm_tokens(grid: TokenGrid, projector: nn.Module) -> torch.Tensor:
+    """`TokenGrid (B, T, H, W, C) -> (B, T*H/2*W/2, d_llm)`: pixel shuffle (InternVL order), then the projector.
+    16 tokens per input frame for the student at 448 px, 256 per frame for the dense teacher."""
+    x = pixel_shuffle(grid.patches)
+    x = x.reshape(x.shape[0], -1, x.shape[-1])
+    return projector(x.to(next(projector.parameters()).dtype))
+
+
+def _vision_model(config) -> nn.Module:
+    return AutoModel.from_config(config, attn_implementation="sdpa")
+
+
+def _first(size) -> int:
+    return size[0] if isinstance(size, (list, tuple)) else size
+
+
+def _safetensors_keys(folder: Path) -> dict[Path, list[str]]:
+    """The checkpoint's safetensors files and the tensor names each holds (single file or sharded index)."""
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        files: dict[Path, list[str]] = {}
+        for key, name in json.loads(index.read_text())["weight_map"].items():
+            files.setdefault(folder / name, []).append(key)
+        return files
+    single = folder / "model.safetensors"
+    if not single.is_file():
+        raise InputError(f"{folder}: no model.safetensors or model.safetensors.index.json")
+    with safe_open(str(single), "pt") as f:
+        return {single: list(f.keys())}

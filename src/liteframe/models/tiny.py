@@ -1,0 +1,40 @@
+"""Tiny real `transformers` configs and a matching tiny student, for tests and CPU benchmarks (seconds, not minutes)."""
+from __future__ import annotations
+
+from transformers import CLIPVisionConfig, InternVLConfig, InternVLVisionConfig, Qwen2Config, SiglipVisionConfig
+
+from .student import LiteFrameConfig
+
+TINY_WIDTH = 64  # 4 heads of 16
+
+
+def tiny_vision_config(kind: str = "internvl", image_size: int = 56, width: int = TINY_WIDTH, depth: int = 6,
+                       heads: int = 4, mlp: int = 128, patch_size: int = 14):
+    """A tiny InternViT (SPEC 2 shape: qkv bias, LayerScale, no final norm), CLIP or SigLIP vision config."""
+    common = dict(hidden_size=width, num_hidden_layers=depth, num_attention_heads=heads, intermediate_size=mlp,
+                  image_size=image_size, patch_size=patch_size)
+    if kind == "internvl":
+        return InternVLVisionConfig(attention_bias=True, **common)
+    if kind == "clip":
+        return CLIPVisionConfig(**common)
+    if kind == "siglip":
+        return SiglipVisionConfig(**common)
+    raise ValueError(f"unknown tiny teacher kind {kind!r}; choose from internvl, clip, siglip")
+
+
+def tiny_internvl_config(image_size: int = 56, llm_width: int = 32, vocab_size: int = 128,
+                         **vision) -> InternVLConfig:
+    """A tiny full InternVL3 config (tiny InternViT + projector + a 1-layer Qwen2), e.g. for `Teacher.from_config`."""
+    text = Qwen2Config(hidden_size=llm_width, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                       intermediate_size=2 * llm_width, vocab_size=vocab_size)
+    return InternVLConfig(vision_config=tiny_vision_config("internvl", image_size, **vision), text_config=text,
+                          image_token_id=vocab_size - 1)
+
+
+def tiny_student_config(temporal: str = "dwconv", image_size: int = 56, teacher_width: int = TINY_WIDTH,
+                        **overrides) -> LiteFrameConfig:
+    """A 3-block student (width 32, 2 heads of 16) croppable from `tiny_vision_config("internvl")`, with out_dim
+    equal to the tiny teacher's width; downsampling after blocks 1 and 2 so the last block sees one frame."""
+    fields = dict(width=32, depth=3, heads=2, mlp=64, image=image_size, out_dim=teacher_width, temporal=temporal,
+                  downsample_after=(1, 2))
+    return LiteFrameConfig(**{**fields, **overrides})

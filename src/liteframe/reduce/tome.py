@@ -1,0 +1,83 @@
+"""ToMe (Bolya et al., 2023) as a post-hoc reducer: bipartite soft matching with size-weighted averages, frame by
+frame (ours: spatial, as in the original; FastVID is the spatio-temporal baseline), repeated down to the budget."""
+from __future__ import annotations
+
+import torch
+
+from liteframe.reduce.base import REDUCERS, SetReducer, frame_budgets, validate
+
+
+def tome(patches: torch.Tensor, queries: torch.Tensor | None, num_tokens: int) -> torch.Tensor:
+    """`(B, T, H, W, C) -> (B, num_tokens, C)` in original order; the budget is split evenly over the frames."""
+    validate(patches, queries)
+    b, t, h, w, c = patches.shape
+    if not t <= num_tokens <= t * h * w:
+        raise ValueError(f"tome keeps between 1 token per frame and all of them; {num_tokens} tokens asked of "
+                         f"patches {tuple(patches.shape)}")
+    tokens, _ = merge_to(patches.reshape(b, t, h * w, c), frame_budgets(t, num_tokens, patches.device))
+    return tokens
+
+
+def merge_to(x: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`(B, G, n, C)` groups, `keep (G,)` tokens per group (all within one of each other, as `frame_budgets` gives)
+    -> tokens `(B, keep.sum(), C)` in original order and their sizes `(B, keep.sum())` (how many input tokens each
+    stands for)."""
+    b, g, n, c = x.shape
+    if keep.max() - keep.min() > 1 or keep.min() < 1 or keep.max() > n:
+        raise ValueError(f"tokens kept per group must be in [1, {n}] and within one of each other, got {keep.tolist()}")
+    dtype = x.dtype
+    size = torch.ones(b, g, n, dtype=torch.promote_types(dtype, torch.float32), device=x.device)
+    pos = torch.arange(n, device=x.device).expand(b, g, n)
+    n_in = n
+    most = int(keep.max())
+    # Each round merges at most half of the tokens, so the rounds (log2(n / keep) of them) must run in turn.
+    while n > most:
+        x, size, pos = bipartite_merge(x, size, pos, min(n - most, n // 2))
+        n = x.shape[2]
+    if (keep < n).any():  # the groups that keep one token fewer
+        x, size, pos = bipartite_merge(x, size, pos, (n - keep).view(1, g, 1))
+    # Back to the original order; merged-away tokens (size 0) sort last.
+    start = n_in * torch.arange(g, device=x.device)[:, None]
+    order = torch.where(size > 0, pos + start, g * n_in).view(b, -1).argsort(-1)
+    order = order[:, : int(keep.sum())]
+    tokens = x.reshape(b, -1, c).gather(1, order[..., None].expand(-1, -1, c))
+    return tokens.to(dtype), size.view(b, -1).gather(1, order)
+
+
+def bipartite_merge(x: torch.Tensor, size: torch.Tensor, pos: torch.Tensor, r: int | torch.Tensor):
+    """One round: in each group the `r` even-position tokens most similar (cosine) to an odd-position token are
+    averaged into it, weighted by size. `x (B, G, n, C)`, `size`, `pos (B, G, n)` -> the same with `n - min(r)`
+    tokens, unmerged even ones first; where `r` varies by group, the extra merged tokens stay with size 0."""
+    b, g, n, c = x.shape
+    x = x.to(size.dtype)
+    norm = torch.linalg.vector_norm(x, dim=-1)
+    # Cosine similarity from the raw product: normalising the tokens would copy all of them.
+    sim = x[..., ::2, :] @ x[..., 1::2, :].transpose(-1, -2)
+    sim = sim / (norm[..., ::2, None] * norm[..., None, 1::2]).clamp_min(torch.finfo(sim.dtype).tiny)
+    score, match = sim.max(-1)
+    order = score.argsort(-1, descending=True)  # (B, G, n_src), the most similar first
+    fewest, most = (r, r) if isinstance(r, int) else (int(r.min()), int(r.max()))
+    merged, kept = order[..., :most], order[..., fewest:]
+    n_kept = kept.shape[-1]
+    weight = size[..., ::2].gather(-1, merged) * (torch.arange(most, device=x.device) < r)  # 0: not merged now
+    target = match.gather(-1, merged)  # (B, G, most), odd-position index
+    dst_size = size[..., 1::2].scatter_add(-1, target, weight)
+
+    # Rows of the flattened tokens, so that whole tokens move at once (index_select, index_add_).
+    group = torch.arange(b * g, device=x.device).view(b, g, 1)
+    odd = torch.arange(n // 2, device=x.device).expand(b, g, -1)
+    out = x.view(-1, c).index_select(0, (group * n + torch.cat([2 * kept, 2 * odd + 1], -1)).flatten())
+    # dst + sum of w (src - dst) / new size: the size-weighted mean, touching only the merged tokens' rows.
+    rows = (group * (n - fewest) + n_kept + target).flatten()
+    step = (weight / dst_size.gather(-1, target)).flatten()[:, None]
+    src = x.view(-1, c).index_select(0, (group * n + 2 * merged).flatten())
+    out.index_add_(0, rows, (src - out.index_select(0, rows)).mul_(step))
+
+    kept_size = size[..., ::2].gather(-1, kept)
+    kept_size[..., : most - fewest] *= torch.arange(fewest, most, device=x.device) >= r  # merged in this round
+    new_size = torch.cat([kept_size, dst_size], -1)
+    new_pos = torch.cat([pos[..., ::2].gather(-1, kept), pos[..., 1::2]], -1)
+    return out.view(b, g, n - fewest, c), new_size, new_pos
+
+
+REDUCERS.register("tome")(SetReducer(tome))

@@ -1,0 +1,177 @@
+"""Training data: a manifest of videos -> clips of T frames (T/4 dense 4-frame clips), decoded in DataLoader workers.
+
+Which frames a video gives in an epoch is a pure function of (seed, view, video index), where view = epoch for
+targets computed on the fly and epoch % cache_views for cached targets. So the clip a cached target was computed on
+is found again exactly, and a resumed run sees the same clips as an uninterrupted one, whatever the worker count.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
+
+import torch
+from torch.utils.data import Dataset, DistributedSampler
+
+from liteframe.errors import InputError
+from liteframe.video.decode import VideoDecodeError, VideoDecodeWarning, VideoInfo, open_video
+from liteframe.video.preprocess import preprocess
+from liteframe.video.sampling import FrameSample, TrainSampler
+
+if TYPE_CHECKING:
+    from liteframe.train.targets import TargetCache
+
+log = logging.getLogger("liteframe.train")
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    video: str
+    start: float | None = None
+    end: float | None = None
+
+
+def read_manifest(path: str | Path) -> list[ManifestEntry]:
+    """JSON lines `{"video": path, "start": s, "end": s}` (start/end optional, seconds); relative paths are
+    relative to the manifest. Blank lines are ignored."""
+    path = Path(path)
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as err:
+        raise InputError(f"{path}: cannot read the manifest ({err.strerror or err})") from err
+    entries = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            video = Path(row["video"])
+            start, end = row.get("start"), row.get("end")
+            if start is not None and end is not None and not float(end) > float(start) >= 0:
+                raise ValueError(f"need 0 <= start < end, got start={start}, end={end}")
+            entries.append(ManifestEntry(str(video if video.is_absolute() else path.parent / video),
+                                         None if start is None else float(start), None if end is None else float(end)))
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+            raise InputError(f"{path}:{number}: not a manifest line {{\"video\": path, \"start\": s, \"end\": s}} "
+                             f"({err})") from err
+    if not entries:
+        raise InputError(f"{path}: the manifest lists no videos")
+    return entries
+
+
+def manifest_digest(entries: list[ManifestEntry]) -> str:
+    """sha256 of the manifest's content, so a target cache knows which videos its indices refer to."""
+    return hashlib.sha256(json.dumps([dataclasses.astuple(e) for e in entries]).encode()).hexdigest()
+
+
+class ClipDataset(Dataset):
+    """Item i -> `{"pixels": float (T, 3, S, S), "index": int, "indices": int64 (T,), "skipped": [reasons]}`.
+
+    A video that fails to decode (or decodes only in part) is skipped: the next video in the manifest stands in,
+    and the failure travels with the item so the training loop can count and log it."""
+
+    def __init__(self, entries: list[ManifestEntry], frames: int, size: int, fps: tuple[float, float], seed: int,
+                 cache: TargetCache | None = None):
+        self.entries, self.size, self.cache = entries, size, cache
+        self.sampler = TrainSampler(budgets=(frames,), rates=tuple(fps), seed=seed)
+        self.view = 0
+
+    def set_view(self, view: int) -> None:
+        """Which clip of every video this epoch reads (call before creating the epoch's DataLoader iterator)."""
+        self.view = view
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        skipped = []
+        for k in range(len(self.entries)):
+            j = (i + k) % len(self.entries)
+            try:
+                pixels, sample = self.load(j, self.view)
+                item = {"pixels": pixels, "index": j, "indices": torch.from_numpy(sample.indices), "skipped": skipped}
+                if self.cache is not None:
+                    item["target"] = self.cached_target(j, item["indices"])
+                return item
+            except VideoDecodeError as err:
+                skipped.append(str(err))
+        raise InputError(f"no video in the manifest decodes ({len(self.entries)} tried; first: {skipped[0]})")
+
+    def load(self, i: int, view: int) -> tuple[torch.Tensor, FrameSample]:
+        """Decode video i's clip for `view` -> (float (T, 3, S, S), its FrameSample); VideoDecodeError if it fails."""
+        entry = self.entries[i]
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", VideoDecodeWarning)  # a part-decoded clip is as bad as none
+            try:
+                with open_video(entry.video) as reader:
+                    sample = clip_sample(self.sampler, reader.info, entry, key=view * len(self.entries) + i)
+                    frames = reader.read(sample.timestamps)
+            except VideoDecodeWarning as warning:
+                raise VideoDecodeError(str(warning)) from None
+        return preprocess(frames.data, self.size), sample
+
+
+    def cached_target(self, i: int, indices: torch.Tensor) -> torch.Tensor:
+        """Video i's cached target for this view, after checking it was computed on exactly these frames."""
+        try:
+            target, cached = self.cache.get(self.view, i)
+        except KeyError as err:  # the video failed when the cache was built
+            raise VideoDecodeError(f"{self.entries[i].video}: no cached target ({err.args[0]})") from None
+        if not torch.equal(cached, indices):
+            raise InputError(f"{self.cache.folder}: cached target of {self.entries[i].video} (view {self.view}) was "
+                             f"computed on frames {cached.tolist()}, this run samples {indices.tolist()}; "
+                             f"rebuild the cache with `liteframe cache-targets`")
+        return target
+
+
+def clip_sample(sampler: TrainSampler, info: VideoInfo, entry: ManifestEntry, key: int) -> FrameSample:
+    """The training clip of a video, inside the manifest's [start, end] window when it gives one."""
+    if entry.start is None and entry.end is None:
+        return sampler(info, key)
+    first = round((entry.start or 0.0) * info.fps)
+    last = min(info.num_frames, round(entry.end * info.fps)) if entry.end is not None else info.num_frames
+    if last <= first:
+        raise VideoDecodeError(f"{entry.video}: window {entry.start}-{entry.end}s lies outside the video "
+                               f"({info.duration:.2f}s)")
+    sample = sampler(dataclasses.replace(info, frame_count=last - first), key)
+    indices = sample.indices + first
+    return FrameSample(indices, indices / info.fps, sample.repeated)
+
+
+def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack a list of items; skipped-video reasons are concatenated."""
+    batch = {"pixels": torch.stack([it["pixels"] for it in items]),
+             "index": torch.tensor([it["index"] for it in items]),
+             "indices": torch.stack([it["indices"] for it in items]),
+             "skipped": [reason for it in items for reason in it["skipped"]]}
+    if "target" in items[0]:
+        batch["target"] = torch.stack([it["target"] for it in items])
+    return batch
+
+
+class ResumableSampler(DistributedSampler):
+    """`DistributedSampler` that can start part-way into an epoch: `set_epoch(epoch, start)` skips the first
+    `start` indices of this rank's share, so a resumed run continues with the very next batch."""
+
+    def __init__(self, dataset: Dataset, num_replicas: int, rank: int, seed: int):
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
+        self.start = 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        super().set_epoch(epoch)
+        self.start = start
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(list(super().__iter__())[self.start:])
+
+    def __len__(self) -> int:
+        return self.num_samples - self.start
+
+
+def worker_init(_: int) -> None:
+    torch.set_num_threads(1)  # workers decode and resize; threads would fight the training process

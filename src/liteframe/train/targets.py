@@ -1,0 +1,248 @@
+"""CTD targets: WAP(teacher(x)) with block (4, 2, 2), computed on the fly or read from a target cache.
+
+A cache is a folder of safetensors shards (bf16 targets and the frame indices they were computed on, keyed
+`"<view>/<video index>"`) and a `cache.json` written last, so a folder without it is an unfinished cache. The
+json holds a fingerprint of everything that decides a target: the teacher's weights and config, the manifest,
+the clip sampling (frames, fps range, seed, views) and the preprocessing. A run whose fingerprint differs is
+refused, and every clip read is checked against the frame indices stored with its target.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from liteframe.errors import InputError
+from liteframe.reduce import wap
+from liteframe.video.decode import VideoDecodeError
+from liteframe.video.preprocess import IMAGENET_MEAN, IMAGENET_STD
+
+log = logging.getLogger("liteframe.train")
+BLOCK = (4, 2, 2)  # SPEC 5: the student's output grid is WAP's with this block
+INDEX = "cache.json"
+_SHARD_BYTES = 512 * 2**20
+
+
+@torch.no_grad()
+def teacher_targets(teacher, pixels: torch.Tensor, dense: bool = False) -> torch.Tensor:
+    """`(B, T, 3, S, S) -> (B, T/4, S/2p, S/2p, C)` WAP(teacher) patch tokens, or with `dense` the teacher's own
+    `(B, T, S/p, S/p, C)` (the RTD target)."""
+    grid = teacher(pixels)
+    return grid.patches if dense else wap(grid.patches, grid.queries, BLOCK)
+
+
+def teacher_identity(teacher, folder: str) -> dict[str, str]:
+    """sha256 of the teacher's config and of its vision tower + projector weights (so a moved folder still matches
+    and a changed one does not)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(teacher.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    config = Path(folder) / "config.json"
+    return {"config_sha256": hashlib.sha256(config.read_bytes()).hexdigest(), "weights_sha256": digest.hexdigest()}
+
+
+def fingerprint(teacher_id: dict[str, str], manifest_sha256: str, frames: int, fps: tuple[float, float], seed: int,
+                views: int, image_size: int) -> dict[str, Any]:
+    """Everything that decides which target a (view, video) key holds."""
+    return {
+        "teacher": teacher_id,
+        "manifest_sha256": manifest_sha256,
+        "sampling": {"sampler": "TrainSampler clips", "frames": frames, "fps": list(fps), "seed": seed,
+                     "views": views},
+        "preprocess": {"size": image_size, "resize": "bicubic antialias", "mean": list(IMAGENET_MEAN),
+                       "std": list(IMAGENET_STD)},
+        "target": {"reducer": "wap", "block": list(BLOCK), "dtype": "bfloat16"},
+    }
+
+
+def _differences(built: Any, wanted: Any, prefix: str = "") -> list[str]:
+    if isinstance(built, dict) and isinstance(wanted, dict):
+        return [d for k in sorted(set(built) | set(wanted))
+                for d in _differences(built.get(k), wanted.get(k), f"{prefix}{k}.")]
+    return [] if built == wanted else [f"{prefix[:-1]}: cache {built!r}, this run {wanted!r}"]
+
+
+class TargetCache:
+    """Read side: `cache.get(view, index) -> (bf16 target (T/4, H', W', C), int64 frame indices (T,))`."""
+
+    def __init__(self, folder: str | Path, expected: dict[str, Any]):
+        self.folder = Path(folder)
+        index = self.folder / INDEX
+        if not index.is_file():
+            raise InputError(f"{self.folder}: not a complete target cache (no {INDEX}); run `liteframe cache-targets`")
+        try:
+            meta = json.loads(index.read_text())
+        except json.JSONDecodeError as err:
+            raise InputError(f"{index}: not valid JSON ({err})") from None
+        diff = _differences(meta.get("fingerprint"), expected)
+        if diff:
+            raise InputError(f"{self.folder}: target cache was built with other settings ({'; '.join(diff)}); "
+                             f"rebuild it with `liteframe cache-targets` or match its settings")
+        self.entries: dict[str, str] = meta["entries"]
+        self.failed: dict[str, str] = meta["failed"]
+        self.views = expected["sampling"]["views"]
+        self._open: dict[str, Any] = {}  # shard name -> safe_open handle, per process (DataLoader workers)
+
+    def get(self, view: int, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        key = f"{view % self.views}/{index}"
+        if key not in self.entries:
+            raise KeyError(self.failed.get(key, f"no cached target for view {view % self.views}, video {index}"))
+        shard = self.entries[key]
+        if shard not in self._open:
+            self._open[shard] = safe_open(str(self.folder / shard), "pt")
+        f = self._open[shard]
+        return f.get_tensor(f"{key}/target"), f.get_tensor(f"{key}/indices")
+
+    def __getstate__(self):  # file handles do not cross into worker processes; each opens its own
+        return {**self.__dict__, "_open": {}}
+
+
+class CacheWriter:
+    """Write side, one per rank: `add(key, target, indices)`, `fail(key, reason)`; `close()` flushes and writes
+    this rank's part list `part-<rank>.json` (merged into `cache.json` by `finish`)."""
+
+    def __init__(self, folder: str | Path, rank: int):
+        self.folder, self.rank = Path(folder), rank
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.entries: dict[str, str] = {}
+        self.failed: dict[str, str] = {}
+        self._pending: dict[str, torch.Tensor] = {}
+        self._bytes, self._shards = 0, 0
+
+    def add(self, key: str, target: torch.Tensor, indices: torch.Tensor) -> None:
+        self._pending[f"{key}/target"] = target.to(torch.bfloat16).cpu().contiguous()
+        self._pending[f"{key}/indices"] = indices.to(torch.int64).cpu().contiguous()
+        self._bytes += target.numel() * 2
+        self.entries[key] = ""  # shard name filled in when the shard is written
+        if self._bytes >= _SHARD_BYTES:
+            self._flush()
+
+    def fail(self, key: str, reason: str) -> None:
+        self.failed[key] = reason
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        name = f"targets-{self.rank:03d}-{self._shards:05d}.safetensors"
+        _atomic_save(self._pending, self.folder / name)
+        for key in self.entries:
+            self.entries[key] = self.entries[key] or name
+        self._pending, self._bytes, self._shards = {}, 0, self._shards + 1
+
+    def close(self) -> None:
+        self._flush()
+        _atomic_text(self.folder / f"part-{self.rank:03d}.json",
+                     json.dumps({"entries": self.entries, "failed": self.failed}))
+
+
+def finish(folder: str | Path, fingerprint: dict[str, Any], world: int) -> dict[str, Any]:
+    """Merge the ranks' part lists into `cache.json` (written last: its presence marks a complete cache)."""
+    folder = Path(folder)
+    entries, failed = {}, {}
+    for rank in range(world):
+        part = folder / f"part-{rank:03d}.json"
+        data = json.loads(part.read_text())
+        entries.update(data["entries"])
+        failed.update(data["failed"])
+        part.unlink()
+    meta = {"fingerprint": fingerprint, "entries": entries, "failed": failed}
+    _atomic_text(folder / INDEX, json.dumps(meta, indent=1))
+    return meta
+
+
+def _atomic_save(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(tensors, str(tmp))
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def cache_targets(cfg) -> dict[str, Any]:
+    """Run the teacher once over `cfg.manifest` (`cfg.cache_views` clips per video) and write the target cache to
+    `cfg.target_cache`; under torchrun each rank takes a share. -> `{"folder", "clips", "failed"}`."""
+    from torch.utils.data import DataLoader
+    from tqdm import tqdm
+
+    from liteframe.models import Teacher
+    from liteframe.train.data import ClipDataset, manifest_digest, read_manifest, worker_init
+    from liteframe.train.dist import barrier, setup, teardown
+
+    if not (cfg.teacher and cfg.manifest and cfg.target_cache):
+        raise InputError("cache-targets: the config needs `teacher`, `manifest` and `target_cache` (the folder to write)")
+    ctx = setup(cfg.device)
+    try:
+        cuda = ctx.device.type == "cuda"
+        teacher = Teacher.from_pretrained(cfg.teacher, dtype=torch.bfloat16 if cuda else torch.float32,
+                                          device=ctx.device)
+        size = cfg.image_size or teacher.image_size
+        entries = read_manifest(cfg.manifest)
+        expected = fingerprint(teacher_identity(teacher, cfg.teacher), manifest_digest(entries), cfg.frames, cfg.fps,
+                             cfg.seed, cfg.cache_views, size)
+        folder = Path(cfg.target_cache)
+        if (folder / INDEX).is_file():
+            cache = TargetCache(folder, expected)  # refuses a cache built with other settings
+            return {"folder": str(folder), "clips": len(cache.entries), "failed": len(cache.failed)}
+        keys = [(view, i) for view in range(cfg.cache_views) for i in range(len(entries))][ctx.rank::ctx.world]
+        data = _Keyed(ClipDataset(entries, cfg.frames, size, cfg.fps, cfg.seed), keys)
+        loader = DataLoader(data, batch_size=max(1, cfg.batch_size // ctx.world), num_workers=cfg.workers,
+                            collate_fn=list, worker_init_fn=worker_init)
+        writer = CacheWriter(folder, ctx.rank)
+        for items in tqdm(loader, desc="cache-targets", disable=not ctx.main, dynamic_ncols=True):
+            good = [it for it in items if "pixels" in it]
+            for it in items:
+                if "failed" in it:
+                    log.warning("video skipped: %s", it["failed"])
+                    writer.fail(it["key"], it["failed"])
+            if good:
+                pixels = torch.stack([it["pixels"] for it in good]).to(ctx.device)
+                with torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=cuda):
+                    targets = teacher_targets(teacher, pixels)
+                for it, target in zip(good, targets):
+                    writer.add(it["key"], target, it["indices"])
+        writer.close()
+        barrier(ctx)
+        if ctx.main:
+            finish(folder, expected, ctx.world)
+        barrier(ctx)
+        meta = json.loads((folder / INDEX).read_text())
+        return {"folder": str(folder), "clips": len(meta["entries"]), "failed": len(meta["failed"])}
+    finally:
+        teardown()
+
+
+class _Keyed(torch.utils.data.Dataset):
+    """(view, video) keys -> `{"key", "pixels", "indices"}`, or `{"key", "failed": reason}` for a video that does
+    not decode (recorded in the cache, never substituted: a key must hold its own video's target)."""
+
+    def __init__(self, data, keys: list[tuple[int, int]]):
+        self.data, self.keys = data, keys
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getitem__(self, k: int) -> dict[str, Any]:
+        view, i = self.keys[k]
+        key = f"{view}/{i}"
+        try:
+            pixels, sample = self.data.load(i, view)
+        except VideoDecodeError as err:
+            return {"key": key, "failed": str(err)}
+        return {"key": key, "pixels": pixels, "indices": torch.from_numpy(sample.indices)}

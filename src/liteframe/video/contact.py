@@ -1,0 +1,37 @@
+"""`liteframe frames`: a contact sheet of the sampled frames with their timestamps, to see what the model sees."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from liteframe.video.decode import open_video
+from liteframe.video.sampling import CLIP_LEN, sample_frames
+
+THUMB_WIDTH = 240
+LABEL_HEIGHT = 16
+
+
+def contact_sheet(path: str | os.PathLike, num_frames: int = 16, strategy: str = "clips",
+                  out: str | os.PathLike = "sheet.png", **sampling_kw) -> Image.Image:
+    """Sample, decode and tile the frames (4 per row, so each row of a `clips` sheet is one clip), each labelled with
+    its frame index and time; saves to `out` and returns the image."""
+    with open_video(path) as reader:
+        sample = sample_frames(reader.info, num_frames, strategy, **sampling_kw)
+        frames = reader.read(sample.timestamps)
+    h, w = frames.data.shape[-2:]
+    thumb = (THUMB_WIDTH, max(1, round(h * THUMB_WIDTH / w)))
+    rows = -(-len(sample) // CLIP_LEN)
+    sheet = Image.new("RGB", (CLIP_LEN * thumb[0], rows * (thumb[1] + LABEL_HEIGHT)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for k, (frame, index, t) in enumerate(zip(frames.data.permute(0, 2, 3, 1).numpy(), sample.indices,
+                                              frames.pts.numpy())):
+        x, y = (k % CLIP_LEN) * thumb[0], (k // CLIP_LEN) * (thumb[1] + LABEL_HEIGHT)
+        sheet.paste(Image.fromarray(np.ascontiguousarray(frame)).resize(thumb, Image.BILINEAR), (x, y + LABEL_HEIGHT))
+        draw.text((x + 4, y + 2), f"#{index}  {t:.2f}s", fill="black")
+    sheet.save(out)
+    return sheet
+
+
+__all__ = ["contact_sheet"]

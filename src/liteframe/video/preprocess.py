@@ -1,0 +1,49 @@
+"""InternVL's image preprocessing, batched on tensors: bicubic resize to size x size, scale to [0, 1], ImageNet mean/std.
+
+InternVL resizes PIL images with bicubic filtering; torch's antialiased bicubic uses the same kernel (a = -0.5,
+widened when downscaling), so frames never pass through PIL. Values are clamped to [0, 255] after resizing as PIL's
+uint8 output is.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# Padding for keep_aspect: the mean colour, which normalises to (almost exactly) zero.
+PAD_VALUE = tuple(round(255 * m) for m in IMAGENET_MEAN)
+_CHUNK = 32  # frames converted to float at once: bounds memory for long 720p videos
+
+
+def preprocess(frames: torch.Tensor, size: int = 448, keep_aspect: bool = False,
+               device: torch.device | str | None = None) -> torch.Tensor:
+    """uint8 (N, 3, H, W) -> float32 (N, 3, size, size) on `device` (default: the frames' device).
+    keep_aspect pads the shorter side symmetrically with `PAD_VALUE` to a square before resizing."""
+    if frames.dtype != torch.uint8 or frames.dim() != 4 or frames.shape[1] != 3:
+        raise ValueError(f"preprocess expects uint8 frames (N, 3, H, W), got {frames.dtype} {tuple(frames.shape)}")
+    device = torch.device(device) if device is not None else frames.device
+    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1) * 255
+    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1) * 255
+    out = torch.empty(len(frames), 3, size, size, device=device)
+    for start in range(0, len(frames), _CHUNK):
+        x = frames[start:start + _CHUNK].to(device, non_blocking=True).float()
+        if keep_aspect:
+            x = _pad_square(x)
+        x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False, antialias=True)
+        out[start:start + _CHUNK] = (x.clamp_(0, 255) - mean) / std
+    return out
+
+
+def _pad_square(x: torch.Tensor) -> torch.Tensor:
+    """(N, 3, H, W) -> (N, 3, S, S), S = max(H, W), the image centred on `PAD_VALUE`."""
+    h, w = x.shape[-2:]
+    side = max(h, w)
+    top, left = (side - h) // 2, (side - w) // 2
+    canvas = torch.tensor(PAD_VALUE, dtype=x.dtype, device=x.device).view(1, 3, 1, 1).expand(len(x), 3, side, side)
+    canvas = canvas.clone()
+    canvas[:, :, top:top + h, left:left + w] = x
+    return canvas
+
+
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "PAD_VALUE", "preprocess"]

@@ -1,0 +1,128 @@
+"""Which frames to look at: frame indices and timestamps, chosen from a `VideoInfo` before any decoding.
+
+Index i stands for the frame at time i / fps (the nominal frame grid; with a variable frame rate the decoder returns
+the frame on screen at that time). Every strategy returns indices in increasing order. When the video has fewer
+distinct frames than asked for, indices repeat so that the count holds, `repeated` is True and a warning says so.
+
+- `uniform`: N frames at the centres of N equal segments of the video.
+- `clips`: N/4 dense clips of 4 consecutive sample slots spread evenly over the video, frames inside a clip at
+  max(rate, N / duration) fps (rate 1 fps by default, SPEC 7). At rate N / duration the clips touch and this is
+  `uniform`.
+- `fps`: frames at `rate` fps, at most N (beyond N the rate drops to N / duration, which is `uniform`).
+- `TrainSampler`: `clips` with the budget drawn from a set and the in-clip rate from a range, clips placed at random
+  gaps, deterministic for (seed, key) (SPEC 5 and 6).
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from liteframe.registry import Registry
+from liteframe.video.decode import VideoDecodeWarning, VideoInfo
+
+SAMPLERS: Registry = Registry("frame sampling strategy")
+CLIP_LEN = 4  # frames per dense clip: the student's temporal block (SPEC 4)
+
+
+@dataclass
+class FrameSample:
+    """`indices` int64 (N,) on the nominal frame grid; `timestamps` float64 (N,) seconds (= indices / fps);
+    `repeated`: some frames appear more than once because the video is too short for the budget."""
+
+    indices: np.ndarray
+    timestamps: np.ndarray
+    repeated: bool
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def sample_frames(info: VideoInfo, num_frames: int, strategy: str = "clips", **kw) -> FrameSample:
+    """Choose `num_frames` frames of a video with a registered strategy (`uniform`, `clips`, `fps`)."""
+    if num_frames < 1:
+        raise ValueError(f"num_frames must be at least 1, got {num_frames}")
+    sample = _from_times(info, SAMPLERS.get(strategy)(info, num_frames, **kw))
+    if sample.repeated:
+        warnings.warn(f"{info.path}: {info.num_frames} frames ({info.duration:.2f}s) are fewer than the {len(sample)} "
+                      f"sampled with {strategy!r}; frames repeat", VideoDecodeWarning, stacklevel=2)
+    return sample
+
+
+@SAMPLERS.register("uniform")
+def uniform(info: VideoInfo, num_frames: int) -> np.ndarray:
+    """Sample times (num_frames,): the centres of equal segments."""
+    return (np.arange(num_frames) + 0.5) * (_duration(info) / num_frames)
+
+
+@SAMPLERS.register("clips")
+def clips(info: VideoInfo, num_frames: int, rate: float = 1.0) -> np.ndarray:
+    """Sample times (num_frames,): num_frames / 4 clips of 4 frames at max(rate, num_frames / duration) fps, spread
+    evenly with equal gaps between them."""
+    duration = _duration(info)
+    window, num_clips = _clip_window(duration, num_frames, rate)
+    gap = (duration - num_clips * window) / num_clips
+    starts = gap / 2 + np.arange(num_clips) * (window + gap)
+    return _clip_times(starts, window)
+
+
+@SAMPLERS.register("fps")
+def fps(info: VideoInfo, num_frames: int, rate: float = 1.0) -> np.ndarray:
+    """Sample times (min(num_frames, duration x rate),): one frame per 1 / rate seconds, capped at num_frames."""
+    if rate <= 0:
+        raise ValueError(f"rate must be positive, got {rate}")
+    duration = _duration(info)
+    count = max(1, min(num_frames, math.floor(duration * rate)))
+    step = duration / count if count == num_frames else 1.0 / rate  # at the cap the rate drops to N / duration
+    return (duration - count * step) / 2 + (np.arange(count) + 0.5) * step
+
+
+@dataclass
+class TrainSampler:
+    """Training frame sampling: `sampler(info, key) -> FrameSample`. The budget is drawn from `budgets`, the minimum
+    in-clip rate uniformly from `rates` (fps), and the clips sit at random gaps; the same (seed, key) always gives the
+    same sample. For CTD on short clips of T frames use `budgets=(T,)`."""
+
+    budgets: tuple[int, ...] = (128, 256, 512)
+    rates: tuple[float, float] = (1.0, 4.0)
+    seed: int = 0
+
+    def __call__(self, info: VideoInfo, key: int) -> FrameSample:
+        rng = np.random.default_rng([self.seed, key])
+        num_frames = int(rng.choice(self.budgets))
+        duration = _duration(info)
+        window, num_clips = _clip_window(duration, num_frames, rng.uniform(*self.rates))
+        free = duration - num_clips * window
+        starts = np.sort(rng.uniform(0.0, free, num_clips)) + np.arange(num_clips) * window
+        return _from_times(info, _clip_times(starts, window))
+
+
+def _clip_window(duration: float, num_frames: int, rate: float) -> tuple[float, int]:
+    """(seconds one clip spans, number of clips) for clips at max(rate, num_frames / duration) fps."""
+    if num_frames % CLIP_LEN:
+        raise ValueError(f"clip sampling needs a frame count that is a multiple of {CLIP_LEN}, got {num_frames}")
+    if rate <= 0:
+        raise ValueError(f"rate must be positive, got {rate}")
+    rate = max(rate, num_frames / duration)
+    return CLIP_LEN / rate, num_frames // CLIP_LEN
+
+
+def _clip_times(starts: np.ndarray, window: float) -> np.ndarray:
+    """(K,) clip starts -> (4K,) times at the centres of each clip's 4 slots."""
+    return (starts[:, None] + (np.arange(CLIP_LEN) + 0.5) * (window / CLIP_LEN)).reshape(-1)
+
+
+def _from_times(info: VideoInfo, times: np.ndarray) -> FrameSample:
+    """Snap times to the nominal frame grid."""
+    indices = np.clip(np.floor(times * info.fps), 0, info.num_frames - 1).astype(np.int64)
+    return FrameSample(indices, indices / info.fps, bool(len(np.unique(indices)) < len(indices)))
+
+
+def _duration(info: VideoInfo) -> float:
+    # The frame grid is what can be sampled; the declared duration may include a trailing gap or be missing.
+    return info.num_frames / info.fps
+
+
+__all__ = ["CLIP_LEN", "FrameSample", "SAMPLERS", "TrainSampler", "sample_frames"]

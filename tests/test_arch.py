@@ -1,0 +1,74 @@
+import json
+
+import pytest
+import torch
+from transformers import InternVLVisionConfig
+
+from liteframe.bench import arch
+from liteframe.cli import main
+from liteframe.models import LiteFrameConfig, LiteFrameEncoder, Teacher, tiny_student_config, tiny_vision_config
+from liteframe.models.flops import count_flops
+
+
+def test_teacher_flops_by_hand():
+    """InternViT-300M at one 448 px frame: 24 layers x 1025 tokens x 12 C^2 MACs + the patch embedding;
+    attention adds 2 x 1025^2 x C MACs per layer."""
+    with torch.device("meta"):
+        teacher = Teacher.from_config(InternVLVisionConfig(attention_bias=True))
+    flops = count_flops(teacher, (1, 1, 3, 448, 448))
+    c = 1024
+    paper = 2 * (1024 * 588 * c + 24 * 1025 * 12 * c * c)
+    assert flops.paper == paper == 620_312_395_776
+    assert flops.total == paper + 2 * 24 * 2 * 1025**2 * c
+
+
+def test_student_flops_by_hand():
+    """LiteFrame-B dwconv on one 4-frame clip at 448 px, stage by stage (SPEC 4)."""
+    with torch.device("meta"):
+        model = LiteFrameEncoder(LiteFrameConfig())
+    flops = count_flops(model, (1, 4, 3, 448, 448))
+    c = 768
+    block = 12 * c * c  # qkv, proj, fc1, fc2 per token
+    macs = 4 * 1024 * 588 * c  # patch embedding
+    macs += 4 * (4 * 1025 * block + 4 * 1024 * c * 3)  # blocks 1-4: 4 frames, depth-wise temporal conv
+    macs += 2 * 256 * c * 8  # Conv3d (2, 2, 2)
+    macs += 4 * (2 * 257 * block + 2 * 256 * c * 3)  # blocks 5-8: 2 frames of 16 x 16
+    macs += 1 * 256 * c * 2  # Conv3d (2, 1, 1)
+    macs += 4 * 257 * block  # blocks 9-12: one frame, no temporal conv
+    macs += 257 * c * 1024  # Linear(768, 1024) on patches and CLS
+    attention = 4 * (4 * 1025**2 + 2 * 257**2 + 257**2) * 2 * c
+    assert flops.paper == 2 * macs
+    assert flops.total == 2 * (macs + attention)
+
+
+def test_latency_rows_and_plot(monkeypatch, tmp_path):
+    """The timing path end to end, with tiny models standing in for the full-size ones."""
+    def tiny(name):
+        if name == "teacher":
+            return Teacher.from_config(tiny_vision_config("internvl", image_size=112))
+        return LiteFrameEncoder(tiny_student_config(name, image_size=112)).eval()
+
+    monkeypatch.setattr(arch, "build", tiny)
+    rows = arch.run(frames=4, size=112, repeats=1, warmup=0)
+    assert rows[0]["speedup"] == 1.0 and rows[0]["flop_ratio"] == 1.0
+    assert all(r["latency_ms"] > 0 and r["flop_ratio"] > 0 for r in rows)
+    assert rows[0]["latency_shape"] == "1x4x3x112x112 float32 cpu"
+    arch.plot(rows, tmp_path / "arch.png")
+    assert (tmp_path / "arch.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_json_at_full_size_and_errors(capsys):
+    assert main(["bench", "arch", "--no-latency", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["arch"] for r in rows] == ["teacher", "none", "dwconv", "conv", "tempattn", "stattn", "spatial16"]
+    for row in rows:
+        assert isinstance(row["params"], int) and isinstance(row["flops"], int)
+        assert row["flops_total"] >= row["flops"] > 0 and row["flops_shape"] == "1x256x3x448x448"
+    by = {r["arch"]: r for r in rows}
+    assert by["teacher"]["params"] == pytest.approx(304e6, rel=0.01)
+    assert by["dwconv"]["params"] == pytest.approx(by["none"]["params"], rel=0.001)
+    assert by["teacher"]["flops"] / by["dwconv"]["flops"] > 8  # the compute the encoder saves
+    assert by["stattn"]["flops_total"] > by["dwconv"]["flops_total"]  # joint attention over 4 frames
+    assert main(["bench", "arch", "--frames", "6", "--no-latency"]) == 2
+    err = capsys.readouterr().err
+    assert "--frames must be a multiple of 4" in err and len(err.strip().splitlines()) == 1

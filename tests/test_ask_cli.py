@@ -1,0 +1,81 @@
+"""`liteframe ask` and `liteframe bench e2e` through the command line: JSON output, and one-line errors with exit
+code 2 for bad videos, model folders, encoders and frame counts."""
+import json
+from pathlib import Path
+
+import pytest
+
+from liteframe.cli import main
+from liteframe.llm import save_tiny_internvl
+from liteframe.models import LiteFrameEncoder, Teacher, tiny_student_config
+
+VIDEOS = Path(__file__).parents[2] / "shared" / "videos"
+BBB = str(VIDEOS / "bbb_short.mp4")
+SIZE = 56  # 4 x 4 patches: the cheapest grid that pixel shuffle and the student's 2 x 2 downsampling accept
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return save_tiny_internvl(tmp_path_factory.mktemp("tiny_internvl"), image_size=SIZE)
+
+
+@pytest.fixture(scope="module")
+def student_dir(checkpoint, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("student")
+    teacher = Teacher.from_pretrained(checkpoint)
+    LiteFrameEncoder.from_teacher(teacher, tiny_student_config(image_size=SIZE)).save_pretrained(folder)
+    return folder
+
+
+def test_ask_json(checkpoint, capsys):
+    rc = main(["ask", BBB, "What happens?", "--model", str(checkpoint), "--encoder", "wap", "--frames", "8",
+               "--max-new-tokens", "3", "--json"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["frames"] == 8 and out["encoder"] == "wap"
+    assert out["visual_tokens"] == 2  # 8 frames -> 2 clips of 2 x 2 ViT tokens -> 1 LLM token each
+    assert isinstance(out["answer"], str) and 1 <= len(out["tokens"]) <= 3
+    assert {"decode", "preprocess", "vit", "llm_prefill", "generation", "total"} == set(out["latency_ms"])
+
+
+def test_ask_prints_answer_and_latency_table(checkpoint, student_dir, capsys):
+    rc = main(["ask", BBB, "What happens?", "--model", str(checkpoint), "--encoder", f"student:{student_dir}",
+               "--frames", "4", "--max-new-tokens", "2"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "4 frames, encoder student:" in out and "| decode | preprocess |" in out and "llm_prefill" in out
+
+
+def _one_line_error(capsys, argv, match):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and match in err, err
+    return err
+
+
+def test_bad_inputs_exit_2_with_one_line(checkpoint, student_dir, tmp_path, capsys):
+    model = ["--model", str(checkpoint)]
+    not_video = tmp_path / "notes.mp4"
+    not_video.write_text("not a video")
+    _one_line_error(capsys, ["ask", str(not_video), "q", *model], "notes.mp4")
+    _one_line_error(capsys, ["ask", str(tmp_path / "missing.mp4"), "q", *model], "missing.mp4")
+    _one_line_error(capsys, ["ask", BBB, "q", "--model", str(tmp_path)], "no config.json")
+    (tmp_path / "config.json").write_text('{"model_type": "qwen2"}')
+    _one_line_error(capsys, ["ask", BBB, "q", "--model", str(tmp_path)], "not 'internvl'")
+    _one_line_error(capsys, ["ask", BBB, "q", *model, "--encoder", f"student:{student_dir}", "--frames", "6"],
+                    "multiple of 4")
+    _one_line_error(capsys, ["ask", BBB, "q", *model, "--encoder", "sharpen"], "unknown encoder")
+    _one_line_error(capsys, ["ask", BBB, "q", *model, "--encoder", f"student:{tmp_path / 'nope'}"], "nope")
+
+
+def test_bench_e2e_table_json_and_plot(checkpoint, tmp_path, capsys):
+    plot = tmp_path / "e2e.png"
+    rc = main(["bench", "e2e", "--model", str(checkpoint), "--video", BBB, "--dense-frames", "4",
+               "--frames", "8", "--encoders", "wap,student", "--repeats", "1", "--warmup", "0", "--new-tokens", "2",
+               "--json", "--plot", str(plot)])
+    assert rc == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["setting"], r["frames"]) for r in rows] == [("dense", 4), ("wap", 8), ("student", 8)]
+    assert [r["visual tokens"] for r in rows] == [16, 2, 2]
+    assert all(r["total ms"] >= r["ViT ms"] + r["LLM prefill ms"] for r in rows)
+    assert plot.stat().st_size > 1000

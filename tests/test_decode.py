@@ -1,0 +1,300 @@
+"""Decoding: real files from ../shared/videos and generated messy ones, against a brute-force full decode."""
+from __future__ import annotations
+
+import functools
+import io
+import warnings
+
+import av
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+from liteframe.video import DECODERS, VideoDecodeError, VideoDecodeWarning, open_video
+from liteframe.video.decode import PyAVReader
+from videos import REAL_VIDEOS, frame_image, frame_index, make_audio_only, make_video
+
+VFR_PTS = np.cumsum([0.0] + [0.05 if i % 3 else 0.3 for i in range(29)])  # 30 frames, 20 fps and ~3 fps mixed
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory):
+    d = tmp_path_factory.mktemp("videos")
+    return {
+        "long_gop": make_video(d / "long_gop.mp4", num_frames=48, gop=48),
+        "bframes_mp4": make_video(d / "bframes.mp4", num_frames=40, bframes=2, gop=10),
+        "bframes_mkv": make_video(d / "bframes.mkv", num_frames=40, bframes=2, gop=10),
+        "vfr_mkv": make_video(d / "vfr.mkv", num_frames=30, pts=VFR_PTS),
+        "vfr_mp4": make_video(d / "vfr.mp4", num_frames=30, pts=VFR_PTS),
+        "short_gop": make_video(d / "short_gop.mp4", num_frames=96, gop=8),
+    }
+
+
+@functools.cache
+def reference(path):
+    """Brute force: every frame's (time, coded index), decoded front to back with PyAV."""
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        start = s.start_time or 0
+        return [(float((f.pts - start) * s.time_base), frame_index(f.to_ndarray(format="rgb24"))) for f in c.decode(s)]
+
+
+def expected(ref, t, slack):
+    """The documented rule: the last frame with time <= t + slack, else the first frame."""
+    before = [i for time, i in ref if time <= t + slack]
+    return before[-1] if before else ref[0][1]
+
+
+# --- real files -------------------------------------------------------------------------------------------------
+
+def test_bbb_info_and_exact_frames():
+    with open_video(REAL_VIDEOS / "bbb_short.mp4") as r:
+        info = r.info
+        assert (info.container, info.codec, info.width, info.height) == ("mov", "h264", 320, 176)
+        assert (info.fps, info.duration, info.frame_count, info.rotation) == (25.0, 10.0, 250, 0)
+        idx = np.array([249, 0, 100, 101, 7, 100])  # unsorted, repeated
+        frames = r.read(idx / info.fps)
+    assert frames.data.shape == (6, 3, 176, 320) and frames.data.dtype == torch.uint8
+    assert frames.pts.dtype == torch.float64
+    np.testing.assert_allclose(frames.pts.numpy(), idx / 25.0)
+    assert torch.equal(frames.data[2], frames.data[5]) and not torch.equal(frames.data[2], frames.data[3])
+
+
+def test_bbb_sparse_read_matches_full_decode():
+    with av.open(str(REAL_VIDEOS / "bbb_short.mp4")) as c:
+        full = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    idx = [3, 97, 98, 180, 249]
+    with open_video(REAL_VIDEOS / "bbb_short.mp4") as r:
+        frames = r.read([i / 25 for i in idx])
+    for k, i in enumerate(idx):
+        assert np.array_equal(frames.data[k].permute(1, 2, 0).numpy(), full[i])
+
+
+def test_matroska_without_frame_count():
+    with open_video(REAL_VIDEOS / "flipping_a_pancake.mkv") as r:
+        info = r.info
+        assert info.container == "matroska" and info.frame_count is None
+        assert info.duration == pytest.approx(10.38, abs=0.01) and info.fps == 30.0
+        assert info.num_frames == 311
+        frames = r.read([0.0, 5.0, 10.3])
+        assert r.count_decodable() == (310, None)
+    np.testing.assert_allclose(frames.pts.numpy(), [0.0, 5.0, 10.3], atol=0.02)
+
+
+def test_rotation_metadata_comes_out_portrait():
+    with open_video(REAL_VIDEOS / "video_90.mov") as r:
+        assert (r.info.rotation, r.info.width, r.info.height) == (90, 320, 568)
+        frames = r.read([0.0, 0.05])
+    assert frames.data.shape == (2, 3, 568, 320)
+    with av.open(str(REAL_VIDEOS / "video_90.mov")) as c:
+        raw = next(c.decode(video=0)).to_ndarray(format="rgb24")  # (320, 568, 3) landscape, as stored
+    # a clockwise quarter turn: output row y, column x comes from stored row (H - 1 - x), column y
+    assert np.array_equal(frames.data[0].permute(1, 2, 0).numpy(), np.rot90(raw, k=-1))
+
+
+@pytest.mark.parametrize("rotation", [90, 180, 270])
+def test_rotation_puts_the_top_left_marker_where_the_display_would(tmp_path, rotation):
+    path = make_video(tmp_path / "rot.mov", num_frames=4, width=64, height=48, rotation=rotation)
+    with open_video(path) as r:
+        assert r.info.rotation == rotation
+        img = r.read([0.0]).data[0, 0].float().numpy()
+    h, w = img.shape
+    assert (h, w) == ((48, 64) if rotation == 180 else (64, 48))
+    corners = {"tl": img[:4, :4], "tr": img[:4, -4:], "bl": img[-4:, :4], "br": img[-4:, -4:]}
+    white = {90: "tr", 180: "br", 270: "bl"}[rotation]  # clockwise turns of the top-left corner
+    assert corners[white].mean() > 240
+    assert all(v.mean() < 200 for k, v in corners.items() if k != white)
+
+
+def test_corrupted_file_keeps_what_decoded_and_warns():
+    with open_video(REAL_VIDEOS / "corrupted.mp4") as r:
+        assert r.info.frame_count == 50
+        times = np.linspace(0, 4.9, 8)
+        with pytest.warns(VideoDecodeWarning, match=r"corrupted\.mp4: decoding failed.*at 2\.70s of 5\.00s; 3 of 8"):
+            frames = r.read(times)
+        assert r.count_decodable() == (28, "Invalid data found when processing input")
+    assert frames.data.shape == (8, 3, 720, 1280)
+    pts = frames.pts.numpy()
+    assert pts[-1] == pytest.approx(2.7) and np.all(np.diff(pts) >= 0)
+    assert torch.equal(frames.data[-1], frames.data[-3])
+
+
+# --- the frame rule against brute force, on generated files with B-frames and variable frame rate ---------------
+
+@pytest.mark.parametrize("name", ["long_gop", "bframes_mp4", "bframes_mkv", "vfr_mkv", "vfr_mp4", "short_gop"])
+@settings(max_examples=8, deadline=None)
+@given(times=st.lists(st.floats(-0.5, 7.0), min_size=1, max_size=12))
+def test_read_matches_full_decode(generated, name, times):
+    path = generated[name]
+    ref = reference(path)
+    with open_video(path) as r:
+        slack = 0.5 / r.info.fps
+        frames = r.read(times)
+    got = [frame_index(x.numpy()) for x in frames.data]
+    assert got == [expected(ref, t, slack) for t in times]
+    assert frames.pts.tolist() == [next(time for time, i in ref if i == g) for g in got]
+
+
+def test_bframes_come_out_in_presentation_order(generated):
+    with open_video(generated["bframes_mp4"]) as r:
+        frames = r.read(np.arange(40) / r.info.fps)
+    assert [frame_index(x.numpy()) for x in frames.data] == list(range(40))
+    assert np.all(np.diff(frames.pts.numpy()) > 0)
+
+
+def test_variable_frame_rate_returns_the_frame_on_screen(generated):
+    with open_video(generated["vfr_mkv"]) as r:
+        assert r.info.fps == 8.0  # nominal; the slack is half of 1/8 s
+        frames = r.read([0.0, 0.2, 0.5, 0.6, 1.0])  # frame 3 is on screen from 0.40 to 0.70 s, frame 6 0.80 to 1.10 s
+    assert [frame_index(x.numpy()) for x in frames.data] == [0, 0, 3, 3, 6]
+
+
+def test_sparse_read_decodes_only_near_its_targets(generated, monkeypatch):
+    decoded = []
+    original = PyAVReader._decode_all
+
+    def counting(self):
+        for d in original(self):
+            decoded.append(d.t)
+            yield d
+
+    monkeypatch.setattr(PyAVReader, "_decode_all", counting)
+    with open_video(generated["short_gop"]) as r:  # 96 frames, keyframe every 8
+        decoded.clear()
+        frames = r.read([90 / 8, 30 / 8, 31 / 8])
+    assert [frame_index(x.numpy()) for x in frames.data] == [90, 30, 31]
+    assert len(decoded) <= 2 * 8 + 4  # two GOPs (plus decoder look-ahead), not 96 frames
+
+
+def test_b_frames_that_cannot_be_the_answer_are_not_decoded(tmp_path, monkeypatch):
+    path = make_video(tmp_path / "b.mp4", num_frames=48, bframes=3, gop=48)
+    target = 41
+    with av.open(str(path)) as c:
+        keys = [round(float(p.pts * p.time_base) * 8) for p in c.demux(video=0) if p.is_keyframe]
+    gop_start = max(k for k in keys if k <= target)
+    decoded = []
+    original = PyAVReader._decode_all
+
+    def counting(self):
+        for d in original(self):
+            decoded.append(d)
+            yield d
+
+    with open_video(path) as r:
+        monkeypatch.setattr(PyAVReader, "_decode_all", counting)
+        frames = r.read([target / 8])
+    assert frame_index(frames.data[0].numpy()) == target
+    # everything from the keyframe to the target would be target - gop_start + 1 frames, plus one look-ahead
+    assert len(decoded) < target - gop_start + 1
+
+
+def test_empty_request_and_unknown_backend(generated):
+    with open_video(generated["long_gop"]) as r:
+        assert r.read([]).data.shape == (0, 3, 48, 64)
+    with pytest.raises(ValueError, match="unknown video decoder 'decord'; choose from pyav"):
+        open_video(generated["long_gop"], backend="decord")
+    assert "pyav" in DECODERS
+
+
+# --- messy files --------------------------------------------------------------------------------------------------
+
+def test_matroska_with_no_duration_or_count(tmp_path):
+    class Unseekable(io.RawIOBase):  # the muxer cannot go back to write duration and cues
+        def __init__(self, f):
+            self.f = f
+
+        def writable(self):
+            return True
+
+        def write(self, b):
+            return self.f.write(b)
+
+    path = tmp_path / "live.mkv"
+    with open(path, "wb") as fh, av.open(Unseekable(fh), "w", format="matroska") as out:
+        s = out.add_stream("libx264", rate=8)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        for i in range(20):
+            out.mux(s.encode(av.VideoFrame.from_ndarray(frame_image(i, 64, 48), format="rgb24")))
+        out.mux(s.encode())
+    with av.open(str(path)) as c:
+        assert c.duration is None and c.streams.video[0].frames == 0
+    with open_video(path) as r:
+        assert r.info.frame_count is None and r.info.duration == pytest.approx(2.5) and r.info.num_frames == 20
+        frames = r.read([2.4, 0.0])
+    assert [frame_index(x.numpy()) for x in frames.data] == [19, 0]
+
+
+def test_truncated_file_with_index_first_decodes_part_and_warns(tmp_path):
+    whole = make_video(tmp_path / "whole.mp4", num_frames=48, options={"movflags": "faststart"})
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    with open_video(cut) as r:
+        assert r.info.frame_count == 48
+        with pytest.warns(VideoDecodeWarning, match=r"cut\.mp4: the stream ended early"):
+            frames = r.read(np.arange(48) / 8)
+        decodable, _ = r.count_decodable()
+    got = [frame_index(x.numpy()) for x in frames.data]
+    assert 0 < decodable < 48 and got == list(range(decodable)) + [decodable - 1] * (48 - decodable)
+
+
+def _write_empty_stream(path):
+    with av.open(str(path), "w") as out:
+        s = out.add_stream("libx264", rate=8)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        out.start_encoding()
+    return path
+
+
+def _zero_payload(path):
+    data = bytearray(make_video(path, num_frames=16, options={"movflags": "faststart"}).read_bytes())
+    start = data.find(b"mdat") + 4
+    data[start:] = bytes(len(data) - start)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def _truncate(path):
+    whole = make_video(path.with_suffix(".whole.mp4"))  # index (moov) at the end: cut off
+    path.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    return path
+
+
+BAD = {
+    "audio_only.m4a": (make_audio_only, "no video stream \\(streams: audio\\)"),
+    "zero.mp4": (lambda p: (p.write_bytes(b""), p)[1], "empty file \\(0 bytes\\)"),
+    "notes.mp4": (lambda p: (p.write_text("not a video\n" * 30), p)[1], "not a readable video container"),
+    "missing.mp4": (lambda p: p, "no such file"),
+    "truncated.mp4": (_truncate, "not a readable video container"),
+    "encrypted.mp4": (lambda p: make_video(p, options={
+        "encryption_scheme": "cenc-aes-ctr", "encryption_key": "00112233445566778899aabbccddeeff",
+        "encryption_kid": "ffeeddccbbaa99887766554433221100"}), "the video stream is encrypted"),
+    "garbage.mp4": (_zero_payload, "no decodable video frames"),
+    "no_frames.mp4": (_write_empty_stream, "no video stream"),
+    "no_frames.mkv": (_write_empty_stream, "not a readable video container"),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD))
+def test_undecodable_files_raise_one_typed_error(tmp_path, name):
+    make, reason = BAD[name]
+    path = make(tmp_path / name)
+    with pytest.raises(VideoDecodeError, match=f"^{tmp_path / name}: {reason}"):
+        open_video(path)
+
+
+def test_video_decode_error_is_input_error():
+    from liteframe.errors import InputError
+    assert issubclass(VideoDecodeError, InputError) and issubclass(VideoDecodeError, ValueError)
+
+
+def test_reader_closes(generated):
+    r = open_video(generated["long_gop"])
+    with r:
+        pass
+    with pytest.raises(Exception):
+        r.read([0.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a clean file reads without warnings
+        with open_video(generated["long_gop"]) as r:
+            r.read(np.arange(48) / 8)

@@ -1,0 +1,263 @@
+"""CTD training end to end on CPU: a tiny InternVL teacher folder, a tiny cropped student, tiny generated videos and
+the shared real ones. Each run is a few optimiser steps; processes for the 2-rank and kill tests are forked from
+this one so they need not import torch and transformers again."""
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import signal
+import socket
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import InternVLForConditionalGeneration
+
+from liteframe.errors import InputError
+from liteframe.models import LiteFrameEncoder, Teacher, tiny_internvl_config
+from liteframe.train import checkpoint as ckpt
+from liteframe.train.config import DistillConfig
+from liteframe.train.data import ClipDataset, manifest_digest, read_manifest
+from liteframe.train.distill import distill
+from liteframe.train.targets import TargetCache, cache_targets, fingerprint, teacher_identity, teacher_targets
+
+REAL = Path(__file__).parents[2] / "shared" / "videos"
+STUDENT = {"width": 32, "depth": 3, "heads": 2, "mlp": 64, "downsample_after": [1, 2]}
+
+
+def _video(path: Path, seed: int, frames: int = 40, size: int = 64) -> None:
+    """A textured pattern drifting sideways: frames differ, so temporal mixing has something to learn."""
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 256, (size // 8, size // 8, 3), dtype=np.uint8).repeat(8, 0).repeat(8, 1)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("mpeg4", rate=20)
+        stream.width = stream.height = size
+        stream.pix_fmt = "yuv420p"
+        for i in range(frames):
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(np.roll(base, 2 * i, axis=1), format="rgb24")))
+        out.mux(stream.encode())
+
+
+def _manifest(path: Path, videos: list) -> str:
+    path.write_text("".join(json.dumps({"video": str(v)}) + "\n" for v in videos))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("distill")
+    torch.manual_seed(0)
+    InternVLForConditionalGeneration(tiny_internvl_config(56)).save_pretrained(root / "teacher")
+    for i in range(10):
+        _video(root / f"v{i}.mp4", i)
+    (root / "garbage.mp4").write_bytes(b"\x00not a video" * 100)
+    return {
+        "root": str(root),
+        "teacher": str(root / "teacher"),
+        "train": _manifest(root / "train.jsonl", [f"v{i}.mp4" for i in range(8)]),
+        "eval": _manifest(root / "eval.jsonl", ["v8.mp4", "v9.mp4"]),
+        "corrupt": _manifest(root / "corrupt.jsonl", ["v0.mp4", REAL / "corrupted.mp4", "garbage.mp4",
+                                                      REAL / "bbb_short.mp4"]),
+    }
+
+
+def _config(data, out: Path, **kw) -> DistillConfig:
+    base = dict(teacher=data["teacher"], manifest=data["train"], output=str(out), frames=4, student=STUDENT,
+                workers=0, batch_size=2, steps=4, lr=3e-3, warmup_steps=1, log_every=1, eval_every=1000,
+                save_every=1000, seed=0)
+    return DistillConfig(**{**base, **kw})
+
+
+def _weights(out: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(out / "student" / "model.safetensors"))
+
+
+def _assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], atol: float) -> None:
+    assert a.keys() == b.keys()
+    worst = max((a[k] - b[k]).abs().max().item() for k in a)
+    assert worst <= atol, worst
+
+
+def _metrics(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def _fork(target, *args) -> multiprocessing.Process:
+    process = multiprocessing.get_context("fork").Process(target=target, args=args)
+    process.start()
+    return process
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# -- learning --------------------------------------------------------------------------------------------------------
+
+
+def test_loss_falls_and_heldout_cosine_beats_the_untrained_student(data, tmp_path):
+    out = tmp_path / "run"
+    result = distill(_config(data, out, steps=12, batch_size=4, lr=1e-2, warmup_steps=4, eval_manifest=data["eval"],
+                             eval_every=12))
+    rows = _metrics(out)
+    assert [r["step"] for r in rows] == list(range(1, 13))
+    first, last = np.mean([r["loss"] for r in rows[:3]]), np.mean([r["loss"] for r in rows[-3:]])
+    assert last < 0.8 * first, (first, last)
+    final = rows[-1]
+    assert final["eval_cos"] > final["ref_untrained_cos"] + 0.05, final
+    assert 0 < final["ref_avgpool_cos"] <= 1
+    for key in ("lr", "grad_norm", "clips_per_s", "skipped_videos", "peak_mem_mib", "cos"):
+        assert key in final
+    assert (out / "tensorboard").is_dir()
+    # the final student is a from_pretrained folder with the trained weights
+    student = LiteFrameEncoder.from_pretrained(result.student)
+    _assert_same(student.state_dict(), _weights(out), 0.0)
+    assert len(ckpt.list_checkpoints(out / "checkpoints")) == 1  # saved at the last step
+
+
+def test_rtd_runs_and_learns_its_reconstruction(data, tmp_path):
+    out = tmp_path / "rtd"
+    distill(_config(data, out, loss="rtd", steps=6, batch_size=2))
+    losses = [r["loss"] for r in _metrics(out)]
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0], losses
+    tensors, _ = ckpt.load_checkpoint(ckpt.list_checkpoints(out / "checkpoints")[-1])
+    assert any(k.startswith("model/decoder.") for k in tensors)  # the decoder trains beside the student
+    assert not any(k.startswith("decoder") for k in _weights(out))  # but is not part of the student
+
+
+# -- distributed ------------------------------------------------------------------------------------------------------
+
+
+def _rank(rank: int, world: int, port: int, cfg: DistillConfig) -> None:
+    torch.set_num_threads(1)
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    distill(cfg)
+
+
+def test_two_gloo_ranks_with_half_the_batch_match_one_rank_with_all_of_it(data, tmp_path):
+    kw = dict(steps=3, batch_size=4, eval_manifest=data["eval"], eval_every=3)
+    one = tmp_path / "one"
+    distill(_config(data, one, **kw))
+    two, port = tmp_path / "two", _free_port()
+    ranks = [_fork(_rank, r, 2, port, _config(data, two, **kw)) for r in range(2)]
+    for p in ranks:
+        p.join(timeout=120)
+        assert p.exitcode == 0
+    _assert_same(_weights(one), _weights(two), 2e-5)
+    # grad accumulation over two half batches is the same step again
+    accum = tmp_path / "accum"
+    distill(_config(data, accum, grad_accum=2, **kw))
+    _assert_same(_weights(one), _weights(accum), 2e-5)
+    m1, m2 = _metrics(one)[-1], _metrics(two)[-1]
+    assert m1["eval_cos"] == pytest.approx(m2["eval_cos"], abs=1e-4)  # held-out clips sharded over ranks
+    assert m1["ref_untrained_cos"] == pytest.approx(m2["ref_untrained_cos"], abs=1e-5)
+
+
+# -- interruption ----------------------------------------------------------------------------------------------------
+
+
+def _killed_while_saving(cfg: DistillConfig, step: int) -> None:
+    """Train, and die by SIGKILL half-way through writing the checkpoint of `step`."""
+    torch.set_num_threads(1)
+    real = ckpt.save_file
+
+    def save_file(tensors, path, metadata=None):
+        if f"step-{step:08d}" in path:
+            Path(path).write_bytes(b"half a checkpoint")
+            os.kill(os.getpid(), signal.SIGKILL)
+        real(tensors, path, metadata=metadata)
+
+    ckpt.save_file = save_file
+    distill(cfg)
+
+
+def test_a_run_killed_mid_checkpoint_resumes_to_the_same_weights(data, tmp_path):
+    torch.set_num_threads(1)
+    try:
+        kw = dict(steps=6, save_every=2, keep_last=2, workers=1)
+        straight = tmp_path / "straight"
+        distill(_config(data, straight, **kw))
+        resumed = tmp_path / "resumed"
+        child = _fork(_killed_while_saving, _config(data, resumed, **kw), 4)
+        child.join(timeout=120)
+        assert child.exitcode == -signal.SIGKILL
+        assert [p.name for p in ckpt.list_checkpoints(resumed / "checkpoints")] == ["step-00000002.safetensors"]
+        assert list((resumed / "checkpoints").glob(".step-00000004*"))  # the broken write is not a checkpoint
+        distill(_config(data, resumed, **kw))
+    finally:
+        torch.set_num_threads(2)
+    _assert_same(_weights(straight), _weights(resumed), 1e-6)
+    assert [r["step"] for r in _metrics(resumed)] == list(range(1, 7))  # steps 3-4 logged once, not twice
+    assert [p.name for p in ckpt.list_checkpoints(resumed / "checkpoints")] == [
+        "step-00000004.safetensors", "step-00000006.safetensors"]
+    assert not list((resumed / "checkpoints").glob(".step-*"))
+
+
+def test_sigterm_saves_a_checkpoint_and_stops(data, tmp_path, monkeypatch):
+    import liteframe.train.distill as job
+
+    def collate_then_sigterm(items):  # SIGTERM arrives while the first batch loads
+        os.kill(os.getpid(), signal.SIGTERM)
+        return real(items)
+
+    real = job.collate
+    monkeypatch.setattr(job, "collate", collate_then_sigterm)
+    out = tmp_path / "term"
+    result = distill(_config(data, out, steps=50))
+    assert result.student is None and result.step == 1  # the step finished, was saved, and the run stopped
+    assert [p.name for p in ckpt.list_checkpoints(out / "checkpoints")] == ["step-00000001.safetensors"]
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is gone with the run
+
+
+# -- target cache and bad data --------------------------------------------------------------------------------------
+
+
+def test_target_cache_matches_the_teacher_and_refuses_other_settings(data, tmp_path):
+    cache = tmp_path / "cache"
+    manifest = _manifest(tmp_path / "m.jsonl", [Path(data["root"]) / f"v{i}.mp4" for i in range(4)]
+                         + [Path(data["root"]) / "garbage.mp4"])
+    summary = cache_targets(_config(data, tmp_path / "unused", manifest=manifest, target_cache=str(cache),
+                                    cache_views=2))
+    assert summary == {"folder": str(cache), "clips": 8, "failed": 2}
+    # a cached target is WAP(teacher) of exactly the clip the training data loader gives for that view
+    teacher = Teacher.from_pretrained(data["teacher"])
+    entries = read_manifest(manifest)
+    expected = fingerprint(teacher_identity(teacher, data["teacher"]), manifest_digest(entries), 4, (1.0, 4.0), 0, 2,
+                           56)
+    store = TargetCache(cache, expected)
+    dataset = ClipDataset(entries, 4, 56, (1.0, 4.0), 0, store)
+    dataset.set_view(1)
+    item = dataset[2]
+    online = teacher_targets(teacher, item["pixels"][None])[0]
+    assert item["target"].dtype == torch.bfloat16 and item["target"].shape == online.shape == (1, 2, 2, 64)
+    torch.testing.assert_close(item["target"].float(), online, rtol=1e-2, atol=1e-2)
+    # training reads it; the teacher is not needed for the steps
+    out = tmp_path / "cached"
+    distill(_config(data, out, manifest=manifest, target_cache=str(cache), cache_views=2, steps=2))
+    assert _metrics(out)[-1]["skipped_videos"] >= 0
+    # built with one setting, refused under another, naming the difference
+    for change, word in ((dict(frames=8), "frames"), (dict(seed=1), "seed"), (dict(image_size=28), "size"),
+                         (dict(manifest=data["train"]), "manifest")):
+        with pytest.raises(InputError, match=word):
+            distill(_config(data, tmp_path / "refused", **{**dict(manifest=manifest, target_cache=str(cache),
+                                                                   cache_views=2), **change}))
+    other = tmp_path / "other_teacher"
+    torch.manual_seed(1)
+    InternVLForConditionalGeneration(tiny_internvl_config(56)).save_pretrained(other)
+    with pytest.raises(InputError, match="weights_sha256"):
+        distill(_config(data, tmp_path / "refused", teacher=str(other), manifest=manifest, target_cache=str(cache),
+                        cache_views=2))
+
+
+def test_a_manifest_with_corrupt_videos_completes_and_reports_them(data, tmp_path):
+    out = tmp_path / "corrupt"
+    result = distill(_config(data, out, manifest=data["corrupt"], steps=2, batch_size=4))
+    assert result.student is not None
+    assert _metrics(out)[-1]["skipped_videos"] >= 2  # the garbage file every epoch, corrupted.mp4 when it fails

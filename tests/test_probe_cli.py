@@ -1,0 +1,87 @@
+"""`liteframe probe`, `liteframe frames` and `liteframe bench decode` through the command line."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from liteframe.cli import main
+from videos import REAL_VIDEOS, make_audio_only, make_video
+
+REAL = ["bbb_short.mp4", "flipping_a_pancake.mkv", "corrupted.mp4", "video_90.mov"]
+
+
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("bad")
+    (d / "empty.mp4").write_bytes(b"")
+    (d / "readme.mp4").write_text("this is text\n" * 40)
+    whole = make_video(d / "whole.mp4")
+    (d / "cut.mp4").write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    return [make_audio_only(d / "sound.m4a"), d / "empty.mp4", d / "readme.mp4", d / "cut.mp4", d / "missing.mp4"]
+
+
+def test_probe_real_files_one_line_each(capsys):
+    assert main(["probe", *(str(REAL_VIDEOS / f) for f in REAL)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 4
+    assert lines[0].endswith("bbb_short.mp4: mov h264 320x176 rotation 0, 25 fps, 10.00 s, frames declared 250, "
+                             "decodable 250")
+    assert "matroska h264 426x240" in lines[1] and "frames declared none, decodable 310" in lines[1]
+    assert "frames declared 50, decodable 28 (decoding stops: Invalid data" in lines[2]
+    assert "320x568 rotation 90" in lines[3]
+
+
+def test_probe_json(capsys):
+    assert main(["probe", "--json", str(REAL_VIDEOS / "flipping_a_pancake.mkv")]) == 0
+    facts = json.loads(capsys.readouterr().out)
+    assert facts["container"] == "matroska" and facts["frames_declared"] is None
+    assert facts["frames_decodable"] == 310 and facts["fps"] == 30.0 and facts["decode_error"] is None
+    assert set(facts) == {"path", "container", "codec", "width", "height", "rotation", "fps", "duration",
+                          "frames_declared", "frames_decodable", "decode_error"}
+
+
+def test_probe_bad_files_exit_2_with_one_line_each_and_good_files_still_print(bad_files):
+    good = str(REAL_VIDEOS / "bbb_short.mp4")
+    run = subprocess.run([sys.executable, "-m", "liteframe.cli", "probe", str(bad_files[0]), good,
+                          *map(str, bad_files[1:])], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2
+    assert run.stdout.count("\n") == 1 and "bbb_short.mp4: mov h264" in run.stdout
+    err = run.stderr.splitlines()
+    assert "Traceback" not in run.stderr and len(err) == len(bad_files)
+    reasons = ["no video stream (streams: audio)", "empty file (0 bytes)", "not a readable video container",
+               "not a readable video container", "no such file"]
+    for line, path, reason in zip(err, bad_files, reasons):
+        assert line == f"liteframe probe: error: {path}: {reason}" or line.startswith(f"liteframe probe: error: "
+                                                                                      f"{path}: {reason} (")
+
+
+def test_frames_contact_sheet(tmp_path, capsys):
+    out = tmp_path / "sheet.png"
+    with pytest.warns(UserWarning, match="3 frames .* fewer than the 8 sampled"):
+        assert main(["frames", str(REAL_VIDEOS / "video_90.mov"), "--frames", "8", "--sampling", "uniform",
+                     "--out", str(out)]) == 0
+    sheet = Image.open(out)
+    thumb_h = round(568 * 240 / 320)  # portrait thumbnails: rotation applied
+    assert sheet.size == (4 * 240, 2 * (thumb_h + 16))
+
+
+def test_frames_bad_input_is_one_line(tmp_path, capsys):
+    assert main(["frames", str(tmp_path / "nope.mp4"), "--out", str(tmp_path / "x.png")]) == 2
+    assert capsys.readouterr().err.strip() == f"liteframe frames: error: {tmp_path / 'nope.mp4'}: no such file"
+    assert main(["frames", str(REAL_VIDEOS / "bbb_short.mp4"), "--frames", "6", "--out", str(tmp_path / "x.png")]) == 2
+    assert "multiple of 4, got 6" in capsys.readouterr().err
+
+
+def test_bench_decode_tiny(tmp_path, capsys):
+    assert main(["bench", "decode", "--minutes", "0.02", "--frames", "8", "--cache-dir", str(tmp_path),
+                 "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["method"] for r in rows] == ["liteframe sparse (uniform)", "liteframe sparse (clips)",
+                                           "liteframe sparse (fps)", "decode every frame"]
+    assert rows[-1]["decoded"] == 36 and rows[-1]["speedup"] == 1.0
+    assert all(r["seconds"] > 0 and r["speedup"] > 0 for r in rows)
+    assert len(list((tmp_path / "liteframe" / "bench").glob("*.mp4"))) == 1  # cached, no partial files left
