@@ -62,6 +62,8 @@ def test_bad_inputs_exit_2_with_one_line(checkpoint, student_dir, tmp_path, caps
     _one_line_error(capsys, ["ask", BBB, "q", "--model", str(tmp_path)], "no config.json")
     (tmp_path / "config.json").write_text('{"model_type": "qwen2"}')
     _one_line_error(capsys, ["ask", BBB, "q", "--model", str(tmp_path)], "not 'internvl'")
+    (tmp_path / "config.json").write_text((checkpoint / "config.json").read_text())
+    _one_line_error(capsys, ["ask", BBB, "q", "--model", str(tmp_path)], "no tokenizer_config.json")
     _one_line_error(capsys, ["ask", BBB, "q", *model, "--encoder", f"student:{student_dir}", "--frames", "6"],
                     "multiple of 4")
     _one_line_error(capsys, ["ask", BBB, "q", *model, "--encoder", "sharpen"], "unknown encoder")

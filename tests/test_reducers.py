@@ -53,9 +53,11 @@ def test_grid_reducers_count_matches_num_tokens(name):
     out = reducer(grid)
     assert out.patches.shape == (2, 2, 3, 2, 3) and out.cls.shape == (2, 2, 3)
     assert reducer.num_tokens(8, 6, 4) == 12
+    uneven = TokenGrid(torch.randn(1, 5, 3, 4, 3), torch.randn(1, 5, 3))
     with pytest.warns(UserWarning, match="padding by repeating"):
-        assert reducer(TokenGrid(torch.randn(1, 5, 3, 4, 3))).patches.shape == (1, 2, 2, 2, 3)
-    assert reducer.num_tokens(5, 3, 4) == 8
+        out = reducer(uneven)
+    assert out.patches.shape == (1, 2, 2, 2, 3) and reducer.num_tokens(5, 3, 4) == 8
+    torch.testing.assert_close(out.cls, torch.stack([uneven.cls[:, :4].mean(1), uneven.cls[:, 4]], 1))
 
 
 def test_avg_and_max_pool_the_blocks():
@@ -202,4 +204,6 @@ def test_bench_reducers_cli_prints_every_reducer_beside_a_copy(capsys):
     assert {row["input"] for row in rows} == {"8x8x8x8", "8x4x4x32"}  # set reducers see the pixel shuffle
     assert all(row["LLM tokens"] == 8 and row["copy ms"] > 0 and row["x copy"] > 0 for row in rows)
     assert main(args[:3] + ["0"] + args[4:]) == 2
-    assert "empty input: patches (1, 0, 8, 8, 8)" in capsys.readouterr().err
+    assert "frames 0, size 8, channels 8 and repeats 1 must be positive" in capsys.readouterr().err
+    assert main(args + ["--device", "nonsense"]) == 2
+    assert "device 'nonsense'" in capsys.readouterr().err

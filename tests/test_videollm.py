@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given, settings, strategies as st
 from safetensors.torch import load_file
 from transformers import AutoTokenizer
 
@@ -34,6 +35,11 @@ def student_dir(checkpoint, tmp_path_factory):
     folder = tmp_path_factory.mktemp("student")
     student.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="module")
+def tokenizer(checkpoint):
+    return AutoTokenizer.from_pretrained(checkpoint)
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +105,7 @@ def test_latency_breakdown_adds_up(dense):
 
 
 def test_repeats_report_medians_of_the_timed_runs(dense, monkeypatch):
-    totals = iter([100.0, 5.0, 1.0, 3.0])  # one warm-up run, then three timed ones
+    totals = iter([100.0, 5.0, 1.0])  # one warm-up run, then two timed ones
     real_run = dense._run
 
     def run(*args):
@@ -108,7 +114,7 @@ def test_repeats_report_medians_of_the_timed_runs(dense, monkeypatch):
         return answer
 
     monkeypatch.setattr(dense, "_run", run)
-    answer = dense.ask(BBB, "What happens?", frames=4, repeats=3, warmup=1, max_new_tokens=1)
+    answer = dense.ask(BBB, "What happens?", frames=4, repeats=2, warmup=1, max_new_tokens=1)
     assert answer.latency_ms == dict.fromkeys(answer.latency_ms, 3.0)
 
 
@@ -145,8 +151,7 @@ def test_dense_encoder_matches_transformers_image_features(dense):
     torch.testing.assert_close(ours, theirs.reshape(1, -1, theirs.shape[-1]))
 
 
-def test_prompt_layout(checkpoint):
-    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+def test_prompt_layout(tokenizer):
     assert slot_labels([0.0, 0.5], 1) == ["Frame 1 (0.0s)", "Frame 2 (0.5s)"]
     labels = slot_labels([0.0, 0.25, 0.5, 0.75, 4.0, 4.25, 4.5, 4.75], 4)
     assert labels == ["Frames 1-4 (0.0s-0.8s)", "Frames 5-8 (4.0s-4.8s)"]
@@ -158,6 +163,25 @@ def test_prompt_layout(checkpoint):
     assert text.startswith("<|im_start|>system") and text.endswith("<|im_start|>assistant\n")
     with pytest.raises(InputError, match="IMG_CONTEXT"):
         build_input_ids(tokenizer, labels, 3, "what is <IMG_CONTEXT>?")
+
+
+@settings(max_examples=25, deadline=None)
+@given(times=st.lists(st.floats(0, 3600), min_size=1, max_size=40), per_slot=st.integers(1, 300),
+       clip=st.sampled_from([1, 4]))
+def test_prompt_has_exactly_the_visual_token_count(tokenizer, times, per_slot, clip):
+    times = sorted(times) * clip  # a multiple of the slot size
+    labels = slot_labels(times, clip)
+    ids = build_input_ids(tokenizer, labels, per_slot, "What happens?")[0]
+    context = tokenizer.convert_tokens_to_ids(IMAGE_TOKENS["context_image_token"])
+    is_image = ids == context
+    assert len(labels) == len(times) // clip and int(is_image.sum()) == len(labels) * per_slot
+    # every slot's context tokens are contiguous, between <img> and </img>
+    start = tokenizer.convert_tokens_to_ids(IMAGE_TOKENS["start_image_token"])
+    end = tokenizer.convert_tokens_to_ids(IMAGE_TOKENS["end_image_token"])
+    starts, ends = (ids == start).nonzero()[:, 0], (ids == end).nonzero()[:, 0]
+    assert len(starts) == len(ends) == len(labels)
+    assert torch.equal(ends - starts - 1, torch.full_like(starts, per_slot))
+    assert all(bool(is_image[s + 1:e].all()) for s, e in zip(starts, ends))
 
 
 def test_bad_inputs_raise_input_errors(checkpoint, student_dir, dense, tmp_path):

@@ -36,7 +36,7 @@ def test_wap_matches_reference(b, nblk, block, c, scale, seed):
     queries = torch.randn(b, shape[1], c, generator=g) * scale
     out = wap(patches, queries, block)
     assert out.shape == (b, *nblk, c) and out.dtype == torch.float32
-    torch.testing.assert_close(out.double(), wap_reference(patches, queries, block), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out.double(), wap_reference(patches, queries, block), rtol=1e-4, atol=1e-4)
 
 
 @settings(max_examples=10, deadline=None)

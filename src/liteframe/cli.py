@@ -16,13 +16,13 @@ def _add_bench_reducers(bench) -> None:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--json", action="store_true")
 
-    def run(a):
+    def handle(a):
         from liteframe.bench.reducers import run
 
         run(a.json, frames=a.frames, size=a.size, channels=a.channels, device=a.device, dtype=a.dtype,
             repeats=a.repeats, warmup=a.warmup)
 
-    p.set_defaults(func=run)
+    p.set_defaults(func=handle)
 
 
 def _add_bench_arch(bench) -> None:
@@ -52,11 +52,12 @@ def _add_bench_decode(bench) -> None:
     p.add_argument("--minutes", type=float, default=10.0, help="length of the generated 720p video (cached)")
     p.add_argument("--frames", type=int, default=256, help="frames each strategy samples")
     p.add_argument("--keyframe-s", type=int, default=2, help="seconds between keyframes of the generated video")
+    p.add_argument("--repeats", type=int, default=2, help="interleaved rounds; the best time of each is kept")
     p.add_argument("--cache-dir", default=None, help="where the generated video is kept (default ~/.cache)")
 
     def run(a):
         from liteframe.bench.decode import run_decode_bench
-        run_decode_bench(a.minutes, a.frames, a.keyframe_s, a.cache_dir, a.json)
+        run_decode_bench(a.minutes, a.frames, a.keyframe_s, a.repeats, a.cache_dir, a.json)
 
     p.set_defaults(func=run)
 
@@ -84,8 +85,10 @@ def _add_bench_e2e(bench) -> None:
     def run(a) -> None:
         from liteframe.bench.e2e import bench_e2e
 
-        bench_e2e(a.model, a.video, a.dense_frames, a.frames, a.encoders, a.student, a.image_size, a.random_size,
-                  a.device, a.dtype, a.repeats, a.warmup, a.new_tokens, a.json, a.plot)
+        bench_e2e(model=a.model, video=a.video, dense_frames=a.dense_frames, frames=a.frames, encoders=a.encoders,
+                  student=a.student, image_size=a.image_size, random_size=a.random_size, device=a.device,
+                  dtype=a.dtype, repeats=a.repeats, warmup=a.warmup, new_tokens=a.new_tokens, as_json=a.json,
+                  plot=a.plot)
 
     p.set_defaults(func=run)
 

@@ -10,6 +10,7 @@ from functools import partial
 import torch
 from transformers import InternVLVisionConfig
 
+from ..errors import InputError
 from ..models import VARIANTS, LiteFrameConfig, LiteFrameEncoder, Teacher
 from ..models.flops import count_flops
 from .report import format_table, print_rows
@@ -48,9 +49,10 @@ def run(frames: int = 256, size: int = 448, latency_frames: int | None = None, l
         rows.append(row)
     if latency:
         ms = _latencies(latency_frames, latency_size, getattr(torch, dtype), device, repeats, warmup)
+        where = f"{device} ({torch.get_num_threads()} threads)" if on_cpu else device
         for row in rows:
             row["latency_ms"] = ms[row["arch"]]
-            row["latency_shape"] = f"1x{latency_frames}x3x{latency_size}x{latency_size} {dtype} {device}"
+            row["latency_shape"] = f"1x{latency_frames}x3x{latency_size}x{latency_size} {dtype} {where}"
             row["speedup"] = ms["teacher"] / row["latency_ms"]
             row["flop_ratio"] = rows[0]["latency_flops_total"] / row["latency_flops_total"]
     return rows
@@ -118,12 +120,17 @@ def main(frames: int = 256, size: int = 448, latency_frames: int | None = None, 
          dtype: str = "float32", device: str = "cpu", repeats: int = 3, latency: bool = True,
          as_json: bool = False, plot_path: str | None = None) -> None:
     """Run the table, print it (Markdown, or JSON with raw integer counts) and optionally save the bar chart."""
-    if frames % 4 or size % 56:
-        raise ValueError(f"--frames must be a multiple of 4 and --size of 56 (every variant's strides), "
-                         f"got {frames} frames at {size} px")
-    for name, value in (("--latency-frames", latency_frames), ("--latency-size", latency_size)):
-        if value is not None and value % (4 if name == "--latency-frames" else 56):
-            raise ValueError(f"{name} {value} must be a multiple of {4 if name == '--latency-frames' else 56}")
+    shapes = {"--frames": (frames, 4), "--size": (size, 56), "--latency-frames": (latency_frames, 4),
+              "--latency-size": (latency_size, 56)}
+    for flag, (value, multiple) in shapes.items():
+        if value is not None and (value <= 0 or value % multiple):
+            raise InputError(f"{flag} {value} must be a positive multiple of {multiple} (the variants' strides)")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise InputError(f"--device {device!r} is not a torch device") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"--device {device}: no CUDA device on this machine")
     rows = run(frames, size, latency_frames, latency_size, dtype, device, repeats, latency=latency)
     if plot_path:
         plot(rows, plot_path)

@@ -74,7 +74,8 @@ def _row(name: str, llm: VideoLLM, video: str, frames: int, repeats: int, warmup
     answer = llm.ask(video, QUESTION, frames, repeats=repeats, warmup=warmup, max_new_tokens=new_tokens,
                      min_new_tokens=new_tokens)
     ms = answer.latency_ms
-    return {"setting": name, "frames": frames, "tokens/frame": answer.visual_tokens / frames,
+    per_frame = answer.visual_tokens / frames
+    return {"setting": name, "frames": frames, "tokens/frame": int(per_frame) if per_frame.is_integer() else per_frame,
             "visual tokens": answer.visual_tokens, "decode ms": ms["decode"], "preprocess ms": ms["preprocess"],
             "ViT ms": ms["vit"], "LLM prefill ms": ms["llm_prefill"], "generation ms": ms["generation"],
             "total ms": ms["total"]}
@@ -90,7 +91,8 @@ def _load(model: str | None, random_size: str | None, image_size: int, tmp: Path
     if random_size not in RANDOM_SIZES:
         raise InputError(f"--random-size {random_size!r}: choose from {', '.join(RANDOM_SIZES)}")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
+    if device.type != "cuda" or not torch.cuda.is_available():
+        raise InputError(f"--random-size {random_size} builds billions of weights: it needs a CUDA device")
     tokenizer = build_tokenizer()
     config = InternVLConfig(
         vision_config=InternVLVisionConfig(attention_bias=True),
@@ -99,7 +101,7 @@ def _load(model: str | None, random_size: str | None, image_size: int, tmp: Path
         tie_word_embeddings=False,
     )
     with torch.device(device):  # initialise on the device: random init of billions of weights is slow on a CPU
-        net = InternVLForConditionalGeneration._from_config(config, dtype=dtype)
+        net = InternVLForConditionalGeneration._from_config(config, dtype=dtype or torch.bfloat16)
     tokenizer.save_pretrained(tmp / "tokenizer")  # reload as a checkpoint's tokenizer is loaded
     teacher = Teacher(net.model.vision_tower, net.model.multi_modal_projector)
     return VideoLLM(net.eval(), AutoTokenizer.from_pretrained(tmp / "tokenizer"), build_encoder("dense", teacher))

@@ -30,7 +30,16 @@ def bench_reducers(frames: int = 256, size: int = 32, channels: int = 1024, devi
     Grid reducers see the ViT grid; set reducers its pixel shuffle (`size/2 x size/2 x 4C`), where they sit in
     the InternVL path (the same bytes; the shuffle itself is not timed). LLM tokens: what reaches the projector,
     after the pixel shuffle for grid reducers."""
-    dtype = getattr(torch, dtype or ("bfloat16" if torch.device(device).type == "cuda" else "float32"))
+    if min(frames, size, channels, repeats) < 1 or warmup < 0:
+        raise ValueError(f"frames {frames}, size {size}, channels {channels} and repeats {repeats} must be positive "
+                         f"and warmup {warmup} not negative")
+    try:
+        kind = torch.device(device).type
+    except RuntimeError as err:
+        raise ValueError(f"device {device!r}: {err}") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r}: CUDA is not available on this machine")
+    dtype = getattr(torch, dtype or ("bfloat16" if kind == "cuda" else "float32"))
     grid = video_grid(frames, size, channels, device, dtype)
     shuffled = grid.pixel_shuffle() if size % 2 == 0 else grid
     rows = []

@@ -3,6 +3,8 @@
 The folder has the layout of a real `OpenGVLab/InternVL3-*-hf` checkpoint (config, safetensors weights, a fast
 tokenizer with InternVL's special tokens and a Qwen-style chat template), so every code path that reads a real
 checkpoint reads this one too. Weights are random; answers are noise, but token counts, shapes and latency are real.
+There is no processor config: transformers' `InternVLProcessor` needs its video processor, which needs torchvision;
+liteframe lays out the prompt itself with the tokenizer and its chat template.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ IMAGE_TOKENS = {
 }
 CHAT_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
-# Qwen2's ChatML layout, with InternVL's default system message; content may be a string or a list of
+# Qwen2's ChatML layout with a default system message; content may be a string or a list of
 # {"type": "text" | "image" | "video"} parts, as in the real `-hf` checkpoints.
 CHAT_TEMPLATE = (
     "{% if messages[0]['role'] != 'system' %}"

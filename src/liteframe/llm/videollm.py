@@ -208,3 +208,5 @@ def _check_checkpoint(directory: Path) -> None:
             f"model folder {directory}: model_type {model_type!r} is not 'internvl' (an InternVL3 -hf checkpoint; "
             "the original trust_remote_code format is not supported)"
         )
+    if not (directory / "tokenizer_config.json").is_file():
+        raise InputError(f"model folder {directory}: no tokenizer_config.json (the checkpoint's tokenizer)")

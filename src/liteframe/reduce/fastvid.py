@@ -1,8 +1,9 @@
 """FastVID (Shen et al., 2025) with its published defaults: cut the video into segments where neighbouring frames
-differ, keep each frame's most attended tokens, and merge the rest of each segment around density peaks."""
+differ, keep each frame's most attended tokens, and merge the rest of each segment around density peaks.
+Ours: density and delta are measured among the candidates of the same anchor frame (so the cost grows linearly
+with segment length), the anchors are then the segment's top density x delta; the budget per frame is
+`frame_budgets`, of which round(0.4 x budget) goes to the segment's context tokens."""
 from __future__ import annotations
-
-import math
 
 import torch
 import torch.nn.functional as F
@@ -77,6 +78,7 @@ def merge_context(x: torch.Tensor, salient: torch.Tensor, budget: int) -> tuple[
     leftover[index] = False
     owner = (tokens @ F.normalize(anchor, dim=-1).T).argmax(-1)  # most cosine-similar: a token's norm cannot change it
     owner = torch.where(leftover, owner, budget)  # row `budget` collects the tokens that join no anchor
+    # index_add_ costs one pass over the tokens; a membership-matrix product would grow with segment length squared.
     members = torch.zeros(budget + 1, dtype=x.dtype, device=x.device).index_add_(0, owner, leftover.to(x.dtype))
     total = torch.zeros(budget + 1, c, dtype=x.dtype, device=x.device).index_add_(0, owner, tokens)
     members, total = members[:budget, None], total[:budget]

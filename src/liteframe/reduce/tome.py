@@ -58,26 +58,24 @@ def bipartite_merge(x: torch.Tensor, size: torch.Tensor, pos: torch.Tensor, r: i
     order = score.argsort(-1, descending=True)  # (B, G, n_src), the most similar first
     fewest, most = (r, r) if isinstance(r, int) else (int(r.min()), int(r.max()))
     merged, kept = order[..., :most], order[..., fewest:]
-    n_kept = kept.shape[-1]
-    weight = size[..., ::2].gather(-1, merged) * (torch.arange(most, device=x.device) < r)  # 0: not merged now
-    target = match.gather(-1, merged)  # (B, G, most), odd-position index
-    dst_size = size[..., 1::2].scatter_add(-1, target, weight)
-
-    # Rows of the flattened tokens, so that whole tokens move at once (index_select, index_add_).
-    group = torch.arange(b * g, device=x.device).view(b, g, 1)
-    odd = torch.arange(n // 2, device=x.device).expand(b, g, -1)
-    out = x.view(-1, c).index_select(0, (group * n + torch.cat([2 * kept, 2 * odd + 1], -1)).flatten())
-    # dst + sum of w (src - dst) / new size: the size-weighted mean, touching only the merged tokens' rows.
-    rows = (group * (n - fewest) + n_kept + target).flatten()
-    step = (weight / dst_size.gather(-1, target)).flatten()[:, None]
-    src = x.view(-1, c).index_select(0, (group * n + 2 * merged).flatten())
-    out.index_add_(0, rows, (src - out.index_select(0, rows)).mul_(step))
+    n_src, n_dst = n - n // 2, n // 2
+    now = (torch.arange(most, device=x.device) < r).expand_as(merged)  # merged in this round, by rank
+    weight = torch.zeros_like(score).scatter_(-1, merged, now.to(score.dtype)) * size[..., ::2]  # 0: not merged
+    dst_size = size[..., 1::2].scatter_add(-1, match, weight)
+    # New odd token = (its size x itself + merged sizes x tokens) / new size, as one batched product with a sparse
+    # (n_dst, n_src) matrix: whole rows at matmul speed, where scatter and gather go element by element.
+    share = (weight / dst_size.gather(-1, match))[..., None, :]
+    mix = sim.new_zeros(b, g, n_dst, n_src).scatter_(-2, match[..., None, :], share).view(b * g, n_dst, n_src)
+    dst = (x[..., 1::2, :] * (size[..., 1::2] / dst_size)[..., None]).view(b * g, n_dst, c)
+    dst = torch.baddbmm(dst, mix, x[..., ::2, :].reshape(b * g, n_src, c))
+    src = x[..., ::2, :].gather(-2, kept[..., None].expand(-1, -1, -1, c))
+    out = torch.cat([src, dst.view(b, g, n_dst, c)], -2)
 
     kept_size = size[..., ::2].gather(-1, kept)
     kept_size[..., : most - fewest] *= torch.arange(fewest, most, device=x.device) >= r  # merged in this round
     new_size = torch.cat([kept_size, dst_size], -1)
     new_pos = torch.cat([pos[..., ::2].gather(-1, kept), pos[..., 1::2]], -1)
-    return out.view(b, g, n - fewest, c), new_size, new_pos
+    return out, new_size, new_pos
 
 
 REDUCERS.register("tome")(SetReducer(tome))

@@ -336,9 +336,10 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.epoch, self.position, self.skipped = (state[k] for k in ("step", "epoch", "position", "skipped"))
         if state["world"] == self.ctx.world:  # with another rank count the streams cannot line up anyway
-            torch.set_rng_state(tensors["rng/cpu"][self.ctx.rank])
+            # clone: a row of the (world, n) table starts at an offset, which set_rng_state does not honour
+            torch.set_rng_state(tensors["rng/cpu"][self.ctx.rank].clone())
             if self.cuda and "rng/cuda" in tensors:
-                torch.cuda.set_rng_state(tensors["rng/cuda"][self.ctx.rank], self.ctx.device)
+                torch.cuda.set_rng_state(tensors["rng/cuda"][self.ctx.rank].clone(), self.ctx.device)
         else:
             log.warning("resuming a %d-rank checkpoint on %d ranks: the data order changes", state["world"],
                         self.ctx.world)

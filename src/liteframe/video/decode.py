@@ -230,7 +230,7 @@ class PyAVReader(VideoReader):
                     break
             if cur is None and served is None:
                 raise VideoDecodeError(f"{self.path}: no decodable video frames ({failure or 'none in the stream'})")
-            if served is not None and cur in (None, served[0]):
+            if served is not None and (cur is None or cur is served[0]):
                 data[j], pts[j] = data[served[1]], pts[served[1]]
             else:
                 data[j] = cur.frame.to_ndarray(format="rgb24", width=width, height=height)
@@ -283,7 +283,7 @@ class PyAVReader(VideoReader):
         last = newest = -math.inf
         for packet in self._container.demux(self._stream):
             t = None if packet.pts is None else self._seconds(packet.pts)
-            skip = False and self._skipping and t is not None and t < newest <= self._target
+            skip = self._skipping and t is not None and t < newest <= self._target
             ctx.skip_frame = "NONREF" if skip else "DEFAULT"
             newest = newest if t is None else max(newest, t)
             for frame in self._stream.decode(packet):

@@ -1,4 +1,5 @@
-"""InternVL's image preprocessing, batched on tensors: bicubic resize to size x size, scale to [0, 1], ImageNet mean/std.
+"""InternVL's image preprocessing, batched on tensors: bicubic resize to size x size, scale to [0, 1], ImageNet
+mean/std.
 
 InternVL resizes PIL images with bicubic filtering; torch's antialiased bicubic uses the same kernel (a = -0.5,
 widened when downscaling), so frames never pass through PIL. Values are clamped to [0, 255] after resizing as PIL's

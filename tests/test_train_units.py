@@ -1,0 +1,182 @@
+"""The distillation job's parts on their own: config, loss, RTD decoder, checkpoints, sampler, manifest, schedule."""
+from __future__ import annotations
+
+import json
+
+import hypothesis.extra.numpy as hnp
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from liteframe.errors import InputError
+from liteframe.train import checkpoint as ckpt
+from liteframe.train.config import DistillConfig
+from liteframe.train.data import ResumableSampler, read_manifest
+from liteframe.train.distill import _cosine
+from liteframe.train.loss import RTDDecoder, clip_outliers, ctd_loss
+
+
+# -- config -----------------------------------------------------------------------------------------------------------
+
+
+def test_config_yaml_round_trip_and_overrides(tmp_path):
+    path = tmp_path / "run.yaml"
+    DistillConfig(teacher="t", manifest="m.jsonl", student={"depth": 6}, fps=(1.0, 2.0)).save(path)
+    cfg = DistillConfig.load(path, ["lr=1e-3", "steps=7", "student.width=384", "betas=[0.9, 0.99]", "compile=true"])
+    assert cfg.lr == 1e-3 and isinstance(cfg.lr, float)  # YAML reads 1e-3 as a string; it is converted
+    assert cfg.steps == 7 and cfg.student == {"depth": 6, "width": 384} and cfg.betas == (0.9, 0.99) and cfg.compile
+    assert cfg.fps == (1.0, 2.0)
+    assert cfg.teacher == str(tmp_path / "t")  # paths in a file are relative to the file
+    assert DistillConfig.from_dict(cfg.to_dict()) == cfg
+
+
+@pytest.mark.parametrize("override, word", [
+    ("stepz=3", "unknown"), ("steps=many", "steps"), ("frames=6", "multiple of 4"), ("fps=[0.5, 2]", "fps"),
+    ("loss=mse", "loss"), ("compile=3", "true or false"), ("steps", "key=value"),
+    ("target_cache=c", "rtd"),
+])
+def test_bad_settings_are_one_clear_input_error(override, word):
+    extra = ["loss=rtd"] if override.startswith("target_cache") else []
+    with pytest.raises(InputError, match=word):
+        DistillConfig.load(None, [override, *extra])
+
+
+# -- loss -------------------------------------------------------------------------------------------------------------
+
+
+@settings(max_examples=40, deadline=None)
+@given(hnp.arrays(np.float64, st.tuples(st.integers(1, 3), st.integers(2, 40), st.integers(1, 5)),
+                  elements=st.floats(-1e3, 1e3)), st.floats(0.5, 4.0))
+def test_clipping_keeps_values_within_sigma_of_their_clip_and_channel(x, sigma):
+    x = torch.from_numpy(x)
+    y = clip_outliers(x, sigma).double()
+    mean, std = x.mean(1, keepdim=True), x.std(1, keepdim=True, correction=0)
+    tol = 1e-4 * (1 + x.abs().max())
+    assert (y >= mean - sigma * std - tol).all() and (y <= mean + sigma * std + tol).all()
+    inside = (x - mean).abs() <= sigma * std
+    torch.testing.assert_close(y[inside], x[inside], rtol=1e-6, atol=tol.item())
+    # per clip: a clip's targets do not depend on the other clips in the batch
+    torch.testing.assert_close(clip_outliers(x[:1], sigma).double(), y[:1], rtol=0, atol=0)
+
+
+def test_clipping_cuts_one_outlier_and_is_off_at_zero():
+    x = torch.zeros(1, 100, 1)
+    x[0, 0, 0] = 1000.0  # mean 10, std ~99.5: 3-sigma bound ~308
+    y = clip_outliers(x, 3.0)
+    assert 300 < y[0, 0, 0] < 320 and (y[0, 1:] == 0).all()
+    assert clip_outliers(x, 0.0) is x
+
+
+def test_ctd_loss_against_a_float64_reference():
+    torch.manual_seed(0)
+    pred, target = torch.randn(2, 7, 5), torch.randn(2, 7, 5) * 2
+    loss, cos = ctd_loss(pred, target, beta=0.5, cosine_weight=0.3)
+    p, t = pred.double(), target.double()
+    d = (p - t).abs()
+    smooth = torch.where(d < 0.5, 0.5 * d**2 / 0.5, d - 0.25).mean()
+    cosine = (p * t).sum(-1) / (p.norm(dim=-1) * t.norm(dim=-1))
+    torch.testing.assert_close(loss.double(), smooth + 0.3 * (1 - cosine).mean(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(cos.double(), cosine.mean(), rtol=1e-5, atol=1e-6)
+    assert ctd_loss(target, target)[0].item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_rtd_decoder_puts_each_tokens_prediction_in_its_own_block():
+    torch.manual_seed(0)
+    dec = RTDDecoder(8, (4, 2, 2))
+    x = torch.randn(2, 2, 3, 2, 8)
+    y = dec(x)
+    assert y.shape == (2, 8, 6, 4, 8)
+    # block (t, i, j) of the output depends only on compressed token (t, i, j): perturb one token
+    x2 = x.clone()
+    x2[1, 1, 2, 0] += 1.0
+    changed = (dec(x2) - y).abs().sum(-1) > 0
+    expected = torch.zeros_like(changed)
+    expected[1, 4:8, 4:6, 0:2] = True
+    assert torch.equal(changed, expected)
+
+
+def test_cosine_schedule_warms_up_then_decays_to_the_floor():
+    cfg = DistillConfig(steps=110, warmup_steps=10, lr=1e-3, min_lr=1e-5)
+    f = _cosine(cfg)
+    assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
+    assert f(60) == pytest.approx(0.01 + 0.99 * 0.5)
+    assert f(110) == pytest.approx(0.01) and f(500) == pytest.approx(0.01)
+    assert all(f(s) >= f(s + 1) for s in range(10, 110))
+
+
+# -- checkpoints ------------------------------------------------------------------------------------------------------
+
+
+def test_checkpoints_are_written_whole_and_only_the_last_k_kept(tmp_path):
+    for step in (1, 2, 3, 4):
+        ckpt.save_checkpoint(tmp_path, step, {"w": torch.full((3,), float(step))}, {"step": step}, keep_last=2)
+    names = [p.name for p in ckpt.list_checkpoints(tmp_path)]
+    assert names == ["step-00000003.safetensors", "step-00000004.safetensors"]
+    tensors, state = ckpt.load_checkpoint(tmp_path / names[-1])
+    assert state == {"step": 4} and torch.equal(tensors["w"], torch.full((3,), 4.0))
+    (tmp_path / ".step-00000005.safetensors.tmp-123").write_bytes(b"half")  # a save killed part-way
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == names
+    (tmp_path / "step-00000009.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(InputError, match="not a readable liteframe checkpoint"):
+        ckpt.load_checkpoint(tmp_path / "step-00000009.safetensors")
+
+
+def test_optimizer_state_survives_packing():
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
+    opt = torch.optim.AdamW(model.parameters(), betas=(0.8, 0.9))
+    model(torch.randn(5, 3)).sum().backward()
+    opt.step()
+    _, state = get_state_dict(model, opt)
+    tensors, groups = ckpt.pack_optimizer(state)
+    json.dumps(groups)
+    back = ckpt.unpack_optimizer(tensors, json.loads(json.dumps(groups)))
+    assert back["param_groups"][0]["betas"] == (0.8, 0.9)
+    for name, per in state["state"].items():
+        for key, value in per.items():
+            assert torch.equal(back["state"][name][key], value)
+
+
+# -- data -------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("world", [1, 2, 3])
+def test_a_sampler_resumed_part_way_continues_the_same_order(world):
+    data = list(range(11))
+    for rank in range(world):
+        full = ResumableSampler(data, world, rank, seed=5)
+        full.set_epoch(3)
+        order = list(full)
+        resumed = ResumableSampler(data, world, rank, seed=5)
+        resumed.set_epoch(3, start=2)
+        assert list(resumed) == order[2:] and len(resumed) == len(order) - 2
+    shares = []
+    for rank in range(world):
+        s = ResumableSampler(data, world, rank, seed=5)
+        s.set_epoch(3)
+        shares.append(list(s))
+    one = ResumableSampler(data, 1, 0, seed=5)
+    one.set_epoch(3)
+    # rank r's k-th index is the (k * world + r)-th of the one-rank order: together they cover the same batches
+    interleaved = [shares[k % world][k // world] for k in range(world * len(shares[0]))]
+    assert interleaved[:len(data)] == list(one)
+
+
+def test_manifest_lines_and_their_errors(tmp_path):
+    m = tmp_path / "m.jsonl"
+    m.write_text('{"video": "a.mp4"}\n\n{"video": "/abs/b.mp4", "start": 1, "end": 2.5}\n')
+    a, b = read_manifest(m)
+    assert a.video == str(tmp_path / "a.mp4") and a.start is None
+    assert (b.video, b.start, b.end) == ("/abs/b.mp4", 1.0, 2.5)
+    for text, word in (('{"vid": 1}', "m.jsonl:1"), ('{"video": "a", "start": 3, "end": 2}', "start < end"),
+                       ("not json", "m.jsonl:1"), ("", "no videos")):
+        m.write_text(text)
+        with pytest.raises(InputError, match=word):
+            read_manifest(m)
+    with pytest.raises(InputError, match="cannot read"):
+        read_manifest(tmp_path / "missing.jsonl")
+
