@@ -8,7 +8,7 @@ from hypothesis import given, settings, strategies as st
 
 from liteframe.errors import InputError
 from liteframe.models import (VARIANTS, LiteFrameConfig, LiteFrameEncoder, Teacher, tiny_internvl_config,
-                              tiny_student_config, tiny_vision_config, to_llm_tokens)
+                              tiny_student_config, to_llm_tokens)
 from liteframe.models.mixers import Downsample, TemporalAttention, TemporalConv
 
 
@@ -167,12 +167,14 @@ def test_full_crop_reproduces_the_teacher(teacher):
     cfg = LiteFrameConfig(width=64, depth=6, heads=4, mlp=128, image=56, out_dim=64, temporal="none",
                           downsample_after=(), teacher_layers=tuple(range(6)))
     student = LiteFrameEncoder.from_teacher(teacher, cfg).double()
-    pixels = torch.randn(1, 4, 3, 56, 56, dtype=torch.float64)
-    with torch.no_grad():
-        ref, grid = teacher.double()(pixels), student(pixels)
+    teacher.double()
+    for size in (56, 112):  # native and resized position embeddings
+        pixels = torch.randn(1, 4, 3, size, size, dtype=torch.float64)
+        with torch.no_grad():
+            ref, grid = teacher(pixels), student(pixels)
+        torch.testing.assert_close(grid.patches, ref.patches)
+        torch.testing.assert_close(grid.cls, ref.cls)
     teacher.float()
-    torch.testing.assert_close(grid.patches, ref.patches)
-    torch.testing.assert_close(grid.cls, ref.cls)
 
 
 def test_from_teacher_folder(tmp_path):

@@ -107,3 +107,14 @@ def test_bad_folders_raise_input_error(tmp_path, internvl_folder):
     (bad / "model.safetensors").unlink()
     with pytest.raises(InputError, match="no model.safetensors"):
         Teacher.from_pretrained(bad)
+
+
+def test_vision_folder_with_missing_or_reshaped_tensors(tmp_path):
+    CLIPVisionModel(tiny_vision_config("clip")).save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "num_hidden_layers": 7}))
+    with pytest.raises(InputError, match="lacks 16 vision tensors, e.g. encoder.layers.6"):
+        Teacher.from_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({**config, "intermediate_size": 96}))
+    with pytest.raises(InputError, match="tensor shapes do not match config.json"):
+        Teacher.from_pretrained(tmp_path)

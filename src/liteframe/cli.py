@@ -34,6 +34,8 @@ def _add_bench_arch(bench) -> None:
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--device", default="cpu")
     p.add_argument("--repeats", type=int, default=3, help="timed runs per model (median), after one warm-up")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads for the timed runs (1: compute, not "
+                   "thread scheduling on a shared machine)")
     p.add_argument("--no-latency", dest="latency", action="store_false", help="parameters and FLOPs only")
     p.add_argument("--plot", metavar="PATH", help="save a bar chart PNG of FLOPs and latency")
     p.add_argument("--json", action="store_true")
@@ -41,7 +43,9 @@ def _add_bench_arch(bench) -> None:
     def run(a):
         from liteframe.bench.arch import main
 
-        main(a.frames, a.size, a.latency_frames, a.latency_size, a.dtype, a.device, a.repeats, a.latency, a.json, a.plot)
+        main(frames=a.frames, size=a.size, latency_frames=a.latency_frames, latency_size=a.latency_size,
+             dtype=a.dtype, device=a.device, repeats=a.repeats, threads=a.threads, latency=a.latency,
+             as_json=a.json, plot_path=a.plot)
 
     p.set_defaults(func=run)
 

@@ -29,11 +29,13 @@ def build(arch: str) -> torch.nn.Module:
 
 
 def run(frames: int = 256, size: int = 448, latency_frames: int | None = None, latency_size: int | None = None,
-        dtype: str = "float32", device: str = "cpu", repeats: int = 3, warmup: int = 1,
+        dtype: str = "float32", device: str = "cpu", repeats: int = 3, warmup: int = 1, threads: int = 1,
         latency: bool = True) -> list[dict]:
     """One row per arch: `params`, `flops` / `flops_total` at (frames, size); with `latency`, `latency_ms` at
     (latency_frames, latency_size) (defaults: the FLOP shape on GPU, `CPU_LATENCY_SHAPE` on CPU), `speedup`
-    (teacher ms / ms) and `flop_ratio` (teacher / arch total FLOPs at the latency shape)."""
+    (teacher ms / ms) and `flop_ratio` (teacher / arch total FLOPs at the latency shape). On CPU the timed runs
+    use `threads` threads: one by default, because on a shared machine every multi-threaded operator waits for
+    all its threads to be scheduled, a fixed cost per operator that hides the FLOPs."""
     on_cpu = torch.device(device).type == "cpu"
     latency_frames = latency_frames or (CPU_LATENCY_SHAPE[0] if on_cpu else frames)
     latency_size = latency_size or (CPU_LATENCY_SHAPE[1] if on_cpu else size)
@@ -48,8 +50,13 @@ def run(frames: int = 256, size: int = 448, latency_frames: int | None = None, l
             row["latency_flops_total"] = count_flops(model, (1, latency_frames, 3, latency_size, latency_size)).total
         rows.append(row)
     if latency:
-        ms = _latencies(latency_frames, latency_size, getattr(torch, dtype), device, repeats, warmup)
-        where = f"{device} ({torch.get_num_threads()} threads)" if on_cpu else device
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads if on_cpu else before)
+        try:
+            ms = _latencies(latency_frames, latency_size, getattr(torch, dtype), device, repeats, warmup)
+        finally:
+            torch.set_num_threads(before)
+        where = f"{device} ({threads} thread{'s' * (threads > 1)})" if on_cpu else device
         for row in rows:
             row["latency_ms"] = ms[row["arch"]]
             row["latency_shape"] = f"1x{latency_frames}x3x{latency_size}x{latency_size} {dtype} {where}"
@@ -117,7 +124,7 @@ def plot(rows: list[dict], path: str) -> None:
 
 
 def main(frames: int = 256, size: int = 448, latency_frames: int | None = None, latency_size: int | None = None,
-         dtype: str = "float32", device: str = "cpu", repeats: int = 3, latency: bool = True,
+         dtype: str = "float32", device: str = "cpu", repeats: int = 3, threads: int = 1, latency: bool = True,
          as_json: bool = False, plot_path: str | None = None) -> None:
     """Run the table, print it (Markdown, or JSON with raw integer counts) and optionally save the bar chart."""
     shapes = {"--frames": (frames, 4), "--size": (size, 56), "--latency-frames": (latency_frames, 4),
@@ -131,7 +138,9 @@ def main(frames: int = 256, size: int = 448, latency_frames: int | None = None, 
         raise InputError(f"--device {device!r} is not a torch device") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise InputError(f"--device {device}: no CUDA device on this machine")
-    rows = run(frames, size, latency_frames, latency_size, dtype, device, repeats, latency=latency)
+    if threads < 1:
+        raise InputError(f"--threads {threads} must be at least 1")
+    rows = run(frames, size, latency_frames, latency_size, dtype, device, repeats, threads=threads, latency=latency)
     if plot_path:
         plot(rows, plot_path)
     if as_json:

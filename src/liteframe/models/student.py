@@ -159,8 +159,8 @@ class LiteFrameEncoder(nn.Module):
         side = math.isqrt(pos.shape[1] - 1)
         if (h, w) == (side, side):
             return pos
-        grid = pos[:, 1:].reshape(1, side, side, -1).permute(0, 3, 1, 2).float()
-        grid = F.interpolate(grid, size=(h, w), mode="bicubic", align_corners=False).to(pos.dtype)
+        grid = pos[:, 1:].reshape(1, side, side, -1).permute(0, 3, 1, 2)
+        grid = F.interpolate(grid, size=(h, w), mode="bicubic", align_corners=False)
         return torch.cat([pos[:, :1], grid.permute(0, 2, 3, 1).reshape(1, h * w, -1)], dim=1)
 
     @classmethod

@@ -59,13 +59,23 @@ class Teacher(nn.Module):
         if model_type == "internvl":
             teacher = cls._from_internvl_folder(folder)
         elif model_type in _VISION_FOLDERS:
-            vision = _VISION_FOLDERS[model_type].from_pretrained(folder, attn_implementation="sdpa",
-                                                                  **({"dtype": dtype} if dtype else {}))
-            teacher = cls(vision)
+            teacher = cls._from_vision_folder(folder, model_type, dtype)
         else:
             raise InputError(f"{folder}: model_type {model_type!r} is not a supported teacher "
                              f"(internvl, {', '.join(_VISION_FOLDERS)})")
         return teacher.to(device=device, dtype=dtype)
+
+    @classmethod
+    def _from_vision_folder(cls, folder: Path, model_type: str, dtype: torch.dtype | None) -> Teacher:
+        try:
+            vision, info = _VISION_FOLDERS[model_type].from_pretrained(
+                folder, attn_implementation="sdpa", output_loading_info=True, **({"dtype": dtype} if dtype else {}))
+        except RuntimeError as err:  # transformers refuses tensors whose shapes differ from config.json
+            raise InputError(f"{folder}: tensor shapes do not match config.json ({err})") from None
+        missing = sorted(info["missing_keys"])
+        if missing:
+            raise InputError(f"{folder}: checkpoint lacks {len(missing)} vision tensors, e.g. {missing[0]}")
+        return cls(vision)
 
     @classmethod
     def _from_internvl_folder(cls, folder: Path) -> Teacher:
@@ -107,6 +117,7 @@ class Teacher(nn.Module):
         return self.vision.config.hidden_size
 
     def forward(self, pixels: torch.Tensor) -> TokenGrid:
+        """`(B, T, 3, S, S) -> TokenGrid (B, T, S/p, S/p, C)`: all frames in one batch of B*T images."""
         b, t, _, height, width = pixels.shape
         frames = pixels.flatten(0, 1).to(next(self.vision.parameters()).dtype)
         kwargs = {}

@@ -18,7 +18,7 @@ class DistillConfig:
 
     # what to distil
     teacher: str = ""  # an InternVL3 `-hf` folder (vision tower and projector are used)
-    student: dict[str, Any] = field(default_factory=dict)  # LiteFrameConfig fields; the student is cropped from the teacher
+    student: dict[str, Any] = field(default_factory=dict)  # LiteFrameConfig fields; cropped from the teacher
     output: str = "runs/distill"
     # data
     manifest: str = ""  # JSON lines: {"video": path, "start": s, "end": s}; start/end optional
@@ -67,7 +67,7 @@ class DistillConfig:
             (self.parallel in ("ddp", "fsdp"), f"parallel={self.parallel!r} must be 'ddp' or 'fsdp'"),
             (self.precision in ("auto", "bf16", "fp32"), f"precision={self.precision!r} must be auto, bf16 or fp32"),
             (self.device in ("auto", "cpu", "cuda"), f"device={self.device!r} must be auto, cpu or cuda"),
-            (self.steps > 0 and self.batch_size > 0 and self.grad_accum > 0, "steps, batch_size, grad_accum must be > 0"),
+            (min(self.steps, self.batch_size, self.grad_accum) > 0, "steps, batch_size and grad_accum must be > 0"),
             (self.cache_views > 0 and self.keep_last > 0, "cache_views and keep_last must be > 0"),
             (not (self.loss == "rtd" and self.target_cache), "loss=rtd needs the dense teacher tokens, which the "
              "target cache does not hold: leave target_cache empty"),
@@ -105,7 +105,8 @@ class DistillConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - names)
         if unknown:
-            raise InputError(f"{source}: unknown distill setting(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+            raise InputError(f"{source}: unknown distill setting(s) {', '.join(unknown)}; "
+                             f"known: {', '.join(sorted(names))}")
         hints = typing.get_type_hints(cls)
         return cls(**{key: _coerce(key, value, hints[key], source) for key, value in values.items()})
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +24,6 @@ from liteframe.video.sampling import FrameSample, TrainSampler
 
 if TYPE_CHECKING:
     from liteframe.train.targets import TargetCache
-
-log = logging.getLogger("liteframe.train")
 
 
 @dataclass(frozen=True)

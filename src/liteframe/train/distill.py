@@ -334,7 +334,8 @@ class Trainer:
         set_optimizer_state_dict(self.wrapped, self.optimizer, optim_sd,
                                  options=StateDictOptions(full_state_dict=True, strict=False))
         self.scheduler.load_state_dict(state["scheduler"])
-        self.step, self.epoch, self.position, self.skipped = (state[k] for k in ("step", "epoch", "position", "skipped"))
+        self.step, self.epoch, self.position = state["step"], state["epoch"], state["position"]
+        self.skipped = state["skipped"]
         if state["world"] == self.ctx.world:  # with another rank count the streams cannot line up anyway
             # clone: a row of the (world, n) table starts at an offset, which set_rng_state does not honour
             torch.set_rng_state(tensors["rng/cpu"][self.ctx.rank].clone())

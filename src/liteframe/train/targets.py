@@ -5,6 +5,11 @@ A cache is a folder of safetensors shards (bf16 targets and the frame indices th
 json holds a fingerprint of everything that decides a target: the teacher's weights and config, the manifest,
 the clip sampling (frames, fps range, seed, views) and the preprocessing. A run whose fingerprint differs is
 refused, and every clip read is checked against the frame indices stored with its target.
+
+How cached targets line up with clips: the clip of (view v, video i) is fixed, a pure function of (seed, v, i)
+(`liteframe.train.data`). Training epoch e reads view e on the fly and view e % cache_views from a cache, so with
+cache_views >= epochs a cached run sees exactly the clips of an on-the-fly run; with fewer views the same clips
+come back every cache_views epochs (less variety, for a teacher pass over cache_views x the manifest, once).
 """
 from __future__ import annotations
 
@@ -18,9 +23,15 @@ from typing import Any
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
 
 from liteframe.errors import InputError
+from liteframe.models import Teacher
 from liteframe.reduce import wap
+from liteframe.train.config import DistillConfig
+from liteframe.train.data import ClipDataset, manifest_digest, read_manifest, worker_init
+from liteframe.train.dist import barrier, setup, teardown
 from liteframe.video.decode import VideoDecodeError
 from liteframe.video.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
@@ -31,14 +42,14 @@ _SHARD_BYTES = 512 * 2**20
 
 
 @torch.no_grad()
-def teacher_targets(teacher, pixels: torch.Tensor, dense: bool = False) -> torch.Tensor:
+def teacher_targets(teacher: Teacher, pixels: torch.Tensor, dense: bool = False) -> torch.Tensor:
     """`(B, T, 3, S, S) -> (B, T/4, S/2p, S/2p, C)` WAP(teacher) patch tokens, or with `dense` the teacher's own
     `(B, T, S/p, S/p, C)` (the RTD target)."""
     grid = teacher(pixels)
     return grid.patches if dense else wap(grid.patches, grid.queries, BLOCK)
 
 
-def teacher_identity(teacher, folder: str) -> dict[str, str]:
+def teacher_identity(teacher: Teacher, folder: str) -> dict[str, str]:
     """sha256 of the teacher's config and of its vision tower + projector weights (so a moved folder still matches
     and a changed one does not)."""
     digest = hashlib.sha256()
@@ -175,18 +186,12 @@ def _atomic_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def cache_targets(cfg) -> dict[str, Any]:
+def cache_targets(cfg: DistillConfig) -> dict[str, Any]:
     """Run the teacher once over `cfg.manifest` (`cfg.cache_views` clips per video) and write the target cache to
     `cfg.target_cache`; under torchrun each rank takes a share. -> `{"folder", "clips", "failed"}`."""
-    from torch.utils.data import DataLoader
-    from tqdm import tqdm
-
-    from liteframe.models import Teacher
-    from liteframe.train.data import ClipDataset, manifest_digest, read_manifest, worker_init
-    from liteframe.train.dist import barrier, setup, teardown
-
     if not (cfg.teacher and cfg.manifest and cfg.target_cache):
-        raise InputError("cache-targets: the config needs `teacher`, `manifest` and `target_cache` (the folder to write)")
+        raise InputError("cache-targets: the config needs `teacher`, `manifest` and `target_cache` (the folder "
+                         "to write)")
     ctx = setup(cfg.device)
     try:
         cuda = ctx.device.type == "cuda"
@@ -228,7 +233,7 @@ def cache_targets(cfg) -> dict[str, Any]:
         teardown()
 
 
-class _Keyed(torch.utils.data.Dataset):
+class _Keyed(Dataset):
     """(view, video) keys -> `{"key", "pixels", "indices"}`, or `{"key", "failed": reason}` for a video that does
     not decode (recorded in the cache, never substituted: a key must hold its own video's target)."""
 
