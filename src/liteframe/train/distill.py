@@ -128,6 +128,7 @@ class Trainer:
         self.optimizer = _adamw(self.model, cfg)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _cosine(cfg))
         self.step = self.epoch = self.position = self.skipped = 0
+        self.warned: set[str] = set()  # videos already named in the log; every skip is still counted
 
     # -- set-up -------------------------------------------------------------------------------------------------
 
@@ -251,7 +252,10 @@ class Trainer:
         for k in range(cfg.grad_accum):
             batch = next(batches)
             for reason in batch["skipped"]:
-                log.warning("video skipped: %s", reason)
+                video = reason.split(": ", 1)[0]
+                if video not in self.warned:
+                    self.warned.add(video)
+                    log.warning("video skipped (logged once, counted each time): %s", reason)
             skipped += len(batch["skipped"])
             sync = k == cfg.grad_accum - 1 or not isinstance(self.wrapped, nn.parallel.DistributedDataParallel)
             with contextlib.nullcontext() if sync else self.wrapped.no_sync():
