@@ -1,7 +1,6 @@
 """`liteframe ask` and `liteframe bench e2e` through the command line: JSON output, and one-line errors with exit
 code 2 for bad videos, model folders, encoders and frame counts."""
 import json
-from pathlib import Path
 
 import pytest
 
@@ -9,7 +8,7 @@ from liteframe.cli import main
 from liteframe.llm import save_tiny_internvl
 from liteframe.models import LiteFrameEncoder, Teacher, tiny_student_config
 
-VIDEOS = Path(__file__).parents[2] / "shared" / "videos"
+from videos import REAL_VIDEOS as VIDEOS
 BBB = str(VIDEOS / "bbb_short.mp4")
 SIZE = 56  # 4 x 4 patches: the cheapest grid that pixel shuffle and the student's 2 x 2 downsampling accept
 

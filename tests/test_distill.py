@@ -26,7 +26,7 @@ from liteframe.train.data import ClipDataset, manifest_digest, read_manifest
 from liteframe.train.distill import distill
 from liteframe.train.targets import TargetCache, cache_targets, fingerprint, teacher_identity, teacher_targets
 
-REAL = Path(__file__).parents[2] / "shared" / "videos"
+from videos import REAL_VIDEOS as REAL
 STUDENT = {"width": 32, "depth": 3, "heads": 2, "mlp": 64, "downsample_after": [1, 2]}
 
 

@@ -42,7 +42,8 @@ def test_clips_are_dense_four_frame_clips_at_least_1fps_spread_evenly(v, n):
     starts = t[:, 0]
     if n > 4:
         gaps = np.diff(starts)
-        np.testing.assert_allclose(gaps, gaps.mean(), atol=1.01 / v.fps)  # evenly spread
+        # evenly spread: each start snaps to a frame, so a gap may be off by up to two frame steps
+        np.testing.assert_allclose(gaps, gaps.mean(), atol=2.01 / v.fps)
     assert starts[0] < v.duration / (n // 4) and t[-1, -1] > v.duration * (1 - 1 / (n // 4))  # covers the video
 
 

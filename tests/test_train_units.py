@@ -57,8 +57,9 @@ def test_clipping_keeps_values_within_sigma_of_their_clip_and_channel(x, sigma):
     assert (y >= mean - sigma * std - tol).all() and (y <= mean + sigma * std + tol).all()
     inside = (x - mean).abs() <= sigma * std
     torch.testing.assert_close(y[inside], x[inside], rtol=1e-6, atol=tol.item())
-    # per clip: a clip's targets do not depend on the other clips in the batch
-    torch.testing.assert_close(clip_outliers(x[:1], sigma).double(), y[:1], rtol=0, atol=0)
+    # per clip: a clip's targets do not depend on the other clips in the batch (up to float32 rounding, which
+    # vectorised reductions order differently for different batch sizes)
+    torch.testing.assert_close(clip_outliers(x[:1], sigma).double(), y[:1], rtol=1e-6, atol=1e-6 * tol.item())
 
 
 def test_clipping_cuts_one_outlier_and_is_off_at_zero():

@@ -1,6 +1,5 @@
 """The VideoLLM end to end on a tiny random InternVL3 checkpoint and the real videos: token counts, placement of the
 visual tokens in the LLM's input, every encoder path, determinism, student round trip, prompt layout."""
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,7 +12,7 @@ from liteframe.llm import VideoLLM, build_input_ids, save_tiny_internvl, slot_la
 from liteframe.llm.tiny import IMAGE_TOKENS
 from liteframe.models import LiteFrameEncoder, Teacher, tiny_student_config
 
-VIDEOS = Path(__file__).parents[2] / "shared" / "videos"
+from videos import REAL_VIDEOS as VIDEOS
 BBB, PANCAKE = VIDEOS / "bbb_short.mp4", VIDEOS / "flipping_a_pancake.mkv"
 SIZE = 112  # 8 x 8 patches: dense gives 16 LLM tokens per frame, every 16x encoder 1
 GEN = dict(max_new_tokens=4, min_new_tokens=4)

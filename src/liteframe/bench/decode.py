@@ -1,9 +1,12 @@
 """`liteframe bench decode`: sampling a frame budget from a long H.264 video against decoding every frame of it.
 
-The video is synthetic (a drifting noise texture, 1280x720, 30 fps, a keyframe every 2 s by default, 3 B-frames
-between references), generated once with x264 ultrafast and cached. Every strategy returns the same decoded RGB
-frames a model would get; the full-decode baseline decodes every frame and keeps only the sampled ones, so the ratio
-measures decoding work. decord and torchcodec do not install here and are reported as skipped.
+The video is synthetic (1280x720, 30 fps, a keyframe every 2 s by default, 3 B-frames between references), generated
+once with x264 ultrafast and cached. Its content is either `noise` (a drifting noise texture: keyframes are about
+23x the size of other frames) or `natural` (moving gradients and shapes with mild noise, closer to camera video).
+Every strategy returns the same decoded RGB frames a model would get. Two baselines decode every frame with the same
+PyAV decoder (thread_type AUTO): one converts every frame to RGB, as a naive loader does (one reused converter, so
+the baseline is not slowed by PyAV building a scaler per frame); the other converts only the sampled frames, so its
+ratio measures decoding work alone. decord and torchcodec do not install here and are reported as skipped.
 """
 from __future__ import annotations
 
@@ -17,37 +20,83 @@ from pathlib import Path
 import av
 import numpy as np
 
+from av.video.reformatter import VideoReformatter
+
 from liteframe.bench.report import print_rows
 from liteframe.video.decode import open_video
 from liteframe.video.sampling import sample_frames
 
 WIDTH, HEIGHT, FPS = 1280, 720, 30
+CONTENTS = ("noise", "natural")
 
 
-def long_video(minutes: float, keyframe_s: int = 2, cache_dir: str | os.PathLike | None = None) -> Path:
+def long_video(minutes: float, keyframe_s: int = 2, cache_dir: str | os.PathLike | None = None,
+               content: str = "noise") -> Path:
     """The cached benchmark video of `minutes` minutes with a keyframe every `keyframe_s` seconds, generated on
     first use (written atomically)."""
+    if content not in CONTENTS:
+        raise ValueError(f"unknown video content {content!r}; choose from {', '.join(CONTENTS)}")
     cache = Path(cache_dir or os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "liteframe" / "bench"
-    path = cache / f"decode_{minutes:g}min_{WIDTH}x{HEIGHT}_{FPS}fps_key{keyframe_s}s.mp4"
+    suffix = "" if content == "noise" else f"_{content}"  # the noise file keeps the name it was cached under
+    path = cache / f"decode_{minutes:g}min_{WIDTH}x{HEIGHT}_{FPS}fps_key{keyframe_s}s{suffix}.mp4"
     if not path.exists():
         cache.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=cache, suffix=".mp4", delete=False) as tmp:
             part = Path(tmp.name)
         try:
-            _encode(part, round(minutes * 60 * FPS), keyframe_s * FPS)
+            _encode(part, round(minutes * 60 * FPS), keyframe_s * FPS, _natural_planes if content == "natural"
+                    else _noise_planes)
             part.replace(path)
         finally:
             part.unlink(missing_ok=True)
     return path
 
 
-def _encode(path: Path, num_frames: int, keyint: int) -> None:
+def _noise_planes(num_frames: int):
     """Luma: a noise texture drifting diagonally plus a brightness ramp over time; chroma: flat. Planes are sliced
-    from precomputed arrays so generation costs little beside the encoder."""
+    from precomputed arrays so generation costs little beside the encoder. Yields (H * 3/2, W) yuv420p planes."""
     rng = np.random.default_rng(0)
     texture = rng.integers(16, 235, (2 * HEIGHT, 2 * WIDTH), dtype=np.uint8)
     texture = ((texture.astype(np.uint16) + np.roll(texture, 1, 0) + np.roll(texture, 1, 1)) // 3).astype(np.uint8)
     chroma = np.full((HEIGHT // 2, WIDTH), 128, np.uint8)
+    for i in range(num_frames):
+        y, x = (3 * i) % HEIGHT, (5 * i) % WIDTH
+        yield np.concatenate([texture[y:y + HEIGHT, x:x + WIDTH] + np.uint8((i // FPS) % 32), chroma])
+
+
+def _natural_planes(num_frames: int):
+    """A panning smooth colour field with fine texture, three discs crossing it, mild sensor-like noise, and a cut to
+    a new scene every 20 s; yields (H * 3/2, W) yuv420p planes. Keyframes come out several times, not 23x, the size
+    of other frames, as in camera video."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:2 * HEIGHT, 0:2 * WIDTH].astype(np.float32)
+    fine = rng.normal(0, 12, (2 * HEIGHT, 2 * WIDTH)).astype(np.float32)
+    fine = (fine + np.roll(fine, 1, 0) + np.roll(fine, 1, 1) + np.roll(fine, (1, 1), (0, 1))) / 2  # detail, not snow
+    noise = rng.integers(-4, 5, (8, HEIGHT, WIDTH), dtype=np.int16)
+    r = 60
+    disc = np.add.outer(np.arange(-r, r) ** 2, np.arange(-r, r) ** 2) < r * r
+    for i in range(num_frames):
+        t = i % (20 * FPS)
+        if t == 0:  # a new scene: different field, colours and disc paths
+            a, b, c = rng.uniform(20, 90, 3)
+            field = 120 + 50 * np.sin(xx / (4 * a)) * np.cos(yy / (3 * b)) + 30 * np.sin((xx + yy) / (5 * c))
+            luma_field = (field + fine).astype(np.int16)
+            uv_field = np.stack([128 + 25 * np.sin(xx[::2, ::2] / (3 * b)),
+                                 128 + 25 * np.cos(yy[::2, ::2] / (3 * a))]).astype(np.uint8)
+            paths = rng.uniform(-1, 1, (3, 4)) * [WIDTH / 2 - r, HEIGHT / 2 - r, 4, 3] + [WIDTH / 2, HEIGHT / 2, 0, 0]
+            shades = rng.integers(40, 215, 3)
+        y, x = (i // 2) % HEIGHT, i % WIDTH
+        luma = luma_field[y:y + HEIGHT, x:x + WIDTH] + noise[i % 8]
+        for (cx, cy, vx, vy), shade in zip(paths, shades):
+            px, py = int((cx + vx * t) % (WIDTH - 2 * r)), int((cy + vy * t) % (HEIGHT - 2 * r))
+            luma[py:py + 2 * r, px:px + 2 * r][disc] = shade
+        uv = uv_field[:, y // 2:y // 2 + HEIGHT // 2, x // 2:x // 2 + WIDTH // 2]
+        yield np.concatenate([np.clip(luma, 16, 235).astype(np.uint8).reshape(-1), uv.reshape(-1)]).reshape(
+            HEIGHT * 3 // 2, WIDTH)
+
+
+def _encode(path: Path, num_frames: int, keyint: int, planes) -> None:
+    """Encode `planes(num_frames)` (yuv420p arrays) with x264 ultrafast, a keyframe every `keyint` frames."""
     with av.open(str(path), "w") as out:
         stream = out.add_stream("libx264", rate=FPS)
         stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
@@ -56,10 +105,8 @@ def _encode(path: Path, num_frames: int, keyint: int) -> None:
         stream.codec_context.options = {"preset": "ultrafast", "crf": "28", "x264-params": (
             f"keyint={keyint}:min-keyint={keyint}:scenecut=0:bframes=3:b-adapt=0:b-pyramid=none")}
         stream.thread_type = "AUTO"
-        for i in range(num_frames):
-            y, x = (3 * i) % HEIGHT, (5 * i) % WIDTH
-            luma = texture[y:y + HEIGHT, x:x + WIDTH] + np.uint8((i // FPS) % 32)
-            frame = av.VideoFrame.from_ndarray(np.concatenate([luma, chroma]), format="yuv420p")
+        for i, plane in enumerate(planes(num_frames)):
+            frame = av.VideoFrame.from_ndarray(plane, format="yuv420p")
             frame.pts = i
             out.mux(stream.encode(frame))
         out.mux(stream.encode())

@@ -24,6 +24,7 @@ from typing import Iterator, Sequence
 import av
 import numpy as np
 import torch
+from av.video.reformatter import VideoReformatter
 
 from liteframe.errors import InputError
 from liteframe.registry import Registry
@@ -112,6 +113,9 @@ class PyAVReader(VideoReader):
         self._seekable = True
         self._target = -math.inf  # the request being served: lets decoding skip frames that cannot serve it
         self._skipping = True
+        # One converter for every frame: `frame.to_ndarray(format=...)` builds a new scaler per frame, which cost
+        # more than the conversion itself. One thread: on a busy machine scaler threads only add overhead.
+        self._rgb = VideoReformatter()
         self._open()
         try:
             self.info = self._probe()
@@ -233,7 +237,7 @@ class PyAVReader(VideoReader):
             if served is not None and (cur is None or cur is served[0]):
                 data[j], pts[j] = data[served[1]], pts[served[1]]
             else:
-                data[j] = cur.frame.to_ndarray(format="rgb24", width=width, height=height)
+                data[j] = self._rgb.reformat(cur.frame, width, height, "rgb24", threads=1).to_ndarray()
                 pts[j], served = cur.t, (cur, j)
             late += bool(stopped and pts[j] + 2.0 / self.info.fps + slack < times[j] < self.info.duration)
         self._target, self._skipping = -math.inf, True
