@@ -13,7 +13,7 @@ from liteframe.reduce.prumerge import spread_order
 from liteframe.reduce.tome import merge_to
 
 GRID = ["wap", "avg", "max", "subsample"]
-SETS = ["tome", "prumerge", "fastvid"]
+SETS = ["tome", "tome-clip", "prumerge", "fastvid"]
 
 
 def test_registry_has_every_reducer():
@@ -38,8 +38,12 @@ def test_set_reducers_return_exactly_the_budget(name, b, t, side, compression, c
     reducer = get_reducer(name)
     n = reducer.num_tokens(t, side, side, compression)
     assert n == math.ceil(t * side * side / compression)
-    if name == "tome" and n < t:
-        with pytest.raises(ValueError, match="1 token per frame"):
+    if name == "tome-clip" and t % 4:
+        with pytest.raises(ValueError, match="multiple of 4"):
+            reducer(grid, compression)
+        return
+    if name.startswith("tome") and n < (t if name == "tome" else t // 4):
+        with pytest.raises(ValueError, match="1 token per group"):
             reducer(grid, compression)
         return
     out = reducer(grid, compression)
@@ -85,6 +89,19 @@ def test_tome_merges_duplicated_tokens_first():
     expected = x[:, :, survivors].clone()
     expected[:, :, survivors.index(11)] = x[:, :, 10] * 2  # size-weighted mean of x and 3x
     torch.testing.assert_close(out, expected.reshape(2, 42, 8))
+
+
+def test_tome_over_a_clip_merges_a_repeated_frame_into_one():
+    """Frame 1 repeats frame 0; with 9 tokens a frame, each token and its repeat sit on opposite sides of the
+    bipartite split, so halving the clip merges exactly the repeats: one frame's tokens remain, each of size 2."""
+    frame = torch.randn(1, 1, 3, 3, 8)
+    x = torch.cat([frame, frame], 1)
+    tokens, size = merge_to(x.view(1, 1, 18, 8), torch.tensor([9]))
+    assert torch.equal(size, torch.full((1, 9), 2.0))
+    rows = lambda t: t.reshape(-1, 8)[t.reshape(-1, 8)[:, 0].argsort()]  # noqa: E731
+    torch.testing.assert_close(rows(tokens), rows(frame))
+    torch.testing.assert_close(tome(x, None, 9, clip=2), tokens)
+    assert not torch.allclose(rows(tome(x, None, 9)), rows(frame))  # frame by frame, distinct tokens must merge
 
 
 @settings(max_examples=10, deadline=None)

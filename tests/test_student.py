@@ -306,3 +306,30 @@ def test_grad_checkpointing_gives_the_same_gradients():
 
 def test_registry_has_every_variant():
     assert VARIANTS.names() == ["none", "dwconv", "conv", "tempattn", "stattn", "spatial16"]
+
+
+def test_a_save_that_crashes_part_way_leaves_the_previous_folder_loadable(tmp_path, monkeypatch):
+    folder = tmp_path / "student"
+    torch.manual_seed(0)
+    old = LiteFrameEncoder(tiny_student_config())
+    old.save_pretrained(folder)
+    new = LiteFrameEncoder(tiny_student_config(mlp=48))  # its weights do not fit the old config
+
+    def crash(*_):  # the weights are written, then the process dies before the config: the old bug's window
+        raise OSError("disk full")
+
+    monkeypatch.setattr(LiteFrameConfig, "to_dict", crash)
+    with pytest.raises(OSError, match="disk full"):
+        new.save_pretrained(folder)
+    monkeypatch.undo()
+    loaded = LiteFrameEncoder.from_pretrained(folder)
+    assert loaded.config == old.config
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), old.state_dict().values()))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["student"]  # nothing half-written left beside it
+    new.save_pretrained(folder)  # a save that completes replaces the pair together
+    assert LiteFrameEncoder.from_pretrained(folder).config == new.config
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["student"]
+    (folder / "notes.txt").write_text("mine")
+    with pytest.raises(InputError, match=r"notes.txt.*folder of its own"):
+        new.save_pretrained(folder)  # the save would replace the folder: files it did not write are not dropped
+    assert (folder / "notes.txt").read_text() == "mine"

@@ -14,7 +14,8 @@ from liteframe.errors import InputError
 from liteframe.train import checkpoint as ckpt
 from liteframe.train.config import DistillConfig
 from liteframe.train.data import ResumableSampler, read_manifest
-from liteframe.train.distill import _cosine
+from liteframe.io import atomic_write
+from liteframe.train.distill import _cosine, _truncate_metrics
 from liteframe.train.loss import RTDDecoder, clip_outliers, ctd_loss
 
 
@@ -41,6 +42,17 @@ def test_bad_settings_are_one_clear_input_error(override, word):
     extra = ["loss=rtd"] if override.startswith("target_cache") else []
     with pytest.raises(InputError, match=word):
         DistillConfig.load(None, [override, *extra])
+
+
+def test_a_yaml_syntax_error_is_one_line_naming_the_file(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("steps: 3\nstudent: {depth: 4\nlr: 1e-3\n")
+    with pytest.raises(InputError, match="broken.yaml: cannot read the distill config") as err:
+        DistillConfig.load(path)
+    assert "\n" not in str(err.value) and "line 3" in str(err.value)
+    with pytest.raises(InputError, match="override 'steps=\\[1': not a YAML value") as err:
+        DistillConfig.load(None, ["steps=[1"])
+    assert "\n" not in str(err.value)
 
 
 # -- loss -------------------------------------------------------------------------------------------------------------
@@ -122,6 +134,30 @@ def test_checkpoints_are_written_whole_and_only_the_last_k_kept(tmp_path):
     (tmp_path / "step-00000009.safetensors").write_bytes(b"not safetensors")
     with pytest.raises(InputError, match="not a readable liteframe checkpoint"):
         ckpt.load_checkpoint(tmp_path / "step-00000009.safetensors")
+
+
+def test_an_atomic_write_that_fails_part_way_keeps_the_previous_file(tmp_path):
+    path = atomic_write(tmp_path / "state.json", lambda tmp: tmp.write_text("old"))
+
+    def half_then_crash(tmp):
+        tmp.write_text("ne")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write(path, half_then_crash)
+    assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["state.json"]
+    atomic_write(path, lambda tmp: tmp.write_text("new"))
+    assert path.read_text() == "new" and [p.name for p in tmp_path.iterdir()] == ["state.json"]
+
+
+def test_metrics_after_the_checkpoint_and_a_torn_last_line_are_dropped_on_resume(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    rows = [json.dumps({"step": s, "loss": 1.0 / s}) for s in (1, 2, 3)]
+    path.write_text("\n".join(rows) + "\n" + rows[2][:9] + "\n\n" + '{"step": 1}'[:6])  # killed mid-write
+    _truncate_metrics(path, step=2)
+    assert path.read_text() == rows[0] + "\n" + rows[1] + "\n"
+    _truncate_metrics(path, step=2)  # idempotent: a second resume from the same checkpoint
+    assert path.read_text() == rows[0] + "\n" + rows[1] + "\n"
 
 
 def test_optimizer_state_survives_packing():

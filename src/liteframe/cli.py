@@ -58,10 +58,12 @@ def _add_bench_decode(bench) -> None:
     p.add_argument("--keyframe-s", type=int, default=2, help="seconds between keyframes of the generated video")
     p.add_argument("--repeats", type=int, default=2, help="interleaved rounds; the best time of each is kept")
     p.add_argument("--cache-dir", default=None, help="where the generated video is kept (default ~/.cache)")
+    p.add_argument("--content", choices=("noise", "natural"), default="noise",
+                   help="generated picture: a drifting noise texture, or moving gradients and shapes with mild noise")
 
     def run(a):
         from liteframe.bench.decode import run_decode_bench
-        run_decode_bench(a.minutes, a.frames, a.keyframe_s, a.repeats, a.cache_dir, a.json)
+        run_decode_bench(a.minutes, a.frames, a.keyframe_s, a.repeats, a.cache_dir, a.json, a.content)
 
     p.set_defaults(func=run)
 

@@ -12,6 +12,7 @@ class Registry(Generic[T]):
         self._items: dict[str, T] = {}
 
     def register(self, name: str) -> Callable[[T], T]:
+        """Decorator (or call on an instance) adding `item` under `name`; a name is registered once."""
         def add(item: T) -> T:
             if name in self._items:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
@@ -21,11 +22,13 @@ class Registry(Generic[T]):
         return add
 
     def get(self, name: str) -> T:
+        """The item called `name`; an unknown name is a ValueError that lists the choices."""
         if name not in self._items:
             raise ValueError(f"unknown {self.kind} {name!r}; choose from {', '.join(self.names())}")
         return self._items[name]
 
     def names(self) -> list[str]:
+        """Registered names in registration order: what the CLI offers and benchmarks iterate over."""
         return list(self._items)
 
     def __contains__(self, name: str) -> bool:

@@ -10,6 +10,7 @@ from functools import partial
 import torch
 from transformers import InternVLVisionConfig
 
+from ..devices import resolve_device, resolve_dtype
 from ..errors import InputError
 from ..models import VARIANTS, LiteFrameConfig, LiteFrameEncoder, Teacher
 from ..models.flops import count_flops
@@ -53,7 +54,7 @@ def run(frames: int = 256, size: int = 448, latency_frames: int | None = None, l
         before = torch.get_num_threads()
         torch.set_num_threads(threads if on_cpu else before)
         try:
-            ms = _latencies(latency_frames, latency_size, getattr(torch, dtype), device, repeats, warmup)
+            ms = _latencies(latency_frames, latency_size, resolve_dtype(dtype), device, repeats, warmup)
         finally:
             torch.set_num_threads(before)
         where = f"{device} ({threads} thread{'s' * (threads > 1)})" if on_cpu else device
@@ -132,12 +133,7 @@ def main(frames: int = 256, size: int = 448, latency_frames: int | None = None, 
     for flag, (value, multiple) in shapes.items():
         if value is not None and (value <= 0 or value % multiple):
             raise InputError(f"{flag} {value} must be a positive multiple of {multiple} (the variants' strides)")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise InputError(f"--device {device!r} is not a torch device") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"--device {device}: no CUDA device on this machine")
+    resolve_device(device), resolve_dtype(dtype)  # bad names fail before the long FLOP counts
     if threads < 1:
         raise InputError(f"--threads {threads} must be at least 1")
     rows = run(frames, size, latency_frames, latency_size, dtype, device, repeats, threads=threads, latency=latency)

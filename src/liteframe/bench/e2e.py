@@ -21,10 +21,11 @@ from transformers import (AutoTokenizer, InternVLConfig, InternVLForConditionalG
 from transformers.utils import logging as hf_logging
 
 from liteframe.bench.report import print_rows
+from liteframe.devices import resolve_device, resolve_dtype
 from liteframe.errors import InputError
 from liteframe.llm.encoders import build_encoder
 from liteframe.llm.tiny import IMAGE_TOKENS, build_tokenizer, save_tiny_internvl
-from liteframe.llm.videollm import DTYPES, VideoLLM
+from liteframe.llm.videollm import VideoLLM
 from liteframe.models import LiteFrameConfig, LiteFrameEncoder, Teacher, tiny_student_config
 
 COLUMNS = ["setting", "frames", "tokens/frame", "visual tokens", "decode ms", "preprocess ms", "ViT ms",
@@ -47,12 +48,12 @@ def bench_e2e(model: str | None = None, video: str | None = None, dense_frames: 
     Row order follows SPEC 8: dense at `dense_frames[i]`, then each of `encoders` at `frames[i]`."""
     if repeats < 1 or warmup < 0 or new_tokens < 1:
         raise InputError("--repeats and --new-tokens must be at least 1, --warmup at least 0")
-    if dtype not in DTYPES:
-        raise InputError(f"--dtype {dtype!r}: choose from {', '.join(DTYPES)}")
+    device = resolve_device(device)
+    dtype = resolve_dtype(dtype, device)
     hf_logging.disable_progress_bar()
     with tempfile.TemporaryDirectory(prefix="liteframe-e2e-") as tmp:
         tmp = Path(tmp)
-        llm = _load(model, random_size, image_size, tmp, device, DTYPES[dtype])
+        llm = _load(model, random_size, image_size, tmp, device, dtype)
         video = video or str(synthetic_video(tmp / "synthetic.mp4"))
         settings = {"dense": llm}
         for name in encoders:
@@ -81,8 +82,8 @@ def _row(name: str, llm: VideoLLM, video: str, frames: int, repeats: int, warmup
             "total ms": ms["total"]}
 
 
-def _load(model: str | None, random_size: str | None, image_size: int, tmp: Path, device: str | None,
-          dtype: torch.dtype | None) -> VideoLLM:
+def _load(model: str | None, random_size: str | None, image_size: int, tmp: Path, device: torch.device,
+          dtype: torch.dtype) -> VideoLLM:
     if model and random_size:
         raise InputError("--model and --random-size exclude each other")
     if random_size is None:
@@ -90,8 +91,7 @@ def _load(model: str | None, random_size: str | None, image_size: int, tmp: Path
                                         dtype=dtype)
     if random_size not in RANDOM_SIZES:
         raise InputError(f"--random-size {random_size!r}: choose from {', '.join(RANDOM_SIZES)}")
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if device.type != "cuda" or not torch.cuda.is_available():
+    if device.type != "cuda":
         raise InputError(f"--random-size {random_size} builds billions of weights: it needs a CUDA device")
     tokenizer = build_tokenizer()
     config = InternVLConfig(
@@ -101,7 +101,7 @@ def _load(model: str | None, random_size: str | None, image_size: int, tmp: Path
         tie_word_embeddings=False,
     )
     with torch.device(device):  # initialise on the device: random init of billions of weights is slow on a CPU
-        net = InternVLForConditionalGeneration._from_config(config, dtype=dtype or torch.bfloat16)
+        net = InternVLForConditionalGeneration._from_config(config, dtype=dtype)
     tokenizer.save_pretrained(tmp / "tokenizer")  # reload as a checkpoint's tokenizer is loaded
     teacher = Teacher(net.model.vision_tower, net.model.multi_modal_projector)
     return VideoLLM(net.eval(), AutoTokenizer.from_pretrained(tmp / "tokenizer"), build_encoder("dense", teacher))

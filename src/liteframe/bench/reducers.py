@@ -7,6 +7,7 @@ import torch
 
 from liteframe.bench.report import print_rows
 from liteframe.bench.timing import median_ms
+from liteframe.devices import resolve_device, resolve_dtype
 from liteframe.grid import TokenGrid
 from liteframe.reduce import REDUCERS, get_reducer
 
@@ -33,13 +34,8 @@ def bench_reducers(frames: int = 256, size: int = 32, channels: int = 1024, devi
     if min(frames, size, channels, repeats) < 1 or warmup < 0:
         raise ValueError(f"frames {frames}, size {size}, channels {channels} and repeats {repeats} must be positive "
                          f"and warmup {warmup} not negative")
-    try:
-        kind = torch.device(device).type
-    except RuntimeError as err:
-        raise ValueError(f"device {device!r}: {err}") from None
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r}: CUDA is not available on this machine")
-    dtype = getattr(torch, dtype or ("bfloat16" if kind == "cuda" else "float32"))
+    device = resolve_device(device)
+    dtype = resolve_dtype(dtype, device)
     grid = video_grid(frames, size, channels, device, dtype)
     shuffled = grid.pixel_shuffle() if size % 2 == 0 else grid
     rows = []

@@ -18,6 +18,7 @@ def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None =
 
 
 def print_rows(rows: Sequence[dict[str, Any]], as_json: bool, columns: Sequence[str] | None = None) -> None:
+    """Print rows as a JSON list or as `format_table`."""
     print(json.dumps(list(rows), indent=2) if as_json else format_table(rows, columns))
 
 

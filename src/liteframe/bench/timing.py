@@ -9,6 +9,7 @@ import torch
 
 
 def synchronize(device: torch.device | str) -> None:
+    """Wait for queued GPU work, so that a wall-clock reading covers it; a no-op on CPU."""
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize(device)
 

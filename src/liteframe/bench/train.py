@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from liteframe.bench.timing import synchronize
+from liteframe.devices import resolve_device
 
 # dense bf16 tensor-core peaks (TFLOP/s) by device name, for MFU
 PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0, "A10": 125.0}
@@ -23,7 +24,9 @@ TINY_STUDENT = {"width": 32, "depth": 3, "heads": 2, "mlp": 64, "downsample_afte
 
 
 def run(device: str = "cpu", steps: int = 8, batch_size: int = 4, workers: int = 2) -> list[dict]:
-    return step_rows(steps=steps, batch_size=batch_size) if device == "cuda" else job_rows(steps, batch_size, workers)
+    if resolve_device(device).type == "cuda":
+        return step_rows(steps=steps, batch_size=batch_size, device=device)
+    return job_rows(steps, batch_size, workers)
 
 
 def job_rows(steps: int = 8, batch_size: int = 4, workers: int = 2, frames: int = 8, size: int = 112) -> list[dict]:

@@ -12,11 +12,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from transformers import AutoTokenizer, InternVLForConditionalGeneration, LogitsProcessor, LogitsProcessorList
 from transformers.utils import logging as hf_logging
 
 from liteframe.bench.report import format_table
 from liteframe.bench.timing import Stopwatch, synchronize
+from liteframe.devices import resolve_device, resolve_dtype
 from liteframe.errors import InputError
 from liteframe.llm.encoders import VisualEncoder, build_encoder
 from liteframe.llm.prompt import build_input_ids, slot_labels
@@ -65,7 +67,7 @@ class VideoLLM:
             )
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, encoder: str = "dense", device: str | None = None,
+    def from_pretrained(cls, directory: str | Path, encoder: str = "dense", device: str | torch.device | None = None,
                         dtype: torch.dtype | None = None, chunk_frames: int = 32) -> VideoLLM:
         """Load an InternVL3 `-hf` folder (weights, tokenizer, chat template) and put `encoder` in front of its LLM:
         `dense`, a reducer name (`wap`, `tome`, ...) or `student:DIR`. Defaults: CUDA and bf16 when available,
@@ -73,12 +75,10 @@ class VideoLLM:
         `device`."""
         directory = Path(directory)
         _check_checkpoint(directory)
-        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise InputError(f"device {device}: CUDA is not available on this machine")
-        dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
-        model = InternVLForConditionalGeneration.from_pretrained(directory, dtype=dtype).eval()
-        tokenizer = AutoTokenizer.from_pretrained(directory)
+        device = resolve_device(device)
+        dtype = dtype or resolve_dtype("auto", device)
+        model = _load_weights(directory, dtype)
+        tokenizer = _load_tokenizer(directory)
         visual = build_encoder(encoder, Teacher(model.model.vision_tower, model.model.multi_modal_projector))
         if not isinstance(visual.backbone, Teacher):  # a student: the dense tower is never needed
             model.model.vision_tower = None
@@ -166,18 +166,15 @@ class VideoLLM:
         return ids, out[0, ids.shape[1]:].tolist(), (first.at - start) * 1e3, (end - first.at) * 1e3
 
 
-DTYPES = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
 def ask(video: str | Path, question: str, model: str | Path, encoder: str = "dense", frames: int = 16,
         device: str | None = None, dtype: str = "auto", repeats: int = 1, warmup: int = 0,
         max_new_tokens: int = 64, **generate_kwargs) -> Answer:
     """One question about one video with a checkpoint folder: `liteframe ask` as a function."""
-    if dtype not in DTYPES:
-        raise InputError(f"--dtype {dtype!r}: choose from {', '.join(DTYPES)}")
+    device = resolve_device(device)
+    dtype = resolve_dtype(dtype, device)
     open_video(video).close()  # a bad video fails before a large checkpoint loads
     hf_logging.disable_progress_bar()  # a command's stderr is for errors
-    llm = VideoLLM.from_pretrained(model, encoder, device=device, dtype=DTYPES[dtype])
+    llm = VideoLLM.from_pretrained(model, encoder, device=device, dtype=dtype)
     return llm.ask(video, question, frames, repeats=repeats, warmup=warmup, max_new_tokens=max_new_tokens,
                    **generate_kwargs)
 
@@ -193,6 +190,42 @@ class _FirstLogits(LogitsProcessor):
             synchronize(self.device)
             self.at = time.perf_counter()
         return scores
+
+
+def _load_weights(directory: Path, dtype: torch.dtype) -> InternVLForConditionalGeneration:
+    """The checkpoint's model, or one line naming the folder and what is wrong: an unreadable (e.g. truncated)
+    safetensors file, tensors whose shapes disagree with config.json, or missing tensors."""
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # transformers would print a many-line load report; the error below is one line
+    try:
+        model, info = InternVLForConditionalGeneration.from_pretrained(
+            directory, dtype=dtype, output_loading_info=True, ignore_mismatched_sizes=True)
+    except (OSError, RuntimeError, ValueError, SafetensorError) as err:
+        raise InputError(f"model folder {directory}: cannot load the weights ({_one_line(err)})") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    if info["mismatched_keys"]:
+        key, found, wanted = sorted(info["mismatched_keys"])[0]
+        raise InputError(f"model folder {directory}: cannot load the weights ({len(info['mismatched_keys'])} tensors "
+                         f"disagree with config.json, e.g. {key} has shape {tuple(found)}, config.json implies "
+                         f"{tuple(wanted)})")
+    if info["missing_keys"]:
+        missing = sorted(info["missing_keys"])
+        raise InputError(f"model folder {directory}: cannot load the weights (the checkpoint lacks {len(missing)} "
+                         f"tensors, e.g. {missing[0]})")
+    return model.eval()
+
+
+def _load_tokenizer(directory: Path):
+    try:
+        return AutoTokenizer.from_pretrained(directory)
+    except Exception as err:  # noqa: BLE001  tokenizers' Rust parser raises bare Exceptions for bad files
+        raise InputError(f"model folder {directory}: cannot load the tokenizer from tokenizer.json and "
+                         f"tokenizer_config.json ({_one_line(err)})") from None
+
+
+def _one_line(err: Exception) -> str:
+    return f"{type(err).__name__}: {' '.join(str(err).split())}"
 
 
 def _check_checkpoint(directory: Path) -> None:

@@ -89,4 +89,5 @@ VARIANTS.register("dwconv")(Variant(lambda w, h, k: TemporalConv(w, k, groups=w)
 VARIANTS.register("conv")(Variant(lambda w, h, k: TemporalConv(w, k, groups=1), _VIDEO))
 VARIANTS.register("tempattn")(Variant(lambda w, h, k: TemporalAttention(w, h), _VIDEO))
 VARIANTS.register("stattn")(Variant(None, _VIDEO, joint=True))
+# spatial-only: every output token comes from one frame (SPEC 4), so nothing mixes frames either
 VARIANTS.register("spatial16")(Variant(None, ((1, 2, 2), (1, 2, 2))))

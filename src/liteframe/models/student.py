@@ -13,12 +13,14 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..errors import InputError
 from ..grid import TokenGrid
+from ..io import atomic_folder
 from .layers import Attention, Mlp
 from .mixers import VARIANTS, Downsample
 
@@ -180,16 +182,15 @@ class LiteFrameEncoder(nn.Module):
         return model
 
     def save_pretrained(self, folder: str | os.PathLike) -> None:
-        """Write `config.json` and `model.safetensors` into `folder`, each through a temp file and a rename."""
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
+        """Write `config.json` and `model.safetensors` as `folder`, swapped in whole (`liteframe.io.atomic_folder`):
+        a reader, even after a crash mid-save, never sees new weights with an old config."""
         state = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
-        tmp = folder / f".{WEIGHTS_NAME}.tmp"
-        save_file(state, str(tmp), metadata={"format": "pt"})
-        os.replace(tmp, folder / WEIGHTS_NAME)
-        tmp = folder / f".{CONFIG_NAME}.tmp"
-        tmp.write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
-        os.replace(tmp, folder / CONFIG_NAME)
+
+        def write(tmp: Path) -> None:
+            save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
+            (tmp / CONFIG_NAME).write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
+
+        atomic_folder(folder, write, names=(CONFIG_NAME, WEIGHTS_NAME))
 
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike, dtype: torch.dtype | None = None,
@@ -205,7 +206,11 @@ class LiteFrameEncoder(nn.Module):
             raise InputError(f"{folder / CONFIG_NAME}: bad LiteFrame config: {err}") from None
         with torch.device("meta"):
             model = cls(config)
-        state = load_file(str(folder / WEIGHTS_NAME))
+        try:
+            state = load_file(str(folder / WEIGHTS_NAME))
+        except (OSError, SafetensorError) as err:
+            raise InputError(f"{folder / WEIGHTS_NAME}: not a readable safetensors file "
+                             f"({' '.join(str(err).split())})") from None
         expected = model.state_dict()
         missing, unknown = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
         if missing or unknown:

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from torch import nn
 from transformers import AutoModel, CLIPVisionModel, InternVLConfig, SiglipVisionModel
 from transformers.models.internvl.modeling_internvl import InternVLMultiModalProjector
@@ -71,7 +71,9 @@ class Teacher(nn.Module):
             vision, info = _VISION_FOLDERS[model_type].from_pretrained(
                 folder, attn_implementation="sdpa", output_loading_info=True, **({"dtype": dtype} if dtype else {}))
         except RuntimeError as err:  # transformers refuses tensors whose shapes differ from config.json
-            raise InputError(f"{folder}: tensor shapes do not match config.json ({err})") from None
+            raise InputError(f"{folder}: tensor shapes do not match config.json ({_one_line(err)})") from None
+        except (OSError, SafetensorError) as err:
+            raise InputError(f"{folder}: cannot read the weights ({_one_line(err)})") from None
         missing = sorted(info["missing_keys"])
         if missing:
             raise InputError(f"{folder}: checkpoint lacks {len(missing)} vision tensors, e.g. {missing[0]}")
@@ -86,7 +88,7 @@ class Teacher(nn.Module):
         wanted = {name: set(part.state_dict()) for name, part in parts.items()}
         found: dict[str, dict[str, torch.Tensor]] = {name: {} for name in parts}
         for file, keys in _safetensors_keys(folder).items():
-            with safe_open(str(file), "pt") as f:
+            with _open_safetensors(file) as f:
                 for key in keys:
                     for name, prefixes in _PREFIXES.items():
                         local = next((key[len(p):] for p in prefixes if key.startswith(p)), None)
@@ -154,5 +156,17 @@ def _safetensors_keys(folder: Path) -> dict[Path, list[str]]:
     single = folder / "model.safetensors"
     if not single.is_file():
         raise InputError(f"{folder}: no model.safetensors or model.safetensors.index.json")
-    with safe_open(str(single), "pt") as f:
+    with _open_safetensors(single) as f:
         return {single: list(f.keys())}
+
+
+def _open_safetensors(file: Path):
+    """`safe_open`, with a missing, truncated or corrupt file as one line naming it."""
+    try:
+        return safe_open(str(file), "pt")
+    except (OSError, SafetensorError) as err:
+        raise InputError(f"{file}: not a readable safetensors file ({_one_line(err)})") from None
+
+
+def _one_line(err: Exception) -> str:
+    return " ".join(str(err).split())

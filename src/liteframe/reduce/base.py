@@ -27,6 +27,7 @@ REDUCERS: Registry[Reducer] = Registry("reducer")
 
 
 def get_reducer(name: str) -> Reducer:
+    """The reducer registered as `name` (`REDUCERS.names()` lists them)."""
     return REDUCERS.get(name)
 
 
@@ -91,6 +92,20 @@ def frame_budgets(frames: int, total: int, device: torch.device | str = "cpu") -
     """`(T,)` tokens per frame, as even as integers allow and summing to `total`."""
     edges = torch.arange(frames + 1, device=device) * total // frames
     return edges[1:] - edges[:-1]
+
+
+def frame_tokens(
+    patches: torch.Tensor, queries: torch.Tensor, num_tokens: int, who: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`(B, T, H, W, C), (B, T, C) -> (B, T, H*W, C), (B, T, C)` in float32 or wider, and the `(T,)` tokens each
+    frame keeps of `num_tokens` (`frame_budgets`): the common start of the per-frame set reducers."""
+    validate(patches, queries)
+    b, t, h, w, c = patches.shape
+    if num_tokens > t * h * w:
+        raise ValueError(f"{who} cannot keep {num_tokens} tokens of patches {tuple(patches.shape)}")
+    dtype = torch.promote_types(patches.dtype, torch.float32)  # bf16 would round the scores that rank tokens
+    x = patches.reshape(b, t, h * w, c).to(dtype)
+    return x, queries.to(dtype), frame_budgets(t, num_tokens, patches.device)
 
 
 def validate(patches: torch.Tensor, queries: torch.Tensor | None = None, check_values: bool = True) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from liteframe.reduce.base import REDUCERS, SetReducer, frame_budgets, validate
+from liteframe.reduce.base import REDUCERS, SetReducer, frame_tokens
 
 SEGMENTS = 8  # c: cut at the c - 1 least similar neighbouring frames...
 THRESHOLD = 0.9  # tau: ...and wherever the similarity falls below this
@@ -20,16 +20,10 @@ MIN_ANCHOR_WEIGHT = 0.6
 
 def fastvid(patches: torch.Tensor, queries: torch.Tensor, num_tokens: int) -> torch.Tensor:
     """`(B, T, H, W, C), (B, T, C) -> (B, num_tokens, C)` in original order (time, then raster)."""
-    validate(patches, queries)
-    b, t, h, w, c = patches.shape
-    n = h * w
-    if num_tokens > t * n:
-        raise ValueError(f"fastvid cannot keep {num_tokens} tokens of patches {tuple(patches.shape)}")
-    dtype = torch.promote_types(patches.dtype, torch.float32)
-    x = patches.reshape(b, t, n, c).to(dtype)
-    keep = frame_budgets(t, num_tokens, patches.device)
+    x, queries, keep = frame_tokens(patches, queries, num_tokens, "fastvid")
+    b, t, n, c = x.shape
     context = (keep * CONTEXT_SHARE).round().long()
-    score = torch.einsum("btnc,btc->btn", x, queries.to(dtype))  # the CLS attention's ranking
+    score = torch.einsum("btnc,btc->btn", x, queries)  # the CLS attention's ranking
     salient = score.argsort(-1, descending=True).argsort(-1) < (keep - context)[:, None]  # (B, T, n)
 
     kept = salient.clone()

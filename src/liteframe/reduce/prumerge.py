@@ -8,20 +8,16 @@ import math
 import torch
 import torch.nn.functional as F
 
-from liteframe.reduce.base import REDUCERS, SetReducer, frame_budgets, validate
+from liteframe.reduce.base import REDUCERS, SetReducer, frame_tokens
 
 
 def prumerge(patches: torch.Tensor, queries: torch.Tensor, num_tokens: int) -> torch.Tensor:
     """`(B, T, H, W, C), (B, T, C) -> (B, num_tokens, C)` in original order; the budget is split evenly over frames."""
-    validate(patches, queries)
-    b, t, h, w, c = patches.shape
-    n = h * w
-    if num_tokens > t * n:
-        raise ValueError(f"prumerge cannot keep {num_tokens} tokens of patches {tuple(patches.shape)}")
-    dtype = torch.promote_types(patches.dtype, torch.float32)
-    x = patches.reshape(b, t, n, c).to(dtype)
-    keep = frame_budgets(t, num_tokens, patches.device)  # (T,)
-    attn = torch.einsum("btnc,btc->btn", x, queries.to(dtype) / math.sqrt(c)).softmax(-1)
+    x, queries, keep = frame_tokens(patches, queries, num_tokens, "prumerge")
+    b, t, n, c = x.shape
+    h, w = patches.shape[2:4]
+    attn = torch.einsum("btnc,btc->btn", x, queries / math.sqrt(c)).softmax(-1)
+    dtype = x.dtype
 
     slots = int(keep.max())
     index = priority(attn, h, w).topk(slots, dim=-1).indices  # (B, T, slots)

@@ -1,20 +1,28 @@
-"""ToMe (Bolya et al., 2023) as a post-hoc reducer: bipartite soft matching with size-weighted averages, frame by
-frame (ours: spatial, as in the original; FastVID is the spatio-temporal baseline), repeated down to the budget."""
+"""ToMe (Bolya et al., 2023) as a post-hoc reducer: bipartite soft matching with size-weighted averages, repeated
+down to the budget, frame by frame (`tome`: spatial, as in the original) or over 4-frame clips (`tome-clip`: tokens
+of neighbouring frames may merge)."""
 from __future__ import annotations
+
+from functools import partial
 
 import torch
 
 from liteframe.reduce.base import REDUCERS, SetReducer, frame_budgets, validate
 
 
-def tome(patches: torch.Tensor, queries: torch.Tensor | None, num_tokens: int) -> torch.Tensor:
-    """`(B, T, H, W, C) -> (B, num_tokens, C)` in original order; the budget is split evenly over the frames."""
+def tome(patches: torch.Tensor, queries: torch.Tensor | None, num_tokens: int, clip: int = 1) -> torch.Tensor:
+    """`(B, T, H, W, C) -> (B, num_tokens, C)` in original order; tokens merge within groups of `clip` frames, and
+    the budget is split evenly over the groups."""
     validate(patches, queries)
     b, t, h, w, c = patches.shape
-    if not t <= num_tokens <= t * h * w:
-        raise ValueError(f"tome keeps between 1 token per frame and all of them; {num_tokens} tokens asked of "
-                         f"patches {tuple(patches.shape)}")
-    tokens, _ = merge_to(patches.reshape(b, t, h * w, c), frame_budgets(t, num_tokens, patches.device))
+    if t % clip:
+        raise ValueError(f"tome over clips of {clip} frames needs T a multiple of {clip}: patches {tuple(patches.shape)}")
+    groups = t // clip
+    if not groups <= num_tokens <= t * h * w:
+        raise ValueError(f"tome keeps between 1 token per group of {clip} frame(s) and all of them; {num_tokens} "
+                         f"tokens asked of patches {tuple(patches.shape)}")
+    x = patches.reshape(b, groups, clip * h * w, c)  # a group's tokens in (frame, raster) order
+    tokens, _ = merge_to(x, frame_budgets(groups, num_tokens, patches.device))
     return tokens
 
 
@@ -79,3 +87,4 @@ def bipartite_merge(x: torch.Tensor, size: torch.Tensor, pos: torch.Tensor, r: i
 
 
 REDUCERS.register("tome")(SetReducer(tome))
+REDUCERS.register("tome-clip")(SetReducer(partial(tome, clip=4)))

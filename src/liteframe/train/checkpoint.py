@@ -1,12 +1,11 @@
 """Training checkpoints: one safetensors file per save (tensors) with the rest as JSON in its metadata.
 
-A save writes a temporary file in the same folder, fsyncs it and renames it over the final name, so a crash at any
-moment leaves either the previous checkpoints or the new complete one, never a broken file. Nothing is unpickled.
+A save goes through `liteframe.io.atomic_write`, so a crash at any moment leaves either the previous checkpoints or
+the new complete one, never a broken file. Nothing is unpickled.
 """
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from liteframe.errors import InputError
+from liteframe.io import atomic_write
 
 _NAME = re.compile(r"^step-(\d+)\.safetensors$")
 
@@ -38,14 +38,9 @@ def save_checkpoint(folder: str | Path, step: int, tensors: dict[str, torch.Tens
     """Write `tensors` and JSON `state` atomically as `folder/step-<step>.safetensors`; keep the newest `keep_last`."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    final = checkpoint_path(folder, step)
-    tmp = folder / f".{final.name}.tmp-{os.getpid()}"
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    save_file(tensors, str(tmp), metadata={"liteframe": json.dumps(state)})
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, final)
-    _fsync_dir(folder)
+    final = atomic_write(checkpoint_path(folder, step),
+                         lambda tmp: save_file(tensors, str(tmp), metadata={"liteframe": json.dumps(state)}))
     for old in list_checkpoints(folder)[:-keep_last]:
         old.unlink()
     for stale in folder.glob(".step-*.tmp-*"):  # left by saves that were killed part-way
@@ -63,14 +58,6 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
         return tensors, json.loads(meta["liteframe"])
     except (OSError, SafetensorError, KeyError, json.JSONDecodeError) as err:
         raise InputError(f"{path}: not a readable liteframe checkpoint ({err})") from err
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def pack_optimizer(optim_state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:

@@ -85,7 +85,7 @@ class DistillConfig:
             try:
                 values = yaml.safe_load(path.read_text()) or {}
             except (OSError, yaml.YAMLError) as err:
-                raise InputError(f"{path}: cannot read the distill config: {err}") from err
+                raise InputError(f"{path}: cannot read the distill config: {' '.join(str(err).split())}") from None
             if not isinstance(values, dict):
                 raise InputError(f"{path}: a distill config is a mapping of keys to values")
             for key in ("teacher", "output", "manifest", "eval_manifest", "target_cache"):
@@ -96,7 +96,10 @@ class DistillConfig:
             if not sep:
                 raise InputError(f"override {item!r}: expected key=value")
             key, _, sub = key.strip().partition(".")  # `student.depth=4` sets one field of a mapping
-            value = yaml.safe_load(value)
+            try:
+                value = yaml.safe_load(value)
+            except yaml.YAMLError as err:
+                raise InputError(f"override {item!r}: not a YAML value ({' '.join(str(err).split())})") from None
             values[key] = {**(values.get(key) or {}), sub: value} if sub else value
         return cls.from_dict(values, source=str(path or "overrides"))
 

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from liteframe.devices import resolve_device
+
 
 @dataclass
 class Context:
@@ -22,7 +24,7 @@ class Context:
 
 def setup(device: str = "auto") -> Context:
     """Join the process group torchrun describes in the environment (if any) and pick this rank's device."""
-    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    use_cuda = resolve_device(device).type == "cuda"
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     target = torch.device("cuda", local) if use_cuda else torch.device("cpu")

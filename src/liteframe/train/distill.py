@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from liteframe.errors import InputError
+from liteframe.io import atomic_write
 from liteframe.models import LiteFrameConfig, LiteFrameEncoder, Teacher
 from liteframe.reduce import get_reducer, wap
 from liteframe.train import checkpoint as ckpt
@@ -247,7 +248,7 @@ class Trainer:
         """One optimiser step over `grad_accum` micro-batches -> (mean loss, mean cosine, grad norm, skipped)."""
         cfg = self.cfg
         self.wrapped.train()
-        loss_sum = cos_sum = 0.0
+        sums = torch.zeros(2, dtype=torch.float64, device=self.ctx.device)  # loss, cos: read once per step
         skipped = 0
         for k in range(cfg.grad_accum):
             batch = next(batches)
@@ -261,14 +262,15 @@ class Trainer:
             with contextlib.nullcontext() if sync else self.wrapped.no_sync():
                 loss, cos = self._loss(batch)
                 (loss / cfg.grad_accum).backward()
-            loss_sum += loss.item()
-            cos_sum += cos.item()
+            sums += torch.stack([loss.detach(), cos]).double()
         grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
         grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm  # FSDP2: a DTensor
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return loss_sum / cfg.grad_accum, cos_sum / cfg.grad_accum, float(grad_norm), skipped
+        # one device-to-host copy, after the optimiser's kernels are queued; float64 sums as Python's were
+        loss_sum, cos_sum, grad_norm = torch.cat([sums, grad_norm.double().reshape(1)]).tolist()
+        return loss_sum / cfg.grad_accum, cos_sum / cfg.grad_accum, grad_norm, skipped
 
     def _loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         cfg, device = self.cfg, self.ctx.device
@@ -415,13 +417,24 @@ def _peak_memory_mib(device: torch.device) -> float:
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
-    """On resume, drop lines logged after the checkpoint (the resumed run logs those steps again)."""
+    """On resume, drop lines logged after the checkpoint (the resumed run logs those steps again) and lines that
+    are not whole records (a kill or a full disk mid-write), which would otherwise stop every later resume."""
     if not path.is_file():
         return
-    keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(line + "\n" for line in keep))
-    tmp.replace(path)
+    logged = [(line, _logged_step(line)) for line in path.read_text().splitlines() if line]
+    keep = [line for line, at in logged if at is not None and at <= step]
+    torn = sum(at is None for _, at in logged)
+    if torn:
+        log.warning("%s: dropped %d unreadable line(s) (a write cut short)", path, torn)
+    atomic_write(path, lambda tmp: tmp.write_text("".join(line + "\n" for line in keep)))
+
+
+def _logged_step(line: str) -> int | None:
+    """The step of a metrics line; None for a line that is not a complete record (killed mid-write, disk full)."""
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, TypeError, KeyError):  # json.JSONDecodeError is a ValueError
+        return None
 
 
 class _StopFlag:

@@ -7,14 +7,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from liteframe.grid import TokenGrid
-
-
-def grid_tokens(grid: TokenGrid) -> torch.Tensor:
-    """`(B, T, H, W, C)` patches [+ `(B, T, C)` CLS] -> `(B, T*H*W [+ T], C)`: every token the loss compares."""
-    tokens = grid.tokens()
-    return tokens if grid.cls is None else torch.cat([tokens, grid.cls], dim=1)
-
 
 def clip_outliers(target: torch.Tensor, sigma: float) -> torch.Tensor:
     """`(B, N, C) -> (B, N, C)`: clamp each value to mean +- sigma * std of its channel within its clip (SPEC 5).

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from liteframe.errors import InputError
+from liteframe.io import atomic_write
 from liteframe.models import Teacher
 from liteframe.reduce import wap
 from liteframe.train.config import DistillConfig
@@ -143,15 +143,15 @@ class CacheWriter:
         if not self._pending:
             return
         name = f"targets-{self.rank:03d}-{self._shards:05d}.safetensors"
-        _atomic_save(self._pending, self.folder / name)
+        atomic_write(self.folder / name, lambda tmp: save_file(self._pending, str(tmp)))
         for key in self.entries:
             self.entries[key] = self.entries[key] or name
         self._pending, self._bytes, self._shards = {}, 0, self._shards + 1
 
     def close(self) -> None:
         self._flush()
-        _atomic_text(self.folder / f"part-{self.rank:03d}.json",
-                     json.dumps({"entries": self.entries, "failed": self.failed}))
+        text = json.dumps({"entries": self.entries, "failed": self.failed})
+        atomic_write(self.folder / f"part-{self.rank:03d}.json", lambda tmp: tmp.write_text(text))
 
 
 def finish(folder: str | Path, fingerprint: dict[str, Any], world: int) -> dict[str, Any]:
@@ -165,25 +165,8 @@ def finish(folder: str | Path, fingerprint: dict[str, Any], world: int) -> dict[
         failed.update(data["failed"])
         part.unlink()
     meta = {"fingerprint": fingerprint, "entries": entries, "failed": failed}
-    _atomic_text(folder / INDEX, json.dumps(meta, indent=1))
+    atomic_write(folder / INDEX, lambda tmp: tmp.write_text(json.dumps(meta, indent=1)))
     return meta
-
-
-def _atomic_save(tensors: dict[str, torch.Tensor], path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, str(tmp))
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def cache_targets(cfg: DistillConfig) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
+from collections import deque
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Iterator, Sequence
@@ -33,6 +34,8 @@ DECODERS: Registry[type] = Registry("video decoder")
 
 # Without a keyframe index, a target this far ahead of the decode position is reached by seeking.
 _SEEK_WITHOUT_INDEX_S = 2.0
+# Packets demuxed ahead of the decoder: enough to see past H.264/HEVC reordering (up to 3-4 B-frames in a row).
+_LOOKAHEAD = 6
 
 
 class VideoDecodeError(InputError):
@@ -112,6 +115,8 @@ class PyAVReader(VideoReader):
         self._index_len = 0
         self._seekable = True
         self._target = -math.inf  # the request being served: lets decoding skip frames that cannot serve it
+        self._seek_next = False  # the request after it will be reached by a seek: nothing past the target is needed
+        self._drained = -math.inf  # the target for which the current pass stopped early, having output all up to it
         self._skipping = True
         # One converter for every frame: `frame.to_ndarray(format=...)` builds a new scaler per frame, which cost
         # more than the conversion itself. One thread: on a busy machine scaler threads only add overhead.
@@ -209,8 +214,11 @@ class PyAVReader(VideoReader):
         cur = nxt = served = None  # served: (the frame last written, its row); sorted targets repeat it in a row
         stopped, failure = False, None
         late = 0  # requests served by a frame well before them because decoding stopped early
-        for j in np.argsort(times, kind="stable"):
+        order = np.argsort(times, kind="stable")
+        for k, j in enumerate(order):
             t = self._target = times[j] + slack
+            after = times[order[k + 1]] + slack if k + 1 < len(order) else None
+            self._seek_next = after is None or (self._seekable and self._key_between(t, after))
             position = nxt or cur
             if run is None or self._should_seek(position.t if position else -math.inf, t, stopped):
                 run, cur, nxt, stopped = self._decode_from(max(t - slack, 0.0)), None, None, False
@@ -224,6 +232,11 @@ class PyAVReader(VideoReader):
                             self._skipping = False
                             run, cur = self._decode_from(max(t - slack, 0.0)), None
                             continue
+                    if nxt is None and self._drained > -math.inf:
+                        if self._drained >= t and cur is not None:
+                            break  # the pass stopped once every frame up to this target was out: `cur` is the answer
+                        run, cur = self._decode_from(max(t - slack, 0.0)), None  # stopped for an earlier target
+                        continue
                     if nxt is None:
                         stopped = True  # later targets reuse `cur` unless a seek can recover
                         break
@@ -240,7 +253,7 @@ class PyAVReader(VideoReader):
                 data[j] = self._rgb.reformat(cur.frame, width, height, "rgb24", threads=1).to_ndarray()
                 pts[j], served = cur.t, (cur, j)
             late += bool(stopped and pts[j] + 2.0 / self.info.fps + slack < times[j] < self.info.duration)
-        self._target, self._skipping = -math.inf, True
+        self._target, self._seek_next, self._skipping = -math.inf, False, True
         if late:
             why = f"decoding failed: {failure}" if failure else "the stream ended early"
             warnings.warn(f"{self.path}: {why} at {pts.max():.2f}s of {self.info.duration:.2f}s; {late} of "
@@ -258,6 +271,13 @@ class PyAVReader(VideoReader):
         keys = self._keyframe_times()
         if keys is None:
             return not stopped and target - position > _SEEK_WITHOUT_INDEX_S
+        return self._key_between(position, target)
+
+    def _key_between(self, position: float, target: float) -> bool:
+        """Whether an indexed keyframe lies in (position, target]."""
+        keys = self._keyframe_times()
+        if keys is None:
+            return False
         i = np.searchsorted(keys, target, side="right") - 1
         return i >= 0 and keys[i] > position
 
@@ -280,22 +300,62 @@ class PyAVReader(VideoReader):
     def _decode_all(self) -> Iterator[_Decoded]:
         """Decoded frames from the current position in presentation order; frames out of order are dropped.
 
-        A non-reference frame (a B-frame nothing predicts from) is skipped when a packet already demuxed shows a
-        later frame that is still no later than the current target `self._target`: such a frame can serve no
-        request, now or later, and skipping it saves most of the decoding between a keyframe and a target."""
+        Packets are demuxed a few ahead of the decoder, so that their timestamps are known before deciding. With T
+        the current target `self._target`: a non-reference frame (a B-frame nothing predicts from) is not decoded
+        when a packet seen shows a later frame still no later than T, since it can serve no request now or later;
+        nor, when the next request will be reached by a seek (`self._seek_next`), if it is later than T. In that
+        case the pass also stops once no packet left can be at or before T (one has a decode time past T): the
+        decoder is drained instead of being fed frames that only a seek would throw away."""
         ctx = self._stream.codec_context
-        last = newest = -math.inf
-        for packet in self._container.demux(self._stream):
-            t = None if packet.pts is None else self._seconds(packet.pts)
-            skip = self._skipping and t is not None and t < newest <= self._target
-            ctx.skip_frame = "NONREF" if skip else "DEFAULT"
-            newest = newest if t is None else max(newest, t)
-            for frame in self._stream.decode(packet):
-                pts = frame.pts if frame.pts is not None else frame.dts
-                t = max(last + self._step, 0.0) if pts is None else self._seconds(pts)
-                if t > last:
-                    last = t
-                    yield _Decoded(frame, t)
+        last = first_sent = -math.inf
+        self._drained = -math.inf
+        demux = self._container.demux(self._stream)
+        window: deque[tuple[av.Packet, float | None, float | None]] = deque()  # demuxed, not yet decoded
+        recent: deque[float] = deque(maxlen=4 * _LOOKAHEAD)  # times of packets seen around the decode position
+        while True:
+            for packet in demux:
+                t = None if packet.pts is None else self._seconds(packet.pts)
+                window.append((packet, t, None if packet.dts is None else self._seconds(packet.dts)))
+                if t is not None:
+                    recent.append(t)
+                if len(window) >= _LOOKAHEAD:
+                    break
+            if not window:
+                return
+            target, smart = self._target, self._skipping
+            if smart and self._seek_next and first_sent <= target and self._nothing_left_for(window, target):
+                self._drained = target
+                packets: list[av.Packet | None] = [None]  # drain: frames the decoder holds, no new packet
+            else:
+                packet, t, _ = window.popleft()
+                skip = smart and t is not None and (
+                    any(t < u <= target for u in recent) or (self._seek_next and t > target))
+                ctx.skip_frame = "NONREF" if skip else "DEFAULT"
+                if t is not None and packet.size and first_sent == -math.inf:
+                    first_sent = t
+                elif t is not None and packet.size:
+                    first_sent = min(first_sent, t)
+                packets = [packet]
+            for packet in packets:
+                for frame in self._stream.decode(packet):
+                    pts = frame.pts if frame.pts is not None else frame.dts
+                    t = max(last + self._step, 0.0) if pts is None else self._seconds(pts)
+                    if t > last:
+                        last = t
+                        yield _Decoded(frame, t)
+            if self._drained > -math.inf:
+                return
+
+    @staticmethod
+    def _nothing_left_for(window, target: float) -> bool:
+        """Whether no packet from the window on can hold a frame at or before `target`: a packet whose decode time
+        is past it comes before any with a presentation time at or before it (decode times rise, pts >= dts)."""
+        for packet, t, dts in window:
+            if t is None or t <= target or not packet.size:
+                return False
+            if dts is not None and dts > target:
+                return True
+        return False
 
     def count_decodable(self) -> tuple[int, str | None]:
         """Decode every frame: (how many decode, the error that stopped decoding or None)."""

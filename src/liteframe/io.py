@@ -1,0 +1,68 @@
+"""Crash-safe writes: a reader (or a run resumed after a kill or a full disk) sees the previous content or the
+complete new one, never a part. New content goes to a hidden temporary sibling, is fsynced, and replaces the final
+name by one rename, itself made durable by fsyncing the parent folder."""
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Collection
+from pathlib import Path
+
+from liteframe.errors import InputError
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """`write(tmp)` writes the whole file at `tmp`, which then replaces `path`; on an error `path` is untouched."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        _fsync(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync(path.parent)
+    return path
+
+
+def atomic_folder(path: str | Path, write: Callable[[Path], None], names: Collection[str]) -> Path:
+    """`write(tmp)` fills the empty folder `tmp` with files named in `names`; `tmp` then replaces the folder `path`,
+    so files that belong together (weights and their config) change together. The previous folder is kept until the
+    new one is in place; a crash between the two renames leaves no `path` and the previous folder in a hidden
+    `.<name>.old-<pid>` sibling, never a mixed pair. A folder holding anything else is refused, not deleted."""
+    path = Path(path).resolve()
+    if path.exists():
+        if not path.is_dir():
+            raise InputError(f"{path}: exists and is not a folder")
+        other = sorted(p.name for p in path.iterdir() if p.name not in names)
+        if other:
+            raise InputError(f"{path}: holds {other[:3]} besides {sorted(names)}; save into a folder of its own")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp, old = (path.with_name(f".{path.name}.{kind}-{os.getpid()}") for kind in ("tmp", "old"))
+    shutil.rmtree(tmp, ignore_errors=True)  # left by a killed save under the same process id
+    tmp.mkdir()
+    try:
+        write(tmp)
+        for file in tmp.iterdir():
+            _fsync(file)
+        _fsync(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if path.exists():
+        shutil.rmtree(old, ignore_errors=True)  # a stale copy from an earlier crash: `path` is newer
+        os.replace(path, old)
+    os.replace(tmp, path)
+    _fsync(path.parent)
+    shutil.rmtree(old, ignore_errors=True)
+    return path
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's or a folder's entries to disk (Linux fsyncs a read-only descriptor, folders included)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
