@@ -1,6 +1,7 @@
 """`liteframe ask` and `liteframe bench e2e` through the command line: JSON output, and one-line errors with exit
 code 2 for bad videos, model folders, encoders and frame counts."""
 import json
+import shutil
 
 import pytest
 
@@ -67,6 +68,30 @@ def test_bad_inputs_exit_2_with_one_line(checkpoint, student_dir, tmp_path, caps
                     "multiple of 4")
     _one_line_error(capsys, ["ask", BBB, "q", *model, "--encoder", "sharpen"], "unknown encoder")
     _one_line_error(capsys, ["ask", BBB, "q", *model, "--encoder", f"student:{tmp_path / 'nope'}"], "nope")
+
+
+def test_broken_checkpoint_files_are_one_line_naming_the_folder(checkpoint, tmp_path, capsys):
+    broken = tmp_path / "broken"
+    shutil.copytree(checkpoint, broken)
+    ask = ["ask", BBB, "q", "--model", str(broken), "--frames", "4", "--max-new-tokens", "1"]
+    weights = (broken / "model.safetensors").read_bytes()
+    (broken / "model.safetensors").write_bytes(weights[: len(weights) // 2])
+    err = _one_line_error(capsys, ask, f"model folder {broken}: cannot load the weights (SafetensorError")
+    assert "Traceback" not in err
+    (broken / "model.safetensors").write_bytes(weights)
+    config = json.loads((checkpoint / "config.json").read_text())
+    config["text_config"]["intermediate_size"] += 8
+    (broken / "config.json").write_text(json.dumps(config))
+    _one_line_error(capsys, ask, "tensors disagree with config.json, e.g. model.language_model.layers.0.mlp")
+    (broken / "config.json").write_text((checkpoint / "config.json").read_text())
+    (broken / "tokenizer.json").write_text('{"version": "1.0", "model": {garbled')
+    _one_line_error(capsys, ask, f"model folder {broken}: cannot load the tokenizer from tokenizer.json")
+
+
+@pytest.mark.parametrize("flags, match", [(["--device", "foo"], "device 'foo' is not a torch device"),
+                                          (["--device", "cuda:99"], "device 'cuda:99': ")])
+def test_bad_device_is_one_line(checkpoint, capsys, flags, match):
+    _one_line_error(capsys, ["ask", BBB, "q", "--model", str(checkpoint), *flags], match)
 
 
 def test_bench_e2e_table_json_and_plot(checkpoint, tmp_path, capsys):

@@ -25,6 +25,7 @@ def generated(tmp_path_factory):
         "long_gop": make_video(d / "long_gop.mp4", num_frames=48, gop=48),
         "bframes_mp4": make_video(d / "bframes.mp4", num_frames=40, bframes=2, gop=10),
         "bframes_mkv": make_video(d / "bframes.mkv", num_frames=40, bframes=2, gop=10),
+        "bframes3_mp4": make_video(d / "bframes3.mp4", num_frames=40, bframes=3, gop=12),  # pyramid, 3 in a row
         "vfr_mkv": make_video(d / "vfr.mkv", num_frames=30, pts=VFR_PTS),
         "vfr_mp4": make_video(d / "vfr.mp4", num_frames=30, pts=VFR_PTS),
         "short_gop": make_video(d / "short_gop.mp4", num_frames=96, gop=8),
@@ -122,7 +123,8 @@ def test_corrupted_file_keeps_what_decoded_and_warns():
 
 # --- the frame rule against brute force, on generated files with B-frames and variable frame rate ---------------
 
-@pytest.mark.parametrize("name", ["long_gop", "bframes_mp4", "bframes_mkv", "vfr_mkv", "vfr_mp4", "short_gop"])
+@pytest.mark.parametrize("name", ["long_gop", "bframes_mp4", "bframes_mkv", "bframes3_mp4", "vfr_mkv", "vfr_mp4",
+                                  "short_gop"])
 @settings(max_examples=8, deadline=None)
 @given(times=st.lists(st.floats(-0.5, 7.0), min_size=1, max_size=12))
 def test_read_matches_full_decode(generated, name, times):
@@ -141,6 +143,17 @@ def test_bframes_come_out_in_presentation_order(generated):
         frames = r.read(np.arange(40) / r.info.fps)
     assert [frame_index(x.numpy()) for x in frames.data] == list(range(40))
     assert np.all(np.diff(frames.pts.numpy()) > 0)
+
+
+@pytest.mark.parametrize("name", ["bframes_mp4", "bframes_mkv", "bframes3_mp4"])
+def test_clips_and_gop_ends_match_full_decode(generated, name):
+    # 4-frame clips (decoded in one pass), clips across a keyframe (a seek), and frames at the end of GOPs and of
+    # the file, where decoding stops early and drains the decoder
+    idx = [0, 1, 2, 3, 9, 10, 11, 12, 22, 23, 24, 25, 35, 36, 38, 39]
+    with open_video(generated[name]) as r:
+        frames = r.read(np.array(idx) / r.info.fps)
+    assert [frame_index(x.numpy()) for x in frames.data] == idx
+    np.testing.assert_array_equal(frames.pts.numpy(), np.array(idx) / 8)
 
 
 def test_variable_frame_rate_returns_the_frame_on_screen(generated):

@@ -76,6 +76,25 @@ def test_frames_bad_input_is_one_line(tmp_path, capsys):
     assert "multiple of 4, got 6" in capsys.readouterr().err
 
 
+def test_frames_warning_is_one_line(tmp_path):
+    run = subprocess.run([sys.executable, "-m", "liteframe.cli", "frames", str(REAL_VIDEOS / "corrupted.mp4"),
+                          "--out", str(tmp_path / "sheet.png")], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and (tmp_path / "sheet.png").is_file()
+    assert run.stderr.startswith("liteframe frames: warning: ") and run.stderr.count("\n") == 1, run.stderr
+    assert "corrupted.mp4: decoding failed" in run.stderr
+
+
+@pytest.mark.parametrize("name, reason", [("missing/sheet.png", "does not exist"), ("sheet.psd", "cannot write")])
+def test_frames_bad_out_fails_before_decoding(tmp_path, capsys, monkeypatch, name, reason):
+    import liteframe.video.contact as contact
+
+    monkeypatch.setattr(contact, "open_video", lambda *a, **k: pytest.fail("decoded before checking --out"))
+    out = tmp_path / name
+    assert main(["frames", str(REAL_VIDEOS / "bbb_short.mp4"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"liteframe frames: error: --out {out}: ") and reason in err
+
+
 def test_bench_decode_tiny(tmp_path, capsys):
     assert main(["bench", "decode", "--minutes", "0.02", "--frames", "8", "--repeats", "1",
                  "--cache-dir", str(tmp_path), "--json"]) == 0

@@ -286,6 +286,12 @@ def test_load_errors_name_the_problem(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({**cfg, "colour": 1}))
     with pytest.raises(InputError, match="unknown keys"):
         LiteFrameEncoder.from_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])  # truncated
+    with pytest.raises(InputError, match="model.safetensors: not a readable safetensors file") as err:
+        LiteFrameEncoder.from_pretrained(tmp_path)
+    assert str(tmp_path) in str(err.value) and "\n" not in str(err.value)
 
 
 def test_grad_checkpointing_gives_the_same_gradients():

@@ -2,6 +2,7 @@ import json
 
 import pytest
 import torch
+from safetensors import safe_open
 from transformers import (AutoModel, CLIPVisionModel, InternVLForConditionalGeneration, SiglipVisionModel)
 
 from liteframe.errors import InputError
@@ -107,6 +108,35 @@ def test_bad_folders_raise_input_error(tmp_path, internvl_folder):
     (bad / "model.safetensors").unlink()
     with pytest.raises(InputError, match="no model.safetensors"):
         Teacher.from_pretrained(bad)
+
+
+def _truncated_copy(source, target):
+    data = source.read_bytes()
+    target.write_bytes(data[: len(data) // 2])
+
+
+def test_truncated_safetensors_is_one_line_naming_the_file(tmp_path, internvl_folder):
+    folder, _ = internvl_folder
+    (tmp_path / "config.json").write_text((folder / "config.json").read_text())
+    _truncated_copy(folder / "model.safetensors", tmp_path / "model.safetensors")
+    with pytest.raises(InputError, match="model.safetensors: not a readable safetensors file") as err:
+        Teacher.from_pretrained(tmp_path)
+    assert str(tmp_path) in str(err.value) and "\n" not in str(err.value)
+    # sharded: the index is read, then each shard is opened
+    with safe_open(str(folder / "model.safetensors"), "pt") as f:
+        index = {"weight_map": {key: "part-1.safetensors" for key in f.keys()}}
+    (tmp_path / "model.safetensors").rename(tmp_path / "part-1.safetensors")
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(InputError, match="part-1.safetensors: not a readable safetensors file"):
+        Teacher.from_pretrained(tmp_path)
+
+
+def test_truncated_vision_folder_is_one_line(tmp_path):
+    CLIPVisionModel(tiny_vision_config("clip")).save_pretrained(tmp_path)
+    _truncated_copy(tmp_path / "model.safetensors", tmp_path / "model.safetensors")
+    with pytest.raises(InputError, match="cannot read the weights") as err:
+        Teacher.from_pretrained(tmp_path)
+    assert str(tmp_path) in str(err.value) and "\n" not in str(err.value)
 
 
 def test_vision_folder_with_missing_or_reshaped_tensors(tmp_path):

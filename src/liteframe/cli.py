@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
 
 def _add_bench_reducers(bench) -> None:
@@ -213,10 +214,6 @@ def _add_cache_targets(sub) -> None:
     p.set_defaults(func=run)
 
 
-def _todo(name: str) -> int:
-    raise NotImplementedError(name)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="liteframe", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -230,11 +227,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # warnings as one line like the errors, not Python's two (source path and line, then the code line)
+    formatwarning = warnings.formatwarning
+    warnings.formatwarning = lambda message, *_, **__: f"liteframe {args.command}: warning: {_one_line(message)}\n"
     try:
         return args.func(args) or 0
     except (ValueError, OSError) as err:  # InputError and VideoDecodeError are ValueErrors
         print(f"liteframe {args.command}: error: {err}", file=sys.stderr)
         return 2
+    finally:
+        warnings.formatwarning = formatwarning
+
+
+def _one_line(message) -> str:
+    return " ".join(str(message).split())
 
 
 if __name__ == "__main__":

@@ -22,10 +22,10 @@ def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
         return device
     backend = getattr(torch, device.type, None)  # torch.cuda, torch.mps, torch.xpu, ...
     if backend is None or not hasattr(backend, "is_available") or not backend.is_available():
-        raise InputError(f"device {str(name)!r}: no {device.type} device on this machine")
+        raise InputError(f"device {str(name)!r}: no {device.type.upper()} device on this machine")
     count = backend.device_count() if hasattr(backend, "device_count") else 1
     if device.index is not None and device.index >= count:
-        raise InputError(f"device {str(name)!r}: this machine has {count} {device.type} device(s)")
+        raise InputError(f"device {str(name)!r}: this machine has {count} {device.type.upper()} device(s)")
     return device
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from liteframe.bench.timing import synchronize
+from liteframe.bench.timing import median_ms
 from liteframe.devices import resolve_device
 
 # dense bf16 tensor-core peaks (TFLOP/s) by device name, for MFU
@@ -126,14 +126,7 @@ def step_rows(steps: int = 10, batch_size: int = 4, frames: int = 16, size: int 
 
     rows = []
     for online in (True, False):
-        for _ in range(2):
-            step(online)
-        synchronize(dev)
-        tic = time.perf_counter()
-        for _ in range(steps):
-            step(online)
-        synchronize(dev)
-        seconds = (time.perf_counter() - tic) / steps
+        seconds = median_ms(lambda: step(online), repeats=steps, warmup=2, device=dev) / 1e3
         flops = student_flops + (teacher_flops if online else 0)
         rows.append({"targets": "teacher every step" if online else "cached", "clips_per_s": batch_size / seconds,
                      "step_ms": 1e3 * seconds, "model_tflops_per_step": flops / 1e12,

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
+from liteframe.errors import InputError
 from liteframe.video.decode import open_video
 from liteframe.video.sampling import CLIP_LEN, sample_frames
 
@@ -17,6 +19,7 @@ def contact_sheet(path: str | os.PathLike, num_frames: int = 16, strategy: str =
                   out: str | os.PathLike = "sheet.png", **sampling_kw) -> Image.Image:
     """Sample, decode and tile the frames (4 per row, so each row of a `clips` sheet is one clip), each labelled with
     its frame index and time; saves to `out` and returns the image."""
+    _check_out(Path(out))  # before decoding, which is the slow part
     with open_video(path) as reader:
         sample = sample_frames(reader.info, num_frames, strategy, **sampling_kw)
         frames = reader.read(sample.timestamps)
@@ -32,6 +35,16 @@ def contact_sheet(path: str | os.PathLike, num_frames: int = 16, strategy: str =
         draw.text((x + 4, y + 2), f"#{index}  {t:.2f}s", fill="black")
     sheet.save(out)
     return sheet
+
+
+def _check_out(out: Path) -> None:
+    folder = out.parent
+    if not folder.is_dir():
+        raise InputError(f"--out {out}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise InputError(f"--out {out}: folder {folder} is not writable")
+    if Image.registered_extensions().get(out.suffix.lower()) not in Image.SAVE:
+        raise InputError(f"--out {out}: cannot write a {out.suffix or 'suffix-less'} image; use .png or .jpg")
 
 
 __all__ = ["contact_sheet"]

@@ -8,7 +8,10 @@ the first frame gets the first frame.
 
 Reading sorts the targets, seeks to the keyframe before a target only when that skips work (an indexed keyframe lies
 between the current decode position and the target) and otherwise decodes forward, so nearby targets share one pass.
-On the way to a target, non-reference frames (B-frames) that cannot be the answer are not decoded at all.
+Packets are demuxed a few ahead of the decoder: non-reference frames (B-frames) that cannot be the answer are not
+decoded at all, and when the next target will be reached by a seek, the decoder is drained as soon as every frame up
+to the target is in it, instead of decoding further frames only to find where the target's frame ends. Only returned
+frames are converted to RGB, by one converter reused for the whole read.
 Backends are registered in `DECODERS` so that another library (torchcodec, decord) can be added without touching
 callers.
 """
@@ -218,9 +221,10 @@ class PyAVReader(VideoReader):
         for k, j in enumerate(order):
             t = self._target = times[j] + slack
             after = times[order[k + 1]] + slack if k + 1 < len(order) else None
-            self._seek_next = after is None or (self._seekable and self._key_between(t, after))
+            # Decided before decoding toward t, since the decoder runs ahead of it; a promised seek is kept below.
+            promised, self._seek_next = self._seek_next, after is None or (self._seekable and self._key_between(t, after))
             position = nxt or cur
-            if run is None or self._should_seek(position.t if position else -math.inf, t, stopped):
+            if run is None or promised or self._should_seek(position.t if position else -math.inf, t, stopped):
                 run, cur, nxt, stopped = self._decode_from(max(t - slack, 0.0)), None, None, False
             while True:
                 if nxt is None:
@@ -235,7 +239,9 @@ class PyAVReader(VideoReader):
                     if nxt is None and self._drained > -math.inf:
                         if self._drained >= t and cur is not None:
                             break  # the pass stopped once every frame up to this target was out: `cur` is the answer
-                        run, cur = self._decode_from(max(t - slack, 0.0)), None  # stopped for an earlier target
+                        if self._drained >= t:  # nothing came out: decode this part again, plainly
+                            self._skipping = False
+                        run, cur = self._decode_from(max(t - slack, 0.0)), None  # or it stopped for an earlier target
                         continue
                     if nxt is None:
                         stopped = True  # later targets reuse `cur` unless a seek can recover
@@ -307,7 +313,7 @@ class PyAVReader(VideoReader):
         case the pass also stops once no packet left can be at or before T (one has a decode time past T): the
         decoder is drained instead of being fed frames that only a seek would throw away."""
         ctx = self._stream.codec_context
-        last = first_sent = -math.inf
+        last, first_sent = -math.inf, math.inf
         self._drained = -math.inf
         demux = self._container.demux(self._stream)
         window: deque[tuple[av.Packet, float | None, float | None]] = deque()  # demuxed, not yet decoded
@@ -331,9 +337,7 @@ class PyAVReader(VideoReader):
                 skip = smart and t is not None and (
                     any(t < u <= target for u in recent) or (self._seek_next and t > target))
                 ctx.skip_frame = "NONREF" if skip else "DEFAULT"
-                if t is not None and packet.size and first_sent == -math.inf:
-                    first_sent = t
-                elif t is not None and packet.size:
+                if t is not None and packet.size:
                     first_sent = min(first_sent, t)
                 packets = [packet]
             for packet in packets:
