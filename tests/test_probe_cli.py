@@ -100,7 +100,9 @@ def test_bench_decode_tiny(tmp_path, capsys):
                  "--cache-dir", str(tmp_path), "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["method"] for r in rows] == ["liteframe sparse (uniform)", "liteframe sparse (clips)",
-                                           "liteframe sparse (fps)", "decode every frame"]
-    assert rows[-1]["speedup"] == 1.0 and rows[-1]["decoded/s"] == pytest.approx(36 / rows[-1]["seconds"])
+                                           "liteframe sparse (fps)", "decode every frame, RGB every frame",
+                                           "decode every frame, RGB sampled only"]
+    assert rows[-2]["speedup"] == 1.0 and rows[-1]["speedup (decode)"] == 1.0
+    assert all(r["decoded/s"] == pytest.approx(36 / r["seconds"]) for r in rows[-2:])
     assert all(r["seconds"] > 0 and r["speedup"] > 0 for r in rows)
     assert len(list((tmp_path / "liteframe" / "bench").glob("*.mp4"))) == 1  # cached, no partial files left

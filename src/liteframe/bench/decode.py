@@ -73,7 +73,8 @@ def _natural_planes(num_frames: int):
     fine = rng.normal(0, 12, (2 * HEIGHT, 2 * WIDTH)).astype(np.float32)
     fine = ((fine + np.roll(fine, 1, 0) + np.roll(fine, 1, 1) + np.roll(fine, (1, 1), (0, 1))) / 2).astype(np.int16)
     noise = rng.normal(0, 9, (8, HEIGHT, WIDTH)).astype(np.float32)
-    noise = ((noise + np.roll(noise, 1, 1) + np.roll(noise, 1, 2) + np.roll(noise, (1, 1), (1, 2))) / 2).astype(np.int16)
+    noise = (noise + np.roll(noise, 1, 1) + np.roll(noise, 1, 2) + np.roll(noise, (1, 1), (1, 2))) / 2
+    noise = noise.astype(np.int16)
     r = 60
     disc = np.add.outer(np.arange(-r, r) ** 2, np.arange(-r, r) ** 2) < r * r
     for i in range(num_frames):

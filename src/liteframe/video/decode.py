@@ -222,7 +222,8 @@ class PyAVReader(VideoReader):
             t = self._target = times[j] + slack
             after = times[order[k + 1]] + slack if k + 1 < len(order) else None
             # Decided before decoding toward t, since the decoder runs ahead of it; a promised seek is kept below.
-            promised, self._seek_next = self._seek_next, after is None or (self._seekable and self._key_between(t, after))
+            promised = self._seek_next
+            self._seek_next = after is None or (self._seekable and self._key_between(t, after))
             position = nxt or cur
             if run is None or promised or self._should_seek(position.t if position else -math.inf, t, stopped):
                 run, cur, nxt, stopped = self._decode_from(max(t - slack, 0.0)), None, None, False
