@@ -18,9 +18,9 @@ def _add_bench_reducers(bench) -> None:
     p.add_argument("--json", action="store_true")
 
     def handle(a):
-        from liteframe.bench.reducers import run
+        from liteframe.bench.reducers import run as run_bench
 
-        run(a.json, frames=a.frames, size=a.size, channels=a.channels, device=a.device, dtype=a.dtype,
+        run_bench(a.json, frames=a.frames, size=a.size, channels=a.channels, device=a.device, dtype=a.dtype,
             repeats=a.repeats, warmup=a.warmup)
 
     p.set_defaults(func=handle)
@@ -42,9 +42,9 @@ def _add_bench_arch(bench) -> None:
     p.add_argument("--json", action="store_true")
 
     def run(a):
-        from liteframe.bench.arch import main
+        from liteframe.bench.arch import main as run_bench
 
-        main(frames=a.frames, size=a.size, latency_frames=a.latency_frames, latency_size=a.latency_size,
+        run_bench(frames=a.frames, size=a.size, latency_frames=a.latency_frames, latency_size=a.latency_size,
              dtype=a.dtype, device=a.device, repeats=a.repeats, threads=a.threads, latency=a.latency,
              as_json=a.json, plot_path=a.plot)
 
@@ -63,8 +63,9 @@ def _add_bench_decode(bench) -> None:
                    help="generated picture: a drifting noise texture, or moving gradients and shapes with mild noise")
 
     def run(a):
-        from liteframe.bench.decode import run_decode_bench
-        run_decode_bench(a.minutes, a.frames, a.keyframe_s, a.repeats, a.cache_dir, a.json, a.content)
+        from liteframe.bench.decode import run as run_bench
+
+        run_bench(a.minutes, a.frames, a.keyframe_s, a.repeats, a.cache_dir, a.json, a.content)
 
     p.set_defaults(func=run)
 
@@ -90,9 +91,9 @@ def _add_bench_e2e(bench) -> None:
     p.add_argument("--json", action="store_true")
 
     def run(a) -> None:
-        from liteframe.bench.e2e import bench_e2e
+        from liteframe.bench.e2e import run as run_bench
 
-        bench_e2e(model=a.model, video=a.video, dense_frames=a.dense_frames, frames=a.frames, encoders=a.encoders,
+        run_bench(model=a.model, video=a.video, dense_frames=a.dense_frames, frames=a.frames, encoders=a.encoders,
                   student=a.student, image_size=a.image_size, random_size=a.random_size, device=a.device,
                   dtype=a.dtype, repeats=a.repeats, warmup=a.warmup, new_tokens=a.new_tokens, as_json=a.json,
                   plot=a.plot)
@@ -111,9 +112,9 @@ def _add_bench_train(bench) -> None:
 
     def run(a) -> None:
         from liteframe.bench.report import print_rows
-        from liteframe.bench.train import run as bench
+        from liteframe.bench.train import run as run_bench
 
-        print_rows(bench(a.device, a.steps, a.batch_size, a.workers), a.json)
+        print_rows(run_bench(a.device, a.steps, a.batch_size, a.workers), a.json)
 
     p.set_defaults(func=run)
 

@@ -136,7 +136,7 @@ def _full_decode(path: Path, indices: np.ndarray, convert_all: bool) -> None:
 FULL_RGB, FULL_DECODE = "decode every frame, RGB every frame", "decode every frame, RGB sampled only"
 
 
-def run_decode_bench(minutes: float = 10.0, num_frames: int = 256, keyframe_s: int = 2, repeats: int = 2,
+def run(minutes: float = 10.0, num_frames: int = 256, keyframe_s: int = 2, repeats: int = 2,
                      cache_dir: str | None = None, as_json: bool = False, content: str = "noise") -> list[dict]:
     """Time each sampling strategy's sparse read and two full decodes of the same video, interleaved over `repeats`
     rounds (best of each: the machine may be shared); print and return the rows. `speedup` is against the full
@@ -175,4 +175,4 @@ def run_decode_bench(minutes: float = 10.0, num_frames: int = 256, keyframe_s: i
     return rows
 
 
-__all__ = ["CONTENTS", "long_video", "run_decode_bench"]
+__all__ = ["CONTENTS", "long_video", "run"]

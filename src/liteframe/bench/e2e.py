@@ -39,7 +39,7 @@ RANDOM_SIZES = {
 }
 
 
-def bench_e2e(model: str | None = None, video: str | None = None, dense_frames: Sequence[int] = (8, 16, 32),
+def run(model: str | None = None, video: str | None = None, dense_frames: Sequence[int] = (8, 16, 32),
               frames: Sequence[int] = (64, 128, 256), encoders: Sequence[str] = ("wap", "student"),
               student: str | None = None, image_size: int = 112, random_size: str | None = None,
               device: str | None = None, dtype: str = "auto", repeats: int = 3, warmup: int = 1,
