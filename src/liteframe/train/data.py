@@ -112,7 +112,6 @@ class ClipDataset(Dataset):
                 raise VideoDecodeError(str(warning)) from None
         return preprocess(frames.data, self.size), sample
 
-
     def cached_target(self, i: int, indices: torch.Tensor) -> torch.Tensor:
         """Video i's cached target for this view, after checking it was computed on exactly these frames."""
         try:
