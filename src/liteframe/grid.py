@@ -71,3 +71,26 @@ def pixel_shuffle(x: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"pixel shuffle needs an even grid, got H x W = {h} x {w} in shape {tuple(x.shape)}")
     x = x.reshape(*lead, h // 2, 2, w // 2, 2, c).transpose(-4, -3)
     return x.reshape(*lead, h // 2, w // 2, 4 * c)
+
+
+@dataclass
+class TokenSet:
+    """What a set reducer keeps of a grid `(B, T, H, W, C)`: `tokens (B, N, C)` in original (time, then raster)
+    order, with each token's grid step `frame (B, N)` and raster position `pos (B, N)` (`h*W + w`) in that step.
+    The prompt gives one slot per step (or per clip) holding `counts()` tokens; FastVID's counts vary by step."""
+
+    tokens: torch.Tensor
+    frame: torch.Tensor
+    pos: torch.Tensor
+    steps: int  # T of the grid the tokens came from
+
+    def __post_init__(self):
+        if self.tokens.ndim != 3 or self.frame.shape != self.tokens.shape[:2] or self.pos.shape != self.frame.shape:
+            raise ValueError(f"TokenSet: tokens (B, N, C), frame and pos (B, N) disagree: {tuple(self.tokens.shape)}, "
+                             f"{tuple(self.frame.shape)}, {tuple(self.pos.shape)}")
+
+    def counts(self) -> torch.Tensor:
+        """`(B, T)` tokens kept per grid step."""
+        ones = torch.ones_like(self.frame)
+        return torch.zeros(self.frame.shape[0], self.steps, dtype=torch.long, device=self.frame.device).scatter_add_(
+            1, self.frame, ones)
