@@ -111,7 +111,7 @@ def _add_bench_train(bench) -> None:
     p.add_argument("--json", action="store_true")
 
     def run(a) -> None:
-        from liteframe.bench.report import print_rows
+        from liteframe.tables import print_rows
         from liteframe.bench.train import run as run_bench
 
         print_rows(run_bench(a.device, a.steps, a.batch_size, a.workers), a.json)

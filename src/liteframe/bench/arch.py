@@ -14,8 +14,8 @@ from ..devices import resolve_device, resolve_dtype
 from ..errors import InputError
 from ..models import VARIANTS, LiteFrameConfig, LiteFrameEncoder, Teacher
 from ..models.flops import count_flops
-from .report import format_table, print_rows
-from .timing import median_ms
+from liteframe.tables import format_table, print_rows
+from liteframe.timing import median_ms
 
 ARCHS = ("teacher", *VARIANTS.names())
 CPU_LATENCY_SHAPE = (4, 112)  # frames, pixels: the teacher takes ~10 s per forward on a 2-core CPU

@@ -22,7 +22,7 @@ import numpy as np
 
 from av.video.reformatter import VideoReformatter
 
-from liteframe.bench.report import print_rows
+from liteframe.tables import print_rows
 from liteframe.video.decode import open_video
 from liteframe.video.sampling import sample_frames
 

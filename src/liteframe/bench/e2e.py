@@ -20,7 +20,7 @@ from transformers import (AutoTokenizer, InternVLConfig, InternVLForConditionalG
                           Qwen2Config)
 from transformers.utils import logging as hf_logging
 
-from liteframe.bench.report import print_rows
+from liteframe.tables import print_rows
 from liteframe.devices import resolve_device, resolve_dtype
 from liteframe.errors import InputError
 from liteframe.llm.encoders import build_encoder

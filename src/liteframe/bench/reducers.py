@@ -5,8 +5,8 @@ import sys
 
 import torch
 
-from liteframe.bench.report import print_rows
-from liteframe.bench.timing import median_ms
+from liteframe.tables import print_rows
+from liteframe.timing import median_ms
 from liteframe.devices import resolve_device, resolve_dtype
 from liteframe.grid import TokenGrid
 from liteframe.reduce import REDUCERS, get_reducer

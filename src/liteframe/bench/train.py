@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from liteframe.bench.timing import median_ms
+from liteframe.timing import median_ms
 from liteframe.devices import resolve_device
 
 # dense bf16 tensor-core peaks (TFLOP/s) by device name, for MFU

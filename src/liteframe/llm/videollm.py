@@ -16,8 +16,8 @@ from safetensors import SafetensorError
 from transformers import AutoTokenizer, InternVLForConditionalGeneration, LogitsProcessor, LogitsProcessorList
 from transformers.utils import logging as hf_logging
 
-from liteframe.bench.report import format_table
-from liteframe.bench.timing import Stopwatch, synchronize
+from liteframe.tables import format_table
+from liteframe.timing import Stopwatch, synchronize
 from liteframe.devices import resolve_device, resolve_dtype
 from liteframe.errors import InputError
 from liteframe.llm.encoders import VisualEncoder, build_encoder

@@ -1,4 +1,4 @@
-"""Printing benchmark results: an aligned text table, or JSON."""
+"""Result tables: rows of dicts as an aligned Markdown table, or JSON (the CLI, `ask` and the benchmarks)."""
 from __future__ import annotations
 
 import json

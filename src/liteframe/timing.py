@@ -1,4 +1,4 @@
-"""Wall-clock timing shared by every benchmark: warm-up, synchronise, median."""
+"""Wall-clock timing for the pipeline's latency breakdown and the benchmarks: warm-up, synchronise, median."""
 from __future__ import annotations
 
 import statistics
