@@ -24,7 +24,9 @@ from liteframe.train import checkpoint as ckpt
 from liteframe.train.config import DistillConfig
 from liteframe.train.data import ClipDataset, manifest_digest, read_manifest
 from liteframe.train.distill import distill
-from liteframe.train.targets import TargetCache, cache_targets, fingerprint, teacher_identity, teacher_targets
+from liteframe.compression import get_compression
+from liteframe.train.targets import (CachedTargets, TargetCache, cache_targets, fingerprint, teacher_identity,
+                                     teacher_targets)
 
 from videos import REAL_VIDEOS as REAL
 STUDENT = {"width": 32, "depth": 3, "heads": 2, "mlp": 64, "downsample_after": [1, 2]}
@@ -64,6 +66,19 @@ def data(tmp_path_factory) -> dict[str, str]:
         "corrupt": _manifest(root / "corrupt.jsonl", ["v0.mp4", REAL / "corrupted.mp4", "garbage.mp4",
                                                       REAL / "bbb_short.mp4"]),
     }
+
+
+@pytest.fixture
+def student_64x():
+    """Seam until the `models` engineer's `create_student` picks strides from the compression: a test variant whose
+    two downsamplings multiply to the 64x block (4, 4, 4)."""
+    from liteframe.models import VARIANTS
+    from liteframe.models.mixers import TemporalConv, Variant
+
+    name = "dwconv-64x-test"
+    VARIANTS.register(name)(Variant(lambda w, h, k: TemporalConv(w, k, groups=w), ((2, 2, 2), (2, 2, 2))))
+    yield {**STUDENT, "temporal": name}
+    del VARIANTS._items[name]
 
 
 def _config(data, out: Path, **kw) -> DistillConfig:
@@ -222,7 +237,7 @@ def test_sigterm_saves_a_checkpoint_and_stops(data, tmp_path, monkeypatch):
 # -- target cache and bad data --------------------------------------------------------------------------------------
 
 
-def test_target_cache_matches_the_teacher_and_refuses_other_settings(data, tmp_path):
+def test_target_cache_matches_the_teacher_and_refuses_other_settings(data, tmp_path, student_64x):
     cache = tmp_path / "cache"
     manifest = _manifest(tmp_path / "m.jsonl", [Path(data["root"]) / f"v{i}.mp4" for i in range(4)]
                          + [Path(data["root"]) / "garbage.mp4"])
@@ -233,12 +248,12 @@ def test_target_cache_matches_the_teacher_and_refuses_other_settings(data, tmp_p
     teacher = Teacher.from_pretrained(data["teacher"])
     entries = read_manifest(manifest)
     expected = fingerprint(teacher_identity(teacher, data["teacher"]), manifest_digest(entries), 4, (1.0, 4.0), 0, 2,
-                           56)
+                           56, get_compression(16))
     store = TargetCache(cache, expected)
-    dataset = ClipDataset(entries, 4, 56, (1.0, 4.0), 0, store)
+    dataset = CachedTargets(ClipDataset(entries, 4, 56, (1.0, 4.0), 0), store)
     dataset.set_view(1)
     item = dataset[2]
-    online = teacher_targets(teacher, item["pixels"][None])[0]
+    online = teacher_targets(teacher, item["pixels"][None], get_compression(16))[0]
     assert item["target"].dtype == torch.bfloat16 and item["target"].shape == online.shape == (1, 2, 2, 64)
     torch.testing.assert_close(item["target"].float(), online, rtol=1e-2, atol=1e-2)
     # training reads it; the teacher is not needed for the steps
@@ -248,7 +263,8 @@ def test_target_cache_matches_the_teacher_and_refuses_other_settings(data, tmp_p
     assert _metrics(out)[-1]["skipped_videos"] == 1
     # built with one setting, refused under another, naming the difference
     for change, word in ((dict(frames=8), "frames"), (dict(seed=1), "seed"), (dict(image_size=28), "size"),
-                         (dict(manifest=data["train"]), "manifest")):
+                         (dict(manifest=data["train"]), "manifest"),
+                         (dict(compression=64, student=student_64x), r"target\.block: cache \[4, 2, 2\], this run \[4, 4, 4\]")):
         with pytest.raises(InputError, match=word):
             distill(_config(data, tmp_path / "refused", **{**dict(manifest=manifest, target_cache=str(cache),
                                                                    cache_views=2), **change}))
