@@ -9,6 +9,7 @@ import multiprocessing
 import os
 import signal
 import socket
+import warnings
 from pathlib import Path
 
 import av
@@ -151,10 +152,15 @@ def test_rtd_runs_and_learns_its_reconstruction(data, tmp_path):
 
 
 def _rank(rank: int, world: int, port: int, cfg: DistillConfig) -> None:
+    """One torchrun-like rank; the Python warnings it raises go to `<output>/warnings-<rank>.txt` (the forked
+    child inherits pytest's warning capture, whose records would die with it)."""
     torch.set_num_threads(1)
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
-    distill(cfg)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        distill(cfg)
+    Path(cfg.output, f"warnings-{rank}.txt").write_text("".join(f"{w.message}\n" for w in caught))
 
 
 def test_two_gloo_ranks_ddp_and_fsdp_with_half_the_batch_match_one_rank_with_all_of_it(data, tmp_path):
@@ -175,6 +181,19 @@ def test_two_gloo_ranks_ddp_and_fsdp_with_half_the_batch_match_one_rank_with_all
     m1, m2 = _metrics(one)[-1], _metrics(tmp_path / "ddp")[-1]
     assert m1["eval_cos"] == pytest.approx(m2["eval_cos"], abs=1e-4)  # held-out clips sharded over ranks
     assert m1["ref_untrained_cos"] == pytest.approx(m2["ref_untrained_cos"], abs=1e-5)
+
+
+@pytest.mark.xfail(strict=True, reason="until the `models` engineer's gradient-layout fix of the temporal convolutions "
+                   "lands (issue 9); strict: remove this mark when it passes")
+def test_two_ddp_ranks_warn_of_no_gradient_layout_mismatch(data, tmp_path, capfd):
+    out, port = tmp_path / "ddp", _free_port()
+    ranks = [_fork(_rank, r, 2, port, _config(data, out, steps=1, batch_size=2)) for r in range(2)]
+    for p in ranks:
+        p.join(timeout=120)
+        assert p.exitcode == 0
+    # DDP's gradient buckets match the parameters' layout, so it copies no gradient every step
+    said = capfd.readouterr().err + "".join((out / f"warnings-{r}.txt").read_text() for r in range(2))
+    assert "Grad strides do not match bucket view strides" not in said, said
 
 
 # -- interruption ----------------------------------------------------------------------------------------------------
@@ -301,3 +320,55 @@ def test_bench_times_the_training_step_with_and_without_the_teacher():
     assert online["model_tflops_per_step"] > cached["model_tflops_per_step"] > 0
     assert cached["speedup"] == pytest.approx(cached["clips_per_s"] / online["clips_per_s"])
     assert 0 < cached["mfu"] < 1
+
+
+# -- compression and evaluation ---------------------------------------------------------------------------------------
+
+
+def test_distill_and_cache_targets_at_64x_from_the_cli(data, tmp_path, capsys, student_64x):
+    from liteframe.cli import main
+
+    out, cache = tmp_path / "run64", tmp_path / "cache64"
+    _config(data, out, student=student_64x, frames=8, steps=2, eval_manifest=data["eval"], eval_every=2,
+            target_cache=str(cache)).save(tmp_path / "run.yaml")
+    assert main(["cache-targets", "--config", str(tmp_path / "run.yaml"), "--compression", "64"]) == 0
+    assert json.loads((cache / "cache.json").read_text())["fingerprint"]["target"]["block"] == [4, 4, 4]
+    targets = load_file(str(next(cache.glob("targets-*.safetensors"))))
+    assert {v.shape for k, v in targets.items() if k.endswith("/target")} == {(2, 1, 1, 64)}  # 8 frames, 4x4 grid
+    capsys.readouterr()
+    assert main(["distill", "--config", str(tmp_path / "run.yaml"), "--compression", "64"]) == 0
+    printed = capsys.readouterr().out
+    # the run ends with its held-out and training-sample scores beside the references
+    assert "held-out" in printed and "training sample" in printed and "avgpool_cos" in printed
+    student = LiteFrameEncoder.from_pretrained(out / "student")
+    assert student(torch.zeros(1, 8, 3, 56, 56)).patches.shape == (1, 2, 1, 1, 64)
+    # the same settings at 16x are refused by the 64x cache, naming the block
+    assert main(["distill", "--config", str(tmp_path / "run.yaml"), "compression=16", "student.temporal=dwconv",
+                 f"output={tmp_path / 'run16'}"]) == 2
+    assert "target.block" in capsys.readouterr().err
+
+
+def test_heldout_views_and_the_training_sample_use_the_training_targets(data, tmp_path):
+    from liteframe.train.distill import Trainer
+    from liteframe.train.job import job_setup
+
+    cfg = _config(data, tmp_path / "ev", eval_manifest=data["eval"], eval_views=2, loss="rtd")
+    with job_setup(cfg) as job:
+        trainer = Trainer(cfg, job, read_manifest(cfg.manifest), read_manifest(cfg.eval_manifest))
+        teacher = job.teacher
+    held, train = trainer.evals["eval"], trainer.evals["train"]
+    assert len(held["pixels"]) == 4  # 2 videos x 2 views: other times of the same videos
+    assert not torch.equal(held["pixels"][0], held["pixels"][2])
+    c16 = get_compression(16)
+    for ev in (held, train):  # the very function that makes the training targets
+        torch.testing.assert_close(torch.cat(ev["targets"]),
+                                   teacher_targets(teacher, ev["pixels"], c16).flatten(1, 3), rtol=0, atol=0)
+        dense = teacher_targets(teacher, ev["pixels"], c16, dense=True).flatten(1, 3)
+        torch.testing.assert_close(torch.cat(ev["dense"]).float(), dense, rtol=1e-2, atol=1e-2)
+    # the training sample: 4 of the 8 training videos, the clips the first epoch trains on
+    first = ClipDataset(read_manifest(cfg.manifest), cfg.frames, 56, cfg.fps, cfg.seed)[0]["pixels"]
+    assert len(train["pixels"]) == 4 and torch.equal(train["pixels"][0], first)
+    scores = trainer.evaluate()
+    assert {"eval_cos", "train_cos", "eval_recon_cos", "train_recon_cos", "train_ref_avgpool_cos"} <= set(scores)
+    assert scores["train_ref_untrained_cos"] == pytest.approx(scores["train_cos"])  # nothing trained yet
+    assert all(-1 <= v <= 1 for v in scores.values())
