@@ -283,7 +283,8 @@ def test_target_cache_matches_the_teacher_and_refuses_other_settings(data, tmp_p
     # built with one setting, refused under another, naming the difference
     for change, word in ((dict(frames=8), "frames"), (dict(seed=1), "seed"), (dict(image_size=28), "size"),
                          (dict(manifest=data["train"]), "manifest"),
-                         (dict(compression=64, student=student_64x), r"target\.block: cache \[4, 2, 2\], this run \[4, 4, 4\]")):
+                         (dict(compression=64, student=student_64x),
+                          r"target\.block: cache \[4, 2, 2\], this run \[4, 4, 4\]")):
         with pytest.raises(InputError, match=word):
             distill(_config(data, tmp_path / "refused", **{**dict(manifest=manifest, target_cache=str(cache),
                                                                    cache_views=2), **change}))

@@ -271,3 +271,24 @@ def test_manifest_lines_and_their_errors(tmp_path):
     with pytest.raises(InputError, match="cannot read"):
         read_manifest(tmp_path / "missing.jsonl")
 
+
+
+def test_the_data_module_does_not_import_the_targets_module():
+    import ast
+    import liteframe.train.data as data
+
+    tree = ast.parse(open(data.__file__).read())  # every import, TYPE_CHECKING ones included
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not {m for m in imported if m and m.startswith("liteframe.train.")} - {"liteframe.train.data"}
+
+
+def test_resuming_under_changed_settings_names_them(caplog):
+    from liteframe.train.state import ConfigState
+
+    saved = ConfigState({"lr": 1e-3, "steps": 10, "student": {"depth": 3}}).state_dict()
+    with caplog.at_level("WARNING", logger="liteframe.train"):
+        ConfigState({"lr": 1e-3, "steps": 20, "student": {"depth": 3}}).load_state_dict(saved)
+        assert not caplog.records  # more steps is how a finished run trains on
+        ConfigState({"lr": 2e-3, "steps": 10, "student": {"depth": 3}}).load_state_dict(saved)
+    assert "'lr': (0.001, 0.002)" in caplog.text

@@ -178,7 +178,8 @@ def _add_distill(sub) -> None:
                                    "Multi-GPU: torchrun --nproc_per_node N -m liteframe.cli distill ...")
     p.add_argument("--config", help="YAML file of distill settings (see configs/distill_tiny.yaml)")
     _add_train_compression(p)
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override settings, e.g. steps=100 student.depth=6")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="override settings, e.g. steps=100 student.depth=6")
 
     def run(a) -> int:
         import logging

@@ -4,8 +4,8 @@ read from a target cache.
 A cache is a folder of safetensors shards (bf16 targets and the frame indices they were computed on, keyed
 `"<view>/<video index>"`) and a `cache.json` written last, so a folder without it is an unfinished cache. The
 json holds a fingerprint of everything that decides a target: the teacher's weights and config, the manifest,
-the clip sampling (frames, fps range, seed, views), the preprocessing and the WAP block. A run whose fingerprint differs is
-refused, and every clip read is checked against the frame indices stored with its target.
+the clip sampling (frames, fps range, seed, views), the preprocessing and the WAP block. A run whose fingerprint
+differs is refused, and every clip read is checked against the frame indices stored with its target.
 
 How cached targets line up with clips: the clip of (view v, video i) is fixed, a pure function of (seed, v, i)
 (`liteframe.train.data`). Training epoch e reads view e on the fly and view e % cache_views from a cache, so with
