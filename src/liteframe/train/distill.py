@@ -29,7 +29,7 @@ from liteframe.train.checkpoint import Checkpointer, ModelState, OptimizerState
 from liteframe.train.config import DistillConfig
 from liteframe.train.data import ClipDataset, ManifestEntry, ResumableSampler, collate, read_manifest, worker_init
 from liteframe.train.dist import all_sum, barrier
-from liteframe.train.job import Job, job_setup
+from liteframe.train.job import Job, job_setup, sigterm_flag
 from liteframe.train.loss import RTDDecoder, clip_outliers, ctd_loss
 from liteframe.train.metrics import MetricLog, peak_memory_mib
 from liteframe.train.schedule import scheduler
@@ -212,13 +212,13 @@ class Trainer:
             cfg.save(self.out / "config.yaml")
         metrics = MetricLog(self.out, state.step, cfg.steps, "distill", ctx.main)
         last: dict[str, Any] = {}
-        try:
+        with sigterm_flag() as stop, contextlib.closing(metrics):
             while state.step < cfg.steps:
                 batches = self._epoch_batches()
                 while state.step < cfg.steps and state.position < self.micro_per_epoch:
                     tic = time.perf_counter()
                     loss, cos, grad_norm, skipped = self._train_step(batches)
-                    loss, cos, skipped, stopping = all_sum([loss, cos, skipped, float(self.job.stopping)], ctx)
+                    loss, cos, skipped, stopping = all_sum([loss, cos, skipped, float(stop.set)], ctx)
                     state.step += 1
                     state.position += cfg.grad_accum
                     state.samples += cfg.batch_size
@@ -244,8 +244,6 @@ class Trainer:
                         self.checkpointer.save(state.step, self.stateful)
                     if state.position == 0:
                         break  # epoch finished: a new DataLoader iterator for the next view and order
-        finally:
-            metrics.close()
         return Result(self.save_student(), state.step, last)
 
     def _epoch_batches(self):

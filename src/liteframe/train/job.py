@@ -2,14 +2,13 @@
 picks the device and precision, seeds torch, and loads the teacher when the config names one.
 
 `cfg` is any job config with `device`, `precision`, `seed` and `compression`; `teacher` and `image_size` are read
-when present. SIGTERM (what torchrun and cluster schedulers send) is caught for the job's lifetime: `job.stopping`
-turns true, the loop saves and returns.
+when present. A training loop runs inside `with sigterm_flag() as stop:` and saves and returns once `stop.set`.
 """
 from __future__ import annotations
 
 import contextlib
 import signal
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterator
 
 import torch
@@ -26,16 +25,10 @@ class Job:
     compression: Compression
     teacher: Teacher | None = None
     size: int = 0  # input frame side: `image_size`, else the teacher's
-    _stop: list[bool] = field(default_factory=lambda: [False])
 
     @property
     def device(self) -> torch.device:
         return self.ctx.device
-
-    @property
-    def stopping(self) -> bool:
-        """SIGTERM arrived on this rank (combine over ranks before acting on it)."""
-        return self._stop[0]
 
     def autocast(self) -> contextlib.AbstractContextManager:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
@@ -44,12 +37,10 @@ class Job:
 @contextlib.contextmanager
 def job_setup(cfg: Any) -> Iterator[Job]:
     ctx = setup(cfg.device)
-    previous = None
     try:
         cuda = ctx.device.type == "cuda"
         job = Job(ctx, bf16=cfg.precision == "bf16" or (cfg.precision == "auto" and cuda),
                   compression=get_compression(cfg.compression))
-        previous = signal.signal(signal.SIGTERM, lambda *_: job._stop.__setitem__(0, True))
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank
         if getattr(cfg, "teacher", ""):
             job.teacher = Teacher.from_pretrained(cfg.teacher, dtype=torch.bfloat16 if cuda else torch.float32,
@@ -57,6 +48,24 @@ def job_setup(cfg: Any) -> Iterator[Job]:
             job.size = getattr(cfg, "image_size", 0) or job.teacher.image_size
         yield job
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
         teardown()
+
+
+class _Flag:
+    set = False
+
+
+@contextlib.contextmanager
+def sigterm_flag() -> Iterator[_Flag]:
+    """SIGTERM (what torchrun and cluster schedulers send) sets `flag.set` instead of ending the process, until the
+    block ends; combine it over ranks (`all_sum`) before acting on it, so every rank saves at the same step."""
+    flag = _Flag()
+
+    def handle(*_):
+        flag.set = True
+
+    previous = signal.signal(signal.SIGTERM, handle)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGTERM, previous)
