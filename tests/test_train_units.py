@@ -15,7 +15,9 @@ from liteframe.train import checkpoint as ckpt
 from liteframe.train.config import DistillConfig
 from liteframe.train.data import ResumableSampler, read_manifest
 from liteframe.io import atomic_write
-from liteframe.train.distill import _cosine, _truncate_metrics
+from liteframe.train.metrics import truncate_metrics
+from liteframe.train.schedule import warmup_cosine
+from liteframe.train.state import RNGState, TrainState
 from liteframe.train.loss import RTDDecoder, clip_outliers, ctd_loss
 
 
@@ -111,8 +113,7 @@ def test_rtd_decoder_puts_each_tokens_prediction_in_its_own_block():
 
 
 def test_cosine_schedule_warms_up_then_decays_to_the_floor():
-    cfg = DistillConfig(steps=110, warmup_steps=10, lr=1e-3, min_lr=1e-5)
-    f = _cosine(cfg)
+    f = warmup_cosine(lr=1e-3, min_lr=1e-5, warmup=10, steps=110)
     assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
     assert f(60) == pytest.approx(0.01 + 0.99 * 0.5)
     assert f(110) == pytest.approx(0.01) and f(500) == pytest.approx(0.01)
@@ -154,27 +155,81 @@ def test_metrics_after_the_checkpoint_and_a_torn_last_line_are_dropped_on_resume
     path = tmp_path / "metrics.jsonl"
     rows = [json.dumps({"step": s, "loss": 1.0 / s}) for s in (1, 2, 3)]
     path.write_text("\n".join(rows) + "\n" + rows[2][:9] + "\n\n" + '{"step": 1}'[:6])  # killed mid-write
-    _truncate_metrics(path, step=2)
+    truncate_metrics(path, step=2)
     assert path.read_text() == rows[0] + "\n" + rows[1] + "\n"
-    _truncate_metrics(path, step=2)  # idempotent: a second resume from the same checkpoint
+    truncate_metrics(path, step=2)  # idempotent: a second resume from the same checkpoint
     assert path.read_text() == rows[0] + "\n" + rows[1] + "\n"
 
 
-def test_optimizer_state_survives_packing():
-    from torch.distributed.checkpoint.state_dict import get_state_dict
-
-    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
+def _trained(seed: int):
+    """A small model and AdamW (tuple betas, integer state keys) after one step, with a scheduler."""
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.LayerNorm(4), torch.nn.Linear(4, 2))
     opt = torch.optim.AdamW(model.parameters(), betas=(0.8, 0.9))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(1e-3, 1e-5, 2, 10))
     model(torch.randn(5, 3)).sum().backward()
     opt.step()
-    _, state = get_state_dict(model, opt)
-    tensors, groups = ckpt.pack_optimizer(state)
-    json.dumps(groups)
-    back = ckpt.unpack_optimizer(tensors, json.loads(json.dumps(groups)))
-    assert back["param_groups"][0]["betas"] == (0.8, 0.9)
-    for name, per in state["state"].items():
+    sched.step()
+    return model, opt, sched
+
+
+def test_the_checkpointer_round_trips_any_stateful_objects_and_keeps_the_last_k(tmp_path):
+    from liteframe.train.checkpoint import Checkpointer, ModelState, OptimizerState
+    from liteframe.train.dist import Context
+
+    ctx = Context(0, 1, torch.device("cpu"))
+    model, opt, sched = _trained(0)
+    state = TrainState(step=7, epoch=1, position=3, samples=56, tokens=900, skipped=2)
+    torch.manual_seed(123)
+    saved = {"model": ModelState(model), "optim": OptimizerState(model, opt), "plain_optim": opt,
+             "scheduler": sched, "train": state, "rng": RNGState(ctx)}
+    keeper = Checkpointer(tmp_path, keep_last=2, ctx=ctx)
+    assert keeper.resume(saved) == 0  # nothing to resume from
+    for step in (5, 6, 7):
+        keeper.save(step, saved)
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["step-00000006.safetensors",
+                                                                 "step-00000007.safetensors"]
+    expected_draw = torch.rand(4)
+    model2, opt2, sched2 = _trained(1)  # other weights, other optimiser state
+    state2 = TrainState()
+    loaded = {"model": ModelState(model2), "optim": OptimizerState(model2, opt2), "plain_optim": opt2,
+              "scheduler": sched2, "train": state2, "rng": RNGState(ctx)}
+    assert Checkpointer(tmp_path, keep_last=2, ctx=ctx).resume(loaded) == 7
+    assert state2 == state
+    for a, b in zip(model.state_dict().values(), model2.state_dict().values()):
+        assert torch.equal(a, b)
+    assert opt2.state_dict()["param_groups"][0]["betas"] == (0.8, 0.9)  # a tuple again, as AdamW made it
+    for k, per in opt.state_dict()["state"].items():  # integer keys come back as integers
+        assert opt2.state_dict()["state"][k].keys() == per.keys()
         for key, value in per.items():
-            assert torch.equal(back["state"][name][key], value)
+            assert torch.equal(opt2.state_dict()["state"][k][key], value)
+    assert sched2.state_dict() == sched.state_dict()
+    assert torch.equal(torch.rand(4), expected_draw)  # the random stream continues where the save left it
+    with pytest.raises(InputError, match="holds no extra"):
+        Checkpointer(tmp_path, keep_last=2, ctx=ctx).resume({**loaded, "extra": TrainState()})
+
+
+def test_optimizer_groups_decay_matrices_only():
+    from liteframe.models import tiny_student_config, LiteFrameEncoder
+
+    student = LiteFrameEncoder(tiny_student_config())
+    decay, no_decay = student.optimizer_groups(0.05)
+    names = {id(p): n for n, p in student.named_parameters()}
+    assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(student.parameters()))
+    assert all(p.ndim >= 2 for p in decay["params"])
+    assert {"pos_embed", "cls_token"} <= {names[id(p)] for p in no_decay["params"]}
+    decoder = RTDDecoder(8, (4, 4, 4))
+    assert [len(g["params"]) for g in decoder.optimizer_groups(0.1)] == [2, 4]
+
+
+def test_compression_sets_the_frame_check():
+    assert DistillConfig(compression=64, frames=8).compression == 64
+    assert DistillConfig(compression=4, frames=3).frames == 3  # 4x merges no frames
+    with pytest.raises(InputError, match="multiple of 4 .the clip of 64x"):
+        DistillConfig(compression=64, frames=6)
+    with pytest.raises(InputError, match="compression=8 must be one of 4, 16, 64"):
+        DistillConfig(compression=8)
 
 
 # -- data -------------------------------------------------------------------------------------------------------------
@@ -216,3 +271,24 @@ def test_manifest_lines_and_their_errors(tmp_path):
     with pytest.raises(InputError, match="cannot read"):
         read_manifest(tmp_path / "missing.jsonl")
 
+
+
+def test_the_data_module_does_not_import_the_targets_module():
+    import ast
+    import liteframe.train.data as data
+
+    tree = ast.parse(open(data.__file__).read())  # every import, TYPE_CHECKING ones included
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not {m for m in imported if m and m.startswith("liteframe.train.")} - {"liteframe.train.data"}
+
+
+def test_resuming_under_changed_settings_names_them(caplog):
+    from liteframe.train.state import ConfigState
+
+    saved = ConfigState({"lr": 1e-3, "steps": 10, "student": {"depth": 3}}).state_dict()
+    with caplog.at_level("WARNING", logger="liteframe.train"):
+        ConfigState({"lr": 1e-3, "steps": 20, "student": {"depth": 3}}).load_state_dict(saved)
+        assert not caplog.records  # more steps is how a finished run trains on
+        ConfigState({"lr": 2e-3, "steps": 10, "student": {"depth": 3}}).load_state_dict(saved)
+    assert "'lr': (0.001, 0.002)" in caplog.text

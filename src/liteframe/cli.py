@@ -177,21 +177,28 @@ def _add_distill(sub) -> None:
                        description="Train a student by CTD; resumes from the newest checkpoint in `output`. "
                                    "Multi-GPU: torchrun --nproc_per_node N -m liteframe.cli distill ...")
     p.add_argument("--config", help="YAML file of distill settings (see configs/distill_tiny.yaml)")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override settings, e.g. steps=100 student.depth=6")
+    _add_train_compression(p)
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="override settings, e.g. steps=100 student.depth=6")
 
     def run(a) -> int:
         import logging
         import os
 
+        from liteframe.tables import print_rows
         from liteframe.train import DistillConfig, distill
+        from liteframe.train.distill import summary_rows
 
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-        result = distill(DistillConfig.load(a.config, a.overrides))
+        result = distill(DistillConfig.load(a.config, _train_overrides(a)))
         if result.student is None:
             print(f"stopped at step {result.step} by SIGTERM; checkpoint saved; run the same command to resume")
             return 143
         if os.environ.get("RANK", "0") == "0":
             print(f"step {result.step}: student saved to {result.student}")
+            rows = summary_rows(result.metrics)
+            if rows:
+                print_rows(rows, False)
         return 0
 
     p.set_defaults(func=run)
@@ -201,6 +208,7 @@ def _add_cache_targets(sub) -> None:
     p = sub.add_parser("cache-targets", help="run the teacher once over a manifest and store WAP targets",
                        description="Write the target cache named by `target_cache` for the distill config.")
     p.add_argument("--config", help="YAML file of distill settings")
+    _add_train_compression(p)
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override settings, e.g. cache_views=4")
 
     def run(a) -> None:
@@ -208,11 +216,21 @@ def _add_cache_targets(sub) -> None:
 
         from liteframe.train import DistillConfig, cache_targets
 
-        summary = cache_targets(DistillConfig.load(a.config, a.overrides))
+        summary = cache_targets(DistillConfig.load(a.config, _train_overrides(a)))
         if os.environ.get("RANK", "0") == "0":
             print(f"{summary['clips']} clips cached in {summary['folder']}, {summary['failed']} failed")
 
     p.set_defaults(func=run)
+
+
+def _add_train_compression(p) -> None:
+    p.add_argument("--compression", type=int, choices=(4, 16, 64),
+                   help="tokens merged into one: the WAP target block and the student's grid (same as compression=N)")
+
+
+def _train_overrides(a) -> list[str]:
+    """KEY=VALUE overrides, `--compression` last so that it wins."""
+    return [*a.overrides, *([f"compression={a.compression}"] if a.compression else [])]
 
 
 def build_parser() -> argparse.ArgumentParser:

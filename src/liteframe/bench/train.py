@@ -24,6 +24,7 @@ TINY_STUDENT = {"width": 32, "depth": 3, "heads": 2, "mlp": 64, "downsample_afte
 
 
 def run(device: str = "cpu", steps: int = 8, batch_size: int = 4, workers: int = 2) -> list[dict]:
+    """`liteframe bench train` -> table rows (the CLI prints them)."""
     if resolve_device(device).type == "cuda":
         return step_rows(steps=steps, batch_size=batch_size, device=device)
     return job_rows(steps, batch_size, workers)
@@ -93,6 +94,7 @@ def step_rows(steps: int = 10, batch_size: int = 4, frames: int = 16, size: int 
     computed in the step or given -> rows with clips/s and MFU. Defaults: InternViT-300M and LiteFrame-B."""
     from transformers import InternVLVisionConfig
 
+    from liteframe.compression import DEFAULT
     from liteframe.models import LiteFrameConfig, LiteFrameEncoder, Teacher
     from liteframe.models.flops import count_flops
     from liteframe.train.loss import clip_outliers, ctd_loss
@@ -104,9 +106,9 @@ def step_rows(steps: int = 10, batch_size: int = 4, frames: int = 16, size: int 
         dev, torch.bfloat16 if bf16 else torch.float32)
     config = student_config or LiteFrameConfig(image=teacher.image_size, out_dim=teacher.hidden_size)
     student = LiteFrameEncoder.from_teacher(teacher, config).to(dev)
-    optimizer = torch.optim.AdamW(student.parameters(), lr=1e-4, fused=bf16)
+    optimizer = torch.optim.AdamW(student.optimizer_groups(0.05), lr=1e-4, fused=bf16)
     pixels = torch.randn(batch_size, frames, 3, size, size, device=dev)
-    cached = teacher_targets(teacher, pixels).float()
+    cached = teacher_targets(teacher, pixels, DEFAULT).float()
     shape = (batch_size, frames, 3, size, size)
     with torch.device("meta"):
         student_flops = 3 * count_flops(LiteFrameEncoder(config), shape).total  # forward + backward (2x)
@@ -116,7 +118,7 @@ def step_rows(steps: int = 10, batch_size: int = 4, frames: int = 16, size: int 
 
     def step(online: bool) -> None:
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
-            target = teacher_targets(teacher, pixels) if online else cached
+            target = teacher_targets(teacher, pixels, DEFAULT) if online else cached
             pred = student(pixels).tokens()
         loss, _ = ctd_loss(pred, clip_outliers(target.flatten(1, 3), 3.0))
         loss.backward()

@@ -222,3 +222,12 @@ class LiteFrameEncoder(nn.Module):
                                  f"config expects {tuple(expected[key].shape)}")
         model.load_state_dict(state, assign=True)
         return model.to(device=device, dtype=dtype)
+
+    def optimizer_groups(self, weight_decay: float) -> list[dict]:
+        """AdamW parameter groups, nanoGPT's way: weight decay on matrices and kernels only, none on biases, norms,
+        LayerScale and the embeddings (the position table and the CLS token)."""
+        decay, no_decay = [], []
+        for name, p in self.named_parameters():
+            if p.requires_grad:
+                (decay if p.ndim >= 2 and name not in ("pos_embed", "cls_token") else no_decay).append(p)
+        return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]

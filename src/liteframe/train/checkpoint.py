@@ -1,27 +1,145 @@
-"""Training checkpoints: one safetensors file per save (tensors) with the rest as JSON in its metadata.
+"""Training checkpoints, torchtitan's shape: `Checkpointer(folder, keep_last).save(step, objects)` and
+`.resume(objects) -> step` over any objects with `state_dict()` / `load_state_dict()`.
 
-A save goes through `liteframe.io.atomic_write`, so a crash at any moment leaves either the previous checkpoints or
-the new complete one, never a broken file. Nothing is unpickled.
+One safetensors file per save: every tensor of every object's state dict, keyed `<object>/<path>`, and the rest of
+the state as JSON in the file's metadata (tensors replaced by their keys). A save goes through
+`liteframe.io.atomic_write`, so a crash at any moment leaves either the previous checkpoints or the new complete one,
+never a broken file. Nothing is unpickled.
 """
 from __future__ import annotations
 
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
+                                                     get_optimizer_state_dict, set_model_state_dict,
+                                                     set_optimizer_state_dict)
 
 from liteframe.errors import InputError
 from liteframe.io import atomic_write
+from liteframe.train.dist import Context
 
 _NAME = re.compile(r"^step-(\d+)\.safetensors$")
+_FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
+
+
+class Checkpointer:
+    """`save(step, {"model": ..., "optim": ...})` writes `folder/step-<step>.safetensors` (rank 0; every rank must
+    call it, as state dicts of sharded models are collectives) and keeps the newest `keep_last`;
+    `resume(objects)` loads the newest into the objects and returns its step (0 when there is none)."""
+
+    def __init__(self, folder: str | Path, keep_last: int, ctx: Context | None = None):
+        self.folder, self.keep_last = Path(folder), keep_last
+        self.main = ctx is None or ctx.main
+
+    def save(self, step: int, objects: Mapping[str, Any]) -> Path | None:
+        tensors: dict[str, torch.Tensor] = {}
+        seen: dict[Any, Any] = {"storages": set()}
+        state = {name: _flatten(obj.state_dict(), name, tensors, seen) for name, obj in objects.items()}
+        if not self.main:
+            return None
+        return save_checkpoint(self.folder, step, tensors, state, self.keep_last)
+
+    def resume(self, objects: Mapping[str, Any]) -> int:
+        found = list_checkpoints(self.folder)
+        if not found:
+            return 0
+        tensors, state = load_checkpoint(found[-1])
+        missing = sorted(set(objects) - set(state))
+        if missing:
+            raise InputError(f"{found[-1]}: checkpoint holds no {', '.join(missing)}")
+        for name, obj in objects.items():
+            obj.load_state_dict(_unflatten(state[name], tensors))
+        return int(_step(found[-1]))
+
+    def latest(self) -> Path | None:
+        found = list_checkpoints(self.folder)
+        return found[-1] if found else None
+
+
+class ModelState:
+    """A model (plain, DDP or FSDP2) as a stateful object: its full, unsharded state dict on CPU."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return get_model_state_dict(self.model, options=_FULL)
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        set_model_state_dict(self.model, state, options=StateDictOptions(full_state_dict=True))
+
+
+class OptimizerState:
+    """An optimiser as a stateful object, its state keyed by parameter names (so it survives re-wrapping)."""
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer):
+        self.model, self.optimizer = model, optimizer
+
+    def state_dict(self) -> dict[str, Any]:
+        return get_optimizer_state_dict(self.model, self.optimizer, options=_FULL)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        # not strict: parameters that never had a gradient (the temporal mixers of blocks that only ever see one
+        # frame) have no AdamW state yet, in the checkpoint as in the uninterrupted run
+        set_optimizer_state_dict(self.model, self.optimizer, state,
+                                 options=StateDictOptions(full_state_dict=True, strict=False))
+
+
+def _flatten(value: Any, key: str, tensors: dict[str, torch.Tensor], seen: dict[Any, Any]) -> Any:
+    """A state dict -> JSON, moving each tensor into `tensors[key/...]`; tuples and non-string keys are marked so
+    that `_unflatten` gives back the same types (AdamW's betas, a plain optimiser's integer keys). A tensor met
+    twice (tied weights, two views of one optimiser) is stored once; safetensors refuses shared memory."""
+    if isinstance(value, torch.Tensor):
+        t = value.detach().cpu().contiguous()
+        storage = t.untyped_storage().data_ptr()
+        same = (storage, t.storage_offset(), t.shape, t.dtype)
+        if same in seen:
+            return {"tensor": seen[same]}
+        if storage in seen["storages"] and t.numel():
+            t = t.clone()  # another view of stored memory
+        seen[same] = key
+        seen["storages"].add(storage)
+        tensors[key] = t
+        return {"tensor": key}
+    if isinstance(value, Mapping):
+        if all(isinstance(k, str) for k in value):
+            return {"dict": {k: _flatten(v, f"{key}/{k}", tensors, seen) for k, v in value.items()}}
+        return {"items": [[k, _flatten(v, f"{key}/{k}", tensors, seen)] for k, v in value.items()]}
+    if isinstance(value, (list, tuple)):
+        items = [_flatten(v, f"{key}/{i}", tensors, seen) for i, v in enumerate(value)]
+        return {"tuple" if isinstance(value, tuple) else "list": items}
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return {"value": value}
+    raise TypeError(f"{key}: cannot checkpoint a {type(value).__name__}")
+
+
+def _unflatten(node: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Any:
+    (kind, value), = node.items()
+    if kind == "tensor":
+        return tensors[value]
+    if kind == "dict":
+        return {k: _unflatten(v, tensors) for k, v in value.items()}
+    if kind == "items":
+        return {k: _unflatten(v, tensors) for k, v in value}
+    if kind in ("list", "tuple"):
+        items = [_unflatten(v, tensors) for v in value]
+        return tuple(items) if kind == "tuple" else items
+    return value
 
 
 def checkpoint_path(folder: str | Path, step: int) -> Path:
     return Path(folder) / f"step-{step:08d}.safetensors"
+
+
+def _step(path: Path) -> int:
+    return int(_NAME.match(path.name).group(1))
 
 
 def list_checkpoints(folder: str | Path) -> list[Path]:
@@ -58,21 +176,3 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
         return tensors, json.loads(meta["liteframe"])
     except (OSError, SafetensorError, KeyError, json.JSONDecodeError) as err:
         raise InputError(f"{path}: not a readable liteframe checkpoint ({err})") from err
-
-
-def pack_optimizer(optim_state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
-    """A state dict keyed by parameter names (`torch.distributed.checkpoint.state_dict`) -> (tensors, JSON groups)."""
-    tensors = {f"optim/{name}/{key}": value for name, per in optim_state["state"].items() for key, value in per.items()}
-    groups = [{k: list(v) if isinstance(v, tuple) else v for k, v in g.items()} for g in optim_state["param_groups"]]
-    return tensors, groups
-
-
-def unpack_optimizer(tensors: dict[str, torch.Tensor], groups: list[dict[str, Any]]) -> dict[str, Any]:
-    """Inverse of `pack_optimizer`."""
-    state: dict[str, dict[str, torch.Tensor]] = {}
-    for key, value in tensors.items():
-        if key.startswith("optim/"):
-            name, _, field = key[len("optim/"):].rpartition("/")
-            state.setdefault(name, {})[field] = value
-    groups = [{k: tuple(v) if k == "betas" else v for k, v in g.items()} for g in groups]
-    return {"state": state, "param_groups": groups}

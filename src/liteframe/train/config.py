@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from liteframe.compression import COMPRESSIONS, get_compression
 from liteframe.errors import InputError
 
 
@@ -19,11 +20,13 @@ class DistillConfig:
     # what to distil
     teacher: str = ""  # an InternVL3 `-hf` folder (vision tower and projector are used)
     student: dict[str, Any] = field(default_factory=dict)  # LiteFrameConfig fields; cropped from the teacher
+    compression: int = 16  # 4, 16 or 64: the WAP target block and the student's output grid (liteframe.compression)
     output: str = "runs/distill"
     # data
     manifest: str = ""  # JSON lines: {"video": path, "start": s, "end": s}; start/end optional
     eval_manifest: str = ""  # held-out videos for the cosine evaluation; empty: no evaluation
-    frames: int = 16  # frames per training clip, as frames/4 dense 4-frame clips
+    eval_views: int = 1  # held-out clips per eval_manifest line (different times of the video)
+    frames: int = 16  # frames per training clip, a multiple of the compression's clip (4 at 16x and 64x)
     fps: tuple[float, float] = (1.0, 4.0)  # in-clip frame rate, drawn per sample from [low, high]; low >= 1
     image_size: int = 0  # 0: the teacher's input size
     workers: int = 2  # DataLoader worker processes per rank (decoding happens there)
@@ -59,8 +62,12 @@ class DistillConfig:
 
     def __post_init__(self):
         self.betas, self.fps = tuple(self.betas), tuple(self.fps)
+        clip = get_compression(self.compression).clip_frames() if self.compression in COMPRESSIONS else 1
         checks = [
-            (self.frames > 0 and self.frames % 4 == 0, f"frames={self.frames} must be a positive multiple of 4"),
+            (self.compression in COMPRESSIONS,
+             f"compression={self.compression} must be one of {', '.join(map(str, COMPRESSIONS))}"),
+            (self.frames > 0 and self.frames % clip == 0,
+             f"frames={self.frames} must be a positive multiple of {clip} (the clip of {self.compression}x)"),
             (len(self.fps) == 2 and 1.0 <= self.fps[0] <= self.fps[1],
              f"fps={list(self.fps)} must be a range [low, high] with low >= 1 (SPEC 5: dense clips at >= 1 fps)"),
             (self.loss in ("ctd", "rtd"), f"loss={self.loss!r} must be 'ctd' or 'rtd'"),
@@ -68,7 +75,8 @@ class DistillConfig:
             (self.precision in ("auto", "bf16", "fp32"), f"precision={self.precision!r} must be auto, bf16 or fp32"),
             (self.device in ("auto", "cpu", "cuda"), f"device={self.device!r} must be auto, cpu or cuda"),
             (min(self.steps, self.batch_size, self.grad_accum) > 0, "steps, batch_size and grad_accum must be > 0"),
-            (self.cache_views > 0 and self.keep_last > 0, "cache_views and keep_last must be > 0"),
+            (min(self.cache_views, self.eval_views, self.keep_last) > 0,
+             "cache_views, eval_views and keep_last must be > 0"),
             (not (self.loss == "rtd" and self.target_cache), "loss=rtd needs the dense teacher tokens, which the "
              "target cache does not hold: leave target_cache empty"),
         ]

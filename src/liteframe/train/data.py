@@ -12,7 +12,7 @@ import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from torch.utils.data import Dataset, DistributedSampler
@@ -21,10 +21,6 @@ from liteframe.errors import InputError
 from liteframe.video.decode import VideoDecodeError, VideoDecodeWarning, VideoInfo, open_video
 from liteframe.video.preprocess import preprocess
 from liteframe.video.sampling import FrameSample, TrainSampler
-
-if TYPE_CHECKING:
-    from liteframe.train.targets import TargetCache
-
 
 @dataclass(frozen=True)
 class ManifestEntry:
@@ -72,9 +68,8 @@ class ClipDataset(Dataset):
     A video that fails to decode (or decodes only in part) is skipped: the next video in the manifest stands in,
     and the failure travels with the item so the training loop can count and log it."""
 
-    def __init__(self, entries: list[ManifestEntry], frames: int, size: int, fps: tuple[float, float], seed: int,
-                 cache: TargetCache | None = None):
-        self.entries, self.size, self.cache = entries, size, cache
+    def __init__(self, entries: list[ManifestEntry], frames: int, size: int, fps: tuple[float, float], seed: int):
+        self.entries, self.size = entries, size
         self.sampler = TrainSampler(budgets=(frames,), rates=tuple(fps), seed=seed)
         self.view = 0
 
@@ -86,18 +81,12 @@ class ClipDataset(Dataset):
         return len(self.entries)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        skipped = []
-        for k in range(len(self.entries)):
-            j = (i + k) % len(self.entries)
-            try:
-                pixels, sample = self.load(j, self.view)
-                item = {"pixels": pixels, "index": j, "indices": torch.from_numpy(sample.indices), "skipped": skipped}
-                if self.cache is not None:
-                    item["target"] = self.cached_target(j, item["indices"])
-                return item
-            except VideoDecodeError as err:
-                skipped.append(str(err))
-        raise InputError(f"no video in the manifest decodes ({len(self.entries)} tried; first: {skipped[0]})")
+        return first_decodable(self.item, i, len(self.entries))
+
+    def item(self, i: int) -> dict[str, Any]:
+        """Video i's item for this view, with no stand-in; VideoDecodeError if it fails."""
+        pixels, sample = self.load(i, self.view)
+        return {"pixels": pixels, "index": i, "indices": torch.from_numpy(sample.indices)}
 
     def load(self, i: int, view: int) -> tuple[torch.Tensor, FrameSample]:
         """Decode video i's clip for `view` -> (float (T, 3, S, S), its FrameSample); VideoDecodeError if it fails."""
@@ -112,17 +101,17 @@ class ClipDataset(Dataset):
                 raise VideoDecodeError(str(warning)) from None
         return preprocess(frames.data, self.size), sample
 
-    def cached_target(self, i: int, indices: torch.Tensor) -> torch.Tensor:
-        """Video i's cached target for this view, after checking it was computed on exactly these frames."""
+
+def first_decodable(item: Callable[[int], dict[str, Any]], i: int, n: int) -> dict[str, Any]:
+    """`item(i)`, or when it raises VideoDecodeError the next index's that does (wrapping at `n`), with the reasons
+    for the ones skipped under `"skipped"`."""
+    skipped = []
+    for k in range(n):
         try:
-            target, cached = self.cache.get(self.view, i)
-        except KeyError as err:  # the video failed when the cache was built
-            raise VideoDecodeError(f"{self.entries[i].video}: no cached target ({err.args[0]})") from None
-        if not torch.equal(cached, indices):
-            raise InputError(f"{self.cache.folder}: cached target of {self.entries[i].video} (view {self.view}) was "
-                             f"computed on frames {cached.tolist()}, this run samples {indices.tolist()}; "
-                             f"rebuild the cache with `liteframe cache-targets`")
-        return target
+            return {**item((i + k) % n), "skipped": skipped}
+        except VideoDecodeError as err:
+            skipped.append(str(err))
+    raise InputError(f"no video in the manifest decodes ({n} tried; first: {skipped[0]})")
 
 
 def clip_sample(sampler: TrainSampler, info: VideoInfo, entry: ManifestEntry, key: int) -> FrameSample:

@@ -37,9 +37,9 @@ class RTDDecoder(nn.Module):
 
     `(B, T/t, H/h, W/w, C) -> (B, T, H, W, C)` by a per-token MLP to `t*h*w*C` values and a depth-to-space."""
 
-    def __init__(self, dim: int, block: tuple[int, int, int] = (4, 2, 2)):
+    def __init__(self, dim: int, block: tuple[int, int, int]):
         super().__init__()
-        self.block = block
+        self.block = tuple(block)
         self.norm = nn.LayerNorm(dim)
         self.fc1 = nn.Linear(dim, dim)
         self.fc2 = nn.Linear(dim, math.prod(block) * dim)
@@ -50,3 +50,9 @@ class RTDDecoder(nn.Module):
         x = self.fc2(F.gelu(self.fc1(self.norm(x))))
         x = x.view(b, t, h, w, bt, bh, bw, c).permute(0, 1, 4, 2, 5, 3, 6, 7)
         return x.reshape(b, t * bt, h * bh, w * bw, c)
+
+    def optimizer_groups(self, weight_decay: float) -> list[dict]:
+        """AdamW parameter groups: weight decay on the matrices, none on biases and the norm."""
+        params = list(self.parameters())
+        return [{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+                {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]

@@ -1,10 +1,11 @@
-"""CTD targets: WAP(teacher(x)) with block (4, 2, 2), computed on the fly or read from a target cache.
+"""CTD targets: WAP(teacher(x)) with the run's compression block (SPEC 5; (4, 2, 2) at 16x), computed on the fly or
+read from a target cache.
 
 A cache is a folder of safetensors shards (bf16 targets and the frame indices they were computed on, keyed
 `"<view>/<video index>"`) and a `cache.json` written last, so a folder without it is an unfinished cache. The
 json holds a fingerprint of everything that decides a target: the teacher's weights and config, the manifest,
-the clip sampling (frames, fps range, seed, views) and the preprocessing. A run whose fingerprint differs is
-refused, and every clip read is checked against the frame indices stored with its target.
+the clip sampling (frames, fps range, seed, views), the preprocessing and the WAP block. A run whose fingerprint
+differs is refused, and every clip read is checked against the frame indices stored with its target.
 
 How cached targets line up with clips: the clip of (view v, video i) is fixed, a pure function of (seed, v, i)
 (`liteframe.train.data`). Training epoch e reads view e on the fly and view e % cache_views from a cache, so with
@@ -25,28 +26,38 @@ from safetensors.torch import save_file
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from liteframe.compression import Compression
 from liteframe.errors import InputError
+from liteframe.grid import TokenGrid
 from liteframe.io import atomic_write
 from liteframe.models import Teacher
 from liteframe.reduce import wap
 from liteframe.train.config import DistillConfig
-from liteframe.train.data import ClipDataset, manifest_digest, read_manifest, worker_init
-from liteframe.train.dist import barrier, setup, teardown
+from liteframe.train.data import (ClipDataset, ManifestEntry, first_decodable, manifest_digest, read_manifest,
+                                  worker_init)
+from liteframe.train.dist import barrier
+from liteframe.train.job import Job, job_setup
 from liteframe.video.decode import VideoDecodeError
 from liteframe.video.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 log = logging.getLogger("liteframe.train")
-BLOCK = (4, 2, 2)  # SPEC 5: the student's output grid is WAP's with this block
 INDEX = "cache.json"
 _SHARD_BYTES = 512 * 2**20
 
 
 @torch.no_grad()
-def teacher_targets(teacher: Teacher, pixels: torch.Tensor, dense: bool = False) -> torch.Tensor:
-    """`(B, T, 3, S, S) -> (B, T/4, S/2p, S/2p, C)` WAP(teacher) patch tokens, or with `dense` the teacher's own
-    `(B, T, S/p, S/p, C)` (the RTD target)."""
+def teacher_targets(teacher: Teacher, pixels: torch.Tensor, compression: Compression,
+                    dense: bool = False) -> torch.Tensor:
+    """`(B, T, 3, S, S) -> (B, T/t, S/hp, S/wp, C)` WAP(teacher) patch tokens with block (t, h, w), or with `dense`
+    the teacher's own `(B, T, S/p, S/p, C)` (the RTD target). Training, the target cache and the held-out
+    references all take their targets from here, under the same autocast."""
     grid = teacher(pixels)
-    return grid.patches if dense else wap(grid.patches, grid.queries, BLOCK)
+    return grid.patches if dense else wap_targets(grid, compression)
+
+
+def wap_targets(grid: TokenGrid, compression: Compression) -> torch.Tensor:
+    """Teacher grid `(B, T, H, W, C)` -> CTD targets `(B, T/t, H/h, W/w, C)`: WAP with the compression's block."""
+    return wap(grid.patches, grid.queries, compression.block)
 
 
 def teacher_identity(teacher: Teacher, folder: str) -> dict[str, str]:
@@ -60,8 +71,14 @@ def teacher_identity(teacher: Teacher, folder: str) -> dict[str, str]:
     return {"config_sha256": hashlib.sha256(config.read_bytes()).hexdigest(), "weights_sha256": digest.hexdigest()}
 
 
+def cache_fingerprint(job: Job, cfg: DistillConfig, entries: list[ManifestEntry]) -> dict[str, Any]:
+    """The fingerprint a target cache for this job must carry."""
+    return fingerprint(teacher_identity(job.teacher, cfg.teacher), manifest_digest(entries), cfg.frames, cfg.fps,
+                       cfg.seed, cfg.cache_views, job.size, job.compression)
+
+
 def fingerprint(teacher_id: dict[str, str], manifest_sha256: str, frames: int, fps: tuple[float, float], seed: int,
-                views: int, image_size: int) -> dict[str, Any]:
+                views: int, image_size: int, compression: Compression) -> dict[str, Any]:
     """Everything that decides which target a (view, video) key holds."""
     return {
         "teacher": teacher_id,
@@ -70,7 +87,7 @@ def fingerprint(teacher_id: dict[str, str], manifest_sha256: str, frames: int, f
                      "views": views},
         "preprocess": {"size": image_size, "resize": "bicubic antialias", "mean": list(IMAGENET_MEAN),
                        "std": list(IMAGENET_STD)},
-        "target": {"reducer": "wap", "block": list(BLOCK), "dtype": "bfloat16"},
+        "target": {"reducer": "wap", "block": list(compression.block), "dtype": "bfloat16"},
     }
 
 
@@ -114,6 +131,38 @@ class TargetCache:
 
     def __getstate__(self):  # file handles do not cross into worker processes; each opens its own
         return {**self.__dict__, "_open": {}}
+
+
+class CachedTargets(Dataset):
+    """A `ClipDataset` whose items also carry their cached target: `item["target"]` bf16 `(T/t, H', W', C)`.
+
+    A video without a cached target (it failed when the cache was built) is skipped like one that fails to decode;
+    a target computed on other frames than the clip this run samples is refused."""
+
+    def __init__(self, data: ClipDataset, cache: TargetCache):
+        self.data, self.cache = data, cache
+
+    def set_view(self, view: int) -> None:
+        self.data.set_view(view)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return first_decodable(self.item, i, len(self.data))
+
+    def item(self, i: int) -> dict[str, Any]:
+        view, video = self.data.view, self.data.entries[i].video
+        try:
+            target, cached = self.cache.get(view, i)
+        except KeyError as err:
+            raise VideoDecodeError(f"{video}: no cached target ({err.args[0]})") from None
+        item = self.data.item(i)
+        if not torch.equal(cached, item["indices"]):
+            raise InputError(f"{self.cache.folder}: cached target of {video} (view {view}) was computed on frames "
+                             f"{cached.tolist()}, this run samples {item['indices'].tolist()}; rebuild the cache "
+                             f"with `liteframe cache-targets`")
+        return {**item, "target": target}
 
 
 class CacheWriter:
@@ -175,21 +224,15 @@ def cache_targets(cfg: DistillConfig) -> dict[str, Any]:
     if not (cfg.teacher and cfg.manifest and cfg.target_cache):
         raise InputError("cache-targets: the config needs `teacher`, `manifest` and `target_cache` (the folder "
                          "to write)")
-    ctx = setup(cfg.device)
-    try:
-        cuda = ctx.device.type == "cuda"
-        teacher = Teacher.from_pretrained(cfg.teacher, dtype=torch.bfloat16 if cuda else torch.float32,
-                                          device=ctx.device)
-        size = cfg.image_size or teacher.image_size
-        entries = read_manifest(cfg.manifest)
-        expected = fingerprint(teacher_identity(teacher, cfg.teacher), manifest_digest(entries), cfg.frames, cfg.fps,
-                             cfg.seed, cfg.cache_views, size)
-        folder = Path(cfg.target_cache)
+    entries = read_manifest(cfg.manifest)
+    with job_setup(cfg) as job:
+        ctx, folder = job.ctx, Path(cfg.target_cache)
+        expected = cache_fingerprint(job, cfg, entries)
         if (folder / INDEX).is_file():
             cache = TargetCache(folder, expected)  # refuses a cache built with other settings
             return {"folder": str(folder), "clips": len(cache.entries), "failed": len(cache.failed)}
         keys = [(view, i) for view in range(cfg.cache_views) for i in range(len(entries))][ctx.rank::ctx.world]
-        data = _Keyed(ClipDataset(entries, cfg.frames, size, cfg.fps, cfg.seed), keys)
+        data = _Keyed(ClipDataset(entries, cfg.frames, job.size, cfg.fps, cfg.seed), keys)
         loader = DataLoader(data, batch_size=max(1, cfg.batch_size // ctx.world), num_workers=cfg.workers,
                             collate_fn=list, worker_init_fn=worker_init)
         writer = CacheWriter(folder, ctx.rank)
@@ -201,8 +244,8 @@ def cache_targets(cfg: DistillConfig) -> dict[str, Any]:
                     writer.fail(it["key"], it["failed"])
             if good:
                 pixels = torch.stack([it["pixels"] for it in good]).to(ctx.device)
-                with torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=cuda):
-                    targets = teacher_targets(teacher, pixels)
+                with job.autocast():
+                    targets = teacher_targets(job.teacher, pixels, job.compression)
                 for it, target in zip(good, targets):
                     writer.add(it["key"], target, it["indices"])
         writer.close()
@@ -212,8 +255,6 @@ def cache_targets(cfg: DistillConfig) -> dict[str, Any]:
         barrier(ctx)
         meta = json.loads((folder / INDEX).read_text())
         return {"folder": str(folder), "clips": len(meta["entries"]), "failed": len(meta["failed"])}
-    finally:
-        teardown()
 
 
 class _Keyed(Dataset):
