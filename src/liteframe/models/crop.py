@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from .student import LiteFrameConfig
+from .config import LiteFrameConfig
 
 
 def teacher_layers(config: LiteFrameConfig, teacher_depth: int) -> tuple[int, ...]:
