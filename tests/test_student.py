@@ -227,6 +227,33 @@ def test_from_teacher_folder(tmp_path):
         LiteFrameEncoder.from_teacher(Teacher.from_config(tiny_internvl_config()), tiny_student_config(heads=4))
 
 
+def test_crop_accepts_a_teacher_that_keeps_its_final_norm():
+    """InternViT-format teachers converted from other ViTs keep their final LayerNorm (`use_mean_pooling: false`);
+    the crop never reads it (CTD's targets include it), so it crops as the teacher without one."""
+    from liteframe.models import tiny_vision_config
+
+    torch.manual_seed(0)
+    plain = Teacher.from_config(tiny_vision_config())
+    config = tiny_vision_config()
+    config.use_mean_pooling = False
+    normed = Teacher.from_config(config)
+    normed.vision.load_state_dict(plain.vision.state_dict(), strict=False)
+    assert isinstance(normed.vision.layernorm, torch.nn.LayerNorm)
+    assert isinstance(plain.vision.layernorm, torch.nn.Identity)
+    a = LiteFrameEncoder.from_teacher(plain, tiny_student_config()).state_dict()
+    b = LiteFrameEncoder.from_teacher(normed, tiny_student_config()).state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_crop_refusal_leads_with_the_reason_and_names_only_what_differs(teacher):
+    with pytest.raises(InputError) as err:
+        LiteFrameEncoder.from_teacher(teacher, tiny_student_config(heads=4, width=96, mlp=64, qkv_bias=False))
+    message = str(err.value)
+    assert message == ("crop init: the student does not fit the teacher: head dim: student 24, teacher 16; "
+                       "qkv bias: student False, teacher True; width 96 exceeds the teacher's 64; "
+                       "out_dim 64 is below the width 96")
+
+
 @pytest.mark.parametrize("temporal", ["dwconv", "conv", "tempattn"])
 def test_untrained_temporal_mixers_are_identity_residuals(teacher, temporal):
     student = LiteFrameEncoder.from_teacher(teacher, tiny_student_config(temporal))
