@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -121,12 +122,24 @@ class Teacher(nn.Module):
     def forward(self, pixels: torch.Tensor) -> TokenGrid:
         """`(B, T, 3, S, S) -> TokenGrid (B, T, S/p, S/p, C)`: all frames in one batch of B*T images."""
         b, t, _, height, width = pixels.shape
+        if min(height, width) < self.image_size:
+            warn_resized_positions(self.image_size, self.patch_size, height, width)
         frames = pixels.flatten(0, 1).to(next(self.vision.parameters()).dtype)
         kwargs = {}
         if self.vision.config.model_type != "internvl_vision":  # InternViT resizes its positions by itself
             kwargs["interpolate_pos_encoding"] = (height, width) != (self.image_size, self.image_size)
         hidden = self.vision(pixel_values=frames, **kwargs).last_hidden_state
         return TokenGrid.from_hf(hidden, t, has_cls=self.has_cls)
+
+
+def warn_resized_positions(native: int, patch: int, height: int, width: int) -> None:
+    """Frames below the checkpoint's own size make the ViT resize its position embeddings, once more if the
+    checkpoint's were already resized from another size: its features drift from the checkpoint's (a converted
+    DINOv2-S at half size: cosine 0.97), and so do targets distilled from them."""
+    side = native // patch
+    warnings.warn(f"teacher: {height}x{width} px frames are below the checkpoint's own {native} px, so its "
+                  f"{side}x{side} position embeddings are resized to {height // patch}x{width // patch}, which "
+                  f"changes its features; use frames of {native} px to keep them", stacklevel=3)
 
 
 def to_llm_tokens(grid: TokenGrid, projector: nn.Module) -> torch.Tensor:
