@@ -1,4 +1,5 @@
 import json
+import warnings
 
 import pytest
 import torch
@@ -60,7 +61,8 @@ def test_none_row_is_the_papers_plain_vit_b():
 
 def test_latency_rows_and_plot(monkeypatch, tmp_path):
     """The timing path end to end, with tiny models standing in for the full-size ones."""
-    def tiny(name):
+    def tiny(name, size):
+        assert size == 112
         if name == "teacher":
             return Teacher.from_config(tiny_vision_config("internvl", image_size=112))
         if name in arch.COMPRESSED:
@@ -68,7 +70,9 @@ def test_latency_rows_and_plot(monkeypatch, tmp_path):
         return LiteFrameEncoder(tiny_student_config(name, image_size=112)).eval()
 
     monkeypatch.setattr(arch, "build", tiny)
-    rows = arch.run(frames=4, size=112, repeats=1, warmup=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # each model is made for the size it is timed at: nothing is resized
+        rows = arch.run(frames=4, size=112, repeats=1, warmup=0)
     assert rows[0]["speedup"] == 1.0 and rows[0]["flop_ratio"] == 1.0
     assert all(r["latency_ms"] > 0 and r["flop_ratio"] > 0 for r in rows)
     assert rows[0]["latency_shape"] == "1x4x3x112x112 float32 cpu (1 thread)"
@@ -97,3 +101,11 @@ def test_cli_json_at_full_size_and_errors(capsys):
     if not torch.cuda.is_available():
         assert main(["bench", "arch", "--device", "cuda:0", "--latency-size", "112"]) == 2
         assert "no CUDA device" in capsys.readouterr().err
+
+
+def test_models_are_made_for_the_size_they_are_timed_at():
+    """Latency at 112 px times models whose positions are made for 112 px: no resize, no resize warning."""
+    with warnings.catch_warnings(), torch.device("meta"):
+        warnings.simplefilter("error")
+        for name in arch.ARCHS:
+            assert count_flops(arch.build(name, 112), (1, 4, 3, 112, 112)).paper > 0

@@ -32,18 +32,19 @@ COLUMNS = ["arch", "paper", "params_M", "GFLOPs", "GFLOPs_total", "latency_ms", 
            "paper_A100_ms"]
 
 
-def build(arch: str) -> nn.Module:
+def build(arch: str, size: int = 448) -> nn.Module:
     """The full-size teacher (InternViT-300M-448px, SPEC 2), the paper's plain ViT-B (`none`), or LiteFrame-B
-    (SPEC 4) with the named variant (at 16x) or compression (`dwconv-4x`, `dwconv-64x`)."""
+    (SPEC 4) with the named variant (at 16x) or compression (`dwconv-4x`, `dwconv-64x`). `size`: the input size
+    their position embeddings are made for (timing at a smaller size then resizes none of them, as at 448 px)."""
     if arch == "teacher":
-        return Teacher.from_config(InternVLVisionConfig(attention_bias=True))
+        return Teacher.from_config(InternVLVisionConfig(attention_bias=True, image_size=size))
     if arch in COMPRESSED:
-        return create_student("liteframe-b", compression=COMPRESSED[arch]).eval()
+        return create_student("liteframe-b", compression=COMPRESSED[arch], image=size).eval()
     if arch == "none":
-        model = create_student("liteframe-b", temporal="none", out_dim=768)
+        model = create_student("liteframe-b", temporal="none", out_dim=768, image=size)
         model.head = nn.Identity()  # the paper's baseline has no projection to the teacher's width
         return model.eval()
-    return create_student("liteframe-b", temporal=arch).eval()
+    return create_student("liteframe-b", temporal=arch, image=size).eval()
 
 
 def run(frames: int = 256, size: int = 448, latency_frames: int | None = None, latency_size: int | None = None,
@@ -62,13 +63,15 @@ def run(frames: int = 256, size: int = 448, latency_frames: int | None = None, l
     rows = []
     for arch in ARCHS:
         with torch.device("meta"):
-            model = build(arch)
+            model = build(arch, size)
         flops = count_flops(model, (1, frames, 3, size, size))
         paper, paper_ms = PAPER.get(arch, ("", None))
         row = {"arch": arch, "paper": paper, "params": sum(p.numel() for p in model.parameters()),
                "flops": flops.paper, "flops_total": flops.total, "flops_shape": f"1x{frames}x3x{size}x{size}",
                "paper_A100_ms": paper_ms}
         if latency:
+            with torch.device("meta"):
+                model = build(arch, latency_size)
             row["latency_flops_total"] = count_flops(model, (1, latency_frames, 3, latency_size, latency_size)).total
         rows.append(row)
     if latency:
@@ -102,7 +105,7 @@ def _latencies(frames, size, dtype, device, repeats, warmup) -> dict[str, float]
     """Median ms per arch. The runs interleave the archs round by round, so that a change in machine load
     (a shared CPU) hits every arch alike and the ratios stay fair."""
     torch.manual_seed(0)
-    models = {arch: build(arch).to(device=device, dtype=dtype) for arch in ARCHS}
+    models = {arch: build(arch, size).to(device=device, dtype=dtype) for arch in ARCHS}
     pixels = torch.randn(1, frames, 3, size, size, device=device, dtype=dtype)
     times: dict[str, list[float]] = {arch: [] for arch in ARCHS}
     with torch.inference_mode():
