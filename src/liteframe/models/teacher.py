@@ -13,7 +13,7 @@ from torch import nn
 from transformers import AutoModel, CLIPVisionModel, InternVLConfig, SiglipVisionModel
 from transformers.models.internvl.modeling_internvl import InternVLMultiModalProjector
 
-from ..errors import InputError
+from ..errors import InputError, model_type as read_model_type, one_line
 from ..grid import TokenGrid, pixel_shuffle
 
 # model_type in config.json -> the class that loads a plain vision-model folder
@@ -51,12 +51,7 @@ class Teacher(nn.Module):
         """A local InternVL3 `-hf` folder (vision tower and projector only, never the LLM), or a folder of a
         CLIP / SigLIP (vision) model. `dtype` None keeps the checkpoint's."""
         folder = Path(path)
-        if not (folder / "config.json").is_file():
-            raise InputError(f"{folder}: not a model folder (no config.json)")
-        try:
-            model_type = json.loads((folder / "config.json").read_text()).get("model_type")
-        except json.JSONDecodeError as err:
-            raise InputError(f"{folder / 'config.json'}: not valid JSON ({err})") from None
+        model_type = read_model_type(folder, "teacher")
         if model_type == "internvl":
             teacher = cls._from_internvl_folder(folder)
         elif model_type in _VISION_FOLDERS:
@@ -72,9 +67,9 @@ class Teacher(nn.Module):
             vision, info = _VISION_FOLDERS[model_type].from_pretrained(
                 folder, attn_implementation="sdpa", output_loading_info=True, **({"dtype": dtype} if dtype else {}))
         except RuntimeError as err:  # transformers refuses tensors whose shapes differ from config.json
-            raise InputError(f"{folder}: tensor shapes do not match config.json ({_one_line(err)})") from None
+            raise InputError(f"{folder}: tensor shapes do not match config.json ({one_line(err)})") from None
         except (OSError, SafetensorError) as err:
-            raise InputError(f"{folder}: cannot read the weights ({_one_line(err)})") from None
+            raise InputError(f"{folder}: cannot read the weights ({one_line(err)})") from None
         missing = sorted(info["missing_keys"])
         if missing:
             raise InputError(f"{folder}: checkpoint lacks {len(missing)} vision tensors, e.g. {missing[0]}")
@@ -178,8 +173,5 @@ def _open_safetensors(file: Path):
     try:
         return safe_open(str(file), "pt")
     except (OSError, SafetensorError) as err:
-        raise InputError(f"{file}: not a readable safetensors file ({_one_line(err)})") from None
+        raise InputError(f"{file}: not a readable safetensors file ({one_line(err)})") from None
 
-
-def _one_line(err: Exception) -> str:
-    return " ".join(str(err).split())
