@@ -441,3 +441,31 @@ def test_a_save_that_crashes_part_way_leaves_the_previous_folder_loadable(tmp_pa
     with pytest.raises(InputError, match=r"notes.txt.*folder of its own"):
         new.save_pretrained(folder)  # the save would replace the folder: files it did not write are not dropped
     assert (folder / "notes.txt").read_text() == "mine"
+
+
+def test_models_modules_import_no_cycle():
+    """The config lives in its own module, so crop init and the student no longer import each other."""
+    import ast
+    from pathlib import Path
+
+    import liteframe.models
+
+    folder = Path(liteframe.models.__file__).parent
+    graph = {}
+    for path in folder.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        graph[path.stem] = {n.module for n in ast.walk(tree)
+                            if isinstance(n, ast.ImportFrom) and n.level == 1 and n.module}
+    graph.pop("__init__")
+    assert graph["crop"] >= {"config"} and "student" not in graph["crop"]
+    done: set[str] = set()
+
+    def visit(name, path):
+        assert name not in path, f"import cycle {' -> '.join([*path, name])}"
+        if name not in done:
+            for dep in graph.get(name, ()):
+                visit(dep, [*path, name])
+            done.add(name)
+
+    for name in graph:
+        visit(name, [])
