@@ -44,8 +44,8 @@ def test_student_flops_by_hand():
 
 
 def test_none_row_is_the_papers_plain_vit_b():
-    """The paper's "ViT-B-12L, no compression" has no Linear(768, 1024) to the teacher's width: by hand, at one
-    448 px frame (of a 4-frame clip), and the projection LiteFrame's `none` variant adds on top of it (+0.79 M, +0.41 TFLOPs)."""
+    """The paper's "ViT-B-12L, no compression" has no Linear(768, 1024) to the teacher's width: by hand, per 448 px
+    frame, and the projection that LiteFrame's `none` variant adds on top of it (+0.79 M, +0.41 TFLOPs)."""
     c, tokens = 768, 1025
     block_params = (c * 3 * c + 3 * c) + (c * c + c) + 4 * c + 2 * c + (c * 4 * c + 4 * c) + (4 * c * c + c)
     vit_b = (3 * 14 * 14 * c + c) + c + tokens * c + 12 * block_params

@@ -15,7 +15,7 @@ from transformers import InternVLVisionConfig
 
 from ..devices import resolve_device, resolve_dtype
 from ..errors import InputError
-from ..models import VARIANTS, LiteFrameEncoder, Teacher, create_student
+from ..models import VARIANTS, Teacher, create_student
 from ..models.flops import count_flops
 from ..tables import format_table
 from ..timing import median_ms
