@@ -1,4 +1,5 @@
 import json
+import warnings
 
 import pytest
 import torch
@@ -6,7 +7,8 @@ from transformers import InternVLVisionConfig
 
 from liteframe.bench import arch
 from liteframe.cli import main
-from liteframe.models import LiteFrameConfig, LiteFrameEncoder, Teacher, tiny_student_config, tiny_vision_config
+from liteframe.models import (LiteFrameConfig, LiteFrameEncoder, Teacher, create_student, tiny_student_config,
+                              tiny_vision_config)
 from liteframe.models.flops import count_flops
 
 
@@ -41,15 +43,36 @@ def test_student_flops_by_hand():
     assert flops.total == 2 * (macs + attention)
 
 
+def test_none_row_is_the_papers_plain_vit_b():
+    """The paper's "ViT-B-12L, no compression" has no Linear(768, 1024) to the teacher's width: by hand, per 448 px
+    frame, and the projection that LiteFrame's `none` variant adds on top of it (+0.79 M, +0.41 TFLOPs)."""
+    c, tokens = 768, 1025
+    block_params = (c * 3 * c + 3 * c) + (c * c + c) + 4 * c + 2 * c + (c * 4 * c + 4 * c) + (4 * c * c + c)
+    vit_b = (3 * 14 * 14 * c + c) + c + tokens * c + 12 * block_params
+    with torch.device("meta"):
+        paper, variant = arch.build("none"), create_student("liteframe-b", temporal="none")
+    assert sum(p.numel() for p in paper.parameters()) == vit_b
+    flops = count_flops(paper, (1, 4, 3, 448, 448))
+    assert flops.paper == 4 * 2 * (1024 * 588 * c + 12 * tokens * 12 * c * c)
+    head = count_flops(variant, (1, 256, 3, 448, 448)).paper - count_flops(paper, (1, 256, 3, 448, 448)).paper
+    assert sum(p.numel() for p in variant.parameters()) - vit_b == c * 1024 + 1024
+    assert head == 2 * 256 * tokens * c * 1024 == pytest.approx(0.41e12, rel=0.01)
+
+
 def test_latency_rows_and_plot(monkeypatch, tmp_path):
     """The timing path end to end, with tiny models standing in for the full-size ones."""
-    def tiny(name):
+    def tiny(name, size):
+        assert size == 112
         if name == "teacher":
             return Teacher.from_config(tiny_vision_config("internvl", image_size=112))
+        if name in arch.COMPRESSED:
+            return LiteFrameEncoder(tiny_student_config(image_size=112, compression=arch.COMPRESSED[name])).eval()
         return LiteFrameEncoder(tiny_student_config(name, image_size=112)).eval()
 
     monkeypatch.setattr(arch, "build", tiny)
-    rows = arch.run(frames=4, size=112, repeats=1, warmup=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # each model is made for the size it is timed at: nothing is resized
+        rows = arch.run(frames=4, size=112, repeats=1, warmup=0)
     assert rows[0]["speedup"] == 1.0 and rows[0]["flop_ratio"] == 1.0
     assert all(r["latency_ms"] > 0 and r["flop_ratio"] > 0 for r in rows)
     assert rows[0]["latency_shape"] == "1x4x3x112x112 float32 cpu (1 thread)"
@@ -60,18 +83,29 @@ def test_latency_rows_and_plot(monkeypatch, tmp_path):
 def test_cli_json_at_full_size_and_errors(capsys):
     assert main(["bench", "arch", "--no-latency", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert [r["arch"] for r in rows] == ["teacher", "none", "dwconv", "conv", "tempattn", "stattn", "spatial16"]
+    assert [r["arch"] for r in rows] == ["teacher", "none", "dwconv", "conv", "tempattn", "stattn", "spatial16",
+                                         "dwconv-4x", "dwconv-64x"]
     for row in rows:
         assert isinstance(row["params"], int) and isinstance(row["flops"], int)
         assert row["flops_total"] >= row["flops"] > 0 and row["flops_shape"] == "1x256x3x448x448"
     by = {r["arch"]: r for r in rows}
     assert by["teacher"]["params"] == pytest.approx(304e6, rel=0.01)
-    assert by["dwconv"]["params"] == pytest.approx(by["none"]["params"], rel=0.001)
+    assert by["dwconv"]["params"] == pytest.approx(by["none"]["params"], rel=0.02)
     assert by["teacher"]["flops"] / by["dwconv"]["flops"] > 8  # the compute the encoder saves
     assert by["stattn"]["flops_total"] > by["dwconv"]["flops_total"]  # joint attention over 4 frames
+    assert by["none"]["paper"] == "ViT-B-12L, no compression" and by["teacher"]["paper_A100_ms"] == 1043.33
+    assert by["dwconv-64x"]["flops"] < by["dwconv"]["flops"] < by["dwconv-4x"]["flops"] < by["none"]["flops"]
     assert main(["bench", "arch", "--frames", "6", "--no-latency"]) == 2
     err = capsys.readouterr().err
     assert "--frames 6 must be a positive multiple of 4" in err and len(err.strip().splitlines()) == 1
     if not torch.cuda.is_available():
         assert main(["bench", "arch", "--device", "cuda:0", "--latency-size", "112"]) == 2
         assert "no CUDA device" in capsys.readouterr().err
+
+
+def test_models_are_made_for_the_size_they_are_timed_at():
+    """Latency at 112 px times models whose positions are made for 112 px: no resize, no resize warning."""
+    with warnings.catch_warnings(), torch.device("meta"):
+        warnings.simplefilter("error")
+        for name in arch.ARCHS:
+            assert count_flops(arch.build(name, 112), (1, 4, 3, 112, 112)).paper > 0

@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 from transformers import InternVLForConditionalGeneration
 
 from liteframe.errors import InputError
-from liteframe.models import LiteFrameEncoder, Teacher, tiny_internvl_config
+from liteframe.models import LiteFrameEncoder, Teacher, student_config, tiny_internvl_config
 from liteframe.train import checkpoint as ckpt
 from liteframe.train.config import DistillConfig
 from liteframe.train.data import ClipDataset, manifest_digest, read_manifest
@@ -30,7 +30,7 @@ from liteframe.train.targets import (CachedTargets, TargetCache, cache_targets, 
                                      teacher_targets)
 
 from videos import REAL_VIDEOS as REAL
-STUDENT = {"width": 32, "depth": 3, "heads": 2, "mlp": 64, "downsample_after": [1, 2]}
+STUDENT = {"name": "liteframe-tiny"}  # the one tiny student (liteframe.models.STUDENTS)
 
 
 def _video(path: Path, seed: int, frames: int = 40, size: int = 64) -> None:
@@ -67,19 +67,6 @@ def data(tmp_path_factory) -> dict[str, str]:
         "corrupt": _manifest(root / "corrupt.jsonl", ["v0.mp4", REAL / "corrupted.mp4", "garbage.mp4",
                                                       REAL / "bbb_short.mp4"]),
     }
-
-
-@pytest.fixture
-def student_64x():
-    """Seam until the `models` engineer's `create_student` picks strides from the compression: a test variant whose
-    two downsamplings multiply to the 64x block (4, 4, 4)."""
-    from liteframe.models import VARIANTS
-    from liteframe.models.mixers import TemporalConv, Variant
-
-    name = "dwconv-64x-test"
-    VARIANTS.register(name)(Variant(lambda w, h, k: TemporalConv(w, k, groups=w), ((2, 2, 2), (2, 2, 2))))
-    yield {**STUDENT, "temporal": name}
-    del VARIANTS._items[name]
 
 
 def _config(data, out: Path, **kw) -> DistillConfig:
@@ -183,8 +170,6 @@ def test_two_gloo_ranks_ddp_and_fsdp_with_half_the_batch_match_one_rank_with_all
     assert m1["ref_untrained_cos"] == pytest.approx(m2["ref_untrained_cos"], abs=1e-5)
 
 
-@pytest.mark.xfail(strict=True, reason="until the `models` engineer's gradient-layout fix of the temporal convolutions "
-                   "lands (issue 9); strict: remove this mark when it passes")
 def test_two_ddp_ranks_warn_of_no_gradient_layout_mismatch(data, tmp_path, capfd):
     out, port = tmp_path / "ddp", _free_port()
     ranks = [_fork(_rank, r, 2, port, _config(data, out, steps=1, batch_size=2)) for r in range(2)]
@@ -256,7 +241,7 @@ def test_sigterm_saves_a_checkpoint_and_stops(data, tmp_path, monkeypatch):
 # -- target cache and bad data --------------------------------------------------------------------------------------
 
 
-def test_target_cache_matches_the_teacher_and_refuses_other_settings(data, tmp_path, student_64x):
+def test_target_cache_matches_the_teacher_and_refuses_other_settings(data, tmp_path):
     cache = tmp_path / "cache"
     manifest = _manifest(tmp_path / "m.jsonl", [Path(data["root"]) / f"v{i}.mp4" for i in range(4)]
                          + [Path(data["root"]) / "garbage.mp4"])
@@ -283,7 +268,7 @@ def test_target_cache_matches_the_teacher_and_refuses_other_settings(data, tmp_p
     # built with one setting, refused under another, naming the difference
     for change, word in ((dict(frames=8), "frames"), (dict(seed=1), "seed"), (dict(image_size=28), "size"),
                          (dict(manifest=data["train"]), "manifest"),
-                         (dict(compression=64, student=student_64x),
+                         (dict(compression=64),
                           r"target\.block: cache \[4, 2, 2\], this run \[4, 4, 4\]")):
         with pytest.raises(InputError, match=word):
             distill(_config(data, tmp_path / "refused", **{**dict(manifest=manifest, target_cache=str(cache),
@@ -304,7 +289,7 @@ def test_the_cli_trains_through_corrupt_videos_and_reports_them(data, tmp_path, 
     assert main(["distill", "--config", str(tmp_path / "run.yaml"), "log_every=1"]) == 0
     assert f"student saved to {out / 'student'}" in capsys.readouterr().out
     assert _metrics(out)[-1]["skipped_videos"] >= 2  # garbage.mp4 in both epochs (and corrupted.mp4 where it fails)
-    assert LiteFrameEncoder.from_pretrained(out / "student").config.width == STUDENT["width"]
+    assert LiteFrameEncoder.from_pretrained(out / "student").config.width == student_config("liteframe-tiny").width
     assert main(["distill", "--config", str(tmp_path / "run.yaml"), "manifest=" + str(tmp_path / "none.jsonl")]) == 2
     assert "none.jsonl: cannot read the manifest" in capsys.readouterr().err
 
@@ -326,11 +311,11 @@ def test_bench_times_the_training_step_with_and_without_the_teacher():
 # -- compression and evaluation ---------------------------------------------------------------------------------------
 
 
-def test_distill_and_cache_targets_at_64x_from_the_cli(data, tmp_path, capsys, student_64x):
+def test_distill_and_cache_targets_at_64x_from_the_cli(data, tmp_path, capsys):
     from liteframe.cli import main
 
     out, cache = tmp_path / "run64", tmp_path / "cache64"
-    _config(data, out, student=student_64x, frames=8, steps=2, eval_manifest=data["eval"], eval_every=2,
+    _config(data, out, frames=8, steps=2, eval_manifest=data["eval"], eval_every=2,
             target_cache=str(cache)).save(tmp_path / "run.yaml")
     assert main(["cache-targets", "--config", str(tmp_path / "run.yaml"), "--compression", "64"]) == 0
     assert json.loads((cache / "cache.json").read_text())["fingerprint"]["target"]["block"] == [4, 4, 4]

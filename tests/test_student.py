@@ -6,9 +6,10 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings, strategies as st
 
+from liteframe.compression import COMPRESSIONS
 from liteframe.errors import InputError
-from liteframe.models import (VARIANTS, LiteFrameConfig, LiteFrameEncoder, Teacher, tiny_internvl_config,
-                              tiny_student_config, to_llm_tokens)
+from liteframe.models import (STUDENTS, VARIANTS, LiteFrameConfig, LiteFrameEncoder, Teacher, create_student,
+                              student_config, tiny_internvl_config, tiny_student_config, to_llm_tokens)
 from liteframe.models.mixers import Downsample, TemporalAttention, TemporalConv
 
 
@@ -35,10 +36,10 @@ def _reference(model, pixels):
     """Slow float64 LiteFrame forward written from SPEC 4, one clip and one frame at a time."""
     cfg, p = model.config, {k: v.double() for k, v in model.state_dict().items()}
     heads, c = cfg.heads, cfg.width
-    after = dict(zip(cfg.downsample_after, range(len(cfg.strides))))
+    after = {i: j for j, (i, _) in enumerate(cfg.stages)}
     outs, clss = [], []
     for video in pixels.double():
-        for clip in video.split(cfg.clip_frames):
+        for clip in video.split(cfg.compression.clip):
             frames = []
             for frame in clip:
                 emb = F.conv2d(frame[None], p["patch_embed.weight"], p["patch_embed.bias"], stride=cfg.patch)[0]
@@ -86,10 +87,12 @@ def _reference(model, pixels):
     return torch.cat(outs).reshape(b, -1, h, w, cfg.out_dim), torch.cat(clss).reshape(b, -1, cfg.out_dim)
 
 
-@pytest.mark.parametrize("temporal", ["dwconv", "conv", "stattn", "spatial16", "none"])
-def test_forward_matches_float64_reference(temporal):
+@pytest.mark.parametrize("temporal, compression", [("dwconv", 16), ("conv", 16), ("stattn", 16), ("spatial16", 16),
+                                                  ("none", 16), ("dwconv", 64), ("dwconv", 4), ("spatial16", 64)])
+def test_forward_matches_float64_reference(temporal, compression):
     torch.manual_seed(1)
-    model = _randomise(LiteFrameEncoder(tiny_student_config(temporal, image_size=112))).double().eval()
+    model = LiteFrameEncoder(tiny_student_config(temporal, image_size=112, compression=compression))
+    model = _randomise(model).double().eval()
     pixels = torch.randn(2, 8, 3, 112, 112, dtype=torch.float64)
     with torch.no_grad():
         grid = model(pixels)
@@ -105,6 +108,43 @@ def test_variant_shapes(temporal, shape):
     model = LiteFrameEncoder(tiny_student_config(temporal, image_size=112))
     grid = model(torch.randn(2, 8, 3, 112, 112))
     assert grid.shape == shape and grid.cls.shape == shape[:2] + shape[-1:]
+
+
+@pytest.mark.parametrize("name, strides, shape", [
+    ("liteframe-b", ((2, 2, 2), (2, 1, 1)), (1, 2, 16, 16, 1024)),  # SPEC 4: 16 LLM tokens per frame
+    ("liteframe-b-64x", ((2, 2, 2), (2, 2, 2)), (1, 2, 8, 8, 1024)),  # 4 per frame
+    ("liteframe-b-4x", ((1, 2, 2),), (1, 8, 16, 16, 1024)),  # 64 per frame
+])
+def test_named_configs_follow_their_compression(name, strides, shape):
+    cfg = student_config(name)
+    assert cfg.strides == strides and cfg.compression == COMPRESSIONS[int(name.partition("-b")[2][1:-1] or 16)]
+    t, h, w = cfg.compression.block
+    with torch.device("meta"):
+        grid = create_student(name)(torch.empty(1, 8, 3, 448, 448))
+    assert grid.shape == shape == (1, 8 // t, 32 // h, 32 // w, 1024)
+    assert grid.pixel_shuffle().patches[0].numel() // 4096 == 8 * 256 // cfg.compression.ratio
+
+
+@pytest.mark.parametrize("compression", [4, 16, 64])
+def test_spatial_variant_spends_the_ratio_on_space(compression):
+    grid = LiteFrameEncoder(tiny_student_config("spatial16", image_size=112, compression=compression))(
+        torch.randn(1, 4, 3, 112, 112))
+    assert grid.shape[1] == 4 and 64 // (grid.shape[2] * grid.shape[3]) == compression
+
+
+def test_registry_names_and_the_one_tiny_student():
+    assert STUDENTS.names() == ["liteframe-b", "liteframe-b-4x", "liteframe-b-64x",
+                                "liteframe-tiny", "liteframe-tiny-4x", "liteframe-tiny-64x"]
+    assert tiny_student_config() == student_config("liteframe-tiny")
+    assert student_config("liteframe-tiny-64x") == student_config("liteframe-tiny", compression=(4, 4, 4))
+    assert create_student("liteframe-tiny", temporal="conv").config.temporal == "conv"
+    assert student_config("liteframe-b") is not student_config("liteframe-b")  # callers may change their copy
+    with pytest.raises(ValueError, match="unknown LiteFrame student 'liteframe-l'; choose from liteframe-b"):
+        create_student("liteframe-l")
+    with pytest.raises(InputError, match="student liteframe-tiny: .*colour"):
+        student_config("liteframe-tiny", colour=1)
+    with pytest.raises(InputError, match="compression 32"):
+        student_config("liteframe-tiny", compression=32)
 
 
 def test_full_size_default_on_meta():
@@ -185,6 +225,33 @@ def test_from_teacher_folder(tmp_path):
     assert student(torch.randn(1, 4, 3, 56, 56)).shape == (1, 1, 2, 2, 64)
     with pytest.raises(ValueError, match="head dim"):
         LiteFrameEncoder.from_teacher(Teacher.from_config(tiny_internvl_config()), tiny_student_config(heads=4))
+
+
+def test_crop_accepts_a_teacher_that_keeps_its_final_norm():
+    """InternViT-format teachers converted from other ViTs keep their final LayerNorm (`use_mean_pooling: false`);
+    the crop never reads it (CTD's targets include it), so it crops as the teacher without one."""
+    from liteframe.models import tiny_vision_config
+
+    torch.manual_seed(0)
+    plain = Teacher.from_config(tiny_vision_config())
+    config = tiny_vision_config()
+    config.use_mean_pooling = False
+    normed = Teacher.from_config(config)
+    normed.vision.load_state_dict(plain.vision.state_dict(), strict=False)
+    assert isinstance(normed.vision.layernorm, torch.nn.LayerNorm)
+    assert isinstance(plain.vision.layernorm, torch.nn.Identity)
+    a = LiteFrameEncoder.from_teacher(plain, tiny_student_config()).state_dict()
+    b = LiteFrameEncoder.from_teacher(normed, tiny_student_config()).state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_crop_refusal_leads_with_the_reason_and_names_only_what_differs(teacher):
+    with pytest.raises(InputError) as err:
+        LiteFrameEncoder.from_teacher(teacher, tiny_student_config(heads=4, width=96, mlp=64, qkv_bias=False))
+    message = str(err.value)
+    assert message == ("crop init: the student does not fit the teacher: head dim: student 24, teacher 16; "
+                       "qkv bias: student False, teacher True; width 96 exceeds the teacher's 64; "
+                       "out_dim 64 is below the width 96")
 
 
 @pytest.mark.parametrize("temporal", ["dwconv", "conv", "tempattn"])
@@ -310,6 +377,41 @@ def test_grad_checkpointing_gives_the_same_gradients():
         torch.testing.assert_close(grads[0][key], grads[1][key])
 
 
+@pytest.mark.parametrize("compression", [4, 16, 64])
+@pytest.mark.parametrize("temporal", VARIANTS.names())
+def test_gradients_have_their_parameters_strides(temporal, compression):
+    """DDP copies a gradient into its bucket view, laid out with the parameter's strides; any difference (even on
+    size-1 dims, as the depth-wise convolutions gave) warns "Grad strides do not match bucket view strides" and
+    costs a copy every step."""
+    model = LiteFrameEncoder(tiny_student_config(temporal, image_size=112, compression=compression))
+    grid = model(torch.randn(1, 4, 3, 112, 112))
+    (grid.patches.square().sum() + grid.cls.sum()).backward()
+    params = dict(model.named_parameters())
+    assert all(p.grad is not None for n, p in params.items() if ".mixer." not in n)
+    bad = {n: (p.stride(), p.grad.stride()) for n, p in params.items()
+           if p.grad is not None and p.grad.stride() != p.stride()}
+    assert not bad
+
+
+def test_compression_is_saved_and_old_configs_load_as_16x(tmp_path):
+    model = _randomise(LiteFrameEncoder(tiny_student_config(compression=64))).eval()
+    model.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["compression"] == [4, 4, 4] and "clip_frames" not in saved
+    loaded = LiteFrameEncoder.from_pretrained(tmp_path)
+    assert loaded.config == model.config and loaded.config.strides == ((2, 2, 2), (2, 2, 2))
+    pixels = torch.randn(1, 4, 3, 56, 56)
+    with torch.no_grad():
+        assert torch.equal(loaded(pixels).patches, model(pixels).patches)
+    LiteFrameEncoder(tiny_student_config()).save_pretrained(tmp_path)
+    old = {k: v for k, v in json.loads((tmp_path / "config.json").read_text()).items() if k != "compression"}
+    (tmp_path / "config.json").write_text(json.dumps({**old, "clip_frames": 4}))  # as written before compression
+    assert LiteFrameEncoder.from_pretrained(tmp_path).config == tiny_student_config()
+    (tmp_path / "config.json").write_text(json.dumps({**old, "clip_frames": 2}))
+    with pytest.raises(InputError, match="clip_frames 2 does not match compression 16x"):
+        LiteFrameEncoder.from_pretrained(tmp_path)
+
+
 def test_registry_has_every_variant():
     assert VARIANTS.names() == ["none", "dwconv", "conv", "tempattn", "stattn", "spatial16"]
 
@@ -339,3 +441,31 @@ def test_a_save_that_crashes_part_way_leaves_the_previous_folder_loadable(tmp_pa
     with pytest.raises(InputError, match=r"notes.txt.*folder of its own"):
         new.save_pretrained(folder)  # the save would replace the folder: files it did not write are not dropped
     assert (folder / "notes.txt").read_text() == "mine"
+
+
+def test_models_modules_import_no_cycle():
+    """The config lives in its own module, so crop init and the student no longer import each other."""
+    import ast
+    from pathlib import Path
+
+    import liteframe.models
+
+    folder = Path(liteframe.models.__file__).parent
+    graph = {}
+    for path in folder.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        graph[path.stem] = {n.module for n in ast.walk(tree)
+                            if isinstance(n, ast.ImportFrom) and n.level == 1 and n.module}
+    graph.pop("__init__")
+    assert graph["crop"] >= {"config"} and "student" not in graph["crop"]
+    done: set[str] = set()
+
+    def visit(name, path):
+        assert name not in path, f"import cycle {' -> '.join([*path, name])}"
+        if name not in done:
+            for dep in graph.get(name, ()):
+                visit(dep, [*path, name])
+            done.add(name)
+
+    for name in graph:
+        visit(name, [])

@@ -148,3 +148,18 @@ def test_vision_folder_with_missing_or_reshaped_tensors(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({**config, "intermediate_size": 96}))
     with pytest.raises(InputError, match="tensor shapes do not match config.json"):
         Teacher.from_pretrained(tmp_path)
+
+
+def test_frames_below_the_checkpoint_size_warn_that_positions_are_resized():
+    """Below its own size the ViT resizes its position embeddings (again, for a checkpoint converted from another
+    size): the features change, silently until this warning."""
+    import warnings
+
+    teacher = Teacher.from_config(tiny_vision_config("internvl"))  # 56 px, a 4 x 4 grid
+    with pytest.warns(UserWarning, match=r"teacher: 28x28 px frames are below the checkpoint's own 56 px, so its "
+                                         r"4x4 position embeddings are resized to 2x2"):
+        teacher(torch.randn(1, 2, 3, 28, 28))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for size in (56, 112):  # the checkpoint's own size and above stay quiet
+            teacher(torch.randn(1, 1, 3, size, size))

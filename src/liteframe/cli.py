@@ -42,11 +42,17 @@ def _add_bench_arch(bench) -> None:
     p.add_argument("--json", action="store_true")
 
     def run(a):
-        from liteframe.bench.arch import main as run_bench
+        from liteframe.bench import arch
+        from liteframe.tables import print_rows
 
-        run_bench(frames=a.frames, size=a.size, latency_frames=a.latency_frames, latency_size=a.latency_size,
-             dtype=a.dtype, device=a.device, repeats=a.repeats, threads=a.threads, latency=a.latency,
-             as_json=a.json, plot_path=a.plot)
+        rows = arch.run(frames=a.frames, size=a.size, latency_frames=a.latency_frames, latency_size=a.latency_size,
+                        dtype=a.dtype, device=a.device, repeats=a.repeats, threads=a.threads, latency=a.latency)
+        if a.plot:
+            arch.plot(rows, a.plot)
+        if a.json:
+            print_rows(rows, as_json=True)
+        else:
+            print(arch.markdown(rows))
 
     p.set_defaults(func=run)
 

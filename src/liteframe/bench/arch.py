@@ -1,32 +1,50 @@
 """`liteframe bench arch`: the teacher and every LiteFrame variant side by side (the paper's architecture table).
 
 Parameters and FLOPs are counted at full size on the meta device (no memory); latency is measured in one run,
-at a shape the device can afford, with each variant's speed-up over the teacher from the same run."""
+at a shape the device can afford, with each variant's speed-up over the teacher from the same run.
+The `none` row is the paper's "ViT-B-12L, no compression": the plain ViT-B, without the Linear(768, 1024) that
+LiteFrame's `none` variant adds to reach the teacher's width (+0.79 M parameters, +0.41 TFLOPs at 256 frames)."""
 from __future__ import annotations
 
 import statistics
 from functools import partial
 
 import torch
+from torch import nn
 from transformers import InternVLVisionConfig
 
 from ..devices import resolve_device, resolve_dtype
 from ..errors import InputError
-from ..models import VARIANTS, LiteFrameConfig, LiteFrameEncoder, Teacher
+from ..models import VARIANTS, Teacher, create_student
 from ..models.flops import count_flops
-from liteframe.tables import format_table, print_rows
-from liteframe.timing import median_ms
+from ..tables import format_table
+from ..timing import median_ms
 
-ARCHS = ("teacher", *VARIANTS.names())
+# arch -> the paper's row and its A100 latency at 256 frames (SPEC 4); the last rows are LiteFrame-B's other
+# compressions (dwconv), which the paper does not time
+PAPER = {"teacher": ("ViT-L-24L", 1043.33), "none": ("ViT-B-12L, no compression", 338.01),
+         "dwconv": ("DWTempConv", 174.84), "conv": ("TempConv", 202.08), "tempattn": ("TempAttn", 348.29),
+         "stattn": ("SpatioTempAttn", 204.35)}
+COMPRESSED = {"dwconv-4x": 4, "dwconv-64x": 64}
+ARCHS = ("teacher", *VARIANTS.names(), *COMPRESSED)
 CPU_LATENCY_SHAPE = (4, 112)  # frames, pixels: the teacher takes ~10 s per forward on a 2-core CPU
-COLUMNS = ["arch", "params_M", "GFLOPs", "GFLOPs_total", "latency_ms", "speedup", "flop_ratio"]
+COLUMNS = ["arch", "paper", "params_M", "GFLOPs", "GFLOPs_total", "latency_ms", "speedup", "flop_ratio",
+           "paper_A100_ms"]
 
 
-def build(arch: str) -> torch.nn.Module:
-    """The full-size teacher (InternViT-300M-448px, SPEC 2) or LiteFrame-B with the named variant (SPEC 4)."""
+def build(arch: str, size: int = 448) -> nn.Module:
+    """The full-size teacher (InternViT-300M-448px, SPEC 2), the paper's plain ViT-B (`none`), or LiteFrame-B
+    (SPEC 4) with the named variant (at 16x) or compression (`dwconv-4x`, `dwconv-64x`). `size`: the input size
+    their position embeddings are made for (timing at a smaller size then resizes none of them, as at 448 px)."""
     if arch == "teacher":
-        return Teacher.from_config(InternVLVisionConfig(attention_bias=True))
-    return LiteFrameEncoder(LiteFrameConfig(temporal=arch)).eval()
+        return Teacher.from_config(InternVLVisionConfig(attention_bias=True, image_size=size))
+    if arch in COMPRESSED:
+        return create_student("liteframe-b", compression=COMPRESSED[arch], image=size).eval()
+    if arch == "none":
+        model = create_student("liteframe-b", temporal="none", out_dim=768, image=size)
+        model.head = nn.Identity()  # the paper's baseline has no projection to the teacher's width
+        return model.eval()
+    return create_student("liteframe-b", temporal=arch, image=size).eval()
 
 
 def run(frames: int = 256, size: int = 448, latency_frames: int | None = None, latency_size: int | None = None,
@@ -37,17 +55,23 @@ def run(frames: int = 256, size: int = 448, latency_frames: int | None = None, l
     (teacher ms / ms) and `flop_ratio` (teacher / arch total FLOPs at the latency shape). On CPU the timed runs
     use `threads` threads: one by default, because on a shared machine every multi-threaded operator waits for
     all its threads to be scheduled, a fixed cost per operator that hides the FLOPs."""
+    _check(frames, size, latency_frames, latency_size, threads)
+    resolve_device(device), resolve_dtype(dtype)  # bad names fail before the long FLOP counts
     on_cpu = torch.device(device).type == "cpu"
     latency_frames = latency_frames or (CPU_LATENCY_SHAPE[0] if on_cpu else frames)
     latency_size = latency_size or (CPU_LATENCY_SHAPE[1] if on_cpu else size)
     rows = []
     for arch in ARCHS:
         with torch.device("meta"):
-            model = build(arch)
+            model = build(arch, size)
         flops = count_flops(model, (1, frames, 3, size, size))
-        row = {"arch": arch, "params": sum(p.numel() for p in model.parameters()),
-               "flops": flops.paper, "flops_total": flops.total, "flops_shape": f"1x{frames}x3x{size}x{size}"}
+        paper, paper_ms = PAPER.get(arch, ("", None))
+        row = {"arch": arch, "paper": paper, "params": sum(p.numel() for p in model.parameters()),
+               "flops": flops.paper, "flops_total": flops.total, "flops_shape": f"1x{frames}x3x{size}x{size}",
+               "paper_A100_ms": paper_ms}
         if latency:
+            with torch.device("meta"):
+                model = build(arch, latency_size)
             row["latency_flops_total"] = count_flops(model, (1, latency_frames, 3, latency_size, latency_size)).total
         rows.append(row)
     if latency:
@@ -66,11 +90,22 @@ def run(frames: int = 256, size: int = 448, latency_frames: int | None = None, l
     return rows
 
 
+def _check(frames, size, latency_frames, latency_size, threads) -> None:
+    """One-line errors for shapes the strides cannot take, before any work."""
+    shapes = {"--frames": (frames, 4), "--size": (size, 56), "--latency-frames": (latency_frames, 4),
+              "--latency-size": (latency_size, 56)}
+    for flag, (value, multiple) in shapes.items():
+        if value is not None and (value <= 0 or value % multiple):
+            raise InputError(f"{flag} {value} must be a positive multiple of {multiple} (the variants' strides)")
+    if threads < 1:
+        raise InputError(f"--threads {threads} must be at least 1")
+
+
 def _latencies(frames, size, dtype, device, repeats, warmup) -> dict[str, float]:
     """Median ms per arch. The runs interleave the archs round by round, so that a change in machine load
     (a shared CPU) hits every arch alike and the ratios stay fair."""
     torch.manual_seed(0)
-    models = {arch: build(arch).to(device=device, dtype=dtype) for arch in ARCHS}
+    models = {arch: build(arch, size).to(device=device, dtype=dtype) for arch in ARCHS}
     pixels = torch.randn(1, frames, 3, size, size, device=device, dtype=dtype)
     times: dict[str, list[float]] = {arch: [] for arch in ARCHS}
     with torch.inference_mode():
@@ -86,11 +121,12 @@ def table_rows(rows: list[dict]) -> list[dict]:
     """Rows in readable units for the Markdown table."""
     out = []
     for row in rows:
-        view = {"arch": row["arch"], "params_M": row["params"] / 1e6, "GFLOPs": row["flops"] / 1e9,
-                "GFLOPs_total": row["flops_total"] / 1e9}
+        view = {"arch": row["arch"], "paper": row["paper"], "params_M": row["params"] / 1e6,
+                "GFLOPs": row["flops"] / 1e9, "GFLOPs_total": row["flops_total"] / 1e9}
         for key in ("latency_ms", "speedup", "flop_ratio"):
             if key in row:
                 view[key] = row[key]
+        view["paper_A100_ms"] = row["paper_A100_ms"] or ""
         out.append(view)
     return out
 
@@ -124,26 +160,11 @@ def plot(rows: list[dict], path: str) -> None:
     plt.close(fig)
 
 
-def main(frames: int = 256, size: int = 448, latency_frames: int | None = None, latency_size: int | None = None,
-         dtype: str = "float32", device: str = "cpu", repeats: int = 3, threads: int = 1, latency: bool = True,
-         as_json: bool = False, plot_path: str | None = None) -> None:
-    """Run the table, print it (Markdown, or JSON with raw integer counts) and optionally save the bar chart."""
-    shapes = {"--frames": (frames, 4), "--size": (size, 56), "--latency-frames": (latency_frames, 4),
-              "--latency-size": (latency_size, 56)}
-    for flag, (value, multiple) in shapes.items():
-        if value is not None and (value <= 0 or value % multiple):
-            raise InputError(f"{flag} {value} must be a positive multiple of {multiple} (the variants' strides)")
-    resolve_device(device), resolve_dtype(dtype)  # bad names fail before the long FLOP counts
-    if threads < 1:
-        raise InputError(f"--threads {threads} must be at least 1")
-    rows = run(frames, size, latency_frames, latency_size, dtype, device, repeats, threads=threads, latency=latency)
-    if plot_path:
-        plot(rows, plot_path)
-    if as_json:
-        print_rows(rows, as_json=True)
-        return
-    print(f"FLOPs at {rows[0]['flops_shape']} (paper convention: Linear/Conv only; total adds attention)")
-    if latency:
-        print(f"latency: median of {repeats} after warm-up at {rows[0]['latency_shape']}; speedup = teacher ms / "
-              f"ms, flop_ratio = teacher / arch total FLOPs at that shape")
-    print(format_table(table_rows(rows), [c for c in COLUMNS if c in table_rows(rows)[0]]))
+def markdown(rows: list[dict]) -> str:
+    """The caption lines and the Markdown table that `liteframe bench arch` prints."""
+    lines = [f"FLOPs at {rows[0]['flops_shape']} (paper convention: Linear/Conv only; total adds attention)"]
+    if "latency_shape" in rows[0]:
+        lines.append(f"latency: median after warm-up at {rows[0]['latency_shape']}; speedup = teacher ms / ms, "
+                     f"flop_ratio = teacher / arch total FLOPs at that shape; paper_A100_ms at 1x256x3x448x448")
+    view = table_rows(rows)
+    return "\n".join([*lines, format_table(view, [c for c in COLUMNS if c in view[0]])])

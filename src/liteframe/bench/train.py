@@ -20,7 +20,6 @@ from liteframe.devices import resolve_device
 
 # dense bf16 tensor-core peaks (TFLOP/s) by device name, for MFU
 PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0, "A10": 125.0}
-TINY_STUDENT = {"width": 32, "depth": 3, "heads": 2, "mlp": 64, "downsample_after": [1, 2]}
 
 
 def run(device: str = "cpu", steps: int = 8, batch_size: int = 4, workers: int = 2) -> list[dict]:
@@ -37,7 +36,7 @@ def job_rows(steps: int = 8, batch_size: int = 4, workers: int = 2, frames: int 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         teacher, manifest = _tiny_setup(root, size, videos=2 * batch_size)
-        base = dict(teacher=str(teacher), manifest=str(manifest), frames=frames, student=TINY_STUDENT,
+        base = dict(teacher=str(teacher), manifest=str(manifest), frames=frames, student={"name": "liteframe-tiny"},
                     batch_size=batch_size, steps=steps, workers=workers, warmup_steps=1, log_every=1,
                     save_every=10**9, device="cpu")
         rows = []

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from .student import LiteFrameConfig
+from ..errors import InputError
+from .config import LiteFrameConfig
 
 
 def teacher_layers(config: LiteFrameConfig, teacher_depth: int) -> tuple[int, ...]:
@@ -25,25 +26,35 @@ def teacher_layers(config: LiteFrameConfig, teacher_depth: int) -> tuple[int, ..
     return layers
 
 
+def mismatches(config: LiteFrameConfig, tcfg) -> list[str]:
+    """Why the student cannot be cropped from an `InternVLVisionConfig`, one phrase per differing field. The
+    teacher's final LayerNorm (`use_mean_pooling: false`) does not matter: the crop never reads it, and CTD's
+    targets are the teacher's real output, final norm included."""
+    same = {
+        "head dim": (config.width // config.heads, tcfg.hidden_size // tcfg.num_attention_heads),
+        "patch size": (config.patch, tuple(tcfg.patch_size)[0]),
+        "image size": (config.image, tuple(tcfg.image_size)[0]),
+        "qkv bias": (config.qkv_bias, tcfg.attention_bias),
+        "norm type": ("layer_norm", tcfg.norm_type),
+        "qk norm": (False, tcfg.use_qk_norm),
+    }
+    at_most = {"width": (config.width, tcfg.hidden_size), "mlp": (config.mlp, tcfg.intermediate_size)}
+    problems = [f"{k}: student {s!r}, teacher {t!r}" for k, (s, t) in same.items() if s != t]
+    problems += [f"{k} {s} exceeds the teacher's {t}" for k, (s, t) in at_most.items() if s > t]
+    if config.out_dim < config.width:
+        problems.append(f"out_dim {config.out_dim} is below the width {config.width}")
+    return problems
+
+
 def crop_state_dict(vision, config: LiteFrameConfig) -> dict[str, torch.Tensor]:
     """An `InternVLVisionModel`'s weights -> the LiteFrame state dict (all but mixers and downsampling)."""
     tcfg = vision.config
     if tcfg.model_type != "internvl_vision":
-        raise ValueError(f"crop init needs an InternViT teacher, got a {tcfg.model_type!r} model")
+        raise InputError(f"crop init needs an InternViT teacher, got a {tcfg.model_type!r} model")
+    problems = mismatches(config, tcfg)
+    if problems:
+        raise InputError(f"crop init: the student does not fit the teacher: {'; '.join(problems)}")
     c, m = config.width, config.mlp
-    checks = {
-        "head dim": (c // config.heads, tcfg.hidden_size // tcfg.num_attention_heads),
-        "patch size": (config.patch, tuple(tcfg.patch_size)[0]),
-        "image size": (config.image, tuple(tcfg.image_size)[0]),
-        "qkv bias": (config.qkv_bias, tcfg.attention_bias),
-        "norm": ("layer_norm", tcfg.norm_type),
-        "qk norm": (False, tcfg.use_qk_norm),
-        "final norm": (False, not tcfg.use_mean_pooling),
-    }
-    bad = {k: v for k, v in checks.items() if v[0] != v[1]}
-    if bad or c > tcfg.hidden_size or m > tcfg.intermediate_size or config.out_dim < c:
-        raise ValueError(f"student {config} cannot be cropped from teacher {tcfg.to_dict()}: "
-                         f"(student, teacher) differ in {bad}, or width/mlp exceed the teacher's, or out_dim < width")
     t = vision.state_dict()
     s = {
         "patch_embed.weight": t["embeddings.patch_embeddings.projection.weight"][:c],

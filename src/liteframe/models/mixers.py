@@ -1,5 +1,5 @@
 """The LiteFrame variants of SPEC 4 by name: which temporal mixer each block has, whether spatial attention
-spans the whole clip, and the downsampling strides."""
+spans the whole clip, and how the model spends the compression block (its strides: `config.py`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -13,6 +13,15 @@ from ..registry import Registry
 from .layers import Attention
 
 Stride = tuple[int, int, int]  # (time, height, width)
+
+
+def own_layout_grad(weight: torch.Tensor) -> torch.Tensor:
+    """`weight` itself (a view), routed so that its gradient comes back in the weight's own strides.
+
+    A convolution over a channels-last view returns a depth-wise weight's gradient with other strides on the
+    size-1 dimensions; DDP compares strides exactly, warns "Grad strides do not match bucket view strides" and
+    copies every step. The backward of `squeeze` re-inserts size-1 dimensions with canonical strides."""
+    return weight.squeeze().view(weight.shape)
 
 
 class TemporalConv(nn.Module):
@@ -29,8 +38,8 @@ class TemporalConv(nn.Module):
         # (N, t, P, C) read as (N, C, t, P) is a channels-last image: the Conv1d weight as a (k, 1) Conv2d runs
         # on it without the two transposing copies a (N*P, C, t) Conv1d input needs (4x faster on CPU)
         conv = self.conv
-        y = F.conv2d(x.permute(0, 3, 1, 2), conv.weight.unsqueeze(-1), conv.bias, padding=(conv.padding[0], 0),
-                     groups=conv.groups)
+        y = F.conv2d(x.permute(0, 3, 1, 2), own_layout_grad(conv.weight).unsqueeze(-1), conv.bias,
+                     padding=(conv.padding[0], 0), groups=conv.groups)
         return y.permute(0, 2, 3, 1)
 
 
@@ -65,7 +74,9 @@ class Downsample(nn.Module):
 
     def forward(self, x: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, int, int]:
         n, t, _, c = x.shape
-        patches = self.conv(x[:, :, 1:].reshape(n, t, h, w, c).permute(0, 4, 1, 2, 3))
+        conv = self.conv
+        patches = F.conv3d(x[:, :, 1:].reshape(n, t, h, w, c).permute(0, 4, 1, 2, 3), own_layout_grad(conv.weight),
+                           conv.bias, stride=conv.stride, groups=conv.groups)
         t2, h2, w2 = patches.shape[2:]
         patches = patches.permute(0, 2, 3, 4, 1).reshape(n, t2, h2 * w2, c)
         cls = x[:, :, :1].reshape(n, t2, self.stride[0], 1, c).mean(dim=2)
@@ -75,19 +86,19 @@ class Downsample(nn.Module):
 @dataclass(frozen=True)
 class Variant:
     """mixer(width, heads, kernel) builds one block's temporal residual branch (None: no temporal mixing);
-    joint: spatial attention over all tokens of a clip instead of per frame; strides: one per downsampling."""
+    joint: spatial attention over all tokens of a clip instead of per frame; compress: "block" downsamples by the
+    compression block, "space" spends its ratio on space alone, "none" keeps every token."""
 
     mixer: Callable[[int, int, int], nn.Module] | None
-    strides: tuple[Stride, ...]
+    compress: str = "block"
     joint: bool = False
 
 
 VARIANTS: Registry[Variant] = Registry("LiteFrame variant")
-_VIDEO = ((2, 2, 2), (2, 1, 1))
-VARIANTS.register("none")(Variant(None, ()))
-VARIANTS.register("dwconv")(Variant(lambda w, h, k: TemporalConv(w, k, groups=w), _VIDEO))
-VARIANTS.register("conv")(Variant(lambda w, h, k: TemporalConv(w, k, groups=1), _VIDEO))
-VARIANTS.register("tempattn")(Variant(lambda w, h, k: TemporalAttention(w, h), _VIDEO))
-VARIANTS.register("stattn")(Variant(None, _VIDEO, joint=True))
+VARIANTS.register("none")(Variant(None, compress="none"))
+VARIANTS.register("dwconv")(Variant(lambda w, h, k: TemporalConv(w, k, groups=w)))
+VARIANTS.register("conv")(Variant(lambda w, h, k: TemporalConv(w, k, groups=1)))
+VARIANTS.register("tempattn")(Variant(lambda w, h, k: TemporalAttention(w, h)))
+VARIANTS.register("stattn")(Variant(None, joint=True))
 # spatial-only: every output token comes from one frame (SPEC 4), so nothing mixes frames either
-VARIANTS.register("spatial16")(Variant(None, ((1, 2, 2), (1, 2, 2))))
+VARIANTS.register("spatial16")(Variant(None, compress="space"))

@@ -1,14 +1,14 @@
 """LiteFrame: a ViT-B/14 video encoder that compresses inside the network (SPEC 4).
 
-Frames are encoded in clips of `clip_frames` (4) consecutive frames: temporal mixing and temporal downsampling
-act within a clip, as in training on 4-frame clips, so a long video is a batch of independent clips *(ours)*.
+Frames are encoded in clips of `compression.clip` (4 at 16x) consecutive frames: temporal mixing and temporal
+downsampling act within a clip, as in training on 4-frame clips, so a long video is a batch of independent clips
+*(ours)*. The config and the named configs live in `config.py`.
 """
 from __future__ import annotations
 
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
@@ -21,61 +21,13 @@ from torch.utils.checkpoint import checkpoint
 from ..errors import InputError
 from ..grid import TokenGrid
 from ..io import atomic_folder
+from .config import LiteFrameConfig, student_config
+from .crop import crop_state_dict
 from .layers import Attention, Mlp
 from .mixers import VARIANTS, Downsample
+from .teacher import Teacher
 
 CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
-
-
-@dataclass
-class LiteFrameConfig:
-    """LiteFrame-B by default. `temporal` names a variant in `VARIANTS`; `downsample_after` lists the (1-based)
-    blocks followed by the variant's downsamplings; `teacher_layers` picks the teacher blocks cropped into the
-    student (None: every second one, ending on the teacher's last block)."""
-
-    width: int = 768
-    depth: int = 12
-    heads: int = 12
-    mlp: int = 3072
-    patch: int = 14
-    image: int = 448
-    out_dim: int = 1024
-    temporal: str = "dwconv"
-    kernel: int = 3
-    clip_frames: int = 4
-    downsample_after: tuple[int, ...] = (4, 8)
-    layerscale: float = 0.1
-    qkv_bias: bool = True
-    eps: float = 1e-6
-    teacher_layers: tuple[int, ...] | None = None
-
-    def __post_init__(self):
-        self.downsample_after = tuple(self.downsample_after)
-        if self.teacher_layers is not None:
-            self.teacher_layers = tuple(self.teacher_layers)
-        strides = VARIANTS.get(self.temporal).strides
-        if strides and len(self.downsample_after) != len(strides):
-            raise ValueError(f"variant {self.temporal!r} downsamples {len(strides)} times but downsample_after "
-                             f"is {self.downsample_after}")
-        if any(not 1 <= i <= self.depth for i in self.downsample_after):
-            raise ValueError(f"downsample_after {self.downsample_after} must lie in 1..depth={self.depth}")
-        if self.clip_frames % math.prod(s[0] for s in strides):
-            raise ValueError(f"clip_frames {self.clip_frames} is not divisible by the temporal strides of "
-                             f"{self.temporal!r}")
-
-    @property
-    def strides(self) -> tuple[tuple[int, int, int], ...]:
-        return VARIANTS.get(self.temporal).strides
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> LiteFrameConfig:
-        unknown = set(data) - {f.name for f in fields(cls)}
-        if unknown:
-            raise InputError(f"LiteFrame config has unknown keys {sorted(unknown)}")
-        return cls(**data)
 
 
 class Block(nn.Module):
@@ -104,8 +56,9 @@ class Block(nn.Module):
 
 
 class LiteFrameEncoder(nn.Module):
-    """`(B, T, 3, S, S) -> TokenGrid (B, T/st, S/(14*sh), S/(14*sw), out_dim)` with one CLS per output frame;
-    for the default `dwconv` that is `(B, T/4, S/28, S/28, 1024)`. T must be a multiple of `clip_frames`."""
+    """`(B, T, 3, S, S) -> TokenGrid (B, T/st, S/(14*sh), S/(14*sw), out_dim)` with one CLS per output frame, for
+    the strides' product (st, sh, sw); for the default `dwconv` at 16x that is `(B, T/4, S/28, S/28, 1024)`.
+    T must be a multiple of `compression.clip`."""
 
     def __init__(self, config: LiteFrameConfig | None = None):
         super().__init__()
@@ -132,8 +85,9 @@ class LiteFrameEncoder(nn.Module):
         x = self.patch_embed(pixels.flatten(0, 1).to(self.patch_embed.weight.dtype))  # (B*T, C, h, w)
         h, w = x.shape[-2:]
         x = torch.cat([self.cls_token.expand(b * t, -1, -1), x.flatten(2).transpose(1, 2)], dim=1)
-        x = (x + self._pos_embed(h, w)).view(b * t // cfg.clip_frames, cfg.clip_frames, 1 + h * w, cfg.width)
-        after = dict(zip(cfg.downsample_after, self.downsample))
+        clip = cfg.compression.clip
+        x = (x + self._pos_embed(h, w)).view(b * t // clip, clip, 1 + h * w, cfg.width)
+        after = {i: down for (i, _), down in zip(cfg.stages, self.downsample)}
         for i, block in enumerate(self.blocks, start=1):
             if self.grad_checkpointing and self.training:
                 x = checkpoint(block, x, use_reentrant=False)
@@ -146,9 +100,10 @@ class LiteFrameEncoder(nn.Module):
 
     def _check_shape(self, t: int, height: int, width: int) -> None:
         cfg = self.config
-        if t % cfg.clip_frames:
-            raise ValueError(f"LiteFrame encodes clips of {cfg.clip_frames} frames: got T = {t} frames, "
-                             f"not a multiple of {cfg.clip_frames}")
+        clip = cfg.compression.clip
+        if t % clip:
+            raise ValueError(f"LiteFrame encodes clips of {clip} frames: got T = {t} frames, "
+                             f"not a multiple of {clip}")
         sh = math.prod(s[1] for s in cfg.strides) * cfg.patch
         sw = math.prod(s[2] for s in cfg.strides) * cfg.patch
         if height % sh or width % sw:
@@ -168,9 +123,6 @@ class LiteFrameEncoder(nn.Module):
     @classmethod
     def from_teacher(cls, teacher, config: LiteFrameConfig | None = None) -> LiteFrameEncoder:
         """Crop init (SPEC 4) from a `Teacher` or a teacher checkpoint folder; see `crop.py`."""
-        from .crop import crop_state_dict
-        from .teacher import Teacher
-
         if not isinstance(teacher, Teacher):
             teacher = Teacher.from_pretrained(teacher)
         model = cls(config)
@@ -231,3 +183,10 @@ class LiteFrameEncoder(nn.Module):
             if p.requires_grad:
                 (decay if p.ndim >= 2 and name not in ("pos_embed", "cls_token") else no_decay).append(p)
         return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def create_student(name: str = "liteframe-b", **overrides) -> LiteFrameEncoder:
+    """A randomly initialised student from a named config (`config.STUDENTS`) with `overrides`, e.g.
+    `create_student("liteframe-tiny", compression=64)`; crop init: `LiteFrameEncoder.from_teacher(teacher,
+    student_config(name, **overrides))`."""
+    return LiteFrameEncoder(student_config(name, **overrides))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -12,7 +13,7 @@ from torch import nn
 from transformers import AutoModel, CLIPVisionModel, InternVLConfig, SiglipVisionModel
 from transformers.models.internvl.modeling_internvl import InternVLMultiModalProjector
 
-from ..errors import InputError
+from ..errors import InputError, model_type as read_model_type, one_line
 from ..grid import TokenGrid, pixel_shuffle
 
 # model_type in config.json -> the class that loads a plain vision-model folder
@@ -50,12 +51,7 @@ class Teacher(nn.Module):
         """A local InternVL3 `-hf` folder (vision tower and projector only, never the LLM), or a folder of a
         CLIP / SigLIP (vision) model. `dtype` None keeps the checkpoint's."""
         folder = Path(path)
-        if not (folder / "config.json").is_file():
-            raise InputError(f"{folder}: not a model folder (no config.json)")
-        try:
-            model_type = json.loads((folder / "config.json").read_text()).get("model_type")
-        except json.JSONDecodeError as err:
-            raise InputError(f"{folder / 'config.json'}: not valid JSON ({err})") from None
+        model_type = read_model_type(folder, "teacher")
         if model_type == "internvl":
             teacher = cls._from_internvl_folder(folder)
         elif model_type in _VISION_FOLDERS:
@@ -71,9 +67,9 @@ class Teacher(nn.Module):
             vision, info = _VISION_FOLDERS[model_type].from_pretrained(
                 folder, attn_implementation="sdpa", output_loading_info=True, **({"dtype": dtype} if dtype else {}))
         except RuntimeError as err:  # transformers refuses tensors whose shapes differ from config.json
-            raise InputError(f"{folder}: tensor shapes do not match config.json ({_one_line(err)})") from None
+            raise InputError(f"{folder}: tensor shapes do not match config.json ({one_line(err)})") from None
         except (OSError, SafetensorError) as err:
-            raise InputError(f"{folder}: cannot read the weights ({_one_line(err)})") from None
+            raise InputError(f"{folder}: cannot read the weights ({one_line(err)})") from None
         missing = sorted(info["missing_keys"])
         if missing:
             raise InputError(f"{folder}: checkpoint lacks {len(missing)} vision tensors, e.g. {missing[0]}")
@@ -121,12 +117,24 @@ class Teacher(nn.Module):
     def forward(self, pixels: torch.Tensor) -> TokenGrid:
         """`(B, T, 3, S, S) -> TokenGrid (B, T, S/p, S/p, C)`: all frames in one batch of B*T images."""
         b, t, _, height, width = pixels.shape
+        if min(height, width) < self.image_size:
+            warn_resized_positions(self.image_size, self.patch_size, height, width)
         frames = pixels.flatten(0, 1).to(next(self.vision.parameters()).dtype)
         kwargs = {}
         if self.vision.config.model_type != "internvl_vision":  # InternViT resizes its positions by itself
             kwargs["interpolate_pos_encoding"] = (height, width) != (self.image_size, self.image_size)
         hidden = self.vision(pixel_values=frames, **kwargs).last_hidden_state
         return TokenGrid.from_hf(hidden, t, has_cls=self.has_cls)
+
+
+def warn_resized_positions(native: int, patch: int, height: int, width: int) -> None:
+    """Frames below the checkpoint's own size make the ViT resize its position embeddings, once more if the
+    checkpoint's were already resized from another size: its features drift from the checkpoint's (a converted
+    DINOv2-S at half size: cosine 0.97), and so do targets distilled from them."""
+    side = native // patch
+    warnings.warn(f"teacher: {height}x{width} px frames are below the checkpoint's own {native} px, so its "
+                  f"{side}x{side} position embeddings are resized to {height // patch}x{width // patch}, which "
+                  f"changes its features; use frames of {native} px to keep them", stacklevel=3)
 
 
 def to_llm_tokens(grid: TokenGrid, projector: nn.Module) -> torch.Tensor:
@@ -165,8 +173,5 @@ def _open_safetensors(file: Path):
     try:
         return safe_open(str(file), "pt")
     except (OSError, SafetensorError) as err:
-        raise InputError(f"{file}: not a readable safetensors file ({_one_line(err)})") from None
+        raise InputError(f"{file}: not a readable safetensors file ({one_line(err)})") from None
 
-
-def _one_line(err: Exception) -> str:
-    return " ".join(str(err).split())

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from transformers import CLIPVisionConfig, InternVLConfig, InternVLVisionConfig, Qwen2Config, SiglipVisionConfig
 
-from .student import LiteFrameConfig
+from .config import LiteFrameConfig, student_config
 
 TINY_WIDTH = 64  # 4 heads of 16
 
@@ -33,8 +33,6 @@ def tiny_internvl_config(image_size: int = 56, llm_width: int = 32, vocab_size: 
 
 def tiny_student_config(temporal: str = "dwconv", image_size: int = 56, teacher_width: int = TINY_WIDTH,
                         **overrides) -> LiteFrameConfig:
-    """A 3-block student (width 32, 2 heads of 16) croppable from `tiny_vision_config("internvl")`, with out_dim
-    equal to the tiny teacher's width; downsampling after blocks 1 and 2 so the last block sees one frame."""
-    fields = dict(width=32, depth=3, heads=2, mlp=64, image=image_size, out_dim=teacher_width, temporal=temporal,
-                  downsample_after=(1, 2))
-    return LiteFrameConfig(**{**fields, **overrides})
+    """`liteframe-tiny` (3 blocks of width 32, croppable from `tiny_vision_config("internvl")`) for another
+    variant, image size or teacher width; `overrides` are any other `LiteFrameConfig` fields."""
+    return student_config("liteframe-tiny", temporal=temporal, image=image_size, out_dim=teacher_width, **overrides)

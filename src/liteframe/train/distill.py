@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 from liteframe.compression import Compression
 from liteframe.errors import InputError
 from liteframe.models import LiteFrameConfig, LiteFrameEncoder, Teacher
+from liteframe.models import student_config as models_student_config
 from liteframe.reduce.pool import avg_pool
 from liteframe.train.checkpoint import Checkpointer, ModelState, OptimizerState
 from liteframe.train.config import DistillConfig
@@ -79,14 +80,14 @@ def distill(cfg: DistillConfig) -> Result:
 
 
 def student_config(cfg: DistillConfig, teacher: Teacher, compression: Compression) -> LiteFrameConfig:
-    """The LiteFrame config to crop from `teacher`: `cfg.student` over the teacher's width and input size and the
-    compression's clip, refused unless its strides give the compression's block.
-
-    Seam: the `models` engineer's `create_student(name, **overrides)` with a compression field replaces the
-    LiteFrameConfig built here (today a 64x student needs a variant whose strides multiply to (4, 4, 4))."""
+    """The LiteFrame config to crop from `teacher`: the named config `cfg.student["name"]` (default `liteframe-b`)
+    with the other `cfg.student` keys over it, at the teacher's width and input size and the job's compression;
+    refused unless its strides give the compression's block (the `none` variant never downsamples)."""
+    overrides = dict(cfg.student)
+    name = overrides.pop("name", "liteframe-b")
     try:
-        config = LiteFrameConfig(**{"image": teacher.image_size, "out_dim": teacher.hidden_size,
-                                    "clip_frames": compression.clip, **cfg.student})
+        config = models_student_config(name, **{"image": teacher.image_size, "out_dim": teacher.hidden_size,
+                                                **overrides, "compression": compression})
     except (TypeError, ValueError) as err:
         raise InputError(f"distill config: student {cfg.student}: {err}") from err
     block = tuple(math.prod(s[k] for s in config.strides) for k in range(3))

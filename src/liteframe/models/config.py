@@ -1,0 +1,124 @@
+"""The LiteFrame student's config (SPEC 4) and its named settings, the timm way: a registry of named configs and
+`student_config(name, **overrides)`. Kept apart from the model, as transformers keeps `*Config` apart, so that
+crop init and the model both read it without importing each other.
+
+Strides follow the compression block `(t, h, w)` (SPEC 3): it is split into two downsamplings, the first taking a
+factor 2 from every even side and the second the rest, so that their product is the block:
+16x (4, 2, 2) -> (2, 2, 2) after block 4, then (2, 1, 1) after block 8 (SPEC 4);
+64x (4, 4, 4) -> (2, 2, 2), then (2, 2, 2) *(ours)*;
+4x (1, 2, 2) -> (1, 2, 2), then nothing (a (1, 1, 1) stage is not built) *(ours)*.
+The spatial-only variant spends the same ratio on space, block `(1, h*sqrt(t), w*sqrt(t))`: at 16x that is
+SPEC 4's `spatial16`, (1, 2, 2) then (1, 2, 2). The `none` variant (plain ViT-B) never downsamples.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields, replace
+
+from ..compression import DEFAULT, Compression, get_compression
+from ..errors import InputError
+from ..registry import Registry
+from .mixers import VARIANTS, Stride
+
+
+@dataclass
+class LiteFrameConfig:
+    """LiteFrame-B by default. `temporal` names a variant in `VARIANTS`; `compression` (a `Compression`, or what
+    `get_compression` takes) sets the clip length and the strides; `downsample_after` lists the two (1-based)
+    blocks after which the strides apply; `teacher_layers` picks the teacher blocks cropped into the student
+    (None: every second one, ending on the teacher's last block)."""
+
+    width: int = 768
+    depth: int = 12
+    heads: int = 12
+    mlp: int = 3072
+    patch: int = 14
+    image: int = 448
+    out_dim: int = 1024
+    temporal: str = "dwconv"
+    kernel: int = 3
+    compression: Compression = DEFAULT
+    downsample_after: tuple[int, ...] = (4, 8)
+    layerscale: float = 0.1
+    qkv_bias: bool = True
+    eps: float = 1e-6
+    teacher_layers: tuple[int, ...] | None = None
+
+    def __post_init__(self):
+        self.compression = get_compression(self.compression)
+        self.downsample_after = tuple(self.downsample_after)
+        if self.teacher_layers is not None:
+            self.teacher_layers = tuple(self.teacher_layers)
+        split = self._split()
+        if split and len(self.downsample_after) != len(split):
+            raise ValueError(f"variant {self.temporal!r} downsamples {len(split)} times but downsample_after "
+                             f"is {self.downsample_after}")
+        if any(not 1 <= i <= self.depth for i in self.downsample_after):
+            raise ValueError(f"downsample_after {self.downsample_after} must lie in 1..depth={self.depth}")
+
+    def _split(self) -> tuple[Stride, ...]:
+        """The block as the variant's two downsamplings (one may be (1, 1, 1)); `()` for `none`."""
+        kind = VARIANTS.get(self.temporal).compress
+        if kind == "none":
+            return ()
+        block = self.compression.block
+        if kind == "space":
+            t, h, w = block
+            root = math.isqrt(t)
+            if root * root != t:
+                raise ValueError(f"variant {self.temporal!r} spends the clip of {t} frames on space, which needs "
+                                 f"a square number of frames")
+            block = (1, h * root, w * root)
+        first = tuple(2 if n % 2 == 0 else 1 for n in block)
+        return first, tuple(n // f for n, f in zip(block, first))
+
+    @property
+    def stages(self) -> tuple[tuple[int, Stride], ...]:
+        """`(block, stride)` of each downsampling the model builds: after 1-based block `block`."""
+        return tuple((i, s) for i, s in zip(self.downsample_after, self._split()) if s != (1, 1, 1))
+
+    @property
+    def strides(self) -> tuple[Stride, ...]:
+        return tuple(s for _, s in self.stages)
+
+    @property
+    def clip_frames(self) -> int:
+        """Frames per clip, `compression.clip`: temporal mixing and downsampling act within a clip."""
+        return self.compression.clip
+
+    def to_dict(self) -> dict:
+        """JSON-ready; the compression as its block `[t, h, w]`."""
+        return {**asdict(self), "compression": list(self.compression.block)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> LiteFrameConfig:
+        """Inverse of `to_dict`. A config.json written before the compression field (with `clip_frames: 4`) loads
+        as 16x."""
+        data = dict(data)
+        compression = get_compression(data.get("compression"))
+        clip = data.pop("clip_frames", compression.clip)
+        if clip != compression.clip:
+            raise InputError(f"LiteFrame config: clip_frames {clip} does not match compression {compression}")
+        unknown = set(data) - {f.name for f in fields(cls)}
+        if unknown:
+            raise InputError(f"LiteFrame config has unknown keys {sorted(unknown)}")
+        return cls(**{**data, "compression": compression})
+
+
+# Named configs (`create_student(name)`). The tiny ones crop from `tiny_vision_config("internvl")` (width 64,
+# 6 blocks, 56 px): 3 blocks of width 32, 2 heads of 16, downsampling after blocks 1 and 2.
+STUDENTS: Registry[LiteFrameConfig] = Registry("LiteFrame student")
+_B = LiteFrameConfig()
+_TINY = LiteFrameConfig(width=32, depth=3, heads=2, mlp=64, image=56, out_dim=64, downsample_after=(1, 2))
+for _name, _base in (("liteframe-b", _B), ("liteframe-tiny", _TINY)):
+    for _ratio in (16, 4, 64):
+        STUDENTS.register(_name + ("" if _ratio == 16 else f"-{_ratio}x"))(replace(_base, compression=_ratio))
+
+
+def student_config(name: str = "liteframe-b", **overrides) -> LiteFrameConfig:
+    """The named config with `overrides` (any `LiteFrameConfig` field), e.g. `student_config("liteframe-tiny",
+    temporal="conv", compression=64)`."""
+    try:
+        return replace(STUDENTS.get(name), **overrides)
+    except TypeError as err:  # an unknown field
+        raise InputError(f"student {name}: {err}") from None
