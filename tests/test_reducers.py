@@ -365,9 +365,10 @@ def test_bench_reducers_cli_prints_every_reducer_beside_a_copy(capsys):
     assert [row["reducer"] for row in rows] == REDUCERS.names()
     assert {row["input"] for row in rows} == {"8x8x8x8", "8x4x4x32"}  # set reducers see the pixel shuffle
     assert all(row["LLM tokens"] == 8 and row["copy ms"] > 0 and row["x copy"] > 0 for row in rows)
-    assert main(args + ["--json", "--compression", "64"]) == 0
+    big = ["--frames", "16", "--size", "16"]  # 64x keeps 1 token per 8 x 8 shuffled frame
+    assert main(args + big + ["--json", "--compression", "64"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert {row["LLM tokens"] for row in rows} == {2} and {row["compression"] for row in rows} == {"64x (4, 4, 4)"}
+    assert {row["LLM tokens"] for row in rows} == {16} and {row["compression"] for row in rows} == {"64x (4, 4, 4)"}
     assert main(args[:3] + ["0"] + args[4:]) == 2
     assert "frames 0, size 8, channels 8 and repeats 1 must be positive" in capsys.readouterr().err
     assert main(args + ["--device", "nonsense"]) == 2

@@ -14,18 +14,20 @@ def wap(patches: torch.Tensor, queries: torch.Tensor, compression: Compression |
     """`(B, T, H, W, C), (B, T, C) -> (B, T/t, H/h, W/w, C)` over the blocks `(t, h, w)` of `compression`; a grid
     that is not whole blocks is padded (SPEC 3). `check`: raise on non-finite scores, which costs a host sync on
     a GPU (hot paths such as the student's and the distillation targets' pass False)."""
-    validate(patches, queries, check_values=False)  # the scores check the values for free
+    validate(patches, queries, check_values=False)  # the output checks the values almost for free
     block = get_compression(compression).block
     patches, (queries,) = pad_to_blocks(patches, [queries], block, "wap")
     weights = wap_weights(patches, queries, block)
-    if check and not torch.isfinite(weights).all():  # a non-finite score makes its whole block NaN
-        check_finite(patches, queries)
-        raise ValueError(f"WAP scores overflow for patches {tuple(patches.shape)} and queries {tuple(queries.shape)}")
     b, tt, hh, ww, c = patches.shape
     t, h, w = block
     out = torch.zeros((b, tt // t, hh // h, ww // w, c), dtype=weights.dtype, device=patches.device)
     for k, view in enumerate(block_views(patches, block)):
         out.addcmul_(view, weights[..., k, None])
+    # Any NaN or inf in the input reaches the output (as itself, through a non-finite score, or as inf x 0), so
+    # the small output is checked, and the input only to name the culprit.
+    if check and not torch.isfinite(out).all():
+        check_finite(patches, queries)
+        raise ValueError(f"WAP scores overflow for patches {tuple(patches.shape)} and queries {tuple(queries.shape)}")
     return out.to(patches.dtype)
 
 
