@@ -99,20 +99,24 @@ def merge_segment(x: torch.Tensor, salient: torch.Tensor, budget: int):
     the segment that joins it, itself among them."""
     length, n, c = x.shape
     frames, quotas = anchor_quotas(length, budget)
-    candidate = ~salient[frames]  # (F, n)
-    quotas = torch.minimum(torch.tensor(quotas, device=x.device), candidate.sum(-1))
-    most = int(quotas.max()) if budget else 0
-    if most == 0:
+    quotas = torch.minimum(torch.tensor(quotas, device=x.device), (~salient[frames]).sum(-1))
+    frames = [f for f, q in zip(frames, quotas.tolist()) if q]  # a frame with no anchors has nothing to join
+    if not frames:
         return None
+    quotas = quotas[quotas > 0]
+    candidate = ~salient[frames]  # (F, n)
+    most = int(quotas.max())
     peak = density_peaks(x[frames], candidate).topk(most, dim=-1).indices  # (F, most), best first
     used = torch.arange(most, device=x.device) < quotas[:, None]  # (F, most)
     anchor = (torch.tensor(frames, device=x.device)[:, None] * n + peak)[used]  # (A,)
-    group = torch.arange(len(frames), device=x.device)[:, None].expand_as(peak)[used]  # (A,) its anchor frame
 
     tokens = x.reshape(length * n, c)
-    sim = F.normalize(tokens, dim=-1) @ F.normalize(tokens[anchor], dim=-1).T  # (L*n, A)
-    own = group[:, None] == torch.arange(len(frames), device=x.device)  # (A, F)
-    best = sim[:, :, None].masked_fill(~own, -torch.inf).argmax(1)  # (L*n, F): the chosen anchor of each frame
+    # The most cosine-similar anchor: a token's own norm cannot change which, so only the anchors are normalised.
+    sim = tokens.new_full((length * n, len(frames) * most), -torch.inf)
+    sim[:, used.flatten()] = tokens @ F.normalize(tokens[anchor], dim=-1).T
+    slot = torch.full((len(frames) * most,), -1, device=x.device)
+    slot[used.flatten()] = torch.arange(len(anchor), device=x.device)
+    best = slot[sim.view(-1, len(frames), most).argmax(-1) + most * torch.arange(len(frames), device=x.device)]
     member = (~salient.flatten()).nonzero().flatten()  # every non-salient token joins once per anchor frame
     joined = best[member].flatten()  # (members * F,)
     count = torch.zeros(len(anchor), dtype=x.dtype, device=x.device).index_add_(
