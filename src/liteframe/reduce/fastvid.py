@@ -44,34 +44,39 @@ def fastvid_plan(grid: TokenGrid, num_tokens: int) -> Merge:
     rank = score.argsort(-1, descending=True).argsort(-1)
     salient = rank < (retain - context)[:, None]  # (B, T, n)
     starts = segment_starts(grid.queries)
-    plans = []
-    # Segments have data-dependent lengths that differ between videos, so they are visited in turn; the work
-    # inside each is batched over its frames and tokens.
-    for v in range(b):
-        bounds = starts[v].nonzero().flatten().tolist() + [t]
-        kept = salient[v].flatten().clone()
-        entries = []  # (flat index of the output token, flat index of the input token, weight)
-        for s0, s1 in zip(bounds[:-1], bounds[1:]):
-            found = merge_segment(x[v, s0:s1], salient[v, s0:s1], int(context[s0:s1].sum()))
-            if found is not None:
-                anchor, row, col, weight = found
-                kept[s0 * n + anchor] = True
-                entries.append((s0 * n + row, s0 * n + col, weight))
-        short = num_tokens - int(kept.sum())
-        if short:  # anchor frames without enough candidates: the most attended tokens left fill the budget
-            kept[score[v].flatten().masked_fill(kept, -torch.inf).topk(short).indices] = True
-        solo = kept.clone()  # kept as they are: salient and filling tokens
-        for row, _, _ in entries:
-            solo[row] = False
-        index = solo.nonzero().flatten()
-        entries.append((index, index, torch.ones_like(index, dtype=x.dtype)))
-        out_row = kept.cumsum(0) - 1  # output row of each kept flat index: original order
-        row, col, weight = (torch.cat(e) for e in zip(*entries))
-        plans.append((kept.nonzero().flatten(), out_row[row], col, weight))
+    # Segments have data-dependent lengths that differ between videos, so videos are planned in turn.
+    plans = [video_plan(x[v], score[v], salient[v], starts[v], context, num_tokens) for v in range(b)]
     size = max(len(p[1]) for p in plans)
     where = torch.stack([p[0] for p in plans])
     padded = [torch.stack([F.pad(p[i], (0, size - len(p[i]))) for p in plans]) for i in (1, 2, 3)]  # weight 0
     return Merge(where // n, where % n, *padded)
+
+
+def video_plan(x: torch.Tensor, score: torch.Tensor, salient: torch.Tensor, starts: torch.Tensor,
+               context: torch.Tensor, num_tokens: int):
+    """One video `(T, n, C)`, scores and salient mask `(T, n)`, segment starts `(T,)`, context tokens per frame
+    `(T,)` -> the kept flat indices `(num_tokens,)` in original order and the entries `(E,)` (output row, input
+    flat index, weight) of what each kept token sums."""
+    t, n, _ = x.shape
+    bounds = starts.nonzero().flatten().tolist() + [t]
+    kept = salient.flatten().clone()
+    entries = []  # (flat index of the output token, flat index of the input token, weight)
+    for s0, s1 in zip(bounds[:-1], bounds[1:]):  # the work inside a segment is batched over frames and tokens
+        found = merge_segment(x[s0:s1], salient[s0:s1], int(context[s0:s1].sum()))
+        if found is not None:
+            anchor, row, col, weight = found
+            kept[s0 * n + anchor] = True
+            entries.append((s0 * n + row, s0 * n + col, weight))
+    short = num_tokens - int(kept.sum())
+    if short:  # anchor frames without enough candidates: the most attended tokens left fill the budget
+        kept[score.flatten().masked_fill(kept, -torch.inf).topk(short).indices] = True
+    solo = kept.clone()  # kept as they are: salient and filling tokens
+    for row, _, _ in entries:
+        solo[row] = False
+    index = solo.nonzero().flatten()
+    entries.append((index, index, torch.ones_like(index, dtype=x.dtype)))
+    row, col, weight = (torch.cat(e) for e in zip(*entries))
+    return kept.nonzero().flatten(), (kept.cumsum(0) - 1)[row], col, weight
 
 
 def segment_starts(queries: torch.Tensor) -> torch.Tensor:
