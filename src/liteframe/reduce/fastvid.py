@@ -11,8 +11,6 @@ from the last one back; where an anchor frame has fewer candidates than its quot
 grids), the most attended tokens not yet kept fill the shortfall."""
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 

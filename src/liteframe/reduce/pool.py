@@ -1,4 +1,5 @@
-"""Average, max and subsample pooling over the same `Compression` blocks `(t, h, w)` as WAP (the baselines of BASELINES.md)."""
+"""Average, max and subsample pooling over the same `Compression` blocks `(t, h, w)` as WAP (the baselines of
+BASELINES.md)."""
 from __future__ import annotations
 
 import torch
