@@ -62,3 +62,26 @@ def test_from_hf_rejects_bad_shapes(hidden, frames, match):
 def test_grid_rejects_mismatched_cls():
     with pytest.raises(ValueError, match=r"\(B, T, C\)"):
         TokenGrid(torch.randn(1, 2, 2, 2, 3), torch.randn(1, 3, 3))
+
+
+def test_pixel_shuffle_carries_scores_summed_and_keys_concatenated():
+    patches, scores, keys = torch.randn(2, 3, 4, 6, 5), torch.rand(2, 3, 4, 6), torch.randn(2, 3, 4, 6, 7)
+    shuffled = TokenGrid(patches, None, scores, keys).pixel_shuffle()
+    assert shuffled.scores.shape == (2, 3, 2, 3) and shuffled.keys.shape == (2, 3, 2, 3, 28)
+    torch.testing.assert_close(shuffled.scores, scores.view(2, 3, 2, 2, 3, 2).sum(dim=(3, 5)))
+    assert torch.equal(shuffled.keys, pixel_shuffle(keys))  # the patches' channel order
+    # merged token (1, 2) holds patches (2..3, 4..5): its keys, in (dh, dw) blocks, and their summed scores
+    assert torch.equal(shuffled.keys[..., 1, 2, 7:14], keys[..., 2, 5, :])
+    torch.testing.assert_close(shuffled.scores[..., 1, 2], scores[..., 2:4, 4:6].sum((-1, -2)))
+    plain = TokenGrid(patches).pixel_shuffle()
+    assert plain.scores is None and plain.keys is None
+
+
+@pytest.mark.parametrize("field, shape, match", [
+    ("scores", (1, 2, 2, 3), r"scores must be \(B, T, H, W\) = \(1, 2, 2, 2\)"),
+    ("keys", (1, 2, 2, 2), r"keys must be \(B, T, H, W, Ck\)"),
+    ("keys", (1, 2, 3, 2, 4), r"keys must be \(B, T, H, W, Ck\)"),
+])
+def test_grid_rejects_mismatched_attention(field, shape, match):
+    with pytest.raises(ValueError, match=match):
+        TokenGrid(torch.randn(1, 2, 2, 2, 3), **{field: torch.randn(shape)})

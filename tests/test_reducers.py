@@ -7,7 +7,9 @@ import torch.nn.functional as F
 from hypothesis import given, settings, strategies as st
 
 from liteframe import TokenGrid
-from liteframe.reduce import REDUCERS, block_for, fastvid, get_reducer, prumerge, tome
+from liteframe.compression import COMPRESSIONS, Compression
+from liteframe.grid import TokenSet
+from liteframe.reduce import REDUCERS, Merge, fastvid, get_reducer, prumerge, tome
 from liteframe.reduce.fastvid import segment_starts
 from liteframe.reduce.prumerge import spread_order
 from liteframe.reduce.tome import merge_to
@@ -16,28 +18,55 @@ GRID = ["wap", "avg", "max", "subsample"]
 SETS = ["tome", "tome-clip", "prumerge", "fastvid"]
 
 
-def test_registry_has_every_reducer():
+def with_attention(patches, cls=None, seed=0, ck=6):
+    """A grid carrying random ViT attention: scores a softmax row over CLS and patches, keys `(.., ck)`."""
+    g = torch.Generator().manual_seed(seed)
+    b, t, h, w, _ = patches.shape
+    row = torch.randn(b, t, 1 + h * w, generator=g, dtype=patches.dtype).mul(2).softmax(-1)
+    keys = torch.randn(b, t, h, w, ck, generator=g, dtype=patches.dtype)
+    return TokenGrid(patches, cls, row[..., 1:].reshape(b, t, h, w), keys)
+
+
+def test_registry_declares_stage_and_attention():
     assert set(REDUCERS.names()) == set(GRID + SETS)
-    assert all(get_reducer(name).keeps_grid == (name in GRID) for name in REDUCERS.names())
+    assert {name: get_reducer(name).stage for name in REDUCERS.names()} == {
+        **{name: "grid" for name in GRID}, **{name: "set" for name in SETS}}
+    assert [name for name in REDUCERS.names() if get_reducer(name).needs_attention] == ["prumerge", "fastvid"]
     with pytest.raises(ValueError, match="unknown reducer 'nope'; choose from wap"):
         get_reducer("nope")
 
 
-def test_block_for_compression():
-    assert block_for(16) == (4, 2, 2) and block_for(4) == (1, 2, 2) and block_for(2) == (2, 1, 1)
-    with pytest.raises(ValueError, match="positive integer"):
-        block_for(0)
+@pytest.mark.parametrize("name", GRID)
+@pytest.mark.parametrize("ratio", [4, 16, 64])
+def test_grid_reducers_pool_the_compression_block(name, ratio):
+    compression = COMPRESSIONS[ratio]
+    grid = TokenGrid(torch.randn(1, 8, 8, 8, 3), torch.randn(1, 8, 3))
+    reducer = get_reducer(name)
+    t, h, w = compression.block
+    for spec in (ratio, compression, str(ratio) + "x"):
+        out = reducer(grid, spec)
+        assert out.patches.shape == (1, 8 // t, 8 // h, 8 // w, 3) and out.cls.shape == (1, 8 // t, 3)
+        assert reducer.num_tokens(8, 8, 8, spec) == out.patches[0, ..., 0].numel() == 512 // ratio
+    torch.testing.assert_close(reducer(grid).patches, reducer(grid, 16).patches)  # default: 16x
+
+
+def test_avg_follows_any_block():
+    x = torch.randn(1, 2, 6, 3, 4)
+    out = get_reducer("avg")(TokenGrid(x), Compression((2, 3, 1))).patches
+    torch.testing.assert_close(out, x.view(1, 1, 2, 2, 3, 3, 1, 4).mean(dim=(2, 4, 6)))
 
 
 @settings(max_examples=12, deadline=None)
 @given(name=st.sampled_from(SETS), b=st.integers(1, 2), t=st.integers(1, 9), side=st.integers(2, 6),
-       compression=st.sampled_from([2, 4, 16]), cls=st.booleans(), seed=st.integers(0, 2**16))
+       compression=st.sampled_from([4, 16, (2, 1, 1)]), cls=st.booleans(), seed=st.integers(0, 2**16))
 def test_set_reducers_return_exactly_the_budget(name, b, t, side, compression, cls, seed):
     g = torch.Generator().manual_seed(seed)
-    grid = TokenGrid(torch.randn(b, t, side, side, 5, generator=g), torch.randn(b, t, 5, generator=g) if cls else None)
+    grid = with_attention(torch.randn(b, t, side, side, 5, generator=g),
+                          torch.randn(b, t, 5, generator=g) if cls else None, seed)
     reducer = get_reducer(name)
     n = reducer.num_tokens(t, side, side, compression)
-    assert n == math.ceil(t * side * side / compression)
+    ratio = Compression(compression).ratio if isinstance(compression, tuple) else compression
+    assert n == math.ceil(t * side * side / ratio)
     if name == "tome-clip" and t % 4:
         with pytest.raises(ValueError, match="multiple of 4"):
             reducer(grid, compression)
@@ -47,7 +76,36 @@ def test_set_reducers_return_exactly_the_budget(name, b, t, side, compression, c
             reducer(grid, compression)
         return
     out = reducer(grid, compression)
-    assert out.shape == (b, n, 5) and torch.isfinite(out).all()
+    assert isinstance(out, TokenSet) and out.tokens.shape == (b, n, 5) and torch.isfinite(out.tokens).all()
+    assert out.steps == t and (out.counts().sum(1) == n).all()
+    order = out.frame * (side * side + 1) + out.pos  # original order: time, then raster (extra tokens last)
+    assert (order[:, 1:] > order[:, :-1]).all() and (out.pos <= side * side).all()
+
+
+@pytest.mark.parametrize("name", SETS)
+def test_each_token_sits_at_the_frame_and_position_it_mostly_comes_from(name):
+    """A grid of distinct one-hot tokens: each output's largest weight is on the input token at its place (ToMe's
+    survivor, PruMerge's kept token, FastVID's salient token or anchor); PruMerge's extra tokens sit last."""
+    x = torch.eye(64).view(1, 4, 4, 4, 64)
+    out = get_reducer(name)(with_attention(x, torch.randn(1, 4, 64)), 4)
+    placed = out.pos < 16
+    own = out.tokens[0].gather(1, (out.frame * 16 + out.pos).clamp_max(63)[0, :, None])[:, 0]
+    assert (own[placed[0]] == out.tokens[0, placed[0]].amax(-1)).all() and (own[placed[0]] > 0).all()
+    assert (~placed).sum() == (4 if name == "prumerge" else 0)
+
+
+def test_merge_applies_its_entries_as_one_sparse_product():
+    x = torch.randn(2, 2, 2, 2, 3, dtype=torch.float64)
+    row, col = torch.tensor([[0, 0, 1, 2], [1, 2, 0, 0]]), torch.tensor([[0, 5, 7, 3], [1, 1, 6, 2]])
+    weight = torch.tensor([[1.0, 0.5, 2.0, 0.0], [1.0, -1.0, 3.0, 0.25]], dtype=torch.float64)
+    frame, pos = torch.tensor([[0, 1, 1], [0, 0, 1]]), torch.tensor([[0, 3, 4], [1, 2, 2]])
+    out = Merge(frame, pos, row, col, weight).apply(x)
+    dense = torch.zeros(2, 3, 8, dtype=torch.float64)
+    for v in range(2):
+        for r, c, w in zip(row[v], col[v], weight[v]):
+            dense[v, r, c] += w
+    torch.testing.assert_close(out.tokens, dense @ x.view(2, 8, 3))
+    assert out.steps == 2 and out.counts().tolist() == [[1, 2], [2, 1]]
 
 
 @pytest.mark.parametrize("name", GRID)
@@ -84,11 +142,12 @@ def test_tome_merges_duplicated_tokens_first():
     x = torch.randn(2, 3, 16, 8)
     x[:, :, 5] = x[:, :, 4]  # even-odd pairs: one from each side of the bipartite split
     x[:, :, 11] = x[:, :, 10] * 3  # same direction, so cosine similarity 1
-    out = tome(x.view(2, 3, 4, 4, 8), None, 3 * 14)
+    out = tome(TokenGrid(x.view(2, 3, 4, 4, 8)), 3 * 14)
     survivors = [i for i in range(16) if i not in (4, 10)]
     expected = x[:, :, survivors].clone()
     expected[:, :, survivors.index(11)] = x[:, :, 10] * 2  # size-weighted mean of x and 3x
-    torch.testing.assert_close(out, expected.reshape(2, 42, 8))
+    torch.testing.assert_close(out.tokens, expected.reshape(2, 42, 8))
+    assert out.pos.tolist() == [survivors * 3] * 2 and out.frame.tolist() == [[0] * 14 + [1] * 14 + [2] * 14] * 2
 
 
 def test_tome_over_a_clip_merges_a_repeated_frame_into_one():
@@ -96,12 +155,14 @@ def test_tome_over_a_clip_merges_a_repeated_frame_into_one():
     bipartite split, so halving the clip merges exactly the repeats: one frame's tokens remain, each of size 2."""
     frame = torch.randn(1, 1, 3, 3, 8)
     x = torch.cat([frame, frame], 1)
-    tokens, size = merge_to(x.view(1, 1, 18, 8), torch.tensor([9]))
+    tokens, size, where = merge_to(x.view(1, 1, 18, 8), torch.tensor([9]))
     assert torch.equal(size, torch.full((1, 9), 2.0))
     rows = lambda t: t.reshape(-1, 8)[t.reshape(-1, 8)[:, 0].argsort()]  # noqa: E731
     torch.testing.assert_close(rows(tokens), rows(frame))
-    torch.testing.assert_close(tome(x, None, 9, clip=2), tokens)
-    assert not torch.allclose(rows(tome(x, None, 9)), rows(frame))  # frame by frame, distinct tokens must merge
+    clip = tome(TokenGrid(x), 9, clip=2)
+    torch.testing.assert_close(clip.tokens, tokens)
+    assert torch.equal(clip.frame * 9 + clip.pos, where)
+    assert not torch.allclose(rows(tome(TokenGrid(x), 9).tokens), rows(frame))  # frame by frame, distinct tokens merge
 
 
 @settings(max_examples=10, deadline=None)
@@ -110,7 +171,7 @@ def test_tome_preserves_the_size_weighted_mean(g, n, seed, data):
     k = data.draw(st.integers(1, n - 1))
     keep = k + torch.tensor(data.draw(st.lists(st.integers(0, 1), min_size=g, max_size=g)))
     x = torch.randn(2, g, n, 6, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
-    tokens, size = merge_to(x, keep)
+    tokens, size, _ = merge_to(x, keep)
     assert tokens.shape == (2, int(keep.sum()), 6)
     groups = torch.repeat_interleave(torch.arange(g), keep)
     for j in range(g):
@@ -118,27 +179,106 @@ def test_tome_preserves_the_size_weighted_mean(g, n, seed, data):
         torch.testing.assert_close((tokens[:, groups == j] * size[:, groups == j, None]).sum(1), x[:, j].sum(1))
 
 
-def test_prumerge_keeps_a_planted_outlier():
-    torch.manual_seed(0)
-    x, q = torch.randn(1, 2, 8, 8, 16), torch.randn(1, 2, 16)
-    planted = 8 * F.normalize(q[0, 1], dim=0) * 16**0.5  # far more attention than any other token
-    x[0, 1, 3, 5] = planted
+def budgets(frames, total):
+    return [(t + 1) * total // frames - t * total // frames for t in range(frames)]
+
+
+def prumerge_reference(x, score, keys, num_tokens, h, w):
+    """BASELINES' PruMerge+ token by token in float64: `(T, n, C), (T, n), (T, n, Ck)` -> `(num_tokens, C)`."""
+    out = []
+    spread = spread_order(h, w)
+    for t, k in enumerate(budgets(len(x), num_tokens)):
+        a = score[t]
+        q1, q3 = a.quantile(0.25), a.quantile(0.75)
+        outliers = sorted((j for j in range(len(a)) if a[j] > q3 + 1.5 * (q3 - q1)), key=lambda j: -a[j])
+        rest = sorted((j for j in range(len(a)) if j not in outliers), key=lambda j: -spread[j])
+        kept = sorted((outliers + rest)[: max(k - 1, 0)])
+        unit = F.normalize(keys[t], dim=-1)
+        for i in kept:
+            others = sorted((j for j in range(len(a)) if j != i), key=lambda j: -float(unit[i] @ unit[j]))[:32]
+            out.append(x[t, i] + sum(a[j] * x[t, j] for j in others))
+        if k:
+            out.append(sum(a[j] * x[t, j] for j in range(len(a)) if j not in kept))
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("side, num_tokens", [(4, 16), (6, 40), (8, 24)])
+def test_prumerge_matches_a_slow_reference(side, num_tokens):
+    torch.manual_seed(side)
+    x = torch.randn(1, 3, side, side, 5, dtype=torch.float64)
+    grid = with_attention(x, torch.randn(1, 3, 5, dtype=torch.float64), seed=side)
+    scores = grid.scores.clone()
+    scores[0, 1, 1, 2] = 0.5  # a planted outlier
+    grid = TokenGrid(grid.patches, grid.cls, scores, grid.keys)
+    out = prumerge(grid, num_tokens)
+    n = side * side
+    ref = prumerge_reference(x[0].view(3, n, 5), scores[0].view(3, n), grid.keys[0].view(3, n, 6), num_tokens,
+                             side, side)
+    torch.testing.assert_close(out.tokens[0], ref)
+    assert (out.pos[out.frame == 1] == 1 * side + 2).any()  # the outlier is kept
+
+
+def test_prumerge_keeps_a_planted_outlier_and_tops_up_with_spread_tokens():
+    x = torch.randn(1, 2, 8, 8, 16)
+    grid = with_attention(x)
+    scores = torch.full((1, 2, 8, 8), 0.001)  # equal attention: no outliers (IQR 0)...
+    scores[0, 1, 3, 5] = 0.9  # ...but this token
+    out = prumerge(TokenGrid(x, None, scores, grid.keys), 10)  # 5 per frame: 4 kept and the extra token
     assert sorted(spread_order(8, 8).topk(4).indices.tolist()) == [0, 4, 32, 36]  # (3, 5) is no spread pick
-    out = prumerge(x, q, 8)  # 4 per frame
-    assert F.cosine_similarity(out[0, 4:], planted, dim=-1).max() > 0.999
-    assert F.cosine_similarity(out[0, :4], planted, dim=-1).max() < 0.9
+    assert out.pos.tolist() == [[0, 4, 32, 36, 64, 0, 4, 29, 32, 64]]
 
 
-def test_prumerge_tops_up_with_spread_tokens_and_merges_the_rest():
-    """With no outlier every kept token is a spread pick, each the attention-weighted mean of itself and its group."""
-    x = torch.randn(1, 1, 4, 4, 8)
-    q = torch.zeros(1, 1, 8)  # equal attention: no outliers, equal weights
-    out = prumerge(x, q, 4)
-    kept = x.view(16, 8)[[0, 2, 8, 10]]
-    owner = (F.normalize(x.view(16, 8), dim=-1) @ F.normalize(kept, dim=-1).T).argmax(-1)
-    owner[[0, 2, 8, 10]] = torch.arange(4)
-    expected = torch.stack([x.view(16, 8)[owner == j].mean(0) for j in range(4)])
-    torch.testing.assert_close(out[0], expected)
+def fastvid_reference(x, score, cls, num_tokens):
+    """BASELINES' FastVID token by token in float64: `(T, n, C), (T, n), (T, C)` -> `(num_tokens, C)`."""
+    t_all, n, c = x.shape
+    retain = budgets(t_all, num_tokens)
+    context = [int(r * 0.4) for r in retain]
+    g = F.normalize(cls, dim=-1)
+    sim = [float(g[t] @ g[t + 1]) for t in range(t_all - 1)]
+    cuts = set(sorted(range(t_all - 1), key=lambda i: sim[i])[:7]) | {i for i in range(t_all - 1) if sim[i] < 0.9}
+    starts = [0] + [i + 1 for i in sorted(cuts)] + [t_all]
+    salient = [set(sorted(range(n), key=lambda j: -score[t, j])[: retain[t] - context[t]]) for t in range(t_all)]
+    out = {(t, j): x[t, j] for t in range(t_all) for j in salient[t]}
+    for s0, s1 in zip(starts[:-1], starts[1:]):
+        frames = list(range(s1 - 1, s0 - 1, -4))
+        budget = sum(context[s0:s1])
+        quotas = [budget // len(frames) + (i < budget % len(frames)) for i in range(len(frames))]
+        members = [(t, j) for t in range(s0, s1) for j in range(n) if j not in salient[t]]
+        for f, quota in zip(frames, quotas):
+            cand = [j for j in range(n) if j not in salient[f]]
+            dist = {(i, j): float((x[f, i] - x[f, j]).norm()) / c**0.5 for i in cand for j in cand}
+            density = {i: math.exp(-sum(sorted(dist[i, j] ** 2 for j in cand)[:4]) / min(4, len(cand))) for i in cand}
+            farthest = max(dist.values())
+            delta = {i: min([dist[i, j] for j in cand if density[j] > density[i]], default=farthest) for i in cand}
+            anchors = sorted(cand, key=lambda i: -density[i] * delta[i])[:quota]
+            joined = {a: [] for a in anchors}
+            for t, j in members:
+                cos = [float(F.cosine_similarity(x[t, j], x[f, a], dim=0)) for a in anchors]
+                joined[anchors[cos.index(max(cos))]].append(x[t, j])
+            for a in anchors:
+                w = max(1 / (len(joined[a]) + 1), 0.6)
+                out[f, a] = w * x[f, a] + (1 - w) * torch.stack(joined[a]).mean(0)
+    return torch.stack([out[key] for key in sorted(out)]), sorted(out)
+
+
+def planted_segments(t=17, n=16, c=8, seed=0):
+    """Frames 0-9 one slowly drifting scene (neighbours ~0.99 similar); frames 10-16 each a scene of its own."""
+    g = torch.Generator().manual_seed(seed)
+    cls = torch.randn(t, c, generator=g, dtype=torch.float64)
+    cls[:10] = cls[0] + 0.02 * torch.randn(10, c, generator=g, dtype=torch.float64)
+    x = torch.randn(1, t, 4, n // 4, c, generator=g, dtype=torch.float64)
+    return with_attention(x, cls[None], seed)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_fastvid_matches_a_slow_reference(seed):
+    grid = planted_segments(seed=seed)
+    assert segment_starts(grid.cls).nonzero()[:, 1].tolist() == [0, *range(10, 17)]
+    out = fastvid(grid, 17 * 5)  # 5 a frame: 3 salient, 2 context; frames 9, 5, 1 anchor 7, 7 and 6 of segment 0-9
+    ref, where = fastvid_reference(grid.patches[0].view(17, 16, 8), grid.scores[0].view(17, 16), grid.cls[0], 85)
+    torch.testing.assert_close(out.tokens[0], ref)
+    assert list(zip(out.frame[0].tolist(), out.pos[0].tolist())) == where
+    assert out.counts()[0, :10].tolist() == [3, 9, 3, 3, 3, 10, 3, 3, 3, 10]
 
 
 def two_scenes(b=1, t=16, cut=10, n=16, c=32, seed=0):
@@ -150,45 +290,49 @@ def two_scenes(b=1, t=16, cut=10, n=16, c=32, seed=0):
     scale = 1 + torch.rand(b, t, n, 1, generator=g)
     patches = scene[None, :, None] * scale + 0.05 * torch.randn(b, t, n, c, generator=g)
     cls = scene + 0.02 * torch.randn(b, t, c, generator=g)
-    return patches.view(b, t, 4, n // 4, c), cls, u, v
+    return with_attention(patches.view(b, t, 4, n // 4, c), cls, seed), u, v
 
 
 def test_fastvid_cuts_at_a_planted_scene_change():
-    _, cls, _, _ = two_scenes(b=2, cut=10)
-    starts = segment_starts(cls)
+    grid, _, _ = two_scenes(b=2, cut=10)
+    starts = segment_starts(grid.cls)
     assert starts[:, 10].all() and starts[:, 0].all()
     assert starts.sum(1).tolist() == [8, 8]  # c = 8 segments: the scene change and the 6 next least similar pairs
 
 
 def test_fastvid_never_merges_across_the_scene_change():
-    patches, cls, u, v = two_scenes(cut=10)
-    out = fastvid(patches, cls, 64)
-    assert out.shape == (1, 64, 32)
-    on_u = F.cosine_similarity(out[0], u, dim=-1) > 0.9
-    on_v = F.cosine_similarity(out[0], v, dim=-1) > 0.9
-    assert (on_u ^ on_v).all()
-    assert on_u.sum() == 40 and on_v.sum() == 24  # 4 tokens per frame, in original order
-    assert on_u[:40].all()
+    grid, u, v = two_scenes(cut=10)
+    out = fastvid(grid, 64)
+    assert out.tokens.shape == (1, 64, 32)
+    on_u = F.cosine_similarity(out.tokens[0], u, dim=-1) > 0.9
+    on_v = F.cosine_similarity(out.tokens[0], v, dim=-1) > 0.9
+    assert (on_u ^ on_v).all() and (on_u == (out.frame[0] < 10)).all()
 
 
 def test_fastvid_keeps_the_most_attended_token_of_every_frame():
-    x, q = torch.randn(1, 8, 4, 4, 16), torch.randn(1, 8, 16)
-    out = fastvid(x, q, 32)
-    top = torch.einsum("tnc,tc->tn", x[0].view(8, 16, 16), q[0]).argmax(-1)
-    most_attended = x[0].view(8, 16, 16)[torch.arange(8), top]
-    assert ((most_attended[:, None] - out[0]).abs().amax(-1).amin(-1) == 0).all()
+    grid = with_attention(torch.randn(1, 8, 4, 4, 16))
+    out = fastvid(grid, 32)
+    top = grid.scores[0].view(8, 16).argmax(-1)
+    most_attended = grid.patches[0].view(8, 16, 16)[torch.arange(8), top]
+    assert ((most_attended[:, None] - out.tokens[0]).abs().amax(-1).amin(-1) == 0).all()
+
+
+@pytest.mark.parametrize("name", ["prumerge", "fastvid"])
+def test_attention_reducers_need_the_vits_scores(name):
+    with pytest.raises(ValueError, match=f"{name} ranks tokens by the ViT's own CLS attention.*attention=True"):
+        get_reducer(name)(TokenGrid(torch.randn(1, 4, 4, 4, 3), torch.randn(1, 4, 3)))
 
 
 @pytest.mark.parametrize("reduce", [tome, prumerge, fastvid])
 @pytest.mark.parametrize("patches, queries, match", [
-    (torch.randn(4, 2, 2, 3), torch.randn(1, 4, 3), r"\(4, 2, 2, 3\)"),
-    (torch.randn(2, 4, 2, 2, 3), torch.randn(1, 4, 3), r"differ: patches \(2, 4, 2, 2, 3\), queries \(1, 4, 3\)"),
-    (torch.randn(1, 4, 2, 2, 3), torch.randn(1, 4, 5), r"queries \(1, 4, 5\)"),
     (torch.randn(1, 4, 0, 2, 3), torch.randn(1, 4, 3), r"empty input: patches \(1, 4, 0, 2, 3\)"),
+    (torch.randn(1, 4, 2, 2, 3).int(), torch.randn(1, 4, 3), r"floating-point"),
 ])
-def test_set_reducers_reject_bad_shapes(reduce, patches, queries, match):
+def test_set_reducers_reject_bad_input(reduce, patches, queries, match):
+    b, t, h, w, _ = patches.shape
+    grid = TokenGrid(patches, queries, torch.rand(b, t, h, w), torch.randn(b, t, h, w, 2))
     with pytest.raises(ValueError, match=match):
-        reduce(patches, queries, 4)
+        reduce(grid, 4)
 
 
 @pytest.mark.parametrize("name", GRID + SETS)
@@ -196,17 +340,18 @@ def test_non_finite_values_raise(name):
     patches = torch.randn(1, 4, 4, 4, 3)
     patches[0, 2, 1, 1, 0] = float("nan")
     with pytest.raises(ValueError, match=r"patches \(1, 4, 4, 4, 3\) contain NaN or infinite"):
-        get_reducer(name)(TokenGrid(patches, torch.randn(1, 4, 3)))
+        get_reducer(name)(with_attention(patches, torch.randn(1, 4, 3)))
 
 
 @pytest.mark.parametrize("device", ["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
 @pytest.mark.parametrize("name", GRID + SETS)
 def test_bf16_in_bf16_out_close_to_float32(name, device):
-    grid = TokenGrid(torch.randn(1, 8, 4, 4, 16, device=device), torch.randn(1, 8, 16, device=device))
-    low = TokenGrid(grid.patches.bfloat16(), grid.cls.bfloat16())
+    grid = with_attention(torch.randn(1, 8, 4, 4, 16), torch.randn(1, 8, 16))
+    low = TokenGrid(*(getattr(grid, f).bfloat16().to(device) for f in ("patches", "cls", "scores", "keys")))
+    high = TokenGrid(*(getattr(low, f).float() for f in ("patches", "cls", "scores", "keys")))
     reducer = get_reducer(name)
-    out, ref = reducer(low), reducer(TokenGrid(low.patches.float(), low.cls.float()))
-    out, ref = (out.patches, ref.patches) if reducer.keeps_grid else (out, ref)
+    out, ref = reducer(low), reducer(high)
+    out, ref = (out.patches, ref.patches) if reducer.stage == "grid" else (out.tokens, ref.tokens)
     assert out.dtype == torch.bfloat16 and out.device.type == device
     torch.testing.assert_close(out.float(), ref, rtol=2e-2, atol=2e-2)
 
@@ -220,7 +365,13 @@ def test_bench_reducers_cli_prints_every_reducer_beside_a_copy(capsys):
     assert [row["reducer"] for row in rows] == REDUCERS.names()
     assert {row["input"] for row in rows} == {"8x8x8x8", "8x4x4x32"}  # set reducers see the pixel shuffle
     assert all(row["LLM tokens"] == 8 and row["copy ms"] > 0 and row["x copy"] > 0 for row in rows)
+    big = ["--frames", "16", "--size", "16"]  # 64x keeps 1 token per 8 x 8 shuffled frame
+    assert main(args + big + ["--json", "--compression", "64"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {row["LLM tokens"] for row in rows} == {16} and {row["compression"] for row in rows} == {"64x (4, 4, 4)"}
     assert main(args[:3] + ["0"] + args[4:]) == 2
     assert "frames 0, size 8, channels 8 and repeats 1 must be positive" in capsys.readouterr().err
     assert main(args + ["--device", "nonsense"]) == 2
     assert "device 'nonsense'" in capsys.readouterr().err
+    assert main(args + ["--compression", "3"]) == 2
+    assert "compression '3'" in capsys.readouterr().err

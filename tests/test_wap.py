@@ -6,6 +6,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from liteframe import TokenGrid
+from liteframe.compression import COMPRESSIONS
 from liteframe.reduce import get_reducer, wap, wap_weights
 
 
@@ -106,7 +107,7 @@ def test_reducer_keeps_the_grid_and_averages_cls():
     grid = TokenGrid(torch.randn(2, 8, 4, 4, 3), torch.randn(2, 8, 3))
     reducer = get_reducer("wap")
     out = reducer(grid)
-    assert reducer.keeps_grid and out.shape == (2, 2, 2, 2, 3)
+    assert reducer.stage == "grid" and not reducer.needs_attention and out.shape == (2, 2, 2, 2, 3)
     assert reducer.num_tokens(8, 4, 4) == out.patches[0].numel() // 3 == 8
     torch.testing.assert_close(out.cls, grid.cls.view(2, 2, 4, 3).mean(2))
     torch.testing.assert_close(out.patches, wap(grid.patches, grid.cls))
@@ -133,6 +134,38 @@ def test_non_finite_values_raise(where, bad):
     patches, queries = torch.randn(1, 4, 2, 2, 3), torch.randn(1, 4, 3)
     (patches if where == "patches" else queries).view(-1)[5] = bad
     with pytest.raises(ValueError, match=f"{where} .* NaN or infinite"):
+        wap(patches, queries)
+
+
+@pytest.mark.parametrize("ratio", [4, 16, 64])
+def test_compression_sets_the_block(ratio):
+    compression = COMPRESSIONS[ratio]
+    patches, queries = torch.randn(1, 8, 4, 4, 3), torch.randn(1, 8, 3)
+    torch.testing.assert_close(wap(patches, queries, ratio), wap(patches, queries, compression.block))
+    torch.testing.assert_close(wap(patches, queries, compression).double(),
+                               wap_reference(patches, queries, compression.block), rtol=1e-5, atol=1e-5)
+
+
+def test_scores_and_softmax_stay_float32_under_autocast():
+    """Under autocast the einsum would run as a bf16 bmm: the distillation targets must not round differently
+    from the held-out ones computed without it."""
+    patches, queries = torch.randn(2, 8, 4, 4, 32) * 3, torch.randn(2, 8, 32) * 3
+    ref = wap(patches, queries)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        weights = wap_weights(patches, queries, (4, 2, 2))
+        out = wap(patches, queries)
+    assert weights.dtype == out.dtype == torch.float32
+    torch.testing.assert_close(weights, wap_weights(patches, queries, (4, 2, 2)), rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(out, ref, rtol=1e-6, atol=1e-6)
+
+
+def test_the_finite_check_can_be_left_to_the_caller():
+    """`check=False` (hot paths: no host sync) returns NaN where the input has it instead of raising."""
+    patches, queries = torch.randn(1, 8, 2, 2, 3), torch.randn(1, 8, 3)
+    patches[0, 5, 1, 1, 2] = float("nan")
+    out = wap(patches, queries, check=False)
+    assert out[0, 1].isnan().all() and out[0, 0].isfinite().all()
+    with pytest.raises(ValueError, match="NaN or infinite"):
         wap(patches, queries)
 
 

@@ -15,13 +15,15 @@ def _add_bench_reducers(bench) -> None:
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="default: float32 on CPU, else bfloat16")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--compression", default="16", help="4, 16 (default) or 64")
     p.add_argument("--json", action="store_true")
 
     def handle(a):
-        from liteframe.bench.reducers import run as run_bench
+        from liteframe.bench.reducers import COLUMNS, run as run_bench
+        from liteframe.tables import print_rows
 
-        run_bench(a.json, frames=a.frames, size=a.size, channels=a.channels, device=a.device, dtype=a.dtype,
-            repeats=a.repeats, warmup=a.warmup)
+        print_rows(run_bench(frames=a.frames, size=a.size, channels=a.channels, device=a.device, dtype=a.dtype,
+                             repeats=a.repeats, warmup=a.warmup, compression=a.compression), a.json, COLUMNS)
 
     p.set_defaults(func=handle)
 

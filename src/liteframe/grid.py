@@ -8,10 +8,16 @@ import torch
 
 @dataclass
 class TokenGrid:
-    """Patch tokens `(B, T, H, W, C)` and, for ViTs that have one, a CLS token per frame `(B, T, C)`."""
+    """Patch tokens `(B, T, H, W, C)` and, for ViTs that have one, a CLS token per frame `(B, T, C)`.
+
+    With the ViT's attention (`Teacher(pixels, attention=True)`, for the reducers that `needs_attention`):
+    `scores (B, T, H, W)`, the last layer's CLS attention row over the patches (softmax over all tokens, CLS
+    included), and `keys (B, T, H, W, Ck)`, that layer's keys at the patches."""
 
     patches: torch.Tensor
     cls: torch.Tensor | None = None
+    scores: torch.Tensor | None = None
+    keys: torch.Tensor | None = None
 
     def __post_init__(self):
         if self.patches.ndim != 5:
@@ -21,6 +27,12 @@ class TokenGrid:
                 f"cls must be (B, T, C) = {tuple(self.patches.shape[:2] + self.patches.shape[-1:])} "
                 f"to match patches {tuple(self.patches.shape)}, got {tuple(self.cls.shape)}"
             )
+        if self.scores is not None and self.scores.shape != self.patches.shape[:4]:
+            raise ValueError(f"scores must be (B, T, H, W) = {tuple(self.patches.shape[:4])} to match patches "
+                             f"{tuple(self.patches.shape)}, got {tuple(self.scores.shape)}")
+        if self.keys is not None and (self.keys.ndim != 5 or self.keys.shape[:4] != self.patches.shape[:4]):
+            raise ValueError(f"keys must be (B, T, H, W, Ck) with (B, T, H, W) = {tuple(self.patches.shape[:4])} "
+                             f"of patches {tuple(self.patches.shape)}, got {tuple(self.keys.shape)}")
 
     @property
     def shape(self) -> torch.Size:
@@ -59,8 +71,16 @@ class TokenGrid:
 
     def pixel_shuffle(self) -> TokenGrid:
         """`(B, T, H, W, C) -> (B, T, H/2, W/2, 4C)`, InternVL's channel order; CLS tiled 4x so that
-        `<cls, token>` still sums the CLS's dot products with the four merged patches."""
-        return TokenGrid(pixel_shuffle(self.patches), None if self.cls is None else self.cls.repeat(1, 1, 4))
+        `<cls, token>` still sums the CLS's dot products with the four merged patches. Scores of the four merged
+        patches add up (the attention the CLS pays the merged token), and their keys are concatenated in the
+        patches' channel order (`(B, T, H/2, W/2, 4Ck)`: the cosine of two merged tokens' keys weighs the four
+        patch pairs by their key norms)."""
+        return TokenGrid(
+            pixel_shuffle(self.patches),
+            None if self.cls is None else self.cls.repeat(1, 1, 4),
+            None if self.scores is None else pixel_shuffle(self.scores[..., None]).sum(-1),
+            None if self.keys is None else pixel_shuffle(self.keys),
+        )
 
 
 def pixel_shuffle(x: torch.Tensor) -> torch.Tensor:

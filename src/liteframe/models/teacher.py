@@ -3,8 +3,10 @@ and the InternVL projector that maps (pixel-shuffled) grids to LLM embeddings.""
 from __future__ import annotations
 
 import json
+import math
 import os
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -114,8 +116,9 @@ class Teacher(nn.Module):
     def hidden_size(self) -> int:
         return self.vision.config.hidden_size
 
-    def forward(self, pixels: torch.Tensor) -> TokenGrid:
-        """`(B, T, 3, S, S) -> TokenGrid (B, T, S/p, S/p, C)`: all frames in one batch of B*T images."""
+    def forward(self, pixels: torch.Tensor, attention: bool = False) -> TokenGrid:
+        """`(B, T, 3, S, S) -> TokenGrid (B, T, S/p, S/p, C)`: all frames in one batch of B*T images. `attention`:
+        the grid also carries the last layer's CLS attention row `scores` and keys (`last_layer_attention`)."""
         b, t, _, height, width = pixels.shape
         if min(height, width) < self.image_size:
             warn_resized_positions(self.image_size, self.patch_size, height, width)
@@ -123,8 +126,47 @@ class Teacher(nn.Module):
         kwargs = {}
         if self.vision.config.model_type != "internvl_vision":  # InternViT resizes its positions by itself
             kwargs["interpolate_pos_encoding"] = (height, width) != (self.image_size, self.image_size)
-        hidden = self.vision(pixel_values=frames, **kwargs).last_hidden_state
-        return TokenGrid.from_hf(hidden, t, has_cls=self.has_cls)
+        if not attention:
+            return TokenGrid.from_hf(self.vision(pixel_values=frames, **kwargs).last_hidden_state, t, self.has_cls)
+        with last_layer_attention(self.vision, self.has_cls) as found:
+            hidden = self.vision(pixel_values=frames, **kwargs).last_hidden_state
+        grid = TokenGrid.from_hf(hidden, t, has_cls=self.has_cls)
+        h, w = grid.shape[2:4]
+        return TokenGrid(grid.patches, grid.cls, found["scores"].view(b, t, h, w), found["keys"].view(b, t, h, w, -1))
+
+
+@contextmanager
+def last_layer_attention(vision: nn.Module, has_cls: bool):
+    """While active, the ViT's forward fills the yielded dict with `scores (B*T, H*W)`, the attention row of its
+    last layer's CLS query over all tokens (softmax over CLS and patches, kept at the patches), and `keys
+    (B*T, H*W, Ck)`, that layer's keys at the patches. The row is one query against the keys the layer computes
+    anyway, so it works with fused attention kernels that never materialise the attention matrix.
+
+    As LLaVA-PruMerge's reference computes it: one "head" over the full width, scale `Ck^-1/2`, from the keys and
+    queries the attention uses (after InternViT's q/k norms). A ViT without CLS (SigLIP) uses the mean of its
+    patch queries as the query (ours)."""
+    attn = [m for m in vision.modules() if hasattr(m, "q_proj") and hasattr(m, "k_proj")][-1]
+    found: dict[str, torch.Tensor] = {}
+
+    def keep(name):
+        def hook(module, args, out):
+            found[name] = out
+        return hook
+
+    # InternViT normalises q and k after the projections (Identity when off): the attention sees their outputs.
+    hooks = [getattr(attn, f"{x}_norm", getattr(attn, f"{x}_proj")).register_forward_hook(keep(x)) for x in "qk"]
+    try:
+        yield found
+    finally:
+        for hook in hooks:
+            hook.remove()
+    q, k = found.pop("q"), found.pop("k")
+    query = q[:, 0] if has_cls else q.mean(1)
+    dtype = torch.promote_types(k.dtype, torch.float32)
+    with torch.autocast(k.device.type, enabled=False):
+        logits = torch.einsum("nkc,nc->nk", k.to(dtype), query.to(dtype)) / math.sqrt(k.shape[-1])
+    found["scores"] = logits.softmax(-1)[:, int(has_cls):]
+    found["keys"] = k[:, int(has_cls):]
 
 
 def warn_resized_positions(native: int, patch: int, height: int, width: int) -> None:

@@ -1,26 +1,34 @@
-"""The reducer interface: one registry by name, one input check, one budget rule, shared by every reducer."""
+"""The reducer interface: one registry by name, the two stages (grid and set), one input check, shared by every
+reducer. The numbers (block, budget) come from `liteframe.compression`."""
 from __future__ import annotations
 
 import itertools
-import math
 import warnings
+from dataclasses import dataclass
 from typing import Callable, Protocol
 
 import torch
 
-from liteframe.grid import TokenGrid
+from liteframe.compression import Compression, get_compression
+from liteframe.grid import TokenGrid, TokenSet
 from liteframe.registry import Registry
 
 
 class Reducer(Protocol):
-    """`reducer(grid, compression=16)`: a `TokenGrid` with `1/compression` of its patch tokens (`keeps_grid`), or
-    tokens `(B, N, C)` in their original (time, then raster) order, `N = reducer.num_tokens(T, H, W, compression)`."""
+    """`reducer(grid, compression)` with `compression: Compression | int | None` (None: the default 16x).
 
-    keeps_grid: bool
+    `stage` "grid": acts on the ViT grid before the pixel shuffle and returns a `TokenGrid` pooled by
+    `compression.block`. `stage` "set": acts on the pixel-shuffled grid and returns a `TokenSet` of
+    `compression.budget(T, H, W)` tokens, each with its grid step and raster position. `needs_attention`: the
+    grid must carry the ViT's `scores` and `keys` (`Teacher(pixels, attention=True)`).
+    `num_tokens(T, H, W, compression)` is the count the reducer returns for a `(T, H, W)` grid."""
 
-    def num_tokens(self, t: int, h: int, w: int, compression: int = 16) -> int: ...
+    stage: str
+    needs_attention: bool
 
-    def __call__(self, grid: TokenGrid, compression: int = 16) -> TokenGrid | torch.Tensor: ...
+    def num_tokens(self, t: int, h: int, w: int, compression: Compression | int | None = None) -> int: ...
+
+    def __call__(self, grid: TokenGrid, compression: Compression | int | None = None) -> TokenGrid | TokenSet: ...
 
 
 REDUCERS: Registry[Reducer] = Registry("reducer")
@@ -32,60 +40,71 @@ def get_reducer(name: str) -> Reducer:
 
 
 class GridReducer:
-    """Pools non-overlapping `(t, h, w)` blocks: `(B, T, H, W, C) -> (B, T/t, H/h, W/w, C)`, CLS `(B, T/t, C)` the
-    mean of the block's frames' CLS (ours)."""
+    """Pools the non-overlapping blocks of a `Compression`: `(B, T, H, W, C) -> (B, T/t, H/h, W/w, C)`, CLS
+    `(B, T/t, C)` the mean of the block's frames' CLS (ours)."""
 
-    keeps_grid = True
+    stage = "grid"
+    needs_attention = False
 
-    def __init__(self, pool: Callable[[TokenGrid, tuple[int, int, int]], torch.Tensor]):
+    def __init__(self, pool: Callable[[TokenGrid, Compression], torch.Tensor]):
         self.pool = pool
 
-    def num_tokens(self, t: int, h: int, w: int, compression: int = 16) -> int:
-        bt, bh, bw = block_for(compression)
-        return math.ceil(t / bt) * math.ceil(h / bh) * math.ceil(w / bw)
+    def num_tokens(self, t: int, h: int, w: int, compression: Compression | int | None = None) -> int:
+        return get_compression(compression).grid_tokens(t, h, w)
 
-    def __call__(self, grid: TokenGrid, compression: int = 16) -> TokenGrid:
-        block = block_for(compression)
-        patches = self.pool(grid, block)
+    def __call__(self, grid: TokenGrid, compression: Compression | int | None = None) -> TokenGrid:
+        compression = get_compression(compression)
+        patches = self.pool(grid, compression)
         if grid.cls is None:
             return TokenGrid(patches)
         b, t, c = grid.cls.shape
-        cls = _repeat_last(grid.cls, 1, -t % block[0]).view(b, -1, block[0], c).mean(2)
+        clip = compression.clip
+        cls = _repeat_last(grid.cls, 1, -t % clip).view(b, -1, clip, c).mean(2)
         return TokenGrid(patches, cls)
 
 
 class SetReducer:
-    """Keeps `budget(T, H, W, compression)` tokens per video: `(B, T, H, W, C) -> (B, N, C)` in original order."""
+    """Keeps `compression.budget(T, H, W)` tokens of a grid `(B, T, H, W, C)`: a `TokenSet` in original order."""
 
-    keeps_grid = False
+    stage = "set"
 
-    def __init__(self, reduce: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]):
+    def __init__(self, reduce: Callable[[TokenGrid, int], TokenSet], needs_attention: bool = False):
         self.reduce = reduce
+        self.needs_attention = needs_attention
 
-    def num_tokens(self, t: int, h: int, w: int, compression: int = 16) -> int:
-        return budget(t, h, w, compression)
+    def num_tokens(self, t: int, h: int, w: int, compression: Compression | int | None = None) -> int:
+        return get_compression(compression).budget(t, h, w)
 
-    def __call__(self, grid: TokenGrid, compression: int = 16) -> torch.Tensor:
-        return self.reduce(grid.patches, grid.queries, self.num_tokens(*grid.shape[1:4], compression))
-
-
-def block_for(compression: int) -> tuple[int, int, int]:
-    """Block `(t, h, w)` of a grid reducer: 2 x 2 in space and the rest in time, so 16 -> (4, 2, 2) (SPEC 3);
-    a compression that is not a multiple of 4 is all temporal (ours)."""
-    check_compression(compression)
-    return (compression // 4, 2, 2) if compression % 4 == 0 else (compression, 1, 1)
+    def __call__(self, grid: TokenGrid, compression: Compression | int | None = None) -> TokenSet:
+        return self.reduce(grid, self.num_tokens(*grid.shape[1:4], compression))
 
 
-def budget(t: int, h: int, w: int, compression: int) -> int:
-    """Tokens a set reducer keeps per video: `ceil(T * H * W / compression)`, equal to a grid reducer's count
-    whenever the grid divides into whole blocks."""
-    check_compression(compression)
-    return math.ceil(t * h * w / compression)
+@dataclass
+class Merge:
+    """A set reducer's decision, taken once, as index and weight tensors (ToMe's "decide, then apply"): of a grid's
+    `M = T*H*W` tokens in (time, raster) order, output token `r` of video `b` is the sum of
+    `weight[b, e] * token[b, col[b, e]]` over the entries `e` with `row[b, e] == r` (padding entries weigh 0).
+    `frame`, `pos (B, N)`: each output token's grid step and raster position (`H*W` for a token with no place of
+    its own, after its frame's patches); the outputs are in that order."""
 
+    frame: torch.Tensor  # (B, N)
+    pos: torch.Tensor  # (B, N)
+    row: torch.Tensor  # (B, E)
+    col: torch.Tensor  # (B, E)
+    weight: torch.Tensor  # (B, E)
 
-def check_compression(compression: int) -> None:
-    if isinstance(compression, bool) or not isinstance(compression, int) or compression < 1:
-        raise ValueError(f"compression must be a positive integer, got {compression!r}")
+    def apply(self, patches: torch.Tensor) -> TokenSet:
+        """`(B, T, H, W, C) -> TokenSet (B, N, C)`, computed in float32 or wider, returned in the input's dtype."""
+        b, t, h, w, c = patches.shape
+        n, m = self.frame.shape[1], t * h * w
+        dtype = torch.promote_types(self.weight.dtype, torch.promote_types(patches.dtype, torch.float32))
+        video = torch.arange(b, device=patches.device)[:, None]
+        # One block-diagonal sparse product: reads each input token once per entry without copying the entries'
+        # tokens out first, as a gather of `E x C` values would.
+        index = torch.stack([(self.row + video * n).flatten(), (self.col + video * m).flatten()])
+        mix = torch.sparse_coo_tensor(index, self.weight.to(dtype).flatten(), (b * n, b * m), check_invariants=False)
+        tokens = torch.sparse.mm(mix, patches.reshape(b * m, c).to(dtype)).view(b, n, c)
+        return TokenSet(tokens.to(patches.dtype), self.frame, self.pos, t)
 
 
 def frame_budgets(frames: int, total: int, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -94,18 +113,25 @@ def frame_budgets(frames: int, total: int, device: torch.device | str = "cpu") -
     return edges[1:] - edges[:-1]
 
 
-def frame_tokens(
-    patches: torch.Tensor, queries: torch.Tensor, num_tokens: int, who: str
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """`(B, T, H, W, C), (B, T, C) -> (B, T, H*W, C), (B, T, C)` in float32 or wider, and the `(T,)` tokens each
-    frame keeps of `num_tokens` (`frame_budgets`): the common start of the per-frame set reducers."""
-    validate(patches, queries)
-    b, t, h, w, c = patches.shape
+def frame_budgets_of(grid: TokenGrid, num_tokens: int, who: str) -> torch.Tensor:
+    """Check `grid (B, T, H, W, C)` and give the `(T,)` tokens each frame keeps of `num_tokens` (`frame_budgets`):
+    the common start of the per-frame set reducers."""
+    validate(grid.patches, grid.cls)
+    t, h, w = grid.shape[1:4]
     if num_tokens > t * h * w:
-        raise ValueError(f"{who} cannot keep {num_tokens} tokens of patches {tuple(patches.shape)}")
-    dtype = torch.promote_types(patches.dtype, torch.float32)  # bf16 would round the scores that rank tokens
-    x = patches.reshape(b, t, h * w, c).to(dtype)
-    return x, queries.to(dtype), frame_budgets(t, num_tokens, patches.device)
+        raise ValueError(f"{who} cannot keep {num_tokens} tokens of patches {tuple(grid.shape)}")
+    return frame_budgets(t, num_tokens, grid.patches.device)
+
+
+def attention(grid: TokenGrid, who: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ViT's attention a set reducer ranks by: `scores (B, T, H*W)` and `keys (B, T, H*W, Ck)` in float32 or
+    wider, with a one-line error where the grid does not carry them."""
+    if grid.scores is None or grid.keys is None:
+        raise ValueError(f"{who} ranks tokens by the ViT's own CLS attention: the grid {tuple(grid.shape)} carries no "
+                         f"scores and keys (ask the teacher for them: Teacher(pixels, attention=True))")
+    b, t, h, w = grid.scores.shape
+    dtype = torch.promote_types(grid.keys.dtype, torch.float32)
+    return grid.scores.reshape(b, t, h * w).to(dtype), grid.keys.reshape(b, t, h * w, -1).to(dtype)
 
 
 def validate(patches: torch.Tensor, queries: torch.Tensor | None = None, check_values: bool = True) -> None:

@@ -1,48 +1,70 @@
-"""LLaVA-PruMerge (Shang et al., 2024) per frame: keep the tokens whose CLS attention is an outlier (above
-Q3 + 1.5 IQR), top up with spatially spread tokens to the budget (as PruMerge+ does), then fold every pruned token
-into its most similar kept token, weighted by attention."""
-from __future__ import annotations
+"""LLaVA-PruMerge (Shang et al., 2024) as its public code computes it, the PruMerge+ variant, frame by frame
+(BASELINES): keep the tokens whose CLS attention is an outlier (above Q3 + 1.5 IQR), top up with spatially
+uniform positions, add to each kept token the attention-weighted sum of its 32 nearest tokens by key similarity,
+and add one token that sums the pruned ones weighted by attention.
 
-import math
+InternVL3 adaptations (ours): it runs on the pixel-shuffled grid (the set stage, before the projector), where a
+token is 2 x 2 patches: its score is the sum of their CLS attention and its key their concatenated keys
+(`TokenGrid.pixel_shuffle`). The common budget: each frame keeps `frame_budgets` tokens, the extra token among
+them, so the outliers are capped at the budget (the most attended first) and the uniform top-up fills the rest
+in a coarse-to-fine lattice order (`spread_order`) instead of the reference's fixed stride."""
+from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from liteframe.reduce.base import REDUCERS, SetReducer, frame_tokens
+from liteframe.grid import TokenGrid, TokenSet
+from liteframe.reduce.base import REDUCERS, Merge, SetReducer, attention, frame_budgets_of
+
+NEIGHBOURS = 32  # k of the key-similarity neighbours merged into each kept token
 
 
-def prumerge(patches: torch.Tensor, queries: torch.Tensor, num_tokens: int) -> torch.Tensor:
-    """`(B, T, H, W, C), (B, T, C) -> (B, num_tokens, C)` in original order; the budget is split evenly over frames."""
-    x, queries, keep = frame_tokens(patches, queries, num_tokens, "prumerge")
-    b, t, n, c = x.shape
-    h, w = patches.shape[2:4]
-    attn = torch.einsum("btnc,btc->btn", x, queries / math.sqrt(c)).softmax(-1)
-    dtype = x.dtype
-
-    slots = int(keep.max())
-    index = priority(attn, h, w).topk(slots, dim=-1).indices  # (B, T, slots)
-    valid = (torch.arange(slots, device=x.device) < keep[:, None]).expand_as(index)  # slot j of frame t is used
-    # Used slots in raster order first, so that the tokens come out in their original order.
-    index = index.gather(-1, torch.where(valid, index, n + index).argsort(-1))
-    kept = x.gather(2, index[..., None].expand(-1, -1, -1, c))
-
-    # Every token joins its most similar used slot (the token's own norm cannot change which); a kept token joins
-    # its own slot.
-    sim = x @ F.normalize(kept, dim=-1).transpose(-1, -2)  # (B, T, n, slots)
-    owner = sim.masked_fill(~valid[..., None, :], -torch.inf).argmax(-1)
-    slot = torch.arange(slots, device=x.device).expand_as(index)
-    owner.scatter_(-1, index, torch.where(valid, slot, owner.gather(-1, index)))
-    weights = F.one_hot(owner, slots).to(dtype).mul_(attn[..., None]).transpose(-1, -2)  # (B, T, slots, n)
-    merged = (weights @ x) / weights.sum(-1, keepdim=True).clamp_min(torch.finfo(dtype).tiny)
-    return merged[valid].view(b, num_tokens, c).to(patches.dtype)
+def prumerge(grid: TokenGrid, num_tokens: int) -> TokenSet:
+    """`(B, T, H, W, C)` with scores and keys -> `TokenSet (B, num_tokens, C)` in original order, each frame's
+    extra token last in its frame (at position `H*W`)."""
+    return prumerge_plan(grid, num_tokens).apply(grid.patches)
 
 
-def priority(attn: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """`(B, T, h*w)` attention -> priorities: the outliers (by attention) above 2, then every other token in
+def prumerge_plan(grid: TokenGrid, num_tokens: int) -> Merge:
+    """Decide which tokens survive and what each output sums: a `Merge` of `num_tokens` outputs."""
+    keep = frame_budgets_of(grid, num_tokens, "prumerge")
+    score, keys = attention(grid, "prumerge")
+    b, t, h, w = grid.shape[:4]
+    n = h * w
+    kept = (keep - 1).clamp_min(0)  # per frame, besides the extra token
+    slots = int(kept.max())
+    index = priority(score, h, w).topk(slots, dim=-1).indices  # (B, T, S)
+    valid = (torch.arange(slots, device=score.device) < kept[:, None]).expand_as(index)
+    index = index.gather(-1, torch.where(valid, index, n + index).argsort(-1))  # used slots first, raster order
+
+    unit = F.normalize(keys, dim=-1)
+    sim = unit.gather(2, index[..., None].expand(-1, -1, -1, unit.shape[-1])) @ unit.transpose(-1, -2)  # (B,T,S,n)
+    near = sim.scatter_(-1, index[..., None], -torch.inf).topk(min(NEIGHBOURS, n - 1), dim=-1).indices
+    cols = torch.cat([index[..., None], near], -1)  # (B, T, S, 1 + k): the token, then its neighbours
+    weights = torch.cat([torch.ones_like(index[..., None], dtype=score.dtype), score.gather(-1, near.flatten(2))
+                         .view(near.shape)], -1) * valid[..., None]
+    pruned = torch.ones_like(score, dtype=torch.bool).scatter_(-1, index, ~valid)
+    extra = score * pruned * (keep >= 1)[:, None]  # (B, T, n): the extra token's weights
+
+    # Output rows: a frame's kept tokens in raster order, then its extra token.
+    present = torch.cat([valid, (keep >= 1)[:, None].expand(b, t, 1)], -1)  # (B, T, S + 1)
+    row = (present.flatten(1).cumsum(-1) - 1).clamp_min(0).view(b, t, slots + 1)
+    offset = torch.arange(t, device=score.device)[:, None] * n
+    entries = [
+        (row[..., :slots, None].expand_as(cols), cols + offset[..., None], weights),
+        (row[..., slots:].expand(b, t, n), (torch.arange(n, device=score.device) + offset).expand(b, t, n), extra),
+    ]
+    frame = torch.arange(t, device=score.device)[:, None].expand(b, t, slots + 1)[present].view(b, num_tokens)
+    pos = torch.cat([index, index.new_full((b, t, 1), n)], -1)[present].view(b, num_tokens)
+    return Merge(frame, pos, *(torch.cat([e[i].reshape(b, -1) for e in entries], 1) for i in range(3)))
+
+
+def priority(score: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """`(B, T, h*w)` CLS attention -> priorities: the outliers (by attention) above 2, then every other token in
     `spread_order` (in (0, 1]), so that any top-k takes the outliers first and tops up with spread-out tokens."""
-    q1, q3 = attn.quantile(torch.tensor([0.25, 0.75], dtype=attn.dtype, device=attn.device), dim=-1, keepdim=True)
-    outlier = attn > q3 + 1.5 * (q3 - q1)
-    return torch.where(outlier, 2 + attn, spread_order(h, w, attn.device).to(attn.dtype))
+    q1, q3 = score.quantile(torch.tensor([0.25, 0.75], dtype=score.dtype, device=score.device), dim=-1, keepdim=True)
+    outlier = score > q3 + 1.5 * (q3 - q1)
+    return torch.where(outlier, 2 + score, spread_order(h, w, score.device).to(score.dtype))
 
 
 def spread_order(h: int, w: int, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -56,4 +78,4 @@ def spread_order(h: int, w: int, device: torch.device | str = "cpu") -> torch.Te
     return 1 - code.flatten().double() / 4**bits
 
 
-REDUCERS.register("prumerge")(SetReducer(prumerge))
+REDUCERS.register("prumerge")(SetReducer(prumerge, needs_attention=True))

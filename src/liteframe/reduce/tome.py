@@ -7,13 +7,16 @@ from functools import partial
 
 import torch
 
+from liteframe.grid import TokenGrid, TokenSet
 from liteframe.reduce.base import REDUCERS, SetReducer, frame_budgets, validate
 
 
-def tome(patches: torch.Tensor, queries: torch.Tensor | None, num_tokens: int, clip: int = 1) -> torch.Tensor:
-    """`(B, T, H, W, C) -> (B, num_tokens, C)` in original order; tokens merge within groups of `clip` frames, and
-    the budget is split evenly over the groups."""
-    validate(patches, queries)
+def tome(grid: TokenGrid, num_tokens: int, clip: int = 1) -> TokenSet:
+    """`(B, T, H, W, C) -> TokenSet (B, num_tokens, C)` in original order; tokens merge within groups of `clip`
+    frames, and the budget is split evenly over the groups. A merged token sits where its surviving (odd-side)
+    token sat."""
+    patches = grid.patches
+    validate(patches, grid.cls)
     b, t, h, w, c = patches.shape
     if t % clip:
         raise ValueError(f"tome over clips of {clip} frames needs T a multiple of {clip}: patches {tuple(patches.shape)}")
@@ -22,14 +25,14 @@ def tome(patches: torch.Tensor, queries: torch.Tensor | None, num_tokens: int, c
         raise ValueError(f"tome keeps between 1 token per group of {clip} frame(s) and all of them; {num_tokens} "
                          f"tokens asked of patches {tuple(patches.shape)}")
     x = patches.reshape(b, groups, clip * h * w, c)  # a group's tokens in (frame, raster) order
-    tokens, _ = merge_to(x, frame_budgets(groups, num_tokens, patches.device))
-    return tokens
+    tokens, _, where = merge_to(x, frame_budgets(groups, num_tokens, patches.device))
+    return TokenSet(tokens, where // (h * w), where % (h * w), t)
 
 
 def merge_to(x: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """`(B, G, n, C)` groups, `keep (G,)` tokens per group (all within one of each other, as `frame_budgets` gives)
-    -> tokens `(B, keep.sum(), C)` in original order and their sizes `(B, keep.sum())` (how many input tokens each
-    stands for)."""
+    -> tokens `(B, keep.sum(), C)` in original order, their sizes `(B, keep.sum())` (how many input tokens each
+    stands for) and their flat positions `(B, keep.sum())` in `G * n`."""
     b, g, n, c = x.shape
     if keep.max() - keep.min() > 1 or keep.min() < 1 or keep.max() > n:
         raise ValueError(f"tokens kept per group must be in [1, {n}] and within one of each other, got {keep.tolist()}")
@@ -49,7 +52,7 @@ def merge_to(x: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, torch.T
     order = torch.where(size > 0, pos + start, g * n_in).view(b, -1).argsort(-1)
     order = order[:, : int(keep.sum())]
     tokens = x.reshape(b, -1, c).gather(1, order[..., None].expand(-1, -1, c))
-    return tokens.to(dtype), size.view(b, -1).gather(1, order)
+    return tokens.to(dtype), size.view(b, -1).gather(1, order), (pos + start).view(b, -1).gather(1, order)
 
 
 def bipartite_merge(x: torch.Tensor, size: torch.Tensor, pos: torch.Tensor, r: int | torch.Tensor):
