@@ -67,7 +67,10 @@ class VisualEncoder(nn.Module):
         if self.grid_stage is not None:
             bt, bh, bw = self.compression.block
             t, h, w = math.ceil(t / bt), math.ceil(h / bh), math.ceil(w / bw)
-        h, w = h // 2, w // 2  # pixel shuffle
+        if h % 2 or w % 2:
+            raise InputError(f"the {self.name} encoder at {self.compression.ratio}x leaves a {h} x {w} token grid at "
+                             f"{self.image_size} px, which the 2 x 2 pixel shuffle cannot merge")
+        h, w = h // 2, w // 2
         return t, self.compression.budget(t, h, w) if self.set_stage is not None else t * h * w
 
     def encode_chunk(self, pixels: torch.Tensor) -> TokenGrid:
