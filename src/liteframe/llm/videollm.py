@@ -109,7 +109,7 @@ class VideoLLM:
             raise InputError(f"model folder {directory}: no tokenizer_config.json (the checkpoint's tokenizer)")
         device = resolve_device(device)
         dtype = dtype or resolve_dtype("auto", device)
-        with _quiet_transformers():
+        with quiet_transformers():
             model = _load_weights(family, directory, dtype)
             tokenizer = _load_tokenizer(directory)
         visual = build_encoder(encoder, family.teacher(model), compression)
@@ -125,8 +125,8 @@ class VideoLLM:
 
     def check(self, frames: int, question: str = "") -> int:
         """Refuse, before anything is decoded, a frame count the encoder cannot take or a prompt longer than the
-        LLM's context; return the prompt length (for a set reducer, whose slots are known only after encoding, the
-        longest layout: every frame its own slot)."""
+        LLM's context; return the prompt length (for a set reducer, whose counts per slot are known only after
+        encoding, with its tokens spread evenly over the frames)."""
         if question is None:
             raise InputError("a question is needed (got None)")
         steps, visual = self.encoder.layout(frames)
@@ -200,7 +200,8 @@ class VideoLLM:
             out = self.model.generate(input_ids=ids, inputs_embeds=embeds, attention_mask=torch.ones_like(ids),
                                       cache=cache, pad_token_id=self.tokenizer.pad_token_id, **kwargs)
         finally:
-            cache.crop(video_end - cache.get_seq_length())  # back to the video prefix (a no-op if it is shorter)
+            if cache.get_seq_length() > video_end:
+                cache.crop(video_end - cache.get_seq_length())  # back to the video prefix
             enc.prefix = (prefix, cache) if cache.get_seq_length() == video_end else None
         synchronize(self.device)
         end = time.perf_counter()
@@ -265,7 +266,7 @@ class _FirstLogits(LogitsProcessor):
 
 
 @contextmanager
-def _quiet_transformers():
+def quiet_transformers():
     """No progress bar and no warning lines from transformers while a checkpoint loads: what goes wrong is
     liteframe's one-line error."""
     verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
