@@ -75,7 +75,8 @@ def _row(name: str, llm: VideoLLM, video: str, frames: int, repeats: int, warmup
                      min_new_tokens=new_tokens)
     ms = answer.latency_ms
     per_frame = answer.visual_tokens / frames
-    return {"setting": name, "frames": frames, "compression": f"{llm.encoder.compression.ratio}x",
+    ratio = "none" if name == "dense" else f"{llm.encoder.compression.ratio}x"  # dense shares only the clips
+    return {"setting": name, "frames": frames, "compression": ratio,
             "tokens/frame": int(per_frame) if per_frame.is_integer() else per_frame,
             "visual tokens": answer.visual_tokens, "decode ms": ms["decode"], "preprocess ms": ms["preprocess"],
             "ViT ms": ms["vit"], "LLM prefill ms": ms["llm_prefill"], "generation ms": ms["generation"],
