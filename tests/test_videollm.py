@@ -217,6 +217,9 @@ def test_set_stage_gives_one_slot_per_frame_with_its_own_count(dense):
     assert answer.slot_tokens == [16, 2, 3]
     enc = llm.encode(BBB, 4)
     assert [(s.first, s.last) for s in enc.slots] == [(1, 1), (3, 3), (4, 4)]
+    assert enc.visual.grid == (4, 4, 4)  # steps, and the 4 x 4 grid after the pixel shuffle
+    assert enc.visual.frame.tolist() == [0] * 16 + [2] * 2 + [3] * 3
+    assert enc.visual.pos.tolist() == list(range(16)) + [0, 1, 0, 1, 2]
     # each slot holds its own frame's dense tokens, in order, at its place in the prompt
     full = dense.encode(BBB, 4).tokens[0].view(4, 16, -1)
     torch.testing.assert_close(enc.tokens[0], torch.cat([full[0], full[2, :2], full[3, :3]]))

@@ -32,16 +32,21 @@ from liteframe.reduce.base import frame_budgets
 
 @dataclass
 class VisualTokens:
-    """What an encoder gives for one video: LLM tokens `(1, N, d_llm)` in time order and `counts (S,)`, the tokens
-    of each grid step (one prompt slot each); a step covers `step_frames` input frames."""
+    """What an encoder gives for one video: LLM tokens `(1, N, d_llm)` in time order, `counts (S,)` the tokens of
+    each grid step (one prompt slot each; a step covers `step_frames` input frames), and where each token sits in
+    the pixel-shuffled `grid (S, H, W)`: its step `frame (N,)` and raster position `pos (N,)` (what a family with
+    positions per token, such as Qwen2.5-VL's mRoPE, needs)."""
 
     tokens: torch.Tensor
     counts: list[int]
     step_frames: int
+    frame: torch.Tensor
+    pos: torch.Tensor
+    grid: tuple[int, int, int]
 
 
 class VisualEncoder(nn.Module):
-    """`pixels (B, T, 3, S, S) -> VisualTokens`; T a multiple of `step_frames`. See the module docstring."""
+    """`pixels (1, T, 3, S, S) -> VisualTokens`; T a multiple of `frame_multiple`. See the module docstring."""
 
     def __init__(self, name: str, backbone: nn.Module, projector: nn.Module, image_size: int,
                  compression: Compression, grid_stage=None, set_stage=None, step_frames: int = 1,
@@ -85,7 +90,8 @@ class VisualEncoder(nn.Module):
         grid = _concat(parts) if len(parts) > 1 else parts[0]
         kept = _everything(grid) if self.set_stage is None else _set_stage(self.set_stage, grid, self.compression)
         tokens = self.projector(kept.tokens.to(next(self.projector.parameters()).dtype))
-        return VisualTokens(tokens, kept.counts()[0].tolist(), self.step_frames)
+        return VisualTokens(tokens, kept.counts()[0].tolist(), self.step_frames, kept.frame[0], kept.pos[0],
+                            tuple(grid.shape[1:4]))
 
     def forward(self, pixels: torch.Tensor, chunk_frames: int = 32) -> VisualTokens:
         """`(B, T, 3, S, S) -> VisualTokens`, running the backbone on `chunk_frames` frames at a time."""

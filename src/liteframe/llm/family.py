@@ -2,7 +2,8 @@
 
 A family names the checkpoint class, the vision parts a `Teacher` wraps, the video placeholder that the chat
 template renders and the slot text that replaces it (the layout of the family's own processor), how visual tokens
-enter the LLM's input, and how many frames one ViT grid step covers. InternVL3 (`-hf`, `model_type` `internvl`) is
+enter the LLM's input (`llm_inputs`: embeddings, and positions where the family needs them), and how many frames one
+ViT grid step covers. InternVL3 (`-hf`, `model_type` `internvl`) is
 the first; a Qwen2.5-VL family registers beside it.
 """
 from __future__ import annotations
@@ -13,6 +14,7 @@ import torch
 from transformers import InternVLForConditionalGeneration
 
 from liteframe.errors import InputError
+from liteframe.llm.encoders import VisualTokens
 from liteframe.models import Teacher
 from liteframe.registry import Registry
 
@@ -71,12 +73,13 @@ class InternVL:
     def drop_vision(self, model) -> None:
         model.model.vision_tower = None
 
-    def embed(self, model, ids: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:
-        """Prompt ids `(1, L)` and visual tokens `(1, N, d)` -> input embeddings `(1, L, d)`, the visual tokens at the
-        context positions in order (what InternVL's own forward does with image features)."""
+    def llm_inputs(self, model, ids: torch.Tensor, visual: VisualTokens) -> dict[str, torch.Tensor]:
+        """Prompt ids `(1, L)` and the video's tokens -> the LLM's inputs besides `input_ids`: `inputs_embeds
+        (1, L, d)`, the visual tokens at the context positions in order (what InternVL's own forward does with image
+        features); InternVL's positions are plain 1-D ones."""
         embeds = model.get_input_embeddings()(ids)
         is_image = (ids == model.config.image_token_id)[..., None]
-        return embeds.masked_scatter(is_image, visual.to(embeds.dtype))
+        return {"inputs_embeds": embeds.masked_scatter(is_image, visual.tokens.to(embeds.dtype))}
 
     def context_length(self, model) -> int:
         return model.config.text_config.max_position_embeddings

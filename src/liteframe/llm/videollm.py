@@ -22,7 +22,7 @@ from transformers.utils import logging as hf_logging
 from liteframe.compression import Compression
 from liteframe.devices import resolve_device, resolve_dtype
 from liteframe.errors import InputError, model_type, one_line
-from liteframe.llm.encoders import VisualEncoder, build_encoder, plural
+from liteframe.llm.encoders import VisualEncoder, VisualTokens, build_encoder, plural
 from liteframe.llm.family import get_family
 from liteframe.llm.prompt import Slot, build_input_ids, make_slots
 from liteframe.models import Teacher
@@ -36,22 +36,27 @@ ENCODE_KEYS = ("decode", "preprocess", "vit")
 
 @dataclass
 class EncodedVideo:
-    """A video encoded once for any number of questions: `tokens (1, N, d_llm)` in the order of `slots`, the
-    `timestamps` (s) of the sampled frames, and `latency_ms` of decode, preprocess and vit (plus `total`, the
-    wall time of `encode`). Keeps the LLM's cache of the prompt prefix once a question was answered."""
+    """A video encoded once for any number of questions: `visual` (LLM tokens `(1, N, d_llm)` in the order of
+    `slots`, with each token's place in the grid), the `timestamps` (s) of the sampled frames, and `latency_ms` of
+    decode, preprocess and vit (plus `total`, the wall time of `encode`). Keeps the LLM's cache of the prompt prefix
+    once a question was answered (on the LLM's device: drop the object to free it)."""
 
     video: str
     encoder: str
     frames: int
     timestamps: list[float]
     slots: list[Slot]
-    tokens: torch.Tensor
+    visual: VisualTokens
     latency_ms: dict[str, float]
     prefix: tuple[torch.Tensor, DynamicCache] | None = field(default=None, repr=False)
 
     @property
+    def tokens(self) -> torch.Tensor:
+        return self.visual.tokens
+
+    @property
     def visual_tokens(self) -> int:
-        return self.tokens.shape[1]
+        return self.visual.tokens.shape[1]
 
 
 @dataclass
@@ -171,7 +176,7 @@ class VideoLLM:
         latency = {key: watch.ms.get(key, 0.0) for key in ENCODE_KEYS}
         latency["total"] = (time.perf_counter() - start) * 1e3
         return EncodedVideo(str(video), self.encoder.name, frames, timestamps,
-                            make_slots(timestamps, visual.counts, visual.step_frames), visual.tokens, latency)
+                            make_slots(timestamps, visual.counts, visual.step_frames), visual, latency)
 
     @torch.inference_mode()
     def answer(self, enc: EncodedVideo, question: str, max_new_tokens: int = 64,
@@ -192,13 +197,13 @@ class VideoLLM:
         else:
             cache = DynamicCache(config=self.model.config.get_text_config(decoder=True))
         cached = cache.get_seq_length()
-        embeds = self.family.embed(self.model, ids, enc.tokens)
+        inputs = self.family.llm_inputs(self.model, ids, enc.visual)
         first = _FirstLogits(self.device)
         kwargs = {"max_new_tokens": max_new_tokens, "do_sample": False, **generate_kwargs}
         kwargs["logits_processor"] = LogitsProcessorList([*kwargs.get("logits_processor", []), first])
         try:
-            out = self.model.generate(input_ids=ids, inputs_embeds=embeds, attention_mask=torch.ones_like(ids),
-                                      cache=cache, pad_token_id=self.tokenizer.pad_token_id, **kwargs)
+            out = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), cache=cache,
+                                      pad_token_id=self.tokenizer.pad_token_id, **inputs, **kwargs)
         finally:
             if cache.get_seq_length() > video_end:
                 cache.crop(video_end - cache.get_seq_length())  # back to the video prefix
