@@ -1,15 +1,17 @@
 """The VideoLLM end to end on a tiny random InternVL3 checkpoint and the real videos: token counts, placement of the
-visual tokens in the LLM's input, every encoder path, determinism, student round trip, prompt layout."""
+visual tokens in the LLM's input, every encoder path and compression, per-frame slots of set reducers, the same
+frames for every encoder, the cached video prefix, failing before work, determinism, student round trip."""
 
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
 from safetensors.torch import load_file
-from transformers import AutoTokenizer
+from transformers import LogitsProcessor
 
+from liteframe.compression import get_compression
 from liteframe.errors import InputError
-from liteframe.llm import VideoLLM, build_input_ids, save_tiny_internvl, slot_labels
-from liteframe.llm.tiny import IMAGE_TOKENS
+from liteframe.grid import TokenSet
+from liteframe.llm import VisualEncoder
+from liteframe.llm import VideoLLM, build_input_ids, make_slots, save_tiny_internvl
 from liteframe.models import LiteFrameEncoder, Teacher, tiny_student_config
 
 from videos import REAL_VIDEOS as VIDEOS
@@ -37,11 +39,6 @@ def student_dir(checkpoint, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def tokenizer(checkpoint):
-    return AutoTokenizer.from_pretrained(checkpoint)
-
-
-@pytest.fixture(scope="module")
 def dense(checkpoint):
     return VideoLLM.from_pretrained(checkpoint, "dense", device="cpu")
 
@@ -59,21 +56,22 @@ def _record(llm):
     return seen, hook
 
 
-@pytest.mark.parametrize("encoder, per_frame", [("dense", 16), ("wap", 1), ("tome", 1), ("student", 1)])
-def test_visual_tokens_reach_the_llm_at_the_image_slots(dense, student_dir, encoder, per_frame):
+# 8 frames at 112 px: dense 16 tokens per frame; WAP and the student 4 per 4-frame clip; ToMe 1 per frame.
+@pytest.mark.parametrize("encoder, slots", [("dense", [16] * 8), ("wap", [4, 4]), ("tome", [1] * 8),
+                                            ("student", [4, 4])])
+def test_visual_tokens_reach_the_llm_at_the_image_slots(dense, student_dir, encoder, slots):
     llm = dense.with_encoder(f"student:{student_dir}" if encoder == "student" else encoder)
     seen, hook = _record(llm)
     try:
         answer = llm.ask(BBB, "What happens?", frames=8, **GEN)
     finally:
         hook.remove()
-    assert answer.visual_tokens == 8 * per_frame == seen["visual"].shape[1]
-    labels = slot_labels(answer.timestamps, llm.encoder.frames_per_slot(8))
-    ids = build_input_ids(llm.tokenizer, labels, answer.visual_tokens // len(labels), "What happens?")
-    assert ids.shape[1] == answer.prompt_tokens == seen["embeds"].shape[1]
+    assert answer.slot_tokens == slots and answer.visual_tokens == sum(slots) == seen["visual"].tokens.shape[1]
+    step = 8 // len(slots)
+    ids, _ = build_input_ids(llm.tokenizer, llm.family, make_slots(answer.timestamps, slots, step), "What happens?")
+    assert ids.shape[1] == answer.prompt_tokens == answer.prefill_tokens == seen["embeds"].shape[1]
     is_image = ids[0] == llm.model.config.image_token_id
-    assert int(is_image.sum()) == 8 * per_frame
-    torch.testing.assert_close(seen["embeds"][0, is_image], seen["visual"][0])
+    torch.testing.assert_close(seen["embeds"][0, is_image], seen["visual"].tokens[0])
     text = llm.model.get_input_embeddings()(ids[0, ~is_image])
     torch.testing.assert_close(seen["embeds"][0, ~is_image], text)
 
@@ -105,14 +103,14 @@ def test_latency_breakdown_adds_up(dense):
 
 def test_repeats_report_medians_of_the_timed_runs(dense, monkeypatch):
     totals = iter([100.0, 5.0, 1.0])  # one warm-up run, then two timed ones
-    real_run = dense._run
+    real_answer = dense.answer
 
-    def run(*args):
-        answer = real_run(*args)
-        answer.latency_ms = dict.fromkeys(answer.latency_ms, next(totals))
-        return answer
+    def answer(*args, **kwargs):
+        out = real_answer(*args, **kwargs)
+        out.latency_ms = dict.fromkeys(out.latency_ms, next(totals))
+        return out
 
-    monkeypatch.setattr(dense, "_run", run)
+    monkeypatch.setattr(dense, "answer", answer)
     answer = dense.ask(BBB, "What happens?", frames=4, repeats=2, warmup=1, max_new_tokens=1)
     assert answer.latency_ms == dict.fromkeys(answer.latency_ms, 3.0)
 
@@ -139,59 +137,30 @@ def test_student_saved_and_reloaded_gives_the_same_answer(checkpoint, student_di
 def test_chunked_encoding_matches_one_pass(dense, encoder):
     visual = dense.with_encoder(encoder).encoder
     pixels = torch.randn(1, 8, 3, SIZE, SIZE)
-    torch.testing.assert_close(visual(pixels, chunk_frames=4), visual(pixels, chunk_frames=8))
+    chunked, whole = visual(pixels, chunk_frames=4), visual(pixels, chunk_frames=8)
+    torch.testing.assert_close(chunked.tokens, whole.tokens)
+    assert chunked.counts == whole.counts
 
 
 def test_dense_encoder_matches_transformers_image_features(dense):
     """The dense path is InternVL's own: `get_image_features` (ViT, drop CLS, pixel shuffle, projector) per frame."""
     pixels = torch.randn(1, 4, 3, SIZE, SIZE)
-    ours = dense.encoder(pixels)
+    ours = dense.encoder(pixels).tokens
     theirs = dense.model.get_image_features(pixel_values=pixels[0]).pooler_output
     torch.testing.assert_close(ours, theirs.reshape(1, -1, theirs.shape[-1]))
 
 
-def test_prompt_layout(tokenizer):
-    assert slot_labels([0.0, 0.5], 1) == ["Frame 1 (0.0s)", "Frame 2 (0.5s)"]
-    labels = slot_labels([0.0, 0.25, 0.5, 0.75, 4.0, 4.25, 4.5, 4.75], 4)
-    assert labels == ["Frames 1-4 (0.0s-0.8s)", "Frames 5-8 (4.0s-4.8s)"]
-    ids = build_input_ids(tokenizer, labels, 3, "Why?")[0]
-    text = tokenizer.decode(ids)
-    start, context, end = (IMAGE_TOKENS[k] for k in ("start_image_token", "context_image_token", "end_image_token"))
-    one_slot = start + context * 3 + end
-    assert f"Frames 5-8 (4.0s-4.8s): {one_slot}\nWhy?" in text
-    assert text.startswith("<|im_start|>system") and text.endswith("<|im_start|>assistant\n")
-    with pytest.raises(InputError, match="IMG_CONTEXT"):
-        build_input_ids(tokenizer, labels, 3, "what is <IMG_CONTEXT>?")
-
-
-@settings(max_examples=25, deadline=None)
-@given(times=st.lists(st.floats(0, 3600), min_size=1, max_size=40), per_slot=st.integers(1, 300),
-       clip=st.sampled_from([1, 4]))
-def test_prompt_has_exactly_the_visual_token_count(tokenizer, times, per_slot, clip):
-    times = sorted(times) * clip  # a multiple of the slot size
-    labels = slot_labels(times, clip)
-    ids = build_input_ids(tokenizer, labels, per_slot, "What happens?")[0]
-    context = tokenizer.convert_tokens_to_ids(IMAGE_TOKENS["context_image_token"])
-    is_image = ids == context
-    assert len(labels) == len(times) // clip and int(is_image.sum()) == len(labels) * per_slot
-    # every slot's context tokens are contiguous, between <img> and </img>
-    start = tokenizer.convert_tokens_to_ids(IMAGE_TOKENS["start_image_token"])
-    end = tokenizer.convert_tokens_to_ids(IMAGE_TOKENS["end_image_token"])
-    starts, ends = (ids == start).nonzero()[:, 0], (ids == end).nonzero()[:, 0]
-    assert len(starts) == len(ends) == len(labels)
-    assert torch.equal(ends - starts - 1, torch.full_like(starts, per_slot))
-    assert all(bool(is_image[s + 1:e].all()) for s, e in zip(starts, ends))
-
-
 def test_bad_inputs_raise_input_errors(checkpoint, student_dir, dense, tmp_path):
-    with pytest.raises(InputError, match="multiple of 4"):
+    with pytest.raises(InputError, match="^6 frames: .* multiple of 4 frames"):
         dense.with_encoder(f"student:{student_dir}").ask(BBB, "q", frames=6)
+    with pytest.raises(InputError, match="^1 frame: "):
+        dense.with_encoder("wap").ask(BBB, "q", frames=1)
     with pytest.raises(InputError, match="unknown encoder"):
         dense.with_encoder("sharpen")
     with pytest.raises(InputError, match="no config.json"):
         VideoLLM.from_pretrained(tmp_path, device="cpu")
     (tmp_path / "config.json").write_text('{"model_type": "llama"}')
-    with pytest.raises(InputError, match="not 'internvl'"):
+    with pytest.raises(InputError, match="model_type 'llama' is not supported"):
         VideoLLM.from_pretrained(tmp_path, device="cpu")
     with pytest.raises(InputError, match="image_token_id"):
         model = dense.model
@@ -200,3 +169,118 @@ def test_bad_inputs_raise_input_errors(checkpoint, student_dir, dense, tmp_path)
             VideoLLM(model, dense.tokenizer, dense.encoder)
         finally:
             model.config.image_token_id = saved
+
+
+@pytest.mark.parametrize("compression, wap, tome", [(4, [4] * 8, [4] * 8), (16, [4, 4], [1] * 8), (64, [1, 1], None)])
+def test_compression_sets_the_tokens_and_slots(dense, compression, wap, tome):
+    """8 frames of 8 x 8 patches: the grid stage pools blocks (1,2,2), (4,2,2), (4,4,4), then the pixel shuffle 2 x 2;
+    ToMe keeps the same total, one slot per frame (today's ToMe keeps at least one token per frame, so not 64x)."""
+    for name, slots in (("wap", wap), ("tome", tome)) if tome else (("wap", wap),):
+        llm = dense.with_encoder(name, compression)
+        assert llm.encoder.compression == get_compression(compression)
+        enc = llm.encode(BBB, 8)
+        assert [s.tokens for s in enc.slots] == slots and enc.visual_tokens == 128 // compression
+        assert llm.encoder.layout(8)[1] == enc.visual_tokens  # the count known before decoding
+        assert len(llm.answer(enc, "What happens?", **GEN).tokens) == 4
+
+
+def test_every_encoder_sees_the_same_frames(dense, student_dir):
+    timestamps = {name: dense.with_encoder(name).encode(BBB, 8).timestamps
+                  for name in ("dense", "wap", "fastvid", f"student:{student_dir}")}  # every kind of pipeline
+    assert len({tuple(t) for t in timestamps.values()}) == 1
+    first = timestamps["dense"]
+    assert first[1] - first[0] < first[4] - first[3]  # two clips of 4 neighbouring frames
+
+
+class _UnevenSet:
+    """A set stage that keeps frame 0 whole, nothing of frame 1, and the first i tokens of frame i >= 2."""
+
+    stage, needs_attention = "set", False
+
+    def __call__(self, grid, compression):
+        b, t, h, w, c = grid.shape
+        keep = [h * w, 0] + list(range(2, t))
+        frame = torch.cat([torch.full((n,), i) for i, n in enumerate(keep)])
+        pos = torch.cat([torch.arange(n) for n in keep])
+        return TokenSet(grid.patches.reshape(b, t, h * w, c)[:, frame, pos], frame[None], pos[None], t)
+
+
+def test_set_stage_gives_one_slot_per_frame_with_its_own_count(dense):
+    teacher = dense.encoder.backbone
+    visual = VisualEncoder("uneven", teacher, teacher.projector, SIZE, get_compression(16), set_stage=_UnevenSet())
+    llm = VideoLLM(dense.model, dense.tokenizer, visual)
+    seen, hook = _record(llm)
+    try:
+        answer = llm.ask(BBB, "What happens?", frames=4, **GEN)
+    finally:
+        hook.remove()
+    assert answer.slot_tokens == [16, 2, 3]
+    enc = llm.encode(BBB, 4)
+    assert [(s.first, s.last) for s in enc.slots] == [(1, 1), (3, 3), (4, 4)]
+    assert enc.visual.grid == (4, 4, 4)  # steps, and the 4 x 4 grid after the pixel shuffle
+    assert enc.visual.frame.tolist() == [0] * 16 + [2] * 2 + [3] * 3
+    assert enc.visual.pos.tolist() == list(range(16)) + [0, 1, 0, 1, 2]
+    # each slot holds its own frame's dense tokens, in order, at its place in the prompt
+    full = dense.encode(BBB, 4).tokens[0].view(4, 16, -1)
+    torch.testing.assert_close(enc.tokens[0], torch.cat([full[0], full[2, :2], full[3, :3]]))
+    ids, _ = build_input_ids(llm.tokenizer, llm.family, enc.slots, "What happens?")
+    is_image = ids[0] == llm.model.config.image_token_id
+    torch.testing.assert_close(seen["embeds"][0, is_image], enc.tokens[0])
+
+
+class _FirstScores(LogitsProcessor):
+    def __init__(self):
+        self.scores = None
+
+    def __call__(self, input_ids, scores):
+        if self.scores is None:
+            self.scores = scores.clone()
+        return scores
+
+
+def test_questions_on_one_encoding_reuse_the_video_prefix(dense):
+    """The second question prefills only its own tokens, and its first-token logits equal a fresh prefill's."""
+    llm = dense.with_encoder("wap")
+    enc = llm.encode(BBB, 8)
+    first = llm.answer(enc, "What happens?", **GEN)
+    assert first.prefill_tokens == first.prompt_tokens
+    cached, fresh = _FirstScores(), _FirstScores()
+    again = llm.answer(enc, "Who is in the video?", logits_processor=[cached], **GEN)
+    alone = llm.answer(llm.encode(BBB, 8), "Who is in the video?", logits_processor=[fresh], **GEN)
+    prefix = build_input_ids(llm.tokenizer, llm.family, enc.slots, "x")[1]
+    assert again.prefill_tokens == again.prompt_tokens - prefix == alone.prefill_tokens - prefix
+    assert prefix > 0 and again.tokens == alone.tokens
+    torch.testing.assert_close(cached.scores, fresh.scores, rtol=1e-4, atol=1e-4)
+    # a different layout (subtitles before the slots) cannot share the prefix: a fresh prefill, still correct
+    lines = llm.answer(enc, "Who is in the video?", slot_text=["a cat", "a dog"], **GEN)
+    assert lines.prefill_tokens == lines.prompt_tokens
+
+
+def test_too_long_prompts_fail_before_decoding(dense, monkeypatch):
+    assert dense.check(4, "What happens?") == dense.ask(BBB, "What happens?", frames=4, **GEN).prompt_tokens
+    monkeypatch.setattr("liteframe.llm.videollm.open_video", lambda *a: pytest.fail("decoded before the check"))
+    context = dense.model.config.text_config.max_position_embeddings
+    with pytest.raises(InputError, match=f"100000 frames give 1600000 visual tokens .* context of {context}"):
+        dense.ask(BBB, "What happens?", frames=100_000)
+    with pytest.raises(InputError, match=f"more than the LLM's context of {context}"):
+        dense.ask(BBB, "why " * context, frames=4)
+    with pytest.raises(InputError, match="question is needed"):
+        dense.ask(BBB, None, frames=4)
+
+
+def test_student_that_does_not_fit_the_checkpoint_is_refused(dense, student_dir, tmp_path):
+    LiteFrameEncoder(tiny_student_config(image_size=56)).save_pretrained(tmp_path / "small")
+    with pytest.raises(InputError, match="image size 56 does not match the checkpoint's 112"):
+        dense.with_encoder(f"student:{tmp_path / 'small'}")
+    LiteFrameEncoder(tiny_student_config(image_size=SIZE, teacher_width=48)).save_pretrained(tmp_path / "narrow")
+    with pytest.raises(InputError, match="output width 48 does not match the checkpoint's vision width 64"):
+        dense.with_encoder(f"student:{tmp_path / 'narrow'}")
+    with pytest.raises(InputError, match="compresses 16x .* not 64x"):
+        dense.with_encoder(f"student:{student_dir}", 64)
+
+
+def test_loading_prints_nothing(checkpoint, capfd):
+    capfd.readouterr()
+    VideoLLM.from_pretrained(checkpoint, "wap", device="cpu")
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""

@@ -1,9 +1,15 @@
 """The `liteframe` command: parses arguments and calls the library. One `_add_<command>` per command."""
+# The parser's description is what users read in `liteframe --help`; this docstring is for developers.
 from __future__ import annotations
 
 import argparse
 import sys
 import warnings
+
+from liteframe import __version__
+
+DESCRIPTION = ("Long-video question answering with Video LLMs, made cheap: LiteFrame video encoders, WAP and the "
+               "token reducers it is compared against, and the distillation that trains LiteFrame.")
 
 
 def _add_bench_reducers(bench) -> None:
@@ -88,6 +94,7 @@ def _add_bench_e2e(bench) -> None:
     p.add_argument("--frames", type=ints, default=[64, 128, 256], help="budgets of the other encoders")
     p.add_argument("--encoders", type=lambda t: t.split(","), default=["wap", "student"],
                    help="compared against dense: reducer names and/or student")
+    p.add_argument("--compression", default="16", help="4, 16 or 64: tokens merged into one by the other encoders")
     p.add_argument("--student", help="a LiteFrame folder (default: cropped from the checkpoint, untrained)")
     p.add_argument("--image-size", type=int, default=112, help="input size of the tiny checkpoint")
     p.add_argument("--device", default=None)
@@ -99,12 +106,16 @@ def _add_bench_e2e(bench) -> None:
     p.add_argument("--json", action="store_true")
 
     def run(a) -> None:
-        from liteframe.bench.e2e import run as run_bench
+        from liteframe.bench.e2e import COLUMNS, plot_latency, run as run_bench
+        from liteframe.tables import print_rows
 
-        run_bench(model=a.model, video=a.video, dense_frames=a.dense_frames, frames=a.frames, encoders=a.encoders,
-                  student=a.student, image_size=a.image_size, random_size=a.random_size, device=a.device,
-                  dtype=a.dtype, repeats=a.repeats, warmup=a.warmup, new_tokens=a.new_tokens, as_json=a.json,
-                  plot=a.plot)
+        rows = run_bench(model=a.model, video=a.video, dense_frames=a.dense_frames, frames=a.frames,
+                         encoders=a.encoders, compression=a.compression, student=a.student, image_size=a.image_size,
+                         random_size=a.random_size, device=a.device, dtype=a.dtype, repeats=a.repeats,
+                         warmup=a.warmup, new_tokens=a.new_tokens)
+        print_rows(rows, a.json, COLUMNS)
+        if a.plot:
+            plot_latency(rows, a.plot)
 
     p.set_defaults(func=run)
 
@@ -161,7 +172,9 @@ def _add_ask(sub) -> None:
     p.add_argument("--model", required=True, help="an InternVL3 -hf checkpoint folder")
     p.add_argument("--encoder", default="dense",
                    help="dense, a reducer (wap, tome, prumerge, fastvid, avg, max, subsample) or student:DIR")
-    p.add_argument("--frames", type=int, default=16)
+    p.add_argument("--frames", type=int, default=16, help="frames sampled, as clips of the compression's length")
+    p.add_argument("--compression", help="4, 16 or 64: tokens merged into one (default: a student's own, else 16)")
+    p.add_argument("--timestamps", action="store_true", help="put each slot's time in its label: Frame3 (12.4s)")
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--device", default=None, help="default: cuda when available, else cpu")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
@@ -173,8 +186,9 @@ def _add_ask(sub) -> None:
     def run(a) -> None:
         from liteframe.llm import ask
 
-        answer = ask(a.video, a.question, a.model, a.encoder, a.frames, device=a.device, dtype=a.dtype,
-                     repeats=a.repeats, warmup=a.warmup, max_new_tokens=a.max_new_tokens)
+        answer = ask(a.video, a.question, a.model, a.encoder, a.frames, compression=a.compression, device=a.device,
+                     dtype=a.dtype, repeats=a.repeats, warmup=a.warmup, max_new_tokens=a.max_new_tokens,
+                     timestamps=a.timestamps)
         print(answer.render(a.json))
 
     p.set_defaults(func=run)
@@ -242,7 +256,8 @@ def _train_overrides(a) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="liteframe", description=__doc__)
+    parser = argparse.ArgumentParser(prog="liteframe", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench", required=True)
     for add in (_add_bench_reducers, _add_bench_arch, _add_bench_decode, _add_bench_e2e, _add_bench_train):

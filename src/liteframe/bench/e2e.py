@@ -18,9 +18,8 @@ import numpy as np
 import torch
 from transformers import (AutoTokenizer, InternVLConfig, InternVLForConditionalGeneration, InternVLVisionConfig,
                           Qwen2Config)
-from transformers.utils import logging as hf_logging
 
-from liteframe.tables import print_rows
+from liteframe.compression import Compression, get_compression
 from liteframe.devices import resolve_device, resolve_dtype
 from liteframe.errors import InputError
 from liteframe.llm.encoders import build_encoder
@@ -28,7 +27,7 @@ from liteframe.llm.tiny import IMAGE_TOKENS, build_tokenizer, save_tiny_internvl
 from liteframe.llm.videollm import VideoLLM
 from liteframe.models import LiteFrameConfig, LiteFrameEncoder, Teacher, tiny_student_config
 
-COLUMNS = ["setting", "frames", "tokens/frame", "visual tokens", "decode ms", "preprocess ms", "ViT ms",
+COLUMNS = ["setting", "frames", "compression", "tokens/frame", "visual tokens", "decode ms", "preprocess ms", "ViT ms",
            "LLM prefill ms", "generation ms", "total ms"]
 QUESTION = "What happens in this video? Describe it briefly."
 
@@ -40,34 +39,34 @@ RANDOM_SIZES = {
 
 
 def run(model: str | None = None, video: str | None = None, dense_frames: Sequence[int] = (8, 16, 32),
-              frames: Sequence[int] = (64, 128, 256), encoders: Sequence[str] = ("wap", "student"),
-              student: str | None = None, image_size: int = 112, random_size: str | None = None,
-              device: str | None = None, dtype: str = "auto", repeats: int = 3, warmup: int = 1,
-              new_tokens: int = 8, as_json: bool = False, plot: str | None = None) -> list[dict]:
-    """Run every setting, print the table (or JSON), optionally plot total latency against frames; return the rows.
-    Row order follows SPEC 8: dense at `dense_frames[i]`, then each of `encoders` at `frames[i]`."""
+        frames: Sequence[int] = (64, 128, 256), encoders: Sequence[str] = ("wap", "student"),
+        compression: Compression | int | str | None = None, student: str | None = None, image_size: int = 112,
+        random_size: str | None = None, device: str | None = None, dtype: str = "auto", repeats: int = 3,
+        warmup: int = 1, new_tokens: int = 8) -> list[dict]:
+    """Every setting's latency row (`COLUMNS`). Row order follows SPEC 8: dense at `dense_frames[i]`, then each of
+    `encoders` at `frames[i]` and `compression` (a given student keeps its own)."""
     if repeats < 1 or warmup < 0 or new_tokens < 1:
-        raise InputError("--repeats and --new-tokens must be at least 1, --warmup at least 0")
+        raise InputError("repeats and new_tokens must be at least 1, warmup at least 0")
+    compression = get_compression(compression)
     device = resolve_device(device)
     dtype = resolve_dtype(dtype, device)
-    hf_logging.disable_progress_bar()
     with tempfile.TemporaryDirectory(prefix="liteframe-e2e-") as tmp:
         tmp = Path(tmp)
         llm = _load(model, random_size, image_size, tmp, device, dtype)
         video = video or str(synthetic_video(tmp / "synthetic.mp4"))
-        settings = {"dense": llm}
+        settings = {"dense": llm.with_encoder("dense", compression)}  # the same clips as the others
         for name in encoders:
-            spec = f"student:{student or _crop_student(llm, tmp / 'student')}" if name == "student" else name
-            settings[name] = llm.with_encoder(spec)
-        rows = []
-        for level in itertools.zip_longest(dense_frames, frames):
-            for name, runner in settings.items():
-                count = level[0] if name == "dense" else level[1]
-                if count is not None:
-                    rows.append(_row(name, runner, video, count, repeats, warmup, new_tokens))
-    print_rows(rows, as_json, COLUMNS)
-    if plot:
-        plot_latency(rows, plot)
+            if name == "student":
+                spec = f"student:{student or _crop_student(llm, tmp / 'student', compression)}"
+                settings[name] = llm.with_encoder(spec)
+            else:
+                settings[name] = llm.with_encoder(name, compression)
+        plan = [(name, runner, level[0] if name == "dense" else level[1])
+                for level in itertools.zip_longest(dense_frames, frames) for name, runner in settings.items()]
+        plan = [(name, runner, count) for name, runner, count in plan if count is not None]
+        for _, runner, count in plan:  # every setting fits the LLM's context before any of them runs
+            runner.check(count, QUESTION)
+        rows = [_row(name, runner, video, count, repeats, warmup, new_tokens) for name, runner, count in plan]
     return rows
 
 
@@ -76,7 +75,9 @@ def _row(name: str, llm: VideoLLM, video: str, frames: int, repeats: int, warmup
                      min_new_tokens=new_tokens)
     ms = answer.latency_ms
     per_frame = answer.visual_tokens / frames
-    return {"setting": name, "frames": frames, "tokens/frame": int(per_frame) if per_frame.is_integer() else per_frame,
+    ratio = "none" if name == "dense" else f"{llm.encoder.compression.ratio}x"  # dense shares only the clips
+    return {"setting": name, "frames": frames, "compression": ratio,
+            "tokens/frame": int(per_frame) if per_frame.is_integer() else per_frame,
             "visual tokens": answer.visual_tokens, "decode ms": ms["decode"], "preprocess ms": ms["preprocess"],
             "ViT ms": ms["vit"], "LLM prefill ms": ms["llm_prefill"], "generation ms": ms["generation"],
             "total ms": ms["total"]}
@@ -85,14 +86,14 @@ def _row(name: str, llm: VideoLLM, video: str, frames: int, repeats: int, warmup
 def _load(model: str | None, random_size: str | None, image_size: int, tmp: Path, device: torch.device,
           dtype: torch.dtype) -> VideoLLM:
     if model and random_size:
-        raise InputError("--model and --random-size exclude each other")
+        raise InputError("model and random_size exclude each other")
     if random_size is None:
         return VideoLLM.from_pretrained(model or save_tiny_internvl(tmp / "tiny", image_size), device=device,
                                         dtype=dtype)
     if random_size not in RANDOM_SIZES:
-        raise InputError(f"--random-size {random_size!r}: choose from {', '.join(RANDOM_SIZES)}")
+        raise InputError(f"random size {random_size!r}: choose from {', '.join(RANDOM_SIZES)}")
     if device.type != "cuda":
-        raise InputError(f"--random-size {random_size} builds billions of weights: it needs a CUDA device")
+        raise InputError(f"random size {random_size} builds billions of weights: it needs a CUDA device")
     tokenizer = build_tokenizer()
     config = InternVLConfig(
         vision_config=InternVLVisionConfig(attention_bias=True),
@@ -107,8 +108,11 @@ def _load(model: str | None, random_size: str | None, image_size: int, tmp: Path
     return VideoLLM(net.eval(), AutoTokenizer.from_pretrained(tmp / "tokenizer"), build_encoder("dense", teacher))
 
 
-def _crop_student(llm: VideoLLM, folder: Path) -> Path:
-    """An untrained LiteFrame-B (or, for a tiny teacher, the tiny student) cropped from the checkpoint's ViT."""
+def _crop_student(llm: VideoLLM, folder: Path, compression: Compression) -> Path:
+    """An untrained LiteFrame-B (or, for a tiny teacher, the tiny student) cropped from the checkpoint's ViT; only
+    the 16x student exists until student configs carry a compression."""
+    if compression.ratio != 16:
+        raise InputError(f"no student config compresses {compression}: give a trained student folder")
     teacher = llm.encoder.backbone
     if teacher.hidden_size == LiteFrameConfig.out_dim:
         config = LiteFrameConfig(image=teacher.image_size)

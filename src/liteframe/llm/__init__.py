@@ -1,8 +1,10 @@
-"""Video question answering: an InternVL3 checkpoint's LLM behind the dense ViT, a reducer, or a LiteFrame student."""
-from liteframe.llm.encoders import VisualEncoder, build_encoder
-from liteframe.llm.prompt import build_input_ids, slot_labels
+"""Video question answering: a Video LLM checkpoint (InternVL3) behind the dense ViT, a reducer, or a LiteFrame
+student, through one fixed visual pipeline."""
+from liteframe.llm.encoders import VisualEncoder, VisualTokens, build_encoder
+from liteframe.llm.family import FAMILIES, get_family
+from liteframe.llm.prompt import Slot, build_input_ids, make_slots
 from liteframe.llm.tiny import save_tiny_internvl
-from liteframe.llm.videollm import LATENCY_KEYS, Answer, VideoLLM, ask
+from liteframe.llm.videollm import LATENCY_KEYS, Answer, EncodedVideo, VideoLLM, ask
 
-__all__ = ["LATENCY_KEYS", "Answer", "VideoLLM", "VisualEncoder", "ask", "build_encoder", "build_input_ids",
-           "save_tiny_internvl", "slot_labels"]
+__all__ = ["FAMILIES", "LATENCY_KEYS", "Answer", "EncodedVideo", "Slot", "VideoLLM", "VisualEncoder", "VisualTokens",
+           "ask", "build_encoder", "build_input_ids", "get_family", "make_slots", "save_tiny_internvl"]

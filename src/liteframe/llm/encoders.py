@@ -1,106 +1,191 @@
-"""Visual encoders of the VideoLLM: frames in, LLM tokens out.
+"""Visual encoders of the VideoLLM: frames in, LLM tokens with their prompt slots out.
 
-Every choice is a backbone that maps pixels to a `TokenGrid`, optionally a reducer, and InternVL's pixel shuffle and
-projector. Where the reducer sits follows SPEC 3: grid reducers (WAP, pooling) act on the ViT grid before pixel
-shuffle, set reducers (ToMe, PruMerge, FastVID) on the pixel-shuffled grid, just before the projector.
+Every encoder is the same fixed pipeline (SPEC 3):
 
-The encoder runs chunk by chunk (`encode_chunk`, then `finish`) so that memory stays bounded for long videos. A chunk
-holds whole 4-frame clips, so grid reducers and the student never straddle a chunk boundary; set reducers choose their
-tokens over the whole video, so they run once in `finish`.
+    backbone (the checkpoint's ViT, or a LiteFrame student) -> grid stage (WAP, avg, max, subsample, or none)
+    -> pixel shuffle -> set stage (ToMe, PruMerge, FastVID, or none) -> projector
+
+A grid step after the grid stage is one frame (dense ViT, set reducers) or one clip of `compression.clip` frames
+(grid reducers, the student); the prompt gives each step one image slot holding that step's tokens. Set reducers
+keep each kept token's step, so their slots stay per frame, with a count per frame that may vary (FastVID).
+
+The encoder runs chunk by chunk (`encode_chunk`, then `finish`) so that memory holds one chunk of frames however
+long the video. A chunk holds whole steps, so the grid stage never straddles a chunk boundary; the set stage
+chooses its tokens over the whole video, so it runs once in `finish`.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from liteframe.compression import Compression, get_compression
 from liteframe.errors import InputError
-from liteframe.grid import TokenGrid
-from liteframe.models import LiteFrameEncoder, Teacher, to_llm_tokens
-from liteframe.reduce import REDUCERS, block_for, get_reducer
+from liteframe.grid import TokenGrid, TokenSet
+from liteframe.models import LiteFrameEncoder, Teacher
+from liteframe.reduce import REDUCERS, get_reducer
+from liteframe.reduce.base import frame_budgets
+
+
+@dataclass
+class VisualTokens:
+    """What an encoder gives for one video: LLM tokens `(1, N, d_llm)` in time order, `counts (S,)` the tokens of
+    each grid step (one prompt slot each; a step covers `step_frames` input frames), and where each token sits in
+    the pixel-shuffled `grid (S, H, W)`: its step `frame (N,)` and raster position `pos (N,)` (what a family with
+    positions per token, such as Qwen2.5-VL's mRoPE, needs)."""
+
+    tokens: torch.Tensor
+    counts: list[int]
+    step_frames: int
+    frame: torch.Tensor
+    pos: torch.Tensor
+    grid: tuple[int, int, int]
 
 
 class VisualEncoder(nn.Module):
-    """`pixels (B, T, 3, S, S) -> (B, N, d_llm)` LLM tokens in time order; T must be a multiple of `frame_multiple`.
+    """`pixels (1, T, 3, S, S) -> VisualTokens`; T a multiple of `frame_multiple`. See the module docstring."""
 
-    `frames_per_slot(T)`: input frames behind one image slot of the prompt: 1 for the dense ViT, 4 where a clip's
-    frames merge into one grid (the student, grid reducers), all T for a set reducer, whose kept tokens belong to
-    no fixed frame."""
-
-    def __init__(self, name: str, backbone: nn.Module, projector: nn.Module, image_size: int, reducer=None,
-                 compression: int = 16, frame_multiple: int = 1, merged_frames: int = 1):
+    def __init__(self, name: str, backbone: nn.Module, projector: nn.Module, image_size: int,
+                 compression: Compression, grid_stage=None, set_stage=None, step_frames: int = 1,
+                 backbone_grid: tuple[int, int, int] = (1, 1, 1), frame_multiple: int | None = None):
         super().__init__()
         self.name, self.backbone, self.projector, self.image_size = name, backbone, projector, image_size
-        self.reducer, self.compression = reducer, compression
-        self.frame_multiple, self.merged_frames = frame_multiple, merged_frames
-
-    @property
-    def is_set_reducer(self) -> bool:
-        return self.reducer is not None and not self.reducer.keeps_grid
-
-    def frames_per_slot(self, frames: int) -> int:
-        return frames if self.is_set_reducer else self.merged_frames
+        self.compression, self.grid_stage, self.set_stage = compression, grid_stage, set_stage
+        self.step_frames = step_frames
+        self.frame_multiple = frame_multiple or step_frames  # a student's clips may span several steps
+        self.backbone_grid = backbone_grid  # (frames, pixels, pixels) behind one backbone token, per axis
+        self.needs_attention = bool(getattr(set_stage, "needs_attention", False))
 
     def check_frames(self, frames: int) -> None:
         if frames < 1 or frames % self.frame_multiple:
-            raise InputError(
-                f"--frames {frames}: the {self.name} encoder takes a positive multiple of {self.frame_multiple} frames"
-            )
+            raise InputError(f"{plural(frames, 'frame')}: the {self.name} encoder takes a positive multiple of "
+                             f"{self.frame_multiple} frames (clips of the {self.compression.ratio}x compression)")
 
-    def encode_chunk(self, pixels: torch.Tensor) -> torch.Tensor | TokenGrid:
-        """`(B, T, 3, S, S)`, T a multiple of `frame_multiple` -> LLM tokens `(B, N, d_llm)`, or, for a set
-        reducer, the pixel-shuffled grid that `finish` reduces over the whole video."""
-        grid = self.backbone(pixels)
-        if self.reducer is None:
-            return to_llm_tokens(grid, self.projector)
-        if self.reducer.keeps_grid:
-            return to_llm_tokens(self.reducer(grid, self.compression), self.projector)
+    def layout(self, frames: int) -> tuple[int, int]:
+        """`(steps, tokens)` for `frames` input frames, known before any pixel is decoded."""
+        self.check_frames(frames)
+        ft, ph, pw = self.backbone_grid
+        t, h, w = frames // ft, self.image_size // ph, self.image_size // pw
+        if self.grid_stage is not None:
+            bt, bh, bw = self.compression.block
+            t, h, w = math.ceil(t / bt), math.ceil(h / bh), math.ceil(w / bw)
+        if h % 2 or w % 2:
+            raise InputError(f"the {self.name} encoder at {self.compression.ratio}x leaves a {h} x {w} token grid at "
+                             f"{self.image_size} px, which the 2 x 2 pixel shuffle cannot merge")
+        h, w = h // 2, w // 2
+        return t, self.compression.budget(t, h, w) if self.set_stage is not None else t * h * w
+
+    def encode_chunk(self, pixels: torch.Tensor) -> TokenGrid:
+        """`(B, T, 3, S, S)`, T a multiple of `frame_multiple` -> the pixel-shuffled grid after the grid stage."""
+        grid = self.backbone(pixels, attention=True) if self.needs_attention else self.backbone(pixels)
+        if self.grid_stage is not None:
+            grid = _grid_stage(self.grid_stage, grid, self.compression)
         return grid.pixel_shuffle()
 
-    def finish(self, parts: list) -> torch.Tensor:
-        """Chunk outputs in time order -> `(B, N, d_llm)`."""
-        if not self.is_set_reducer:
-            return torch.cat(parts, dim=1)
-        cls = None if parts[0].cls is None else torch.cat([p.cls for p in parts], dim=1)
-        grid = TokenGrid(torch.cat([p.patches for p in parts], dim=1), cls)
-        tokens = self.reducer(grid, self.compression)
-        return self.projector(tokens.to(next(self.projector.parameters()).dtype))
+    def finish(self, parts: list[TokenGrid]) -> VisualTokens:
+        """Chunk outputs in time order -> the set stage over the whole video, then the projector."""
+        grid = _concat(parts) if len(parts) > 1 else parts[0]
+        kept = _everything(grid) if self.set_stage is None else _set_stage(self.set_stage, grid, self.compression)
+        tokens = self.projector(kept.tokens.to(next(self.projector.parameters()).dtype))
+        return VisualTokens(tokens, kept.counts()[0].tolist(), self.step_frames, kept.frame[0], kept.pos[0],
+                            tuple(grid.shape[1:4]))
 
-    def forward(self, pixels: torch.Tensor, chunk_frames: int = 32) -> torch.Tensor:
-        """`(B, T, 3, S, S) -> (B, N, d_llm)`, running the backbone on `chunk_frames` frames at a time."""
+    def forward(self, pixels: torch.Tensor, chunk_frames: int = 32) -> VisualTokens:
+        """`(B, T, 3, S, S) -> VisualTokens`, running the backbone on `chunk_frames` frames at a time."""
         self.check_frames(pixels.shape[1])
         return self.finish([self.encode_chunk(c) for c in pixels.split(chunk_frames, dim=1)])
 
 
-def build_encoder(spec: str, teacher: Teacher, compression: int = 16) -> VisualEncoder:
+def build_encoder(spec: str, teacher: Teacher, compression: Compression | int | str | None = None) -> VisualEncoder:
     """`dense`, a registered reducer name, or `student:DIR` -> a `VisualEncoder` in front of the checkpoint whose
-    vision tower and projector `teacher` wraps (a student uses only the projector)."""
-    if spec == "dense":
-        return VisualEncoder(spec, teacher, teacher.projector, teacher.image_size)
+    vision tower and projector `teacher` wraps (a student uses only the projector). `compression` None: the
+    student's own, else 16x."""
+    patch = teacher.patch_size
     if spec.startswith("student:"):
-        student = load_student(spec.removeprefix("student:"), teacher)
-        cfg = student.config
-        merged = math.prod(s[0] for s in cfg.strides)
-        return VisualEncoder(spec, student, teacher.projector, cfg.image, frame_multiple=cfg.clip_frames,
-                             merged_frames=merged)
+        student, own = load_student(spec.removeprefix("student:"), teacher)
+        if compression is not None and get_compression(compression) != own:
+            raise InputError(f"student {spec.removeprefix('student:')} compresses {own}, not "
+                             f"{get_compression(compression)}")
+        t, h, w = own.block
+        return VisualEncoder(spec, student, teacher.projector, student.config.image, own, step_frames=t,
+                             backbone_grid=(t, patch * h, patch * w),
+                             frame_multiple=math.lcm(t, student.config.clip_frames))
+    compression = get_compression(compression)
+    if spec == "dense":
+        return VisualEncoder(spec, teacher, teacher.projector, teacher.image_size, compression,
+                             backbone_grid=(1, patch, patch))
     if spec in REDUCERS:
         reducer = get_reducer(spec)
-        t = block_for(compression)[0] if reducer.keeps_grid else 1
-        return VisualEncoder(spec, teacher, teacher.projector, teacher.image_size, reducer, compression,
-                             frame_multiple=t, merged_frames=t)
+        if _stage(reducer) == "grid":
+            return VisualEncoder(spec, teacher, teacher.projector, teacher.image_size, compression, grid_stage=reducer,
+                                 step_frames=compression.clip, backbone_grid=(1, patch, patch))
+        return VisualEncoder(spec, teacher, teacher.projector, teacher.image_size, compression, set_stage=reducer,
+                             backbone_grid=(1, patch, patch))
     raise InputError(f"unknown encoder {spec!r}; choose dense, student:DIR or one of {', '.join(REDUCERS.names())}")
 
 
-def load_student(directory: str, teacher: Teacher) -> LiteFrameEncoder:
-    """A saved LiteFrame student whose output width is the checkpoint's vision width (what its projector takes)."""
+def load_student(directory: str, teacher: Teacher) -> tuple[LiteFrameEncoder, Compression]:
+    """A saved LiteFrame student and its compression, refused in one line unless it fits the checkpoint: its output
+    width is the vision width the projector takes, and its image size is the checkpoint's, in whole strides."""
     if not Path(directory).is_dir():
         raise InputError(f"student folder {directory}: not found")
     student = LiteFrameEncoder.from_pretrained(directory)
-    if student.config.out_dim != teacher.hidden_size:
-        raise InputError(
-            f"student {directory}: out_dim {student.config.out_dim} does not match the checkpoint's vision width "
-            f"{teacher.hidden_size}, which its projector expects"
-        )
-    return student
+    cfg = student.config
+    if cfg.out_dim != teacher.hidden_size:
+        raise InputError(f"student {directory}: output width {cfg.out_dim} does not match the checkpoint's vision "
+                         f"width {teacher.hidden_size}, which its projector takes")
+    if cfg.image != teacher.image_size:
+        raise InputError(f"student {directory}: image size {cfg.image} does not match the checkpoint's "
+                         f"{teacher.image_size}")
+    block = tuple(math.prod(s[axis] for s in cfg.strides) for axis in range(3))
+    side = cfg.image // cfg.patch
+    if cfg.image % cfg.patch or side % (2 * block[1]):
+        raise InputError(f"student {directory}: a {side} x {side} patch grid does not split into its {block[1:]} "
+                         "spatial strides and the pixel shuffle's 2 x 2")
+    return student, Compression(block)
+
+
+def _stage(reducer) -> str:
+    # Today's reducers say `keeps_grid`; engineer `reduce` replaces it with `stage` ("grid" or "set").
+    return getattr(reducer, "stage", None) or ("grid" if reducer.keeps_grid else "set")
+
+
+def _grid_stage(reducer, grid: TokenGrid, compression: Compression) -> TokenGrid:
+    """`(B, T, H, W, C) -> (B, T/t, H/h, W/w, C)` pooled by `compression.block`."""
+    if hasattr(reducer, "stage"):
+        return reducer(grid, compression)
+    return TokenGrid(reducer.pool(grid, compression.block))  # today's reducers map a ratio to a block of their own
+
+
+def _set_stage(reducer, grid: TokenGrid, compression: Compression) -> TokenSet:
+    """`(B, T, H, W, C) -> TokenSet` of `compression.budget(T, H, W)` tokens."""
+    if hasattr(reducer, "stage"):
+        return reducer(grid, compression)
+    # Today's set reducers return bare tokens in time order, `frame_budgets` of them per step; engineer `reduce`
+    # makes them return a TokenSet (with FastVID's true per-frame counts).
+    tokens = reducer(grid, compression.ratio)
+    steps = grid.shape[1]
+    counts = frame_budgets(steps, tokens.shape[1], tokens.device)
+    frame = torch.repeat_interleave(torch.arange(steps, device=tokens.device), counts).expand(tokens.shape[0], -1)
+    return TokenSet(tokens, frame, torch.zeros_like(frame), steps)
+
+
+def _everything(grid: TokenGrid) -> TokenSet:
+    """Every token of `(B, T, H, W, C)` as a TokenSet, in time then raster order."""
+    b, t, h, w, _ = grid.shape
+    index = torch.arange(t * h * w, device=grid.patches.device).expand(b, -1)
+    return TokenSet(grid.tokens(), index // (h * w), index % (h * w), t)
+
+
+def _concat(parts: list[TokenGrid]) -> TokenGrid:
+    """Grids of consecutive chunks -> one grid along time, every per-frame field concatenated."""
+    fields = {name: [getattr(p, name) for p in parts] for name in vars(parts[0])}
+    return TokenGrid(**{name: None if xs[0] is None else torch.cat(xs, dim=1) for name, xs in fields.items()})
+
+
+def plural(n: int, noun: str) -> str:
+    """`1 frame`, `2 frames`."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

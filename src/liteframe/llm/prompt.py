@@ -1,7 +1,13 @@
-"""The video prompt, laid out as InternVL lays out video: one image slot per frame (or per clip of merged frames),
-each introduced by its time, then the question, through the tokenizer's chat template."""
+"""The video prompt: the checkpoint's chat template with the video's image slots laid out as its processor lays
+them out, one slot per grid step (a frame, or a clip of merged frames), each slot with its own token count.
+
+The template is rendered and tokenised with one context token per slot, which is then repeated: the tokeniser
+never sees the thousands of context tokens of a long video. Model-family specifics (placeholder tokens, slot text)
+come from the family object (`liteframe.llm.family`).
+"""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -9,41 +15,57 @@ import torch
 from liteframe.errors import InputError
 
 
-def slot_labels(timestamps: Sequence[float], frames_per_slot: int) -> list[str]:
-    """One label per image slot: `Frame 3 (12.4s)`, or `Frames 5-8 (2.0s-3.2s)` for a clip of merged frames."""
-    if len(timestamps) % frames_per_slot:
-        raise InputError(f"{len(timestamps)} frames do not split into slots of {frames_per_slot} frames")
-    if frames_per_slot == 1:
-        return [f"Frame {i + 1} ({t:.1f}s)" for i, t in enumerate(timestamps)]
-    return [
-        f"Frames {i + 1}-{i + frames_per_slot} ({timestamps[i]:.1f}s-{timestamps[i + frames_per_slot - 1]:.1f}s)"
-        for i in range(0, len(timestamps), frames_per_slot)
-    ]
+@dataclass(frozen=True)
+class Slot:
+    """One image slot: sampled frames `first..last` (1-based), their times `start..end` (s), `tokens` LLM tokens."""
+
+    first: int
+    last: int
+    start: float
+    end: float
+    tokens: int
+
+    def label(self, timestamps: bool = False) -> str:
+        """`Frame3`, `Frame5-8`; with timestamps `Frame3 (12.4s)`, `Frame5-8 (2.0s-3.2s)`."""
+        frames = f"Frame{self.first}" if self.first == self.last else f"Frame{self.first}-{self.last}"
+        if not timestamps:
+            return frames
+        times = f"{self.start:.1f}s" if self.first == self.last else f"{self.start:.1f}s-{self.end:.1f}s"
+        return f"{frames} ({times})"
 
 
-def image_tokens(tokenizer) -> tuple[str, str, str]:
-    """InternVL's `(<img>, </img>, <IMG_CONTEXT>)` as the checkpoint's tokenizer names them."""
-    names = ("start_image_token", "end_image_token", "context_image_token")
-    missing = [n for n in names if getattr(tokenizer, n, None) is None]
-    if missing:
-        raise InputError(f"tokenizer of {tokenizer.name_or_path or 'the model'} has no {', '.join(missing)}: "
-                         "not an InternVL3 -hf checkpoint")
-    return tuple(getattr(tokenizer, n) for n in names)
+def make_slots(timestamps: Sequence[float], counts: Sequence[int], step_frames: int) -> list[Slot]:
+    """One slot per grid step of `step_frames` sampled frames holding `counts[i]` tokens; steps that kept no token
+    (a set reducer may leave a frame empty) get no slot."""
+    if len(timestamps) != len(counts) * step_frames:
+        raise ValueError(f"{len(timestamps)} frames do not make {len(counts)} steps of {step_frames} frames")
+    return [Slot(i * step_frames + 1, (i + 1) * step_frames, timestamps[i * step_frames],
+                 timestamps[(i + 1) * step_frames - 1], n) for i, n in enumerate(counts) if n]
 
 
-def build_input_ids(tokenizer, labels: Sequence[str], tokens_per_slot: int, question: str) -> torch.Tensor:
-    """Chat-formatted prompt ids `(1, L)` with exactly `len(labels) * tokens_per_slot` image-context tokens.
-
-    The template is rendered and tokenised with one context token per slot, which is then repeated: the
-    tokeniser never sees the thousands of context tokens of a long video."""
-    start, end, context = image_tokens(tokenizer)
-    video = "\n".join(f"{label}: {start}{context}{end}" for label in labels)
-    messages = [{"role": "user", "content": f"{video}\n{question}"}]
+def build_input_ids(tokenizer, family, slots: Sequence[Slot], question: str, timestamps: bool = False,
+                    slot_text: Sequence[str | None] | None = None) -> tuple[torch.Tensor, int]:
+    """Chat-formatted prompt ids `(1, L)` with `slot.tokens` context tokens per slot, and the length of the prefix
+    that ends with the video (what questions about the same video share). `slot_text[i]`, if given, is a line put
+    before slot i (e.g. the subtitles under its frames)."""
+    if question is None:
+        raise InputError("a question is needed (got None)")
+    if slot_text is not None and len(slot_text) != len(slots):
+        raise InputError(f"slot_text has {len(slot_text)} entries for {len(slots)} slots")
+    messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]}]
     text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    placeholder = family.video_placeholder(tokenizer)
+    if text.count(placeholder) != 1:
+        raise InputError(f"the question and the chat template must not contain {placeholder}: it marks the video")
+    labels = [slot.label(timestamps) for slot in slots]
+    text = text.replace(placeholder, family.video_text(tokenizer, labels, slot_text))
     ids = torch.tensor(tokenizer(text, add_special_tokens=False)["input_ids"])
-    context_id = tokenizer.convert_tokens_to_ids(context)
-    is_context = ids == context_id
-    if int(is_context.sum()) != len(labels):
-        raise InputError(f"the question must not contain {context}: it is the image placeholder")
-    repeats = torch.where(is_context, tokens_per_slot, 1)
-    return ids.repeat_interleave(repeats)[None]
+    is_context = ids == family.context_id(tokenizer)
+    if int(is_context.sum()) != len(slots):
+        raise InputError(f"the question and slot texts must not contain {family.context_token(tokenizer)}: it is "
+                         "the image placeholder")
+    counts = torch.tensor([slot.tokens for slot in slots], dtype=torch.long)
+    repeats = torch.ones_like(ids).masked_scatter_(is_context, counts)
+    ids = ids.repeat_interleave(repeats)[None]
+    video_end = int((ids[0] == family.end_id(tokenizer)).nonzero().max()) + 1 if slots else 0
+    return ids, video_end

@@ -14,6 +14,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import InternVLForConditionalGeneration, PreTrainedTokenizerFast
 
+from liteframe.llm.videollm import quiet_transformers
 from liteframe.models import tiny_internvl_config
 
 # InternVL3's special tokens, named as InternVL's processor reads them from the tokenizer.
@@ -90,6 +91,7 @@ def save_tiny_internvl(directory: str | Path, image_size: int = 112, seed: int =
     model = InternVLForConditionalGeneration(config).eval()
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.save_pretrained(directory)
+    with quiet_transformers():  # no progress bar from a helper
+        model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory

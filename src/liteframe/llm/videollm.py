@@ -1,180 +1,258 @@
-"""Ask an InternVL3 checkpoint about a video, with the dense ViT, a reducer, or a LiteFrame student as its eyes.
+"""Ask a Video LLM checkpoint about a video, with the dense ViT, a reducer, or a LiteFrame student as its eyes.
 
-video -> sampled frames -> preprocessing -> visual encoder (ViT [+ reducer] + pixel shuffle + projector)
--> visual tokens scattered into the prompt's image slots -> the checkpoint's LLM -> answer; every stage timed.
+video -> sampled clips -> preprocessing -> visual encoder (`encode`: once per video) -> visual tokens in the prompt's
+image slots -> the checkpoint's LLM (`answer`: once per question) -> answer; every stage timed. Questions about the
+same encoded video reuse the LLM's cache of the prompt up to the end of the video.
 """
 from __future__ import annotations
 
 import json
 import statistics
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import torch
 from safetensors import SafetensorError
-from transformers import AutoTokenizer, InternVLForConditionalGeneration, LogitsProcessor, LogitsProcessorList
+from transformers import AutoTokenizer, DynamicCache, LogitsProcessor, LogitsProcessorList
 from transformers.utils import logging as hf_logging
 
+from liteframe.compression import Compression
+from liteframe.devices import resolve_device, resolve_dtype
+from liteframe.errors import InputError, model_type, one_line
+from liteframe.llm.encoders import VisualEncoder, VisualTokens, build_encoder, plural
+from liteframe.llm.family import get_family
+from liteframe.llm.prompt import Slot, build_input_ids, make_slots
+from liteframe.models import Teacher
 from liteframe.tables import format_table
 from liteframe.timing import Stopwatch, synchronize
-from liteframe.devices import resolve_device, resolve_dtype
-from liteframe.errors import InputError
-from liteframe.llm.encoders import VisualEncoder, build_encoder
-from liteframe.llm.prompt import build_input_ids, slot_labels
-from liteframe.models import Teacher
 from liteframe.video import open_video, preprocess, sample_frames
 
 LATENCY_KEYS = ("decode", "preprocess", "vit", "llm_prefill", "generation", "total")
+ENCODE_KEYS = ("decode", "preprocess", "vit")
+
+
+@dataclass
+class EncodedVideo:
+    """A video encoded once for any number of questions: `visual` (LLM tokens `(1, N, d_llm)` in the order of
+    `slots`, with each token's place in the grid), the `timestamps` (s) of the sampled frames, and `latency_ms` of
+    decode, preprocess and vit (plus `total`, the wall time of `encode`). Keeps the LLM's cache of the prompt prefix
+    once a question was answered (on the LLM's device: drop the object to free it)."""
+
+    video: str
+    encoder: str
+    frames: int
+    timestamps: list[float]
+    slots: list[Slot]
+    visual: VisualTokens
+    latency_ms: dict[str, float]
+    prefix: tuple[torch.Tensor, DynamicCache] | None = field(default=None, repr=False)
+
+    @property
+    def tokens(self) -> torch.Tensor:
+        return self.visual.tokens
+
+    @property
+    def visual_tokens(self) -> int:
+        return self.visual.tokens.shape[1]
 
 
 @dataclass
 class Answer:
-    """One answer and what it cost; `latency_ms` holds the medians over the timed runs, keyed by `LATENCY_KEYS`."""
+    """One answer and what it cost; `latency_ms` is keyed by `LATENCY_KEYS` (with `repeats`, medians).
+    `prefill_tokens` were run through the LLM's prefill: fewer than `prompt_tokens` when a cached prefix was
+    reused."""
 
     answer: str
     frames: int
     visual_tokens: int
     prompt_tokens: int
+    prefill_tokens: int
     tokens: list[int]  # the generated token ids
     encoder: str
     timestamps: list[float]
+    slot_tokens: list[int]
     latency_ms: dict[str, float] = field(default_factory=dict)
 
     def render(self, as_json: bool = False) -> str:
         """JSON, or the answer followed by one line of counts and the latency table (ms)."""
         if as_json:
             return json.dumps(asdict(self), indent=2)
-        counts = (f"{self.frames} frames, encoder {self.encoder}: {self.visual_tokens} visual tokens, "
-                  f"{self.prompt_tokens} prompt tokens, {len(self.tokens)} generated")
+        counts = (f"{plural(self.frames, 'frame')}, encoder {self.encoder}: {plural(self.visual_tokens, 'visual token')}"
+                  f" in {plural(len(self.slot_tokens), 'slot')}, {plural(self.prompt_tokens, 'prompt token')}, "
+                  f"{len(self.tokens)} generated")
         return "\n".join([self.answer, "", counts, format_table([self.latency_ms], LATENCY_KEYS)])
 
 
 class VideoLLM:
-    """An InternVL3 `-hf` model whose visual tokens come from `encoder`; see `from_pretrained`."""
+    """A Video LLM checkpoint whose visual tokens come from `encoder`; see `from_pretrained`. `timestamps` puts each
+    slot's time in its label (`Frame3 (12.4s)`); off by default, as the checkpoint's own processor does."""
 
-    def __init__(self, model: InternVLForConditionalGeneration, tokenizer, encoder: VisualEncoder,
-                 chunk_frames: int = 32):
-        if chunk_frames < 1:
-            raise InputError(f"chunk_frames {chunk_frames}: must be positive")
+    def __init__(self, model, tokenizer, encoder: VisualEncoder, chunk_frames: int = 32, timestamps: bool = False):
+        if chunk_frames < 1 or chunk_frames % encoder.frame_multiple:
+            raise InputError(f"chunk_frames {chunk_frames}: must be a positive multiple of the {encoder.name} "
+                             f"encoder's {encoder.frame_multiple}-frame clips")
+        self.family = get_family(model.config.model_type)
+        self.family.check_tokenizer(tokenizer, model)
         self.model, self.tokenizer, self.encoder, self.chunk_frames = model.eval(), tokenizer, encoder, chunk_frames
+        self.timestamps = timestamps
         self.device, self.dtype = model.device, model.dtype
-        context_id = tokenizer.convert_tokens_to_ids(getattr(tokenizer, "context_image_token", None) or "")
-        if context_id != model.config.image_token_id:
-            raise InputError(
-                f"tokenizer's image-context token id {context_id} is not the model's image_token_id "
-                f"{model.config.image_token_id}: tokenizer and weights come from different checkpoints"
-            )
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, encoder: str = "dense", device: str | torch.device | None = None,
-                        dtype: torch.dtype | None = None, chunk_frames: int = 32) -> VideoLLM:
-        """Load an InternVL3 `-hf` folder (weights, tokenizer, chat template) and put `encoder` in front of its LLM:
-        `dense`, a reducer name (`wap`, `tome`, ...) or `student:DIR`. Defaults: CUDA and bf16 when available,
-        else CPU and float32. With a student, the checkpoint's vision tower is dropped before anything moves to
-        `device`."""
+    def from_pretrained(cls, directory: str | Path, encoder: str = "dense",
+                        compression: Compression | int | str | None = None, device: str | torch.device | None = None,
+                        dtype: torch.dtype | None = None, chunk_frames: int = 32, timestamps: bool = False) -> VideoLLM:
+        """Load a Video LLM folder (weights, tokenizer, chat template; InternVL3 `-hf`) and put `encoder` in front of
+        its LLM: `dense`, a reducer name (`wap`, `tome`, ...) or `student:DIR`, at `compression` (4, 16 or 64; None:
+        a student's own, else 16). Defaults: CUDA and bf16 when available, else CPU and float32. With a student,
+        the checkpoint's vision tower is dropped before anything moves to `device`."""
         directory = Path(directory)
-        _check_checkpoint(directory)
+        family = get_family(model_type(directory), directory)
+        if not (directory / "tokenizer_config.json").is_file():
+            raise InputError(f"model folder {directory}: no tokenizer_config.json (the checkpoint's tokenizer)")
         device = resolve_device(device)
         dtype = dtype or resolve_dtype("auto", device)
-        model = _load_weights(directory, dtype)
-        tokenizer = _load_tokenizer(directory)
-        visual = build_encoder(encoder, Teacher(model.model.vision_tower, model.model.multi_modal_projector))
-        if not isinstance(visual.backbone, Teacher):  # a student: the dense tower is never needed
-            model.model.vision_tower = None
-        return cls(model.to(device), tokenizer, visual.to(device=device, dtype=dtype), chunk_frames)
+        with quiet_transformers():
+            model = _load_weights(family, directory, dtype)
+            tokenizer = _load_tokenizer(directory)
+        visual = build_encoder(encoder, family.teacher(model), compression)
+        if not isinstance(visual.backbone, Teacher):
+            family.drop_vision(model)  # a student: the dense tower is never needed
+        return cls(model.to(device), tokenizer, visual.to(device=device, dtype=dtype), chunk_frames, timestamps)
 
-    def with_encoder(self, encoder: str) -> VideoLLM:
+    def with_encoder(self, encoder: str, compression: Compression | int | str | None = None) -> VideoLLM:
         """The same LLM (shared, not copied) behind another encoder; the teacher's vision tower must still be there."""
-        inner = self.model.model
-        if inner.vision_tower is None:
-            raise InputError("this VideoLLM dropped its vision tower for a student: load it again with from_pretrained")
-        visual = build_encoder(encoder, Teacher(inner.vision_tower, inner.multi_modal_projector))
-        return VideoLLM(self.model, self.tokenizer, visual.to(device=self.device, dtype=self.dtype), self.chunk_frames)
+        visual = build_encoder(encoder, self.family.teacher(self.model), compression)
+        return VideoLLM(self.model, self.tokenizer, visual.to(device=self.device, dtype=self.dtype),
+                        self.chunk_frames, self.timestamps)
+
+    def check(self, frames: int, question: str = "") -> int:
+        """Refuse, before anything is decoded, a frame count the encoder cannot take or a prompt longer than the
+        LLM's context; return the prompt length (for a set reducer, whose counts per slot are known only after
+        encoding, with its tokens spread evenly over the frames)."""
+        if question is None:
+            raise InputError("a question is needed (got None)")
+        steps, visual = self.encoder.layout(frames)
+        context = self.family.context_length(self.model)
+        if visual > context:
+            raise InputError(f"{plural(frames, 'frame')} give {visual} visual tokens with the {self.encoder.name} "
+                             f"encoder, more than the LLM's context of {context}: use fewer frames or a stronger "
+                             "compression")
+        step = self.encoder.step_frames
+        counts = [visual // steps + (i < visual % steps) for i in range(steps)]
+        slots = make_slots([0.0] * frames, counts, step)
+        ids, _ = build_input_ids(self.tokenizer, self.family, slots, question, self.timestamps)
+        if ids.shape[1] > context:
+            raise InputError(f"the prompt has {ids.shape[1]} tokens ({visual} visual, from "
+                             f"{plural(frames, 'frame')}), more than the LLM's context of {context}")
+        return ids.shape[1]
 
     @torch.inference_mode()
-    def ask(self, video: str | Path, question: str, frames: int = 16, repeats: int = 1, warmup: int = 0,
-            **generate_kwargs) -> Answer:
-        """Answer `question` about `video` from `frames` sampled frames; greedy unless `generate_kwargs` say
-        otherwise. Latency is the median of `repeats` runs after `warmup` runs."""
-        if repeats < 1 or warmup < 0:
-            raise InputError(f"repeats {repeats}, warmup {warmup}: need at least 1 repeat and no negative warm-up")
-        self.encoder.check_frames(frames)
-        if self.chunk_frames % self.encoder.frame_multiple:
-            raise InputError(f"chunk_frames {self.chunk_frames} is not a multiple of the encoder's "
-                             f"{self.encoder.frame_multiple}-frame clips")
-        runs = [self._run(video, question, frames, generate_kwargs) for _ in range(warmup + repeats)]
-        answer = runs[-1]
-        timed = [run.latency_ms for run in runs[warmup:]]
-        answer.latency_ms = {k: statistics.median(t[k] for t in timed) for k in LATENCY_KEYS}
-        return answer
-
-    def _run(self, video, question: str, frames: int, generate_kwargs: dict) -> Answer:
+    def encode(self, video: str | Path, frames: int = 16) -> EncodedVideo:
+        """Sample `frames` frames (clips of the compression's length), decode, preprocess and encode them, a chunk at
+        a time so that memory holds one chunk of frames however long the video."""
+        self.check(frames)
         watch = Stopwatch(self.device)
         start = time.perf_counter()
         with watch("decode"):
             reader = open_video(video)
         with reader:
             with watch("decode"):
-                strategy = "clips" if self.encoder.frame_multiple > 1 else "uniform"  # whole clips for clip encoders
-                sample = sample_frames(reader.info, frames, strategy=strategy)
-            visual = self._encode(reader, sample.timestamps, watch)
-        labels = slot_labels(sample.timestamps.tolist(), self.encoder.frames_per_slot(frames))
-        ids, new_ids, prefill_ms, generation_ms = self._generate(visual, labels, question, generate_kwargs)
-        latency = dict(watch.ms, llm_prefill=prefill_ms, generation=generation_ms)
-        latency["total"] = (time.perf_counter() - start) * 1e3
-        text = self.tokenizer.decode(new_ids, skip_special_tokens=True)
-        return Answer(text.strip(), frames, visual.shape[1], ids.shape[1], new_ids, self.encoder.name,
-                      sample.timestamps.tolist(), latency)
-
-    def _encode(self, reader, timestamps, watch: Stopwatch) -> torch.Tensor:
-        """Frames at `timestamps` -> visual tokens `(1, N, d_llm)`: decoded, preprocessed and encoded a chunk at a
-        time, so memory holds one chunk of frames however long the video."""
-        parts = []
-        for start in range(0, len(timestamps), self.chunk_frames):
-            with watch("decode"):
-                raw = reader.read(timestamps[start:start + self.chunk_frames]).data
-            with watch("preprocess"):
-                pixels = preprocess(raw, self.encoder.image_size, device=self.device).to(self.dtype)[None]
-            with watch("vit"):
-                parts.append(self.encoder.encode_chunk(pixels))
+                sample = sample_clips(reader.info, frames, self.encoder.compression.clip_frames(
+                    self.family.frames_per_step))
+            parts = []
+            for first in range(0, frames, self.chunk_frames):
+                with watch("decode"):
+                    raw = reader.read(sample.timestamps[first:first + self.chunk_frames]).data
+                with watch("preprocess"):
+                    pixels = preprocess(raw, self.encoder.image_size, device=self.device).to(self.dtype)[None]
+                with watch("vit"):
+                    parts.append(self.encoder.encode_chunk(pixels))
         with watch("vit"):
-            return self.encoder.finish(parts)
+            visual = self.encoder.finish(parts)
+        timestamps = sample.timestamps.tolist()
+        latency = {key: watch.ms.get(key, 0.0) for key in ENCODE_KEYS}
+        latency["total"] = (time.perf_counter() - start) * 1e3
+        return EncodedVideo(str(video), self.encoder.name, frames, timestamps,
+                            make_slots(timestamps, visual.counts, visual.step_frames), visual, latency)
 
-    def _generate(self, visual: torch.Tensor, labels: list[str], question: str, generate_kwargs: dict):
-        """Prompt + visual tokens -> (prompt ids, new token ids, prefill ms, generation ms). Prefill ends when the
-        first token's logits exist (a logits processor marks it), so it is counted once."""
-        synchronize(self.device)
+    @torch.inference_mode()
+    def answer(self, enc: EncodedVideo, question: str, max_new_tokens: int = 64,
+               slot_text: Sequence[str | None] | None = None, **generate_kwargs) -> Answer:
+        """Answer `question` about an encoded video; greedy unless `generate_kwargs` say otherwise. `slot_text[i]`
+        is a line put before slot i (e.g. its subtitles). The prompt's prefix up to the end of the video is cached
+        in `enc` and reused by the next question whose prompt starts with the same tokens."""
         start = time.perf_counter()
-        if visual.shape[1] % len(labels):
-            raise ValueError(f"{visual.shape[1]} visual tokens do not split evenly into {len(labels)} image slots")
-        ids = build_input_ids(self.tokenizer, labels, visual.shape[1] // len(labels), question).to(self.device)
-        context = self.model.config.text_config.max_position_embeddings
+        ids, video_end = build_input_ids(self.tokenizer, self.family, enc.slots, question, self.timestamps, slot_text)
+        context = self.family.context_length(self.model)
         if ids.shape[1] > context:
-            raise InputError(f"{ids.shape[1]} prompt tokens ({visual.shape[1]} visual) exceed the LLM's context of "
-                             f"{context}: use fewer frames or a compressing encoder")
-        embeds = self.model.get_input_embeddings()(ids)
-        is_image = (ids == self.model.config.image_token_id)[..., None]
-        embeds = embeds.masked_scatter(is_image, visual.to(embeds.dtype))
+            raise InputError(f"the prompt has {ids.shape[1]} tokens ({enc.visual_tokens} visual), more than the "
+                             f"LLM's context of {context}")
+        ids = ids.to(self.device)
+        prefix = ids[0, :video_end]
+        if enc.prefix is not None and torch.equal(enc.prefix[0], prefix):
+            cache = enc.prefix[1]
+        else:
+            cache = DynamicCache(config=self.model.config.get_text_config(decoder=True))
+        cached = cache.get_seq_length()
+        inputs = self.family.llm_inputs(self.model, ids, enc.visual)
         first = _FirstLogits(self.device)
-        kwargs = {"max_new_tokens": 64, "do_sample": False, **generate_kwargs}
+        kwargs = {"max_new_tokens": max_new_tokens, "do_sample": False, **generate_kwargs}
         kwargs["logits_processor"] = LogitsProcessorList([*kwargs.get("logits_processor", []), first])
-        out = self.model.generate(input_ids=ids, inputs_embeds=embeds, attention_mask=torch.ones_like(ids),
-                                  pad_token_id=self.tokenizer.pad_token_id, **kwargs)
+        try:
+            out = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), cache=cache,
+                                      pad_token_id=self.tokenizer.pad_token_id, **inputs, **kwargs)
+        finally:
+            if cache.get_seq_length() > video_end:
+                cache.crop(video_end - cache.get_seq_length())  # back to the video prefix
+            enc.prefix = (prefix, cache) if cache.get_seq_length() == video_end else None
         synchronize(self.device)
         end = time.perf_counter()
-        return ids, out[0, ids.shape[1]:].tolist(), (first.at - start) * 1e3, (end - first.at) * 1e3
+        new = out[0, ids.shape[1]:].tolist()
+        latency = {key: enc.latency_ms[key] for key in ENCODE_KEYS}
+        latency.update(llm_prefill=(first.at - start) * 1e3, generation=(end - first.at) * 1e3,
+                       total=enc.latency_ms["total"] + (end - start) * 1e3)
+        text = self.tokenizer.decode(new, skip_special_tokens=True).strip()
+        return Answer(text, enc.frames, enc.visual_tokens, ids.shape[1], ids.shape[1] - cached, new, enc.encoder,
+                      enc.timestamps, [slot.tokens for slot in enc.slots], latency)
+
+    def ask(self, video: str | Path, question: str, frames: int = 16, repeats: int = 1, warmup: int = 0,
+            max_new_tokens: int = 64, **generate_kwargs) -> Answer:
+        """`answer(encode(video, frames), question)`, checked before any decoding; latency is the median of
+        `repeats` runs after `warmup` runs, each decoding and encoding afresh."""
+        if repeats < 1 or warmup < 0:
+            raise InputError(f"repeats {repeats}, warmup {warmup}: need at least 1 repeat and no negative warm-up")
+        self.check(frames, question)
+        runs = [self.answer(self.encode(video, frames), question, max_new_tokens, **generate_kwargs)
+                for _ in range(warmup + repeats)]
+        answer = runs[-1]
+        timed = [run.latency_ms for run in runs[warmup:]]
+        answer.latency_ms = {k: statistics.median(t[k] for t in timed) for k in LATENCY_KEYS}
+        return answer
+
+
+def sample_clips(info, frames: int, clip: int):
+    """`frames` frames as clips of `clip` consecutive frames spread over the video (SPEC 7), the same for every
+    encoder; clips of one frame are uniform sampling. A count that is not whole clips is sampled uniformly (only
+    encoders that take single frames accept it)."""
+    if clip == 1 or frames % clip:
+        return sample_frames(info, frames, "uniform")
+    return sample_frames(info, frames, "clips")  # today's `clips` are 4 frames long: the clip of 4x, 16x and 64x
 
 
 def ask(video: str | Path, question: str, model: str | Path, encoder: str = "dense", frames: int = 16,
-        device: str | None = None, dtype: str = "auto", repeats: int = 1, warmup: int = 0,
-        max_new_tokens: int = 64, **generate_kwargs) -> Answer:
+        compression: Compression | int | str | None = None, device: str | None = None, dtype: str = "auto",
+        repeats: int = 1, warmup: int = 0, max_new_tokens: int = 64, timestamps: bool = False,
+        **generate_kwargs) -> Answer:
     """One question about one video with a checkpoint folder: `liteframe ask` as a function."""
+    if question is None:
+        raise InputError("a question is needed (got None)")
     device = resolve_device(device)
     dtype = resolve_dtype(dtype, device)
     open_video(video).close()  # a bad video fails before a large checkpoint loads
-    hf_logging.disable_progress_bar()  # a command's stderr is for errors
-    llm = VideoLLM.from_pretrained(model, encoder, device=device, dtype=dtype)
+    llm = VideoLLM.from_pretrained(model, encoder, compression, device=device, dtype=dtype, timestamps=timestamps)
     return llm.ask(video, question, frames, repeats=repeats, warmup=warmup, max_new_tokens=max_new_tokens,
                    **generate_kwargs)
 
@@ -192,18 +270,29 @@ class _FirstLogits(LogitsProcessor):
         return scores
 
 
-def _load_weights(directory: Path, dtype: torch.dtype) -> InternVLForConditionalGeneration:
-    """The checkpoint's model, or one line naming the folder and what is wrong: an unreadable (e.g. truncated)
-    safetensors file, tensors whose shapes disagree with config.json, or missing tensors."""
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # transformers would print a many-line load report; the error below is one line
+@contextmanager
+def quiet_transformers():
+    """No progress bar and no warning lines from transformers while a checkpoint loads: what goes wrong is
+    liteframe's one-line error."""
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     try:
-        model, info = InternVLForConditionalGeneration.from_pretrained(
-            directory, dtype=dtype, output_loading_info=True, ignore_mismatched_sizes=True)
-    except (OSError, RuntimeError, ValueError, SafetensorError) as err:
-        raise InputError(f"model folder {directory}: cannot load the weights ({_one_line(err)})") from None
+        yield
     finally:
         hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def _load_weights(family, directory: Path, dtype: torch.dtype):
+    """The checkpoint's model, or one line naming the folder and what is wrong: an unreadable (e.g. truncated)
+    safetensors file, tensors whose shapes disagree with config.json, or missing tensors."""
+    try:
+        model, info = family.checkpoint_class.from_pretrained(
+            directory, dtype=dtype, output_loading_info=True, ignore_mismatched_sizes=True)
+    except (OSError, RuntimeError, ValueError, SafetensorError) as err:
+        raise InputError(f"model folder {directory}: cannot load the weights ({one_line(err)})") from None
     if info["mismatched_keys"]:
         key, found, wanted = sorted(info["mismatched_keys"])[0]
         raise InputError(f"model folder {directory}: cannot load the weights ({len(info['mismatched_keys'])} tensors "
@@ -221,25 +310,5 @@ def _load_tokenizer(directory: Path):
         return AutoTokenizer.from_pretrained(directory)
     except Exception as err:  # noqa: BLE001  tokenizers' Rust parser raises bare Exceptions for bad files
         raise InputError(f"model folder {directory}: cannot load the tokenizer from tokenizer.json and "
-                         f"tokenizer_config.json ({_one_line(err)})") from None
+                         f"tokenizer_config.json ({one_line(err)})") from None
 
-
-def _one_line(err: Exception) -> str:
-    return f"{type(err).__name__}: {' '.join(str(err).split())}"
-
-
-def _check_checkpoint(directory: Path) -> None:
-    config = directory / "config.json"
-    if not config.is_file():
-        raise InputError(f"model folder {directory}: no config.json (expected an InternVL3 -hf checkpoint)")
-    try:
-        model_type = json.loads(config.read_text()).get("model_type")
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise InputError(f"model folder {directory}: config.json is not valid JSON ({err})") from None
-    if model_type != "internvl":
-        raise InputError(
-            f"model folder {directory}: model_type {model_type!r} is not 'internvl' (an InternVL3 -hf checkpoint; "
-            "the original trust_remote_code format is not supported)"
-        )
-    if not (directory / "tokenizer_config.json").is_file():
-        raise InputError(f"model folder {directory}: no tokenizer_config.json (the checkpoint's tokenizer)")
