@@ -27,7 +27,6 @@ from liteframe.errors import InputError
 from liteframe.grid import TokenGrid, TokenSet
 from liteframe.models import LiteFrameEncoder, Teacher
 from liteframe.reduce import REDUCERS, get_reducer
-from liteframe.reduce.base import frame_budgets
 
 
 @dataclass
@@ -57,7 +56,7 @@ class VisualEncoder(nn.Module):
         self.step_frames = step_frames
         self.frame_multiple = frame_multiple or step_frames  # a student's clips may span several steps
         self.backbone_grid = backbone_grid  # (frames, pixels, pixels) behind one backbone token, per axis
-        self.needs_attention = bool(getattr(set_stage, "needs_attention", False))
+        self.needs_attention = set_stage is not None and set_stage.needs_attention
 
     def check_frames(self, frames: int) -> None:
         if frames < 1 or frames % self.frame_multiple:
@@ -82,13 +81,13 @@ class VisualEncoder(nn.Module):
         """`(B, T, 3, S, S)`, T a multiple of `frame_multiple` -> the pixel-shuffled grid after the grid stage."""
         grid = self.backbone(pixels, attention=True) if self.needs_attention else self.backbone(pixels)
         if self.grid_stage is not None:
-            grid = _grid_stage(self.grid_stage, grid, self.compression)
+            grid = self.grid_stage(grid, self.compression)
         return grid.pixel_shuffle()
 
     def finish(self, parts: list[TokenGrid]) -> VisualTokens:
         """Chunk outputs in time order -> the set stage over the whole video, then the projector."""
         grid = _concat(parts) if len(parts) > 1 else parts[0]
-        kept = _everything(grid) if self.set_stage is None else _set_stage(self.set_stage, grid, self.compression)
+        kept = _everything(grid) if self.set_stage is None else self.set_stage(grid, self.compression)
         tokens = self.projector(kept.tokens.to(next(self.projector.parameters()).dtype))
         return VisualTokens(tokens, kept.counts()[0].tolist(), self.step_frames, kept.frame[0], kept.pos[0],
                             tuple(grid.shape[1:4]))
@@ -112,14 +111,14 @@ def build_encoder(spec: str, teacher: Teacher, compression: Compression | int | 
         t, h, w = own.block
         return VisualEncoder(spec, student, teacher.projector, student.config.image, own, step_frames=t,
                              backbone_grid=(t, patch * h, patch * w),
-                             frame_multiple=math.lcm(t, student.config.clip_frames))
+                             frame_multiple=math.lcm(t, student.config.compression.clip))
     compression = get_compression(compression)
     if spec == "dense":
         return VisualEncoder(spec, teacher, teacher.projector, teacher.image_size, compression,
                              backbone_grid=(1, patch, patch))
     if spec in REDUCERS:
         reducer = get_reducer(spec)
-        if _stage(reducer) == "grid":
+        if reducer.stage == "grid":
             return VisualEncoder(spec, teacher, teacher.projector, teacher.image_size, compression, grid_stage=reducer,
                                  step_frames=compression.clip, backbone_grid=(1, patch, patch))
         return VisualEncoder(spec, teacher, teacher.projector, teacher.image_size, compression, set_stage=reducer,
@@ -146,31 +145,6 @@ def load_student(directory: str, teacher: Teacher) -> tuple[LiteFrameEncoder, Co
         raise InputError(f"student {directory}: a {side} x {side} patch grid does not split into its {block[1:]} "
                          "spatial strides and the pixel shuffle's 2 x 2")
     return student, Compression(block)
-
-
-def _stage(reducer) -> str:
-    # Today's reducers say `keeps_grid`; engineer `reduce` replaces it with `stage` ("grid" or "set").
-    return getattr(reducer, "stage", None) or ("grid" if reducer.keeps_grid else "set")
-
-
-def _grid_stage(reducer, grid: TokenGrid, compression: Compression) -> TokenGrid:
-    """`(B, T, H, W, C) -> (B, T/t, H/h, W/w, C)` pooled by `compression.block`."""
-    if hasattr(reducer, "stage"):
-        return reducer(grid, compression)
-    return TokenGrid(reducer.pool(grid, compression.block))  # today's reducers map a ratio to a block of their own
-
-
-def _set_stage(reducer, grid: TokenGrid, compression: Compression) -> TokenSet:
-    """`(B, T, H, W, C) -> TokenSet` of `compression.budget(T, H, W)` tokens."""
-    if hasattr(reducer, "stage"):
-        return reducer(grid, compression)
-    # Today's set reducers return bare tokens in time order, `frame_budgets` of them per step; engineer `reduce`
-    # makes them return a TokenSet (with FastVID's true per-frame counts).
-    tokens = reducer(grid, compression.ratio)
-    steps = grid.shape[1]
-    counts = frame_budgets(steps, tokens.shape[1], tokens.device)
-    frame = torch.repeat_interleave(torch.arange(steps, device=tokens.device), counts).expand(tokens.shape[0], -1)
-    return TokenSet(tokens, frame, torch.zeros_like(frame), steps)
 
 
 def _everything(grid: TokenGrid) -> TokenSet:

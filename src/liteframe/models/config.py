@@ -81,11 +81,6 @@ class LiteFrameConfig:
     def strides(self) -> tuple[Stride, ...]:
         return tuple(s for _, s in self.stages)
 
-    @property
-    def clip_frames(self) -> int:
-        """Frames per clip, `compression.clip`: temporal mixing and downsampling act within a clip."""
-        return self.compression.clip
-
     def to_dict(self) -> dict:
         """JSON-ready; the compression as its block `[t, h, w]`."""
         return {**asdict(self), "compression": list(self.compression.block)}
