@@ -1,0 +1,86 @@
+"""The VideoLLM calls the evaluation makes: load, `encode` a video once, `answer` several questions about it.
+
+`load_llm` returns the `VideoLLM` itself when it offers `encode`/`answer` (the encode-once API); until then a thin
+`Bridge` gives the current `VideoLLM` that API from its own stages (sampling, chunked encoding, generation), with
+`slot_text` put before each image slot's label. No KV cache is shared by the bridge.
+"""
+from __future__ import annotations
+
+import inspect
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from liteframe.errors import InputError
+from liteframe.llm import VideoLLM, slot_labels
+from liteframe.timing import Stopwatch
+from liteframe.video import open_video, sample_frames
+
+
+@dataclass
+class EncodedVideo:
+    """A video's LLM tokens `(1, N, d_llm)`, the timestamps (s) of its sampled frames, its fps, the frames behind
+    one image slot, and what decoding, preprocessing and the ViT cost (ms)."""
+
+    tokens: torch.Tensor
+    timestamps: list[float]
+    fps: float
+    frames_per_slot: int
+    latency_ms: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Reply:
+    answer: str
+    visual_tokens: int
+    latency_ms: dict[str, float]
+
+
+def load_llm(model: str | Path, encoder: str, compression=None, adapter: str | None = None,
+             device: str | None = None, dtype: torch.dtype | None = None):
+    """A `VideoLLM` (or its `Bridge`) ready for `encode`/`answer`."""
+    options = {"compression": compression, "adapter": adapter}
+    accepted = inspect.signature(VideoLLM.from_pretrained).parameters
+    for name, value in options.items():
+        if value is not None and name not in accepted:
+            raise InputError(f"--{name} needs the VideoLLM that takes {name}= (not in this build)")
+    kwargs = {k: v for k, v in options.items() if v is not None}
+    llm = VideoLLM.from_pretrained(model, encoder=encoder, device=device, dtype=dtype, **kwargs)
+    return llm if hasattr(llm, "answer") else Bridge(llm)
+
+
+class Bridge:
+    """`encode`/`answer` over the current `VideoLLM` stages."""
+
+    def __init__(self, llm: VideoLLM):
+        self.llm = llm
+
+    @torch.inference_mode()
+    def encode(self, video: str | Path, frames: int) -> EncodedVideo:
+        llm = self.llm
+        llm.encoder.check_frames(frames)
+        watch = Stopwatch(llm.device)
+        with watch("decode"):
+            reader = open_video(video)
+        with reader:
+            with watch("decode"):
+                strategy = "clips" if llm.encoder.frame_multiple > 1 else "uniform"
+                sample = sample_frames(reader.info, frames, strategy=strategy)
+            tokens = llm._encode(reader, sample.timestamps, watch)
+        return EncodedVideo(tokens, sample.timestamps.tolist(), reader.info.fps, llm.encoder.frames_per_slot(frames),
+                            dict(watch.ms))
+
+    @torch.inference_mode()
+    def answer(self, enc: EncodedVideo, question: str, max_new_tokens: int = 64,
+               slot_text: list[str] | None = None) -> Reply:
+        labels = slot_labels(enc.timestamps, enc.frames_per_slot)
+        if slot_text is not None:
+            labels = [f"{text}\n{label}" if text else label for text, label in zip(slot_text, labels, strict=True)]
+        start = time.perf_counter()
+        _, new_ids, prefill, generation = self.llm._generate(enc.tokens, labels, question,
+                                                             {"max_new_tokens": max_new_tokens})
+        text = self.llm.tokenizer.decode(new_ids, skip_special_tokens=True).strip()
+        return Reply(text, enc.tokens.shape[1], {"llm_prefill": prefill, "generation": generation,
+                                                 "total": (time.perf_counter() - start) * 1e3})
