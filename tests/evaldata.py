@@ -110,3 +110,44 @@ def make_longvideobench(root: Path) -> Path:
     for name, items in LVB_SUBS.items():
         (root / "subtitles" / name).write_text(json.dumps(items), encoding="utf-8")
     return root
+
+
+LMMS_EVAL = "lmms-eval==0.7.3"
+
+
+def lmms_eval_root() -> Path:
+    """The real lmms-eval 0.7.3 wheel, unpacked (not installed: its dependencies pin old PyAV) into a cache folder;
+    the test calling this is skipped with the reason when pip cannot fetch it."""
+    import os
+    import subprocess
+    import sys
+    import zipfile
+
+    import pytest
+
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "liteframe-tests" / "lmms_eval-0.7.3"
+    if not (cache / "lmms_eval").is_dir():
+        wheels = cache.with_name(cache.name + "-wheel")
+        done = subprocess.run([sys.executable, "-m", "pip", "download", LMMS_EVAL, "--no-deps", "-q", "-d",
+                               str(wheels)], capture_output=True, text=True)
+        found = sorted(wheels.glob("lmms_eval-*.whl"))
+        if done.returncode or not found:
+            pytest.skip(f"cannot download {LMMS_EVAL} from PyPI: {done.stderr.strip()[-200:]}")
+        tmp = cache.with_name(cache.name + f".tmp-{os.getpid()}")
+        with zipfile.ZipFile(found[0]) as wheel:
+            wheel.extractall(tmp)
+        tmp.rename(cache)
+    return cache
+
+
+def lmms_functions(root: Path, relative: str, names: list[str], namespace: dict) -> dict:
+    """The named top-level functions of one of lmms-eval's task modules, compiled from its source into
+    `namespace` (its module imports decord, cv2 and datasets, which the tests do not install)."""
+    import ast
+
+    path = root / "lmms_eval" / relative
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    wanted = [node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name in names]
+    assert {n.name for n in wanted} == set(names), f"{path} lacks some of {names}"
+    exec(compile(ast.Module(wanted, type_ignores=[]), str(path), "exec"), namespace)  # noqa: S102
+    return namespace
