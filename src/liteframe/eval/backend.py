@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from transformers.utils import logging as hf_logging
 
 from liteframe.errors import InputError
 from liteframe.llm import VideoLLM, slot_labels
@@ -47,6 +48,7 @@ def load_llm(model: str | Path, encoder: str, compression=None, adapter: str | N
         if value is not None and name not in accepted:
             raise InputError(f"--{name} needs the VideoLLM that takes {name}= (not in this build)")
     kwargs = {k: v for k, v in options.items() if v is not None}
+    hf_logging.disable_progress_bar()  # the run's own progress bar is the one to read
     llm = VideoLLM.from_pretrained(model, encoder=encoder, device=device, dtype=dtype, **kwargs)
     return llm if hasattr(llm, "answer") else Bridge(llm)
 
