@@ -147,7 +147,8 @@ def test_longvideobench_interleaved_prompt_equals_lmms_eval(lmms, data, frames_p
     for item, q in zip(evaldata.lvb_items(), load_benchmark("longvideobench", data["longvideobench"])):
         doc = {**item, **{f"option{i}": (item["candidates"] + ["N/A"] * 5)[i] for i in range(5)}}
         times = ns["compute_frame_timestamps"](item["duration"], 16)
-        prompt = build_prompt(q, times, 25.0, frames_per_slot)
+        slots = [(first, first + frames_per_slot - 1) for first in range(1, len(times) + 1, frames_per_slot)]
+        prompt = build_prompt(q, times, 25.0, slots)
         slots = [f"{text}\n" if text else "" for text in prompt.slot_text]
         video = "\n".join(f"{s}" + "\n".join(["<image>"] * frames_per_slot) for s in slots)
         expected = ns["longvideobench_doc_to_text"](doc, kwargs)

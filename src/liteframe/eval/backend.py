@@ -21,19 +21,29 @@ from liteframe.video import open_video, sample_frames
 
 
 @dataclass
-class EncodedVideo:
-    """A video's LLM tokens `(1, N, d_llm)`, the timestamps (s) of its sampled frames, its fps, the frames behind
-    one image slot, and what decoding, preprocessing and the ViT cost (ms)."""
+class Slot:
+    """An image slot: sampled frames `first..last` (1-based)."""
 
-    tokens: torch.Tensor
+    first: int
+    last: int
+
+
+@dataclass
+class EncodedVideo:
+    """A video's LLM tokens `(1, N, d_llm)`, the timestamps (s) of its sampled frames, its image slots, and what
+    decoding, preprocessing and the ViT cost (ms; `total` their wall time)."""
+
+    frames: int
     timestamps: list[float]
-    fps: float
-    frames_per_slot: int
+    slots: list[Slot]
+    tokens: torch.Tensor
     latency_ms: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
 class Reply:
+    """`latency_ms`: the video's encoding, this answer's prefill and generation, and `total` (both)."""
+
     answer: str
     visual_tokens: int
     latency_ms: dict[str, float]
@@ -60,10 +70,11 @@ class Bridge:
         self.llm = llm
 
     @torch.inference_mode()
-    def encode(self, video: str | Path, frames: int) -> EncodedVideo:
+    def encode(self, video: str | Path, frames: int = 16) -> EncodedVideo:
         llm = self.llm
         llm.encoder.check_frames(frames)
         watch = Stopwatch(llm.device)
+        start = time.perf_counter()
         with watch("decode"):
             reader = open_video(video)
         with reader:
@@ -71,18 +82,23 @@ class Bridge:
                 strategy = "clips" if llm.encoder.frame_multiple > 1 else "uniform"
                 sample = sample_frames(reader.info, frames, strategy=strategy)
             tokens = llm._encode(reader, sample.timestamps, watch)
-        return EncodedVideo(tokens, sample.timestamps.tolist(), reader.info.fps, llm.encoder.frames_per_slot(frames),
-                            dict(watch.ms))
+        per_slot = llm.encoder.frames_per_slot(frames)
+        slots = [Slot(first, first + per_slot - 1) for first in range(1, frames + 1, per_slot)]
+        latency = {key: watch.ms.get(key, 0.0) for key in ("decode", "preprocess", "vit")}
+        latency["total"] = (time.perf_counter() - start) * 1e3
+        return EncodedVideo(frames, sample.timestamps.tolist(), slots, tokens, latency)
 
     @torch.inference_mode()
     def answer(self, enc: EncodedVideo, question: str, max_new_tokens: int = 64,
-               slot_text: list[str] | None = None) -> Reply:
-        labels = slot_labels(enc.timestamps, enc.frames_per_slot)
+               slot_text: list[str | None] | None = None) -> Reply:
+        labels = slot_labels(enc.timestamps, enc.slots[0].last - enc.slots[0].first + 1)
         if slot_text is not None:
             labels = [f"{text}\n{label}" if text else label for text, label in zip(slot_text, labels, strict=True)]
         start = time.perf_counter()
         _, new_ids, prefill, generation = self.llm._generate(enc.tokens, labels, question,
                                                              {"max_new_tokens": max_new_tokens})
         text = self.llm.tokenizer.decode(new_ids, skip_special_tokens=True).strip()
-        return Reply(text, enc.tokens.shape[1], {"llm_prefill": prefill, "generation": generation,
-                                                 "total": (time.perf_counter() - start) * 1e3})
+        latency = {k: enc.latency_ms[k] for k in ("decode", "preprocess", "vit")}
+        latency.update(llm_prefill=prefill, generation=generation,
+                       total=enc.latency_ms["total"] + (time.perf_counter() - start) * 1e3)
+        return Reply(text, enc.tokens.shape[1], latency)

@@ -34,8 +34,10 @@ class Prompt:
     slot_text: list[str] | None = None
 
 
-def build_prompt(q: Question, timestamps: Sequence[float] = (), fps: float = 0.0, frames_per_slot: int = 1) -> Prompt:
-    """The prompt for `q`; `timestamps` (seconds) are the sampled frames, `fps` the video's, for the subtitles."""
+def build_prompt(q: Question, timestamps: Sequence[float] = (), fps: float = 0.0,
+                 slots: Sequence[tuple[int, int]] | None = None) -> Prompt:
+    """The prompt for `q`; `timestamps` (seconds) are the sampled frames, `fps` the video's, `slots` the image slots
+    as `(first, last)` frames (1-based; default one per frame), for the subtitles."""
     if q.benchmark == "videomme":
         return Prompt(f"{VIDEOMME_INSTRUCTION}\n{_videomme_question(q)}\n{VIDEOMME_POST}")
     if q.benchmark == "videomme-sub":
@@ -49,10 +51,10 @@ def build_prompt(q: Question, timestamps: Sequence[float] = (), fps: float = 0.0
     question = q.question + "\n" + "\n".join(f"{LETTERS[i]}. {o}" for i, o in enumerate(q.options))
     before, after = interleave(read_lvb_subtitles(q.subtitles), timestamps, q.extra["subtitle_start"],
                                q.extra["duration"])
-    slots = ["\n".join(line for frame in before[i:i + frames_per_slot] for line in frame)
-             for i in range(0, len(before), frames_per_slot)]
+    slots = slots or [(i, i) for i in range(1, len(timestamps) + 1)]
+    slot_text = ["\n".join(line for frame in before[first - 1:last] for line in frame) for first, last in slots]
     tail = "".join(f"{line}\n" for line in after)
-    return Prompt(f"{tail}{question}\n{LVB_POST}", slots)
+    return Prompt(f"{tail}{question}\n{LVB_POST}", slot_text)
 
 
 def _videomme_question(q: Question) -> str:

@@ -2,7 +2,8 @@
 
 A loop you read top to bottom: load the questions, drop the ones already in the output, group the rest by video,
 take this rank's videos, then per video: encode once, answer each of its questions from the same tokens, append
-one line per answer. A video that fails to decode gives one failure line per question, with the reason.
+one line per answer. A video that fails to decode gives one failure line per question, with the reason. A question's latency is
+its video's encoding plus its own answer (prefill, generation), as one `ask` would see it.
 Under torchrun each rank writes `OUT.rank<r>`; rank 0 merges them into OUT at the end.
 """
 from __future__ import annotations
@@ -19,6 +20,7 @@ from liteframe.eval.datasets import Question, load_benchmark
 from liteframe.eval.metrics import mean_latency, score, summarize
 from liteframe.eval.prompts import build_prompt
 from liteframe.io import atomic_write
+from liteframe.video import open_video
 
 MAX_NEW_TOKENS = {"videomme": 16, "videomme-sub": 16, "mlvu": 16, "longvideobench": 32}  # lmms-eval's settings
 
@@ -98,13 +100,19 @@ def answer_video(llm, config: EvalConfig, video: Path, questions: list[Question]
         for q in questions:
             yield {**_base(config, q), "error": one_line(err)}
         return
-    seen = sum(enc.latency_ms.values())
+    fps = _fps(video) if config.benchmark == "videomme-sub" else 0.0
+    slots = [(slot.first, slot.last) for slot in enc.slots]
     for q in questions:
-        prompt = build_prompt(q, enc.timestamps, enc.fps, enc.frames_per_slot)
+        prompt = build_prompt(q, enc.timestamps, fps, slots)
         reply = llm.answer(enc, prompt.text, max_new_tokens=MAX_NEW_TOKENS[q.benchmark], slot_text=prompt.slot_text)
-        latency = {**enc.latency_ms, **reply.latency_ms, "total": seen + reply.latency_ms["total"]}
         yield {**_base(config, q), **score(q, reply.answer), "raw": reply.answer,
-               "visual_tokens": reply.visual_tokens, "latency_ms": latency}
+               "visual_tokens": reply.visual_tokens, "latency_ms": reply.latency_ms}
+
+
+def _fps(video: Path) -> float:
+    """The frame rate that maps Video-MME's subtitle times to frames (the video decoded already)."""
+    with open_video(video) as reader:
+        return reader.info.fps
 
 
 def _check_same_run(records: list[dict], config: EvalConfig) -> None:
