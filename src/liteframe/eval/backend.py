@@ -15,7 +15,7 @@ import torch
 from transformers.utils import logging as hf_logging
 
 from liteframe.errors import InputError
-from liteframe.llm import VideoLLM, slot_labels
+from liteframe.llm import VideoLLM
 from liteframe.timing import Stopwatch
 from liteframe.video import open_video, sample_frames
 
@@ -91,6 +91,8 @@ class Bridge:
     @torch.inference_mode()
     def answer(self, enc: EncodedVideo, question: str, max_new_tokens: int = 64,
                slot_text: list[str | None] | None = None) -> Reply:
+        from liteframe.llm.prompt import slot_labels  # the pre-`encode` VideoLLM's prompt labels
+
         labels = slot_labels(enc.timestamps, enc.slots[0].last - enc.slots[0].first + 1)
         if slot_text is not None:
             labels = [f"{text}\n{label}" if text else label for text, label in zip(slot_text, labels, strict=True)]
