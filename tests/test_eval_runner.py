@@ -97,11 +97,15 @@ def test_resume_after_an_interrupted_run(llm, data, tiny, tmp_path):
     with Counting(llm) as counting:
         run_shard(config, llm=counting)
     assert counting.encodes == ["pancakeFlip2.mkv", "brokenVid003.mp4"] and counting.answers == 2
+    assert out.read_text().count("\n") == 9  # the cut line is gone
     ids = [r["question_id"] for r in read_records(out)]
     assert sorted(ids) == sorted(f"00{v}-{k}" for v in (1, 2, 3) for k in (1, 2, 3)) and len(ids) == 9
     with Counting(llm) as counting:  # complete: nothing left to do, the model is not even asked
         run_shard(config, llm=counting)
     assert counting.encodes == []
+    text = out.read_text()
+    out.write_text(text[:-1])  # killed just before the newline: the record is whole and kept
+    assert len(read_records(out)) == 9 and out.read_text() == text
     other = EvalConfig("videomme", str(data["videomme"]), str(tiny), "dense", 4, str(out))
     with pytest.raises(ValueError, match="holds a run of"):
         run_shard(other, llm=llm)

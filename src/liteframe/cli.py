@@ -229,7 +229,6 @@ def _add_eval(sub) -> None:
     p.add_argument("--compression", help="4, 16 or 64 (default: the encoder's)")
     p.add_argument("--adapter", help="a LoRA adapter folder for the LLM")
     p.add_argument("--device", default=None, help="default: cuda when available, else cpu")
-    p.add_argument("--limit", type=int, help="the first N questions only")
     p.add_argument("--out", help="run file (JSON lines), appended to and resumed")
     p.add_argument("--json", action="store_true")
     report = p.add_subparsers(dest="eval_command").add_parser(
@@ -255,7 +254,7 @@ def _add_eval(sub) -> None:
         from liteframe.eval import EvalConfig, evaluate
 
         rows = evaluate(EvalConfig(a.benchmark, a.data, a.model, a.encoder, a.frames, a.out, a.compression,
-                                   a.adapter, a.device, a.limit))
+                                   a.adapter, a.device))
         if rows:
             print_rows(rows, a.json)
 

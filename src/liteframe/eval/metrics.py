@@ -56,7 +56,7 @@ def summarize(records: list[dict]) -> list[dict]:
                  for g, v in groups.items()]
         failed = len(mine) - len(answered)
         if failed:
-            rows.append({"benchmark": benchmark, "group": "failed", "questions": failed, "accuracy": None})
+            rows.append({"benchmark": benchmark, "group": "failed", "questions": failed})
     return rows
 
 

@@ -38,7 +38,6 @@ class EvalConfig:
     compression: str | None = None
     adapter: str | None = None
     device: str | None = None
-    limit: int | None = None  # the first N questions only (a quick look at a large benchmark)
 
 
 def evaluate(config: EvalConfig, llm=None) -> list[dict]:
@@ -132,8 +131,7 @@ def _base(config: EvalConfig, q: Question) -> dict:
 
 
 def _questions(config: EvalConfig) -> list[Question]:
-    questions = load_benchmark(config.benchmark, config.data)
-    return questions[:config.limit] if config.limit else questions
+    return load_benchmark(config.benchmark, config.data)
 
 
 def shard_path(out: str | Path, rank: int, world: int) -> Path:
@@ -142,21 +140,22 @@ def shard_path(out: str | Path, rank: int, world: int) -> Path:
 
 
 def read_records(path: Path) -> list[dict]:
-    """The JSON lines of `path` ([] if absent). A last line cut short by a kill is dropped from the file."""
+    """The JSON lines of `path` ([] if absent). A last line cut short by a kill is dropped from the file (or, if
+    only its newline is missing, completed)."""
     if not path.is_file():
         return []
     text = path.read_text(encoding="utf-8")
-    lines = text.split("\n")
+    lines = text.splitlines(keepends=True)
     records = []
     for i, line in enumerate(lines):
-        if not line.strip():
-            continue
         try:
             records.append(json.loads(line))
         except json.JSONDecodeError:
-            if i != len(lines) - 1:  # only the line being written when the run died may be partial
+            if line.endswith("\n"):  # only the line being written when the run died may be partial
                 raise InputError(f"{path}: line {i + 1} is not JSON; not a liteframe eval output") from None
-            atomic_write(path, lambda tmp: tmp.write_text(text[:text.rfind("\n") + 1], encoding="utf-8"))
+    if lines and not lines[-1].endswith("\n"):
+        kept = text + "\n" if len(records) == len(lines) else text[:len(text) - len(lines[-1])]
+        atomic_write(path, lambda tmp: tmp.write_text(kept, encoding="utf-8"))
     return records
 
 
