@@ -188,8 +188,8 @@ def test_longvideobench_parsing_equals_its_own(lmms):
     ns = evaldata.lmms_functions(lmms, "tasks/longvideobench/utils.py", ["parse_multi_choice_response"],
                                  {"re": re, "random": random})
     for text in ["The best answer is D.", "D. A book", "Best option: (C)", "e) lower, then B", "The answer A", "ABC"]:
-        assert parse_longvideobench(text, "ABCDE") == ns["parse_multi_choice_response"](text, list("ABCDE"), {})
-    assert parse_longvideobench("nothing to see", "ABCD") == ""
+        assert parse_longvideobench(text) == ns["parse_multi_choice_response"](text, list("ABCDE"), {})
+    assert parse_longvideobench("nothing to see") == ""
 
 
 # --- metrics

@@ -23,7 +23,7 @@ def score(q: Question, raw: str) -> dict:
     `guess`, the seeded random letter scored in place of an unparsable answer."""
     if q.benchmark == "longvideobench":
         choices = LETTERS[:len(q.options)]
-        prediction = parse_longvideobench(raw, choices)
+        prediction = parse_longvideobench(raw)
         if prediction:
             return {"prediction": prediction, "correct": prediction == q.answer}
         picked = guess(q.question_id, choices)

@@ -53,14 +53,13 @@ def extract_letter(text: str, choices: str = "ABCD") -> str:
     return max(found, key=lambda c: c[:2])[2] if found else ""
 
 
-def parse_longvideobench(text: str, choices: str) -> str:
-    """The first capital A-E once answer phrases are removed, or "" where LongVideoBench guesses at random: no
-    such letter at all (a long answer is covered by the same rule)."""
+def parse_longvideobench(text: str) -> str:
+    """The first capital A-E once answer phrases are removed (whatever the number of options, as LongVideoBench's
+    parser does), or "" where it guesses at random: no such letter at all."""
     body = text.strip()
     for prefix in LVB_PREFIXES:
         body = body.replace(prefix, "")
-    letter = next((c for c in body if c in "ABCDE"), "")
-    return letter
+    return next((c for c in body if c in "ABCDE"), "")
 
 
 def guess(question_id: str, choices: str) -> str:
