@@ -175,3 +175,10 @@ def test_cli_bad_input_is_one_line(tmp_path, tiny, capsys):
     assert "line 1 is not JSON" in capsys.readouterr().err
     with pytest.raises(ValueError, match="does not exist"):
         plot([], tmp_path / "nowhere" / "p.png")
+
+
+def test_a_wrong_setting_stops_the_run_instead_of_failing_every_video(llm, data, tiny, tmp_path):
+    out = tmp_path / "run.jsonl"
+    with pytest.raises(ValueError, match="--frames 3"):
+        run_shard(_config("mlvu", data["mlvu"], tiny, out, frames=3), llm=llm)  # wap takes whole 4-frame clips
+    assert not out.exists()

@@ -13,6 +13,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+import torch.distributed as dist
 from tqdm import tqdm
 
 from liteframe.errors import InputError, one_line
@@ -20,7 +22,7 @@ from liteframe.eval.datasets import Question, load_benchmark
 from liteframe.eval.metrics import mean_latency, score, summarize
 from liteframe.eval.prompts import build_prompt
 from liteframe.io import atomic_write
-from liteframe.video import open_video
+from liteframe.video import VideoDecodeError, open_video
 
 MAX_NEW_TOKENS = {"videomme": 16, "videomme-sub": 16, "mlvu": 16, "longvideobench": 32}  # lmms-eval's settings
 
@@ -46,16 +48,12 @@ def evaluate(config: EvalConfig, llm=None) -> list[dict]:
     check_out(config.out)
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     if world > 1:
-        import torch.distributed as dist
-
         if not dist.is_initialized():
             dist.init_process_group("gloo")
         if config.device is None:
             config.device = _local_device()
     run_shard(config, rank, world, llm)
     if world > 1:
-        import torch.distributed as dist
-
         dist.barrier()
         if rank == 0:
             merge_shards(config, world)
@@ -95,7 +93,7 @@ def answer_video(llm, config: EvalConfig, video: Path, questions: list[Question]
     """Encode `video` once, then yield one record per question (failure records if the video cannot be read)."""
     try:
         enc = llm.encode(video, frames=config.frames)
-    except (ValueError, OSError) as err:  # VideoDecodeError is a ValueError naming the file
+    except (VideoDecodeError, OSError) as err:  # the video's fault; a wrong setting (e.g. --frames) stops the run
         for q in questions:
             yield {**_base(config, q), "error": one_line(err)}
         return
@@ -198,8 +196,6 @@ def check_out(out: str | Path) -> None:
 
 
 def _local_device() -> str | None:
-    import torch
-
     if torch.cuda.is_available():
         return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
     return None
