@@ -255,6 +255,52 @@ def _train_overrides(a) -> list[str]:
     return [*a.overrides, *([f"compression={a.compression}"] if a.compression else [])]
 
 
+def _add_eval(sub) -> None:
+    from liteframe.eval.datasets import BENCHMARKS
+
+    p = sub.add_parser("eval", help="accuracy and latency on Video-MME, MLVU or LongVideoBench; `eval report`",
+                       description="Answer every question of a benchmark into --out (JSON lines; resumes; "
+                                   "torchrun --nproc_per_node N -m liteframe.cli eval ... shards by video).")
+    p.add_argument("--benchmark", choices=BENCHMARKS)
+    p.add_argument("--data", help="the dataset folder in its published layout")
+    p.add_argument("--model", help="an InternVL3 -hf checkpoint folder")
+    p.add_argument("--encoder", default="dense", help="dense, a reducer or student:DIR (as in `ask`)")
+    p.add_argument("--frames", type=int, default=16)
+    p.add_argument("--compression", help="4, 16 or 64 (default: the encoder's)")
+    p.add_argument("--adapter", help="a LoRA adapter folder for the LLM")
+    p.add_argument("--device", default=None, help="default: cuda when available, else cpu")
+    p.add_argument("--out", help="run file (JSON lines), appended to and resumed")
+    p.add_argument("--json", action="store_true")
+    report = p.add_subparsers(dest="eval_command").add_parser(
+        "report", help="runs side by side (Markdown table) and the accuracy-latency plot")
+    report.add_argument("runs", nargs="+", metavar="RUN.jsonl")
+    report.add_argument("--plot", metavar="PNG", help="accuracy against total latency, one curve per encoder")
+    report.add_argument("--json", action="store_true")
+
+    def run(a) -> None:
+        from liteframe.tables import print_rows
+
+        if a.eval_command == "report":
+            from liteframe.eval.report import plot, render, report_rows
+
+            rows = report_rows(a.runs)
+            print(render(rows, a.json))
+            if a.plot:
+                plot(rows, a.plot)
+            return
+        missing = [f"--{k}" for k in ("benchmark", "data", "model", "out") if getattr(a, k) is None]
+        if missing:
+            p.error(f"{', '.join(missing)} required (or `eval report RUN.jsonl...`)")
+        from liteframe.eval import EvalConfig, evaluate
+
+        rows = evaluate(EvalConfig(a.benchmark, a.data, a.model, a.encoder, a.frames, a.out, a.compression,
+                                   a.adapter, a.device))
+        if rows:
+            print_rows(rows, a.json)
+
+    p.set_defaults(func=run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="liteframe", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -262,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench", required=True)
     for add in (_add_bench_reducers, _add_bench_arch, _add_bench_decode, _add_bench_e2e, _add_bench_train):
         add(bench)
-    for add in (_add_probe, _add_frames, _add_ask, _add_distill, _add_cache_targets):
+    for add in (_add_probe, _add_frames, _add_ask, _add_distill, _add_cache_targets, _add_eval):
         add(sub)
     return parser
 

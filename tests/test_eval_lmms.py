@@ -1,0 +1,82 @@
+"""The lmms-eval plugin against the real lmms-eval 0.7.3: found through its entry-point registry, built from a
+`--model_args` string, driven with lmms-eval's own `Instance` objects.
+
+lmms-eval is unpacked with no dependencies (it pins old PyAV) plus the two modules its `api` and `models` packages
+import that the test environment lacks (loguru, pytz), into a cache folder; it runs in a subprocess because
+importing lmms_eval silences every warning of the process."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+import evaldata
+from liteframe.llm import save_tiny_internvl
+
+REPO = Path(__file__).parents[1]
+
+SCRIPT = r"""
+import json, sys
+from lmms_eval.api.instance import Instance
+from lmms_eval.models import get_model, list_available_models
+
+tiny, videos = sys.argv[1], json.loads(sys.argv[2])
+cls = get_model("liteframe")
+model = cls.create_from_arg_string(f"pretrained={tiny},encoder=wap,frames=4,device=cpu")
+docs = {i: {"video": v, "question": f"Question {i}?\nA. yes\nB. no\nThe best answer is:"} for i, v in enumerate(videos)}
+model.task_dict = {"videomme": {"test": docs}}
+
+def doc_to_messages(doc):  # the shape lmms-eval's ConfigurableMessagesTask builds: visuals, then the text
+    return [{"role": "user", "content": [{"type": "video", "url": doc["video"]}, {"type": "text", "text": doc["question"]}]}]
+
+requests = [Instance("generate_until", ("", doc_to_messages, {"max_new_tokens": 8, "do_sample": False}, i, "videomme",
+                     "test"), idx=0, metadata={"task": "videomme", "doc_id": i, "repeats": 1}) for i in docs]
+encodes = []
+encode = model.llm.encode
+model.llm.encode = lambda video, frames: encodes.append(video) or encode(video, frames)
+answers = model.generate_until(requests)
+direct = [model.llm.answer(encode(d["video"], 4), d["question"], max_new_tokens=8).answer for d in docs.values()]
+try:
+    model.loglikelihood(requests)
+    refused = False
+except NotImplementedError:
+    refused = True
+print(json.dumps({"listed": "liteframe" in list_available_models(), "class": cls.__name__, "answers": answers,
+                  "direct": direct, "encodes": encodes, "refused": refused}))
+"""
+
+
+@pytest.fixture(scope="module")
+def lmms_path(tmp_path_factory):
+    root = evaldata.lmms_eval_root()
+    deps = root.with_name("lmms-deps")
+    if not (deps / "loguru").is_dir():
+        done = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(deps),
+                               "loguru", "pytz"], capture_output=True, text=True)
+        if done.returncode:
+            pytest.skip(f"cannot install loguru and pytz for lmms-eval: {done.stderr.strip()[-200:]}")
+    # liteframe's entry point, as `pip install liteframe` declares it from pyproject.toml
+    plugin = tmp_path_factory.mktemp("plugin") / "liteframe_plugin-0.0.dist-info"
+    plugin.mkdir()
+    (plugin / "METADATA").write_text("Metadata-Version: 2.1\nName: liteframe-plugin\nVersion: 0.0\n")
+    points = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["entry-points"]["lmms_eval.models"]
+    (plugin / "entry_points.txt").write_text("[lmms_eval.models]\n" + "".join(f"{k} = {v}\n" for k, v in points.items()))
+    return [str(REPO / "src"), str(root), str(deps), str(plugin.parent)]
+
+
+def test_plugin_answers_lmms_eval_instances(lmms_path, tmp_path):
+    tiny = save_tiny_internvl(tmp_path / "tiny")
+    videos = [str(evaldata.BBB), str(evaldata.BBB), str(evaldata.PANCAKE)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(lmms_path)}
+    done = subprocess.run([sys.executable, "-c", SCRIPT, str(tiny), json.dumps(videos)], capture_output=True,
+                          text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["listed"] and result["class"] == "LiteFrame" and result["refused"]
+    assert result["encodes"] == [videos[0], videos[2]]  # two questions on one video: encoded once
+    assert result["answers"] == result["direct"] and all(isinstance(a, str) for a in result["answers"])
