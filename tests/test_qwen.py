@@ -13,6 +13,7 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
+from transformers import Qwen2_5_VLForConditionalGeneration
 from transformers.models.qwen2_5_vl.processing_qwen2_5_vl import Qwen2_5_VLProcessor
 from transformers.vision_utils import get_vision_window_index
 
@@ -24,7 +25,9 @@ from liteframe.llm.qwen import (
     preprocess_qwen, prompt_inputs, seconds_per_step, smart_resize, video_grid,
 )
 from liteframe.llm.qwen_positions import rope_positions, set_positions, video_positions
-from liteframe.llm.qwen_tiny import save_tiny_qwen
+from liteframe.llm.qwen_tiny import qwen_config, save_tiny_qwen
+from liteframe.llm.qwen_videollm import QwenVideoLLM
+from liteframe.llm.videollm import LATENCY_KEYS
 from liteframe.reduce import REDUCERS, get_reducer
 from liteframe.video import open_video, sample_frames
 from videos import make_video
@@ -360,3 +363,26 @@ def test_load_rejects_another_model_family(tmp_path):
         load_qwen(tmp_path)
     with pytest.raises(InputError, match="no config.json"):
         load_qwen(tmp_path / "missing")
+
+
+@torch.no_grad()
+def test_qwen_videollm_answers_a_video_dense_and_with_wap(qwen, tmp_path):
+    model, tokenizer = qwen
+    path = make_video(tmp_path / "v.mp4", num_frames=24, fps=8, width=64, height=48)
+    dense = QwenVideoLLM(model, tokenizer, "dense", min_pixels=56 * 56, max_pixels=56 * 56)
+    answer = dense.ask(path, "What happens?", frames=8, max_new_tokens=2, min_new_tokens=2)
+    assert (answer.frames, answer.visual_tokens, len(answer.tokens)) == (8, 4 * 2 * 2, 2)  # 48 x 64 -> 56 x 56
+    assert set(answer.latency_ms) == set(LATENCY_KEYS) and all(v >= 0 for v in answer.latency_ms.values())
+    wap = dense.with_encoder("wap")
+    assert wap.ask(path, "What happens?", frames=16, max_new_tokens=1).visual_tokens == 2 * 1 * 1
+    with pytest.raises(InputError, match="multiple of 8 frames"):
+        wap.ask(path, "What happens?", frames=12)
+    with pytest.raises(InputError, match="no LiteFrame student for Qwen"):
+        dense.with_encoder("student:runs/x")
+
+
+def test_7b_shapes_have_qwen25_vl_7b_parameter_count():
+    with torch.device("meta"):  # shapes only, no memory
+        model = Qwen2_5_VLForConditionalGeneration(qwen_config("7b"))
+    assert sum(p.numel() for p in model.parameters()) == 8_292_166_656  # Qwen2.5-VL-7B-Instruct: 8.29B
+    assert model.model.visual.blocks[-1].attn.num_heads == 16 and len(model.model.visual.blocks) == 32
