@@ -386,3 +386,14 @@ def test_7b_shapes_have_qwen25_vl_7b_parameter_count():
         model = Qwen2_5_VLForConditionalGeneration(qwen_config("7b"))
     assert sum(p.numel() for p in model.parameters()) == 8_292_166_656  # Qwen2.5-VL-7B-Instruct: 8.29B
     assert model.model.visual.blocks[-1].attn.num_heads == 16 and len(model.model.visual.blocks) == 32
+
+
+def test_preprocessing_in_chunks_equals_one_pass():
+    frames = torch.randint(0, 256, (34, 3, 30, 40), dtype=torch.uint8)  # more than one 32-frame chunk
+    rows, grid = preprocess_qwen(frames, min_pixels=56 * 56)
+    x = torch.nn.functional.interpolate(frames.float(), size=(56, 84), mode="bicubic", antialias=True).double()
+    mean, std = (torch.tensor(v, dtype=torch.float64).view(1, 3, 1, 1) for v in ((0.48145466, 0.4578275, 0.40821073),
+                                                                              (0.26862954, 0.26130258, 0.27577711)))
+    want, want_grid = patchify((x.clamp(0, 255).round() / 255 - mean) / std)
+    assert grid == want_grid == (17, 4, 6)
+    assert torch.allclose(rows.double(), want, atol=1e-5)

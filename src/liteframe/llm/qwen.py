@@ -41,6 +41,7 @@ MAX_PIXELS = 768 * FACTOR * FACTOR
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 VIDEO_PAD = "<|video_pad|>"
+_CHUNK = 32  # frames converted to float at once: bounds memory for long 720p videos
 
 
 def smart_resize(height: int, width: int, factor: int = FACTOR, min_pixels: int = MIN_PIXELS,
@@ -76,13 +77,17 @@ def preprocess_qwen(frames: torch.Tensor, min_pixels: int = MIN_PIXELS, max_pixe
     uint8 output is), CLIP mean/std."""
     if frames.dtype != torch.uint8 or frames.dim() != 4 or frames.shape[1] != 3:
         raise ValueError(f"preprocess_qwen expects uint8 frames (N, 3, H, W), got {frames.dtype} {tuple(frames.shape)}")
-    frames = pair_frames(frames.to(device))
+    frames = pair_frames(frames)
+    device = torch.device(device) if device is not None else frames.device
     height, width = smart_resize(*frames.shape[-2:], min_pixels=min_pixels, max_pixels=max_pixels)
-    x = F.interpolate(frames.float(), size=(height, width), mode="bicubic", align_corners=False, antialias=True)
-    mean = torch.tensor(CLIP_MEAN, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(CLIP_STD, device=x.device).view(1, 3, 1, 1)
-    x = (x.clamp_(0, 255).round_() / 255 - mean) / std
-    return patchify(x)
+    mean = torch.tensor(CLIP_MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(CLIP_STD, device=device).view(1, 3, 1, 1)
+    out = torch.empty(len(frames), 3, height, width, device=device)
+    for start in range(0, len(frames), _CHUNK):
+        x = frames[start:start + _CHUNK].to(device, non_blocking=True).float()
+        x = F.interpolate(x, size=(height, width), mode="bicubic", align_corners=False, antialias=True)
+        out[start:start + _CHUNK] = (x.clamp_(0, 255).round_() / 255 - mean) / std
+    return patchify(out)
 
 
 def patchify(x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int]]:
