@@ -110,6 +110,11 @@ def test_smart_resize_is_the_published_rule(height, width, low, high):
     assert smart_resize(height, width, 28, min_pixels, max_pixels) == want
 
 
+def test_smart_resize_rejects_an_empty_budget():
+    with pytest.raises(InputError, match="min_pixels <= max_pixels"):
+        smart_resize(100, 100, min_pixels=56 * 56 * 4, max_pixels=56 * 56)
+
+
 def test_patch_order_is_the_processors_and_odd_frames_pad_the_last():
     torch.manual_seed(1)
     video = torch.randn(7, 3, 56, 84)
@@ -397,3 +402,14 @@ def test_preprocessing_in_chunks_equals_one_pass():
     want, want_grid = patchify((x.clamp(0, 255).round() / 255 - mean) / std)
     assert grid == want_grid == (17, 4, 6)
     assert torch.allclose(rows.double(), want, atol=1e-5)
+
+
+def test_bench_e2e_qwen_rows(tmp_path):
+    from liteframe.bench.e2e_qwen import run
+
+    path = make_video(tmp_path / "v.mp4", num_frames=24, fps=8, width=64, height=48)
+    rows = run(video=str(path), dense_frames=(8,), frames=(16,), repeats=1, warmup=0, new_tokens=1, device="cpu",
+               min_pixels=56 * 56, max_pixels=56 * 56)
+    assert [(r["setting"], r["frames"], r["visual tokens"]) for r in rows] == [("dense", 8, 4 * 2 * 2), ("wap", 16, 2)]
+    with pytest.raises(InputError, match="needs a CUDA device"):
+        run(random_size="7b", device="cpu")

@@ -16,7 +16,7 @@ from transformers.utils import logging as hf_logging
 from liteframe.bench.e2e import _row, synthetic_video
 from liteframe.devices import resolve_device, resolve_dtype
 from liteframe.errors import InputError
-from liteframe.llm.qwen import MAX_PIXELS
+from liteframe.llm.qwen import MAX_PIXELS, MIN_PIXELS
 from liteframe.llm.qwen_tiny import save_tiny_qwen
 from liteframe.llm.qwen_videollm import QwenVideoLLM
 
@@ -24,8 +24,9 @@ from liteframe.llm.qwen_videollm import QwenVideoLLM
 def run(model: str | None = None, video: str | None = None, dense_frames: Sequence[int] = (16, 32, 64),
         frames: Sequence[int] = (128, 256, 512), encoders: Sequence[str] = ("wap",), random_size: str | None = None,
         device: str | None = None, dtype: str = "auto", repeats: int = 3, warmup: int = 1, new_tokens: int = 8,
-        max_pixels: int = MAX_PIXELS) -> list[dict]:
-    """Rows in SPEC 8's order: dense at `dense_frames[i]`, then each of `encoders` at `frames[i]`."""
+        min_pixels: int = MIN_PIXELS, max_pixels: int = MAX_PIXELS) -> list[dict]:
+    """Rows in SPEC 8's order: dense at `dense_frames[i]`, then each of `encoders` at `frames[i]`; frames are resized
+    into `[min_pixels, max_pixels]` (Qwen's video defaults)."""
     if repeats < 1 or warmup < 0 or new_tokens < 1:
         raise InputError("--repeats and --new-tokens must be at least 1, --warmup at least 0")
     if model and random_size:
@@ -41,7 +42,7 @@ def run(model: str | None = None, video: str | None = None, dense_frames: Sequen
             llm = QwenVideoLLM.random(random_size, device=device, dtype=dtype)
         else:
             llm = QwenVideoLLM.from_pretrained(model or save_tiny_qwen(tmp / "tiny"), device=device, dtype=dtype)
-        llm.max_pixels = max_pixels
+        llm.min_pixels, llm.max_pixels = min_pixels, max_pixels
         video = video or str(synthetic_video(tmp / "synthetic.mp4"))
         settings = {"dense": llm, **{name: llm.with_encoder(name) for name in encoders}}
         rows = []

@@ -48,6 +48,8 @@ def smart_resize(height: int, width: int, factor: int = FACTOR, min_pixels: int 
                  max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
     """Qwen's resize rule: sides rounded to multiples of `factor`, then scaled (keeping the aspect ratio) into
     `[min_pixels, max_pixels]`."""
+    if not 0 < min_pixels <= max_pixels:
+        raise InputError(f"pixel budget [{min_pixels}, {max_pixels}]: need 0 < min_pixels <= max_pixels")
     if min(height, width) < 1 or max(height, width) > 200 * min(height, width):
         raise InputError(f"frame size {height}x{width}: Qwen2.5-VL needs sides >= 1 and an aspect ratio under 200")
     h, w = round(height / factor) * factor, round(width / factor) * factor
