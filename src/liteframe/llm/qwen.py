@@ -114,8 +114,9 @@ def video_grid(model: Qwen2_5_VLForConditionalGeneration, pixels: torch.Tensor,
 
 def attention_scores(model: Qwen2_5_VLForConditionalGeneration, pixels: torch.Tensor, grid: tuple[int, int, int],
                      chunk: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
-    """Merged tokens `(T, h/2, w/2, D_llm)` and the attention each receives in the last ViT block `(T, h/2, w/2)`:
-    summed over the queries of its frame pair and its 4 patches, averaged over heads (FlashVID's score for Qwen).
+    """Merged tokens `(T, h/2, w/2, D_llm)` and the attention each receives in the last ViT block `(T, h/2, w/2)`,
+    the kind of score FlashVID takes from Qwen's ViT; the aggregation is ours: summed over the queries of its frame
+    pair and over its 4 patches, averaged over heads.
     The last block must be a full-attention one (every released Qwen2.5-VL's is)."""
     visual = model.model.visual
     last = len(visual.blocks) - 1
