@@ -197,6 +197,7 @@ def test_attention_scores_are_the_attention_each_token_receives(qwen, clip):
     assert torch.allclose(scores.double(), want, atol=1e-5)
     assert torch.equal(tokens, video_grid(model, pixels, grid))
     assert torch.allclose(scores.sum((1, 2)), torch.full((4,), float(per_pair)))  # each query's row sums to 1
+    assert torch.allclose(attention_scores(model, pixels, grid)[1], scores, atol=1e-6)  # one chunk: the same
 
 
 # --- positions -------------------------------------------------------------------------------------------------

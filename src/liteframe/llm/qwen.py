@@ -42,6 +42,7 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 VIDEO_PAD = "<|video_pad|>"
 _CHUNK = 32  # frames converted to float at once: bounds memory for long 720p videos
+_SCORE_ELEMENTS = 1 << 27  # attention scores held at once by `received_attention` (512 MB in float32)
 
 
 def smart_resize(height: int, width: int, factor: int = FACTOR, min_pixels: int = MIN_PIXELS,
@@ -113,7 +114,7 @@ def video_grid(model: Qwen2_5_VLForConditionalGeneration, pixels: torch.Tensor,
 
 
 def attention_scores(model: Qwen2_5_VLForConditionalGeneration, pixels: torch.Tensor, grid: tuple[int, int, int],
-                     chunk: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+                     chunk: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Merged tokens `(T, h/2, w/2, D_llm)` and the attention each receives in the last ViT block `(T, h/2, w/2)`,
     the kind of score FlashVID takes from Qwen's ViT; the aggregation is ours: summed over the queries of its frame
     pair and over its 4 patches, averaged over heads.
@@ -138,15 +139,17 @@ def attention_scores(model: Qwen2_5_VLForConditionalGeneration, pixels: torch.Te
 
 
 def received_attention(attn, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], steps: int,
-                       chunk: int = 256) -> torch.Tensor:
+                       chunk: int | None = None) -> torch.Tensor:
     """The attention block `attn`'s input `(N, C)` over `steps` equal frame pairs -> `(N,)` attention each token
-    receives, summed over its pair's queries, averaged over heads; `chunk` query rows at a time."""
+    receives, summed over its pair's queries, averaged over heads; `chunk` query rows per pair at a time (default:
+    as many as keep the scores within `_SCORE_ELEMENTS`)."""
     n = x.shape[0]
+    chunk = chunk or max(1, _SCORE_ELEMENTS // (n * attn.num_heads))
     q, k = attn.qkv(x).reshape(n, 3, attn.num_heads, -1).permute(1, 0, 2, 3).unbind(0)[:2]
     q, k = apply_rotary_pos_emb_vision(q, k, *rope)
     q, k = (z.float().view(steps, n // steps, attn.num_heads, -1).transpose(1, 2) for z in (q, k))  # (T, H, n, d)
     received = torch.zeros(steps, n // steps, device=x.device)
-    for start in range(0, n // steps, chunk):  # bounded memory: T x heads x chunk x n scores at a time
+    for start in range(0, n // steps, chunk):  # T x heads x chunk x n/T scores at a time
         probs = (q[:, :, start:start + chunk] @ k.transpose(-1, -2) * attn.scaling).softmax(-1)
         received += probs.sum(2).mean(1)
     return received.reshape(n)
