@@ -269,6 +269,14 @@ def test_prompt_is_the_processors_layout(qwen):
         build_qwen_input_ids(tokenizer, "<|video_pad|>?", 4)
 
 
+def test_a_prompt_longer_than_the_context_fails_before_the_llm(qwen, monkeypatch):
+    model, tokenizer = qwen
+    monkeypatch.setattr(model.config.text_config, "max_position_embeddings", 64)
+    video = QwenVideo(torch.zeros(60, 64), video_positions(1, 6, 10, 1.0))
+    with pytest.raises(InputError, match=r"prompt tokens \(60 visual\) exceed the LLM's context of 64"):
+        prompt_inputs(model, tokenizer, video, "What happens?")
+
+
 @torch.no_grad()
 def test_dense_first_token_logits_equal_transformers_forward(qwen, clip):
     model, tokenizer = qwen

@@ -217,6 +217,10 @@ def prompt_inputs(model: Qwen2_5_VLForConditionalGeneration, tokenizer, video: Q
     `position_ids (3, 1, L)`: what `model(**inputs)` and `model.generate(**inputs)` take."""
     device = model.device
     ids = build_qwen_input_ids(tokenizer, question, video.tokens.shape[0]).to(device)
+    context = model.config.text_config.max_position_embeddings
+    if ids.shape[1] > context:
+        raise InputError(f"{ids.shape[1]} prompt tokens ({video.tokens.shape[0]} visual) exceed the LLM's context of "
+                         f"{context}: use fewer frames, fewer pixels or a reducer")
     embeds = model.get_input_embeddings()(ids)
     is_video = ids == model.config.video_token_id
     embeds = embeds.masked_scatter(is_video[..., None], video.tokens.to(device, embeds.dtype))
