@@ -1,0 +1,424 @@
+"""Qwen2.5-VL behind liteframe, on a tiny random native checkpoint: preprocessing against Qwen's published rule and
+transformers' own patchify, visual tokens and logits against transformers' own forward, mRoPE positions against a
+slow reference written from the paper's rule, and generation with every reducer."""
+from __future__ import annotations
+
+import ast
+import importlib.util
+import math
+import types
+import warnings
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from transformers import Qwen2_5_VLForConditionalGeneration
+from transformers.models.qwen2_5_vl.processing_qwen2_5_vl import Qwen2_5_VLProcessor
+from transformers.vision_utils import get_vision_window_index
+
+from liteframe.compression import get_compression
+from liteframe.errors import InputError
+from liteframe.grid import TokenSet
+from liteframe.llm.qwen import (
+    QwenVideo, attention_scores, build_qwen_input_ids, encode_video, generate, load_qwen, pair_frames, patchify,
+    preprocess_qwen, prompt_inputs, seconds_per_step, smart_resize, video_grid,
+)
+from liteframe.llm.qwen_positions import rope_positions, set_positions, video_positions
+from liteframe.llm.qwen_tiny import qwen_config, save_tiny_qwen
+from liteframe.llm.qwen_videollm import QwenVideoLLM
+from liteframe.llm.videollm import LATENCY_KEYS
+from liteframe.reduce import REDUCERS, get_reducer
+from liteframe.video import open_video, sample_frames
+from videos import make_video
+
+
+# Qwen's rule as published (transformers.models.qwen2_vl.image_processing_qwen2_vl.smart_resize), kept here as data.
+def published_smart_resize(height, width, factor=28, min_pixels=56 * 56, max_pixels=14 * 14 * 4 * 1280):
+    if max(height, width) / min(height, width) > 200:
+        raise ValueError("absolute aspect ratio must be smaller than 200")
+    h_bar = round(height / factor) * factor
+    w_bar = round(width / factor) * factor
+    if h_bar * w_bar > max_pixels:
+        beta = math.sqrt((height * width) / max_pixels)
+        h_bar = max(factor, math.floor(height / beta / factor) * factor)
+        w_bar = max(factor, math.floor(width / beta / factor) * factor)
+    elif h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h_bar = math.ceil(height * beta / factor) * factor
+        w_bar = math.ceil(width * beta / factor) * factor
+    return h_bar, w_bar
+
+
+def processor_patchify():
+    """transformers' `Qwen2VLVideoProcessor.patchify`, compiled from the installed source: its module imports
+    torchvision, which this environment lacks, but the method itself is plain torch."""
+    path = importlib.util.find_spec("transformers.models.qwen2_vl").submodule_search_locations[0]
+    tree = ast.parse(open(f"{path}/video_processing_qwen2_vl.py").read())
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Qwen2VLVideoProcessor")
+    method = next(n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name == "patchify")
+    namespace = {"torch": torch}
+    exec(compile(ast.Module([method], []), path, "exec"), namespace)
+    return namespace["patchify"]
+
+
+def paper_positions(ids: list[int], video_id: int, video: list[tuple[float, int, int]]) -> list[tuple[int, int, int]]:
+    """Slow reference of the Qwen2-VL/2.5-VL rule, token by token: text ids grow by 1 in all three axes; a video
+    token at (time in temporal ids, row, column) gets (start + floor(time), start + row, start + column); the next
+    text starts at the largest id so far + 1."""
+    out, next_id, start, v = [], 0, 0, iter(video)
+    for i, tok in enumerate(ids):
+        if tok != video_id:
+            out.append((next_id,) * 3)
+            next_id += 1
+            continue
+        if i == 0 or ids[i - 1] != video_id:  # the video's first token: its ids start here
+            start = next_id
+        time, row, col = next(v)
+        out.append((start + math.floor(time), start + row, start + col))
+        if i + 1 == len(ids) or ids[i + 1] != video_id:
+            next_id = max(max(p) for p in out) + 1
+    return out
+
+
+@pytest.fixture(scope="module")
+def qwen(tmp_path_factory):
+    folder = save_tiny_qwen(tmp_path_factory.mktemp("qwen") / "tiny")
+    model, tokenizer = load_qwen(folder)
+    return model, tokenizer
+
+
+@pytest.fixture(scope="module")
+def clip():
+    """8 frames (4 frame pairs) of 112 x 168 px -> a 4 x 8 x 12 patch grid, 4 x 4 x 6 merged tokens."""
+    torch.manual_seed(0)
+    frames = torch.randint(0, 256, (8, 3, 112, 168), dtype=torch.uint8)
+    return preprocess_qwen(frames, min_pixels=112 * 112, max_pixels=112 * 168)
+
+
+# --- preprocessing ---------------------------------------------------------------------------------------------
+
+@given(st.integers(1, 3000), st.integers(1, 3000), st.integers(1, 400), st.integers(1, 4000))
+def test_smart_resize_is_the_published_rule(height, width, low, high):
+    min_pixels, max_pixels = 28 * 28 * min(low, high), 28 * 28 * max(low, high)
+    try:
+        want = published_smart_resize(height, width, 28, min_pixels, max_pixels)
+    except ValueError:
+        with pytest.raises(InputError, match="aspect ratio"):
+            smart_resize(height, width, 28, min_pixels, max_pixels)
+        return
+    assert smart_resize(height, width, 28, min_pixels, max_pixels) == want
+
+
+def test_smart_resize_rejects_an_empty_budget():
+    with pytest.raises(InputError, match="min_pixels <= max_pixels"):
+        smart_resize(100, 100, min_pixels=56 * 56 * 4, max_pixels=56 * 56)
+
+
+def test_patch_order_is_the_processors_and_odd_frames_pad_the_last():
+    torch.manual_seed(1)
+    video = torch.randn(7, 3, 56, 84)
+    with pytest.warns(UserWarning, match="7 frames padded to 8 by repeating the last frame"):
+        paired = pair_frames(video)
+    rows, grid = patchify(paired)
+    want, *want_grid = processor_patchify()(None, video[None], patch_size=14, merge_size=2,
+                                                      temporal_patch_size=2)
+    assert grid == tuple(want_grid) == (4, 4, 6)
+    assert torch.equal(rows, want[0])
+    # Rows 4k..4k+3 are the 2x2 group of merged token k = (t, i, j) in raster order: patch (2i + dh, 2j + dw).
+    t, i, j, dh, dw = 3, 1, 2, 1, 0
+    k = (t * 2 + i) * 3 + j
+    patch = paired[2 * t:2 * t + 2, :, (2 * i + dh) * 14:(2 * i + dh + 1) * 14, (2 * j + dw) * 14:(2 * j + dw + 1) * 14]
+    assert torch.equal(rows[4 * k + 2 * dh + dw], patch.permute(1, 0, 2, 3).reshape(-1))
+
+
+def test_even_frames_do_not_warn():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rows, grid = preprocess_qwen(torch.zeros(4, 3, 30, 40, dtype=torch.uint8), min_pixels=56 * 56)
+    assert grid == (2, 4, 6) and rows.shape == (48, 3 * 2 * 14 * 14)  # 30 x 40 -> 56 x 84 (min_pixels)
+
+
+# --- visual tokens ---------------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def test_dense_tokens_are_get_video_features_viewed_as_the_merged_grid(qwen, clip):
+    model, _ = qwen
+    pixels, grid = clip
+    tokens = video_grid(model, pixels, grid)
+    want = model.get_video_features(pixels, torch.tensor([grid])).pooler_output[0]
+    assert tokens.shape == (4, 4, 6, 64)
+    assert torch.equal(tokens.reshape(-1, 64), want)
+    # The merger reads each 2x2 group as 4 consecutive rows: token k is the merger of the rows of group k.
+    seen = {}
+    hook = model.model.visual.merger.register_forward_pre_hook(lambda m, args: seen.update(x=args[0]))
+    video_grid(model, pixels, grid)
+    hook.remove()
+    window, _ = get_vision_window_index(torch.tensor([grid]), 2, model.model.visual.window_size, 14)
+    groups = seen["x"].view(-1, 4, 32)[torch.argsort(window)]  # raster order of merged tokens
+    merger = model.model.visual.merger
+    k = (2 * 4 + 3) * 6 + 5  # token (2, 3, 5)
+    assert torch.allclose(merger.mlp(merger.ln_q(groups[k]).view(-1)), tokens[2, 3, 5], atol=1e-6)
+
+
+@torch.no_grad()
+def test_attention_scores_are_the_attention_each_token_receives(qwen, clip):
+    model, _ = qwen
+    pixels, grid = clip
+    attn = model.model.visual.blocks[-1].attn
+    seen = {}
+    hooks = [attn.register_forward_pre_hook(lambda m, a, kw: seen.update(x=a[0] if a else kw["hidden_states"],
+                                                                           rope=kw["position_embeddings"]),
+                                            with_kwargs=True),
+             attn.register_forward_hook(lambda m, a, out: seen.update(out=out))]
+    video_grid(model, pixels, grid)
+    for hook in hooks:
+        hook.remove()
+    tokens, scores = attention_scores(model, pixels, grid, chunk=5)
+    # Slow float64 reference: the full attention map of each frame pair, which must reproduce the block's output.
+    x, (cos, sin) = seen["x"].double(), seen["rope"]
+    n, heads = x.shape[0], attn.num_heads
+    qkv = torch.nn.functional.linear(x, attn.qkv.weight.double(), attn.qkv.bias.double()).view(n, 3, heads, -1)
+    q, k, v = qkv.unbind(1)
+    rot = lambda z: z * cos.double()[:, None] + torch.cat([-z[..., z.shape[-1] // 2:], z[..., :z.shape[-1] // 2]],
+                                                          -1) * sin.double()[:, None]  # noqa: E731
+    q, k = rot(q), rot(k)
+    per_pair = n // grid[0]
+    received, outputs = torch.zeros(n, dtype=torch.float64), []
+    for s in range(0, n, per_pair):
+        qs, ks, vs = (z[s:s + per_pair].transpose(0, 1) for z in (q, k, v))
+        probs = (qs @ ks.transpose(1, 2) / math.sqrt(q.shape[-1])).softmax(-1)  # (heads, n, n)
+        received[s:s + per_pair] = probs.sum(1).mean(0)
+        outputs.append((probs @ vs).transpose(0, 1).reshape(per_pair, -1))
+    out = torch.nn.functional.linear(torch.cat(outputs), attn.proj.weight.double(), attn.proj.bias.double())
+    assert torch.allclose(out.float(), seen["out"], atol=1e-5)
+    window, _ = get_vision_window_index(torch.tensor([grid]), 2, model.model.visual.window_size, 14)
+    want = received.view(-1, 4).sum(1)[torch.argsort(window)].view(4, 4, 6)
+    assert torch.allclose(scores.double(), want, atol=1e-5)
+    assert torch.equal(tokens, video_grid(model, pixels, grid))
+    assert torch.allclose(scores.sum((1, 2)), torch.full((4,), float(per_pair)))  # each query's row sums to 1
+    assert torch.allclose(attention_scores(model, pixels, grid)[1], scores, atol=1e-6)  # one chunk: the same
+
+
+# --- positions -------------------------------------------------------------------------------------------------
+
+def _prompt(before: int, n: int, after: int, video_id: int = 7) -> torch.Tensor:
+    return torch.tensor([1] * before + [video_id] * n + [2] * after)
+
+
+@given(st.integers(1, 5), st.integers(1, 4), st.integers(1, 4), st.sampled_from([0.5, 1.0, 2.0, 7.3]),
+       st.integers(0, 6), st.integers(0, 6))
+def test_dense_and_grid_reduced_positions_follow_the_paper_rule(t, h, w, interval, before, after):
+    ids = _prompt(before, t * h * w, after)
+    positions, delta = rope_positions(ids == 7, video_positions(t, h, w, interval))
+    video = [(step * interval, row, col) for step in range(t) for row in range(h) for col in range(w)]
+    want = paper_positions(ids.tolist(), 7, video)
+    assert positions.shape == (3, 1, len(ids))
+    assert positions[:, 0].T.tolist() == [list(p) for p in want]
+    assert delta == max(max(p) for p in want) + 1 - len(ids)
+
+
+@given(st.integers(1, 4), st.integers(1, 4), st.integers(1, 4), st.data())
+def test_set_reduced_positions_keep_each_tokens_original_place(t, h, w, data):
+    kept = sorted(data.draw(st.sets(st.integers(0, t * h * w - 1), min_size=1)))
+    frame, pos = torch.tensor(kept) // (h * w), torch.tensor(kept) % (h * w)
+    ids = _prompt(3, len(kept), 4)
+    positions, delta = rope_positions(ids == 7, set_positions(frame, pos, w, 2.0))
+    video = [(2.0 * (i // (h * w)), (i % (h * w)) // w, i % w) for i in kept]
+    want = paper_positions(ids.tolist(), 7, video)
+    assert positions[:, 0].T.tolist() == [list(p) for p in want]
+    assert delta == max(max(p) for p in want) + 1 - len(ids)
+
+
+@torch.no_grad()
+def test_dense_positions_against_transformers_get_rope_index(qwen):
+    model, _ = qwen
+    t, h, w = 3, 4, 6  # merged grid; transformers takes the patch grid (t, 2h, 2w)
+    ids = _prompt(5, t * h * w, 4, model.config.video_token_id)[None]
+    types_ = (ids == model.config.video_token_id).int() * 2
+    for seconds, agrees in [(0.5, True), (4.0, False)]:  # temporal ids 0, 1, 2 or 0, 8, 16 (tokens_per_second 2)
+        hf, hf_delta = model.model.get_rope_index(ids, types_, video_grid_thw=torch.tensor([[t, 2 * h, 2 * w]]),
+                                                  second_per_grid_ts=torch.tensor([seconds]))
+        ours, delta = rope_positions(ids[0] == model.config.video_token_id, video_positions(t, h, w, 2 * seconds))
+        video_end = 5 + t * h * w
+        assert torch.equal(ours[..., :video_end], hf[..., :video_end])  # text before and the video agree
+        assert torch.equal(ours[..., video_end:], hf[..., video_end:]) == agrees
+        # transformers 5.25 starts the text after the video at start + max(h, w) (here 5 + 6), not at max id + 1:
+        # past a few seconds that overlaps the video's temporal ids. liteframe keeps the published rule.
+        assert int(hf[0, 0, video_end]) == 5 + max(h, w)
+        assert int(ours[0, 0, video_end]) == 5 + max(h - 1, w - 1, math.floor((t - 1) * 2 * seconds)) + 1
+        if agrees:
+            assert int(hf_delta) == delta
+        else:  # its delta is still (largest id + 1) - L: its generation jumps from its last prompt id (5 + 6 + 3)
+            assert int(hf[0, 0, -1]) == 5 + 6 + 3 and ids.shape[1] + int(hf_delta) == 5 + 16 + 1
+
+
+# --- prompt, logits, generation ----------------------------------------------------------------------------------
+
+def test_prompt_is_the_processors_layout(qwen):
+    _, tokenizer = qwen
+    messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "What happens?"}]}]
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    assert text == ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
+                    "<|vision_start|><|video_pad|><|vision_end|>What happens?<|im_end|>\n<|im_start|>assistant\n")
+    processor = types.SimpleNamespace(video_processor=types.SimpleNamespace(merge_size=2), video_token="<|video_pad|>")
+    pads = Qwen2_5_VLProcessor.replace_video_token(processor, {"video_grid_thw": torch.tensor([[4, 8, 12]])}, 0)
+    want = tokenizer(text.replace("<|video_pad|>", pads), add_special_tokens=False)["input_ids"]
+    assert build_qwen_input_ids(tokenizer, "What happens?", 4 * 4 * 6)[0].tolist() == want
+    with pytest.raises(InputError, match="video placeholder"):
+        build_qwen_input_ids(tokenizer, "<|video_pad|>?", 4)
+
+
+def test_a_prompt_longer_than_the_context_fails_before_the_llm(qwen, monkeypatch):
+    model, tokenizer = qwen
+    monkeypatch.setattr(model.config.text_config, "max_position_embeddings", 64)
+    video = QwenVideo(torch.zeros(60, 64), video_positions(1, 6, 10, 1.0))
+    with pytest.raises(InputError, match=r"prompt tokens \(60 visual\) exceed the LLM's context of 64"):
+        prompt_inputs(model, tokenizer, video, "What happens?")
+
+
+@torch.no_grad()
+def test_dense_first_token_logits_equal_transformers_forward(qwen, clip):
+    model, tokenizer = qwen
+    pixels, grid = clip
+    ids = build_qwen_input_ids(tokenizer, "What happens?", 4 * 4 * 6)
+    mm_types = (ids == model.config.video_token_id).int() * 2
+    video_grid_thw = torch.tensor([grid])
+    for seconds in (0.5, 4.0):  # transformers' text positions agree with ours at 0.5 s per pair, not at 4 s
+        inputs = prompt_inputs(model, tokenizer, encode_video(model, pixels, grid, seconds), "What happens?")
+        assert torch.equal(inputs["input_ids"], ids)
+        ours = model(**inputs).logits[0, -1]
+        hf = dict(input_ids=ids, pixel_values_videos=pixels, video_grid_thw=video_grid_thw,
+                  second_per_grid_ts=torch.tensor([seconds]), mm_token_type_ids=mm_types)
+        if seconds == 0.5:
+            assert torch.allclose(ours, model(**hf).logits[0, -1], atol=1e-5)
+        else:  # transformers' own injection, with our positions
+            assert torch.allclose(ours, model(**hf, position_ids=inputs["position_ids"]).logits[0, -1], atol=1e-5)
+            assert not torch.allclose(ours, model(**hf).logits[0, -1], atol=1e-3)
+
+
+@torch.no_grad()
+def test_generation_continues_from_the_rope_delta(qwen, clip):
+    model, tokenizer = qwen
+    pixels, grid = clip
+    video = encode_video(model, pixels, grid, 4.0)
+    new = generate(model, tokenizer, video, "What happens?", max_new_tokens=4, eos_token_id=None)
+    inputs = prompt_inputs(model, tokenizer, video, "What happens?")
+    _, delta = rope_positions(inputs["input_ids"][0] == model.config.video_token_id, video.positions)
+    assert delta != 0  # 96 video tokens take 25 temporal ids: a position is not an index
+    embeds, positions, want = inputs["inputs_embeds"], inputs["position_ids"], []
+    for _ in range(4):  # no cache: the whole sequence each step, new tokens at index + delta
+        token = model(inputs_embeds=embeds, position_ids=positions).logits[0, -1].argmax()
+        want.append(int(token))
+        embeds = torch.cat([embeds, model.get_input_embeddings()(token.view(1, 1))], 1)
+        positions = torch.cat([positions, torch.full((3, 1, 1), embeds.shape[1] - 1 + delta)], -1)
+    assert new == want
+
+
+@pytest.mark.parametrize("name", REDUCERS.names())
+@torch.no_grad()
+def test_every_reducer_meets_its_budget_and_generates(qwen, clip, name):
+    model, tokenizer = qwen
+    pixels, grid = clip
+    reducer = get_reducer(name)
+    compression = get_compression(16)
+    try:
+        video = encode_video(model, pixels, grid, 1.0, reducer, compression)
+    except InputError as err:
+        if reducer.keeps_grid:
+            raise
+        pytest.skip(f"{name} returns no TokenSet yet (the reducer redesign): {err}")
+    t, h, w = grid[0], grid[1] // 2, grid[2] // 2
+    want = compression.grid_tokens(t, h, w) if reducer.keeps_grid else compression.budget(t, h, w)
+    assert video.tokens.shape == (want, 64) and video.positions.shape == (3, want)
+    if reducer.keeps_grid:  # (1, 2, 3) grid, time ids 4 grid steps apart
+        assert video.positions[0].unique().tolist() == [0]
+        assert video.positions[1:].amax(1).tolist() == [1, 2]
+    new = generate(model, tokenizer, video, "What happens?", max_new_tokens=3, eos_token_id=None)
+    assert len(new) == 3
+
+
+@torch.no_grad()
+def test_a_token_set_generates_with_its_original_positions(qwen, clip):
+    model, tokenizer = qwen
+    pixels, grid = clip
+    tokens = video_grid(model, pixels, grid)  # (4, 4, 6, 64)
+    keep = torch.tensor([0, 7, 23, 30, 50, 95])
+    kept = TokenSet(tokens.reshape(1, -1, 64)[:, keep], (keep // 24)[None], (keep % 24)[None], steps=4)
+    video = encode_video(model, pixels, grid, 1.0, lambda g, c: kept, 16)
+    assert torch.equal(video.tokens, tokens.reshape(-1, 64)[keep])
+    assert video.positions.T.tolist() == [[2 * (i // 24), (i % 24) // 6, i % 6] for i in keep.tolist()]
+    assert len(generate(model, tokenizer, video, "What happens?", max_new_tokens=2, eos_token_id=None)) == 2
+
+
+@torch.no_grad()
+def test_real_video_end_to_end(qwen, tmp_path):
+    model, tokenizer = qwen
+    path = make_video(tmp_path / "v.mp4", num_frames=24, fps=8, width=64, height=48)
+    with open_video(path) as reader:
+        sample = sample_frames(reader.info, 7, strategy="uniform")
+        frames = reader.read(sample.timestamps).data
+    with pytest.warns(UserWarning, match="7 frames padded to 8"):
+        pixels, grid = preprocess_qwen(frames, min_pixels=112 * 140, max_pixels=112 * 168)
+    assert grid == (4, 8, 12)  # 48 x 64 -> 112 x 168: scaled up to the pixel floor
+    video = encode_video(model, pixels, grid, seconds_per_step(sample.timestamps), get_reducer("wap"), 16)
+    assert video.tokens.shape == (1 * 2 * 3, 64)
+    assert len(generate(model, tokenizer, video, "What happens?", max_new_tokens=2, eos_token_id=None)) == 2
+
+
+def test_seconds_per_step_is_two_frame_spacings():
+    assert seconds_per_step([0.0, 0.5, 1.0, 1.5]) == 1.0
+    assert seconds_per_step([3.0]) == 1.0
+
+
+def test_load_rejects_another_model_family(tmp_path):
+    (tmp_path / "config.json").write_text('{"model_type": "internvl"}')
+    with pytest.raises(InputError, match="model_type 'internvl' is not 'qwen2_5_vl'"):
+        load_qwen(tmp_path)
+    with pytest.raises(InputError, match="no config.json"):
+        load_qwen(tmp_path / "missing")
+
+
+@torch.no_grad()
+def test_qwen_videollm_answers_a_video_dense_and_with_wap(qwen, tmp_path):
+    model, tokenizer = qwen
+    path = make_video(tmp_path / "v.mp4", num_frames=24, fps=8, width=64, height=48)
+    dense = QwenVideoLLM(model, tokenizer, "dense", min_pixels=56 * 56, max_pixels=56 * 56)
+    answer = dense.ask(path, "What happens?", frames=8, max_new_tokens=2, min_new_tokens=2)
+    assert (answer.frames, answer.visual_tokens, len(answer.tokens)) == (8, 4 * 2 * 2, 2)  # 48 x 64 -> 56 x 56
+    assert set(answer.latency_ms) == set(LATENCY_KEYS) and all(v >= 0 for v in answer.latency_ms.values())
+    wap = dense.with_encoder("wap")
+    assert wap.ask(path, "What happens?", frames=16, max_new_tokens=1).visual_tokens == 2 * 1 * 1
+    with pytest.raises(InputError, match="multiple of 8 frames"):
+        wap.ask(path, "What happens?", frames=12)
+    with pytest.raises(InputError, match="no LiteFrame student for Qwen"):
+        dense.with_encoder("student:runs/x")
+
+
+def test_7b_shapes_have_qwen25_vl_7b_parameter_count():
+    with torch.device("meta"):  # shapes only, no memory
+        model = Qwen2_5_VLForConditionalGeneration(qwen_config("7b"))
+    assert sum(p.numel() for p in model.parameters()) == 8_292_166_656  # Qwen2.5-VL-7B-Instruct: 8.29B
+    assert model.model.visual.blocks[-1].attn.num_heads == 16 and len(model.model.visual.blocks) == 32
+
+
+def test_preprocessing_in_chunks_equals_one_pass():
+    frames = torch.randint(0, 256, (34, 3, 30, 40), dtype=torch.uint8)  # more than one 32-frame chunk
+    rows, grid = preprocess_qwen(frames, min_pixels=56 * 56)
+    x = torch.nn.functional.interpolate(frames.float(), size=(56, 84), mode="bicubic", antialias=True).double()
+    mean, std = (torch.tensor(v, dtype=torch.float64).view(1, 3, 1, 1) for v in ((0.48145466, 0.4578275, 0.40821073),
+                                                                              (0.26862954, 0.26130258, 0.27577711)))
+    want, want_grid = patchify((x.clamp(0, 255).round() / 255 - mean) / std)
+    assert grid == want_grid == (17, 4, 6)
+    assert torch.allclose(rows.double(), want, atol=1e-5)
+
+
+def test_bench_e2e_qwen_rows(tmp_path):
+    from liteframe.bench.e2e_qwen import run
+
+    path = make_video(tmp_path / "v.mp4", num_frames=24, fps=8, width=64, height=48)
+    rows = run(video=str(path), dense_frames=(8,), frames=(16,), repeats=1, warmup=0, new_tokens=1, device="cpu",
+               min_pixels=56 * 56, max_pixels=56 * 56)
+    assert [(r["setting"], r["frames"], r["visual tokens"]) for r in rows] == [("dense", 8, 4 * 2 * 2), ("wap", 16, 2)]
+    with pytest.raises(InputError, match="needs a CUDA device"):
+        run(random_size="7b", device="cpu")
