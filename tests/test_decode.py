@@ -45,7 +45,8 @@ def linear(path):
                 frames = s.decode(packet)
             except av.FFmpegError:
                 continue
-            out += [(float((f.pts - start) * s.time_base), f.to_ndarray(format="rgb24")) for f in frames]
+            out += [(None if f.pts is None else float((f.pts - start) * s.time_base), f.to_ndarray(format="rgb24"))
+                    for f in frames]
     return out
 
 
@@ -68,6 +69,11 @@ def count_decoded(monkeypatch) -> list:
 
     monkeypatch.setattr(decode, "_Decoded", Counting)
     return decoded
+
+
+def linear_indices(path) -> list[int]:
+    """The coded index of every frame of a linear decode."""
+    return [frame_index(pixels) for _, pixels in linear(path)]
 
 
 def expected(ref, t, slack):
@@ -223,6 +229,82 @@ def test_empty_request_and_unknown_backend(generated):
     with pytest.raises(ValueError, match="unknown video decoder 'decord'; choose from pyav"):
         open_video(generated["long_gop"], backend="decord")
     assert "pyav" in DECODERS
+
+
+# --- containers that seek by timestamp, and raw streams, against a linear decode ----------------------------------
+
+CONTAINERS = {  # suffix -> codec; each with 2 B-frames between references and a keyframe every 12 frames
+    "ts": "libx264", "m2ts": "libx264", "flv": "libx264", "mpg": "mpeg2video",
+}
+
+
+@pytest.fixture(scope="module")
+def containers(tmp_path_factory):
+    d = tmp_path_factory.mktemp("containers")
+    return {ext: make_video(d / f"v.{ext}", num_frames=80, gop=12, bframes=2, codec=codec)
+            for ext, codec in CONTAINERS.items()}
+
+
+def frame_on_screen(ref, t, slack):
+    """Index into `ref` of the last frame at or before t + slack, else the first frame."""
+    return max((k for k, (u, _) in enumerate(ref) if u <= t + slack), default=0)
+
+
+@pytest.mark.parametrize("ext", list(CONTAINERS))
+def test_timestamp_seeking_containers_return_the_linear_decode_frames(containers, ext):
+    # Before the fix, a seek in these containers could land after the target's keyframe: `read` returned frames from
+    # the future (MPEG-TS, FLV), frames with other timestamps than a linear read gives (MPEG-PS), and `probe`
+    # counted fewer frames than decode.
+    path = containers[ext]
+    ref = linear(path)
+    rng = np.random.default_rng(len(ext))
+    requests = [np.arange(80) / 8, rng.uniform(-0.3, 10.3, 12), np.sort(rng.uniform(0, 10, 12))[::-1],
+                np.array([9.9, 0.0, 5.0, 5.1, 2.4]), *[rng.uniform(0, 10, 3) for _ in range(8)]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with open_video(path) as r:
+            assert r.info.duration == pytest.approx(10.0, abs=0.3) and r.info.fps == 8.0
+            assert r.count_decodable() == (len(ref), None) == (80, None)
+            slack = 0.5 / r.info.fps
+            for times in requests:
+                frames = r.read(times)
+                for k, t in enumerate(times):
+                    want_t, want = ref[frame_on_screen(ref, t, slack)]
+                    assert frames.pts[k] == want_t and frames.pts[k] <= max(t + slack, ref[0][0])
+                    assert np.array_equal(frames.data[k].permute(1, 2, 0).numpy(), want), (ext, t)
+
+
+@pytest.mark.parametrize("codec, ext", [("libx264", "h264"), ("libx265", "hevc")])
+def test_raw_streams_scan_their_duration_from_the_start(tmp_path, codec, ext):
+    # Before the fix, the scan began where probing the first frame had left off, and the tail was never sampled.
+    path = make_video(tmp_path / f"v.{ext}", num_frames=40, gop=8, codec=codec)
+    ref = linear_indices(path)
+    with open_video(path) as r:
+        assert r.info.fps == 25.0  # a raw stream has no timestamps; FFmpeg assumes 25 fps
+        assert r.info.num_frames == 40 and r.info.duration == pytest.approx(40 / 25)
+        frames = r.read(np.array([39, 0, 20, 38]) / 25)
+    assert [frame_index(x.numpy()) for x in frames.data] == [ref[39], ref[0], ref[20], ref[38]] == [39, 0, 20, 38]
+
+
+def test_a_damaged_stretch_warns_where_it_failed_and_later_frames_come_back(tmp_path):
+    path = make_video(tmp_path / "damaged.mp4", num_frames=48, gop=8)
+    with av.open(str(path)) as c:
+        packets = [(p.pos, p.size, round(float(p.pts * p.time_base) * 8)) for p in c.demux(video=0) if p.size]
+    data = bytearray(path.read_bytes())
+    damaged = [i for pos, size, i in packets if 19 <= i <= 21]
+    for pos, size, i in packets:
+        if i in damaged:
+            data[pos:pos + 4] = b"\xff\xff\xff\xff"  # a NAL length past the packet's end: the decoder rejects it
+    path.write_bytes(bytes(data))
+    ref = linear(path)
+    assert 19 / 8 not in [t for t, _ in ref] and 30 / 8 in [t for t, _ in ref]  # the file recovers
+    with open_video(path) as r:
+        with pytest.warns(VideoDecodeWarning, match=r"damaged\.mp4: decoding failed at 2\.38s of 6\.00s"):
+            frames = r.read(np.arange(48) / 8)
+    for k in range(48):
+        want_t, want = ref[frame_on_screen(ref, k / 8, 1 / 16)]
+        assert frames.pts[k] == want_t and np.array_equal(frames.data[k].permute(1, 2, 0).numpy(), want), k
+    assert frames.pts[21] < 19 / 8 and frames.pts[40] == 5.0
 
 
 # --- messy files --------------------------------------------------------------------------------------------------

@@ -47,6 +47,9 @@ _SEEK_BACK_S = (2.0, 8.0, 32.0)
 # Containers whose declared duration is an estimate that can fall short (MPEG-PS, raw elementary streams): the
 # duration is scanned from their packets instead.
 _SCAN_DURATION = {"mpeg", "h264", "hevc", "mpegvideo", "m4v"}
+# Containers read from the start, never by seeking: after a seek, FFmpeg's MPEG-PS demuxer gives the same frames other
+# timestamps than a linear read does (off by several frames).
+_NO_SEEK = {"mpeg"}
 
 
 class VideoDecodeError(InputError):
@@ -212,7 +215,9 @@ class PyAVReader(VideoReader):
         width, height = self._raw_size if self._rotation in (0, 180) else self._raw_size[::-1]
         if duration is None or fps is None or container in _SCAN_DURATION:
             duration, fps = self._scan_duration(fps)
-        self._seek(0.0)  # Matroska loads its keyframe index (cues) on the first seek: plans can use it from the start
+        self._seekable = self._seekable and container not in _NO_SEEK
+        if self._seekable:
+            self._seek(0.0)  # Matroska loads its keyframe index (cues) on the first seek: plans can use it at once
         return VideoInfo(self.path, container, codec, width, height, self._rotation, fps, duration, declared)
 
     def _check_encryption(self) -> None:
@@ -370,6 +375,8 @@ class PyAVReader(VideoReader):
                 if packet is not None:  # an error while flushing is the decoder's end-of-stream, not damage
                     failure = failure or _Failure(_reason(err), last if t is None else t)
             for frame in frames:
+                if first is None and plan.start is not None and not frame.key_frame:
+                    continue  # after a seek that missed a keyframe, frames before the next one may be garbage
                 pts = frame.pts if frame.pts is not None else frame.dts
                 t = max(last + self._step, 0.0) if pts is None else self._seconds(pts)
                 if t <= last:
