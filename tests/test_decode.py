@@ -64,8 +64,9 @@ def count_decoded(monkeypatch) -> list:
     decoded = []
 
     class Counting(decode._Decoded):
-        def __post_init__(self):
-            decoded.append(self.t)
+        def __init__(self, frame, t):
+            super().__init__(frame, t)
+            decoded.append(t)
 
     monkeypatch.setattr(decode, "_Decoded", Counting)
     return decoded

@@ -48,11 +48,12 @@ _SEEK_BACK_S = (2.0, 8.0, 32.0)
 # Containers whose declared duration is an estimate that can fall short (MPEG-PS, raw elementary streams): the
 # duration is scanned from their packets instead.
 _SCAN_DURATION = {"mpeg", "h264", "hevc", "mpegvideo", "m4v"}
-# Resizing in the decoder: swscale bicubic from YUV to YUV 4:4:4 at the output size, then colour conversion alone.
-# Measured against PIL bicubic of the RGB frame in docs/results/frontend.md; as close as one bicubic call to RGB with
-# full chroma interpolation, and faster.
-_SCALE = Interpolation.BICUBIC | Interpolation.ACCURATE_RND
-_CONVERT = Interpolation.POINT | Interpolation.ACCURATE_RND
+# Resizing in the decoder: one swscale call, bicubic with full chroma interpolation, from YUV straight to planar RGB
+# (gbrp) at the output size, so that frames come out channels-first with no transpose. Measured against PIL bicubic
+# of the RGB frame in docs/results/frontend.md.
+_SCALE = (Interpolation.BICUBIC | Interpolation.ACCURATE_RND | Interpolation.FULL_CHR_H_INT
+          | Interpolation.FULL_CHR_H_INP)
+_GBRP_TO_RGB = (1, 2, 0)  # the channel each gbrp plane (G, B, R) goes to
 # Containers read from the start, never by seeking: after a seek, FFmpeg's MPEG-PS demuxer gives the same frames other
 # timestamps than a linear read does (off by several frames).
 _NO_SEEK = {"mpeg"}
@@ -165,7 +166,7 @@ class PyAVReader(VideoReader):
         # One converter for every frame: `frame.to_ndarray(format=...)` builds a new scaler per frame, which cost
         # more than the conversion itself. One thread: on a busy machine scaler threads only add overhead.
         self._rgb = VideoReformatter()
-        self._scale = VideoReformatter()
+        self._scale = VideoReformatter()  # a second converter: each keeps its swscale context between frames
         self._open()
         try:
             self.info = self._probe()
@@ -261,7 +262,8 @@ class PyAVReader(VideoReader):
         decoding failed and how many requests it touched."""
         times = np.asarray(timestamps, dtype=np.float64).reshape(-1)
         width, height = self._raw_size if size is None else self._scaled_size(size, keep_aspect)
-        data = np.empty((len(times), height, width, 3), np.uint8)
+        # full frames are converted packed (channels-last), resized ones planar (channels-first)
+        data = np.empty((len(times), height, width, 3) if size is None else (len(times), 3, height, width), np.uint8)
         pts = np.empty(len(times))
         slack = 0.5 / self.info.fps
         order = np.argsort(times, kind="stable")
@@ -281,7 +283,7 @@ class PyAVReader(VideoReader):
                 if served is not None and answer is served[0]:
                     data[j], pts[j] = data[served[1]], pts[served[1]]
                     continue
-                data[j] = self._convert(answer.frame, size, width, height)
+                self._convert(answer.frame, data[j], size is not None)
                 pts[j], served = answer.t, (answer, j)
         # requests served by a frame well before them: the stream ended early or a stretch did not decode
         late = int(np.sum((pts + 2.0 / self.info.fps + slack < times) & (times < self.info.duration)))
@@ -294,7 +296,8 @@ class PyAVReader(VideoReader):
             warnings.warn(f"{self.path}: the stream ended early at {pts.max():.2f}s {where}; {late} of {len(times)} "
                           f"requested frames lie after it and repeat the last decoded frame", VideoDecodeWarning,
                           stacklevel=2)
-        frames = torch.from_numpy(data).permute(0, 3, 1, 2)
+        frames = torch.from_numpy(data)
+        frames = frames.permute(0, 3, 1, 2) if size is None else frames
         if self._rotation:
             frames = torch.rot90(frames, k=-self._rotation // 90, dims=(2, 3))  # negative k turns clockwise
         if size is not None and frames.shape[-2:] != (size, size):
@@ -309,13 +312,16 @@ class PyAVReader(VideoReader):
         scale = size / max(w, h)
         return max(1, round(w * scale)), max(1, round(h * scale))
 
-    def _convert(self, frame: av.VideoFrame, size: int | None, width: int, height: int) -> np.ndarray:
-        """A decoded frame -> (height, width, 3) uint8 RGB: colour conversion alone at the stored size, or resized
-        in YUV first."""
-        if size is None:
-            return self._rgb.reformat(frame, width, height, "rgb24", threads=1).to_ndarray()
-        yuv = self._scale.reformat(frame, width, height, "yuv444p", interpolation=_SCALE, threads=1)
-        return self._rgb.reformat(yuv, format="rgb24", interpolation=_CONVERT, threads=1).to_ndarray()
+    def _convert(self, frame: av.VideoFrame, out: np.ndarray, resize: bool) -> None:
+        """A decoded frame -> RGB into `out`: uint8 (height, width, 3) at the stored size, or with `resize`
+        (3, height, width) resized by swscale."""
+        if not resize:
+            out[:] = self._rgb.reformat(frame, format="rgb24", threads=1).to_ndarray()
+            return
+        height, width = out.shape[1:]
+        planar = self._scale.reformat(frame, width, height, "gbrp", interpolation=_SCALE, threads=1)
+        for channel, plane in zip(_GBRP_TO_RGB, planar.planes):
+            out[channel] = np.frombuffer(plane, np.uint8).reshape(height, plane.line_size)[:, :width]
 
     def _plan(self, targets: np.ndarray) -> list[_Pass]:
         """Sorted targets (N,) seconds -> the passes that serve them, in order: a new pass, starting with a seek,
@@ -354,11 +360,9 @@ class PyAVReader(VideoReader):
 
     def _decode_pass(self, plan: _Pass) -> _PassResult:
         """Position the demuxer, then decode in presentation order until every target's frame is known (frames out
-        of order are dropped). With T the current target, a non-reference frame is not decoded when a packet seen
-        shows a later frame still no later than T, since it can serve neither T nor a later target; nor, at the
-        pass's last target, if it is later than T. Once no packet left can be at or before the last target (one has
-        a decode time past it), the decoder is drained instead of being fed frames that the next pass's seek would
-        throw away."""
+        of order are dropped). A non-reference frame is not decoded when it can answer no target (`_useless`). Once
+        no packet left can be at or before the last target (one has a decode time past it), the decoder is drained
+        instead of being fed frames that the next pass's seek would throw away."""
         if plan.start is None:
             self._rewind()
         else:
@@ -390,8 +394,7 @@ class PyAVReader(VideoReader):
                 packet, t = None, None  # drain: every frame up to the last target is in the decoder
             else:
                 packet, t, _ = window.popleft()
-                ctx.skip_frame = "NONREF" if plan.skip and t is not None and (
-                    any(t < u <= targets[k] for u in recent) or (k == n - 1 and t > targets[k])) else "DEFAULT"
+                ctx.skip_frame = "NONREF" if plan.skip and t is not None and _useless(t, targets, recent) else "DEFAULT"
                 if t is not None and packet.size:
                     first_sent = min(first_sent, t)
                     sent.append(t)
@@ -456,6 +459,14 @@ def _pad_square(frames: torch.Tensor, size: int) -> torch.Tensor:
     top, left = (size - h) // 2, (size - w) // 2
     out[:, :, top:top + h, left:left + w] = frames
     return out
+
+
+def _useless(t: float, targets: np.ndarray, recent: deque) -> bool:
+    """Whether a frame at t can answer no target of the pass: it lies past the last one, or a packet seen holds a
+    later frame still at or before the first target at or after t. Decided per packet, not from the target being
+    served: a threaded decoder outputs frames several packets after they are sent."""
+    j = np.searchsorted(targets, t)
+    return j == len(targets) or any(t < u <= targets[j] for u in recent)
 
 
 def _nothing_left_for(window, target: float) -> bool:
