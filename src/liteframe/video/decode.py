@@ -185,15 +185,18 @@ class PyAVReader(VideoReader):
         if self._container.streams.video:
             self._stream = self._container.streams.video[0]
             self._stream.thread_type = "AUTO"
+        self._fresh = True  # nothing read since the open
 
     def _rewind(self) -> None:
         """Back to the first packet of the file: a fresh open, since some demuxers cannot seek there exactly."""
-        self._container.close()
-        self._open()
+        if not self._fresh:
+            self._container.close()
+            self._open()
 
     def _seek(self, t: float) -> None:
         """Position the demuxer at (or, for timestamp-seeking containers, near) the keyframe at or before t seconds;
         formats that cannot seek (raw streams) are reopened and read from the start."""
+        self._fresh = False
         try:
             self._container.seek(self._start + int(t / self._tb), stream=self._stream, backward=True)
         except av.FFmpegError:
@@ -230,6 +233,7 @@ class PyAVReader(VideoReader):
 
     def _check_encryption(self) -> None:
         # Encrypted samples decode to noise or fail deep in the codec; say what they are instead.
+        self._fresh = False
         packet = next((p for p in self._container.demux(self._stream) if p.size), None)
         if packet is not None and av.packet.PacketSideData.from_packet(packet, "encryption_info"):
             raise VideoDecodeError(f"{self.path}: the video stream is encrypted; decrypt it first")
@@ -246,6 +250,7 @@ class PyAVReader(VideoReader):
     def _scan_duration(self, fps: float | None) -> tuple[float, float]:
         """(duration, fps) from demuxing the whole stream from its first packet (no decoding)."""
         self._rewind()
+        self._fresh = False
         packets = [p.pts for p in self._container.demux(self._stream) if p.size]
         times = np.sort([(pts - self._start) * float(self._tb) for pts in packets if pts is not None])
         if fps is None:
@@ -367,6 +372,7 @@ class PyAVReader(VideoReader):
             self._rewind()
         else:
             self._seek(plan.start)
+        self._fresh = False
         targets, n = plan.targets, len(plan.targets)
         answers: list[_Decoded | None] = [None] * n
         k, cur, first, last = 0, None, None, -math.inf
@@ -440,6 +446,7 @@ class PyAVReader(VideoReader):
         """Decode every frame from the first packet of the file, past damaged stretches: (how many decode, the
         first error or None)."""
         self._rewind()
+        self._fresh = False
         count, failure = 0, None
         for packet in self._container.demux(self._stream):
             try:
