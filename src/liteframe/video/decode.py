@@ -260,9 +260,10 @@ class PyAVReader(VideoReader):
         return float(times[-1]) + 1.0 / fps, fps
 
     def read(self, timestamps: Sequence[float], size: int | None = None, keep_aspect: bool = False) -> Frames:
-        """Frames shown at `timestamps` (seconds): (N,) -> Frames((N, 3, H, W) uint8 stored channels-last, (N,)
-        float64), in request order. With `size`, each frame is resized by swscale straight from YUV to size x size
-        RGB (H = W = size; `keep_aspect`: fitted inside and padded with `PAD_VALUE`), never converted at full size.
+        """Frames shown at `timestamps` (seconds): (N,) -> Frames((N, 3, H, W) uint8, (N,) float64), in request
+        order; full-size frames are stored channels-last. With `size`, each frame is resized by swscale straight
+        from YUV to size x size RGB, stored channels-first (`keep_aspect`: fitted inside and padded with
+        `PAD_VALUE`), never converted at full size.
         Frames that do not decode are replaced by the last frame decoded before them, with a warning that says where
         decoding failed and how many requests it touched."""
         times = np.asarray(timestamps, dtype=np.float64).reshape(-1)
