@@ -218,7 +218,6 @@ class PyAVReader(VideoReader):
         fps = float(rate) if rate else (declared / duration if declared and duration else None)
         self._step = 1.0 / (fps or 25.0)  # spacing for frames without timestamps (raw streams)
         container, codec = c.format.name.split(",")[0], s.codec_context.name  # before a reopen replaces them
-        self._check_encryption()
         first = self._first_frame()
         self._first_t = first.t
         self._rotation = (-first.frame.rotation) % 360  # PyAV reports the counter-clockwise angle
@@ -231,21 +230,24 @@ class PyAVReader(VideoReader):
             self._seek(0.0)  # Matroska loads its keyframe index (cues) on the first seek: plans can use it at once
         return VideoInfo(self.path, container, codec, width, height, self._rotation, fps, duration, declared)
 
-    def _check_encryption(self) -> None:
-        # Encrypted samples decode to noise or fail deep in the codec; say what they are instead.
-        self._fresh = False
-        packet = next((p for p in self._container.demux(self._stream) if p.size), None)
-        if packet is not None and av.packet.PacketSideData.from_packet(packet, "encryption_info"):
-            raise VideoDecodeError(f"{self.path}: the video stream is encrypted; decrypt it first")
-        self._rewind()
-
     def _first_frame(self) -> _Decoded:
-        """The first frame of the stream, decoded from the first packet of the file."""
-        result = self._decode_pass(_Pass(np.array([-math.inf]), None, skip=False))
-        if result.first is None:
-            why = result.failure.reason if result.failure else "the stream holds no frame"
-            raise VideoDecodeError(f"{self.path}: no decodable video frames ({why})")
-        return result.first
+        """The first frame of the stream, decoded from the first packet of the file (the file as opened: no second
+        open). Encrypted samples decode to noise or fail deep in the codec: the first packet says what they are."""
+        self._fresh, checked, failure = False, False, "the stream holds no frame"
+        for packet in self._container.demux(self._stream):
+            if packet.size and not checked:
+                checked = True
+                if av.packet.PacketSideData.from_packet(packet, "encryption_info"):
+                    raise VideoDecodeError(f"{self.path}: the video stream is encrypted; decrypt it first")
+            try:
+                frames = self._stream.decode(packet)
+            except av.FFmpegError as err:
+                failure = _reason(err)
+                continue
+            if frames:
+                pts = frames[0].pts if frames[0].pts is not None else frames[0].dts
+                return _Decoded(frames[0], 0.0 if pts is None else self._seconds(pts))
+        raise VideoDecodeError(f"{self.path}: no decodable video frames ({failure})")
 
     def _scan_duration(self, fps: float | None) -> tuple[float, float]:
         """(duration, fps) from demuxing the whole stream from its first packet (no decoding)."""
