@@ -12,7 +12,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from liteframe.video import DECODERS, VideoDecodeError, VideoDecodeWarning, open_video
-from liteframe.video.decode import PyAVReader
+from liteframe.video import decode
 from videos import REAL_VIDEOS, frame_image, frame_index, make_audio_only, make_video
 
 VFR_PTS = np.cumsum([0.0] + [0.05 if i % 3 else 0.3 for i in range(29)])  # 30 frames, 20 fps and ~3 fps mixed
@@ -32,6 +32,24 @@ def generated(tmp_path_factory):
     }
 
 
+def linear(path):
+    """The oracle: every frame's (time, RGB pixels), decoded front to back, packets that fail skipped. With the
+    reader's threading: after damage, FFmpeg's error concealment differs between threaded and unthreaded decoding."""
+    out = []
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        s.thread_type = "AUTO"
+        start = s.start_time or 0
+        for packet in c.demux(s):
+            try:
+                frames = s.decode(packet)
+            except av.FFmpegError:
+                continue
+            out += [(None if f.pts is None else float((f.pts - start) * s.time_base), f.to_ndarray(format="rgb24"))
+                    for f in frames]
+    return out
+
+
 @functools.cache
 def reference(path):
     """Brute force: every frame's (time, coded index), decoded front to back with PyAV."""
@@ -39,6 +57,24 @@ def reference(path):
         s = c.streams.video[0]
         start = s.start_time or 0
         return [(float((f.pts - start) * s.time_base), frame_index(f.to_ndarray(format="rgb24"))) for f in c.decode(s)]
+
+
+def count_decoded(monkeypatch) -> list:
+    """From now on, the times of the frames the reader decodes (every frame it receives from the decoder)."""
+    decoded = []
+
+    class Counting(decode._Decoded):
+        def __init__(self, frame, t):
+            super().__init__(frame, t)
+            decoded.append(t)
+
+    monkeypatch.setattr(decode, "_Decoded", Counting)
+    return decoded
+
+
+def linear_indices(path) -> list[int]:
+    """The coded index of every frame of a linear decode."""
+    return [frame_index(pixels) for _, pixels in linear(path)]
 
 
 def expected(ref, t, slack):
@@ -108,17 +144,20 @@ def test_rotation_puts_the_top_left_marker_where_the_display_would(tmp_path, rot
     assert all(v.mean() < 200 for k, v in corners.items() if k != white)
 
 
-def test_corrupted_file_keeps_what_decoded_and_warns():
+def test_corrupted_file_recovers_after_the_damaged_packet_and_warns_where():
+    # one packet (the frame at 3.0 s) fails to decode; FFmpeg recovers from the next one, as a linear decode shows
+    ref = linear(REAL_VIDEOS / "corrupted.mp4")
+    assert [t for t, _ in ref] == [round(i / 10, 1) for i in range(50) if i != 30]
     with open_video(REAL_VIDEOS / "corrupted.mp4") as r:
         assert r.info.frame_count == 50
-        times = np.linspace(0, 4.9, 8)
-        with pytest.warns(VideoDecodeWarning, match=r"corrupted\.mp4: decoding failed.*at 2\.70s of 5\.00s; 3 of 8"):
-            frames = r.read(times)
-        assert r.count_decodable() == (28, "Invalid data found when processing input")
-    assert frames.data.shape == (8, 3, 720, 1280)
-    pts = frames.pts.numpy()
-    assert pts[-1] == pytest.approx(2.7) and np.all(np.diff(pts) >= 0)
-    assert torch.equal(frames.data[-1], frames.data[-3])
+        with pytest.warns(VideoDecodeWarning, match=r"corrupted\.mp4: decoding failed at 3\.00s of 5\.00s \(Invalid"):
+            frames = r.read(np.arange(50) / 10)
+        assert r.count_decodable() == (49, "Invalid data found when processing input")
+    expected_t = [t for t, _ in ref]
+    expected_t.insert(30, 2.9)  # the frame on screen at 3.0 s is the last one decoded before it
+    np.testing.assert_allclose(frames.pts.numpy(), expected_t)
+    for k, (t, pixels) in enumerate(ref):
+        assert np.array_equal(frames.data[k + (k >= 30)].permute(1, 2, 0).numpy(), pixels)
 
 
 # --- the frame rule against brute force, on generated files with B-frames and variable frame rate ---------------
@@ -164,17 +203,8 @@ def test_variable_frame_rate_returns_the_frame_on_screen(generated):
 
 
 def test_sparse_read_decodes_only_near_its_targets(generated, monkeypatch):
-    decoded = []
-    original = PyAVReader._decode_all
-
-    def counting(self):
-        for d in original(self):
-            decoded.append(d.t)
-            yield d
-
-    monkeypatch.setattr(PyAVReader, "_decode_all", counting)
     with open_video(generated["short_gop"]) as r:  # 96 frames, keyframe every 8
-        decoded.clear()
+        decoded = count_decoded(monkeypatch)
         frames = r.read([90 / 8, 30 / 8, 31 / 8])
     assert [frame_index(x.numpy()) for x in frames.data] == [90, 30, 31]
     assert len(decoded) <= 2 * 8 + 4  # two GOPs (plus decoder look-ahead), not 96 frames
@@ -186,16 +216,8 @@ def test_b_frames_that_cannot_be_the_answer_are_not_decoded(tmp_path, monkeypatc
     with av.open(str(path)) as c:
         keys = [round(float(p.pts * p.time_base) * 8) for p in c.demux(video=0) if p.is_keyframe]
     gop_start = max(k for k in keys if k <= target)
-    decoded = []
-    original = PyAVReader._decode_all
-
-    def counting(self):
-        for d in original(self):
-            decoded.append(d)
-            yield d
-
     with open_video(path) as r:
-        monkeypatch.setattr(PyAVReader, "_decode_all", counting)
+        decoded = count_decoded(monkeypatch)
         frames = r.read([target / 8])
     assert frame_index(frames.data[0].numpy()) == target
     # everything from the keyframe to the target would be target - gop_start + 1 frames, plus one look-ahead
@@ -208,6 +230,82 @@ def test_empty_request_and_unknown_backend(generated):
     with pytest.raises(ValueError, match="unknown video decoder 'decord'; choose from pyav"):
         open_video(generated["long_gop"], backend="decord")
     assert "pyav" in DECODERS
+
+
+# --- containers that seek by timestamp, and raw streams, against a linear decode ----------------------------------
+
+CONTAINERS = {  # suffix -> codec; each with 2 B-frames between references and a keyframe every 12 frames
+    "ts": "libx264", "m2ts": "libx264", "flv": "libx264", "mpg": "mpeg2video",
+}
+
+
+@pytest.fixture(scope="module")
+def containers(tmp_path_factory):
+    d = tmp_path_factory.mktemp("containers")
+    return {ext: make_video(d / f"v.{ext}", num_frames=80, gop=12, bframes=2, codec=codec)
+            for ext, codec in CONTAINERS.items()}
+
+
+def frame_on_screen(ref, t, slack):
+    """Index into `ref` of the last frame at or before t + slack, else the first frame."""
+    return max((k for k, (u, _) in enumerate(ref) if u <= t + slack), default=0)
+
+
+@pytest.mark.parametrize("ext", list(CONTAINERS))
+def test_timestamp_seeking_containers_return_the_linear_decode_frames(containers, ext):
+    # Before the fix, a seek in these containers could land after the target's keyframe: `read` returned frames from
+    # the future (MPEG-TS, FLV), frames with other timestamps than a linear read gives (MPEG-PS), and `probe`
+    # counted fewer frames than decode.
+    path = containers[ext]
+    ref = linear(path)
+    rng = np.random.default_rng(len(ext))
+    requests = [np.arange(80) / 8, rng.uniform(-0.3, 10.3, 12), np.sort(rng.uniform(0, 10, 12))[::-1],
+                np.array([9.9, 0.0, 5.0, 5.1, 2.4]), *[rng.uniform(0, 10, 3) for _ in range(8)]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with open_video(path) as r:
+            assert r.info.duration == pytest.approx(10.0, abs=0.3) and r.info.fps == 8.0
+            assert r.count_decodable() == (len(ref), None) == (80, None)
+            slack = 0.5 / r.info.fps
+            for times in requests:
+                frames = r.read(times)
+                for k, t in enumerate(times):
+                    want_t, want = ref[frame_on_screen(ref, t, slack)]
+                    assert frames.pts[k] == want_t and frames.pts[k] <= max(t + slack, ref[0][0])
+                    assert np.array_equal(frames.data[k].permute(1, 2, 0).numpy(), want), (ext, t)
+
+
+@pytest.mark.parametrize("codec, ext", [("libx264", "h264"), ("libx265", "hevc")])
+def test_raw_streams_scan_their_duration_from_the_start(tmp_path, codec, ext):
+    # Before the fix, the scan began where probing the first frame had left off, and the tail was never sampled.
+    path = make_video(tmp_path / f"v.{ext}", num_frames=40, gop=8, codec=codec)
+    ref = linear_indices(path)
+    with open_video(path) as r:
+        assert r.info.fps == 25.0  # a raw stream has no timestamps; FFmpeg assumes 25 fps
+        assert r.info.num_frames == 40 and r.info.duration == pytest.approx(40 / 25)
+        frames = r.read(np.array([39, 0, 20, 38]) / 25)
+    assert [frame_index(x.numpy()) for x in frames.data] == [ref[39], ref[0], ref[20], ref[38]] == [39, 0, 20, 38]
+
+
+def test_a_damaged_stretch_warns_where_it_failed_and_later_frames_come_back(tmp_path):
+    path = make_video(tmp_path / "damaged.mp4", num_frames=48, gop=8)
+    with av.open(str(path)) as c:
+        packets = [(p.pos, p.size, round(float(p.pts * p.time_base) * 8)) for p in c.demux(video=0) if p.size]
+    data = bytearray(path.read_bytes())
+    damaged = [i for pos, size, i in packets if 19 <= i <= 21]
+    for pos, size, i in packets:
+        if i in damaged:
+            data[pos:pos + 4] = b"\xff\xff\xff\xff"  # a NAL length past the packet's end: the decoder rejects it
+    path.write_bytes(bytes(data))
+    ref = linear(path)
+    assert 19 / 8 not in [t for t, _ in ref] and 30 / 8 in [t for t, _ in ref]  # the file recovers
+    with open_video(path) as r:
+        with pytest.warns(VideoDecodeWarning, match=r"damaged\.mp4: decoding failed at 2\.38s of 6\.00s"):
+            frames = r.read(np.arange(48) / 8)
+    for k in range(48):
+        want_t, want = ref[frame_on_screen(ref, k / 8, 1 / 16)]
+        assert frames.pts[k] == want_t and np.array_equal(frames.data[k].permute(1, 2, 0).numpy(), want), k
+    assert frames.pts[21] < 19 / 8 and frames.pts[40] == 5.0
 
 
 # --- messy files --------------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Preprocessing against PIL (what InternVL resizes with) and a float64 normalisation; load_video end to end."""
+"""Preprocessing against PIL (what InternVL resizes with) and a float64 normalisation; load_video and stream_video
+end to end."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,7 +8,9 @@ import torch
 from hypothesis import given, settings, strategies as st
 from PIL import Image
 
-from liteframe.video import load_video, preprocess
+import threading
+
+from liteframe.video import VideoDecodeError, load_video, normalize, open_video, preprocess, sample_frames, stream_video
 from liteframe.video.preprocess import IMAGENET_MEAN, IMAGENET_STD, PAD_VALUE
 from videos import REAL_VIDEOS
 
@@ -82,3 +85,84 @@ def test_load_video_end_to_end():
     assert -2.2 < pixels.min() < pixels.max() < 2.7 and not sample.repeated
     uniform, s2 = load_video(REAL_VIDEOS / "bbb_short.mp4", num_frames=4, strategy="uniform", size=56)
     assert uniform.shape == (4, 3, 56, 56) and list(s2.indices) == [31, 93, 156, 218]
+
+
+# --- the swscale path: decoder resizes from YUV, the device only normalises ----------------------------------------
+
+def test_normalize_is_the_float64_formula():
+    x = torch.randint(0, 256, (3, 3, 5, 7), dtype=torch.uint8)
+    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float64).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=torch.float64).view(1, 3, 1, 1)
+    out = normalize(x)
+    assert out.dtype == torch.float32 and out.shape == x.shape
+    torch.testing.assert_close(out.double(), (x.double() / 255 - mean) / std, atol=1e-6, rtol=0)
+    assert normalize(x, dtype=torch.bfloat16).dtype == torch.bfloat16
+
+
+def pil_reference_uint8(rgb: np.ndarray, size: int) -> np.ndarray:
+    """InternVL's resize of a decoded RGB frame (H, W, 3) -> (size, size, 3) uint8."""
+    return np.array(Image.fromarray(rgb).resize((size, size), Image.BICUBIC))
+
+
+@pytest.mark.parametrize("name", ["bbb_short.mp4", "flipping_a_pancake.mkv"])
+def test_swscale_resize_is_close_to_pil_bicubic_of_the_rgb_frame(name):
+    # measured bounds (docs/results/frontend.md): swscale's bicubic (B=0, C=0.6) and its chroma interpolation differ
+    # from PIL's (a=-0.5) applied after a full-size RGB conversion, by about one uint8 level on average
+    with open_video(REAL_VIDEOS / name) as r:
+        times = [1.0, 5.0]
+        full = r.read(times).data.permute(0, 2, 3, 1).numpy()
+        small = r.read(times, size=112).data.permute(0, 2, 3, 1).numpy()
+    assert small.shape == (2, 112, 112, 3)
+    for f, s in zip(full, small):
+        err = np.abs(s.astype(int) - pil_reference_uint8(f, 112))
+        assert err.mean() < 2.0 and np.percentile(err, 99) < 16
+
+
+def test_swscale_resize_keeps_rotation_and_pads_with_the_mean_colour():
+    with open_video(REAL_VIDEOS / "video_90.mov") as r:  # stored 568x320 landscape, displayed portrait
+        full = r.read([0.5]).data
+        square = r.read([0.5], size=64).data
+        padded = r.read([0.5], size=64, keep_aspect=True).data
+    want = torch.from_numpy(pil_reference_uint8(full[0].permute(1, 2, 0).numpy(), 64)).permute(2, 0, 1)
+    assert (square[0].int() - want.int()).abs().float().mean() < 3  # rotated before comparing: a wrong turn is ~40
+    # portrait 320x568 fitted into 64: 36 columns of picture, 14 columns of padding each side
+    assert padded.shape == (1, 3, 64, 64)
+    pad = torch.tensor(PAD_VALUE, dtype=torch.uint8).view(3, 1, 1)
+    assert torch.equal(padded[0, :, :, :14], pad.expand(3, 64, 14))
+    assert torch.equal(padded[0, :, :, 50:], pad.expand(3, 64, 14))
+    torch_path = preprocess(full, 64, keep_aspect=True)
+    assert (normalize(padded) - torch_path).abs().mean() < 0.1
+
+
+def test_load_video_swscale_against_torch_resize():
+    a, sa = load_video(REAL_VIDEOS / "flipping_a_pancake.mkv", num_frames=4, size=56)
+    b, sb = load_video(REAL_VIDEOS / "flipping_a_pancake.mkv", num_frames=4, size=56, resize="torch")
+    np.testing.assert_array_equal(sa.indices, sb.indices)
+    assert a.shape == b.shape == (4, 3, 56, 56) and (a - b).abs().mean() < 0.05
+    with pytest.raises(ValueError, match="unknown resize 'pil'"):
+        load_video(REAL_VIDEOS / "flipping_a_pancake.mkv", num_frames=4, size=56, resize="pil")
+
+
+# --- stream_video: background decoding through a bounded queue ----------------------------------------------------
+
+def test_stream_video_chunks_equal_one_read():
+    with open_video(REAL_VIDEOS / "bbb_short.mp4") as r:
+        sample = sample_frames(r.info, 12, "clips")
+        whole = normalize(r.read(sample.timestamps, size=56).data)
+    stream = stream_video(REAL_VIDEOS / "bbb_short.mp4", sample, chunk_frames=5, size=56, dtype=torch.float64)
+    chunks = list(stream)
+    assert [c.start for c in chunks] == [0, 5, 10] and [len(c.pixels) for c in chunks] == [5, 5, 2]
+    assert all(c.pixels.dtype == torch.float64 for c in chunks)
+    torch.testing.assert_close(torch.cat([c.pixels for c in chunks]).float(), whole)
+    np.testing.assert_allclose(torch.cat([c.pts for c in chunks]).numpy(), sample.timestamps)
+    assert stream.decode_s > 0 and 0 <= stream.wait_s
+
+
+def test_stream_video_raises_the_workers_error_and_stops_when_left_early(tmp_path):
+    with pytest.raises(VideoDecodeError, match="no such file"):
+        list(stream_video(tmp_path / "missing.mp4", [0.0], chunk_frames=1, size=32))
+    before = threading.active_count()
+    for chunk in stream_video(REAL_VIDEOS / "bbb_short.mp4", np.arange(40) / 4, chunk_frames=2, size=32,
+                              prefetch=1):
+        break  # the worker blocks on a full queue: leaving must not hang and must end the thread
+    assert threading.active_count() == before and chunk.pixels.shape == (2, 3, 32, 32)

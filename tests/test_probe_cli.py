@@ -1,6 +1,7 @@
 """`liteframe probe`, `liteframe frames` and `liteframe bench decode` through the command line."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -31,7 +32,8 @@ def test_probe_real_files_one_line_each(capsys):
     assert lines[0].endswith("bbb_short.mp4: mov h264 320x176 rotation 0, 25 fps, 10.00 s, frames declared 250, "
                              "decodable 250")
     assert "matroska h264 426x240" in lines[1] and "frames declared none, decodable 310" in lines[1]
-    assert "frames declared 50, decodable 28 (decoding stops: Invalid data" in lines[2]
+    # one packet (3.0 s) fails and decoding recovers after it
+    assert "frames declared 50, decodable 49 (some frames fail to decode: Invalid data" in lines[2]
     assert "320x568 rotation 90" in lines[3]
 
 
@@ -99,10 +101,31 @@ def test_bench_decode_tiny(tmp_path, capsys):
     assert main(["bench", "decode", "--minutes", "0.02", "--frames", "8", "--repeats", "1",
                  "--cache-dir", str(tmp_path), "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert [r["method"] for r in rows] == ["liteframe sparse (uniform)", "liteframe sparse (clips)",
-                                           "liteframe sparse (fps)", "decode every frame, RGB every frame",
-                                           "decode every frame, RGB sampled only"]
+    libs = ["liteframe", "decord"] if importlib.util.find_spec("decord") else ["liteframe"]
+    assert [r["method"] for r in rows[:-2]] == [f"{lib} sparse ({s})" for s in ("uniform", "clips", "fps")
+                                               for lib in libs]
+    assert [r["method"] for r in rows[-2:]] == ["decode every frame, RGB every frame",
+                                                "decode every frame, RGB sampled only"]
     assert rows[-2]["speedup"] == 1.0 and rows[-1]["speedup (decode)"] == 1.0
     assert all(r["decoded/s"] == pytest.approx(36 / r["seconds"]) for r in rows[-2:])
     assert all(r["seconds"] > 0 and r["speedup"] > 0 for r in rows)
+    # every sampled frame checked against the full decode: liteframe's are exact
+    assert all(r["other frames"] == 0 for r in rows if r["method"].startswith("liteframe"))
     assert len(list((tmp_path / "liteframe" / "bench").glob("*.mp4"))) == 1  # cached, no partial files left
+
+
+def test_bench_decode_notes_a_missing_decord_and_runs_the_frontend_table(tmp_path, monkeypatch):
+    from liteframe.bench import decode as bench
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "decord" else real(name, *a))
+    rows = bench.run(minutes=0.02, num_frames=4, repeats=1, cache_dir=str(tmp_path))
+    assert rows[-1] == {"method": "decord", "note": "not installed: pip install 'liteframe[bench]'"}
+    assert not any(r["method"].startswith("decord sparse") for r in rows)
+    monkeypatch.setattr(bench, "FRONTEND_SECONDS", 1)
+    monkeypatch.setattr(bench, "FRONTEND_FRAMES", 8)
+    monkeypatch.setattr(bench, "FRONTEND_SIZE", 32)
+    rows = bench.run(frontend=True, repeats=1, cache_dir=str(tmp_path))
+    assert [r["method"] for r in rows] == [bench.PLAIN, "load_video 8 frames @32 (swscale)",
+                                           "load_video 8 frames @32 (torch)"]
+    assert rows[0]["x plain"] == 1.0 and all(r["seconds"] > 0 for r in rows)

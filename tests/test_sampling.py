@@ -119,3 +119,28 @@ def test_training_sampler_for_short_distillation_clips():
         assert len(s) == 8 and not s.repeated
         steps = np.diff(s.timestamps.reshape(2, 4), axis=1)
         assert np.all((steps >= 0.25 - 1 / 30) & (steps <= 1.0 + 1 / 30))
+
+
+@pytest.mark.parametrize("compression, clip", [(4, 1), (16, 4), (64, 4), ((8, 2, 2), 8)])
+def test_clip_length_comes_from_the_compression(compression, clip):
+    v = info(600.0)
+    s = sample_frames(v, 16, "clips", compression=compression)
+    steps = np.diff(s.timestamps.reshape(16 // clip, clip), axis=1)
+    np.testing.assert_allclose(steps, 1.0, atol=1.01 / v.fps)  # 1 fps inside a clip
+    gaps = s.timestamps.reshape(16 // clip, clip)[1:, 0] - s.timestamps.reshape(16 // clip, clip)[:-1, -1]
+    assert np.all(gaps > 2.0)  # between clips: the rest of the video, spread evenly
+    t = TrainSampler(budgets=(16,), compression=compression)(v, 0).timestamps.reshape(16 // clip, clip)
+    assert np.all(np.diff(t, axis=1) <= 1.01) and (clip == 1 or np.all(t[1:, 0] - t[:-1, -1] >= 0))
+    if clip > 1:
+        with pytest.raises(ValueError, match=f"multiple of {clip}"):
+            sample_frames(v, clip + 1, "clips", compression=compression)
+
+
+@settings(max_examples=30, deadline=None)
+@given(v=videos, n=budgets, rate=st.floats(0.5, 8.0))
+def test_clips_take_a_target_rate_for_their_spacing(v, n, rate):
+    # what LMA does per sample: a drawn budget and frame rate; frames inside a clip are at max(rate, n / duration)
+    assume(v.num_frames >= 8 * n and v.duration * min(rate, v.fps) >= n)
+    s = sample_frames(v, n, "clips", rate=rate, compression=16)
+    step = np.diff(s.timestamps.reshape(n // 4, 4), axis=1)
+    np.testing.assert_allclose(step, 1 / max(rate, n / (v.num_frames / v.fps)), atol=1.01 / v.fps)

@@ -75,11 +75,16 @@ def _add_bench_decode(bench) -> None:
     p.add_argument("--cache-dir", default=None, help="where the generated video is kept (default ~/.cache)")
     p.add_argument("--content", choices=("noise", "natural"), default="noise",
                    help="generated picture: a drifting noise texture, or moving gradients and shapes with mild noise")
+    p.add_argument("--frontend", action="store_true",
+                   help="instead: load_video of 64 frames at 448 px from a 10 s clip against a plain decode")
 
     def run(a):
         from liteframe.bench.decode import run as run_bench
+        from liteframe.tables import print_rows
 
-        run_bench(a.minutes, a.frames, a.keyframe_s, a.repeats, a.cache_dir, a.json, a.content)
+        rows = run_bench(minutes=a.minutes, num_frames=a.frames, keyframe_s=a.keyframe_s, repeats=a.repeats,
+                         cache_dir=a.cache_dir, content=a.content, frontend=a.frontend)
+        print_rows(rows, a.json, list(dict.fromkeys(key for row in rows for key in row)))
 
     p.set_defaults(func=run)
 

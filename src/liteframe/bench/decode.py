@@ -1,4 +1,5 @@
-"""`liteframe bench decode`: sampling a frame budget from a long H.264 video against decoding every frame of it.
+"""`liteframe bench decode`: sampling a frame budget from a long H.264 video against decoding every frame of it and
+against decord; `--frontend`: `load_video` of a short clip against a plain decode of every frame.
 
 The video is synthetic (1280x720, 30 fps, a keyframe every 2 s by default, 3 B-frames between references), generated
 once with x264 ultrafast and cached. Its content is either `noise` (a drifting noise texture: keyframes are about
@@ -6,13 +7,18 @@ once with x264 ultrafast and cached. Its content is either `noise` (a drifting n
 Every strategy returns the same decoded RGB frames a model would get. Two baselines decode every frame with the same
 PyAV decoder (thread_type AUTO): one converts every frame to RGB, as a naive loader does (one reused converter, so
 the baseline is not slowed by PyAV building a scaler per frame); the other converts only the sampled frames, so its
-ratio measures decoding work alone. decord and torchcodec do not install here and are reported as skipped.
+ratio measures decoding work alone. decord (the optional `[bench]` extra) reads the same frame indices with
+`get_batch`; a row notes it when it is not installed. Every sampled frame is checked against the full decode: exact
+for liteframe, and decord's differing frame choices are counted.
+
+`--frontend` times the model's whole front end on a 10 s clip of the same video: `load_video` of 64 frames at 448 px
+with each resize path (`swscale`, `torch`) against a plain PyAV decode of every frame with no conversion, the floor
+any decoder pays.
 """
 from __future__ import annotations
 
 import importlib.util
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,9 +28,7 @@ import numpy as np
 
 from av.video.reformatter import VideoReformatter
 
-from liteframe.tables import print_rows
-from liteframe.video.decode import open_video
-from liteframe.video.sampling import sample_frames
+from liteframe.video import load_video, open_video, sample_frames
 
 WIDTH, HEIGHT, FPS = 1280, 720, 30
 CONTENTS = ("noise", "natural")
@@ -115,7 +119,7 @@ def _encode(path: Path, num_frames: int, keyint: int, planes) -> None:
         out.mux(stream.encode())
 
 
-def _full_decode(path: Path, indices: np.ndarray, convert_all: bool) -> None:
+def _full_decode(path: Path, indices: np.ndarray, convert_all: bool) -> np.ndarray:
     """Decode every frame front to back (PyAV, thread_type AUTO) and keep the sampled ones in one (N, H, W, 3) array
     as the sparse path does; `convert_all` converts every frame to RGB on the way, as a naive loader does."""
     out = np.empty((len(indices), HEIGHT, WIDTH, 3), np.uint8)
@@ -131,48 +135,105 @@ def _full_decode(path: Path, indices: np.ndarray, convert_all: bool) -> None:
                 array = rgb.reformat(frame, format="rgb24", threads=1).to_ndarray()
                 if index in rows:
                     out[rows[index]] = array
+    return out
+
+
+def _plain_decode(path: Path) -> int:
+    """Decode every frame, no conversion: the floor of any decoder."""
+    with av.open(str(path)) as c:
+        stream = c.streams.video[0]
+        stream.thread_type = "AUTO"
+        return sum(1 for _ in c.decode(stream))
+
+
+def _sparse(path: Path, sample) -> np.ndarray:
+    with open_video(path) as reader:  # a fresh open each time: the cost a data loader pays per video
+        return reader.read(sample.timestamps).data.permute(0, 2, 3, 1).numpy()
+
+
+def _decord(path: Path, sample) -> np.ndarray:
+    import decord
+
+    reader = decord.VideoReader(str(path), ctx=decord.cpu(0))
+    return reader.get_batch(sample.indices.tolist()).asnumpy()
+
+
+def _timed(fn, best: dict, name: str):
+    start = time.perf_counter()
+    result = fn()
+    best[name] = min(best.get(name, float("inf")), time.perf_counter() - start)
+    return result
 
 
 FULL_RGB, FULL_DECODE = "decode every frame, RGB every frame", "decode every frame, RGB sampled only"
+STRATEGIES = ("uniform", "clips", "fps")
+# A frame whose mean absolute difference from the full decode's frame exceeds this is another frame (decord converts
+# to RGB with other swscale flags: the same frame differs by a fraction of a level).
+_OTHER_FRAME = 2.0
 
 
 def run(minutes: float = 10.0, num_frames: int = 256, keyframe_s: int = 2, repeats: int = 2,
-                     cache_dir: str | None = None, as_json: bool = False, content: str = "noise") -> list[dict]:
-    """Time each sampling strategy's sparse read and two full decodes of the same video, interleaved over `repeats`
-    rounds (best of each: the machine may be shared); print and return the rows. `speedup` is against the full
-    decode that converts every frame; `speedup (decode)` against the one that converts only the sampled frames."""
-    start = time.perf_counter()
+        cache_dir: str | None = None, content: str = "noise", frontend: bool = False) -> list[dict]:
+    """Time each sampling strategy's sparse read (liteframe, decord) and two full decodes of the same video,
+    interleaved over `repeats` rounds (best of each: the machine may be shared) -> rows. `speedup` is against the
+    full decode that converts every frame; `speedup (decode)` against the one that converts only the sampled frames;
+    `vs decord` is decord's time over liteframe's. `frontend` runs the front-end table instead (`_frontend`)."""
+    if frontend:
+        return _frontend(keyframe_s, repeats, cache_dir, content)
     path = long_video(minutes, keyframe_s, cache_dir, content)
-    print(f"video: {path} ({path.stat().st_size / 2**20:.0f} MiB, ready in {time.perf_counter() - start:.0f} s)",
-          file=sys.stderr)
     with open_video(path) as reader:
         info = reader.info
-        samples = {s: sample_frames(info, num_frames, s) for s in ("uniform", "clips", "fps")}
-
-    def sparse(sample):
-        with open_video(path) as reader:  # a fresh open each time: the cost a data loader pays per video
-            reader.read(sample.timestamps)
-
-    subjects = {f"liteframe sparse ({s})": (len(sample), lambda sample=sample: sparse(sample))
-                for s, sample in samples.items()}
-    for name, convert_all in ((FULL_RGB, True), (FULL_DECODE, False)):
-        subjects[name] = (num_frames, lambda c=convert_all: _full_decode(path, samples["clips"].indices, c))
-    best = dict.fromkeys(subjects, float("inf"))
+        samples = {s: sample_frames(info, num_frames, s) for s in STRATEGIES}
+    has_decord = importlib.util.find_spec("decord") is not None
+    # The RGB-every-frame decode keeps every strategy's frames (copies cost little beside converting every frame):
+    # the reference that each sparse read is checked against.
+    union = np.unique(np.concatenate([sample.indices for sample in samples.values()]))
+    best: dict[str, float] = {}
+    got: dict[str, np.ndarray] = {}
     for _ in range(repeats):
-        for name, (_, run) in subjects.items():
-            start = time.perf_counter()
-            run()
-            best[name] = min(best[name], time.perf_counter() - start)
-    rows = [{"method": name, "frames": frames, "seconds": best[name], "frames/s": frames / best[name],
-             "speedup": best[FULL_RGB] / best[name], "speedup (decode)": best[FULL_DECODE] / best[name]}
-            for name, (frames, _) in subjects.items()]
-    for row in rows[-2:]:
-        row["decoded/s"] = info.num_frames / row["seconds"]
-    skipped = [name for name in ("decord", "torchcodec") if importlib.util.find_spec(name) is None]
-    if skipped:
-        print(f"not installed, skipped: {', '.join(skipped)}", file=sys.stderr)
-    print_rows(rows, as_json, ["method", "frames", "seconds", "frames/s", "speedup", "speedup (decode)", "decoded/s"])
+        for s, sample in samples.items():
+            got[f"liteframe {s}"] = _timed(lambda: _sparse(path, sample), best, f"liteframe {s}")
+            if has_decord:
+                got[f"decord {s}"] = _timed(lambda: _decord(path, sample), best, f"decord {s}")
+        every = _timed(lambda: _full_decode(path, union, True), best, FULL_RGB)
+        _timed(lambda: _full_decode(path, samples["clips"].indices, False), best, FULL_DECODE)
+    truth = {s: every[np.searchsorted(union, sample.indices)] for s, sample in samples.items()}
+    rows = []
+    for s in STRATEGIES:
+        for lib in ("liteframe", "decord") if has_decord else ("liteframe",):
+            name = f"{lib} {s}"
+            other = [float(np.abs(a.astype(np.int16) - b).mean()) > _OTHER_FRAME for a, b in zip(got[name], truth[s])]
+            rows.append({"method": f"{lib} sparse ({s})", "frames": num_frames, "seconds": best[name],
+                         "frames/s": num_frames / best[name], "speedup": best[FULL_RGB] / best[name],
+                         "speedup (decode)": best[FULL_DECODE] / best[name], "other frames": sum(other)})
+            if lib == "decord":
+                rows[-2]["vs decord"] = best[name] / best[f"liteframe {s}"]
+    for name in (FULL_RGB, FULL_DECODE):
+        rows.append({"method": name, "frames": num_frames, "seconds": best[name], "frames/s": num_frames / best[name],
+                     "speedup": best[FULL_RGB] / best[name], "speedup (decode)": best[FULL_DECODE] / best[name],
+                     "decoded/s": info.num_frames / best[name]})
+    if not has_decord:
+        rows.append({"method": "decord", "note": "not installed: pip install 'liteframe[bench]'"})
     return rows
+
+
+FRONTEND_FRAMES, FRONTEND_SIZE, FRONTEND_SECONDS = 64, 448, 10
+PLAIN = "plain PyAV decode of every frame, no conversion"
+
+
+def _frontend(keyframe_s: int, repeats: int, cache_dir: str | None, content: str) -> list[dict]:
+    """`load_video` of 64 frames at 448 px from a 10 s clip, each resize path, against a plain decode of every
+    frame, interleaved over `repeats` rounds (best of each) -> rows with `x plain` = time over the plain decode's."""
+    path = long_video(FRONTEND_SECONDS / 60, keyframe_s, cache_dir, content)
+    subjects = {PLAIN: lambda: _plain_decode(path)}
+    for resize in ("swscale", "torch"):
+        subjects[f"load_video {FRONTEND_FRAMES} frames @{FRONTEND_SIZE} ({resize})"] = (
+            lambda r=resize: load_video(path, FRONTEND_FRAMES, size=FRONTEND_SIZE, resize=r))
+    best: dict[str, float] = {}
+    for _ in range(repeats):
+        for name, fn in subjects.items():
+            _timed(fn, best, name)
+    return [{"method": name, "seconds": best[name], "x plain": best[name] / best[PLAIN]} for name in subjects]
 
 
 __all__ = ["CONTENTS", "long_video", "run"]

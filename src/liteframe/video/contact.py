@@ -9,28 +9,33 @@ from PIL import Image, ImageDraw
 
 from liteframe.errors import InputError
 from liteframe.video.decode import open_video
-from liteframe.video.sampling import CLIP_LEN, sample_frames
+from liteframe.compression import get_compression
+from liteframe.video.sampling import sample_frames
 
 THUMB_WIDTH = 240
 LABEL_HEIGHT = 16
+MIN_COLUMNS = 4
 
 
 def contact_sheet(path: str | os.PathLike, num_frames: int = 16, strategy: str = "clips",
                   out: str | os.PathLike = "sheet.png", **sampling_kw) -> Image.Image:
-    """Sample, decode and tile the frames (4 per row, so each row of a `clips` sheet is one clip), each labelled with
-    its frame index and time; saves to `out` and returns the image."""
+    """Sample, decode and tile the frames (whole clips of the compression per row, at least 4 frames, so each row of
+    a `clips` sheet at 16x is one clip), each labelled with its frame index and time; saves to `out` and returns
+    the image."""
     _check_out(Path(out))  # before decoding, which is the slow part
     with open_video(path) as reader:
         sample = sample_frames(reader.info, num_frames, strategy, **sampling_kw)
         frames = reader.read(sample.timestamps)
     h, w = frames.data.shape[-2:]
     thumb = (THUMB_WIDTH, max(1, round(h * THUMB_WIDTH / w)))
-    rows = -(-len(sample) // CLIP_LEN)
-    sheet = Image.new("RGB", (CLIP_LEN * thumb[0], rows * (thumb[1] + LABEL_HEIGHT)), "white")
+    clip = get_compression(sampling_kw.get("compression")).clip_frames()
+    columns = clip * -(-MIN_COLUMNS // clip)
+    rows = -(-len(sample) // columns)
+    sheet = Image.new("RGB", (columns * thumb[0], rows * (thumb[1] + LABEL_HEIGHT)), "white")
     draw = ImageDraw.Draw(sheet)
     for k, (frame, index, t) in enumerate(zip(frames.data.permute(0, 2, 3, 1).numpy(), sample.indices,
                                               frames.pts.numpy())):
-        x, y = (k % CLIP_LEN) * thumb[0], (k // CLIP_LEN) * (thumb[1] + LABEL_HEIGHT)
+        x, y = (k % columns) * thumb[0], (k // columns) * (thumb[1] + LABEL_HEIGHT)
         sheet.paste(Image.fromarray(np.ascontiguousarray(frame)).resize(thumb, Image.BILINEAR), (x, y + LABEL_HEIGHT))
         draw.text((x + 4, y + 2), f"#{index}  {t:.2f}s", fill="black")
     sheet.save(out)

@@ -4,41 +4,59 @@
 one RGB frame per requested time. Timestamps are seconds from the start of the video stream. The frame returned for
 time t is the last frame whose presentation time is <= t + half a frame interval: the frame on screen at t, with
 enough slack that times computed as index / fps hit their own frame despite the container's rounding. A time before
-the first frame gets the first frame.
+the first frame gets the first frame; no other request ever gets a frame from after its time.
 
-Reading sorts the targets, seeks to the keyframe before a target only when that skips work (an indexed keyframe lies
-between the current decode position and the target) and otherwise decodes forward, so nearby targets share one pass.
-Packets are demuxed a few ahead of the decoder: non-reference frames (B-frames) that cannot be the answer are not
-decoded at all, and when the next target will be reached by a seek, the decoder is drained as soon as every frame up
-to the target is in it, instead of decoding further frames only to find where the target's frame ends. Only returned
-frames are converted to RGB, by one converter reused for the whole read.
-Backends are registered in `DECODERS` so that another library (torchcodec, decord) can be added without touching
-callers.
+Each `read` first builds a plan (`_plan`): the sorted targets cut into passes, a pass starting with a seek wherever an
+indexed keyframe lies between two consecutive targets (decoding from it skips everything before), so nearby targets
+share one pass. `_decode_pass` then runs one pass top to bottom. Packets are demuxed a few ahead of the decoder:
+non-reference frames (B-frames) that cannot be the answer are not decoded at all, and after the pass's last target the
+decoder is drained as soon as every frame up to it is out. A seek that lands after its target (MPEG-TS, MPEG-PS and
+FLV seek by timestamp, not to a keyframe) is detected by the first decoded frame and retried further back, then from
+the start of the file. A packet that fails to decode is recorded and decoding goes on, so files that recover after a
+damaged stretch keep returning their later frames. Only returned frames are converted to RGB, by one converter
+reused for the whole read. Backends are registered in `DECODERS` so that another library (torchcodec, decord) can be
+added without touching callers.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import warnings
 from collections import deque
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import av
 import numpy as np
 import torch
-from av.video.reformatter import VideoReformatter
+from av.video.reformatter import Interpolation, VideoReformatter
 
 from liteframe.errors import InputError
 from liteframe.registry import Registry
+from liteframe.video.preprocess import PAD_VALUE
 
 DECODERS: Registry[type] = Registry("video decoder")
 
-# Without a keyframe index, a target this far ahead of the decode position is reached by seeking.
+# Without a keyframe index, targets this far apart are reached by seeking.
 _SEEK_WITHOUT_INDEX_S = 2.0
 # Packets demuxed ahead of the decoder: enough to see past H.264/HEVC reordering (up to 3-4 B-frames in a row).
 _LOOKAHEAD = 6
+# When a seek lands after its target, seek again this much further back (seconds), then decode from the start.
+_SEEK_BACK_S = (2.0, 8.0, 32.0)
+# Containers whose declared duration is an estimate that can fall short (MPEG-PS, raw elementary streams): the
+# duration is scanned from their packets instead.
+_SCAN_DURATION = {"mpeg", "h264", "hevc", "mpegvideo", "m4v"}
+# Resizing in the decoder: one swscale call, bicubic with full chroma interpolation, from YUV straight to planar RGB
+# (gbrp) at the output size, so that frames come out channels-first with no transpose. Measured against PIL bicubic
+# of the RGB frame in docs/results/frontend.md.
+_SCALE = (Interpolation.BICUBIC | Interpolation.ACCURATE_RND | Interpolation.FULL_CHR_H_INT
+          | Interpolation.FULL_CHR_H_INP)
+_GBRP_TO_RGB = (1, 2, 0)  # the channel each gbrp plane (G, B, R) goes to
+# Containers read from the start, never by seeking: after a seek, FFmpeg's MPEG-PS demuxer gives the same frames other
+# timestamps than a linear read does (off by several frames).
+_NO_SEEK = {"mpeg"}
 
 
 class VideoDecodeError(InputError):
@@ -88,7 +106,7 @@ class VideoReader:
 
     info: VideoInfo
 
-    def read(self, timestamps: Sequence[float]) -> Frames:
+    def read(self, timestamps: Sequence[float], size: int | None = None, keep_aspect: bool = False) -> Frames:
         raise NotImplementedError
 
     def close(self) -> None:
@@ -107,6 +125,34 @@ class _Decoded:
     t: float  # seconds from stream start
 
 
+@dataclass(frozen=True)
+class _Pass:
+    """One decoding pass over sorted targets (seconds, slack included). `start`: seek to the keyframe at or before
+    this time, or None to decode from the first packet of the file. `skip`: leave out non-reference frames that
+    cannot be an answer."""
+
+    targets: np.ndarray
+    start: float | None
+    skip: bool = True
+
+
+@dataclass
+class _Failure:
+    reason: str
+    t: float  # seconds: the time of the packet that failed to decode (or of the last frame before it)
+
+
+@dataclass
+class _PassResult:
+    """`answers`: per target, the last decoded frame at or before it (None: the first frame came after it).
+    `first`: the first frame the pass decoded; `ended`: the pass reached the end of the stream."""
+
+    answers: list[_Decoded | None]
+    first: _Decoded | None
+    ended: bool
+    failure: _Failure | None
+
+
 @DECODERS.register("pyav")
 class PyAVReader(VideoReader):
     """FFmpeg through PyAV, with threaded codec decoding."""
@@ -117,13 +163,10 @@ class PyAVReader(VideoReader):
         self._keyframes: np.ndarray | None = None
         self._index_len = 0
         self._seekable = True
-        self._target = -math.inf  # the request being served: lets decoding skip frames that cannot serve it
-        self._seek_next = False  # the request after it will be reached by a seek: nothing past the target is needed
-        self._drained = -math.inf  # the target for which the current pass stopped early, having output all up to it
-        self._skipping = True
         # One converter for every frame: `frame.to_ndarray(format=...)` builds a new scaler per frame, which cost
         # more than the conversion itself. One thread: on a busy machine scaler threads only add overhead.
         self._rgb = VideoReformatter()
+        self._scale = VideoReformatter()  # a second converter: each keeps its swscale context between frames
         self._open()
         try:
             self.info = self._probe()
@@ -142,16 +185,23 @@ class PyAVReader(VideoReader):
         if self._container.streams.video:
             self._stream = self._container.streams.video[0]
             self._stream.thread_type = "AUTO"
+        self._fresh = True  # nothing read since the open
+
+    def _rewind(self) -> None:
+        """Back to the first packet of the file: a fresh open, since some demuxers cannot seek there exactly."""
+        if not self._fresh:
+            self._container.close()
+            self._open()
 
     def _seek(self, t: float) -> None:
-        """Position the demuxer at the keyframe at or before t seconds; formats that cannot seek (raw streams)
-        are reopened and read from the start."""
+        """Position the demuxer at (or, for timestamp-seeking containers, near) the keyframe at or before t seconds;
+        formats that cannot seek (raw streams) are reopened and read from the start."""
+        self._fresh = False
         try:
             self._container.seek(self._start + int(t / self._tb), stream=self._stream, backward=True)
         except av.FFmpegError:
             self._seekable = False
-            self._container.close()
-            self._open()
+            self._rewind()
 
     def _probe(self) -> VideoInfo:
         c = self._container
@@ -169,34 +219,41 @@ class PyAVReader(VideoReader):
         self._step = 1.0 / (fps or 25.0)  # spacing for frames without timestamps (raw streams)
         container, codec = c.format.name.split(",")[0], s.codec_context.name  # before a reopen replaces them
         first = self._first_frame()
+        self._first_t = first.t
         self._rotation = (-first.frame.rotation) % 360  # PyAV reports the counter-clockwise angle
         self._raw_size = (first.frame.width, first.frame.height)
         width, height = self._raw_size if self._rotation in (0, 180) else self._raw_size[::-1]
-        if duration is None or fps is None:
+        if duration is None or fps is None or container in _SCAN_DURATION:
             duration, fps = self._scan_duration(fps)
+        self._seekable = self._seekable and container not in _NO_SEEK
+        if self._seekable:
+            self._seek(0.0)  # Matroska loads its keyframe index (cues) on the first seek: plans can use it at once
         return VideoInfo(self.path, container, codec, width, height, self._rotation, fps, duration, declared)
 
     def _first_frame(self) -> _Decoded:
-        self._check_encryption()
-        try:
-            first = next(self._decode_all(), None)
-        except av.FFmpegError as err:
-            raise VideoDecodeError(f"{self.path}: no decodable video frames ({_reason(err)})") from None
-        if first is None:
-            raise VideoDecodeError(f"{self.path}: no decodable video frames (the stream holds no frame)")
-        return first
-
-    def _check_encryption(self) -> None:
-        # Encrypted samples decode to noise or fail deep in the codec; say what they are instead.
-        packet = next((p for p in self._container.demux(self._stream) if p.size), None)
-        if packet is not None and av.packet.PacketSideData.from_packet(packet, "encryption_info"):
-            raise VideoDecodeError(f"{self.path}: the video stream is encrypted; decrypt it first")
-        self._seek(0.0)
+        """The first frame of the stream, decoded from the first packet of the file (the file as opened: no second
+        open). Encrypted samples decode to noise or fail deep in the codec: the first packet says what they are."""
+        self._fresh, checked, failure = False, False, "the stream holds no frame"
+        for packet in self._container.demux(self._stream):
+            if packet.size and not checked:
+                checked = True
+                if av.packet.PacketSideData.from_packet(packet, "encryption_info"):
+                    raise VideoDecodeError(f"{self.path}: the video stream is encrypted; decrypt it first")
+            try:
+                frames = self._stream.decode(packet)
+            except av.FFmpegError as err:
+                failure = _reason(err)
+                continue
+            if frames:
+                pts = frames[0].pts if frames[0].pts is not None else frames[0].dts
+                return _Decoded(frames[0], 0.0 if pts is None else self._seconds(pts))
+        raise VideoDecodeError(f"{self.path}: no decodable video frames ({failure})")
 
     def _scan_duration(self, fps: float | None) -> tuple[float, float]:
-        """(duration, fps) from demuxing the whole stream (no decoding), for containers that declare no duration."""
+        """(duration, fps) from demuxing the whole stream from its first packet (no decoding)."""
+        self._rewind()
+        self._fresh = False
         packets = [p.pts for p in self._container.demux(self._stream) if p.size]
-        self._seek(0.0)
         times = np.sort([(pts - self._start) * float(self._tb) for pts in packets if pts is not None])
         if fps is None:
             fps = 1.0 / float(np.median(np.diff(times))) if len(times) > 1 else 25.0
@@ -204,89 +261,177 @@ class PyAVReader(VideoReader):
             return len(packets) / fps, fps
         return float(times[-1]) + 1.0 / fps, fps
 
-    def read(self, timestamps: Sequence[float]) -> Frames:
-        """Frames shown at `timestamps` (seconds): (N,) -> Frames((N, 3, H, W) uint8 stored channels-last, (N,)
-        float64), in request order. Decoding that fails part-way keeps what decoded and warns how many requests
-        fell after it."""
+    def read(self, timestamps: Sequence[float], size: int | None = None, keep_aspect: bool = False) -> Frames:
+        """Frames shown at `timestamps` (seconds): (N,) -> Frames((N, 3, H, W) uint8, (N,) float64), in request
+        order; full-size frames are stored channels-last. With `size`, each frame is resized by swscale straight
+        from YUV to size x size RGB, stored channels-first (`keep_aspect`: fitted inside and padded with
+        `PAD_VALUE`), never converted at full size.
+        Frames that do not decode are replaced by the last frame decoded before them, with a warning that says where
+        decoding failed and how many requests it touched."""
         times = np.asarray(timestamps, dtype=np.float64).reshape(-1)
-        width, height = self._raw_size
-        data = np.empty((len(times), height, width, 3), np.uint8)
+        width, height = self._raw_size if size is None else self._scaled_size(size, keep_aspect)
+        # full frames are converted packed (channels-last), resized ones planar (channels-first)
+        data = np.empty((len(times), height, width, 3) if size is None else (len(times), 3, height, width), np.uint8)
         pts = np.empty(len(times))
         slack = 0.5 / self.info.fps
-        run: Iterator[_Decoded] | None = None
-        cur = nxt = served = None  # served: (the frame last written, its row); sorted targets repeat it in a row
-        stopped, failure = False, None
-        late = 0  # requests served by a frame well before them because decoding stopped early
         order = np.argsort(times, kind="stable")
-        for k, j in enumerate(order):
-            t = self._target = times[j] + slack
-            after = times[order[k + 1]] + slack if k + 1 < len(order) else None
-            # Decided before decoding toward t, since the decoder runs ahead of it; a promised seek is kept below.
-            promised = self._seek_next
-            self._seek_next = after is None or (self._seekable and self._key_between(t, after))
-            position = nxt or cur
-            if run is None or promised or self._should_seek(position.t if position else -math.inf, t, stopped):
-                run, cur, nxt, stopped = self._decode_from(max(t - slack, 0.0)), None, None, False
-            while True:
-                if nxt is None:
-                    try:
-                        nxt = next(run, None)
-                    except av.FFmpegError as err:
-                        failure, nxt = _reason(err), None
-                        if self._skipping:  # a skipped frame may be the last good one: decode this part again fully
-                            self._skipping = False
-                            run, cur = self._decode_from(max(t - slack, 0.0)), None
-                            continue
-                    if nxt is None and self._drained > -math.inf:
-                        if self._drained >= t and cur is not None:
-                            break  # the pass stopped once every frame up to this target was out: `cur` is the answer
-                        if self._drained >= t:  # nothing came out: decode this part again, plainly
-                            self._skipping = False
-                        run, cur = self._decode_from(max(t - slack, 0.0)), None  # or it stopped for an earlier target
-                        continue
-                    if nxt is None:
-                        stopped = True  # later targets reuse `cur` unless a seek can recover
-                        break
-                if cur is not None and nxt.t > t:
-                    break
-                cur, nxt = nxt, None
-                if cur.t > t:  # target before the first frame this pass produced
-                    break
-            if cur is None and served is None:
-                raise VideoDecodeError(f"{self.path}: no decodable video frames ({failure or 'none in the stream'})")
-            if served is not None and (cur is None or cur is served[0]):
-                data[j], pts[j] = data[served[1]], pts[served[1]]
+        rows = iter(order)
+        end: _Decoded | None = None  # the stream's last frame, once a pass has reached it
+        failure: _Failure | None = None
+        served = None  # (the frame last written, its row): sorted targets repeat it in a row
+        for plan in self._plan(times[order] + slack):
+            if end is not None and plan.targets[0] >= end.t:
+                answers = [end] * len(plan.targets)  # nothing lies past the end of the stream: no need to seek
             else:
-                data[j] = self._rgb.reformat(cur.frame, width, height, "rgb24", threads=1).to_ndarray()
-                pts[j], served = cur.t, (cur, j)
-            late += bool(stopped and pts[j] + 2.0 / self.info.fps + slack < times[j] < self.info.duration)
-        self._target, self._seek_next, self._skipping = -math.inf, False, True
-        if late:
-            why = f"decoding failed: {failure}" if failure else "the stream ended early"
-            warnings.warn(f"{self.path}: {why} at {pts.max():.2f}s of {self.info.duration:.2f}s; {late} of "
-                          f"{len(times)} requested frames lie after it and repeat the last decoded frame",
-                          VideoDecodeWarning, stacklevel=2)
-        frames = torch.from_numpy(data).permute(0, 3, 1, 2)
+                result = self._serve(plan)
+                answers, failure = result.answers, failure or result.failure
+                end = result.answers[-1] if result.ended else end
+            for answer in answers:
+                j = next(rows)
+                if served is not None and answer is served[0]:
+                    data[j], pts[j] = data[served[1]], pts[served[1]]
+                    continue
+                self._convert(answer.frame, data[j], size is not None)
+                pts[j], served = answer.t, (answer, j)
+        # requests served by a frame well before them: the stream ended early or a stretch did not decode
+        late = int(np.sum((pts + 2.0 / self.info.fps + slack < times) & (times < self.info.duration)))
+        where = f"of {self.info.duration:.2f}s"
+        if failure:
+            warnings.warn(f"{self.path}: decoding failed at {failure.t:.2f}s {where} ({failure.reason}); {late} of "
+                          f"{len(times)} requested frames lie where nothing decoded and repeat the last frame decoded "
+                          f"before them", VideoDecodeWarning, stacklevel=2)
+        elif late:
+            warnings.warn(f"{self.path}: the stream ended early at {pts.max():.2f}s {where}; {late} of {len(times)} "
+                          f"requested frames lie after it and repeat the last decoded frame", VideoDecodeWarning,
+                          stacklevel=2)
+        frames = torch.from_numpy(data)
+        frames = frames.permute(0, 3, 1, 2) if size is None else frames
         if self._rotation:
             frames = torch.rot90(frames, k=-self._rotation // 90, dims=(2, 3))  # negative k turns clockwise
+        if size is not None and frames.shape[-2:] != (size, size):
+            frames = _pad_square(frames, size)
         return Frames(frames, torch.from_numpy(pts))
 
-    def _should_seek(self, position: float, target: float, stopped: bool) -> bool:
-        """Seek when an indexed keyframe lies in (position, target]: decoding from it skips everything before."""
-        if not self._seekable:
-            return False
-        keys = self._keyframe_times()
-        if keys is None:
-            return not stopped and target - position > _SEEK_WITHOUT_INDEX_S
-        return self._key_between(position, target)
+    def _scaled_size(self, size: int, keep_aspect: bool) -> tuple[int, int]:
+        """The stored (unrotated) (width, height) that a frame is resized to for a size x size output."""
+        if not keep_aspect:
+            return size, size
+        w, h = self._raw_size
+        scale = size / max(w, h)
+        return max(1, round(w * scale)), max(1, round(h * scale))
 
-    def _key_between(self, position: float, target: float) -> bool:
-        """Whether an indexed keyframe lies in (position, target]."""
+    def _convert(self, frame: av.VideoFrame, out: np.ndarray, resize: bool) -> None:
+        """A decoded frame -> RGB into `out`: uint8 (height, width, 3) at the stored size, or with `resize`
+        (3, height, width) resized by swscale."""
+        if not resize:
+            out[:] = self._rgb.reformat(frame, format="rgb24", threads=1).to_ndarray()
+            return
+        height, width = out.shape[1:]
+        planar = self._scale.reformat(frame, width, height, "gbrp", interpolation=_SCALE, threads=1)
+        for channel, plane in zip(_GBRP_TO_RGB, planar.planes):
+            out[channel] = np.frombuffer(plane, np.uint8).reshape(height, plane.line_size)[:, :width]
+
+    def _plan(self, targets: np.ndarray) -> list[_Pass]:
+        """Sorted targets (N,) seconds -> the passes that serve them, in order: a new pass, starting with a seek,
+        wherever an indexed keyframe lies between two consecutive targets, or, without an index, where they are
+        more than `_SEEK_WITHOUT_INDEX_S` apart. A stream that cannot seek is read in one pass from its start."""
+        if len(targets) == 0:
+            return []
+        if not self._seekable:
+            return [_Pass(targets, None)]
         keys = self._keyframe_times()
         if keys is None:
-            return False
-        i = np.searchsorted(keys, target, side="right") - 1
-        return i >= 0 and keys[i] > position
+            cut = np.diff(targets) > _SEEK_WITHOUT_INDEX_S
+        else:
+            cut = np.diff(np.searchsorted(keys, targets, side="right")) > 0
+        slack = 0.5 / self.info.fps
+        return [_Pass(part, max(part[0] - slack, 0.0)) for part in np.split(targets, np.flatnonzero(cut) + 1)]
+
+    def _serve(self, plan: _Pass) -> _PassResult:
+        """Run a pass; run it again without skipping if a packet failed (a skipped frame may be the last good one),
+        and from further back, then from the start, while its first frame comes after its first target."""
+        result = self._decode_pass(plan)
+        if result.failure and plan.skip:
+            plan = dataclasses.replace(plan, skip=False)
+            result = self._decode_pass(plan)
+        starts = [] if plan.start is None else [plan.start - back for back in _SEEK_BACK_S if plan.start > back]
+        for start in [*starts, None]:
+            if result.answers[0] is not None or (result.first and result.first.t <= self._first_t):
+                break
+            result = self._decode_pass(dataclasses.replace(plan, start=start))
+        if result.first is None:
+            why = result.failure.reason if result.failure else "none in the stream"
+            raise VideoDecodeError(f"{self.path}: no decodable video frames ({why})")
+        # before the first frame of the video: the first frame
+        result.answers = [a or result.first for a in result.answers]
+        return result
+
+    def _decode_pass(self, plan: _Pass) -> _PassResult:
+        """Position the demuxer, then decode in presentation order until every target's frame is known (frames out
+        of order are dropped). A non-reference frame is not decoded when it can answer no target (`_useless`). Once
+        no packet left can be at or before the last target (one has a decode time past it), the decoder is drained
+        instead of being fed frames that the next pass's seek would throw away."""
+        if plan.start is None:
+            self._rewind()
+        else:
+            self._seek(plan.start)
+        self._fresh = False
+        targets, n = plan.targets, len(plan.targets)
+        answers: list[_Decoded | None] = [None] * n
+        k, cur, first, last = 0, None, None, -math.inf
+        failure, ended, first_sent = None, False, math.inf
+        sent, out = [], set()  # times of the packets sent and of the frames out: where a failure really lies
+        ctx = self._stream.codec_context
+        demux = self._container.demux(self._stream)
+        window: deque[tuple[av.Packet, float | None, float | None]] = deque()  # demuxed, not yet decoded
+        recent: deque[float] = deque(maxlen=4 * _LOOKAHEAD)  # times of packets seen around the decode position
+        while k < n:
+            try:
+                for packet in demux:
+                    t = None if packet.pts is None else self._seconds(packet.pts)
+                    window.append((packet, t, None if packet.dts is None else self._seconds(packet.dts)))
+                    if t is not None:
+                        recent.append(t)
+                    if len(window) >= _LOOKAHEAD:
+                        break
+            except av.FFmpegError as err:
+                failure = failure or _Failure(_reason(err), last)
+            if not window:
+                ended = True
+                packet, t = None, None  # flush the frames the decoder still holds
+            elif plan.skip and k == n - 1 and first_sent <= targets[k] and _nothing_left_for(window, targets[k]):
+                packet, t = None, None  # drain: every frame up to the last target is in the decoder
+            else:
+                packet, t, _ = window.popleft()
+                ctx.skip_frame = "NONREF" if plan.skip and t is not None and _useless(t, targets, recent) else "DEFAULT"
+                if t is not None and packet.size:
+                    first_sent = min(first_sent, t)
+                    sent.append(t)
+            try:
+                frames = self._stream.decode(packet)
+            except av.FFmpegError as err:
+                frames = []
+                if packet is not None:  # an error while flushing is the decoder's end-of-stream, not damage
+                    failure = failure or _Failure(_reason(err), last if t is None else t)
+            for frame in frames:
+                if first is None and plan.start is not None and not frame.key_frame:
+                    continue  # after a seek that missed a keyframe, frames before the next one may be garbage
+                pts = frame.pts if frame.pts is not None else frame.dts
+                t = max(last + self._step, 0.0) if pts is None else self._seconds(pts)
+                if t <= last:
+                    continue
+                last, decoded = t, _Decoded(frame, t)
+                out.add(t)
+                first = first or decoded
+                while k < n and t > targets[k]:
+                    answers[k], k = cur, k + 1
+                cur = decoded
+            if packet is None:
+                break
+        answers[k:] = [cur] * (n - k)
+        if failure:  # threaded decoders report an error a few packets late: the first frame that never came out
+            failure.t = min((u for u in sent if u < last and u not in out), default=failure.t)
+        return _PassResult(answers, first, ended, failure)
 
     def _keyframe_times(self) -> np.ndarray | None:
         entries = self._stream.index_entries
@@ -300,81 +445,49 @@ class PyAVReader(VideoReader):
         # integer product, one correctly rounded division: the same float as Fraction arithmetic, much faster
         return (pts - self._start) * self._tb.numerator / self._tb.denominator
 
-    def _decode_from(self, t: float) -> Iterator[_Decoded]:
-        self._seek(t)
-        return self._decode_all()
-
-    def _decode_all(self) -> Iterator[_Decoded]:
-        """Decoded frames from the current position in presentation order; frames out of order are dropped.
-
-        Packets are demuxed a few ahead of the decoder, so that their timestamps are known before deciding. With T
-        the current target `self._target`: a non-reference frame (a B-frame nothing predicts from) is not decoded
-        when a packet seen shows a later frame still no later than T, since it can serve no request now or later;
-        nor, when the next request will be reached by a seek (`self._seek_next`), if it is later than T. In that
-        case the pass also stops once no packet left can be at or before T (one has a decode time past T): the
-        decoder is drained instead of being fed frames that only a seek would throw away."""
-        ctx = self._stream.codec_context
-        last, first_sent = -math.inf, math.inf
-        self._drained = -math.inf
-        demux = self._container.demux(self._stream)
-        window: deque[tuple[av.Packet, float | None, float | None]] = deque()  # demuxed, not yet decoded
-        recent: deque[float] = deque(maxlen=4 * _LOOKAHEAD)  # times of packets seen around the decode position
-        while True:
-            for packet in demux:
-                t = None if packet.pts is None else self._seconds(packet.pts)
-                window.append((packet, t, None if packet.dts is None else self._seconds(packet.dts)))
-                if t is not None:
-                    recent.append(t)
-                if len(window) >= _LOOKAHEAD:
-                    break
-            if not window:
-                return
-            target, smart = self._target, self._skipping
-            if smart and self._seek_next and first_sent <= target and self._nothing_left_for(window, target):
-                self._drained = target
-                packets: list[av.Packet | None] = [None]  # drain: frames the decoder holds, no new packet
-            else:
-                packet, t, _ = window.popleft()
-                skip = smart and t is not None and (
-                    any(t < u <= target for u in recent) or (self._seek_next and t > target))
-                ctx.skip_frame = "NONREF" if skip else "DEFAULT"
-                if t is not None and packet.size:
-                    first_sent = min(first_sent, t)
-                packets = [packet]
-            for packet in packets:
-                for frame in self._stream.decode(packet):
-                    pts = frame.pts if frame.pts is not None else frame.dts
-                    t = max(last + self._step, 0.0) if pts is None else self._seconds(pts)
-                    if t > last:
-                        last = t
-                        yield _Decoded(frame, t)
-            if self._drained > -math.inf:
-                return
-
-    @staticmethod
-    def _nothing_left_for(window, target: float) -> bool:
-        """Whether no packet from the window on can hold a frame at or before `target`: a packet whose decode time
-        is past it comes before any with a presentation time at or before it (decode times rise, pts >= dts)."""
-        for packet, t, dts in window:
-            if t is None or t <= target or not packet.size:
-                return False
-            if dts is not None and dts > target:
-                return True
-        return False
-
     def count_decodable(self) -> tuple[int, str | None]:
-        """Decode every frame: (how many decode, the error that stopped decoding or None)."""
-        self._seek(0.0)
-        count = 0
-        try:
-            for _ in self._decode_all():
-                count += 1
-        except av.FFmpegError as err:
-            return count, _reason(err)
-        return count, None
+        """Decode every frame from the first packet of the file, past damaged stretches: (how many decode, the
+        first error or None)."""
+        self._rewind()
+        self._fresh = False
+        count, failure = 0, None
+        for packet in self._container.demux(self._stream):
+            try:
+                count += len(self._stream.decode(packet))
+            except av.FFmpegError as err:
+                failure = failure or _reason(err)
+        return count, failure
 
     def close(self) -> None:
         self._container.close()
+
+
+def _pad_square(frames: torch.Tensor, size: int) -> torch.Tensor:
+    """(N, 3, h, w) uint8 with max(h, w) = size -> (N, 3, size, size), centred on `PAD_VALUE`."""
+    h, w = frames.shape[-2:]
+    out = torch.tensor(PAD_VALUE, dtype=torch.uint8).view(1, 3, 1, 1).repeat(len(frames), 1, size, size)
+    top, left = (size - h) // 2, (size - w) // 2
+    out[:, :, top:top + h, left:left + w] = frames
+    return out
+
+
+def _useless(t: float, targets: np.ndarray, recent: deque) -> bool:
+    """Whether a frame at t can answer no target of the pass: it lies past the last one, or a packet seen holds a
+    later frame still at or before the first target at or after t. Decided per packet, not from the target being
+    served: a threaded decoder outputs frames several packets after they are sent."""
+    j = np.searchsorted(targets, t)
+    return j == len(targets) or any(t < u <= targets[j] for u in recent)
+
+
+def _nothing_left_for(window, target: float) -> bool:
+    """Whether no packet from the window on can hold a frame at or before `target`: a packet whose decode time is
+    past it comes before any with a presentation time at or before it (decode times rise, pts >= dts)."""
+    for packet, t, dts in window:
+        if t is None or t <= target or not packet.size:
+            return False
+        if dts is not None and dts > target:
+            return True
+    return False
 
 
 def _check_file(path: str) -> None:

@@ -1,9 +1,13 @@
 """InternVL's image preprocessing, batched on tensors: bicubic resize to size x size, scale to [0, 1], ImageNet
 mean/std.
 
-InternVL resizes PIL images with bicubic filtering; torch's antialiased bicubic uses the same kernel (a = -0.5,
-widened when downscaling), so frames never pass through PIL. Values are clamped to [0, 255] after resizing as PIL's
-uint8 output is.
+Two ways to resize (`RESIZERS`), measured against InternVL's reference (PIL bicubic of the RGB frame) in
+docs/results/frontend.md:
+- `swscale` (the default): the decoder resizes each frame from YUV straight to size x size RGB
+  (`VideoReader.read(..., size=)`); `normalize` then only scales, in one fused operation on the device.
+- `torch`: the decoder converts the whole frame to RGB and `preprocess` resizes it with torch's antialiased bicubic,
+  which uses PIL's kernel (a = -0.5, widened when downscaling), so frames never pass through PIL. Values are clamped
+  to [0, 255] after resizing as PIL's uint8 output is. Closer to the reference, several times slower on a CPU.
 """
 from __future__ import annotations
 
@@ -14,15 +18,32 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # Padding for keep_aspect: the mean colour, which normalises to (almost exactly) zero.
 PAD_VALUE = tuple(round(255 * m) for m in IMAGENET_MEAN)
+RESIZERS = ("swscale", "torch")
 _CHUNK = 32  # frames converted to float at once: bounds memory for long 720p videos
+
+
+def normalize(frames: torch.Tensor, device: torch.device | str | None = None,
+              dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """uint8 (N, 3, H, W) -> contiguous `dtype` (N, 3, H, W) on `device` (default: the frames' device):
+    (x / 255 - mean) / std as one fused multiply-add in place, after the uint8 copy to the device (4x less to move
+    than floats) and one cast. (A multiply-add straight from uint8 takes torch's slower mixed-dtype path on CPU.)"""
+    _check(frames)
+    frames = frames.to(device if device is not None else frames.device, non_blocking=True)
+    scale = torch.tensor([1 / (255 * s) for s in IMAGENET_STD], dtype=dtype, device=frames.device).view(1, 3, 1, 1)
+    shift = torch.tensor([-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD)], dtype=dtype,
+                         device=frames.device).view(1, 3, 1, 1)
+    out = torch.empty(frames.shape, dtype=dtype, device=frames.device).copy_(frames)
+    return torch.addcmul(shift, out, scale, out=out)
 
 
 def preprocess(frames: torch.Tensor, size: int = 448, keep_aspect: bool = False,
                device: torch.device | str | None = None) -> torch.Tensor:
-    """uint8 (N, 3, H, W) -> float32 (N, 3, size, size) on `device` (default: the frames' device).
-    keep_aspect pads the shorter side symmetrically with `PAD_VALUE` to a square before resizing."""
-    if frames.dtype != torch.uint8 or frames.dim() != 4 or frames.shape[1] != 3:
-        raise ValueError(f"preprocess expects uint8 frames (N, 3, H, W), got {frames.dtype} {tuple(frames.shape)}")
+    """uint8 (N, 3, H, W) -> float32 (N, 3, size, size) on `device` (default: the frames' device): the `torch`
+    resize. keep_aspect pads the shorter side symmetrically with `PAD_VALUE` to a square before resizing. Frames
+    already size x size (resized by the decoder) are only normalised."""
+    _check(frames)
+    if frames.shape[-2:] == (size, size):
+        return normalize(frames, device)
     device = torch.device(device) if device is not None else frames.device
     mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1) * 255
     std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1) * 255
@@ -36,6 +57,11 @@ def preprocess(frames: torch.Tensor, size: int = 448, keep_aspect: bool = False,
     return out
 
 
+def _check(frames: torch.Tensor) -> None:
+    if frames.dtype != torch.uint8 or frames.dim() != 4 or frames.shape[1] != 3:
+        raise ValueError(f"preprocess expects uint8 frames (N, 3, H, W), got {frames.dtype} {tuple(frames.shape)}")
+
+
 def _pad_square(x: torch.Tensor) -> torch.Tensor:
     """(N, 3, H, W) -> (N, 3, S, S), S = max(H, W), the image centred on `PAD_VALUE`."""
     h, w = x.shape[-2:]
@@ -47,4 +73,4 @@ def _pad_square(x: torch.Tensor) -> torch.Tensor:
     return canvas
 
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "PAD_VALUE", "preprocess"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "PAD_VALUE", "RESIZERS", "normalize", "preprocess"]

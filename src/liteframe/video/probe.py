@@ -38,7 +38,7 @@ def _line(f: dict) -> str:
     declared = f["frames_declared"] if f["frames_declared"] is not None else "none"
     text = (f"{f['path']}: {f['container']} {f['codec']} {f['width']}x{f['height']} rotation {f['rotation']}, "
             f"{f['fps']:.3g} fps, {f['duration']:.2f} s, frames declared {declared}, decodable {f['frames_decodable']}")
-    return text + (f" (decoding stops: {f['decode_error']})" if f["decode_error"] else "")
+    return text + (f" (some frames fail to decode: {f['decode_error']})" if f["decode_error"] else "")
 
 
 __all__ = ["probe", "run_probe"]
