@@ -95,3 +95,58 @@ def test_bad_adapter_folder_is_one_line_error(tiny, tmp_path):
     (tmp_path / "adapter_config.json").write_text("{not json")
     with pytest.raises(InputError, match="cannot apply"):
         load_adapter(_load(tiny), tmp_path)
+
+
+# -- chat manifests ----------------------------------------------------------------------------------------------
+
+from liteframe.train.manifest import Skips, read_chat_manifest  # noqa: E402
+
+
+def _row(i=0, video="v.mp4", turns=("<video>\nWhat colour?", "red")):
+    roles = ("human", "gpt")
+    return {"id": f"s{i}", "video": video, "conversations": [{"from": roles[k % 2], "value": v}
+                                                             for k, v in enumerate(turns)]}
+
+
+def test_manifest_json_and_jsonl_multi_turn_and_video_root(tmp_path):
+    rows = [_row(0), _row(1, "/abs/v.mp4", ("<video>\nQ1", "A1", "Q2", "A2"))]
+    (tmp_path / "m.json").write_text(json.dumps(rows))
+    (tmp_path / "m.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n\n")
+    a = read_chat_manifest(tmp_path / "m.json", video_root="/data")
+    b = read_chat_manifest(tmp_path / "m.jsonl", video_root="/data")
+    assert a == b
+    assert a[0].video == "/data/v.mp4" and a[1].video == "/abs/v.mp4"
+    assert a[0].turns == (("What colour?", "red"),)
+    assert a[1].turns == (("Q1", "A1"), ("Q2", "A2")) and a[1].problem is None
+    assert read_chat_manifest(tmp_path / "m.json")[0].video == str(tmp_path / "v.mp4")
+
+
+@pytest.mark.parametrize("content, match", [
+    ('{\n  "samples": []\n}', "JSON list or JSON lines"),
+    ('42', "JSON list or JSON lines of samples, not a int"),
+    ('[{"id": 1, "video": "v.mp4"}]', "row 1: lacks conversations"),
+    (json.dumps(_row()) + "\n" + json.dumps({"video": "v"}), "line 2: lacks id, conversations"),
+    ('[{"id": 1, "video": "v", "conversations": [{"from": "gpt", "value": "x"}]}]', "turn 1 is not"),
+    ('[1, 2]', "row 1: a int, not a sample"),
+    ('[]', "lists no samples"),
+    ('[{"id": 1,', "not valid JSON"),
+])
+def test_bad_manifest_is_one_line_error(tmp_path, content, match):
+    (tmp_path / "m.json").write_text(content)
+    with pytest.raises(InputError, match=match) as err:
+        read_chat_manifest(tmp_path / "m.json")
+    assert "\n" not in str(err.value)
+
+
+def test_unusable_rows_carry_their_skip_reason(tmp_path, caplog):
+    rows = [_row(0, turns=("What colour?", "red")), _row(1, turns=("<video>\nQ", " ")),
+            _row(2, turns=("<video>\nQ", "A", "Q2"))]
+    (tmp_path / "m.json").write_text(json.dumps(rows))
+    problems = [s.problem for s in read_chat_manifest(tmp_path / "m.json")]
+    assert problems == ["no <video> in the first question", "empty answer", "empty answer"]
+    skips = Skips()
+    for _ in range(3):
+        skips.add("s0", "decode failure", "broken")
+    skips.add("s1", "decode failure")
+    assert skips.counts["decode failure"] == 4 and skips.total == 4
+    assert sum("skipped" in r.message for r in caplog.records) == 2
