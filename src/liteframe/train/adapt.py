@@ -264,6 +264,11 @@ class AdaptModel:
                                      cfg.compression)  # Teacher freezes its modules, projector included:
         for p in self.params:
             p.requires_grad_(True)  # ... a trainable projector trains again
+        for frames in cfg.frames:
+            self.encoder.check_frames(frames)
+        if cfg.chunk_frames % self.encoder.frame_multiple:
+            raise InputError(f"adapt config: chunk_frames={cfg.chunk_frames} is not a multiple of the encoder's "
+                             f"{self.encoder.frame_multiple}-frame clips")
         if not isinstance(self.encoder.backbone, Teacher):
             inner.vision_tower = None  # a student: the dense tower is never needed
         self.peft.to(device)
@@ -382,6 +387,10 @@ class Trainer:
         if resumed:
             log.info("resumed from %s at step %d", resumed, self.step)
         writer = self._tensorboard()
+        if self.step == 0 and len(self.held_out):  # the untrained model's held-out loss, to compare against
+            untrained = {"step": 0, "eval_loss": self.evaluate()}
+            if ctx.main:
+                self._log(untrained, writer)
         stop = _StopFlag()
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not ctx.main, desc="adapt", dynamic_ncols=True)
         last: dict[str, Any] = {}
