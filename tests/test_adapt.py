@@ -240,12 +240,12 @@ def _metrics(out):
 
 
 def test_loss_falls_on_a_learnable_set_and_only_lora_changes(tiny, colours, tmp_path):
-    cfg = _config(tiny, colours, tmp_path / "run", eval_data=str(colours))
+    cfg = _config(tiny, colours, tmp_path / "run", eval_data=str(colours), steps=8, lr=2e-2)
     trainer = Trainer(cfg, Context(0, 1, torch.device("cpu")), _read(colours), _read(colours))
     before = {n: p.detach().clone() for n, p in trainer.model.peft.named_parameters()}
     result = trainer.run()
     lines = _metrics(tmp_path / "run")
-    assert lines[0]["step"] == 0 and lines[-1]["step"] == 12
+    assert lines[0]["step"] == 0 and lines[-1]["step"] == 8
     assert lines[-1]["eval_loss"] < 0.5 * lines[0]["eval_loss"]
     assert lines[-1]["frames_per_sample"] == 4 and lines[-1]["skipped"] == 0 and lines[-1]["tokens_per_s"] > 0
     after = dict(trainer.model.peft.named_parameters())
@@ -256,25 +256,44 @@ def test_loss_falls_on_a_learnable_set_and_only_lora_changes(tiny, colours, tmp_
     assert list((tmp_path / "run" / "tensorboard").iterdir())
 
 
-def test_resume_reaches_the_same_adapter(tiny, colours, tmp_path):
+class _Killed(BaseException):
+    pass
+
+
+def test_resume_reaches_the_same_adapter(tiny, colours, tmp_path, monkeypatch):
     from safetensors.torch import load_file
 
     adapt(_config(tiny, colours, tmp_path / "once", steps=4, save_every=2))
-    adapt(_config(tiny, colours, tmp_path / "twice", steps=2, save_every=2))
+    save = Trainer.save
+
+    def save_then_die(self):  # a kill right after the step-2 checkpoint is complete
+        save(self)
+        raise _Killed
+
+    monkeypatch.setattr(Trainer, "save", save_then_die)
+    with pytest.raises(_Killed):
+        adapt(_config(tiny, colours, tmp_path / "twice", steps=4, save_every=2))
+    monkeypatch.setattr(Trainer, "save", save)
+    steps, train_step = [], Trainer._train_step
+    monkeypatch.setattr(Trainer, "_train_step", lambda self, b: steps.append(self.step) or train_step(self, b))
     adapt(_config(tiny, colours, tmp_path / "twice", steps=4, save_every=2))
+    assert steps == [2, 3]  # it resumed after step 2 rather than starting again
     a = load_file(tmp_path / "once" / "adapter" / "adapter_model.safetensors")
     b = load_file(tmp_path / "twice" / "adapter" / "adapter_model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert [m["loss"] for m in _metrics(tmp_path / "once")] == [m["loss"] for m in _metrics(tmp_path / "twice")]
 
 
-def test_bad_samples_are_skipped_and_counted_in_a_run(tiny, colours, tmp_path):
+def test_bad_samples_are_skipped_and_counted_in_a_run(tiny, colours, tmp_path, caplog):
     rows = json.loads(colours.read_text())
-    rows += [_row(9, str(REAL_VIDEOS / "corrupted.mp4")), _row(10, "red.mp4", ("no placeholder", "red"))]
+    (colours.parent / "garbage.mp4").write_bytes(b"not a video" * 100)
+    rows += [_row(9, "garbage.mp4"), _row(10, "red.mp4", ("no placeholder", "red"))]
     (colours.parent / "mixed.json").write_text(json.dumps(rows))
-    adapt(_config(tiny, colours.parent / "mixed.json", tmp_path / "run", steps=2, batch_size=2, lr=1e-3))
-    skipped = _metrics(tmp_path / "run")[-1]["skipped"]
-    assert skipped >= 1  # the two bad rows are among the 4 drawn in 2 steps of 2 (seeded order)
+    adapt(_config(tiny, colours.parent / "mixed.json", tmp_path / "run", steps=1, batch_size=6, grad_accum=2))
+    last = _metrics(tmp_path / "run")[-1]
+    assert last["skipped"] == 2 and last["loss"] > 0  # the step still trained on the 4 good rows
+    warned = [r.message for r in caplog.records if "skipped" in r.message]
+    assert any("decode failure" in m for m in warned) and any("no <video>" in m for m in warned)
 
 
 def test_adapt_cli_errors_are_one_line(tiny, tmp_path, capsys):
