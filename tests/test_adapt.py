@@ -305,3 +305,11 @@ def test_adapt_cli_errors_are_one_line(tiny, tmp_path, capsys):
     assert main(["adapt", "lora.rank=3"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and "lacks video, conversations" in err[0] and "--adapter" in err[1] and "lora" in err[2]
+
+
+def test_bench_adapt_rows():
+    from liteframe.bench.adapt import run
+
+    rows = run("cpu", budgets=(8, 4), steps=1)
+    assert [r["frames"] for r in rows] == [4, 8]
+    assert rows[1]["tokens"] > rows[0]["tokens"] > 0 and all(r["tokens/s"] > 0 and r["peak MiB"] > 0 for r in rows)

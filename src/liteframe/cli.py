@@ -119,6 +119,24 @@ def _add_bench_train(bench) -> None:
     p.set_defaults(func=run)
 
 
+def _add_bench_adapt(bench) -> None:
+    p = bench.add_parser("adapt", help="LMA training tokens/s and peak memory at 128, 256 and 512 frames")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="cpu: the tiny random InternVL3; cuda: InternVL3-8B shapes with random weights, bf16")
+    p.add_argument("--frames", type=int, nargs="+", default=[128, 256, 512], help="frame budgets")
+    p.add_argument("--steps", type=int, default=3, help="timed steps per budget (after one warm-up)")
+    p.add_argument("--encoder", default="wap", help="dense, a reducer name, or student:DIR")
+    p.add_argument("--json", action="store_true")
+
+    def run(a) -> None:
+        from liteframe.bench.adapt import run as run_bench
+        from liteframe.tables import print_rows
+
+        print_rows(run_bench(a.device, a.frames, a.steps, a.encoder), a.json)
+
+    p.set_defaults(func=run)
+
+
 def _add_probe(sub) -> None:
     p = sub.add_parser("probe", help="what is in each video file, and how much of it decodes")
     p.add_argument("videos", nargs="+")
@@ -260,7 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="liteframe", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench", required=True)
-    for add in (_add_bench_reducers, _add_bench_arch, _add_bench_decode, _add_bench_e2e, _add_bench_train):
+    for add in (_add_bench_reducers, _add_bench_arch, _add_bench_decode, _add_bench_e2e, _add_bench_train,
+                _add_bench_adapt):
         add(bench)
     for add in (_add_probe, _add_frames, _add_ask, _add_distill, _add_cache_targets, _add_adapt):
         add(sub)

@@ -58,9 +58,7 @@ def save_adapter(model: PeftModel, folder: str | Path) -> Path:
 
 def load_adapter(model: InternVLForConditionalGeneration, folder: str | Path, trainable: bool = False) -> PeftModel:
     """`model` with the adapter in `folder` applied (in place); one-line errors for a folder that is not one."""
-    folder = Path(folder)
-    if not (folder / "adapter_config.json").is_file():
-        raise InputError(f"adapter folder {folder}: no adapter_config.json (expected a `liteframe adapt` output)")
+    folder = _check_adapter(folder)
     try:
         return PeftModel.from_pretrained(model, folder, is_trainable=trainable)
     except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as err:
@@ -71,6 +69,7 @@ def merge(model_dir: str | Path, adapter_dir: str | Path, out: str | Path) -> Pa
     """Fold an adapter into its base checkpoint: `out` becomes an InternVL3 `-hf` folder (merged weights in the
     base's dtype, the base's tokenizer and other files copied) that plain `transformers` loads."""
     model_dir, out = Path(model_dir), Path(out)
+    _check_adapter(adapter_dir)  # before the (large) base loads
     if model_type(model_dir, "model folder") != "internvl":
         raise InputError(f"model folder {model_dir}: not an InternVL3 -hf checkpoint")
     extras = [p for p in model_dir.iterdir() if p.is_file() and p.name != "config.json"
@@ -94,6 +93,13 @@ def merge(model_dir: str | Path, adapter_dir: str | Path, out: str | Path) -> Pa
     names = {*_WEIGHTS, "config.json", "generation_config.json", *(p.name for p in extras)}
     names |= {p.name for p in out.glob("model-*.safetensors")}  # shards of an earlier merge into `out`
     return atomic_folder(out, write, names)
+
+
+def _check_adapter(folder: str | Path) -> Path:
+    folder = Path(folder)
+    if not (folder / "adapter_config.json").is_file():
+        raise InputError(f"adapter folder {folder}: no adapter_config.json (expected a `liteframe adapt` output)")
+    return folder
 
 
 def _saved_dtype(model_dir: Path) -> torch.dtype:

@@ -253,10 +253,14 @@ def _collate(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
 class AdaptModel:
     """A PEFT-wrapped InternVL3 model and the frozen visual encoder in front of it: `loss(items)`."""
 
-    def __init__(self, cfg: AdaptConfig, device: torch.device, dtype: torch.dtype):
+    @classmethod
+    def load(cls, cfg: AdaptConfig, device: torch.device, dtype: torch.dtype) -> AdaptModel:
+        """From the `-hf` folder `cfg.model`, loaded in `dtype` (on CPU first, then moved)."""
         _check_checkpoint(Path(cfg.model))
-        hf = _load_weights(Path(cfg.model), dtype)
-        self.tokenizer = _load_tokenizer(Path(cfg.model))
+        return cls(_load_weights(Path(cfg.model), dtype), _load_tokenizer(Path(cfg.model)), cfg, device, dtype)
+
+    def __init__(self, hf, tokenizer, cfg: AdaptConfig, device: torch.device, dtype: torch.dtype):
+        self.tokenizer = tokenizer
         self.peft = add_lora(hf, cfg.lora_settings(), cfg.train_projector)
         self.params = [p for p in self.peft.parameters() if p.requires_grad]
         inner = self.peft.get_base_model().model
@@ -283,7 +287,7 @@ class AdaptModel:
         self.device, self.dtype, self.chunk = device, dtype, cfg.chunk_frames
         self.train_projector = cfg.train_projector
         if cfg.activation_checkpointing:
-            self.llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            self.llm.activation_checkpointing_enable({"use_reentrant": False})
 
     def train(self, mode: bool = True) -> None:
         self.peft.train(mode)
@@ -317,7 +321,7 @@ class AdaptModel:
             mask = torch.tensor([[1] * n + [0] * (width - n) for n in lengths], device=self.device)
             embeds = torch.stack([F.pad(e, (0, 0, 0, width - len(e))) for e in embeds])
             labels = torch.stack([F.pad(y, (0, width - len(y)), value=IGNORE) for y in labels])
-            hidden = self.llm(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
+            hidden = self.llm(inputs_embeds=embeds, attention_mask=mask, use_cache=False).last_hidden_state
             targets = labels[:, 1:]
             keep = targets != IGNORE
             logits = self.head(hidden[:, :-1][keep])  # only where an answer token is predicted
@@ -363,7 +367,7 @@ class Trainer:
         cuda = ctx.device.type == "cuda"
         self.bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and cuda)
         torch.manual_seed(cfg.seed)  # the same LoRA initialisation on every rank
-        self.model = AdaptModel(cfg, ctx.device, torch.bfloat16 if cuda else torch.float32)
+        self.model = AdaptModel.load(cfg, ctx.device, torch.bfloat16 if cuda else torch.float32)
         m = self.model
         self.dataset = ChatDataset(samples, m.tokenizer, m.layout, cfg.frames, cfg.fps, m.context, cfg.seed)
         self.held_out = ChatDataset(held_out, m.tokenizer, m.layout, cfg.frames, cfg.fps, m.context, cfg.seed + 1)
