@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -313,3 +314,32 @@ def test_bench_adapt_rows():
     rows = run("cpu", budgets=(8, 4), steps=1)
     assert [r["frames"] for r in rows] == [4, 8]
     assert rows[1]["tokens"] > rows[0]["tokens"] > 0 and all(r["tokens/s"] > 0 and r["peak MiB"] > 0 for r in rows)
+
+
+def test_two_gloo_ranks_with_half_the_batch_match_one_rank(tiny, colours, tmp_path):
+    """The same `liteframe adapt` command under torchrun: 2 CPU ranks of 2 samples each = 1 rank of 4 (no dropout,
+    whose random masks differ between ranks)."""
+    import os
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    import liteframe
+
+    settings = [f"model={tiny}", "encoder=wap", f"data={colours}", "frames=[4]", "steps=2", "batch_size=4",
+                "grad_accum=1", "lr=5e-3", "warmup_steps=1", "workers=0", "lora.dropout=0", "save_every=100"]
+    adapt(AdaptConfig.load(None, settings + [f"output={tmp_path / 'one'}"]))
+    env = {**os.environ, "PYTHONPATH": str(Path(liteframe.__file__).parents[1]), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "liteframe.cli", "adapt", *settings, f"output={tmp_path / 'two'}"],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    one = load_file(tmp_path / "one" / "adapter" / "adapter_model.safetensors")
+    two = load_file(tmp_path / "two" / "adapter" / "adapter_model.safetensors")
+    assert one.keys() == two.keys()
+    assert any(not torch.equal(v, torch.zeros_like(v)) for k, v in one.items() if "lora_B" in k)  # it trained
+    for k in one:
+        torch.testing.assert_close(two[k], one[k], rtol=1e-4, atol=1e-6)
+    assert [m["loss"] for m in _metrics(tmp_path / "one")] == pytest.approx(
+        [m["loss"] for m in _metrics(tmp_path / "two")], rel=1e-5)
