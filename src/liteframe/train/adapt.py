@@ -380,6 +380,7 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _cosine(cfg))
         self.step = self.epoch = self.position = 0
         self.skips = Skips()
+        self.skipped_before = 0  # skips of all ranks before a resume (held by rank 0)
 
     def run(self) -> Result:
         cfg, ctx = self.cfg, self.ctx
@@ -405,12 +406,12 @@ class Trainer:
                     tic = time.perf_counter()
                     loss, tokens, frames, kept, grad_norm = self._train_step(batches)
                     loss, tokens, frames, kept, skipped, stopping = all_sum(
-                        [loss, tokens, frames, kept, float(self.skips.total), float(stop.set)], ctx)
+                        [loss, tokens, frames, kept, float(self._skipped()), float(stop.set)], ctx)
                     self.step += 1
                     self.position += cfg.grad_accum
                     if self.position == self.micro_per_epoch:
                         self.epoch, self.position = self.epoch + 1, 0
-                    last = {"step": self.step, "epoch": self.epoch, "loss": loss / cfg.batch_size,
+                    last = {"step": self.step, "epoch": self.epoch, "loss": loss / max(kept, 1.0),
                             "lr": self.scheduler.get_last_lr()[0], "grad_norm": grad_norm,
                             "tokens_per_s": tokens / (time.perf_counter() - tic),
                             "frames_per_sample": frames / max(kept, 1), "skipped": int(skipped),
@@ -474,6 +475,9 @@ class Trainer:
         loss, grad_norm = torch.stack([loss_sum, grad_norm.double()]).tolist()  # one host sync per step
         return loss, tokens, frames, kept, grad_norm
 
+    def _skipped(self) -> int:
+        return self.skips.total + self.skipped_before
+
     def _usable(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for item in items:
             if "skip" in item:
@@ -502,6 +506,7 @@ class Trainer:
 
     def save(self) -> None:
         """A checkpoint of the trained weights, optimiser, schedule, data position and RNG (collective)."""
+        skipped = int(all_sum([float(self._skipped())], self.ctx)[0])
         rng = [_gather(torch.get_rng_state(), self.ctx)]
         if self.ctx.device.type == "cuda":
             rng.append(_gather(torch.cuda.get_rng_state(self.ctx.device), self.ctx))
@@ -514,7 +519,7 @@ class Trainer:
             tensors.update({f"optim/{names[i]}/{k}": v.reshape(-1) if k == "step" else v for k, v in per.items()})
         tensors.update({f"rng/{k}": t for k, t in zip(("cpu", "cuda"), rng)})
         state = {"step": self.step, "epoch": self.epoch, "position": self.position, "world": self.ctx.world,
-                 "skips": dict(self.skips.counts), "scheduler": self.scheduler.state_dict(),
+                 "skipped": skipped, "scheduler": self.scheduler.state_dict(),
                  "param_groups": optim["param_groups"], "config": self.cfg.to_dict()}
         ckpt.save_checkpoint(self.out / "checkpoints", self.step, tensors, state, self.cfg.keep_last)
 
@@ -533,7 +538,7 @@ class Trainer:
         self.optimizer.load_state_dict({"state": per, "param_groups": state["param_groups"]})
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.epoch, self.position = state["step"], state["epoch"], state["position"]
-        self.skips.counts.update(state["skips"])
+        self.skipped_before = state["skipped"] if self.ctx.main else 0
         if state["world"] == self.ctx.world:
             torch.set_rng_state(tensors["rng/cpu"][self.ctx.rank].clone())
             if "rng/cuda" in tensors and self.ctx.device.type == "cuda":
