@@ -343,3 +343,24 @@ def test_two_gloo_ranks_with_half_the_batch_match_one_rank(tiny, colours, tmp_pa
         torch.testing.assert_close(two[k], one[k], rtol=1e-4, atol=1e-6)
     assert [m["loss"] for m in _metrics(tmp_path / "one")] == pytest.approx(
         [m["loss"] for m in _metrics(tmp_path / "two")], rel=1e-5)
+
+
+def test_sigterm_saves_a_checkpoint_and_stops(tiny, colours, tmp_path, monkeypatch):
+    import os
+    import signal
+
+    from liteframe.train import checkpoint as ckpt
+
+    train_step = Trainer._train_step
+
+    def terminated(self, batches):  # SIGTERM arrives during step 2
+        if self.step == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return train_step(self, batches)
+
+    monkeypatch.setattr(Trainer, "_train_step", terminated)
+    handler = signal.getsignal(signal.SIGTERM)
+    result = adapt(_config(tiny, colours, tmp_path / "run", steps=5))
+    assert result.adapter is None and result.step == 2
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path / "run" / "checkpoints")] == ["step-00000002.safetensors"]
+    assert signal.getsignal(signal.SIGTERM) == handler and not (tmp_path / "run" / "adapter").exists()
