@@ -144,7 +144,7 @@ def test_unusable_rows_carry_their_skip_reason(tmp_path, caplog):
             _row(2, turns=("<video>\nQ", "A", "Q2"))]
     (tmp_path / "m.json").write_text(json.dumps(rows))
     problems = [s.problem for s in read_chat_manifest(tmp_path / "m.json")]
-    assert problems == ["no <video> in the first question", "empty answer", "empty answer"]
+    assert problems == ["no <video>", "empty answer", "empty answer"]
     skips = Skips()
     for _ in range(3):
         skips.add("s0", "decode failure", "broken")

@@ -152,13 +152,14 @@ class AdaptConfig:
 # -- samples ------------------------------------------------------------------------------------------------------
 
 
-def chat_ids(tokenizer, labels: list[str], tokens_per_slot: int, turns) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token ids and labels `(L,)`, `(L,)` of a conversation about a video: the first turn is exactly the prompt
+def chat_ids(tokenizer, slots: list[str], tokens_per_slot: int, turns) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids and labels `(L,)`, `(L,)` of a conversation about a video whose image slots are named `slots`
+    (`slot_labels`), each `tokens_per_slot` visual tokens long; `turns` are (question, answer) pairs. The first turn is exactly the prompt
     `ask` builds (`build_input_ids`); later turns and the answers are the chat template's continuation, rendered
     turn by turn. Labels are IGNORE except on each answer and its end-of-turn token.
 
     The only place LMA builds prompts: when `ask`'s prompt changes, this follows."""
-    first = build_input_ids(tokenizer, labels, tokens_per_slot, turns[0][0])[0]
+    first = build_input_ids(tokenizer, slots, tokens_per_slot, turns[0][0])[0]
     messages, parts, rendered = [], [first], None
     for question, answer in turns:
         messages.append({"role": "user", "content": f"<video>\n{question}"})  # a stand-in: only later text counts
@@ -224,7 +225,7 @@ class ChatDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         s = self.samples[index]
         if s.problem:
-            return {"id": s.id, "skip": s.problem.split(" in ")[0], "detail": s.problem}
+            return {"id": s.id, "skip": s.problem, "detail": ""}
         budget, rate = self.draw(index)
         try:
             with open_video(s.video) as reader:
@@ -251,7 +252,7 @@ def _collate(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 class AdaptModel:
-    """A PEFT-wrapped InternVL3 model and the frozen visual encoder in front of it: `loss(items)`."""
+    """A PEFT-wrapped InternVL3 model and the frozen visual encoder in front of it: `sample_losses(items)`."""
 
     @classmethod
     def load(cls, cfg: AdaptConfig, device: torch.device, dtype: torch.dtype) -> AdaptModel:

@@ -93,7 +93,7 @@ def _sample(path: Path, where: str, row: object, root: Path) -> ChatSample:
     pairs = tuple(zip(values[0::2], values[1::2]))
     problem = None
     if VIDEO not in pairs[0][0]:
-        problem = f"no {VIDEO} in the first question"
+        problem = f"no {VIDEO}"  # in the first question, where the video goes
     elif not all(answer.strip() for _, answer in pairs):
         problem = "empty answer"
     first = pairs[0][0].replace(VIDEO + "\n", "", 1).replace(VIDEO, "", 1).strip()
