@@ -143,6 +143,24 @@ def _add_bench_train(bench) -> None:
     p.set_defaults(func=run)
 
 
+def _add_bench_adapt(bench) -> None:
+    p = bench.add_parser("adapt", help="LMA training tokens/s and peak memory at 128, 256 and 512 frames")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="cpu: the tiny random InternVL3; cuda: InternVL3-8B shapes with random weights, bf16")
+    p.add_argument("--frames", type=int, nargs="+", default=[128, 256, 512], help="frame budgets")
+    p.add_argument("--steps", type=int, default=3, help="timed steps per budget (after one warm-up)")
+    p.add_argument("--encoder", default="wap", help="dense, a reducer name, or student:DIR")
+    p.add_argument("--json", action="store_true")
+
+    def run(a) -> None:
+        from liteframe.bench.adapt import run as run_bench
+        from liteframe.tables import print_rows
+
+        print_rows(run_bench(a.device, a.frames, a.steps, a.encoder), a.json)
+
+    p.set_defaults(func=run)
+
+
 def _add_probe(sub) -> None:
     p = sub.add_parser("probe", help="what is in each video file, and how much of it decodes")
     p.add_argument("videos", nargs="+")
@@ -306,14 +324,56 @@ def _add_eval(sub) -> None:
     p.set_defaults(func=run)
 
 
+def _add_adapt(sub) -> None:
+    p = sub.add_parser("adapt", help="adapt the LLM to an encoder with LoRA (LMA), or merge an adapter",
+                       description="`liteframe adapt --config run.yaml [key=value ...]` trains LoRA adapters on the "
+                                   "LLM (resumes from the newest checkpoint in `output`; multi-GPU: torchrun "
+                                   "--nproc_per_node N -m liteframe.cli adapt ...). `liteframe adapt merge --model M "
+                                   "--adapter A --out DIR` writes a merged -hf folder.")
+    p.add_argument("--config", help="YAML file of adapt settings (see configs/adapt_tiny.yaml)")
+    p.add_argument("--model", help="merge: the base InternVL3 -hf folder")
+    p.add_argument("--adapter", help="merge: the adapter folder (OUTPUT/adapter)")
+    p.add_argument("--out", help="merge: the merged -hf folder to write")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override settings, e.g. steps=100 lora.r=8")
+
+    def run(a) -> int:
+        import logging
+        import os
+
+        from liteframe.errors import InputError
+
+        if a.overrides[:1] == ["merge"]:
+            from liteframe.llm.lora import merge
+
+            if a.config or a.overrides[1:] or not (a.model and a.adapter and a.out):
+                raise InputError("adapt merge takes --model, --adapter and --out (and no config)")
+            print(f"merged model written to {merge(a.model, a.adapter, a.out)}")
+            return 0
+        if a.model or a.adapter or a.out:
+            raise InputError("--model, --adapter and --out belong to `adapt merge`; set model=... to train")
+        from liteframe.train.adapt import AdaptConfig, adapt
+
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+        result = adapt(AdaptConfig.load(a.config, a.overrides))
+        if result.adapter is None:
+            print(f"stopped at step {result.step} by SIGTERM; checkpoint saved; run the same command to resume")
+            return 143
+        if os.environ.get("RANK", "0") == "0":
+            print(f"step {result.step}: adapter saved to {result.adapter}")
+        return 0
+
+    p.set_defaults(func=run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="liteframe", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench", required=True)
-    for add in (_add_bench_reducers, _add_bench_arch, _add_bench_decode, _add_bench_e2e, _add_bench_train):
+    for add in (_add_bench_reducers, _add_bench_arch, _add_bench_decode, _add_bench_e2e, _add_bench_train,
+                _add_bench_adapt):
         add(bench)
-    for add in (_add_probe, _add_frames, _add_ask, _add_distill, _add_cache_targets, _add_eval):
+    for add in (_add_probe, _add_frames, _add_ask, _add_distill, _add_cache_targets, _add_adapt, _add_eval):
         add(sub)
     return parser
 

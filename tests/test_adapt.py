@@ -1,0 +1,366 @@
+"""LMA: LoRA with PEFT on tiny InternVL3 checkpoints, chat manifests, training samples, the adapt job."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import InternVLForConditionalGeneration
+
+from liteframe.errors import InputError
+from liteframe.llm import save_tiny_internvl
+from liteframe.llm.lora import LoraSettings, add_lora, load_adapter, merge, save_adapter
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return save_tiny_internvl(tmp_path_factory.mktemp("tiny") / "internvl")
+
+
+def _load(folder) -> InternVLForConditionalGeneration:
+    return InternVLForConditionalGeneration.from_pretrained(folder, dtype=torch.float32).eval()
+
+
+def _logits(model, seed: int = 0, grad: bool = False) -> torch.Tensor:
+    """Text plus image logits: pixel values reach the vision tower, ids the LLM."""
+    g = torch.Generator().manual_seed(seed)
+    config = model.config
+    size = config.vision_config.image_size[0]
+    ids = torch.randint(0, 300, (1, 12), generator=g)
+    ids = torch.cat([ids[:, :3], torch.full((1, config.image_seq_length), config.image_token_id), ids[:, 3:]], 1)
+    pixels = torch.randn(1, 3, size, size, generator=g)
+    with torch.set_grad_enabled(grad):
+        return model(input_ids=ids, pixel_values=pixels).logits
+
+
+def _perturb(peft_model) -> None:
+    """Fresh LoRA B matrices are zero (the adapter starts as the identity): give them values to test against."""
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+
+
+def test_lora_wraps_only_llm_projections_and_only_they_get_grads(tiny):
+    model = add_lora(_load(tiny), LoraSettings())
+    wrapped = {n.rsplit(".lora_A", 1)[0] for n, _ in model.named_parameters() if ".lora_A." in n}
+    assert wrapped and all(".language_model.layers." in n for n in wrapped)
+    layers = model.get_base_model().config.text_config.num_hidden_layers
+    assert len(wrapped) == 7 * layers  # q k v o gate up down in every layer
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    _perturb(model)
+    out = _logits(model.train(), grad=True)
+    out.float().pow(2).mean().backward()
+    with_grad = {n for n, p in model.named_parameters() if p.grad is not None}
+    assert with_grad == {n for n, p in model.named_parameters() if "lora_" in n}
+    assert all(model.get_parameter(n).grad.abs().sum() > 0 for n in with_grad if "lora_A" in n)
+    frozen = [n for n in before if "lora_" not in n]
+    assert all(torch.equal(before[n], model.get_parameter(n)) for n in frozen)
+
+
+def test_projector_trains_only_when_asked(tiny):
+    model = add_lora(_load(tiny), train_projector=True)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert any("multi_modal_projector" in n for n in trainable)
+    assert not any("vision_tower" in n for n in trainable)
+
+
+def test_adapter_round_trip_and_merge_reproduce_logits(tiny, tmp_path):
+    model = add_lora(_load(tiny), LoraSettings(r=4, alpha=8, dropout=0.05))
+    _perturb(model)
+    model.eval()
+    expected = _logits(model)
+    assert not torch.allclose(expected, _logits(_load(tiny)))  # the adapter changes the model
+    save_adapter(model, tmp_path / "adapter")
+    files = sorted(p.name for p in (tmp_path / "adapter").iterdir())
+    assert "adapter_config.json" in files and "adapter_model.safetensors" in files
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "adapter" / "adapter_model.safetensors"), "pt") as f:
+        keys = list(f.keys())
+    assert keys and all("language_model" in k and "lora_" in k for k in keys)  # only LLM adapter weights
+    loaded = load_adapter(_load(tiny), tmp_path / "adapter").eval()
+    torch.testing.assert_close(_logits(loaded), expected, rtol=0, atol=0)
+    out = merge(tiny, tmp_path / "adapter", tmp_path / "merged")
+    plain = _load(out)  # plain transformers, no PEFT
+    assert not any("lora" in n for n, _ in plain.named_parameters())
+    torch.testing.assert_close(_logits(plain), expected, rtol=1e-5, atol=1e-5)
+    assert (out / "tokenizer.json").is_file() and (out / "chat_template.jinja").is_file()
+
+
+def test_bad_adapter_folder_is_one_line_error(tiny, tmp_path):
+    with pytest.raises(InputError, match="no adapter_config.json"):
+        load_adapter(_load(tiny), tmp_path)
+    (tmp_path / "adapter_config.json").write_text("{not json")
+    with pytest.raises(InputError, match="cannot apply"):
+        load_adapter(_load(tiny), tmp_path)
+
+
+# -- chat manifests ----------------------------------------------------------------------------------------------
+
+from liteframe.train.manifest import Skips, read_chat_manifest  # noqa: E402
+
+
+def _row(i=0, video="v.mp4", turns=("<video>\nWhat colour?", "red")):
+    roles = ("human", "gpt")
+    return {"id": f"s{i}", "video": video, "conversations": [{"from": roles[k % 2], "value": v}
+                                                             for k, v in enumerate(turns)]}
+
+
+def test_manifest_json_and_jsonl_multi_turn_and_video_root(tmp_path):
+    rows = [_row(0), _row(1, "/abs/v.mp4", ("<video>\nQ1", "A1", "Q2", "A2"))]
+    (tmp_path / "m.json").write_text(json.dumps(rows))
+    (tmp_path / "m.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n\n")
+    a = read_chat_manifest(tmp_path / "m.json", video_root="/data")
+    b = read_chat_manifest(tmp_path / "m.jsonl", video_root="/data")
+    assert a == b
+    assert a[0].video == "/data/v.mp4" and a[1].video == "/abs/v.mp4"
+    assert a[0].turns == (("What colour?", "red"),)
+    assert a[1].turns == (("Q1", "A1"), ("Q2", "A2")) and a[1].problem is None
+    assert read_chat_manifest(tmp_path / "m.json")[0].video == str(tmp_path / "v.mp4")
+
+
+@pytest.mark.parametrize("content, match", [
+    ('{\n  "samples": []\n}', "JSON list or JSON lines"),
+    ('42', "JSON list or JSON lines of samples, not a int"),
+    ('[{"id": 1, "video": "v.mp4"}]', "row 1: lacks conversations"),
+    (json.dumps(_row()) + "\n" + json.dumps({"video": "v"}), "line 2: lacks id, conversations"),
+    ('[{"id": 1, "video": "v", "conversations": [{"from": "gpt", "value": "x"}]}]', "turn 1 is not"),
+    ('[1, 2]', "row 1: a int, not a sample"),
+    ('[]', "lists no samples"),
+    ('[{"id": 1,', "not valid JSON"),
+])
+def test_bad_manifest_is_one_line_error(tmp_path, content, match):
+    (tmp_path / "m.json").write_text(content)
+    with pytest.raises(InputError, match=match) as err:
+        read_chat_manifest(tmp_path / "m.json")
+    assert "\n" not in str(err.value)
+
+
+def test_unusable_rows_carry_their_skip_reason(tmp_path, caplog):
+    rows = [_row(0, turns=("What colour?", "red")), _row(1, turns=("<video>\nQ", " ")),
+            _row(2, turns=("<video>\nQ", "A", "Q2"))]
+    (tmp_path / "m.json").write_text(json.dumps(rows))
+    problems = [s.problem for s in read_chat_manifest(tmp_path / "m.json")]
+    assert problems == ["no <video>", "empty answer", "empty answer"]
+    skips = Skips()
+    for _ in range(3):
+        skips.add("s0", "decode failure", "broken")
+    skips.add("s1", "decode failure")
+    assert skips.counts["decode failure"] == 4 and skips.total == 4
+    assert sum("skipped" in r.message for r in caplog.records) == 2
+
+
+# -- samples and the job -----------------------------------------------------------------------------------------
+
+import av  # noqa: E402
+import numpy as np  # noqa: E402
+
+from liteframe.llm.prompt import build_input_ids  # noqa: E402
+from liteframe.train.adapt import IGNORE, AdaptConfig, ChatDataset, Layout, Trainer, adapt, chat_ids  # noqa: E402
+from liteframe.train.dist import Context  # noqa: E402
+from liteframe.train.manifest import read_chat_manifest as _read  # noqa: E402
+from tests.videos import REAL_VIDEOS  # noqa: E402
+
+COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yellow": (230, 220, 30)}
+
+
+def _solid_video(path, rgb, frames=8, fps=4):
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        image = np.empty((48, 64, 3), np.uint8)
+        image[:] = rgb
+        for _ in range(frames):
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        out.mux(stream.encode())
+    return path
+
+
+@pytest.fixture(scope="module")
+def colours(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("colours")
+    rows = [_row(i, _solid_video(folder / f"{name}.mp4", rgb).name, ("<video>\nWhat colour is the video?", name))
+            for i, (name, rgb) in enumerate(COLOURS.items())]
+    (folder / "train.json").write_text(json.dumps(rows))
+    return folder / "train.json"
+
+
+def _tokenizer(tiny):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny)
+
+
+def test_chat_ids_first_turn_is_the_ask_prompt_and_only_answers_are_labelled(tiny):
+    tok = _tokenizer(tiny)
+    labels = ["Frames 1-4 (0.1s-0.9s)", "Frames 5-8 (1.1s-1.9s)"]
+    ids, y = chat_ids(tok, labels, 3, (("What colour?", "red"), ("And the car?", "blue too")))
+    prompt = build_input_ids(tok, labels, 3, "What colour?")[0]
+    assert torch.equal(ids[:len(prompt)], prompt) and (y[:len(prompt)] == IGNORE).all()
+    assert int((ids == tok.convert_tokens_to_ids("<IMG_CONTEXT>")).sum()) == 2 * 3
+    answered = tok.decode(ids[y != IGNORE])
+    assert answered == "red<|im_end|>\nblue too<|im_end|>\n"
+    assert "And the car?" in tok.decode(ids[len(prompt):]) and "And the car?" not in answered
+    assert torch.equal(ids[y != IGNORE], y[y != IGNORE])
+
+
+def test_dataset_draws_are_seeded_and_uniform_and_skips_have_reasons(tiny, colours, tmp_path):
+    tok = _tokenizer(tiny)
+    layout = Layout(dense_tokens=16, ratio=16, merged=4, image_size=112)
+    rows = [_row(0, str(REAL_VIDEOS / "corrupted.mp4")), _row(1, turns=("Q", "A")), _row(2, turns=("<video>\nQ", "")),
+            _row(3, str(colours.parent / "red.mp4"), ("<video>\n" + "colour " * 300, "red"))]
+    (tmp_path / "bad.json").write_text(json.dumps(rows))
+    data = ChatDataset(_read(tmp_path / "bad.json"), tok, layout, (4, 8), (1.0, 4.0), context=250, seed=0)
+    assert [data[i].get("skip") for i in range(4)] == ["decode failure", "no <video>", "empty answer", "over context"]
+    draws = [data.draw(i) for i in range(4)]
+    assert draws == [data.draw(i) for i in range(4)]  # seeded
+    data.epoch = 1
+    assert draws != [data.draw(i) for i in range(4)]  # redrawn each epoch
+    many = [ChatDataset([], tok, layout, (4, 8, 16), (1.0, 4.0), 0, seed).draw(0) for seed in range(300)]
+    budgets = np.array([b for b, _ in many])
+    assert {4, 8, 16} == set(budgets) and all(60 < (budgets == b).sum() < 140 for b in (4, 8, 16))
+    rates = np.array([r for _, r in many])
+    assert 1.0 <= rates.min() < 1.2 and 3.8 < rates.max() <= 4.0
+    ok = ChatDataset(_read(colours), tok, layout, (8,), (1.0, 4.0), 32768, 0)[0]
+    assert ok["pixels"].shape[0] == 8 and ok["pixels"].dtype == torch.uint8
+    assert int((ok["ids"] == tok.convert_tokens_to_ids("<IMG_CONTEXT>")).sum()) == 8 * 16 // 16
+
+
+def _config(tiny, data, out, **kw):
+    base = dict(model=str(tiny), encoder="wap", data=str(data), output=str(out), frames=[4], steps=12,
+                batch_size=4, grad_accum=1, lr=5e-3, warmup_steps=1, workers=0, log_every=1, eval_every=100,
+                save_every=100, activation_checkpointing=True)
+    return AdaptConfig(**{**base, **kw})
+
+
+def _metrics(out):
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_loss_falls_on_a_learnable_set_and_only_lora_changes(tiny, colours, tmp_path):
+    cfg = _config(tiny, colours, tmp_path / "run", eval_data=str(colours), steps=8, lr=2e-2)
+    trainer = Trainer(cfg, Context(0, 1, torch.device("cpu")), _read(colours), _read(colours))
+    before = {n: p.detach().clone() for n, p in trainer.model.peft.named_parameters()}
+    result = trainer.run()
+    lines = _metrics(tmp_path / "run")
+    assert lines[0]["step"] == 0 and lines[-1]["step"] == 8
+    assert lines[-1]["eval_loss"] < 0.5 * lines[0]["eval_loss"]
+    assert lines[-1]["frames_per_sample"] == 4 and lines[-1]["skipped"] == 0 and lines[-1]["tokens_per_s"] > 0
+    after = dict(trainer.model.peft.named_parameters())
+    changed = {n for n in before if not torch.equal(before[n], after[n])}
+    assert changed and all("lora_" in n for n in changed)
+    assert all(torch.equal(before[n], after[n]) for n in before if "vision_tower" in n or "projector" in n)
+    assert (result.adapter / "adapter_model.safetensors").is_file()
+    assert list((tmp_path / "run" / "tensorboard").iterdir())
+
+
+class _Killed(BaseException):
+    pass
+
+
+def test_resume_reaches_the_same_adapter(tiny, colours, tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    adapt(_config(tiny, colours, tmp_path / "once", steps=4, save_every=2))
+    save = Trainer.save
+
+    def save_then_die(self):  # a kill right after the step-2 checkpoint is complete
+        save(self)
+        raise _Killed
+
+    monkeypatch.setattr(Trainer, "save", save_then_die)
+    with pytest.raises(_Killed):
+        adapt(_config(tiny, colours, tmp_path / "twice", steps=4, save_every=2))
+    monkeypatch.setattr(Trainer, "save", save)
+    steps, train_step = [], Trainer._train_step
+    monkeypatch.setattr(Trainer, "_train_step", lambda self, b: steps.append(self.step) or train_step(self, b))
+    adapt(_config(tiny, colours, tmp_path / "twice", steps=4, save_every=2))
+    assert steps == [2, 3]  # it resumed after step 2 rather than starting again
+    a = load_file(tmp_path / "once" / "adapter" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "twice" / "adapter" / "adapter_model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert [m["loss"] for m in _metrics(tmp_path / "once")] == [m["loss"] for m in _metrics(tmp_path / "twice")]
+
+
+def test_bad_samples_are_skipped_and_counted_in_a_run(tiny, colours, tmp_path, caplog):
+    rows = json.loads(colours.read_text())
+    (colours.parent / "garbage.mp4").write_bytes(b"not a video" * 100)
+    rows += [_row(9, "garbage.mp4"), _row(10, "red.mp4", ("no placeholder", "red"))]
+    (colours.parent / "mixed.json").write_text(json.dumps(rows))
+    adapt(_config(tiny, colours.parent / "mixed.json", tmp_path / "run", steps=1, batch_size=6, grad_accum=2))
+    last = _metrics(tmp_path / "run")[-1]
+    assert last["skipped"] == 2 and last["loss"] > 0  # the step still trained on the 4 good rows
+    warned = [r.message for r in caplog.records if "skipped" in r.message]
+    assert any("decode failure" in m for m in warned) and any("no <video>" in m for m in warned)
+
+
+def test_adapt_cli_errors_are_one_line(tiny, tmp_path, capsys):
+    from liteframe.cli import main
+
+    (tmp_path / "m.json").write_text('{"id": 1}\n')
+    assert main(["adapt", f"model={tiny}", f"data={tmp_path / 'm.json'}", f"output={tmp_path}"]) == 2
+    assert main(["adapt", "merge", "--model", str(tiny)]) == 2
+    assert main(["adapt", "lora.rank=3"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and "lacks video, conversations" in err[0] and "--adapter" in err[1] and "lora" in err[2]
+
+
+def test_bench_adapt_rows():
+    from liteframe.bench.adapt import run
+
+    rows = run("cpu", budgets=(8, 4), steps=1)
+    assert [r["frames"] for r in rows] == [4, 8]
+    assert rows[1]["tokens"] > rows[0]["tokens"] > 0 and all(r["tokens/s"] > 0 and r["peak MiB"] > 0 for r in rows)
+
+
+def test_two_gloo_ranks_with_half_the_batch_match_one_rank(tiny, colours, tmp_path):
+    """The same `liteframe adapt` command under torchrun: 2 CPU ranks of 2 samples each = 1 rank of 4 (no dropout,
+    whose random masks differ between ranks)."""
+    import os
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    import liteframe
+
+    settings = [f"model={tiny}", "encoder=wap", f"data={colours}", "frames=[4]", "steps=2", "batch_size=4",
+                "grad_accum=1", "lr=5e-3", "warmup_steps=1", "workers=0", "lora.dropout=0", "save_every=100"]
+    adapt(AdaptConfig.load(None, settings + [f"output={tmp_path / 'one'}"]))
+    env = {**os.environ, "PYTHONPATH": str(Path(liteframe.__file__).parents[1]), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "liteframe.cli", "adapt", *settings, f"output={tmp_path / 'two'}"],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    one = load_file(tmp_path / "one" / "adapter" / "adapter_model.safetensors")
+    two = load_file(tmp_path / "two" / "adapter" / "adapter_model.safetensors")
+    assert one.keys() == two.keys()
+    assert any(not torch.equal(v, torch.zeros_like(v)) for k, v in one.items() if "lora_B" in k)  # it trained
+    for k in one:
+        torch.testing.assert_close(two[k], one[k], rtol=1e-4, atol=1e-6)
+    assert [m["loss"] for m in _metrics(tmp_path / "one")] == pytest.approx(
+        [m["loss"] for m in _metrics(tmp_path / "two")], rel=1e-5)
+
+
+def test_sigterm_saves_a_checkpoint_and_stops(tiny, colours, tmp_path, monkeypatch):
+    import os
+    import signal
+
+    from liteframe.train import checkpoint as ckpt
+
+    train_step = Trainer._train_step
+
+    def terminated(self, batches):  # SIGTERM arrives during step 2
+        if self.step == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return train_step(self, batches)
+
+    monkeypatch.setattr(Trainer, "_train_step", terminated)
+    handler = signal.getsignal(signal.SIGTERM)
+    result = adapt(_config(tiny, colours, tmp_path / "run", steps=5))
+    assert result.adapter is None and result.step == 2
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path / "run" / "checkpoints")] == ["step-00000002.safetensors"]
+    assert signal.getsignal(signal.SIGTERM) == handler and not (tmp_path / "run" / "adapter").exists()
