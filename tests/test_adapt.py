@@ -158,13 +158,16 @@ def test_unusable_rows_carry_their_skip_reason(tmp_path, caplog):
 import av  # noqa: E402
 import numpy as np  # noqa: E402
 
-from liteframe.llm.prompt import build_input_ids  # noqa: E402
-from liteframe.train.adapt import IGNORE, AdaptConfig, ChatDataset, Layout, Trainer, adapt, chat_ids  # noqa: E402
-from liteframe.train.dist import Context  # noqa: E402
+from liteframe.llm import VideoLLM  # noqa: E402
+from liteframe.llm.prompt import build_input_ids, make_slots  # noqa: E402
+from liteframe.train.adapt import (IGNORE, AdaptConfig, ChatDataset, Prompter, Trainer, adapt,  # noqa: E402
+                                   chat_ids)
+from liteframe.train.job import job_setup  # noqa: E402
 from liteframe.train.manifest import read_chat_manifest as _read  # noqa: E402
 from tests.videos import REAL_VIDEOS  # noqa: E402
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yellow": (230, 220, 30)}
+QUESTION = "What colour is the video?"
 
 
 def _solid_video(path, rgb, frames=8, fps=4):
@@ -182,24 +185,24 @@ def _solid_video(path, rgb, frames=8, fps=4):
 @pytest.fixture(scope="module")
 def colours(tmp_path_factory):
     folder = tmp_path_factory.mktemp("colours")
-    rows = [_row(i, _solid_video(folder / f"{name}.mp4", rgb).name, ("<video>\nWhat colour is the video?", name))
+    rows = [_row(i, _solid_video(folder / f"{name}.mp4", rgb).name, (f"<video>\n{QUESTION}", name))
             for i, (name, rgb) in enumerate(COLOURS.items())]
     (folder / "train.json").write_text(json.dumps(rows))
     return folder / "train.json"
 
 
-def _tokenizer(tiny):
-    from transformers import AutoTokenizer
+@pytest.fixture(scope="module")
+def llm(tiny):
+    return VideoLLM.from_pretrained(tiny, "wap", device="cpu", dtype=torch.float32)
 
-    return AutoTokenizer.from_pretrained(tiny)
 
-
-def test_chat_ids_first_turn_is_the_ask_prompt_and_only_answers_are_labelled(tiny):
-    tok = _tokenizer(tiny)
-    labels = ["Frames 1-4 (0.1s-0.9s)", "Frames 5-8 (1.1s-1.9s)"]
-    ids, y = chat_ids(tok, labels, 3, (("What colour?", "red"), ("And the car?", "blue too")))
-    prompt = build_input_ids(tok, labels, 3, "What colour?")[0]
+def test_chat_ids_first_turn_is_the_ask_prompt_and_only_answers_are_labelled(llm):
+    tok, family = llm.tokenizer, llm.family
+    slots = make_slots([0.1, 0.3, 0.5, 0.7, 1.1, 1.3, 1.5, 1.7], [3, 3], 4)
+    ids, y = chat_ids(tok, family, slots, (("What colour?", "red"), ("And the car?", "blue too")))
+    prompt = build_input_ids(tok, family, slots, "What colour?")[0][0]
     assert torch.equal(ids[:len(prompt)], prompt) and (y[:len(prompt)] == IGNORE).all()
+    assert "Frame1-4: <img>" in tok.decode(prompt) and "Frame5-8: <img>" in tok.decode(prompt)
     assert int((ids == tok.convert_tokens_to_ids("<IMG_CONTEXT>")).sum()) == 2 * 3
     answered = tok.decode(ids[y != IGNORE])
     assert answered == "red<|im_end|>\nblue too<|im_end|>\n"
@@ -207,26 +210,53 @@ def test_chat_ids_first_turn_is_the_ask_prompt_and_only_answers_are_labelled(tin
     assert torch.equal(ids[y != IGNORE], y[y != IGNORE])
 
 
-def test_dataset_draws_are_seeded_and_uniform_and_skips_have_reasons(tiny, colours, tmp_path):
-    tok = _tokenizer(tiny)
-    layout = Layout(dense_tokens=16, ratio=16, merged=4, image_size=112)
-    rows = [_row(0, str(REAL_VIDEOS / "corrupted.mp4")), _row(1, turns=("Q", "A")), _row(2, turns=("<video>\nQ", "")),
+def test_dataset_draws_are_seeded_and_uniform_and_skips_have_reasons(llm, colours, tmp_path):
+    prompter = Prompter.of(llm, (4, 8, 16))
+    (tmp_path / "garbage.mp4").write_bytes(b"not a video" * 100)
+    rows = [_row(0, str(tmp_path / "garbage.mp4")), _row(1, turns=("Q", "A")), _row(2, turns=("<video>\nQ", "")),
             _row(3, str(colours.parent / "red.mp4"), ("<video>\n" + "colour " * 300, "red"))]
     (tmp_path / "bad.json").write_text(json.dumps(rows))
-    data = ChatDataset(_read(tmp_path / "bad.json"), tok, layout, (4, 8), (1.0, 4.0), context=250, seed=0)
+    small = Prompter(**{**vars(prompter), "context": 250})
+    data = ChatDataset(_read(tmp_path / "bad.json"), small, (4, 8), (1.0, 4.0), seed=0)
     assert [data[i].get("skip") for i in range(4)] == ["decode failure", "no <video>", "empty answer", "over context"]
     draws = [data.draw(i) for i in range(4)]
     assert draws == [data.draw(i) for i in range(4)]  # seeded
     data.epoch = 1
     assert draws != [data.draw(i) for i in range(4)]  # redrawn each epoch
-    many = [ChatDataset([], tok, layout, (4, 8, 16), (1.0, 4.0), 0, seed).draw(0) for seed in range(300)]
+    many = [ChatDataset([], prompter, (4, 8, 16), (1.0, 4.0), seed).draw(0) for seed in range(300)]
     budgets = np.array([b for b, _ in many])
     assert {4, 8, 16} == set(budgets) and all(60 < (budgets == b).sum() < 140 for b in (4, 8, 16))
     rates = np.array([r for _, r in many])
     assert 1.0 <= rates.min() < 1.2 and 3.8 < rates.max() <= 4.0
-    ok = ChatDataset(_read(colours), tok, layout, (8,), (1.0, 4.0), 32768, 0)[0]
-    assert ok["pixels"].shape[0] == 8 and ok["pixels"].dtype == torch.uint8
-    assert int((ok["ids"] == tok.convert_tokens_to_ids("<IMG_CONTEXT>")).sum()) == 8 * 16 // 16
+    ok = ChatDataset(_read(colours), prompter, (8,), (1.0, 4.0), 0)[0]
+    # two 4-frame clips; 16 dense tokens per frame x 8 frames / 16x = 8 tokens, 4 per clip
+    assert len(ok["timestamps"]) == 8 and ok["counts"] == [4, 4]
+    assert int((ok["ids"] == llm.tokenizer.convert_tokens_to_ids("<IMG_CONTEXT>")).sum()) == 8
+
+
+def test_dataset_samples_dense_clips_at_the_drawn_rate(llm):
+    """At rate r the frames of a clip are 1/r s apart (the `clips` sampler), whatever the budget."""
+    prompter = Prompter.of(llm, (8,))
+    video = REAL_VIDEOS / "bbb_short.mp4"
+    data = ChatDataset(_read_rows([_row(0, str(video))]), prompter, (8,), (1.0, 2.0), seed=3)
+    budget, rate = data.draw(0)
+    with_times = np.array(data[0]["timestamps"]).reshape(-1, 4)
+    with open_video(video) as reader:
+        expected = sample_frames(reader.info, budget, "clips", rate=rate, compression=16).timestamps
+        grid = 1.0 / reader.info.fps  # times snap to the frame grid
+    np.testing.assert_allclose(with_times.reshape(-1), expected)
+    assert np.abs(np.diff(with_times, axis=1) - 1.0 / rate).max() <= grid + 1e-6
+
+
+def _read_rows(rows):
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp())
+    (folder / "m.json").write_text(json.dumps(rows))
+    return _read(folder / "m.json")
+
+
+from liteframe.video import open_video, sample_frames  # noqa: E402
 
 
 def _config(tiny, data, out, **kw):
@@ -240,14 +270,20 @@ def _metrics(out):
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_loss_falls_on_a_learnable_set_and_only_lora_changes(tiny, colours, tmp_path):
-    cfg = _config(tiny, colours, tmp_path / "run", eval_data=str(colours), steps=8, lr=2e-2)
-    trainer = Trainer(cfg, Context(0, 1, torch.device("cpu")), _read(colours), _read(colours))
-    before = {n: p.detach().clone() for n, p in trainer.model.peft.named_parameters()}
-    result = trainer.run()
+def _answers(llm, colours) -> list[str]:
+    return [llm.ask(colours.parent / f"{name}.mp4", QUESTION, frames=4, max_new_tokens=8).answer for name in COLOURS]
+
+
+def test_loss_falls_the_adapted_model_answers_and_only_lora_changes(tiny, colours, tmp_path):
+    cfg = _config(tiny, colours, tmp_path / "run", eval_data=str(colours), steps=60, lr=3e-2, lora={"dropout": 0},
+                  log_every=20, eval_every=20)
+    with job_setup(cfg) as job:
+        trainer = Trainer(cfg, job, _read(colours), _read(colours))
+        before = {n: p.detach().clone() for n, p in trainer.model.peft.named_parameters()}
+        result = trainer.run()
     lines = _metrics(tmp_path / "run")
-    assert lines[0]["step"] == 0 and lines[-1]["step"] == 8
-    assert lines[-1]["eval_loss"] < 0.5 * lines[0]["eval_loss"]
+    assert [m["step"] for m in lines] == [0, 20, 40, 60]
+    assert lines[-1]["eval_loss"] < 0.1 * lines[0]["eval_loss"]
     assert lines[-1]["frames_per_sample"] == 4 and lines[-1]["skipped"] == 0 and lines[-1]["tokens_per_s"] > 0
     after = dict(trainer.model.peft.named_parameters())
     changed = {n for n in before if not torch.equal(before[n], after[n])}
@@ -255,6 +291,12 @@ def test_loss_falls_on_a_learnable_set_and_only_lora_changes(tiny, colours, tmp_
     assert all(torch.equal(before[n], after[n]) for n in before if "vision_tower" in n or "projector" in n)
     assert (result.adapter / "adapter_model.safetensors").is_file()
     assert list((tmp_path / "run" / "tensorboard").iterdir())
+    # greedy answers of `ask` before and after: the adapted model names the colours
+    plain = VideoLLM.from_pretrained(tiny, "wap", device="cpu", dtype=torch.float32)
+    adapted = VideoLLM.from_pretrained(tiny, "wap", device="cpu", dtype=torch.float32, adapter=result.adapter)
+    truth = list(COLOURS)
+    right = [sum(a == t for a, t in zip(_answers(m, colours), truth)) for m in (plain, adapted)]
+    assert right[1] == len(COLOURS) and right[0] < right[1]
 
 
 class _Killed(BaseException):
@@ -276,7 +318,7 @@ def test_resume_reaches_the_same_adapter(tiny, colours, tmp_path, monkeypatch):
         adapt(_config(tiny, colours, tmp_path / "twice", steps=4, save_every=2))
     monkeypatch.setattr(Trainer, "save", save)
     steps, train_step = [], Trainer._train_step
-    monkeypatch.setattr(Trainer, "_train_step", lambda self, b: steps.append(self.step) or train_step(self, b))
+    monkeypatch.setattr(Trainer, "_train_step", lambda self, b: steps.append(self.state.step) or train_step(self, b))
     adapt(_config(tiny, colours, tmp_path / "twice", steps=4, save_every=2))
     assert steps == [2, 3]  # it resumed after step 2 rather than starting again
     a = load_file(tmp_path / "once" / "adapter" / "adapter_model.safetensors")
@@ -288,13 +330,14 @@ def test_resume_reaches_the_same_adapter(tiny, colours, tmp_path, monkeypatch):
 def test_bad_samples_are_skipped_and_counted_in_a_run(tiny, colours, tmp_path, caplog):
     rows = json.loads(colours.read_text())
     (colours.parent / "garbage.mp4").write_bytes(b"not a video" * 100)
-    rows += [_row(9, "garbage.mp4"), _row(10, "red.mp4", ("no placeholder", "red"))]
+    rows += [_row(9, "garbage.mp4"), _row(10, "red.mp4", ("no placeholder", "red")),
+             _row(11, str(REAL_VIDEOS / "corrupted.mp4"))]
     (colours.parent / "mixed.json").write_text(json.dumps(rows))
-    adapt(_config(tiny, colours.parent / "mixed.json", tmp_path / "run", steps=1, batch_size=6, grad_accum=2))
+    adapt(_config(tiny, colours.parent / "mixed.json", tmp_path / "run", steps=1, batch_size=7, grad_accum=1))
     last = _metrics(tmp_path / "run")[-1]
-    assert last["skipped"] == 2 and last["loss"] > 0  # the step still trained on the 4 good rows
+    assert last["skipped"] == 3 and last["loss"] > 0  # the step still trained on the 4 good rows
     warned = [r.message for r in caplog.records if "skipped" in r.message]
-    assert any("decode failure" in m for m in warned) and any("no <video>" in m for m in warned)
+    assert sum("decode failure" in m for m in warned) == 2 and any("no <video>" in m for m in warned)
 
 
 def test_adapt_cli_errors_are_one_line(tiny, tmp_path, capsys):
@@ -354,7 +397,7 @@ def test_sigterm_saves_a_checkpoint_and_stops(tiny, colours, tmp_path, monkeypat
     train_step = Trainer._train_step
 
     def terminated(self, batches):  # SIGTERM arrives during step 2
-        if self.step == 1:
+        if self.state.step == 1:
             os.kill(os.getpid(), signal.SIGTERM)
         return train_step(self, batches)
 

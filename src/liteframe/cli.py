@@ -198,6 +198,7 @@ def _add_ask(sub) -> None:
     p.add_argument("--frames", type=int, default=16, help="frames sampled, as clips of the compression's length")
     p.add_argument("--compression", help="4, 16 or 64: tokens merged into one (default: a student's own, else 16)")
     p.add_argument("--timestamps", action="store_true", help="put each slot's time in its label: Frame3 (12.4s)")
+    p.add_argument("--adapter", help="a LoRA adapter folder from `liteframe adapt` (OUTPUT/adapter)")
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--device", default=None, help="default: cuda when available, else cpu")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
@@ -211,7 +212,7 @@ def _add_ask(sub) -> None:
 
         answer = ask(a.video, a.question, a.model, a.encoder, a.frames, compression=a.compression, device=a.device,
                      dtype=a.dtype, repeats=a.repeats, warmup=a.warmup, max_new_tokens=a.max_new_tokens,
-                     timestamps=a.timestamps)
+                     timestamps=a.timestamps, adapter=a.adapter)
         print(answer.render(a.json))
 
     p.set_defaults(func=run)

@@ -58,18 +58,24 @@ def save_adapter(model: PeftModel, folder: str | Path) -> Path:
 
 def load_adapter(model: InternVLForConditionalGeneration, folder: str | Path, trainable: bool = False) -> PeftModel:
     """`model` with the adapter in `folder` applied (in place); one-line errors for a folder that is not one."""
-    folder = _check_adapter(folder)
+    folder = check_adapter(folder)
     try:
         return PeftModel.from_pretrained(model, folder, is_trainable=trainable)
     except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as err:
         raise InputError(f"adapter folder {folder}: cannot apply it to the model ({one_line(err)})") from None
 
 
+def apply_adapter(model: InternVLForConditionalGeneration, folder: str | Path) -> InternVLForConditionalGeneration:
+    """`model` with the adapter in `folder` merged into its weights (no PEFT layers left: inference costs nothing
+    extra); what `VideoLLM.from_pretrained(..., adapter=)` and `liteframe ask --adapter` use."""
+    return load_adapter(model, folder).merge_and_unload()
+
+
 def merge(model_dir: str | Path, adapter_dir: str | Path, out: str | Path) -> Path:
     """Fold an adapter into its base checkpoint: `out` becomes an InternVL3 `-hf` folder (merged weights in the
     base's dtype, the base's tokenizer and other files copied) that plain `transformers` loads."""
     model_dir, out = Path(model_dir), Path(out)
-    _check_adapter(adapter_dir)  # before the (large) base loads
+    check_adapter(adapter_dir)  # before the (large) base loads
     if model_type(model_dir, "model folder") != "internvl":
         raise InputError(f"model folder {model_dir}: not an InternVL3 -hf checkpoint")
     extras = [p for p in model_dir.iterdir() if p.is_file() and p.name != "config.json"
@@ -95,7 +101,8 @@ def merge(model_dir: str | Path, adapter_dir: str | Path, out: str | Path) -> Pa
     return atomic_folder(out, write, names)
 
 
-def _check_adapter(folder: str | Path) -> Path:
+def check_adapter(folder: str | Path) -> Path:
+    """`folder` if it holds an adapter config, else a one-line error (cheap: call it before loading a model)."""
     folder = Path(folder)
     if not (folder / "adapter_config.json").is_file():
         raise InputError(f"adapter folder {folder}: no adapter_config.json (expected a `liteframe adapt` output)")

@@ -103,20 +103,28 @@ class VideoLLM:
     @classmethod
     def from_pretrained(cls, directory: str | Path, encoder: str = "dense",
                         compression: Compression | int | str | None = None, device: str | torch.device | None = None,
-                        dtype: torch.dtype | None = None, chunk_frames: int = 32, timestamps: bool = False) -> VideoLLM:
+                        dtype: torch.dtype | None = None, chunk_frames: int = 32, timestamps: bool = False,
+                        adapter: str | Path | None = None) -> VideoLLM:
         """Load a Video LLM folder (weights, tokenizer, chat template; InternVL3 `-hf`) and put `encoder` in front of
         its LLM: `dense`, a reducer name (`wap`, `tome`, ...) or `student:DIR`, at `compression` (4, 16 or 64; None:
         a student's own, else 16). Defaults: CUDA and bf16 when available, else CPU and float32. With a student,
-        the checkpoint's vision tower is dropped before anything moves to `device`."""
+        the checkpoint's vision tower is dropped before anything moves to `device`. `adapter`: a `liteframe adapt`
+        LoRA folder, merged into the LLM's weights."""
         directory = Path(directory)
         family = get_family(model_type(directory), directory)
         if not (directory / "tokenizer_config.json").is_file():
             raise InputError(f"model folder {directory}: no tokenizer_config.json (the checkpoint's tokenizer)")
         device = resolve_device(device)
         dtype = dtype or resolve_dtype("auto", device)
+        if adapter:
+            from liteframe.llm import lora  # peft is imported only when an adapter is asked for
+
+            lora.check_adapter(adapter)  # before the (large) weights load
         with quiet_transformers():
             model = _load_weights(family, directory, dtype)
             tokenizer = _load_tokenizer(directory)
+        if adapter:
+            model = lora.apply_adapter(model, adapter)
         visual = build_encoder(encoder, family.teacher(model), compression)
         if not isinstance(visual.backbone, Teacher):
             family.drop_vision(model)  # a student: the dense tower is never needed
@@ -245,14 +253,15 @@ def sample_clips(info, frames: int, clip: int):
 def ask(video: str | Path, question: str, model: str | Path, encoder: str = "dense", frames: int = 16,
         compression: Compression | int | str | None = None, device: str | None = None, dtype: str = "auto",
         repeats: int = 1, warmup: int = 0, max_new_tokens: int = 64, timestamps: bool = False,
-        **generate_kwargs) -> Answer:
+        adapter: str | Path | None = None, **generate_kwargs) -> Answer:
     """One question about one video with a checkpoint folder: `liteframe ask` as a function."""
     if question is None:
         raise InputError("a question is needed (got None)")
     device = resolve_device(device)
     dtype = resolve_dtype(dtype, device)
     open_video(video).close()  # a bad video fails before a large checkpoint loads
-    llm = VideoLLM.from_pretrained(model, encoder, compression, device=device, dtype=dtype, timestamps=timestamps)
+    llm = VideoLLM.from_pretrained(model, encoder, compression, device=device, dtype=dtype, timestamps=timestamps,
+                                   adapter=adapter)
     return llm.ask(video, question, frames, repeats=repeats, warmup=warmup, max_new_tokens=max_new_tokens,
                    **generate_kwargs)
 

@@ -2,26 +2,28 @@
 
 LoRA adapters on an InternVL3 checkpoint's LLM learn to read compressed visual tokens from chat data. Each sample
 draws its frame budget from `frames` and its frame rate from `fps`, then takes dense clips with the inference
-sampler (`clips`), so training sees frames laid out as `ask` does; the prompt is `ask`'s, and the loss counts only
-the answers. The visual encoder (dense ViT, a reducer, or a student) and the projector are frozen: their tokens are
-computed under no_grad unless the projector trains.
+sampler (`clips` at that `rate`, the compression's clip length), so training sees frames laid out as `ask` does.
+The prompt is built by `ask`'s own code (`build_input_ids`: the family's slot layout with per-slot token counts) and
+the loss counts only the answers. The visual encoder (dense ViT, a reducer, or a student) and the projector are
+frozen: their tokens are computed under no_grad unless the projector trains. Frames are decoded by `stream_video`'s
+background thread while the encoder works on the previous chunk.
 
-One process per device under torchrun (gradients of the few LoRA weights are summed by one all-reduce per step),
-or a plain single process. Data order comes from a seeded sampler and each sample's draws from (seed, epoch, index),
-so a run resumed from its last checkpoint reaches the same adapter as one never interrupted.
+Set-up, checkpoints, metrics and the schedule are the shared training core (`job`, `checkpoint`, `state`, `metrics`,
+`schedule`): one process per device under torchrun (gradients of the few LoRA weights are summed by one all-reduce
+per step), or a plain single process. Data order comes from a seeded sampler and each sample's draws from (seed,
+epoch, index), so a run resumed from its last checkpoint reaches the same adapter as one never interrupted.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import json
 import logging
-import math
 import time
 import typing
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 import torch
@@ -29,22 +31,22 @@ import torch.distributed as dist
 import torch.nn.functional as F
 import yaml
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
 from liteframe.compression import get_compression
 from liteframe.errors import InputError, one_line
-from liteframe.llm.encoders import VisualEncoder, build_encoder
-from liteframe.llm.lora import LoraSettings, add_lora, save_adapter
-from liteframe.llm.prompt import build_input_ids, slot_labels
-from liteframe.llm.videollm import _check_checkpoint, _load_tokenizer, _load_weights
-from liteframe.models import Teacher
-from liteframe.train import checkpoint as ckpt
-from liteframe.train.config import _coerce
+from liteframe.llm.lora import PROJECTOR, LoraSettings, add_lora, save_adapter
+from liteframe.llm.prompt import Slot, build_input_ids, make_slots
+from liteframe.llm.videollm import VideoLLM
+from liteframe.train.checkpoint import Checkpointer, ModelState, OptimizerState
+from liteframe.train.config import coerce
 from liteframe.train.data import ResumableSampler, worker_init
-from liteframe.train.dist import Context, all_sum, barrier, setup, teardown
-from liteframe.train.distill import _cosine, _gather, _peak_memory_mib, _StopFlag, _truncate_metrics
+from liteframe.train.dist import Context, all_sum, barrier
+from liteframe.train.job import Job, job_setup, sigterm_flag
 from liteframe.train.manifest import ChatSample, Skips, read_chat_manifest
-from liteframe.video import open_video, preprocess, sample_frames
+from liteframe.train.metrics import MetricLog, peak_memory_mib
+from liteframe.train.schedule import scheduler
+from liteframe.train.state import ConfigState, RNGState, TrainState
+from liteframe.video import open_video, sample_frames, stream_video
 from liteframe.video.decode import VideoDecodeError, VideoDecodeWarning
 
 log = logging.getLogger("liteframe.train")
@@ -57,7 +59,7 @@ class AdaptConfig:
 
     model: str = ""  # an InternVL3 `-hf` folder
     encoder: str = "dense"  # `dense`, a reducer name, or `student:DIR`
-    compression: int = 16
+    compression: int | None = None  # 4, 16 or 64; None: a student's own, else 16
     data: str = ""  # a chat manifest (JSON or JSONL)
     eval_data: str = ""  # held-out chat manifest; empty: no evaluation
     video_root: str = ""  # relative `video` paths resolve here (default: the manifest's folder)
@@ -140,7 +142,7 @@ class AdaptConfig:
             raise InputError(f"{path or 'overrides'}: unknown adapt setting(s) {', '.join(unknown)}; "
                              f"known: {', '.join(sorted(names))}")
         hints = typing.get_type_hints(cls)
-        return cls(**{k: v if k == "frames" else _coerce(k, v, hints[k], str(path or "overrides"))
+        return cls(**{k: v if k == "frames" else coerce(k, v, hints[k], str(path or "overrides"))
                       for k, v in values.items()})
 
     def to_dict(self) -> dict[str, Any]:
@@ -152,19 +154,18 @@ class AdaptConfig:
 # -- samples ------------------------------------------------------------------------------------------------------
 
 
-def chat_ids(tokenizer, slots: list[str], tokens_per_slot: int, turns) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token ids and labels `(L,)`, `(L,)` of a conversation about a video whose image slots are named `slots`
-    (`slot_labels`), each `tokens_per_slot` visual tokens long; `turns` are (question, answer) pairs. The first turn is exactly the prompt
-    `ask` builds (`build_input_ids`); later turns and the answers are the chat template's continuation, rendered
-    turn by turn. Labels are IGNORE except on each answer and its end-of-turn token.
-
-    The only place LMA builds prompts: when `ask`'s prompt changes, this follows."""
-    first = build_input_ids(tokenizer, slots, tokens_per_slot, turns[0][0])[0]
+def chat_ids(tokenizer, family, slots: list[Slot], turns) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids and labels `(L,)`, `(L,)` of a conversation about a video laid out in `slots`; `turns` are
+    (question, answer) pairs. The first turn is exactly the prompt `ask` builds (`build_input_ids`); later turns and
+    the answers are the chat template's continuation, rendered turn by turn. Labels are IGNORE except on each answer
+    and its end-of-turn token. The only place LMA builds prompts: when `ask`'s prompt changes, this follows."""
+    first = build_input_ids(tokenizer, family, slots, turns[0][0])[0][0]
     messages, parts, rendered = [], [first], None
-    for question, answer in turns:
-        messages.append({"role": "user", "content": f"<video>\n{question}"})  # a stand-in: only later text counts
+    for k, (question, answer) in enumerate(turns):
+        video = [{"type": "video"}] if k == 0 else []  # a stand-in for the slots: only later text counts
+        messages.append({"role": "user", "content": [*video, {"type": "text", "text": question}]})
         asked = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        messages.append({"role": "assistant", "content": answer})
+        messages.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
         answered = tokenizer.apply_chat_template(messages, tokenize=False)
         if rendered is not None:
             parts.append(_continuation(tokenizer, rendered, asked))
@@ -182,36 +183,42 @@ def _continuation(tokenizer, before: str, after: str) -> torch.Tensor:
     return torch.tensor(tokenizer(after[len(before):], add_special_tokens=False)["input_ids"], dtype=torch.long)
 
 
-@dataclass(frozen=True)
-class Layout:
-    """How an encoder lays frames out in the prompt, known before anything is decoded: frames per image slot and
-    LLM tokens per slot for a frame budget."""
+def even_counts(tokens: int, steps: int) -> list[int]:
+    """`tokens` spread over `steps` slots as evenly as possible (a grid encoder's exact counts; a set reducer's
+    before it has chosen)."""
+    return [tokens // steps + (k < tokens % steps) for k in range(steps)]
 
-    dense_tokens: int  # tokens per frame of the dense pipeline (InternVL's `image_seq_length`)
-    ratio: int  # compression of the encoder (1: dense)
-    merged: int  # frames per slot of a grid encoder; 0: one slot for the whole video (a set reducer)
-    image_size: int
+
+@dataclass(frozen=True)
+class Prompter:
+    """What a dataset worker needs to lay out a sample's prompt before anything is decoded: the tokenizer, the model
+    family, the encoder's `(steps, tokens)` per frame budget and frames per step, its compression, the context."""
+
+    tokenizer: Any
+    family: Any
+    layouts: dict[int, tuple[int, int]]
+    step_frames: int
+    compression: Any
+    context: int
 
     @classmethod
-    def of(cls, encoder: VisualEncoder, dense_tokens: int, compression: int) -> Layout:
-        merged = 0 if encoder.is_set_reducer else encoder.merged_frames
-        return cls(dense_tokens, 1 if encoder.name == "dense" else compression, merged, encoder.image_size)
+    def of(cls, llm: VideoLLM, budgets: Iterable[int]) -> Prompter:
+        return cls(llm.tokenizer, llm.family, {b: llm.encoder.layout(b) for b in budgets}, llm.encoder.step_frames,
+                   llm.encoder.compression, llm.family.context_length(llm.model))
 
-    def slots(self, frames: int) -> tuple[int, int]:
-        """(frames per slot, tokens per slot) at a budget of `frames`."""
-        per_slot = self.merged or frames
-        return per_slot, math.ceil(per_slot * self.dense_tokens / self.ratio)
+    def ids(self, timestamps: list[float], counts: list[int], turns) -> tuple[torch.Tensor, torch.Tensor]:
+        return chat_ids(self.tokenizer, self.family, make_slots(timestamps, counts, self.step_frames), turns)
 
 
 class ChatDataset(Dataset):
-    """Item i -> `{"id", "pixels" uint8 (T, 3, H, W), "ids" (L,), "labels" (L,), "frames"}`, or `{"id", "skip":
-    reason, "detail"}`. The budget and rate are drawn from (seed, epoch, i); the context check runs before any
-    frame is decoded."""
+    """Item i -> `{"id", "video", "timestamps", "counts", "ids" (L,), "labels" (L,), "turns", "frames"}` (the
+    prompt laid out for the encoder's token counts; frames are decoded later, by `stream_video`), or `{"id", "skip":
+    reason, "detail"}`. The budget and rate are drawn from (seed, epoch, i); the context check runs before any frame
+    is decoded."""
 
-    def __init__(self, samples: list[ChatSample], tokenizer, layout: Layout, frames: tuple[int, ...],
-                 fps: tuple[float, float], context: int, seed: int):
-        self.samples, self.tokenizer, self.layout = samples, tokenizer, layout
-        self.frames, self.fps, self.context, self.seed = frames, fps, context, seed
+    def __init__(self, samples: list[ChatSample], prompter: Prompter, frames: tuple[int, ...],
+                 fps: tuple[float, float], seed: int):
+        self.samples, self.prompter, self.frames, self.fps, self.seed = samples, prompter, frames, fps, seed
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -223,112 +230,112 @@ class ChatDataset(Dataset):
         return int(rng.choice(self.frames)), float(rng.uniform(*self.fps))
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        s = self.samples[index]
+        s, p = self.samples[index], self.prompter
         if s.problem:
             return {"id": s.id, "skip": s.problem, "detail": ""}
         budget, rate = self.draw(index)
         try:
             with open_video(s.video) as reader:
-                sample = sample_frames(reader.info, budget, "clips", rate=rate)
-                per_slot, tokens = self.layout.slots(budget)
-                ids, labels = chat_ids(self.tokenizer, slot_labels(sample.timestamps.tolist(), per_slot), tokens,
-                                       s.turns)
-                if len(ids) > self.context:
-                    return {"id": s.id, "skip": "over context",
-                            "detail": f"{len(ids)} tokens at {budget} frames > {self.context}"}
-                with warnings.catch_warnings():
-                    warnings.simplefilter("error", VideoDecodeWarning)  # part-decoded: as bad as not at all
-                    raw = reader.read(sample.timestamps).data
-        except (VideoDecodeError, VideoDecodeWarning, OSError) as err:
+                info = reader.info
+        except (VideoDecodeError, OSError) as err:
             return {"id": s.id, "skip": "decode failure", "detail": one_line(err)}
-        return {"id": s.id, "pixels": raw, "ids": ids, "labels": labels, "frames": budget}
+        timestamps = sample_frames(info, budget, "clips", rate=rate, compression=p.compression).timestamps.tolist()
+        counts = even_counts(*reversed(p.layouts[budget]))
+        ids, labels = p.ids(timestamps, counts, s.turns)
+        if len(ids) > p.context:
+            return {"id": s.id, "skip": "over context", "detail": f"{len(ids)} tokens at {budget} frames > {p.context}"}
+        return {"id": s.id, "video": s.video, "timestamps": timestamps, "counts": counts, "ids": ids,
+                "labels": labels, "turns": s.turns, "frames": budget}
 
 
 def _collate(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return items
 
 
+class SkipSample(Exception):
+    """A sample found unusable only once its frames are read: `reason` (counted), `detail` (logged)."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail = reason, detail
+
+
 # -- the model ----------------------------------------------------------------------------------------------------
 
 
 class AdaptModel:
-    """A PEFT-wrapped InternVL3 model and the frozen visual encoder in front of it: `sample_losses(items)`."""
+    """A `VideoLLM` whose LLM is wrapped with LoRA by PEFT: `inputs(item, chunks)` -> one sample's embeddings and
+    labels, `sample_losses(inputs)` -> per-sample answer losses."""
 
     @classmethod
-    def load(cls, cfg: AdaptConfig, device: torch.device, dtype: torch.dtype) -> AdaptModel:
-        """From the `-hf` folder `cfg.model`, loaded in `dtype` (on CPU first, then moved)."""
-        _check_checkpoint(Path(cfg.model))
-        return cls(_load_weights(Path(cfg.model), dtype), _load_tokenizer(Path(cfg.model)), cfg, device, dtype)
+    def load(cls, cfg: AdaptConfig, device: torch.device, dtype: torch.dtype, bf16: bool) -> AdaptModel:
+        """From the `-hf` folder `cfg.model`, loaded in `dtype` on `device` as `ask` loads it; `bf16` autocast."""
+        return cls(VideoLLM.from_pretrained(cfg.model, cfg.encoder, cfg.compression, device=device, dtype=dtype,
+                                            chunk_frames=cfg.chunk_frames), cfg, bf16)
 
-    def __init__(self, hf, tokenizer, cfg: AdaptConfig, device: torch.device, dtype: torch.dtype):
-        self.tokenizer = tokenizer
-        self.peft = add_lora(hf, cfg.lora_settings(), cfg.train_projector)
+    def __init__(self, llm: VideoLLM, cfg: AdaptConfig, bf16: bool = False):
+        self.prompter = Prompter.of(llm, cfg.frames)  # checks every budget against the encoder
+        self.llm, self.device, self.bf16 = llm, llm.device, bf16
+        self.peft = add_lora(llm.model, cfg.lora_settings(), cfg.train_projector)
         self.params = [p for p in self.peft.parameters() if p.requires_grad]
-        inner = self.peft.get_base_model().model
-        self.encoder = build_encoder(cfg.encoder, Teacher(inner.vision_tower, inner.multi_modal_projector),
-                                     cfg.compression)  # Teacher freezes its modules, projector included:
-        for p in self.params:
-            p.requires_grad_(True)  # ... a trainable projector trains again
-        for frames in cfg.frames:
-            self.encoder.check_frames(frames)
-        if cfg.chunk_frames % self.encoder.frame_multiple:
-            raise InputError(f"adapt config: chunk_frames={cfg.chunk_frames} is not a multiple of the encoder's "
-                             f"{self.encoder.frame_multiple}-frame clips")
-        if not isinstance(self.encoder.backbone, Teacher):
-            inner.vision_tower = None  # a student: the dense tower is never needed
-        self.peft.to(device)
-        self.encoder.to(device=device, dtype=dtype)
         for p in self.params:
             p.data = p.data.float()  # trained weights and their optimiser state stay float32 under bf16 weights
-        self.llm, self.head = inner.language_model, self.peft.get_base_model().lm_head
-        self.embed = self.peft.get_input_embeddings()
-        self.image_token = hf.config.image_token_id
-        self.context = hf.config.text_config.max_position_embeddings
-        self.layout = Layout.of(self.encoder, hf.config.image_seq_length, cfg.compression)
-        self.device, self.dtype, self.chunk = device, dtype, cfg.chunk_frames
+        self.base = self.peft.get_base_model()
+        if cfg.train_projector:
+            llm.encoder.projector = getattr(self.base.model, PROJECTOR)  # PEFT's trainable copy
         self.train_projector = cfg.train_projector
+        self.lm = self.base.model.language_model
         if cfg.activation_checkpointing:
-            self.llm.activation_checkpointing_enable({"use_reentrant": False})
+            self.lm.activation_checkpointing_enable({"use_reentrant": False})
 
     def train(self, mode: bool = True) -> None:
         self.peft.train(mode)
-        self.encoder.eval()  # frozen: no dropout there in any case
+        self.llm.encoder.eval()  # frozen: no dropout there in any case
 
-    def visual(self, frames: torch.Tensor) -> torch.Tensor:
-        """uint8 `(T, 3, H, W)` frames -> `(N, d_llm)` tokens, preprocessed and encoded `chunk_frames` at a time on
-        the device (as `ask` does); no graph unless the projector trains."""
-        size = self.layout.image_size
-        with torch.set_grad_enabled(self.train_projector and torch.is_grad_enabled()):
-            parts = [self.encoder.encode_chunk(preprocess(chunk, size, device=self.device).to(self.dtype)[None])
-                     for chunk in frames.split(self.chunk)]
-            return self.encoder.finish(parts)[0]
+    def autocast(self) -> contextlib.AbstractContextManager:
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
 
-    def sample_losses(self, items: list[dict[str, Any]], bf16: bool) -> tuple[torch.Tensor, int]:
+    def frames(self, item: dict[str, Any]) -> Iterable[torch.Tensor]:
+        """The item's sampled frames as `(n, 3, S, S)` chunks on the device, decoded in a background thread."""
+        enc = self.llm.encoder
+        return (c.pixels for c in stream_video(item["video"], item["timestamps"], self.llm.chunk_frames,
+                                               enc.image_size, device=self.device, dtype=self.llm.dtype))
+
+    def inputs(self, item: dict[str, Any], chunks: Iterable[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """A dataset item and its frames `(n, 3, S, S)` chunk by chunk -> input embeddings `(L, d)` and labels
+        `(L,)`; the visual tokens without a graph unless the projector trains. Raises SkipSample when the frames
+        cannot be read or a set reducer's prompt exceeds the context."""
+        enc = self.llm.encoder
+        try:
+            with warnings.catch_warnings(), self.autocast(), \
+                    torch.set_grad_enabled(self.train_projector and torch.is_grad_enabled()):
+                warnings.simplefilter("error", VideoDecodeWarning)  # part-decoded: as bad as not at all
+                visual = enc.finish([enc.encode_chunk(c[None]) for c in chunks])
+        except (VideoDecodeError, VideoDecodeWarning, OSError) as err:
+            raise SkipSample("decode failure", one_line(err)) from None
+        ids, labels = item["ids"], item["labels"]
+        if visual.counts != item["counts"]:  # a set reducer's tokens per frame are known only now
+            ids, labels = self.prompter.ids(item["timestamps"], visual.counts, item["turns"])
+            if len(ids) > self.prompter.context:
+                raise SkipSample("over context", f"{len(ids)} tokens at {item['frames']} frames")
+        with self.autocast():
+            embeds = self.llm.family.llm_inputs(self.base, ids[None].to(self.device), visual)["inputs_embeds"][0]
+        return embeds, labels.to(self.device)
+
+    def sample_losses(self, batch: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, int]:
         """Per-sample mean cross-entropy over answer tokens `(B,)`, and the tokens the LLM read."""
-        embeds, labels = [], []
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
-            for item in items:
-                ids = item["ids"].to(self.device)
-                e = self.embed(ids)
-                tokens = self.visual(item["pixels"]).to(e.dtype)
-                is_image = ids == self.image_token
-                if int(is_image.sum()) != tokens.shape[0]:
-                    raise RuntimeError(f"{item['id']}: the encoder gave {tokens.shape[0]} visual tokens for "
-                                       f"{int(is_image.sum())} image slots")  # the Layout disagrees with the encoder
-                embeds.append(e.masked_scatter(is_image[:, None], tokens))
-                labels.append(item["labels"].to(self.device))
-            lengths = [len(x) for x in labels]
-            width = max(lengths)
-            mask = torch.tensor([[1] * n + [0] * (width - n) for n in lengths], device=self.device)
-            embeds = torch.stack([F.pad(e, (0, 0, 0, width - len(e))) for e in embeds])
-            labels = torch.stack([F.pad(y, (0, width - len(y)), value=IGNORE) for y in labels])
-            hidden = self.llm(inputs_embeds=embeds, attention_mask=mask, use_cache=False).last_hidden_state
+        lengths = [len(y) for _, y in batch]
+        width = max(lengths)
+        mask = torch.tensor([[1] * n + [0] * (width - n) for n in lengths], device=self.device)
+        embeds = torch.stack([F.pad(e, (0, 0, 0, width - len(e))) for e, _ in batch])
+        labels = torch.stack([F.pad(y, (0, width - len(y)), value=IGNORE) for _, y in batch])
+        with self.autocast():
+            hidden = self.lm(inputs_embeds=embeds, attention_mask=mask, use_cache=False).last_hidden_state
             targets = labels[:, 1:]
             keep = targets != IGNORE
-            logits = self.head(hidden[:, :-1][keep])  # only where an answer token is predicted
+            logits = self.base.lm_head(hidden[:, :-1][keep])  # only where an answer token is predicted
         ce = F.cross_entropy(logits.float(), targets[keep], reduction="none")
-        row = keep.nonzero()[:, 0]
-        sums = torch.zeros(len(items), device=self.device).index_add(0, row, ce)
+        sums = torch.zeros(len(batch), device=self.device).index_add(0, keep.nonzero()[:, 0], ce)
         return sums / keep.sum(1).clamp(min=1), sum(lengths)
 
 
@@ -351,139 +358,141 @@ def adapt(cfg: AdaptConfig) -> Result:
             raise InputError(f"adapt config: `{key}` is required")
     samples = read_chat_manifest(cfg.data, cfg.video_root or None)  # bad manifests fail before the model loads
     held_out = read_chat_manifest(cfg.eval_data, cfg.video_root or None) if cfg.eval_data else []
-    ctx = setup(cfg.device)
-    try:
-        return Trainer(cfg, ctx, samples, held_out).run()
-    finally:
-        teardown()
+    with job_setup(cfg) as job:
+        return Trainer(cfg, job, samples, held_out).run()
 
 
 class Trainer:
-    def __init__(self, cfg: AdaptConfig, ctx: Context, samples: list[ChatSample], held_out: list[ChatSample]):
+    def __init__(self, cfg: AdaptConfig, job: Job, samples: list[ChatSample], held_out: list[ChatSample]):
+        ctx = job.ctx
         micro, rest = divmod(cfg.batch_size, ctx.world * cfg.grad_accum)
         if rest or not micro:
             raise InputError(f"adapt config: batch_size={cfg.batch_size} must be a multiple of ranks x grad_accum "
                              f"= {ctx.world} x {cfg.grad_accum}")
         self.cfg, self.ctx, self.micro, self.out = cfg, ctx, micro, Path(cfg.output)
         cuda = ctx.device.type == "cuda"
-        self.bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and cuda)
-        torch.manual_seed(cfg.seed)  # the same LoRA initialisation on every rank
-        self.model = AdaptModel.load(cfg, ctx.device, torch.bfloat16 if cuda else torch.float32)
-        m = self.model
-        self.dataset = ChatDataset(samples, m.tokenizer, m.layout, cfg.frames, cfg.fps, m.context, cfg.seed)
-        self.held_out = ChatDataset(held_out, m.tokenizer, m.layout, cfg.frames, cfg.fps, m.context, cfg.seed + 1)
+        self.model = AdaptModel.load(cfg, ctx.device, torch.bfloat16 if cuda else torch.float32, job.bf16)
+        prompter = self.model.prompter
+        self.dataset = ChatDataset(samples, prompter, cfg.frames, cfg.fps, cfg.seed)
+        self.held_out = ChatDataset(held_out, prompter, cfg.frames, cfg.fps, cfg.seed + 1)
         self.sampler = ResumableSampler(self.dataset, ctx.world, ctx.rank, cfg.seed)
         self.micro_per_epoch = self.sampler.num_samples // micro // cfg.grad_accum * cfg.grad_accum
         if not self.micro_per_epoch:
             raise InputError(f"{cfg.data}: {len(samples)} samples are fewer than one step's batch of "
                              f"{cfg.batch_size}")
-        self.optimizer = torch.optim.AdamW(m.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _cosine(cfg))
-        self.step = self.epoch = self.position = 0
-        self.skips = Skips()
-        self.skipped_before = 0  # skips of all ranks before a resume (held by rank 0)
+        self.optimizer = torch.optim.AdamW(self.model.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.scheduler = scheduler(self.optimizer, cfg.lr, cfg.min_lr, cfg.warmup_steps, cfg.steps)
+        self.state = TrainState()
+        self.checkpointer = Checkpointer(self.out / "checkpoints", cfg.keep_last, ctx)
+        peft = self.model.peft
+        self.stateful = {"model": ModelState(peft, trainable_only=True), "optim": OptimizerState(peft, self.optimizer),
+                         "scheduler": self.scheduler, "train": self.state, "rng": RNGState(ctx),
+                         "config": ConfigState(cfg.to_dict())}
+        self.skips = Skips()  # logs each sample's reason once; `state.skipped` counts every skip of every rank
 
     def run(self) -> Result:
-        cfg, ctx = self.cfg, self.ctx
-        resumed = self._resume()
+        cfg, ctx, state = self.cfg, self.ctx, self.state
+        self.checkpointer.resume(self.stateful)
+        if state.step:
+            log.info("resumed from %s at step %d", self.checkpointer.latest(), state.step)
         if ctx.main:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-            _truncate_metrics(self.out / "metrics.jsonl", self.step)
-        if resumed:
-            log.info("resumed from %s at step %d", resumed, self.step)
-        writer = self._tensorboard()
-        if self.step == 0 and len(self.held_out):  # the untrained model's held-out loss, to compare against
-            untrained = {"step": 0, "eval_loss": self.evaluate()}
-            if ctx.main:
-                self._log(untrained, writer)
-        stop = _StopFlag()
-        bar = tqdm(total=cfg.steps, initial=self.step, disable=not ctx.main, desc="adapt", dynamic_ncols=True)
+        metrics = MetricLog(self.out, state.step, cfg.steps, "adapt", ctx.main)
         last: dict[str, Any] = {}
-        try:
-            while self.step < cfg.steps:
+        with sigterm_flag() as stop, contextlib.closing(metrics):
+            if state.step == 0 and len(self.held_out):  # the untrained model's held-out loss, to compare against
+                metrics.write({"step": 0, "eval_loss": self.evaluate()})
+            while state.step < cfg.steps:
                 batches = self._epoch_batches()
-                while self.step < cfg.steps and self.position < self.micro_per_epoch:
+                while state.step < cfg.steps and state.position < self.micro_per_epoch:
                     tic = time.perf_counter()
-                    loss, tokens, frames, kept, grad_norm = self._train_step(batches)
+                    loss, tokens, frames, kept, skipped, grad_norm = self._train_step(batches)
                     loss, tokens, frames, kept, skipped, stopping = all_sum(
-                        [loss, tokens, frames, kept, float(self._skipped()), float(stop.set)], ctx)
-                    self.step += 1
-                    self.position += cfg.grad_accum
-                    if self.position == self.micro_per_epoch:
-                        self.epoch, self.position = self.epoch + 1, 0
-                    last = {"step": self.step, "epoch": self.epoch, "loss": loss / max(kept, 1.0),
+                        [loss, tokens, frames, kept, skipped, float(stop.set)], ctx)
+                    state.step += 1
+                    state.position += cfg.grad_accum
+                    state.samples += int(kept)
+                    state.tokens += int(tokens)
+                    state.skipped += int(skipped)
+                    if state.position == self.micro_per_epoch:
+                        state.epoch, state.position = state.epoch + 1, 0
+                    last = {"step": state.step, "epoch": state.epoch, "loss": loss / max(kept, 1.0),
                             "lr": self.scheduler.get_last_lr()[0], "grad_norm": grad_norm,
                             "tokens_per_s": tokens / (time.perf_counter() - tic),
-                            "frames_per_sample": frames / max(kept, 1), "skipped": int(skipped),
-                            "peak_mem_mib": _peak_memory_mib(ctx.device)}
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{last['loss']:.4f}")
-                    evaluate = bool(len(self.held_out)) and (self.step % cfg.eval_every == 0 or
-                                                             self.step == cfg.steps)
+                            "frames_per_sample": frames / max(kept, 1.0), "skipped": state.skipped,
+                            "peak_mem_mib": peak_memory_mib(ctx.device)}
+                    metrics.step(loss=last["loss"])
+                    evaluate = bool(len(self.held_out)) and (state.step % cfg.eval_every == 0 or
+                                                             state.step == cfg.steps)
                     if evaluate:
                         last["eval_loss"] = self.evaluate()
-                    if ctx.main and (self.step % cfg.log_every == 0 or evaluate or self.step == cfg.steps):
-                        self._log(last, writer)
+                    if state.step % cfg.log_every == 0 or evaluate or state.step == cfg.steps:
+                        metrics.write(last)
                     if stopping:
                         self.save()
-                        log.warning("stopped by SIGTERM at step %d; run the same command to resume", self.step)
-                        return Result(None, self.step, last)
-                    if self.step % cfg.save_every == 0 or self.step == cfg.steps:
+                        log.warning("stopped by SIGTERM at step %d; run the same command to resume", state.step)
+                        return Result(None, state.step, last)
+                    if state.step % cfg.save_every == 0 or state.step == cfg.steps:
                         self.save()
-                    if self.position == 0:
-                        break
-        finally:
-            stop.restore()
-            bar.close()
-            if writer is not None:
-                writer.close()
+                    if state.position == 0:
+                        break  # epoch finished: a new loader for the next order and draws
         folder = self.out / "adapter"
         if ctx.main:
             save_adapter(self.model.peft, folder)
         barrier(ctx)
-        return Result(folder, self.step, last)
+        return Result(folder, state.step, last)
+
+    def save(self) -> None:
+        """A checkpoint of the LoRA weights, optimiser, schedule, data position, RNG and config (collective)."""
+        self.checkpointer.save(self.state.step, self.stateful)
 
     def _epoch_batches(self):
-        self.dataset.epoch = self.epoch
-        self.sampler.set_epoch(self.epoch, start=self.position * self.micro)
+        self.dataset.epoch = self.state.epoch
+        self.sampler.set_epoch(self.state.epoch, start=self.state.position * self.micro)
         # its own generator: creating the loader must not draw from the global RNG that LoRA dropout uses
         return iter(DataLoader(self.dataset, batch_size=self.micro, sampler=self.sampler, num_workers=self.cfg.workers,
                                collate_fn=_collate, worker_init_fn=worker_init,
-                               generator=torch.Generator().manual_seed(self.cfg.seed + self.epoch)))
+                               generator=torch.Generator().manual_seed(self.cfg.seed + self.state.epoch)))
 
-    def _train_step(self, batches) -> tuple[float, float, float, float, float]:
+    def _train_step(self, batches) -> tuple[float, float, float, float, float, float]:
         """One optimiser step over `grad_accum` micro-batches -> (summed sample losses, tokens, frames, samples
-        kept, grad norm). The step minimises the mean of per-sample losses over `batch_size` samples; a skipped
-        sample counts as zero, so every rank and accumulation layout computes the same gradient."""
+        kept, samples skipped, grad norm). The step minimises the mean of per-sample losses over `batch_size`
+        samples; a skipped sample counts as zero, so every rank and accumulation layout computes the same
+        gradient."""
         cfg = self.cfg
         self.model.train()
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.ctx.device)
-        tokens = frames = kept = 0
+        tokens = frames = kept = skipped = 0
         for _ in range(cfg.grad_accum):
-            items = self._usable(next(batches))
-            if not items:
+            items = next(batches)
+            ready = self._usable(items)
+            skipped += len(items) - len(ready)
+            if not ready:
                 continue
-            losses, read = self.model.sample_losses(items, self.bf16)
+            losses, read = self.model.sample_losses([x for _, x in ready])
             (losses.sum() / cfg.batch_size).backward()
             loss_sum += losses.detach().sum().double()
-            tokens, frames, kept = tokens + read, frames + sum(i["frames"] for i in items), kept + len(items)
+            tokens, frames, kept = tokens + read, frames + sum(i["frames"] for i, _ in ready), kept + len(ready)
         _sum_grads(self.model.params, self.ctx)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.params, cfg.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         loss, grad_norm = torch.stack([loss_sum, grad_norm.double()]).tolist()  # one host sync per step
-        return loss, tokens, frames, kept, grad_norm
+        return loss, tokens, frames, kept, skipped, grad_norm
 
-    def _skipped(self) -> int:
-        return self.skips.total + self.skipped_before
-
-    def _usable(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def _usable(self, items: list[dict[str, Any]]) -> list[tuple[dict[str, Any], tuple[torch.Tensor, torch.Tensor]]]:
+        """Items that read, with their inputs; the others are skipped, logged once per sample and reason."""
+        ready = []
         for item in items:
-            if "skip" in item:
-                self.skips.add(item["id"], item["skip"], item["detail"])
-        return [i for i in items if "skip" not in i]
+            try:
+                if "skip" in item:
+                    raise SkipSample(item["skip"], item["detail"])
+                ready.append((item, self.model.inputs(item, self.model.frames(item))))
+            except SkipSample as skip:
+                self.skips.add(item["id"], skip.reason, skip.detail)
+        return ready
 
     @torch.no_grad()
     def evaluate(self) -> float:
@@ -491,74 +500,11 @@ class Trainer:
         self.model.train(False)
         total = count = 0.0
         for i in range(self.ctx.rank, len(self.held_out), self.ctx.world):
-            item = self.held_out[i]
-            if "skip" in item:
-                continue
-            losses, _ = self.model.sample_losses([item], self.bf16)
-            total, count = total + losses.sum().item(), count + 1
+            for _, inputs in self._usable([self.held_out[i]]):
+                losses, _ = self.model.sample_losses([inputs])
+                total, count = total + losses.sum().item(), count + 1
         total, count = all_sum([total, count], self.ctx)
         return total / max(count, 1.0)
-
-    # -- checkpoints ------------------------------------------------------------------------------------------------
-
-    def _names(self) -> list[str]:
-        trainable = {id(p) for p in self.model.params}
-        return [n for n, p in self.model.peft.named_parameters() if id(p) in trainable]
-
-    def save(self) -> None:
-        """A checkpoint of the trained weights, optimiser, schedule, data position and RNG (collective)."""
-        skipped = int(all_sum([float(self._skipped())], self.ctx)[0])
-        rng = [_gather(torch.get_rng_state(), self.ctx)]
-        if self.ctx.device.type == "cuda":
-            rng.append(_gather(torch.cuda.get_rng_state(self.ctx.device), self.ctx))
-        if not self.ctx.main:
-            return
-        names = self._names()
-        tensors = {f"model/{n}": p for n, p in zip(names, self.model.params)}
-        optim = self.optimizer.state_dict()
-        for i, per in optim["state"].items():
-            tensors.update({f"optim/{names[i]}/{k}": v.reshape(-1) if k == "step" else v for k, v in per.items()})
-        tensors.update({f"rng/{k}": t for k, t in zip(("cpu", "cuda"), rng)})
-        state = {"step": self.step, "epoch": self.epoch, "position": self.position, "world": self.ctx.world,
-                 "skipped": skipped, "scheduler": self.scheduler.state_dict(),
-                 "param_groups": optim["param_groups"], "config": self.cfg.to_dict()}
-        ckpt.save_checkpoint(self.out / "checkpoints", self.step, tensors, state, self.cfg.keep_last)
-
-    def _resume(self) -> Path | None:
-        found = ckpt.list_checkpoints(self.out / "checkpoints")
-        if not found:
-            return None
-        tensors, state = ckpt.load_checkpoint(found[-1])
-        names = self._names()
-        with torch.no_grad():
-            for n, p in zip(names, self.model.params):
-                p.copy_(tensors[f"model/{n}"])
-        per = {i: {k: tensors[f"optim/{n}/{k}"].reshape(()) if k == "step" else tensors[f"optim/{n}/{k}"]
-                   for k in ("step", "exp_avg", "exp_avg_sq")}
-               for i, n in enumerate(names) if f"optim/{n}/step" in tensors}
-        self.optimizer.load_state_dict({"state": per, "param_groups": state["param_groups"]})
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.step, self.epoch, self.position = state["step"], state["epoch"], state["position"]
-        self.skipped_before = state["skipped"] if self.ctx.main else 0
-        if state["world"] == self.ctx.world:
-            torch.set_rng_state(tensors["rng/cpu"][self.ctx.rank].clone())
-            if "rng/cuda" in tensors and self.ctx.device.type == "cuda":
-                torch.cuda.set_rng_state(tensors["rng/cuda"][self.ctx.rank].clone(), self.ctx.device)
-        return found[-1]
-
-    def _tensorboard(self):
-        if not self.ctx.main:
-            return None
-        from torch.utils.tensorboard import SummaryWriter
-
-        return SummaryWriter(str(self.out / "tensorboard"), purge_step=self.step + 1)
-
-    def _log(self, metrics: dict[str, Any], writer) -> None:
-        with open(self.out / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(metrics) + "\n")
-        for key, value in metrics.items():
-            if key != "step":
-                writer.add_scalar(key, value, metrics["step"])
 
 
 def _sum_grads(params: list[torch.Tensor], ctx: Context) -> None:

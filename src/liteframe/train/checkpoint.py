@@ -64,16 +64,19 @@ class Checkpointer:
 
 
 class ModelState:
-    """A model (plain, DDP or FSDP2) as a stateful object: its full, unsharded state dict on CPU."""
+    """A model (plain, DDP or FSDP2) as a stateful object: its full, unsharded state dict on CPU; with
+    `trainable_only`, only the parameters that require grad (LoRA adapters beside a frozen 8B model)."""
 
-    def __init__(self, model: nn.Module):
-        self.model = model
+    def __init__(self, model: nn.Module, trainable_only: bool = False):
+        self.model, self.trainable_only = model, trainable_only
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return get_model_state_dict(self.model, options=_FULL)
+        return get_model_state_dict(self.model, options=StateDictOptions(
+            full_state_dict=True, cpu_offload=True, ignore_frozen_params=self.trainable_only))
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        set_model_state_dict(self.model, state, options=StateDictOptions(full_state_dict=True))
+        set_model_state_dict(self.model, state, options=StateDictOptions(full_state_dict=True,
+                                                                         strict=not self.trainable_only))
 
 
 class OptimizerState:

@@ -119,7 +119,7 @@ class DistillConfig:
             raise InputError(f"{source}: unknown distill setting(s) {', '.join(unknown)}; "
                              f"known: {', '.join(sorted(names))}")
         hints = typing.get_type_hints(cls)
-        return cls(**{key: _coerce(key, value, hints[key], source) for key, value in values.items()})
+        return cls(**{key: coerce(key, value, hints[key], source) for key, value in values.items()})
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -130,7 +130,7 @@ class DistillConfig:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
 
 
-def _coerce(key: str, value: Any, hint: Any, source: str) -> Any:
+def coerce(key: str, value: Any, hint: Any, source: str) -> Any:
     """YAML reads `1e-4` as a string and `3` where a float is meant: convert to the field's type, or say why not."""
     kind = typing.get_origin(hint) or hint
     try:
