@@ -407,3 +407,34 @@ def test_sigterm_saves_a_checkpoint_and_stops(tiny, colours, tmp_path, monkeypat
     assert result.adapter is None and result.step == 2
     assert [p.name for p in ckpt.list_checkpoints(tmp_path / "run" / "checkpoints")] == ["step-00000002.safetensors"]
     assert signal.getsignal(signal.SIGTERM) == handler and not (tmp_path / "run" / "adapter").exists()
+
+
+def _prompt_logits(llm, video) -> torch.Tensor:
+    """Logits `(1, L, V)` of `ask`'s prompt over `video` at 4 frames."""
+    enc = llm.encode(video, 4)
+    ids, _ = build_input_ids(llm.tokenizer, llm.family, enc.slots, QUESTION)
+    with torch.no_grad():
+        return llm.model(**llm.family.llm_inputs(llm.model, ids, enc.visual)).logits
+
+
+def test_ask_and_eval_with_an_adapter_equal_the_merged_model(tiny, colours, tmp_path, capsys):
+    from liteframe.cli import main
+    from liteframe.eval.backend import load_llm
+
+    peft = add_lora(_load(tiny))
+    _perturb(peft)
+    save_adapter(peft, tmp_path / "adapter")
+    merged = merge(tiny, tmp_path / "adapter", tmp_path / "merged")
+    video = colours.parent / "red.mp4"
+    answers = []
+    for model, extra in ((tiny, ["--adapter", str(tmp_path / "adapter")]), (merged, []), (tiny, [])):
+        assert main(["ask", str(video), QUESTION, "--model", str(model), "--encoder", "wap", "--frames", "4",
+                     "--device", "cpu", "--max-new-tokens", "6", "--json", *extra]) == 0
+        answers.append(json.loads(capsys.readouterr().out)["tokens"])
+    assert answers[0] == answers[1] != answers[2]  # the adapter is applied, as merging applies it
+    expected = _prompt_logits(VideoLLM.from_pretrained(merged, "wap", device="cpu", dtype=torch.float32), video)
+    for llm in (VideoLLM.from_pretrained(tiny, "wap", device="cpu", dtype=torch.float32, adapter=tmp_path / "adapter"),
+                load_llm(tiny, "wap", adapter=str(tmp_path / "adapter"), device="cpu")):  # `liteframe eval --adapter`
+        torch.testing.assert_close(_prompt_logits(llm, video), expected, rtol=1e-5, atol=1e-5)
+    assert main(["ask", str(video), QUESTION, "--model", str(tiny), "--adapter", str(tmp_path)]) == 2
+    assert "no adapter_config.json" in capsys.readouterr().err

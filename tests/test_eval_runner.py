@@ -35,7 +35,7 @@ class Counting:
     def __init__(self, llm, fail_after: int | None = None):
         self.llm, self.fail_after = llm, fail_after
         self.encodes, self.answers, self.chunks = [], 0, 0
-        visual = getattr(llm, "llm", llm).encoder  # the bridge's VideoLLM, or the VideoLLM
+        visual = llm.encoder
         original = visual.encode_chunk
 
         def chunk(pixels):

@@ -1,7 +1,8 @@
 """`liteframe bench adapt`: LMA training throughput and peak memory at frame budgets of 128, 256 and 512.
 
-The training step alone (frames already decoded; preprocessing, the frozen visual encoder under no_grad, the LLM
-with LoRA and activation checkpointing, the answer-only loss, backward and the optimiser), one sample per step as
+The training step alone (frames already decoded and preprocessed; the frozen visual encoder under no_grad, the
+prompt `ask` builds, the LLM with LoRA and activation checkpointing, the answer-only loss, backward and the
+optimiser), one sample per step as
 the full-size run takes it. CPU: the tiny random InternVL3 in float32. CUDA: InternVL3-8B's shapes (InternViT-300M
 and Qwen2.5-7B) with random weights in bf16 (weights do not change speed or memory). Tokens are what the LLM reads
 (prompt, visual tokens and answer); peak memory is the device's allocator peak on CUDA, the process's peak resident
@@ -22,11 +23,13 @@ from transformers import AutoTokenizer, InternVLConfig, InternVLForConditionalGe
 from liteframe.bench.e2e import RANDOM_SIZES
 from liteframe.devices import resolve_device
 from liteframe.errors import InputError
-from liteframe.llm.prompt import slot_labels
+from liteframe.llm import VideoLLM
+from liteframe.llm.encoders import build_encoder
+from liteframe.llm.family import get_family
 from liteframe.llm.tiny import IMAGE_TOKENS, build_tokenizer, save_tiny_internvl
 from liteframe.timing import synchronize
-from liteframe.train.adapt import AdaptConfig, AdaptModel, chat_ids
-from liteframe.train.distill import _peak_memory_mib
+from liteframe.train.adapt import AdaptConfig, AdaptModel, even_counts
+from liteframe.train.metrics import peak_memory_mib
 
 QUESTION = "What happens in this video? Describe the main action."
 ANSWER = "A person flips a pancake in a pan and catches it; the pancake lands back in the pan."
@@ -41,19 +44,21 @@ def run(device: str = "cpu", budgets: Sequence[int] = (128, 256, 512), steps: in
     cfg = AdaptConfig(encoder=encoder, frames=tuple(budgets), activation_checkpointing=True)
     with tempfile.TemporaryDirectory() as tmp:
         hf, tokenizer = _random_8b(Path(tmp), target) if cuda else _tiny(Path(tmp))
-        model = AdaptModel(hf, tokenizer, cfg, target, dtype)
+    visual = build_encoder(encoder, get_family("internvl").teacher(hf))
+    llm = VideoLLM(hf.to(target), tokenizer, visual.to(device=target, dtype=dtype), cfg.chunk_frames)
+    model = AdaptModel(llm, cfg, bf16=cuda)
     optimizer = torch.optim.AdamW(model.params, lr=cfg.lr)
     model.train()
     rows = []
     for frames in sorted(budgets):
-        item = _item(model, frames)
+        item, chunks = _item(model, frames)
         times = []
         if cuda:
             torch.cuda.reset_peak_memory_stats(target)
         for _ in range(steps + 1):
             synchronize(target)
             tic = time.perf_counter()
-            losses, tokens = model.sample_losses([item], bf16=cuda)
+            losses, tokens = model.sample_losses([model.inputs(item, chunks)])
             losses.sum().backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -62,19 +67,24 @@ def run(device: str = "cpu", budgets: Sequence[int] = (128, 256, 512), steps: in
         step = float(np.median(times[1:]))
         rows.append({"device": _name(target), "model": "InternVL3-8B shapes" if cuda else "tiny", "encoder": encoder,
                      "frames": frames, "tokens": tokens, "step ms": step * 1e3, "tokens/s": tokens / step,
-                     "peak MiB": _peak_memory_mib(target)})
+                     "peak MiB": peak_memory_mib(target)})
     return rows
 
 
-def _item(model: AdaptModel, frames: int) -> dict:
-    """A synthetic sample at `frames` frames: random uint8 frames at the encoder's input size, the prompt as `ask`
-    lays it out over clips at 1 fps."""
-    per_slot, tokens = model.layout.slots(frames)
-    labels = slot_labels([float(t) for t in range(frames)], per_slot)
-    ids, targets = chat_ids(model.tokenizer, labels, tokens, ((QUESTION, ANSWER),))
-    size = model.layout.image_size
-    pixels = torch.randint(0, 256, (frames, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-    return {"id": f"synthetic-{frames}", "pixels": pixels, "ids": ids, "labels": targets, "frames": frames}
+def _item(model: AdaptModel, frames: int) -> tuple[dict, list[torch.Tensor]]:
+    """A synthetic sample at `frames` frames laid out as the dataset lays it out (frames 1 s apart), and its
+    frames: random normalised pixels at the encoder's input size, in chunks on the device."""
+    llm = model.llm
+    timestamps = [float(t) for t in range(frames)]
+    counts = even_counts(*reversed(llm.encoder.layout(frames)))
+    turns = ((QUESTION, ANSWER),)
+    ids, labels = model.prompter.ids(timestamps, counts, turns)
+    size = llm.encoder.image_size
+    g = torch.Generator().manual_seed(0)
+    pixels = torch.randn(frames, 3, size, size, generator=g).to(llm.device, llm.dtype)
+    item = {"id": f"synthetic-{frames}", "timestamps": timestamps, "counts": counts, "ids": ids, "labels": labels,
+            "turns": turns, "frames": frames}
+    return item, list(pixels.split(llm.chunk_frames))
 
 
 def _tiny(folder: Path):
