@@ -438,3 +438,13 @@ def test_ask_and_eval_with_an_adapter_equal_the_merged_model(tiny, colours, tmp_
         torch.testing.assert_close(_prompt_logits(llm, video), expected, rtol=1e-5, atol=1e-5)
     assert main(["ask", str(video), QUESTION, "--model", str(tiny), "--adapter", str(tmp_path)]) == 2
     assert "no adapter_config.json" in capsys.readouterr().err
+
+
+def test_config_paths_are_relative_to_the_yaml_file_and_overrides_to_the_working_directory(tmp_path):
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "run.yaml").write_text("model: ../m\nencoder: student:../runs/s\ndata: d.json\nframes: [8]\n")
+    cfg = AdaptConfig.load(tmp_path / "conf" / "run.yaml")
+    assert (cfg.model, cfg.data) == (str(tmp_path / "m"), str(tmp_path / "conf" / "d.json"))
+    assert cfg.encoder == f"student:{tmp_path / 'runs' / 's'}" and cfg.frames == (8,)
+    assert AdaptConfig.load(tmp_path / "conf" / "run.yaml", ["encoder=student:x"]).encoder == "student:x"
+    assert AdaptConfig.load(tmp_path / "conf" / "run.yaml", ["encoder=wap", "compression=4"]).compression == 4

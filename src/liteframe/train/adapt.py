@@ -55,7 +55,8 @@ IGNORE = -100  # label of tokens the loss does not count
 
 @dataclass
 class AdaptConfig:
-    """Everything an LMA run depends on. Paths in a YAML file are relative to that file."""
+    """Everything an LMA run depends on. Paths in a YAML file (a `student:DIR` encoder's too) are relative to that
+    file; paths in `key=value` overrides to the working directory."""
 
     model: str = ""  # an InternVL3 `-hf` folder
     encoder: str = "dense"  # `dense`, a reducer name, or `student:DIR`
@@ -126,6 +127,9 @@ class AdaptConfig:
             for key in cls._PATHS:
                 if values.get(key):
                     values[key] = str((path.parent / values[key]).resolve())
+            student = str(values.get("encoder", "")).removeprefix("student:")
+            if student != str(values.get("encoder", "")):
+                values["encoder"] = f"student:{(path.parent / student).resolve()}"
         for item in overrides:
             key, sep, value = item.partition("=")
             if not sep:
