@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,7 +50,8 @@ def add_lora(model: InternVLForConditionalGeneration, settings: LoraSettings = L
     a trainable projector is replaced by PEFT's trainable copy."""
     config = LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
                         target_modules=LLM_PROJECTIONS, modules_to_save=[PROJECTOR] if train_projector else None)
-    return get_peft_model(model, config)
+    with _peft_quiet():
+        return get_peft_model(model, config)
 
 
 def save_adapter(model: PeftModel, folder: str | Path) -> Path:
@@ -60,7 +63,8 @@ def load_adapter(model: InternVLForConditionalGeneration, folder: str | Path, tr
     """`model` with the adapter in `folder` applied (in place); one-line errors for a folder that is not one."""
     folder = check_adapter(folder)
     try:
-        return PeftModel.from_pretrained(model, folder, is_trainable=trainable)
+        with _peft_quiet():
+            return PeftModel.from_pretrained(model, folder, is_trainable=trainable)
     except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as err:
         raise InputError(f"adapter folder {folder}: cannot apply it to the model ({one_line(err)})") from None
 
@@ -99,6 +103,14 @@ def merge(model_dir: str | Path, adapter_dir: str | Path, out: str | Path) -> Pa
     names = {*_WEIGHTS, "config.json", "generation_config.json", *(p.name for p in extras)}
     names |= {p.name for p in out.glob("model-*.safetensors")}  # shards of an earlier merge into `out`
     return atomic_folder(out, write, names)
+
+
+@contextmanager
+def _peft_quiet():
+    """PEFT 0.21 reads `is_gradient_checkpointing`, which transformers 5 deprecates: a warning no user can act on."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning)
+        yield
 
 
 def check_adapter(folder: str | Path) -> Path:

@@ -77,7 +77,7 @@ class AdaptConfig:
     warmup_steps: int = 500
     weight_decay: float = 0.0
     grad_clip: float = 1.0
-    workers: int = 2
+    workers: int = 2  # processes that probe videos and lay out prompts (frames are decoded by stream_video)
     device: str = "auto"
     precision: str = "auto"  # "auto" (bf16 autocast on cuda, fp32 on cpu), "bf16", "fp32"
     activation_checkpointing: bool = True
@@ -454,9 +454,13 @@ class Trainer:
     def _epoch_batches(self):
         self.dataset.epoch = self.state.epoch
         self.sampler.set_epoch(self.state.epoch, start=self.state.position * self.micro)
-        # its own generator: creating the loader must not draw from the global RNG that LoRA dropout uses
-        return iter(DataLoader(self.dataset, batch_size=self.micro, sampler=self.sampler, num_workers=self.cfg.workers,
+        # its own generator: creating the loader must not draw from the global RNG that LoRA dropout uses.
+        # forkserver: a worker forked from this process, whose decoding threads (stream_video, FFmpeg) may hold
+        # locks at that moment, can hang in its first decoder call
+        workers = self.cfg.workers
+        return iter(DataLoader(self.dataset, batch_size=self.micro, sampler=self.sampler, num_workers=workers,
                                collate_fn=_collate, worker_init_fn=worker_init,
+                               multiprocessing_context="forkserver" if workers else None,
                                generator=torch.Generator().manual_seed(self.cfg.seed + self.state.epoch)))
 
     def _train_step(self, batches) -> tuple[float, float, float, float, float, float]:
