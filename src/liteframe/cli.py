@@ -7,6 +7,7 @@ import sys
 import warnings
 
 from liteframe import __version__
+from liteframe.errors import one_line
 
 DESCRIPTION = ("Long-video question answering with Video LLMs, made cheap: LiteFrame video encoders, WAP and the "
                "token reducers it is compared against, and the distillation that trains LiteFrame.")
@@ -382,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # warnings as one line like the errors, not Python's two (source path and line, then the code line)
     formatwarning = warnings.formatwarning
-    warnings.formatwarning = lambda message, *_, **__: f"liteframe {args.command}: warning: {_one_line(message)}\n"
+    warnings.formatwarning = lambda message, *_, **__: f"liteframe {args.command}: warning: {one_line(str(message))}\n"
     try:
         return args.func(args) or 0
     except (ValueError, OSError) as err:  # InputError and VideoDecodeError are ValueErrors
@@ -390,10 +391,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     finally:
         warnings.formatwarning = formatwarning
-
-
-def _one_line(message) -> str:
-    return " ".join(str(message).split())
 
 
 if __name__ == "__main__":
