@@ -31,6 +31,7 @@ from liteframe.llm.qwen_tiny import build_qwen_tokenizer, qwen_config, save_tiny
 from liteframe.llm.tiny import IMAGE_TOKENS, build_tokenizer, save_tiny_internvl
 from liteframe.llm.videollm import VideoLLM
 from liteframe.models import LiteFrameConfig, LiteFrameEncoder, Teacher, tiny_student_config
+from liteframe.video import open_video
 
 COLUMNS = ["setting", "frames", "compression", "tokens/frame", "visual tokens", "decode ms", "preprocess ms", "ViT ms",
            "LLM prefill ms", "generation ms", "total ms"]
@@ -82,8 +83,10 @@ def run(model: str | None = None, video: str | None = None, dense_frames: Sequen
         plan = [(name, runner, level[0] if name == "dense" else level[1])
                 for level in itertools.zip_longest(dense_frames, frames) for name, runner in settings.items()]
         plan = [(name, runner, count) for name, runner, count in plan if count is not None]
+        with open_video(video) as reader:  # the frame size sets Qwen's token count
+            size = reader.info.height, reader.info.width
         for _, runner, count in plan:  # every setting fits the LLM's context before any of them runs
-            runner.check(count, QUESTION)
+            runner.check(count, QUESTION, size)
         rows = [_row(name, runner, video, count, repeats, warmup, new_tokens) for name, runner, count in plan]
     return rows
 
