@@ -4,6 +4,7 @@ positions against a slow reference written from the paper's rule, and every redu
 from __future__ import annotations
 
 import ast
+import json
 import importlib.util
 import math
 import types
@@ -451,3 +452,44 @@ def test_bench_e2e_qwen_rows(tmp_path):
         run(random_size="7b", device="cpu", model_family="qwen2.5-vl")
     with pytest.raises(InputError, match="random size '8b' of qwen2.5-vl"):
         run(random_size="8b", device="cpu", model_family="qwen2.5-vl")
+
+
+def test_cli_ask_with_wap_on_a_qwen_folder(llm, tmp_path, capsys):
+    from liteframe.cli import main
+
+    folder = save_tiny_qwen(tmp_path / "tiny")
+    path = make_video(tmp_path / "v.mp4", num_frames=24, fps=8, width=64, height=48)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rc = main(["ask", str(path), "What happens?", "--model", str(folder), "--encoder", "wap", "--frames", "16",
+                   "--max-new-tokens", "2", "--device", "cpu", "--json"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["frames"], out["encoder"], out["visual_tokens"], out["slot_tokens"]) == (16, "wap", 70, [35, 35])
+    assert main(["ask", str(path), "q", "--model", str(folder), "--encoder", "student:x", "--device", "cpu"]) == 2
+    assert "no LiteFrame student for Qwen2.5-VL" in capsys.readouterr().err
+
+
+def test_eval_runs_on_qwen_with_subtitles_before_the_video(llm, tmp_path):
+    import evaldata
+    from liteframe.eval.runner import EvalConfig, evaluate, read_records
+
+    data = evaldata.make_longvideobench(tmp_path / "lvb")
+    seen = []
+    real = llm.answer
+
+    def answer(enc, question, **kwargs):
+        ids, _ = build_input_ids(llm.tokenizer, llm.family, enc.slots, question, slot_text=kwargs["slot_text"])
+        seen.append(llm.tokenizer.decode(ids[0]))
+        return real(enc, question, **kwargs)
+
+    llm.answer = answer
+    try:
+        out = tmp_path / "lvb.jsonl"
+        evaluate(EvalConfig("longvideobench", str(data), "tiny-qwen", "dense", 4, str(out)), llm)
+    finally:
+        del llm.answer
+    records = read_records(out)
+    assert len(records) == 2 and len(seen) == 2 and not any("error" in r for r in records)
+    assert "Hello there." in seen[0] and seen[0].index("Hello there.") < seen[0].index("<|vision_start|>")
+    assert seen[0].count("<|vision_start|>") == 1  # one video run, as Qwen's processor lays it out
