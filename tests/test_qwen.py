@@ -418,6 +418,8 @@ def test_load_rejects_an_unknown_family_and_a_foreign_tokenizer(llm, tmp_path):
     (tmp_path / "config.json").write_text('{"model_type": "llava"}')
     with pytest.raises(InputError, match="model_type 'llava' is not supported"):
         VideoLLM.from_pretrained(tmp_path)
+    with pytest.raises(InputError, match="no config.json"):
+        VideoLLM.from_pretrained(tmp_path / "missing")
     other = types.SimpleNamespace(get_vocab=lambda: {}, name_or_path="x")
     with pytest.raises(InputError, match="not a Qwen2.5-VL checkpoint"):
         llm.family.check_tokenizer(other, llm.model)
@@ -493,3 +495,17 @@ def test_eval_runs_on_qwen_with_subtitles_before_the_video(llm, tmp_path):
     assert len(records) == 2 and len(seen) == 2 and not any("error" in r for r in records)
     assert "Hello there." in seen[0] and seen[0].index("Hello there.") < seen[0].index("<|vision_start|>")
     assert seen[0].count("<|vision_start|>") == 1  # one video run, as Qwen's processor lays it out
+
+
+@torch.no_grad()
+def test_chunked_encoding_equals_one_pass(llm, tmp_path):
+    """Qwen's ViT attends within each frame pair, so chunks of whole pairs give the one-pass tokens; the set stage
+    (here FastVID, with its scores) still chooses over the whole video."""
+    path = make_video(tmp_path / "v.mp4", num_frames=24, fps=8, width=64, height=48)
+    whole = llm.with_encoder("fastvid")
+    chunked = VideoLLM(llm.model, llm.tokenizer, whole.encoder, chunk_frames=2)
+    a, b = whole.encode(path, 6), chunked.encode(path, 6)
+    assert a.slots == b.slots and torch.equal(a.visual.frame, b.visual.frame) and torch.equal(a.visual.pos, b.visual.pos)
+    assert torch.allclose(a.visual.tokens, b.visual.tokens, atol=1e-5)
+    with pytest.raises(InputError, match="multiple of the fastvid encoder's 2-frame clips"):
+        VideoLLM(llm.model, llm.tokenizer, whole.encoder, chunk_frames=3)

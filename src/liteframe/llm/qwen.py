@@ -167,8 +167,6 @@ def seconds_per_step(timestamps) -> float:
     return FRAMES_PER_STEP * float(timestamps[-1] - timestamps[0]) / (len(timestamps) - 1)
 
 
-
-
 def query_scores(patches: torch.Tensor) -> torch.Tensor:
     """`(B, T, H, W, C) -> (B, T, H, W)`: the softmax over each step's tokens of their dot product with the step's
     mean token (its WAP query) over sqrt(C), in float32: the per-token score PruMerge and FastVID read on Qwen."""
