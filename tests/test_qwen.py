@@ -206,7 +206,8 @@ def test_attention_scores_are_the_attention_each_token_receives(qwen, clip):
     assert torch.allclose(scores.double(), want, atol=1e-5)
     assert torch.equal(tokens, video_grid(model.model.visual, pixels, grid))
     assert torch.allclose(scores.sum((1, 2)), torch.full((4,), float(per_pair)))  # each query's row sums to 1
-    assert torch.allclose(attention_scores(model.model.visual, pixels, grid)[1], scores, atol=1e-6)  # one chunk: the same
+    one_chunk = attention_scores(model.model.visual, pixels, grid)[1]
+    assert torch.allclose(one_chunk, scores, atol=1e-6)
 
 
 # --- positions -------------------------------------------------------------------------------------------------
@@ -505,7 +506,8 @@ def test_chunked_encoding_equals_one_pass(llm, tmp_path):
     whole = llm.with_encoder("fastvid")
     chunked = VideoLLM(llm.model, llm.tokenizer, whole.encoder, chunk_frames=2)
     a, b = whole.encode(path, 6), chunked.encode(path, 6)
-    assert a.slots == b.slots and torch.equal(a.visual.frame, b.visual.frame) and torch.equal(a.visual.pos, b.visual.pos)
+    assert a.slots == b.slots and torch.equal(a.visual.frame, b.visual.frame)
+    assert torch.equal(a.visual.pos, b.visual.pos)
     assert torch.allclose(a.visual.tokens, b.visual.tokens, atol=1e-5)
     with pytest.raises(InputError, match="multiple of the fastvid encoder's 2-frame clips"):
         VideoLLM(llm.model, llm.tokenizer, whole.encoder, chunk_frames=3)

@@ -8,8 +8,9 @@ Every encoder is the same fixed pipeline (SPEC 3):
 A grid step after the grid stage is one frame (dense ViT, set reducers) or one clip of `compression.clip` frames
 (grid reducers, the student) for InternVL; a family whose ViT reads several frames per step (Qwen2.5-VL's frame
 pairs) multiplies both (`Compression.clip_frames`), and a family whose backbone already merges 2 x 2 patches (Qwen's
-merger) skips the pixel shuffle (`shuffle=False`). the prompt gives each step one image slot holding that step's tokens. Set reducers
-keep each kept token's step, so their slots stay per frame, with a count per frame that may vary (FastVID).
+merger) skips the pixel shuffle (`shuffle=False`). The prompt gives each step one image slot holding that step's
+tokens. Set reducers keep each kept token's step, so their slots stay per frame, with a count per frame that may
+vary (FastVID).
 
 The encoder runs chunk by chunk (`encode_chunk`, then `finish`) so that memory holds one chunk of frames however
 long the video. A chunk holds whole steps, so the grid stage never straddles a chunk boundary; the set stage

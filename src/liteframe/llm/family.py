@@ -13,8 +13,8 @@ from typing import Sequence
 import torch
 from transformers import InternVLForConditionalGeneration
 
-from liteframe.errors import InputError
 from liteframe.compression import Compression
+from liteframe.errors import InputError
 from liteframe.llm.encoders import VisualEncoder, VisualTokens, build_encoder
 from liteframe.llm.qwen import Qwen25VL
 from liteframe.models import Teacher

@@ -106,9 +106,10 @@ class VideoLLM:
                         compression: Compression | int | str | None = None, device: str | torch.device | None = None,
                         dtype: torch.dtype | None = None, chunk_frames: int = 32, timestamps: bool = False) -> VideoLLM:
         """Load a Video LLM folder (weights, tokenizer, chat template; InternVL3 `-hf` or Qwen2.5-VL) and put
-        `encoder` in front of its LLM: `dense`, a reducer name (`wap`, `tome`, ...) or `student:DIR` (InternVL3), at `compression` (4, 16 or 64; None:
-        a student's own, else 16). Defaults: CUDA and bf16 when available, else CPU and float32. With a student,
-        the checkpoint's vision tower is dropped before anything moves to `device`."""
+        `encoder` in front of its LLM: `dense`, a reducer name (`wap`, `tome`, ...) or `student:DIR` (InternVL3),
+        at `compression` (4, 16 or 64; None: a student's own, else 16). Defaults: CUDA and bf16 when available,
+        else CPU and float32. With a student, the checkpoint's vision tower is dropped before anything moves to
+        `device`."""
         directory = Path(directory)
         family = get_family(model_type(directory), directory)
         if not (directory / "tokenizer_config.json").is_file():
