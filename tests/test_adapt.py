@@ -414,7 +414,7 @@ def _prompt_logits(llm, video) -> torch.Tensor:
     enc = llm.encode(video, 4)
     ids, _ = build_input_ids(llm.tokenizer, llm.family, enc.slots, QUESTION)
     with torch.no_grad():
-        return llm.model(**llm.family.llm_inputs(llm.model, ids, enc.visual)).logits
+        return llm.model(**llm.family.llm_inputs(llm.model, ids, enc.visual, enc.timestamps)).logits
 
 
 def test_ask_and_eval_with_an_adapter_equal_the_merged_model(tiny, colours, tmp_path, capsys):

@@ -24,7 +24,6 @@ from liteframe.bench.e2e import RANDOM_SIZES
 from liteframe.devices import resolve_device
 from liteframe.errors import InputError
 from liteframe.llm import VideoLLM
-from liteframe.llm.encoders import build_encoder
 from liteframe.llm.family import get_family
 from liteframe.llm.tiny import IMAGE_TOKENS, build_tokenizer, save_tiny_internvl
 from liteframe.timing import synchronize
@@ -44,7 +43,7 @@ def run(device: str = "cpu", budgets: Sequence[int] = (128, 256, 512), steps: in
     cfg = AdaptConfig(encoder=encoder, frames=tuple(budgets), activation_checkpointing=True)
     with tempfile.TemporaryDirectory() as tmp:
         hf, tokenizer = _random_8b(Path(tmp), target) if cuda else _tiny(Path(tmp))
-    visual = build_encoder(encoder, get_family("internvl").teacher(hf))
+    visual = get_family("internvl").encoder(hf, encoder)
     llm = VideoLLM(hf.to(target), tokenizer, visual.to(device=target, dtype=dtype), cfg.chunk_frames)
     model = AdaptModel(llm, cfg, bf16=cuda)
     optimizer = torch.optim.AdamW(model.params, lr=cfg.lr)

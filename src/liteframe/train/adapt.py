@@ -323,7 +323,8 @@ class AdaptModel:
             if len(ids) > self.prompter.context:
                 raise SkipSample("over context", f"{len(ids)} tokens at {item['frames']} frames")
         with self.autocast():
-            embeds = self.llm.family.llm_inputs(self.base, ids[None].to(self.device), visual)["inputs_embeds"][0]
+            embeds = self.llm.family.llm_inputs(self.base, ids[None].to(self.device), visual,
+                                                item["timestamps"])["inputs_embeds"][0]
         return embeds, labels.to(self.device)
 
     def sample_losses(self, batch: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, int]:
