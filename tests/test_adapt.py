@@ -259,6 +259,15 @@ def _read_rows(rows):
 from liteframe.video import open_video, sample_frames  # noqa: E402
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny models run several times faster on one thread than on two cores shared with other jobs."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _config(tiny, data, out, **kw):
     base = dict(model=str(tiny), encoder="wap", data=str(data), output=str(out), frames=[4], steps=12,
                 batch_size=4, grad_accum=1, lr=5e-3, warmup_steps=1, workers=0, log_every=1, eval_every=100,
@@ -274,7 +283,7 @@ def _answers(llm, colours) -> list[str]:
     return [llm.ask(colours.parent / f"{name}.mp4", QUESTION, frames=4, max_new_tokens=8).answer for name in COLOURS]
 
 
-def test_loss_falls_the_adapted_model_answers_and_only_lora_changes(tiny, colours, tmp_path):
+def test_loss_falls_the_adapted_model_answers_and_only_lora_changes(tiny, colours, tmp_path, one_thread):
     cfg = _config(tiny, colours, tmp_path / "run", eval_data=str(colours), steps=60, lr=3e-2, lora={"dropout": 0},
                   log_every=20, eval_every=20)
     with job_setup(cfg) as job:
@@ -303,7 +312,7 @@ class _Killed(BaseException):
     pass
 
 
-def test_resume_reaches_the_same_adapter(tiny, colours, tmp_path, monkeypatch):
+def test_resume_reaches_the_same_adapter(tiny, colours, tmp_path, monkeypatch, one_thread):
     from safetensors.torch import load_file
 
     adapt(_config(tiny, colours, tmp_path / "once", steps=4, save_every=2))
