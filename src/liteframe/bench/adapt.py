@@ -34,7 +34,8 @@ QUESTION = "What happens in this video? Describe the main action."
 ANSWER = "A person flips a pancake in a pan and catches it; the pancake lands back in the pan."
 
 
-def run(device: str = "cpu", budgets: Sequence[int] = (128, 256, 512), steps: int = 3, encoder: str = "wap") -> list[dict]:
+def run(device: str = "cpu", budgets: Sequence[int] = (128, 256, 512), steps: int = 3,
+        encoder: str = "wap") -> list[dict]:
     """One row per frame budget: tokens per sample, training tokens/s (median over `steps` after one warm-up),
     step ms and peak memory."""
     target = resolve_device(device)
@@ -75,7 +76,8 @@ def _item(model: AdaptModel, frames: int) -> tuple[dict, list[torch.Tensor]]:
     frames: random normalised pixels at the encoder's input size, in chunks on the device."""
     llm = model.llm
     timestamps = [float(t) for t in range(frames)]
-    counts = even_counts(*reversed(llm.encoder.layout(frames)))
+    steps, tokens = llm.encoder.layout(frames)
+    counts = even_counts(tokens, steps)
     turns = ((QUESTION, ANSWER),)
     ids, labels = model.prompter.ids(timestamps, counts, turns)
     size = llm.encoder.image_size

@@ -244,7 +244,8 @@ class ChatDataset(Dataset):
         except (VideoDecodeError, OSError) as err:
             return {"id": s.id, "skip": "decode failure", "detail": one_line(err)}
         timestamps = sample_frames(info, budget, "clips", rate=rate, compression=p.compression).timestamps.tolist()
-        counts = even_counts(*reversed(p.layouts[budget]))
+        steps, tokens = p.layouts[budget]
+        counts = even_counts(tokens, steps)
         ids, labels = p.ids(timestamps, counts, s.turns)
         if len(ids) > p.context:
             return {"id": s.id, "skip": "over context", "detail": f"{len(ids)} tokens at {budget} frames > {p.context}"}
