@@ -166,3 +166,20 @@ def test_stream_video_raises_the_workers_error_and_stops_when_left_early(tmp_pat
                               prefetch=1):
         break  # the worker blocks on a full queue: leaving must not hang and must end the thread
     assert threading.active_count() == before and chunk.pixels.shape == (2, 3, 32, 32)
+
+
+def test_stream_video_from_an_open_reader_without_a_thread_equals_one_read():
+    """prefetch=0 decodes in the caller's thread (no thread started, wait = decode) from the caller's reader, which
+    stays open; the torch resize path goes through the same stream."""
+    with open_video(REAL_VIDEOS / "bbb_short.mp4") as r:
+        sample = sample_frames(r.info, 8, "clips")
+        whole = normalize(r.read(sample.timestamps, size=56).data)
+        full = preprocess(r.read(sample.timestamps).data, 56)
+        before = threading.active_count()
+        stream = stream_video(r, sample, chunk_frames=3, size=56, prefetch=0)
+        chunks = [(c.pixels, threading.active_count()) for c in stream]
+        torch.testing.assert_close(torch.cat([p for p, _ in chunks]), whole)
+        assert all(n == before for _, n in chunks) and stream.wait_s == stream.decode_s > 0
+        torched = torch.cat([c.pixels for c in stream_video(r, sample, 3, 56, resize="torch")])
+        torch.testing.assert_close(torched, full)
+        assert len(r.read([0.0]).data) == 1  # still open
