@@ -107,6 +107,9 @@ def _add_bench_e2e(bench) -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--new-tokens", type=int, default=8, help="tokens generated per answer (exactly)")
+    p.add_argument("--front-ends", type=lambda t: t.split(","), default=["new"],
+                   help="comma-separated: new (resize in the decoder, decode overlapped with the ViT) and/or old "
+                        "(torch resize, sequential), each setting run through each")
     p.add_argument("--plot", help="write total latency against frames to this image")
     p.add_argument("--json", action="store_true")
 
@@ -117,8 +120,11 @@ def _add_bench_e2e(bench) -> None:
         rows = run_bench(model=a.model, video=a.video, dense_frames=a.dense_frames, frames=a.frames,
                          encoders=a.encoders, compression=a.compression, student=a.student, image_size=a.image_size,
                          random_size=a.random_size, device=a.device, dtype=a.dtype, repeats=a.repeats,
-                         warmup=a.warmup, new_tokens=a.new_tokens)
+                         warmup=a.warmup, new_tokens=a.new_tokens, front_ends=a.front_ends)
         print_rows(rows, a.json, COLUMNS)
+        if not a.json:
+            print("\nThe new front end decodes while the ViT runs: its stage times overlap and do not add up to the "
+                  "total. front-end share: (total - ViT - LLM) / total.")
         if a.plot:
             plot_latency(rows, a.plot)
 
