@@ -29,10 +29,11 @@ from liteframe.models import LiteFrameConfig, LiteFrameEncoder, Teacher, tiny_st
 
 COLUMNS = ["setting", "front end", "frames", "compression", "tokens/frame", "visual tokens", "decode ms",
            "preprocess ms", "ViT ms", "LLM prefill ms", "generation ms", "total ms", "front-end share"]
-# The front ends compared by `front_ends` (VideoLLM.resize, VideoLLM.overlap): `new` resizes in the decoder and
+# The front ends compared by `front_ends` (VideoLLM.resize, VideoLLM.overlap): `new` resizes in the decoder (uint8,
+# PIL's kernel) and
 # decodes the next chunk while the encoder works; `old` converts whole frames to RGB, resizes them with torch and
 # decodes in the caller's thread, as before issue 13.
-FRONT_ENDS = {"new": ("swscale", True), "old": ("torch", False)}
+FRONT_ENDS = {"new": ("exact", True), "old": ("torch", False)}
 QUESTION = "What happens in this video? Describe it briefly."
 
 # Real checkpoints' shapes. InternVL3-8B: InternViT-300M-448px (SPEC 2) and Qwen2.5-7B.

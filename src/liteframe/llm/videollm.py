@@ -91,10 +91,10 @@ class VideoLLM:
     """A Video LLM checkpoint whose visual tokens come from `encoder`; see `from_pretrained`. `timestamps` puts each
     slot's time in its label (`Frame3 (12.4s)`); off by default, as the checkpoint's own processor does.
     The front end, set on an instance to measure the old path against the new one (`bench e2e --front-ends`):
-    `resize` ("swscale": in the decoder; "torch": whole RGB frames resized on the device) and `overlap` (decode the
+    `resize` (`RESIZERS`: "exact" in the decoder; "torch": whole RGB frames resized on the device) and `overlap` (decode the
     next chunk in the background while the encoder works)."""
 
-    resize = "swscale"
+    resize = "exact"
     overlap = True
 
     def __init__(self, model, tokenizer, encoder: VisualEncoder, chunk_frames: int = 32, timestamps: bool = False):

@@ -1,9 +1,9 @@
 """A video file -> model-ready pixels: `load_video` in one call, `stream_video` chunk by chunk while the caller works.
 
-Both decode only the sampled frames. With `resize="swscale"` (the default) the decoder resizes each frame from YUV to
-size x size RGB and the device only normalises (one fused multiply-add on uint8 input); `resize="torch"` converts
-whole frames to RGB and resizes them with torch's antialiased bicubic, the path closest to InternVL's PIL reference
-(see `preprocess` and docs/results/frontend.md).
+Both decode only the sampled frames. With `resize="exact"` (the default) or `"swscale"` the decoder resizes each
+frame to size x size uint8 RGB (`SCALERS` in decode.py) and the device only normalises (one fused multiply-add on
+uint8 input); `resize="torch"` converts whole frames to RGB and resizes them in float with torch's antialiased
+bicubic on the device, the path before issue 13 (see `preprocess` and docs/results/frontend.md).
 
 `stream_video` decodes in a background thread: PyAV releases the GIL while FFmpeg decodes a packet and while swscale
 converts a frame, so the caller's encoder runs meanwhile. Chunks pass through a bounded queue (`prefetch` chunks at
@@ -29,7 +29,7 @@ from liteframe.video.sampling import FrameSample, sample_frames
 
 
 def load_video(path: str | os.PathLike, num_frames: int, strategy: str = "clips", size: int = 448,
-               backend: str = "pyav", device: torch.device | str | None = None, resize: str = "swscale",
+               backend: str = "pyav", device: torch.device | str | None = None, resize: str = "exact",
                keep_aspect: bool = False, **sampling_kw) -> tuple[torch.Tensor, FrameSample]:
     """A video file -> (pixels float32 (N, 3, size, size) on `device` (default CPU), the FrameSample that chose
     them); `sampling_kw` go to the strategy (e.g. rate=2.0, compression=16)."""
@@ -52,7 +52,7 @@ class Chunk:
 
 class VideoStream:
     """Iterate for `Chunk`s. Honest stage times, read after (or during) the iteration: `decode_s` is the wall time
-    spent decoding (with `resize="swscale"`, resizing too); `preprocess_s` the caller's time turning decoded frames
+    spent decoding (and resizing, unless `resize="torch"`); `preprocess_s` the caller's time turning decoded frames
     into pixels (normalising, or the torch resize); `wait_s` the time the caller spent waiting for a chunk, which is
     all that decoding added to the caller's own wall time. With `prefetch` >= 1 a background thread decodes, and its
     overlapped time (decode_s - wait_s) is hidden behind the caller's work, so stage times do not add up to the
@@ -135,7 +135,7 @@ class VideoStream:
 
 
 def stream_video(source: str | os.PathLike | VideoReader, sample: FrameSample | Sequence[float], chunk_frames: int,
-                 size: int = 448, *, keep_aspect: bool = False, resize: str = "swscale",
+                 size: int = 448, *, keep_aspect: bool = False, resize: str = "exact",
                  device: torch.device | str | None = None, dtype: torch.dtype = torch.float32,
                  backend: str = "pyav", prefetch: int = 2) -> VideoStream:
     """The sampled frames of a video in chunks of `chunk_frames` (the last may be shorter), decoded in a background
@@ -149,9 +149,12 @@ def stream_video(source: str | os.PathLike | VideoReader, sample: FrameSample | 
 
 def _decode(reader: VideoReader, timestamps: np.ndarray, size: int, keep_aspect: bool,
             resize: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """-> (uint8 (n, 3, size, size) resized by swscale, or (n, 3, H, W) full frames for the torch resize; pts (n,))."""
-    frames = reader.read(timestamps, size=size, keep_aspect=keep_aspect) if resize == "swscale" else \
-        reader.read(timestamps)
+    """-> (uint8 (n, 3, size, size) resized by the decoder, or (n, 3, H, W) full frames for the torch resize; pts
+    (n,))."""
+    if resize == "torch":
+        frames = reader.read(timestamps)
+    else:
+        frames = reader.read(timestamps, size=size, keep_aspect=keep_aspect, scaler=resize)
     return frames.data, frames.pts
 
 
