@@ -310,7 +310,7 @@ def test_overlapped_decoding_runs_in_the_background_and_changes_nothing(dense, m
     monkeypatch.setattr(PyAVReader, "read", lambda self, *a, **k: readers.append(threading.current_thread().name)
                         or read(self, *a, **k))
     new = VideoLLM(dense.model, dense.tokenizer, dense.encoder, chunk_frames=4)
-    old = _front_end(new, "swscale", False)
+    old = _front_end(new, new.resize, False)
     a, b = new.encode(PANCAKE, frames=12), old.encode(PANCAKE, frames=12)
     assert readers == ["liteframe-decode"] * 3 + [threading.current_thread().name] * 3
     torch.testing.assert_close(a.tokens, b.tokens, rtol=0, atol=0)
