@@ -46,6 +46,9 @@ def _add_bench_arch(bench) -> None:
     p.add_argument("--threads", type=int, default=1, help="CPU threads for the timed runs (1: compute, not "
                    "thread scheduling on a shared machine)")
     p.add_argument("--no-latency", dest="latency", action="store_false", help="parameters and FLOPs only")
+    p.add_argument("--archs", type=lambda t: t.split(","), help="comma-separated rows (default: all; the teacher "
+                   "always comes first)")
+    p.add_argument("--compile", action="store_true", help="time the models through torch.compile")
     p.add_argument("--plot", metavar="PATH", help="save a bar chart PNG of FLOPs and latency")
     p.add_argument("--json", action="store_true")
 
@@ -54,7 +57,8 @@ def _add_bench_arch(bench) -> None:
         from liteframe.tables import print_rows
 
         rows = arch.run(frames=a.frames, size=a.size, latency_frames=a.latency_frames, latency_size=a.latency_size,
-                        dtype=a.dtype, device=a.device, repeats=a.repeats, threads=a.threads, latency=a.latency)
+                        dtype=a.dtype, device=a.device, repeats=a.repeats, threads=a.threads, latency=a.latency,
+                        archs=a.archs or arch.ARCHS, compile=a.compile)
         if a.plot:
             arch.plot(rows, a.plot)
         if a.json:
