@@ -193,3 +193,17 @@ def test_stream_video_from_an_open_reader_without_a_thread_equals_one_read():
         torched = torch.cat([c.pixels for c in stream_video(r, sample, 3, 56, resize="torch")])
         torch.testing.assert_close(torched, full)
         assert len(r.read([0.0]).data) == 1  # still open
+
+
+def test_exact_resize_runs_torch_on_one_thread_and_restores_the_callers_threads(monkeypatch):
+    import torch.nn.functional as F
+
+    seen, interpolate = [], F.interpolate
+    monkeypatch.setattr(F, "interpolate", lambda *a, **k: seen.append(torch.get_num_threads()) or interpolate(*a, **k))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        load_video(REAL_VIDEOS / "bbb_short.mp4", num_frames=4, size=56)
+        assert seen == [1] * 4 and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

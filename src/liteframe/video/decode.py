@@ -24,6 +24,7 @@ import math
 import os
 import warnings
 from collections import deque
+from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Sequence
@@ -289,20 +290,21 @@ class PyAVReader(VideoReader):
         end: _Decoded | None = None  # the stream's last frame, once a pass has reached it
         failure: _Failure | None = None
         served = None  # (the frame last written, its row): sorted targets repeat it in a row
-        for plan in self._plan(times[order] + slack):
-            if end is not None and plan.targets[0] >= end.t:
-                answers = [end] * len(plan.targets)  # nothing lies past the end of the stream: no need to seek
-            else:
-                result = self._serve(plan)
-                answers, failure = result.answers, failure or result.failure
-                end = result.answers[-1] if result.ended else end
-            for answer in answers:
-                j = next(rows)
-                if served is not None and answer is served[0]:
-                    data[j], pts[j] = data[served[1]], pts[served[1]]
-                    continue
-                self._convert(answer.frame, data[j], None if size is None else scaler)
-                pts[j], served = answer.t, (answer, j)
+        with _one_torch_thread():  # the exact resize: see _one_torch_thread
+            for plan in self._plan(times[order] + slack):
+                if end is not None and plan.targets[0] >= end.t:
+                    answers = [end] * len(plan.targets)  # nothing lies past the end of the stream: no need to seek
+                else:
+                    result = self._serve(plan)
+                    answers, failure = result.answers, failure or result.failure
+                    end = result.answers[-1] if result.ended else end
+                for answer in answers:
+                    j = next(rows)
+                    if served is not None and answer is served[0]:
+                        data[j], pts[j] = data[served[1]], pts[served[1]]
+                        continue
+                    self._convert(answer.frame, data[j], None if size is None else scaler)
+                    pts[j], served = answer.t, (answer, j)
         # requests served by a frame well before them: the stream ended early or a stretch did not decode
         late = int(np.sum((pts + 2.0 / self.info.fps + slack < times) & (times < self.info.duration)))
         where = f"of {self.info.duration:.2f}s"
@@ -476,6 +478,20 @@ class PyAVReader(VideoReader):
 
     def close(self) -> None:
         self._container.close()
+
+
+@contextmanager
+def _one_torch_thread():
+    """torch on one thread in this thread while frames are resized: a 448 px uint8 resize takes 1.5 ms on one
+    thread and 4-5x longer on two on a busy machine, whose cores the decoder's own threads (and, beside a stream,
+    the encoder) keep busy anyway. With OpenMP, torch's thread count is per calling thread, so a stream's decoding
+    thread leaves the caller's encoder its threads."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _pad_square(frames: torch.Tensor, size: int) -> torch.Tensor:
