@@ -1,9 +1,10 @@
-"""Qwen2.5-VL behind liteframe, on a tiny random native checkpoint: preprocessing against Qwen's published rule and
-transformers' own patchify, visual tokens and logits against transformers' own forward, mRoPE positions against a
-slow reference written from the paper's rule, and generation with every reducer."""
+"""Qwen2.5-VL as a `VideoLLM` family, on a tiny random native checkpoint: preprocessing against Qwen's published rule
+and transformers' own patchify, the dense pipeline's tokens and logits against transformers' own forward, mRoPE
+positions against a slow reference written from the paper's rule, and every reducer through `VideoLLM`."""
 from __future__ import annotations
 
 import ast
+import json
 import importlib.util
 import math
 import types
@@ -19,17 +20,15 @@ from transformers.vision_utils import get_vision_window_index
 
 from liteframe.compression import get_compression
 from liteframe.errors import InputError
-from liteframe.grid import TokenSet
+from liteframe.grid import TokenGrid
+from liteframe.llm import VideoLLM, VisualTokens, build_input_ids, get_family, make_slots
 from liteframe.llm.qwen import (
-    QwenVideo, attention_scores, build_qwen_input_ids, encode_video, generate, load_qwen, pair_frames, patchify,
-    preprocess_qwen, prompt_inputs, seconds_per_step, smart_resize, video_grid,
+    attention_scores, pair_frames, patchify, preprocess_qwen, query_scores, seconds_per_step, smart_resize, video_grid,
 )
 from liteframe.llm.qwen_positions import rope_positions, set_positions, video_positions
 from liteframe.llm.qwen_tiny import qwen_config, save_tiny_qwen
-from liteframe.llm.qwen_videollm import QwenVideoLLM
-from liteframe.llm.videollm import LATENCY_KEYS
-from liteframe.reduce import REDUCERS, get_reducer
-from liteframe.video import open_video, sample_frames
+from liteframe.llm.videollm import LATENCY_KEYS, EncodedVideo
+from liteframe.reduce import REDUCERS
 from videos import make_video
 
 
@@ -82,18 +81,28 @@ def paper_positions(ids: list[int], video_id: int, video: list[tuple[float, int,
 
 
 @pytest.fixture(scope="module")
-def qwen(tmp_path_factory):
-    folder = save_tiny_qwen(tmp_path_factory.mktemp("qwen") / "tiny")
-    model, tokenizer = load_qwen(folder)
-    return model, tokenizer
+def llm(tmp_path_factory):
+    return VideoLLM.from_pretrained(save_tiny_qwen(tmp_path_factory.mktemp("qwen") / "tiny"), device="cpu",
+                                    dtype=torch.float32)
 
 
 @pytest.fixture(scope="module")
-def clip():
-    """8 frames (4 frame pairs) of 112 x 168 px -> a 4 x 8 x 12 patch grid, 4 x 4 x 6 merged tokens."""
+def qwen(llm):
+    return llm.model, llm.tokenizer
+
+
+@pytest.fixture(scope="module")
+def frames():
+    """8 normalised frames (4 frame pairs) of 112 x 168 px -> a 4 x 8 x 12 patch grid, 4 x 4 x 6 merged tokens."""
     torch.manual_seed(0)
-    frames = torch.randint(0, 256, (8, 3, 112, 168), dtype=torch.uint8)
-    return preprocess_qwen(frames, min_pixels=112 * 112, max_pixels=112 * 168)
+    raw = torch.randint(0, 256, (8, 3, 112, 168), dtype=torch.uint8)
+    return preprocess_qwen(raw, min_pixels=112 * 112, max_pixels=112 * 168)
+
+
+@pytest.fixture(scope="module")
+def clip(frames):
+    """The pixel rows and patch grid of `frames`, as Qwen's processor gives them."""
+    return patchify(frames)
 
 
 # --- preprocessing ---------------------------------------------------------------------------------------------
@@ -135,8 +144,8 @@ def test_patch_order_is_the_processors_and_odd_frames_pad_the_last():
 def test_even_frames_do_not_warn():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        rows, grid = preprocess_qwen(torch.zeros(4, 3, 30, 40, dtype=torch.uint8), min_pixels=56 * 56)
-    assert grid == (2, 4, 6) and rows.shape == (48, 3 * 2 * 14 * 14)  # 30 x 40 -> 56 x 84 (min_pixels)
+        x = preprocess_qwen(torch.zeros(4, 3, 30, 40, dtype=torch.uint8), min_pixels=56 * 56)
+    assert x.shape == (4, 3, 56, 84)  # 30 x 40 -> 56 x 84 (min_pixels)
 
 
 # --- visual tokens ---------------------------------------------------------------------------------------------
@@ -145,14 +154,14 @@ def test_even_frames_do_not_warn():
 def test_dense_tokens_are_get_video_features_viewed_as_the_merged_grid(qwen, clip):
     model, _ = qwen
     pixels, grid = clip
-    tokens = video_grid(model, pixels, grid)
+    tokens = video_grid(model.model.visual, pixels, grid)
     want = model.get_video_features(pixels, torch.tensor([grid])).pooler_output[0]
     assert tokens.shape == (4, 4, 6, 64)
     assert torch.equal(tokens.reshape(-1, 64), want)
     # The merger reads each 2x2 group as 4 consecutive rows: token k is the merger of the rows of group k.
     seen = {}
     hook = model.model.visual.merger.register_forward_pre_hook(lambda m, args: seen.update(x=args[0]))
-    video_grid(model, pixels, grid)
+    video_grid(model.model.visual, pixels, grid)
     hook.remove()
     window, _ = get_vision_window_index(torch.tensor([grid]), 2, model.model.visual.window_size, 14)
     groups = seen["x"].view(-1, 4, 32)[torch.argsort(window)]  # raster order of merged tokens
@@ -171,10 +180,10 @@ def test_attention_scores_are_the_attention_each_token_receives(qwen, clip):
                                                                            rope=kw["position_embeddings"]),
                                             with_kwargs=True),
              attn.register_forward_hook(lambda m, a, out: seen.update(out=out))]
-    video_grid(model, pixels, grid)
+    video_grid(model.model.visual, pixels, grid)
     for hook in hooks:
         hook.remove()
-    tokens, scores = attention_scores(model, pixels, grid, chunk=5)
+    tokens, scores = attention_scores(model.model.visual, pixels, grid, chunk=5)
     # Slow float64 reference: the full attention map of each frame pair, which must reproduce the block's output.
     x, (cos, sin) = seen["x"].double(), seen["rope"]
     n, heads = x.shape[0], attn.num_heads
@@ -195,9 +204,10 @@ def test_attention_scores_are_the_attention_each_token_receives(qwen, clip):
     window, _ = get_vision_window_index(torch.tensor([grid]), 2, model.model.visual.window_size, 14)
     want = received.view(-1, 4).sum(1)[torch.argsort(window)].view(4, 4, 6)
     assert torch.allclose(scores.double(), want, atol=1e-5)
-    assert torch.equal(tokens, video_grid(model, pixels, grid))
+    assert torch.equal(tokens, video_grid(model.model.visual, pixels, grid))
     assert torch.allclose(scores.sum((1, 2)), torch.full((4,), float(per_pair)))  # each query's row sums to 1
-    assert torch.allclose(attention_scores(model, pixels, grid)[1], scores, atol=1e-6)  # one chunk: the same
+    one_chunk = attention_scores(model.model.visual, pixels, grid)[1]
+    assert torch.allclose(one_chunk, scores, atol=1e-6)
 
 
 # --- positions -------------------------------------------------------------------------------------------------
@@ -255,8 +265,21 @@ def test_dense_positions_against_transformers_get_rope_index(qwen):
 
 # --- prompt, logits, generation ----------------------------------------------------------------------------------
 
+def _slots(counts, step=2):
+    return make_slots([0.0] * len(counts) * step, counts, step)
+
+
+def _encoded(llm, visual: VisualTokens, seconds: float) -> EncodedVideo:
+    """An `EncodedVideo` of frames `seconds / 2` apart (so `seconds` per frame pair) holding `visual`."""
+    frames = len(visual.counts) * visual.step_frames
+    times = [i * seconds / 2 for i in range(frames)]
+    return EncodedVideo("v", llm.encoder.name, frames, times, make_slots(times, visual.counts, visual.step_frames),
+                        visual, dict.fromkeys(LATENCY_KEYS, 0.0))
+
+
 def test_prompt_is_the_processors_layout(qwen):
     _, tokenizer = qwen
+    family = get_family("qwen2_5_vl")
     messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "What happens?"}]}]
     text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     assert text == ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
@@ -264,31 +287,34 @@ def test_prompt_is_the_processors_layout(qwen):
     processor = types.SimpleNamespace(video_processor=types.SimpleNamespace(merge_size=2), video_token="<|video_pad|>")
     pads = Qwen2_5_VLProcessor.replace_video_token(processor, {"video_grid_thw": torch.tensor([[4, 8, 12]])}, 0)
     want = tokenizer(text.replace("<|video_pad|>", pads), add_special_tokens=False)["input_ids"]
-    assert build_qwen_input_ids(tokenizer, "What happens?", 4 * 4 * 6)[0].tolist() == want
-    with pytest.raises(InputError, match="video placeholder"):
-        build_qwen_input_ids(tokenizer, "<|video_pad|>?", 4)
+    ids, video_end = build_input_ids(tokenizer, family, _slots([24] * 4), "What happens?")
+    assert ids[0].tolist() == want
+    assert want[video_end - 1] == tokenizer.convert_tokens_to_ids("<|vision_end|>")  # the cached prefix ends there
+    with pytest.raises(InputError, match="must not contain"):
+        build_input_ids(tokenizer, family, _slots([4]), "<|vision_start|><|video_pad|><|vision_end|>?")
 
 
-def test_a_prompt_longer_than_the_context_fails_before_the_llm(qwen, monkeypatch):
-    model, tokenizer = qwen
-    monkeypatch.setattr(model.config.text_config, "max_position_embeddings", 64)
-    video = QwenVideo(torch.zeros(60, 64), video_positions(1, 6, 10, 1.0))
-    with pytest.raises(InputError, match=r"prompt tokens \(60 visual\) exceed the LLM's context of 64"):
-        prompt_inputs(model, tokenizer, video, "What happens?")
+def test_a_prompt_longer_than_the_context_fails_before_decoding(llm, monkeypatch):
+    monkeypatch.setattr(llm.model.config.text_config, "max_position_embeddings", 64)
+    with pytest.raises(InputError, match="more than the LLM's context of 64"):
+        llm.check(8, "What happens?", (280, 392))  # 4 pairs x 140 tokens
 
 
 @torch.no_grad()
-def test_dense_first_token_logits_equal_transformers_forward(qwen, clip):
-    model, tokenizer = qwen
+def test_dense_pipeline_tokens_and_first_logits_equal_transformers(llm, frames, clip):
+    model, tokenizer, family = llm.model, llm.tokenizer, llm.family
     pixels, grid = clip
-    ids = build_qwen_input_ids(tokenizer, "What happens?", 4 * 4 * 6)
+    visual = llm.encoder(frames[None])
+    want = model.get_video_features(pixels, torch.tensor([grid])).pooler_output[0]
+    assert torch.equal(visual.tokens[0], want)  # bit-identical: the backbone is the ViT + merger, nothing after
+    assert visual.counts == [24] * 4 and visual.grid == (4, 4, 6) and visual.step_frames == 2
+    assert llm.encoder.layout(8, (280, 392)) == llm.encoder.layout(7, (112, 168)) == (4, 10 * 14 * 4)  # min_pixels
+    ids, _ = build_input_ids(tokenizer, family, _slots(visual.counts), "What happens?")
     mm_types = (ids == model.config.video_token_id).int() * 2
-    video_grid_thw = torch.tensor([grid])
     for seconds in (0.5, 4.0):  # transformers' text positions agree with ours at 0.5 s per pair, not at 4 s
-        inputs = prompt_inputs(model, tokenizer, encode_video(model, pixels, grid, seconds), "What happens?")
-        assert torch.equal(inputs["input_ids"], ids)
+        inputs = family.llm_inputs(model, ids, visual, [i * seconds / 2 for i in range(8)])
         ours = model(**inputs).logits[0, -1]
-        hf = dict(input_ids=ids, pixel_values_videos=pixels, video_grid_thw=video_grid_thw,
+        hf = dict(input_ids=ids, pixel_values_videos=pixels, video_grid_thw=torch.tensor([grid]),
                   second_per_grid_ts=torch.tensor([seconds]), mm_token_type_ids=mm_types)
         if seconds == 0.5:
             assert torch.allclose(ours, model(**hf).logits[0, -1], atol=1e-5)
@@ -298,13 +324,14 @@ def test_dense_first_token_logits_equal_transformers_forward(qwen, clip):
 
 
 @torch.no_grad()
-def test_generation_continues_from_the_rope_delta(qwen, clip):
-    model, tokenizer = qwen
-    pixels, grid = clip
-    video = encode_video(model, pixels, grid, 4.0)
-    new = generate(model, tokenizer, video, "What happens?", max_new_tokens=4, eos_token_id=None)
-    inputs = prompt_inputs(model, tokenizer, video, "What happens?")
-    _, delta = rope_positions(inputs["input_ids"][0] == model.config.video_token_id, video.positions)
+def test_generation_continues_from_the_rope_delta(llm, frames):
+    model, tokenizer = llm.model, llm.tokenizer
+    enc = _encoded(llm, llm.encoder(frames[None]), 4.0)
+    answer = llm.answer(enc, "What happens?", max_new_tokens=4, eos_token_id=None)
+    ids, _ = build_input_ids(tokenizer, llm.family, enc.slots, "What happens?")
+    inputs = llm.family.llm_inputs(model, ids, enc.visual, enc.timestamps)
+    is_video = ids[0] == model.config.video_token_id
+    _, delta = rope_positions(is_video, video_positions(4, 4, 6, 8.0))
     assert delta != 0  # 96 video tokens take 25 temporal ids: a position is not an index
     embeds, positions, want = inputs["inputs_embeds"], inputs["position_ids"], []
     for _ in range(4):  # no cache: the whole sequence each step, new tokens at index + delta
@@ -312,58 +339,75 @@ def test_generation_continues_from_the_rope_delta(qwen, clip):
         want.append(int(token))
         embeds = torch.cat([embeds, model.get_input_embeddings()(token.view(1, 1))], 1)
         positions = torch.cat([positions, torch.full((3, 1, 1), embeds.shape[1] - 1 + delta)], -1)
-    assert new == want
+    assert answer.tokens == want
+    again = llm.answer(enc, "What happens?", max_new_tokens=4, eos_token_id=None)  # from the cached video prefix
+    assert again.tokens == want and again.prefill_tokens < again.prompt_tokens
 
 
 @pytest.mark.parametrize("name", REDUCERS.names())
 @torch.no_grad()
-def test_every_reducer_meets_its_budget_and_generates(qwen, clip, name):
-    model, tokenizer = qwen
-    pixels, grid = clip
-    reducer = get_reducer(name)
+def test_every_reducer_meets_its_budget_and_generates(llm, frames, name):
+    runner = llm.with_encoder(name, 16)
+    runner.encoder.min_pixels, runner.encoder.max_pixels = 112 * 112, 112 * 168  # the budget `frames` were made in
     compression = get_compression(16)
-    try:
-        video = encode_video(model, pixels, grid, 1.0, reducer, compression)
-    except InputError as err:
-        if reducer.keeps_grid:
-            raise
-        pytest.skip(f"{name} returns no TokenSet yet (the reducer redesign): {err}")
-    t, h, w = grid[0], grid[1] // 2, grid[2] // 2
-    want = compression.grid_tokens(t, h, w) if reducer.keeps_grid else compression.budget(t, h, w)
-    assert video.tokens.shape == (want, 64) and video.positions.shape == (3, want)
-    if reducer.keeps_grid:  # (1, 2, 3) grid, time ids 4 grid steps apart
-        assert video.positions[0].unique().tolist() == [0]
-        assert video.positions[1:].amax(1).tolist() == [1, 2]
-    new = generate(model, tokenizer, video, "What happens?", max_new_tokens=3, eos_token_id=None)
-    assert len(new) == 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # grid reducers pad the 4 x 6 grid's partial blocks, and say so
+        visual = runner.encoder(frames[None])
+    t, h, w = 4, 4, 6
+    grid_stage = runner.encoder.grid_stage is not None
+    want = compression.grid_tokens(t, h, w) if grid_stage else compression.budget(t, h, w)
+    assert visual.tokens.shape == (1, want, 64) and runner.encoder.layout(8, (112, 168))[1] == want
+    enc = _encoded(runner, visual, 1.0)
+    ids, _ = build_input_ids(llm.tokenizer, llm.family, enc.slots, "What happens?")
+    positions = llm.family.llm_inputs(llm.model, ids, visual, enc.timestamps)["position_ids"][:, 0]
+    is_video = ids[0] == llm.model.config.video_token_id
+    video = positions[:, is_video] - int(is_video.nonzero()[0])  # ids relative to the video's first position
+    if grid_stage:  # a (1, 2, 3) grid whose steps span 8 frames: time ids 4 pair steps apart (here only one)
+        assert visual.grid == (1, 2, 3) and video[0].unique().tolist() == [0]
+        assert video[1:].amax(1).tolist() == [1, 2]
+    else:  # each kept token keeps its place in the 4 x 4 x 6 grid, 2 time ids per pair (1 s, 2 tokens/s)
+        assert torch.equal(video, torch.stack([2 * visual.frame, visual.pos // 6, visual.pos % 6]))
+    assert len(runner.answer(enc, "What happens?", max_new_tokens=3, eos_token_id=None).tokens) == 3
 
 
 @torch.no_grad()
-def test_a_token_set_generates_with_its_original_positions(qwen, clip):
-    model, tokenizer = qwen
-    pixels, grid = clip
-    tokens = video_grid(model, pixels, grid)  # (4, 4, 6, 64)
-    keep = torch.tensor([0, 7, 23, 30, 50, 95])
-    kept = TokenSet(tokens.reshape(1, -1, 64)[:, keep], (keep // 24)[None], (keep % 24)[None], steps=4)
-    video = encode_video(model, pixels, grid, 1.0, lambda g, c: kept, 16)
-    assert torch.equal(video.tokens, tokens.reshape(-1, 64)[keep])
-    assert video.positions.T.tolist() == [[2 * (i // 24), (i % 24) // 6, i % 6] for i in keep.tolist()]
-    assert len(generate(model, tokenizer, video, "What happens?", max_new_tokens=2, eos_token_id=None)) == 2
+def test_attention_reducers_get_the_query_score_and_the_tokens_as_keys(llm, frames):
+    grid = llm.with_encoder("prumerge").encoder.backbone(frames[None], attention=True)
+    assert isinstance(grid, TokenGrid) and torch.equal(grid.keys, grid.patches)
+    x = grid.patches.double()
+    logits = torch.einsum("bthwc,btc->bthw", x, x.mean((2, 3))) / 8  # sqrt(64)
+    want = logits.flatten(2).softmax(-1).view_as(logits)
+    assert torch.allclose(grid.scores.double(), want, atol=1e-6) and torch.equal(query_scores(grid.patches),
+                                                                                 grid.scores)
+
+
+def test_a_token_set_keeps_its_original_positions(llm):
+    keep = torch.tensor([0, 7, 23, 30, 50, 95])  # of a 4 x 4 x 6 grid
+    visual = VisualTokens(torch.zeros(1, 6, 64), [3, 1, 1, 1], 2, keep // 24, keep % 24, (4, 4, 6))
+    enc = _encoded(llm, visual, 1.0)
+    ids, _ = build_input_ids(llm.tokenizer, llm.family, enc.slots, "What happens?")
+    positions = llm.family.llm_inputs(llm.model, ids, visual, enc.timestamps)["position_ids"][:, 0]
+    is_video = ids[0] == llm.model.config.video_token_id
+    video = positions[:, is_video] - int(is_video.nonzero()[0])
+    assert video.T.tolist() == [[2 * (i // 24), (i % 24) // 6, i % 6] for i in keep.tolist()]
 
 
 @torch.no_grad()
-def test_real_video_end_to_end(qwen, tmp_path):
-    model, tokenizer = qwen
+def test_real_video_end_to_end_with_odd_frames(llm, tmp_path):
     path = make_video(tmp_path / "v.mp4", num_frames=24, fps=8, width=64, height=48)
-    with open_video(path) as reader:
-        sample = sample_frames(reader.info, 7, strategy="uniform")
-        frames = reader.read(sample.timestamps).data
     with pytest.warns(UserWarning, match="7 frames padded to 8"):
-        pixels, grid = preprocess_qwen(frames, min_pixels=112 * 140, max_pixels=112 * 168)
-    assert grid == (4, 8, 12)  # 48 x 64 -> 112 x 168: scaled up to the pixel floor
-    video = encode_video(model, pixels, grid, seconds_per_step(sample.timestamps), get_reducer("wap"), 16)
-    assert video.tokens.shape == (1 * 2 * 3, 64)
-    assert len(generate(model, tokenizer, video, "What happens?", max_new_tokens=2, eos_token_id=None)) == 2
+        answer = llm.ask(path, "What happens?", frames=7, max_new_tokens=2, min_new_tokens=2)
+    # 48 x 64 -> 280 x 392 (scaled up to the 128-token floor): 10 x 14 merged tokens per pair, 4 pairs
+    assert (answer.frames, answer.visual_tokens, answer.slot_tokens, len(answer.tokens)) == (7, 560, [140] * 4, 2)
+    assert set(answer.latency_ms) == set(LATENCY_KEYS) and all(v >= 0 for v in answer.latency_ms.values())
+    wap = llm.with_encoder("wap")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the 10 x 14 grid pads its partial blocks
+        assert wap.ask(path, "What happens?", frames=16, max_new_tokens=1).visual_tokens == 2 * 5 * 7
+    with pytest.raises(InputError, match="multiple of 8 frames"):
+        wap.ask(path, "What happens?", frames=12)
+    with pytest.raises(InputError, match="no LiteFrame student for Qwen"):
+        llm.with_encoder("student:runs/x")
 
 
 def test_seconds_per_step_is_two_frame_spacings():
@@ -371,28 +415,15 @@ def test_seconds_per_step_is_two_frame_spacings():
     assert seconds_per_step([3.0]) == 1.0
 
 
-def test_load_rejects_another_model_family(tmp_path):
-    (tmp_path / "config.json").write_text('{"model_type": "internvl"}')
-    with pytest.raises(InputError, match="model_type 'internvl' is not 'qwen2_5_vl'"):
-        load_qwen(tmp_path)
+def test_load_rejects_an_unknown_family_and_a_foreign_tokenizer(llm, tmp_path):
+    (tmp_path / "config.json").write_text('{"model_type": "llava"}')
+    with pytest.raises(InputError, match="model_type 'llava' is not supported"):
+        VideoLLM.from_pretrained(tmp_path)
     with pytest.raises(InputError, match="no config.json"):
-        load_qwen(tmp_path / "missing")
-
-
-@torch.no_grad()
-def test_qwen_videollm_answers_a_video_dense_and_with_wap(qwen, tmp_path):
-    model, tokenizer = qwen
-    path = make_video(tmp_path / "v.mp4", num_frames=24, fps=8, width=64, height=48)
-    dense = QwenVideoLLM(model, tokenizer, "dense", min_pixels=56 * 56, max_pixels=56 * 56)
-    answer = dense.ask(path, "What happens?", frames=8, max_new_tokens=2, min_new_tokens=2)
-    assert (answer.frames, answer.visual_tokens, len(answer.tokens)) == (8, 4 * 2 * 2, 2)  # 48 x 64 -> 56 x 56
-    assert set(answer.latency_ms) == set(LATENCY_KEYS) and all(v >= 0 for v in answer.latency_ms.values())
-    wap = dense.with_encoder("wap")
-    assert wap.ask(path, "What happens?", frames=16, max_new_tokens=1).visual_tokens == 2 * 1 * 1
-    with pytest.raises(InputError, match="multiple of 8 frames"):
-        wap.ask(path, "What happens?", frames=12)
-    with pytest.raises(InputError, match="no LiteFrame student for Qwen"):
-        dense.with_encoder("student:runs/x")
+        VideoLLM.from_pretrained(tmp_path / "missing")
+    other = types.SimpleNamespace(get_vocab=lambda: {}, name_or_path="x")
+    with pytest.raises(InputError, match="not a Qwen2.5-VL checkpoint"):
+        llm.family.check_tokenizer(other, llm.model)
 
 
 def test_7b_shapes_have_qwen25_vl_7b_parameter_count():
@@ -404,21 +435,79 @@ def test_7b_shapes_have_qwen25_vl_7b_parameter_count():
 
 def test_preprocessing_in_chunks_equals_one_pass():
     frames = torch.randint(0, 256, (34, 3, 30, 40), dtype=torch.uint8)  # more than one 32-frame chunk
-    rows, grid = preprocess_qwen(frames, min_pixels=56 * 56)
-    x = torch.nn.functional.interpolate(frames.float(), size=(56, 84), mode="bicubic", antialias=True).double()
+    x = preprocess_qwen(frames, min_pixels=56 * 56)
+    want = torch.nn.functional.interpolate(frames.float(), size=(56, 84), mode="bicubic", antialias=True).double()
     mean, std = (torch.tensor(v, dtype=torch.float64).view(1, 3, 1, 1) for v in ((0.48145466, 0.4578275, 0.40821073),
                                                                               (0.26862954, 0.26130258, 0.27577711)))
-    want, want_grid = patchify((x.clamp(0, 255).round() / 255 - mean) / std)
-    assert grid == want_grid == (17, 4, 6)
-    assert torch.allclose(rows.double(), want, atol=1e-5)
+    assert torch.allclose(x.double(), (want.clamp(0, 255).round() / 255 - mean) / std, atol=1e-5)
 
 
 def test_bench_e2e_qwen_rows(tmp_path):
-    from liteframe.bench.e2e_qwen import run
+    from liteframe.bench.e2e import run
 
     path = make_video(tmp_path / "v.mp4", num_frames=24, fps=8, width=64, height=48)
-    rows = run(video=str(path), dense_frames=(8,), frames=(16,), repeats=1, warmup=0, new_tokens=1, device="cpu",
-               min_pixels=56 * 56, max_pixels=56 * 56)
-    assert [(r["setting"], r["frames"], r["visual tokens"]) for r in rows] == [("dense", 8, 4 * 2 * 2), ("wap", 16, 2)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rows = run(video=str(path), dense_frames=(4,), frames=(16,), repeats=1, warmup=0, new_tokens=1,
+                   device="cpu", model_family="qwen2.5-vl")
+    assert [(r["setting"], r["frames"], r["visual tokens"]) for r in rows] == [("dense", 4, 2 * 140), ("wap", 16, 70)]
     with pytest.raises(InputError, match="needs a CUDA device"):
-        run(random_size="7b", device="cpu")
+        run(random_size="7b", device="cpu", model_family="qwen2.5-vl")
+    with pytest.raises(InputError, match="random size '8b' of qwen2.5-vl"):
+        run(random_size="8b", device="cpu", model_family="qwen2.5-vl")
+
+
+def test_cli_ask_with_wap_on_a_qwen_folder(llm, tmp_path, capsys):
+    from liteframe.cli import main
+
+    folder = save_tiny_qwen(tmp_path / "tiny")
+    path = make_video(tmp_path / "v.mp4", num_frames=24, fps=8, width=64, height=48)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rc = main(["ask", str(path), "What happens?", "--model", str(folder), "--encoder", "wap", "--frames", "16",
+                   "--max-new-tokens", "2", "--device", "cpu", "--json"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["frames"], out["encoder"], out["visual_tokens"], out["slot_tokens"]) == (16, "wap", 70, [35, 35])
+    assert main(["ask", str(path), "q", "--model", str(folder), "--encoder", "student:x", "--device", "cpu"]) == 2
+    assert "no LiteFrame student for Qwen2.5-VL" in capsys.readouterr().err
+
+
+def test_eval_runs_on_qwen_with_subtitles_before_the_video(llm, tmp_path):
+    import evaldata
+    from liteframe.eval.runner import EvalConfig, evaluate, read_records
+
+    data = evaldata.make_longvideobench(tmp_path / "lvb")
+    seen = []
+    real = llm.answer
+
+    def answer(enc, question, **kwargs):
+        ids, _ = build_input_ids(llm.tokenizer, llm.family, enc.slots, question, slot_text=kwargs["slot_text"])
+        seen.append(llm.tokenizer.decode(ids[0]))
+        return real(enc, question, **kwargs)
+
+    llm.answer = answer
+    try:
+        out = tmp_path / "lvb.jsonl"
+        evaluate(EvalConfig("longvideobench", str(data), "tiny-qwen", "dense", 4, str(out)), llm)
+    finally:
+        del llm.answer
+    records = read_records(out)
+    assert len(records) == 2 and len(seen) == 2 and not any("error" in r for r in records)
+    assert "Hello there." in seen[0] and seen[0].index("Hello there.") < seen[0].index("<|vision_start|>")
+    assert seen[0].count("<|vision_start|>") == 1  # one video run, as Qwen's processor lays it out
+
+
+@torch.no_grad()
+def test_chunked_encoding_equals_one_pass(llm, tmp_path):
+    """Qwen's ViT attends within each frame pair, so chunks of whole pairs give the one-pass tokens; the set stage
+    (here FastVID, with its scores) still chooses over the whole video."""
+    path = make_video(tmp_path / "v.mp4", num_frames=24, fps=8, width=64, height=48)
+    whole = llm.with_encoder("fastvid")
+    chunked = VideoLLM(llm.model, llm.tokenizer, whole.encoder, chunk_frames=2)
+    a, b = whole.encode(path, 6), chunked.encode(path, 6)
+    assert a.slots == b.slots and torch.equal(a.visual.frame, b.visual.frame)
+    assert torch.equal(a.visual.pos, b.visual.pos)
+    assert torch.allclose(a.visual.tokens, b.visual.tokens, atol=1e-5)
+    with pytest.raises(InputError, match="multiple of the fastvid encoder's 2-frame clips"):
+        VideoLLM(llm.model, llm.tokenizer, whole.encoder, chunk_frames=3)

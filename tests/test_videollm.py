@@ -263,7 +263,8 @@ def test_questions_on_one_encoding_reuse_the_video_prefix(dense):
 
 def test_too_long_prompts_fail_before_decoding(dense, monkeypatch):
     assert dense.check(4, "What happens?") == dense.ask(BBB, "What happens?", frames=4, **GEN).prompt_tokens
-    monkeypatch.setattr("liteframe.llm.videollm.open_video", lambda *a: pytest.fail("decoded before the check"))
+    # reading the header for the frame size (Qwen's token count) is allowed; decoding is not
+    monkeypatch.setattr("liteframe.llm.videollm.VideoLLM.encode", lambda *a: pytest.fail("decoded before the check"))
     context = dense.model.config.text_config.max_position_embeddings
     with pytest.raises(InputError, match=f"100000 frames give 1600000 visual tokens .* context of {context}"):
         dense.ask(BBB, "What happens?", frames=100_000)

@@ -7,6 +7,7 @@ import sys
 import warnings
 
 from liteframe import __version__
+from liteframe.errors import one_line
 
 DESCRIPTION = ("Long-video question answering with Video LLMs, made cheap: LiteFrame video encoders, WAP and the "
                "token reducers it is compared against, and the distillation that trains LiteFrame.")
@@ -96,13 +97,18 @@ def _add_bench_decode(bench) -> None:
 def _add_bench_e2e(bench) -> None:
     p = bench.add_parser("e2e", help="end-to-end latency breakdown: dense against WAP and the student")
     ints = lambda text: [int(v) for v in text.split(",")]  # noqa: E731
-    p.add_argument("--model", help="an InternVL3 -hf folder (default: a tiny random one, built on the fly)")
-    p.add_argument("--random-size", choices=["8b"], help="InternVL3-8B shapes with random weights (for a GPU)")
+    p.add_argument("--model", help="an InternVL3 -hf or Qwen2.5-VL folder (default: a tiny random one of "
+                   "--model-family, built on the fly)")
+    p.add_argument("--model-family", default="internvl3", choices=["internvl3", "qwen2.5-vl"],
+                   help="the tiny or random checkpoint to build, and the defaults below")
+    p.add_argument("--random-size", choices=["8b", "7b"],
+                   help="random weights in a real checkpoint's shapes, for a GPU: 8b InternVL3-8B, 7b Qwen2.5-VL-7B")
     p.add_argument("--video", help="default: a synthetic 12 s 480x270 H.264 clip")
-    p.add_argument("--dense-frames", type=ints, default=[8, 16, 32], help="comma-separated frame budgets")
-    p.add_argument("--frames", type=ints, default=[64, 128, 256], help="budgets of the other encoders")
-    p.add_argument("--encoders", type=lambda t: t.split(","), default=["wap", "student"],
-                   help="compared against dense: reducer names and/or student")
+    p.add_argument("--dense-frames", type=ints, help="comma-separated frame budgets (default: 8,16,32; Qwen "
+                   "16,32,64)")
+    p.add_argument("--frames", type=ints, help="budgets of the other encoders (default: 8x the dense ones)")
+    p.add_argument("--encoders", type=lambda t: t.split(","),
+                   help="compared against dense: reducer names and/or student (default: wap,student; Qwen wap)")
     p.add_argument("--compression", default="16", help="4, 16 or 64: tokens merged into one by the other encoders")
     p.add_argument("--student", help="a LiteFrame folder (default: cropped from the checkpoint, untrained)")
     p.add_argument("--image-size", type=int, default=112, help="input size of the tiny checkpoint")
@@ -124,7 +130,8 @@ def _add_bench_e2e(bench) -> None:
         rows = run_bench(model=a.model, video=a.video, dense_frames=a.dense_frames, frames=a.frames,
                          encoders=a.encoders, compression=a.compression, student=a.student, image_size=a.image_size,
                          random_size=a.random_size, device=a.device, dtype=a.dtype, repeats=a.repeats,
-                         warmup=a.warmup, new_tokens=a.new_tokens, front_ends=a.front_ends)
+                         warmup=a.warmup, new_tokens=a.new_tokens, model_family=a.model_family,
+                         front_ends=a.front_ends)
         print_rows(rows, a.json, COLUMNS)
         if not a.json:
             print("\nThe new front end decodes while the ViT runs: its stage times overlap and do not add up to the "
@@ -202,7 +209,7 @@ def _add_ask(sub) -> None:
     p = sub.add_parser("ask", help="answer a question about a video")
     p.add_argument("video")
     p.add_argument("question")
-    p.add_argument("--model", required=True, help="an InternVL3 -hf checkpoint folder")
+    p.add_argument("--model", required=True, help="an InternVL3 -hf or Qwen2.5-VL checkpoint folder")
     p.add_argument("--encoder", default="dense",
                    help="dense, a reducer (wap, tome, prumerge, fastvid, avg, max, subsample) or student:DIR")
     p.add_argument("--frames", type=int, default=16, help="frames sampled, as clips of the compression's length")
@@ -392,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # warnings as one line like the errors, not Python's two (source path and line, then the code line)
     formatwarning = warnings.formatwarning
-    warnings.formatwarning = lambda message, *_, **__: f"liteframe {args.command}: warning: {_one_line(message)}\n"
+    warnings.formatwarning = lambda message, *_, **__: f"liteframe {args.command}: warning: {one_line(str(message))}\n"
     try:
         return args.func(args) or 0
     except (ValueError, OSError) as err:  # InputError and VideoDecodeError are ValueErrors
@@ -400,10 +407,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     finally:
         warnings.formatwarning = formatwarning
-
-
-def _one_line(message) -> str:
-    return " ".join(str(message).split())
 
 
 if __name__ == "__main__":

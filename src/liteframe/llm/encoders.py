@@ -6,8 +6,11 @@ Every encoder is the same fixed pipeline (SPEC 3):
     -> pixel shuffle -> set stage (ToMe, PruMerge, FastVID, or none) -> projector
 
 A grid step after the grid stage is one frame (dense ViT, set reducers) or one clip of `compression.clip` frames
-(grid reducers, the student); the prompt gives each step one image slot holding that step's tokens. Set reducers
-keep each kept token's step, so their slots stay per frame, with a count per frame that may vary (FastVID).
+(grid reducers, the student) for InternVL; a family whose ViT reads several frames per step (Qwen2.5-VL's frame
+pairs) multiplies both (`Compression.clip_frames`), and a family whose backbone already merges 2 x 2 patches (Qwen's
+merger) skips the pixel shuffle (`shuffle=False`). The prompt gives each step one image slot holding that step's
+tokens. Set reducers keep each kept token's step, so their slots stay per frame, with a count per frame that may
+vary (FastVID).
 
 The encoder runs chunk by chunk (`encode_chunk`, then `finish`) so that memory holds one chunk of frames however
 long the video. A chunk holds whole steps, so the grid stage never straddles a chunk boundary; the set stage
@@ -27,6 +30,7 @@ from liteframe.errors import InputError
 from liteframe.grid import TokenGrid, TokenSet
 from liteframe.models import LiteFrameEncoder, Teacher
 from liteframe.reduce import REDUCERS, get_reducer
+from liteframe.video import preprocess
 
 
 @dataclass
@@ -47,13 +51,14 @@ class VisualTokens:
 class VisualEncoder(nn.Module):
     """`pixels (1, T, 3, S, S) -> VisualTokens`; T a multiple of `frame_multiple`. See the module docstring."""
 
-    def __init__(self, name: str, backbone: nn.Module, projector: nn.Module, image_size: int,
+    def __init__(self, name: str, backbone: nn.Module, projector: nn.Module, image_size: int | None,
                  compression: Compression, grid_stage=None, set_stage=None, step_frames: int = 1,
-                 backbone_grid: tuple[int, int, int] = (1, 1, 1), frame_multiple: int | None = None):
+                 backbone_grid: tuple[int, int, int] = (1, 1, 1), frame_multiple: int | None = None,
+                 shuffle: bool = True):
         super().__init__()
         self.name, self.backbone, self.projector, self.image_size = name, backbone, projector, image_size
         self.compression, self.grid_stage, self.set_stage = compression, grid_stage, set_stage
-        self.step_frames = step_frames
+        self.step_frames, self.shuffle = step_frames, shuffle
         self.frame_multiple = frame_multiple or step_frames  # a student's clips may span several steps
         self.backbone_grid = backbone_grid  # (frames, pixels, pixels) behind one backbone token, per axis
         self.needs_attention = set_stage is not None and set_stage.needs_attention
@@ -63,18 +68,28 @@ class VisualEncoder(nn.Module):
             raise InputError(f"{plural(frames, 'frame')}: the {self.name} encoder takes a positive multiple of "
                              f"{self.frame_multiple} frames (clips of the {self.compression.ratio}x compression)")
 
-    def layout(self, frames: int) -> tuple[int, int]:
-        """`(steps, tokens)` for `frames` input frames, known before any pixel is decoded."""
+    def frame_size(self, size: tuple[int, int] | None = None) -> tuple[int, int]:
+        """`(H, W)` the backbone sees for decoded frames of `size` `(H, W)` (None: not known yet)."""
+        return self.image_size, self.image_size
+
+    def preprocess(self, frames: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """uint8 `(N, 3, H, W)` -> float32 `(1, N, 3, S, S)` on `device`, what the backbone takes."""
+        return preprocess(frames, self.image_size, device=device)[None]
+
+    def layout(self, frames: int, size: tuple[int, int] | None = None) -> tuple[int, int]:
+        """`(steps, tokens)` for `frames` input frames of `size` `(H, W)`, known before any pixel is decoded."""
         self.check_frames(frames)
         ft, ph, pw = self.backbone_grid
-        t, h, w = frames // ft, self.image_size // ph, self.image_size // pw
+        height, width = self.frame_size(size)
+        t, h, w = math.ceil(frames / ft), height // ph, width // pw  # a family may pad the last step (Qwen)
         if self.grid_stage is not None:
             bt, bh, bw = self.compression.block
             t, h, w = math.ceil(t / bt), math.ceil(h / bh), math.ceil(w / bw)
-        if h % 2 or w % 2:
-            raise InputError(f"the {self.name} encoder at {self.compression.ratio}x leaves a {h} x {w} token grid at "
-                             f"{self.image_size} px, which the 2 x 2 pixel shuffle cannot merge")
-        h, w = h // 2, w // 2
+        if self.shuffle:
+            if h % 2 or w % 2:
+                raise InputError(f"the {self.name} encoder at {self.compression.ratio}x leaves a {h} x {w} token "
+                                 f"grid at {height} px, which the 2 x 2 pixel shuffle cannot merge")
+            h, w = h // 2, w // 2
         return t, self.compression.budget(t, h, w) if self.set_stage is not None else t * h * w
 
     def encode_chunk(self, pixels: torch.Tensor) -> TokenGrid:
@@ -82,13 +97,13 @@ class VisualEncoder(nn.Module):
         grid = self.backbone(pixels, attention=True) if self.needs_attention else self.backbone(pixels)
         if self.grid_stage is not None:
             grid = self.grid_stage(grid, self.compression)
-        return grid.pixel_shuffle()
+        return grid.pixel_shuffle() if self.shuffle else grid
 
     def finish(self, parts: list[TokenGrid]) -> VisualTokens:
         """Chunk outputs in time order -> the set stage over the whole video, then the projector."""
         grid = _concat(parts) if len(parts) > 1 else parts[0]
         kept = _everything(grid) if self.set_stage is None else self.set_stage(grid, self.compression)
-        tokens = self.projector(kept.tokens.to(next(self.projector.parameters()).dtype))
+        tokens = self.projector(kept.tokens.to(next(self.projector.parameters(), kept.tokens).dtype))
         return VisualTokens(tokens, kept.counts()[0].tolist(), self.step_frames, kept.frame[0], kept.pos[0],
                             tuple(grid.shape[1:4]))
 
@@ -112,18 +127,30 @@ def build_encoder(spec: str, teacher: Teacher, compression: Compression | int | 
         return VisualEncoder(spec, student, teacher.projector, student.config.image, own, step_frames=t,
                              backbone_grid=(t, patch * h, patch * w),
                              frame_multiple=math.lcm(t, student.config.compression.clip))
+    return stage_encoder(VisualEncoder, spec, teacher, teacher.projector, compression, 1, patch,
+                         image_size=teacher.image_size)
+
+
+def stage_encoder(cls, spec: str, backbone: nn.Module, projector: nn.Module,
+                  compression: Compression | int | str | None, frames_per_step: int, token_pixels: int,
+                  **kwargs) -> VisualEncoder:
+    """`dense` or a registered reducer name -> `cls(...)` over `backbone`, whose tokens cover `frames_per_step`
+    frames and `token_pixels` px a side. A grid reducer's step is a clip (`compression.clip_frames`) and takes whole
+    clips; dense and set reducers take any frame count (a family may pad the last step)."""
     compression = get_compression(compression)
+    common = dict(backbone_grid=(frames_per_step, token_pixels, token_pixels), **kwargs)
     if spec == "dense":
-        return VisualEncoder(spec, teacher, teacher.projector, teacher.image_size, compression,
-                             backbone_grid=(1, patch, patch))
-    if spec in REDUCERS:
-        reducer = get_reducer(spec)
-        if reducer.stage == "grid":
-            return VisualEncoder(spec, teacher, teacher.projector, teacher.image_size, compression, grid_stage=reducer,
-                                 step_frames=compression.clip, backbone_grid=(1, patch, patch))
-        return VisualEncoder(spec, teacher, teacher.projector, teacher.image_size, compression, set_stage=reducer,
-                             backbone_grid=(1, patch, patch))
-    raise InputError(f"unknown encoder {spec!r}; choose dense, student:DIR or one of {', '.join(REDUCERS.names())}")
+        return cls(spec, backbone, projector, compression=compression, step_frames=frames_per_step,
+                   frame_multiple=1, **common)
+    if spec not in REDUCERS:
+        raise InputError(f"unknown encoder {spec!r}; choose dense, student:DIR or one of "
+                         f"{', '.join(REDUCERS.names())}")
+    reducer = get_reducer(spec)
+    if reducer.stage == "grid":
+        return cls(spec, backbone, projector, compression=compression, grid_stage=reducer,
+                   step_frames=compression.clip_frames(frames_per_step), **common)
+    return cls(spec, backbone, projector, compression=compression, set_stage=reducer, step_frames=frames_per_step,
+               frame_multiple=1, **common)
 
 
 def load_student(directory: str, teacher: Teacher) -> tuple[LiteFrameEncoder, Compression]:

@@ -3,8 +3,8 @@
 A family names the checkpoint class, the vision parts a `Teacher` wraps, the video placeholder that the chat
 template renders and the slot text that replaces it (the layout of the family's own processor), how visual tokens
 enter the LLM's input (`llm_inputs`: embeddings, and positions where the family needs them), and how many frames one
-ViT grid step covers. InternVL3 (`-hf`, `model_type` `internvl`) is
-the first; a Qwen2.5-VL family registers beside it.
+ViT grid step covers, and which visual encoder (`encoder`) fits its vision tower. InternVL3 (`-hf`, `model_type`
+`internvl`) is the first; Qwen2.5-VL (`qwen2_5_vl`, `liteframe.llm.qwen`) registers beside it.
 """
 from __future__ import annotations
 
@@ -13,8 +13,10 @@ from typing import Sequence
 import torch
 from transformers import InternVLForConditionalGeneration
 
+from liteframe.compression import Compression
 from liteframe.errors import InputError
-from liteframe.llm.encoders import VisualTokens
+from liteframe.llm.encoders import VisualEncoder, VisualTokens, build_encoder
+from liteframe.llm.qwen import Qwen25VL
 from liteframe.models import Teacher
 from liteframe.registry import Registry
 
@@ -70,13 +72,18 @@ class InternVL:
                              "from_pretrained")
         return Teacher(inner.vision_tower, inner.multi_modal_projector)
 
+    def encoder(self, model, spec: str, compression: Compression | int | str | None = None) -> VisualEncoder:
+        """`dense`, a reducer name or `student:DIR` in front of the checkpoint's projector (`build_encoder`)."""
+        return build_encoder(spec, self.teacher(model), compression)
+
     def drop_vision(self, model) -> None:
         model.model.vision_tower = None
 
-    def llm_inputs(self, model, ids: torch.Tensor, visual: VisualTokens) -> dict[str, torch.Tensor]:
+    def llm_inputs(self, model, ids: torch.Tensor, visual: VisualTokens,
+                   timestamps: Sequence[float]) -> dict[str, torch.Tensor]:
         """Prompt ids `(1, L)` and the video's tokens -> the LLM's inputs besides `input_ids`: `inputs_embeds
         (1, L, d)`, the visual tokens at the context positions in order (what InternVL's own forward does with image
-        features); InternVL's positions are plain 1-D ones."""
+        features); InternVL's positions are plain 1-D ones, so the frames' times are not needed."""
         embeds = model.get_input_embeddings()(ids)
         is_image = (ids == model.config.image_token_id)[..., None]
         return {"inputs_embeds": embeds.masked_scatter(is_image, visual.tokens.to(embeds.dtype))}
@@ -86,6 +93,7 @@ class InternVL:
 
 
 FAMILIES.register("internvl")(InternVL())
+FAMILIES.register("qwen2_5_vl")(Qwen25VL())
 
 
 def get_family(model_type: str | None, folder=None):

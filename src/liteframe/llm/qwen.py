@@ -1,35 +1,41 @@
-"""Qwen2.5-VL behind liteframe: preprocessing, dense and reduced visual tokens, their mRoPE positions, the prompt,
-and generation through `inputs_embeds` (no transformers class is patched).
+"""Qwen2.5-VL (native `transformers` format, `model_type` `qwen2_5_vl`) as a `VideoLLM` family: preprocessing,
+the backbone the encoder pipeline runs, the prompt layout and the mRoPE positions of its visual tokens.
 
 Qwen's ViT patchifies frame pairs (temporal patch 2, 14 px patches) and its merger turns each 2x2 group of patches
-into one LLM token; there is no CLS token. The grid a reducer sees is the merger's output viewed as
-`(T/2, H/28, W/28, D_llm)`: Qwen's patch order keeps each 2x2 group contiguous and the groups in raster order, so
-a grid step is a frame pair and a `(4, 2, 2)` block spans 8 frames (`Compression.clip_frames(FRAMES_PER_STEP)`).
-Grid and set reducers both act there, after the merger; nothing follows them but the LLM.
+into one LLM token; there is no CLS token. The backbone (`QwenVision`) is the ViT and merger, its grid the merger's
+output viewed as `(T/2, H/28, W/28, D_llm)`: Qwen's patch order keeps each 2x2 group contiguous and the groups in
+raster order. So the pipeline's pixel shuffle and projector are identities, a grid step is a frame pair and a
+`(4, 2, 2)` block spans 8 frames (`Compression.clip_frames(2)`); grid and set reducers both act on the merged grid.
 
-WAP's query (and PruMerge's and FastVID's per-token score) is the frame pair's mean token (SPEC 3: the query of a
-ViT without CLS); it is the default because SPEC 3 names it and it costs nothing. `attention_scores` also gives the
-attention each merged token receives in the last ViT block (FlashVID's score for Qwen), computed in query chunks
-without materialising the attention map; feeding it to a reducer needs a per-token `scores` input in the reducer
-interface, which today takes one query per frame.
+WAP's query is the frame pair's mean token (SPEC 3: the query of a ViT without CLS), and PruMerge's and FastVID's
+per-token score is the same query's softmax over the pair's tokens, with the tokens themselves as keys (the
+documented substitute for a CLS attention row and the ViT's keys). It is the default because SPEC 3 names it and it
+costs nothing. `attention_scores` gives the alternative FlashVID takes from Qwen's ViT, the attention each merged
+token receives in the last ViT block, computed in query chunks without materialising the attention map; it is not
+wired into the encoders.
+
+Tokens enter the LLM through `inputs_embeds` at the `<|video_pad|>` run of the checkpoint's chat template, with
+position ids liteframe computes (`liteframe.llm.qwen_positions`): no transformers class is patched. There is no
+LiteFrame student for Qwen's ViT yet.
 """
 from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
-from pathlib import Path
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
-from transformers import AutoTokenizer, Qwen2_5_VLForConditionalGeneration
+from torch import nn
+from transformers import Qwen2_5_VLForConditionalGeneration
 from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import apply_rotary_pos_emb_vision
 from transformers.vision_utils import get_vision_window_index
 
-from liteframe.compression import get_compression
-from liteframe.errors import InputError, model_type, one_line
-from liteframe.grid import TokenGrid, TokenSet
-from liteframe.llm.qwen_positions import rope_positions, set_positions, video_positions
+from liteframe.compression import Compression
+from liteframe.errors import InputError
+from liteframe.grid import TokenGrid
+from liteframe.llm.encoders import VisualEncoder, VisualTokens, stage_encoder
+from liteframe.llm.qwen_positions import rope_positions, set_positions
 
 FRAMES_PER_STEP = 2  # Qwen2.5-VL's temporal patch: one grid step is a frame pair
 PATCH = 14
@@ -41,6 +47,7 @@ MAX_PIXELS = 768 * FACTOR * FACTOR
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 VIDEO_PAD = "<|video_pad|>"
+VISION_START, VISION_END = "<|vision_start|>", "<|vision_end|>"
 _CHUNK = 32  # frames converted to float at once: bounds memory for long 720p videos
 _SCORE_ELEMENTS = 1 << 27  # attention scores held at once by `received_attention` (512 MB in float32)
 
@@ -74,10 +81,10 @@ def pair_frames(frames: torch.Tensor) -> torch.Tensor:
 
 
 def preprocess_qwen(frames: torch.Tensor, min_pixels: int = MIN_PIXELS, max_pixels: int = MAX_PIXELS,
-                    device: torch.device | str | None = None) -> tuple[torch.Tensor, tuple[int, int, int]]:
-    """uint8 `(N, 3, H, W)` -> float32 pixel rows `(T*h*w, 3*2*14*14)` in Qwen's patch order and the patch grid
-    `(T, h, w)`, T = ceil(N / 2): bicubic resize to `smart_resize` (antialiased, rounded to uint8 as the processor's
-    uint8 output is), CLIP mean/std."""
+                    device: torch.device | str | None = None) -> torch.Tensor:
+    """uint8 `(N, 3, H, W)` -> float32 `(N + N % 2, 3, H', W')`, `(H', W') = smart_resize(H, W)`: bicubic resize
+    (antialiased, rounded to uint8 as the processor's uint8 output is), CLIP mean/std; an odd count repeats the last
+    frame (`pair_frames`)."""
     if frames.dtype != torch.uint8 or frames.dim() != 4 or frames.shape[1] != 3:
         raise ValueError(f"preprocess_qwen expects uint8 frames (N, 3, H, W), got {frames.dtype} {tuple(frames.shape)}")
     frames = pair_frames(frames)
@@ -90,7 +97,7 @@ def preprocess_qwen(frames: torch.Tensor, min_pixels: int = MIN_PIXELS, max_pixe
         x = frames[start:start + _CHUNK].to(device, non_blocking=True).float()
         x = F.interpolate(x, size=(height, width), mode="bicubic", align_corners=False, antialias=True)
         out[start:start + _CHUNK] = (x.clamp_(0, 255).round_() / 255 - mean) / std
-    return patchify(out)
+    return out
 
 
 def patchify(x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int]]:
@@ -103,23 +110,20 @@ def patchify(x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int]]:
     return x.reshape(t * h * w, c * FRAMES_PER_STEP * PATCH * PATCH), (t, h, w)
 
 
-def video_grid(model: Qwen2_5_VLForConditionalGeneration, pixels: torch.Tensor,
-               grid: tuple[int, int, int]) -> torch.Tensor:
-    """Pixel rows and patch grid `(T, h, w)` -> merged tokens `(T, h/2, w/2, D_llm)`: the ViT and merger's output
-    (`get_video_features(...).pooler_output`) viewed as a grid."""
-    visual = model.model.visual
+def video_grid(visual: nn.Module, pixels: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
+    """Qwen's vision model (`model.model.visual`), pixel rows and patch grid `(T, h, w)` -> merged tokens
+    `(T, h/2, w/2, D_llm)`: the ViT and merger's output (`get_video_features(...).pooler_output`) viewed as a grid."""
     out = visual(pixels.to(visual.dtype), grid_thw=torch.tensor([grid], device=pixels.device))
     t, h, w = grid
     return out.pooler_output.view(t, h // MERGE, w // MERGE, -1)
 
 
-def attention_scores(model: Qwen2_5_VLForConditionalGeneration, pixels: torch.Tensor, grid: tuple[int, int, int],
+def attention_scores(visual: nn.Module, pixels: torch.Tensor, grid: tuple[int, int, int],
                      chunk: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Merged tokens `(T, h/2, w/2, D_llm)` and the attention each receives in the last ViT block `(T, h/2, w/2)`,
     the kind of score FlashVID takes from Qwen's ViT; the aggregation is ours: summed over the queries of its frame
     pair and over its 4 patches, averaged over heads.
     The last block must be a full-attention one (every released Qwen2.5-VL's is)."""
-    visual = model.model.visual
     last = len(visual.blocks) - 1
     if last not in visual.fullatt_block_indexes:
         raise ValueError(f"the last ViT block ({last}) uses windowed attention; attention_scores needs a full one")
@@ -128,7 +132,7 @@ def attention_scores(model: Qwen2_5_VLForConditionalGeneration, pixels: torch.Te
         lambda module, args, kwargs: seen.update(x=args[0] if args else kwargs["hidden_states"],
                                                  rope=kwargs["position_embeddings"]), with_kwargs=True)
     try:
-        tokens = video_grid(model, pixels, grid)
+        tokens = video_grid(visual, pixels, grid)
     finally:
         hook.remove()
     received = received_attention(visual.blocks[last].attn, seen["x"], seen["rope"], grid[0], chunk)
@@ -155,39 +159,6 @@ def received_attention(attn, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Te
     return received.reshape(n)
 
 
-@dataclass
-class QwenVideo:
-    """What the LLM reads of one video: `tokens (N, D_llm)` in prompt order and their mRoPE ids `(3, N)` relative
-    to the video's first position."""
-
-    tokens: torch.Tensor
-    positions: torch.Tensor
-
-
-def encode_video(model: Qwen2_5_VLForConditionalGeneration, pixels: torch.Tensor, grid: tuple[int, int, int],
-                 seconds_per_step: float, reducer=None, compression=None) -> QwenVideo:
-    """Pixel rows (`preprocess_qwen`) -> `QwenVideo`, dense or through `reducer` on the merged grid.
-    Grid reducers give a reduced grid `(t', h', w')` whose time ids advance `t/t'` times as far per step; set
-    reducers must return a `TokenSet`, whose tokens keep their original (t, h, w) ids."""
-    interval = model.config.vision_config.tokens_per_second * seconds_per_step
-    tokens = video_grid(model, pixels, grid)
-    t, h, w, d = tokens.shape
-    if reducer is None:
-        return QwenVideo(tokens.reshape(-1, d), video_positions(t, h, w, interval, tokens.device))
-    compression = get_compression(compression)
-    out = reducer(TokenGrid(tokens[None]), compression.ratio)  # reducers take the named ratio until the redesign
-    if isinstance(out, TokenGrid):
-        steps = compression.clip
-        tt, hh, ww = out.shape[1:4]
-        if math.ceil(t / steps) != tt:
-            raise ValueError(f"grid reducer gave {tt} steps of {t}, not blocks of {steps} as compression {compression}")
-        return QwenVideo(out.patches.reshape(-1, d), video_positions(tt, hh, ww, interval * steps, tokens.device))
-    if not isinstance(out, TokenSet):
-        raise InputError(f"{type(reducer).__name__} returns tokens without their grid positions (a TokenSet), which "
-                         "Qwen2.5-VL's 3D positions need")
-    return QwenVideo(out.tokens[0], set_positions(out.frame[0], out.pos[0], w, interval))
-
-
 def seconds_per_step(timestamps) -> float:
     """Seconds one grid step (frame pair) spans: 2 x the mean spacing of the sampled frames (Qwen's
     `second_per_grid_ts = temporal_patch_size / fps`); 1 for a single frame."""
@@ -196,60 +167,113 @@ def seconds_per_step(timestamps) -> float:
     return FRAMES_PER_STEP * float(timestamps[-1] - timestamps[0]) / (len(timestamps) - 1)
 
 
-def build_qwen_input_ids(tokenizer, question: str, video_tokens: int) -> torch.Tensor:
-    """`(1, L)` prompt ids in the checkpoint's chat template, the video (`<|vision_start|>` `video_tokens` x
-    `<|video_pad|>` `<|vision_end|>`) before the question: `Qwen2_5_VLProcessor`'s layout."""
-    if VIDEO_PAD in question:
-        raise InputError(f"the question must not contain {VIDEO_PAD}: it is the video placeholder")
-    messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]}]
-    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    ids = torch.tensor(tokenizer(text, add_special_tokens=False)["input_ids"])
-    is_pad = ids == tokenizer.convert_tokens_to_ids(VIDEO_PAD)
-    if int(is_pad.sum()) != 1:
-        raise InputError(f"tokenizer of {tokenizer.name_or_path or 'the model'}: its chat template gives "
-                         f"{int(is_pad.sum())} {VIDEO_PAD} for one video: not a Qwen2.5-VL checkpoint")
-    return ids.repeat_interleave(torch.where(is_pad, video_tokens, 1))[None]
+def query_scores(patches: torch.Tensor) -> torch.Tensor:
+    """`(B, T, H, W, C) -> (B, T, H, W)`: the softmax over each step's tokens of their dot product with the step's
+    mean token (its WAP query) over sqrt(C), in float32: the per-token score PruMerge and FastVID read on Qwen."""
+    b, t, h, w, c = patches.shape
+    x = patches.float()
+    logits = torch.einsum("bthwc,btc->bthw", x, x.mean(dim=(2, 3)) / math.sqrt(c))
+    return logits.reshape(b, t, h * w).softmax(-1).view(b, t, h, w)
 
 
-def prompt_inputs(model: Qwen2_5_VLForConditionalGeneration, tokenizer, video: QwenVideo,
-                  question: str) -> dict[str, torch.Tensor]:
-    """`input_ids`, `inputs_embeds` with the video's tokens in its placeholders, `attention_mask` and mRoPE
-    `position_ids (3, 1, L)`: what `model(**inputs)` and `model.generate(**inputs)` take."""
-    device = model.device
-    ids = build_qwen_input_ids(tokenizer, question, video.tokens.shape[0]).to(device)
-    context = model.config.text_config.max_position_embeddings
-    if ids.shape[1] > context:
-        raise InputError(f"{ids.shape[1]} prompt tokens ({video.tokens.shape[0]} visual) exceed the LLM's context of "
-                         f"{context}: use fewer frames, fewer pixels or a reducer")
-    embeds = model.get_input_embeddings()(ids)
-    is_video = ids == model.config.video_token_id
-    embeds = embeds.masked_scatter(is_video[..., None], video.tokens.to(device, embeds.dtype))
-    positions, _ = rope_positions(is_video[0], video.positions)
-    return {"input_ids": ids, "inputs_embeds": embeds, "attention_mask": torch.ones_like(ids),
-            "position_ids": positions}
+class QwenVision(nn.Module):
+    """Qwen's ViT and merger as the pipeline's backbone: normalised frames `(1, T, 3, H, W)` (T even, sides multiples
+    of 28) -> `TokenGrid (1, T/2, H/28, W/28, D_llm)`. `attention`: the grid also carries `query_scores` and the
+    tokens as keys (the substitute for a CLS attention row; see the module docstring)."""
+
+    def __init__(self, visual: nn.Module):
+        super().__init__()
+        self.visual = visual
+
+    def forward(self, pixels: torch.Tensor, attention: bool = False) -> TokenGrid:
+        if pixels.shape[0] != 1:
+            raise ValueError(f"QwenVision encodes one video at a time, got a batch of {pixels.shape[0]}")
+        rows, grid = patchify(pixels[0])
+        patches = video_grid(self.visual, rows, grid)[None]
+        return TokenGrid(patches, scores=query_scores(patches), keys=patches) if attention else TokenGrid(patches)
 
 
-def generate(model: Qwen2_5_VLForConditionalGeneration, tokenizer, video: QwenVideo, question: str,
-             **generate_kwargs) -> list[int]:
-    """Greedy (unless `generate_kwargs` say otherwise) answer token ids. transformers continues the position ids
-    from the prompt's last one + 1, which is the rope delta of `rope_positions` applied to each new token."""
-    inputs = prompt_inputs(model, tokenizer, video, question)
-    kwargs = {"max_new_tokens": 64, "do_sample": False, "pad_token_id": tokenizer.pad_token_id, **generate_kwargs}
-    out = model.generate(**inputs, **kwargs)
-    return out[0, inputs["input_ids"].shape[1]:].tolist()
+class QwenEncoder(VisualEncoder):
+    """The pipeline in front of Qwen2.5-VL: frames resized by `smart_resize` within the pixel budget, in pairs."""
+
+    min_pixels, max_pixels = MIN_PIXELS, MAX_PIXELS
+
+    def frame_size(self, size: tuple[int, int] | None = None) -> tuple[int, int]:
+        """`smart_resize` of `size`; unknown: a square frame filling the pixel budget (the most tokens a frame of
+        ordinary shape gives)."""
+        side = math.isqrt(self.max_pixels)
+        return smart_resize(*(size or (side, side)), min_pixels=self.min_pixels, max_pixels=self.max_pixels)
+
+    def preprocess(self, frames: torch.Tensor, device: torch.device) -> torch.Tensor:
+        return preprocess_qwen(frames, self.min_pixels, self.max_pixels, device)[None]
 
 
-def load_qwen(directory: str | Path, dtype: torch.dtype = torch.float32,
-              device: torch.device | str = "cpu") -> tuple[Qwen2_5_VLForConditionalGeneration, object]:
-    """A native Qwen2.5-VL folder -> (model, tokenizer), with one-line errors for a wrong or broken folder."""
-    kind = model_type(directory)
-    if kind != "qwen2_5_vl":
-        raise InputError(f"model folder {directory}: model_type {kind!r} is not 'qwen2_5_vl'")
-    try:
-        model = Qwen2_5_VLForConditionalGeneration.from_pretrained(directory, dtype=dtype).to(device).eval()
-        tokenizer = AutoTokenizer.from_pretrained(directory)
-    except Exception as err:  # noqa: BLE001  loaders raise OSError, ValueError and tokenizers' bare Exceptions
-        raise InputError(f"model folder {directory}: cannot load the checkpoint ({one_line(err)})") from None
-    if tokenizer.convert_tokens_to_ids(VIDEO_PAD) != model.config.video_token_id:
-        raise InputError(f"model folder {directory}: the tokenizer's {VIDEO_PAD} is not config.json's video_token_id")
-    return model, tokenizer
+class Qwen25VL:
+    """Qwen2.5-VL. `Qwen2_5_VLProcessor` expands the template's `<|vision_start|><|video_pad|><|vision_end|>` into
+    one run of `<|video_pad|>`, one per merged token, with no frame labels (time enters through the positions);
+    liteframe gives each slot its count of pads inside that one run, so the prompt is the processor's."""
+
+    model_type = "qwen2_5_vl"
+    checkpoint_class = Qwen2_5_VLForConditionalGeneration
+    frames_per_step = FRAMES_PER_STEP
+
+    def check_tokenizer(self, tokenizer, model) -> None:
+        """One line unless the tokenizer has Qwen's vision tokens and its `<|video_pad|>` is the model's."""
+        vocab = tokenizer.get_vocab()
+        missing = [t for t in (VISION_START, VIDEO_PAD, VISION_END) if t not in vocab]
+        if missing:
+            raise InputError(f"tokenizer of {tokenizer.name_or_path or 'the model'} has no {', '.join(missing)}: "
+                             "not a Qwen2.5-VL checkpoint")
+        if self.context_id(tokenizer) != model.config.video_token_id:
+            raise InputError(f"tokenizer's {VIDEO_PAD} id {self.context_id(tokenizer)} is not the model's "
+                             f"video_token_id {model.config.video_token_id}: tokenizer and weights come from "
+                             "different checkpoints")
+
+    def video_placeholder(self, tokenizer) -> str:
+        return VISION_START + VIDEO_PAD + VISION_END
+
+    def context_token(self, tokenizer) -> str:
+        return VIDEO_PAD
+
+    def context_id(self, tokenizer) -> int:
+        return tokenizer.convert_tokens_to_ids(VIDEO_PAD)
+
+    def end_id(self, tokenizer) -> int:
+        return tokenizer.convert_tokens_to_ids(VISION_END)
+
+    def video_text(self, tokenizer, labels: Sequence[str], slot_text: Sequence[str | None] | None = None) -> str:
+        """The video as one run, a pad per slot (repeated later); slot texts (e.g. subtitles) go on lines before
+        it, since text inside the run would break Qwen's one-video layout."""
+        lines = "".join(f"{text}\n" for text in slot_text or [] if text)
+        return lines + VISION_START + VIDEO_PAD * len(labels) + VISION_END
+
+    def encoder(self, model, spec: str, compression: Compression | int | str | None = None) -> QwenEncoder:
+        """`dense` or a reducer name on the merged grid (a student does not exist for Qwen's ViT yet)."""
+        if spec.startswith("student:"):
+            raise InputError(f"encoder {spec}: there is no LiteFrame student for Qwen2.5-VL's ViT yet; use dense or "
+                             "a reducer")
+        visual = model.model.visual
+        if visual is None:
+            raise InputError("this VideoLLM dropped its vision tower: load it again with from_pretrained")
+        return stage_encoder(QwenEncoder, spec, QwenVision(visual), nn.Identity(), compression, FRAMES_PER_STEP,
+                             FACTOR, image_size=None, shuffle=False)
+
+    def drop_vision(self, model) -> None:
+        model.model.visual = None
+
+    def llm_inputs(self, model, ids: torch.Tensor, visual: VisualTokens,
+                   timestamps: Sequence[float]) -> dict[str, torch.Tensor]:
+        """Prompt ids `(1, L)` and the video's tokens (sampled at `timestamps`) -> `inputs_embeds (1, L, d)` with
+        the tokens in the `<|video_pad|>` run and mRoPE `position_ids (3, 1, L)`: each token keeps its (t, h, w)
+        place in the grid it came from, a grid step advancing `tokens_per_second` x its seconds in time ids."""
+        embeds = model.get_input_embeddings()(ids)
+        is_video = ids == model.config.video_token_id
+        embeds = embeds.masked_scatter(is_video[..., None], visual.tokens.to(embeds.dtype))
+        seconds = seconds_per_step(timestamps) * visual.step_frames / FRAMES_PER_STEP
+        interval = model.config.vision_config.tokens_per_second * seconds
+        video = set_positions(visual.frame, visual.pos, visual.grid[2], interval)
+        positions, _ = rope_positions(is_video[0], video)
+        return {"inputs_embeds": embeds, "position_ids": positions}
+
+    def context_length(self, model) -> int:
+        return model.config.text_config.max_position_embeddings

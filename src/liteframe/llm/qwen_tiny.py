@@ -66,7 +66,7 @@ def qwen_config(size: str = "tiny", vocab_size: int = 400) -> Qwen2_5_VLConfig:
     vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
                   fullatt_block_indexes=[1], window_size=56, tokens_per_second=2)
     text = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                num_key_value_heads=2, vocab_size=vocab_size, max_position_embeddings=4096,
+                num_key_value_heads=2, vocab_size=vocab_size, max_position_embeddings=32768,
                 bos_token_id=None, eos_token_id=None,  # set from the tokenizer by `save_tiny_qwen`
                 initializer_range=0.2,  # wide enough that greedy answers depend on the video
                 rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [2, 3, 3]})

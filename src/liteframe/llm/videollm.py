@@ -7,6 +7,7 @@ same encoded video reuse the LLM's cache of the prompt up to the end of the vide
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import time
 from contextlib import contextmanager
@@ -22,10 +23,9 @@ from transformers.utils import logging as hf_logging
 from liteframe.compression import Compression
 from liteframe.devices import resolve_device, resolve_dtype
 from liteframe.errors import InputError, model_type, one_line
-from liteframe.llm.encoders import VisualEncoder, VisualTokens, build_encoder, plural
+from liteframe.llm.encoders import VisualEncoder, VisualTokens, plural
 from liteframe.llm.family import get_family
 from liteframe.llm.prompt import Slot, build_input_ids, make_slots
-from liteframe.models import Teacher
 from liteframe.tables import format_table
 from liteframe.timing import Stopwatch, synchronize
 from liteframe.video import open_video, sample_frames, stream_video
@@ -91,16 +91,17 @@ class VideoLLM:
     """A Video LLM checkpoint whose visual tokens come from `encoder`; see `from_pretrained`. `timestamps` puts each
     slot's time in its label (`Frame3 (12.4s)`); off by default, as the checkpoint's own processor does.
     The front end, set on an instance to measure the old path against the new one (`bench e2e --front-ends`):
-    `resize` (`RESIZERS`: "exact" in the decoder; "torch": whole RGB frames resized on the device) and `overlap` (decode the
-    next chunk in the background while the encoder works)."""
+    `resize` (`RESIZERS`: "exact" in the decoder; "torch": whole RGB frames resized on the device) and `overlap`
+    (decode the next chunk in the background while the encoder works)."""
 
     resize = "exact"
     overlap = True
 
     def __init__(self, model, tokenizer, encoder: VisualEncoder, chunk_frames: int = 32, timestamps: bool = False):
-        if chunk_frames < 1 or chunk_frames % encoder.frame_multiple:
+        whole = math.lcm(encoder.frame_multiple, encoder.step_frames)  # a chunk holds whole clips and grid steps
+        if chunk_frames < 1 or chunk_frames % whole:
             raise InputError(f"chunk_frames {chunk_frames}: must be a positive multiple of the {encoder.name} "
-                             f"encoder's {encoder.frame_multiple}-frame clips")
+                             f"encoder's {whole}-frame clips")
         self.family = get_family(model.config.model_type)
         self.family.check_tokenizer(tokenizer, model)
         self.model, self.tokenizer, self.encoder, self.chunk_frames = model.eval(), tokenizer, encoder, chunk_frames
@@ -111,10 +112,11 @@ class VideoLLM:
     def from_pretrained(cls, directory: str | Path, encoder: str = "dense",
                         compression: Compression | int | str | None = None, device: str | torch.device | None = None,
                         dtype: torch.dtype | None = None, chunk_frames: int = 32, timestamps: bool = False) -> VideoLLM:
-        """Load a Video LLM folder (weights, tokenizer, chat template; InternVL3 `-hf`) and put `encoder` in front of
-        its LLM: `dense`, a reducer name (`wap`, `tome`, ...) or `student:DIR`, at `compression` (4, 16 or 64; None:
-        a student's own, else 16). Defaults: CUDA and bf16 when available, else CPU and float32. With a student,
-        the checkpoint's vision tower is dropped before anything moves to `device`."""
+        """Load a Video LLM folder (weights, tokenizer, chat template; InternVL3 `-hf` or Qwen2.5-VL) and put
+        `encoder` in front of its LLM: `dense`, a reducer name (`wap`, `tome`, ...) or `student:DIR` (InternVL3),
+        at `compression` (4, 16 or 64; None: a student's own, else 16). Defaults: CUDA and bf16 when available,
+        else CPU and float32. With a student, the checkpoint's vision tower is dropped before anything moves to
+        `device`."""
         directory = Path(directory)
         family = get_family(model_type(directory), directory)
         if not (directory / "tokenizer_config.json").is_file():
@@ -124,24 +126,25 @@ class VideoLLM:
         with quiet_transformers():
             model = _load_weights(family, directory, dtype)
             tokenizer = _load_tokenizer(directory)
-        visual = build_encoder(encoder, family.teacher(model), compression)
-        if not isinstance(visual.backbone, Teacher):
-            family.drop_vision(model)  # a student: the dense tower is never needed
+        visual = family.encoder(model, encoder, compression)
+        if encoder.startswith("student:"):
+            family.drop_vision(model)  # the dense tower is never needed
         return cls(model.to(device), tokenizer, visual.to(device=device, dtype=dtype), chunk_frames, timestamps)
 
     def with_encoder(self, encoder: str, compression: Compression | int | str | None = None) -> VideoLLM:
         """The same LLM (shared, not copied) behind another encoder; the teacher's vision tower must still be there."""
-        visual = build_encoder(encoder, self.family.teacher(self.model), compression)
+        visual = self.family.encoder(self.model, encoder, compression)
         return VideoLLM(self.model, self.tokenizer, visual.to(device=self.device, dtype=self.dtype),
                         self.chunk_frames, self.timestamps)
 
-    def check(self, frames: int, question: str = "") -> int:
+    def check(self, frames: int, question: str = "", size: tuple[int, int] | None = None) -> int:
         """Refuse, before anything is decoded, a frame count the encoder cannot take or a prompt longer than the
         LLM's context; return the prompt length (for a set reducer, whose counts per slot are known only after
-        encoding, with its tokens spread evenly over the frames)."""
+        encoding, with its tokens spread evenly over the frames). `size`: the video's `(H, W)`, for families whose
+        token count depends on it (None: the encoder's largest)."""
         if question is None:
             raise InputError("a question is needed (got None)")
-        steps, visual = self.encoder.layout(frames)
+        steps, visual = self.encoder.layout(frames, size)
         context = self.family.context_length(self.model)
         if visual > context:
             raise InputError(f"{plural(frames, 'frame')} give {visual} visual tokens with the {self.encoder.name} "
@@ -149,7 +152,7 @@ class VideoLLM:
                              "compression")
         step = self.encoder.step_frames
         counts = [visual // steps + (i < visual % steps) for i in range(steps)]
-        slots = make_slots([0.0] * frames, counts, step)
+        slots = make_slots([0.0] * steps * step, counts, step)
         ids, _ = build_input_ids(self.tokenizer, self.family, slots, question, self.timestamps)
         if ids.shape[1] > context:
             raise InputError(f"the prompt has {ids.shape[1]} tokens ({visual} visual, from "
@@ -162,30 +165,37 @@ class VideoLLM:
         a time so that memory holds one chunk of frames however long the video. The next chunk is decoded in the
         background while the encoder works (`overlap`), so `decode` in `latency_ms` is the decoder's own wall time,
         partly hidden behind `vit`: the stages do not add up to `total`."""
-        self.check(frames)
         watch = Stopwatch(self.device)
         start = time.perf_counter()
         with watch("decode"):
             reader = open_video(video)
         with reader:
+            self.check(frames, size=(reader.info.height, reader.info.width))
             with watch("decode"):
                 sample = sample_clips(reader.info, frames, self.encoder.compression.clip_frames(
                     self.family.frames_per_step))
-            stream = stream_video(reader, sample, self.chunk_frames, self.encoder.image_size, resize=self.resize,
-                                  device=self.device, dtype=self.dtype, prefetch=2 if self.overlap else 0)
+            size = self.encoder.image_size  # square frames resized as they are decoded; None: full frames
+            stream = stream_video(reader, sample, self.chunk_frames, size, resize=self.resize, device=self.device,
+                                  dtype=self.dtype, prefetch=2 if self.overlap else 0)
             parts = []
             for chunk in stream:
+                if size is None:  # the family resizes decoded frames itself (Qwen's smart_resize)
+                    with watch("preprocess"):
+                        pixels = self.encoder.preprocess(chunk.pixels, self.device).to(self.dtype)
+                else:
+                    pixels = chunk.pixels[None]
                 with watch("vit"):
-                    parts.append(self.encoder.encode_chunk(chunk.pixels[None]))
+                    parts.append(self.encoder.encode_chunk(pixels))
         with watch("vit"):
             visual = self.encoder.finish(parts)
         watch.ms["decode"] += stream.decode_s * 1e3
-        watch.ms["preprocess"] = stream.preprocess_s * 1e3
+        watch.ms["preprocess"] = watch.ms.get("preprocess", 0.0) + stream.preprocess_s * 1e3
         timestamps = sample.timestamps.tolist()
         latency = {key: watch.ms.get(key, 0.0) for key in ENCODE_KEYS}
         latency["total"] = (time.perf_counter() - start) * 1e3
+        padded = timestamps + timestamps[-1:] * (len(visual.counts) * visual.step_frames - frames)  # Qwen's pairs
         return EncodedVideo(str(video), self.encoder.name, frames, timestamps,
-                            make_slots(timestamps, visual.counts, visual.step_frames), visual, latency)
+                            make_slots(padded, visual.counts, visual.step_frames), visual, latency)
 
     @torch.inference_mode()
     def answer(self, enc: EncodedVideo, question: str, max_new_tokens: int = 64,
@@ -206,7 +216,7 @@ class VideoLLM:
         else:
             cache = DynamicCache(config=self.model.config.get_text_config(decoder=True))
         cached = cache.get_seq_length()
-        inputs = self.family.llm_inputs(self.model, ids, enc.visual)
+        inputs = self.family.llm_inputs(self.model, ids, enc.visual, enc.timestamps)
         first = _FirstLogits(self.device)
         kwargs = {"max_new_tokens": max_new_tokens, "do_sample": False, **generate_kwargs}
         kwargs["logits_processor"] = LogitsProcessorList([*kwargs.get("logits_processor", []), first])
@@ -233,7 +243,9 @@ class VideoLLM:
         `repeats` runs after `warmup` runs, each decoding and encoding afresh."""
         if repeats < 1 or warmup < 0:
             raise InputError(f"repeats {repeats}, warmup {warmup}: need at least 1 repeat and no negative warm-up")
-        self.check(frames, question)
+        with open_video(video) as reader:  # the frame size sets Qwen's token count
+            size = reader.info.height, reader.info.width
+        self.check(frames, question, size)
         runs = [self.answer(self.encode(video, frames), question, max_new_tokens, **generate_kwargs)
                 for _ in range(warmup + repeats)]
         answer = runs[-1]

@@ -135,33 +135,36 @@ class VideoStream:
 
 
 def stream_video(source: str | os.PathLike | VideoReader, sample: FrameSample | Sequence[float], chunk_frames: int,
-                 size: int = 448, *, keep_aspect: bool = False, resize: str = "exact",
+                 size: int | None = 448, *, keep_aspect: bool = False, resize: str = "exact",
                  device: torch.device | str | None = None, dtype: torch.dtype = torch.float32,
                  backend: str = "pyav", prefetch: int = 2) -> VideoStream:
     """The sampled frames of a video in chunks of `chunk_frames` (the last may be shorter), decoded in a background
     thread while the caller works on the previous chunk (`prefetch` chunks ahead at most; 0: no thread, each chunk
     decoded when asked for): `for chunk in stream_video(...)` -> `Chunk` with pixels (n, 3, size, size) on `device`
-    in `dtype`. `source`: a path, or an open reader (read by the stream, closed by its owner, not used by anyone
+    in `dtype` (`size` None: the uint8 (n, 3, H, W) frames as decoded, on the CPU, for a caller that resizes them
+    itself). `source`: a path, or an open reader (read by the stream, closed by its owner, not used by anyone
     else during the iteration). `sample`: a FrameSample or timestamps (seconds)."""
     times = sample.timestamps if isinstance(sample, FrameSample) else np.asarray(sample, np.float64).reshape(-1)
     return VideoStream(source, times, chunk_frames, size, keep_aspect, resize, device, dtype, backend, prefetch)
 
 
-def _decode(reader: VideoReader, timestamps: np.ndarray, size: int, keep_aspect: bool,
+def _decode(reader: VideoReader, timestamps: np.ndarray, size: int | None, keep_aspect: bool,
             resize: str) -> tuple[torch.Tensor, torch.Tensor]:
     """-> (uint8 (n, 3, size, size) resized by the decoder, or (n, 3, H, W) full frames for the torch resize; pts
     (n,))."""
-    if resize == "torch":
+    if resize == "torch" or size is None:
         frames = reader.read(timestamps)
     else:
         frames = reader.read(timestamps, size=size, keep_aspect=keep_aspect, scaler=resize)
     return frames.data, frames.pts
 
 
-def _prepare(frames: torch.Tensor, size: int, keep_aspect: bool, device: torch.device | str | None,
+def _prepare(frames: torch.Tensor, size: int | None, keep_aspect: bool, device: torch.device | str | None,
              dtype: torch.dtype) -> torch.Tensor:
     """uint8 (n, 3, H, W) -> `dtype` (n, 3, size, size) on `device`: frames already resized are only normalised; full
-    frames are resized by torch on the device, as the old path did."""
+    frames are resized by torch on the device, as the old path did. `size` None: the frames as decoded."""
+    if size is None:
+        return frames
     if frames.shape[-2:] == (size, size):
         return normalize(frames, device, dtype)
     return preprocess(frames, size, keep_aspect, device=device).to(dtype)
