@@ -36,9 +36,9 @@ from liteframe.video import open_video
 COLUMNS = ["setting", "front end", "frames", "compression", "tokens/frame", "visual tokens", "decode ms",
            "preprocess ms", "ViT ms", "LLM prefill ms", "generation ms", "total ms", "front-end share"]
 # The front ends compared by `front_ends` (VideoLLM.resize, VideoLLM.overlap): `new` resizes in the decoder (uint8,
-# PIL's kernel) and
-# decodes the next chunk while the encoder works; `old` converts whole frames to RGB, resizes them with torch and
-# decodes in the caller's thread, as before issue 13.
+# PIL's kernel) and decodes the next chunk while the encoder works; `old` converts whole frames to RGB, resizes them with torch and
+# decodes in the caller's thread, as before issue 13. (Qwen2.5-VL resizes whole frames itself: only the overlap
+# differs.)
 FRONT_ENDS = {"new": ("exact", True), "old": ("torch", False)}
 QUESTION = "What happens in this video? Describe it briefly."
 
@@ -105,17 +105,15 @@ def run(model: str | None = None, video: str | None = None, dense_frames: Sequen
 
 
 def _row(name: str, llm: VideoLLM, video: str, frames: int, repeats: int, warmup: int, new_tokens: int,
-         front: str | None = None) -> dict:
-    """One setting's row; `front`: a `FRONT_ENDS` name, or None for a runner with a front end of its own."""
-    if front is not None:
-        llm.resize, llm.overlap = FRONT_ENDS[front]
+         front: str) -> dict:
+    llm.resize, llm.overlap = FRONT_ENDS[front]
     answer = llm.ask(video, QUESTION, frames, repeats=repeats, warmup=warmup, max_new_tokens=new_tokens,
                      min_new_tokens=new_tokens)
     ms = answer.latency_ms
     per_frame = answer.visual_tokens / frames
     ratio = "none" if name == "dense" else f"{llm.encoder.compression.ratio}x"  # dense shares only the clips
     outside = ms["total"] - ms["vit"] - ms["llm_prefill"] - ms["generation"]
-    return {"setting": name, "front end": front or "own", "frames": frames, "compression": ratio,
+    return {"setting": name, "front end": front, "frames": frames, "compression": ratio,
             "tokens/frame": int(per_frame) if per_frame.is_integer() else per_frame,
             "visual tokens": answer.visual_tokens, "decode ms": ms["decode"], "preprocess ms": ms["preprocess"],
             "ViT ms": ms["vit"], "LLM prefill ms": ms["llm_prefill"], "generation ms": ms["generation"],
