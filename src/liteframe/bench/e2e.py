@@ -36,9 +36,9 @@ from liteframe.video import open_video
 COLUMNS = ["setting", "front end", "frames", "compression", "tokens/frame", "visual tokens", "decode ms",
            "preprocess ms", "ViT ms", "LLM prefill ms", "generation ms", "total ms", "front-end share"]
 # The front ends compared by `front_ends` (VideoLLM.resize, VideoLLM.overlap): `new` resizes in the decoder (uint8,
-# PIL's kernel) and decodes the next chunk while the encoder works; `old` converts whole frames to RGB, resizes them with torch and
-# decodes in the caller's thread, as before issue 13. (Qwen2.5-VL resizes whole frames itself: only the overlap
-# differs.)
+# PIL's kernel) and decodes the next chunk while the encoder works; `old` converts whole frames to RGB, resizes them
+# with torch and decodes in the caller's thread, as before issue 13. (Qwen2.5-VL resizes whole frames itself: only
+# the overlap differs.)
 FRONT_ENDS = {"new": ("exact", True), "old": ("torch", False)}
 QUESTION = "What happens in this video? Describe it briefly."
 
