@@ -16,24 +16,28 @@ mkdir -p "$out"
 
 if ((dry)); then
   device=(--device cpu)
-  arch=(bench arch --frames 8 --size 56 --latency-frames 4 --latency-size 56 --repeats 1 --dtype float32)
+  # two archs, not nine, and untimed: building full-size models is most of a dry run's time (tests/test_arch.py
+  # times tiny stand-ins through the same code, torch.compile included)
+  arch=(bench arch --archs teacher,dwconv --frames 8 --size 56 --no-latency)
+  arch_compile=("${arch[@]}" --compile)
   reducers=(bench reducers --frames 8 --size 8 --channels 32 --repeats 1 --warmup 0 --dtype float32)
-  e2e=(bench e2e --dense-frames 4 --frames 8,16 --encoders wap,student --repeats 1 --warmup 0 --new-tokens 2)
+  e2e=(bench e2e --dense-frames 4 --frames 8 --encoders wap,student --repeats 1 --warmup 0 --new-tokens 2)
   e2e_qwen=(bench e2e --model-family qwen2.5-vl --dense-frames 4 --frames 8 --encoders wap --repeats 1 --warmup 0
             --new-tokens 2)
   train=(bench train --steps 2 --batch-size 2 --workers 0)
-  adapt=(bench adapt --frames 8,16 --steps 1)
+  adapt=(bench adapt --frames 8 16 --steps 1)
   limit=300
 else
   device=(--device cuda)
   arch=(bench arch --frames 256 --size 448 --dtype bfloat16 --repeats 20)
+  arch_compile=(bench arch --archs teacher,dwconv --frames 256 --size 448 --dtype bfloat16 --repeats 20 --compile)
   reducers=(bench reducers --dtype bfloat16 --repeats 20 --warmup 5)
   e2e=(bench e2e --random-size 8b --dtype bfloat16 --dense-frames 8,16,32 --frames 64,128,256 --encoders wap,student
        --repeats 5 --warmup 2)
   e2e_qwen=(bench e2e --model-family qwen2.5-vl --random-size 7b --dtype bfloat16 --dense-frames 16,32,64
             --frames 128,256,512 --encoders wap --repeats 3 --warmup 1)
   train=(bench train --steps 8 --batch-size 4)
-  adapt=(bench adapt --frames 128,256,512 --steps 3)
+  adapt=(bench adapt --frames 128 256 512 --steps 3)
   limit=150
 fi
 
@@ -77,3 +81,4 @@ step e2e "${e2e[@]}" "${device[@]}"
 step e2e-qwen "${e2e_qwen[@]}" "${device[@]}"
 step train "${train[@]}" "${device[@]}"
 step adapt "${adapt[@]}" "${device[@]}"
+step arch-compile "${arch_compile[@]}" "${device[@]}"  # last: compiling may take long

@@ -7,6 +7,7 @@ from transformers import InternVLVisionConfig
 
 from liteframe.bench import arch
 from liteframe.cli import main
+from liteframe.errors import InputError
 from liteframe.models import (LiteFrameConfig, LiteFrameEncoder, Teacher, create_student, tiny_student_config,
                               tiny_vision_config)
 from liteframe.models.flops import count_flops
@@ -109,3 +110,19 @@ def test_models_are_made_for_the_size_they_are_timed_at():
         warnings.simplefilter("error")
         for name in arch.ARCHS:
             assert count_flops(arch.build(name, 112), (1, 4, 3, 112, 112)).paper > 0
+
+
+def test_chosen_archs_teacher_first_and_compiled(monkeypatch):
+    """`archs` picks rows (the teacher always first: ratios are against it); `compile` times every model through
+    torch.compile (recorded here: compiling on a CPU takes minutes), after the warm-up that compiles."""
+    monkeypatch.setattr(arch, "build", lambda name, size: LiteFrameEncoder(
+        tiny_student_config("dwconv", image_size=112)).eval())
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda model: compiled.append(model) or model)
+    rows = arch.run(frames=4, size=112, repeats=1, warmup=1, archs=["dwconv", "teacher"], compile=True)
+    assert [r["arch"] for r in rows] == ["teacher", "dwconv"] and len(compiled) == 2
+    assert rows[0]["latency_shape"].endswith("(1 thread), torch.compile") and rows[0]["speedup"] == 1.0
+    with pytest.raises(InputError, match="unknown arch vit-h"):
+        arch.run(archs=["vit-h"])
+    with pytest.raises(InputError, match="at least one warm-up"):
+        arch.run(warmup=0, compile=True)

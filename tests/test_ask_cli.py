@@ -108,12 +108,14 @@ def test_bench_e2e_table_json_and_plot(checkpoint, tmp_path, capsys):
     plot = tmp_path / "e2e.png"
     rc = main(["bench", "e2e", "--model", str(checkpoint), "--video", BBB, "--dense-frames", "4",
                "--frames", "8", "--encoders", "wap,student", "--repeats", "1", "--warmup", "0", "--new-tokens", "2",
-               "--json", "--plot", str(plot)])
+               "--front-ends", "new,old", "--json", "--plot", str(plot)])
     assert rc == 0
     rows = json.loads(capsys.readouterr().out)
-    assert [(r["setting"], r["frames"]) for r in rows] == [("dense", 4), ("wap", 8), ("student", 8)]
-    assert [r["visual tokens"] for r in rows] == [16, 2, 2]
+    assert [(r["setting"], r["frames"], r["front end"]) for r in rows] == [
+        (name, frames, front) for name, frames in [("dense", 4), ("wap", 8), ("student", 8)] for front in ("new", "old")]
+    assert [r["visual tokens"] for r in rows] == [16, 16, 2, 2, 2, 2]
     assert all(r["total ms"] >= r["ViT ms"] + r["LLM prefill ms"] for r in rows)
+    assert all(0 < int(r["front-end share"].rstrip("%")) < 100 for r in rows)
     assert plot.stat().st_size > 1000
 
 

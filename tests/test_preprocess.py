@@ -104,18 +104,24 @@ def pil_reference_uint8(rgb: np.ndarray, size: int) -> np.ndarray:
     return np.array(Image.fromarray(rgb).resize((size, size), Image.BICUBIC))
 
 
-@pytest.mark.parametrize("name", ["bbb_short.mp4", "flipping_a_pancake.mkv"])
-def test_swscale_resize_is_close_to_pil_bicubic_of_the_rgb_frame(name):
-    # measured bounds (docs/results/frontend.md): swscale's bicubic (B=0, C=0.6) and its chroma interpolation differ
-    # from PIL's (a=-0.5) applied after a full-size RGB conversion, by about one uint8 level on average
+@pytest.mark.parametrize("name", ["bbb_short.mp4", "flipping_a_pancake.mkv", "corrupted.mp4"])
+def test_decoder_resizes_are_close_to_pil_bicubic_of_the_rgb_frame(name):
+    """The default `exact` scaler meets the issue's goal (mean <= 0.5, max <= 8 levels) with room to spare: torch's
+    uint8 antialiased bicubic is PIL's kernel and rounding. `swscale` resizes in YUV with another kernel: about one
+    level off on average (measured bounds, docs/results/frontend.md). 448 px: up- and downscaling."""
     with open_video(REAL_VIDEOS / name) as r:
-        times = [1.0, 5.0]
+        times = [0.5, 1.5]
         full = r.read(times).data.permute(0, 2, 3, 1).numpy()
-        small = r.read(times, size=112).data.permute(0, 2, 3, 1).numpy()
-    assert small.shape == (2, 112, 112, 3)
-    for f, s in zip(full, small):
-        err = np.abs(s.astype(int) - pil_reference_uint8(f, 112))
-        assert err.mean() < 2.0 and np.percentile(err, 99) < 16
+        exact = r.read(times, size=448).data.permute(0, 2, 3, 1).numpy()
+        swscale = r.read(times, size=448, scaler="swscale").data.permute(0, 2, 3, 1).numpy()
+        with pytest.raises(ValueError, match="unknown scaler 'area'"):
+            r.read(times, size=448, scaler="area")
+    assert exact.shape == swscale.shape == (2, 448, 448, 3)
+    for f, e, s in zip(full, exact, swscale):
+        want = pil_reference_uint8(f, 448).astype(int)
+        err, loose = np.abs(e.astype(int) - want), np.abs(s.astype(int) - want)
+        assert err.mean() < 0.05 and err.max() <= 2
+        assert loose.mean() < 2.0 and np.percentile(loose, 99) < 24
 
 
 def test_swscale_resize_keeps_rotation_and_pads_with_the_mean_colour():
@@ -123,8 +129,12 @@ def test_swscale_resize_keeps_rotation_and_pads_with_the_mean_colour():
         full = r.read([0.5]).data
         square = r.read([0.5], size=64).data
         padded = r.read([0.5], size=64, keep_aspect=True).data
+        loose = r.read([0.5], size=64, scaler="swscale").data
     want = torch.from_numpy(pil_reference_uint8(full[0].permute(1, 2, 0).numpy(), 64)).permute(2, 0, 1)
-    assert (square[0].int() - want.int()).abs().float().mean() < 3  # rotated before comparing: a wrong turn is ~40
+    # resized before it is turned: PIL's rounding between its passes then falls on the other axis (a few levels)
+    err = (square[0].int() - want.int()).abs()
+    assert err.float().mean() < 0.2 and err.max() <= 4
+    assert (loose[0].int() - want.int()).abs().float().mean() < 3  # a wrong turn is ~40
     # portrait 320x568 fitted into 64: 36 columns of picture, 14 columns of padding each side
     assert padded.shape == (1, 3, 64, 64)
     pad = torch.tensor(PAD_VALUE, dtype=torch.uint8).view(3, 1, 1)
@@ -166,3 +176,34 @@ def test_stream_video_raises_the_workers_error_and_stops_when_left_early(tmp_pat
                               prefetch=1):
         break  # the worker blocks on a full queue: leaving must not hang and must end the thread
     assert threading.active_count() == before and chunk.pixels.shape == (2, 3, 32, 32)
+
+
+def test_stream_video_from_an_open_reader_without_a_thread_equals_one_read():
+    """prefetch=0 decodes in the caller's thread (no thread started, wait = decode) from the caller's reader, which
+    stays open; the torch resize path goes through the same stream."""
+    with open_video(REAL_VIDEOS / "bbb_short.mp4") as r:
+        sample = sample_frames(r.info, 8, "clips")
+        whole = normalize(r.read(sample.timestamps, size=56).data)
+        full = preprocess(r.read(sample.timestamps).data, 56)
+        before = threading.active_count()
+        stream = stream_video(r, sample, chunk_frames=3, size=56, prefetch=0)
+        chunks = [(c.pixels, threading.active_count()) for c in stream]
+        torch.testing.assert_close(torch.cat([p for p, _ in chunks]), whole)
+        assert all(n == before for _, n in chunks) and stream.wait_s == stream.decode_s > 0
+        torched = torch.cat([c.pixels for c in stream_video(r, sample, 3, 56, resize="torch")])
+        torch.testing.assert_close(torched, full)
+        assert len(r.read([0.0]).data) == 1  # still open
+
+
+def test_exact_resize_runs_torch_on_one_thread_and_restores_the_callers_threads(monkeypatch):
+    import torch.nn.functional as F
+
+    seen, interpolate = [], F.interpolate
+    monkeypatch.setattr(F, "interpolate", lambda *a, **k: seen.append(torch.get_num_threads()) or interpolate(*a, **k))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        load_video(REAL_VIDEOS / "bbb_short.mp4", num_frames=4, size=56)
+        assert seen == [1] * 4 and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -93,12 +93,17 @@ def test_answers_depend_on_the_video_and_the_encoder(dense):
     assert len({tuple(t) for t in answers.values()}) > 1
 
 
-def test_latency_breakdown_adds_up(dense):
-    answer = dense.ask(BBB, "What happens?", frames=4, **GEN)
-    ms = answer.latency_ms
-    assert set(ms) == {"decode", "preprocess", "vit", "llm_prefill", "generation", "total"}
-    parts = sum(v for k, v in ms.items() if k != "total")
-    assert all(v > 0 for v in ms.values()) and parts <= ms["total"] * 1.001
+def test_latency_breakdown_adds_up_without_overlap(dense):
+    """Decoded in the caller's thread, the stages are disjoint parts of the total; overlapped, only the stages on
+    the caller's thread are (decode runs meanwhile in the background)."""
+    sequential = dense.with_encoder("dense")
+    sequential.overlap = False
+    for llm in (sequential, dense):
+        ms = llm.ask(BBB, "What happens?", frames=8, **GEN).latency_ms
+        assert set(ms) == {"decode", "preprocess", "vit", "llm_prefill", "generation", "total"}
+        assert all(v > 0 for v in ms.values())
+        on_caller = ("preprocess", "vit", "llm_prefill", "generation") + (("decode",) if llm is sequential else ())
+        assert sum(ms[k] for k in on_caller) <= ms["total"] * 1.001 and ms["decode"] <= ms["total"]
 
 
 def test_repeats_report_medians_of_the_timed_runs(dense, monkeypatch):
@@ -285,3 +290,35 @@ def test_loading_prints_nothing(checkpoint, capfd):
     VideoLLM.from_pretrained(checkpoint, "wap", device="cpu")
     out, err = capfd.readouterr()
     assert out == "" and err == ""
+
+
+# --- the front end: decoding overlapped with encoding, the old path kept selectable -------------------------------
+
+def _front_end(llm, resize, overlap):
+    other = llm.with_encoder(llm.encoder.name)
+    other.resize, other.overlap = resize, overlap
+    return other
+
+
+def test_overlapped_decoding_runs_in_the_background_and_changes_nothing(dense, monkeypatch):
+    """Chunks of 4 frames: with overlap a background thread reads every chunk, without it the caller's thread does;
+    the visual tokens are the same either way."""
+    import threading
+
+    from liteframe.video.decode import PyAVReader
+
+    readers, read = [], PyAVReader.read
+    monkeypatch.setattr(PyAVReader, "read", lambda self, *a, **k: readers.append(threading.current_thread().name)
+                        or read(self, *a, **k))
+    new = VideoLLM(dense.model, dense.tokenizer, dense.encoder, chunk_frames=4)
+    old = _front_end(new, new.resize, False)
+    a, b = new.encode(PANCAKE, frames=12), old.encode(PANCAKE, frames=12)
+    assert readers == ["liteframe-decode"] * 3 + [threading.current_thread().name] * 3
+    torch.testing.assert_close(a.tokens, b.tokens, rtol=0, atol=0)
+    assert a.timestamps == b.timestamps
+
+
+def test_old_torch_resize_path_sees_nearly_the_same_pixels(dense):
+    new, old = dense.encode(BBB, frames=8), _front_end(dense, "torch", False).encode(BBB, frames=8)
+    assert new.timestamps == old.timestamps
+    assert (new.tokens - old.tokens).abs().mean() < 0.05 * old.tokens.abs().mean()

@@ -47,6 +47,9 @@ def _add_bench_arch(bench) -> None:
     p.add_argument("--threads", type=int, default=1, help="CPU threads for the timed runs (1: compute, not "
                    "thread scheduling on a shared machine)")
     p.add_argument("--no-latency", dest="latency", action="store_false", help="parameters and FLOPs only")
+    p.add_argument("--archs", type=lambda t: t.split(","), help="comma-separated rows (default: all; the teacher "
+                   "always comes first)")
+    p.add_argument("--compile", action="store_true", help="time the models through torch.compile")
     p.add_argument("--plot", metavar="PATH", help="save a bar chart PNG of FLOPs and latency")
     p.add_argument("--json", action="store_true")
 
@@ -55,7 +58,8 @@ def _add_bench_arch(bench) -> None:
         from liteframe.tables import print_rows
 
         rows = arch.run(frames=a.frames, size=a.size, latency_frames=a.latency_frames, latency_size=a.latency_size,
-                        dtype=a.dtype, device=a.device, repeats=a.repeats, threads=a.threads, latency=a.latency)
+                        dtype=a.dtype, device=a.device, repeats=a.repeats, threads=a.threads, latency=a.latency,
+                        archs=a.archs or arch.ARCHS, compile=a.compile)
         if a.plot:
             arch.plot(rows, a.plot)
         if a.json:
@@ -113,6 +117,9 @@ def _add_bench_e2e(bench) -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--new-tokens", type=int, default=8, help="tokens generated per answer (exactly)")
+    p.add_argument("--front-ends", type=lambda t: t.split(","), default=["new"],
+                   help="comma-separated: new (resize in the decoder, decode overlapped with the ViT) and/or old "
+                        "(torch resize, sequential), each setting run through each")
     p.add_argument("--plot", help="write total latency against frames to this image")
     p.add_argument("--json", action="store_true")
 
@@ -123,8 +130,12 @@ def _add_bench_e2e(bench) -> None:
         rows = run_bench(model=a.model, video=a.video, dense_frames=a.dense_frames, frames=a.frames,
                          encoders=a.encoders, compression=a.compression, student=a.student, image_size=a.image_size,
                          random_size=a.random_size, device=a.device, dtype=a.dtype, repeats=a.repeats,
-                         warmup=a.warmup, new_tokens=a.new_tokens, model_family=a.model_family)
+                         warmup=a.warmup, new_tokens=a.new_tokens, model_family=a.model_family,
+                         front_ends=a.front_ends)
         print_rows(rows, a.json, COLUMNS)
+        if not a.json:
+            print("\nThe new front end decodes while the ViT runs: its stage times overlap and do not add up to the "
+                  "total. front-end share: (total - ViT - LLM) / total.")
         if a.plot:
             plot_latency(rows, a.plot)
 

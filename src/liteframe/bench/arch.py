@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import statistics
 from functools import partial
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -49,19 +50,27 @@ def build(arch: str, size: int = 448) -> nn.Module:
 
 def run(frames: int = 256, size: int = 448, latency_frames: int | None = None, latency_size: int | None = None,
         dtype: str = "float32", device: str = "cpu", repeats: int = 3, warmup: int = 1, threads: int = 1,
-        latency: bool = True) -> list[dict]:
+        latency: bool = True, archs: Sequence[str] = ARCHS, compile: bool = False) -> list[dict]:
     """One row per arch: `params`, `flops` / `flops_total` at (frames, size); with `latency`, `latency_ms` at
     (latency_frames, latency_size) (defaults: the FLOP shape on GPU, `CPU_LATENCY_SHAPE` on CPU), `speedup`
     (teacher ms / ms) and `flop_ratio` (teacher / arch total FLOPs at the latency shape). On CPU the timed runs
     use `threads` threads: one by default, because on a shared machine every multi-threaded operator waits for
-    all its threads to be scheduled, a fixed cost per operator that hides the FLOPs."""
+    all its threads to be scheduled, a fixed cost per operator that hides the FLOPs. `archs`: the rows (the teacher
+    always comes first: the ratios are against it). `compile`: time each model through `torch.compile` (the
+    warm-up runs compile; `warmup` must then be at least 1)."""
     _check(frames, size, latency_frames, latency_size, threads)
+    unknown = [a for a in archs if a not in ARCHS]
+    if unknown:
+        raise InputError(f"unknown arch {', '.join(unknown)}; choose from {', '.join(ARCHS)}")
+    if compile and warmup < 1:
+        raise InputError("compile needs at least one warm-up run (it compiles)")
+    archs = ("teacher", *dict.fromkeys(a for a in archs if a != "teacher"))
     resolve_device(device), resolve_dtype(dtype)  # bad names fail before the long FLOP counts
     on_cpu = torch.device(device).type == "cpu"
     latency_frames = latency_frames or (CPU_LATENCY_SHAPE[0] if on_cpu else frames)
     latency_size = latency_size or (CPU_LATENCY_SHAPE[1] if on_cpu else size)
     rows = []
-    for arch in ARCHS:
+    for arch in archs:
         with torch.device("meta"):
             model = build(arch, size)
         flops = count_flops(model, (1, frames, 3, size, size))
@@ -78,10 +87,12 @@ def run(frames: int = 256, size: int = 448, latency_frames: int | None = None, l
         before = torch.get_num_threads()
         torch.set_num_threads(threads if on_cpu else before)
         try:
-            ms = _latencies(latency_frames, latency_size, resolve_dtype(dtype), device, repeats, warmup)
+            ms = _latencies(archs, latency_frames, latency_size, resolve_dtype(dtype), device, repeats, warmup,
+                            compile)
         finally:
             torch.set_num_threads(before)
         where = f"{device} ({threads} thread{'s' * (threads > 1)})" if on_cpu else device
+        where += ", torch.compile" if compile else ""
         for row in rows:
             row["latency_ms"] = ms[row["arch"]]
             row["latency_shape"] = f"1x{latency_frames}x3x{latency_size}x{latency_size} {dtype} {where}"
@@ -101,13 +112,15 @@ def _check(frames, size, latency_frames, latency_size, threads) -> None:
         raise InputError(f"--threads {threads} must be at least 1")
 
 
-def _latencies(frames, size, dtype, device, repeats, warmup) -> dict[str, float]:
+def _latencies(archs, frames, size, dtype, device, repeats, warmup, compile) -> dict[str, float]:
     """Median ms per arch. The runs interleave the archs round by round, so that a change in machine load
     (a shared CPU) hits every arch alike and the ratios stay fair."""
     torch.manual_seed(0)
-    models = {arch: build(arch, size).to(device=device, dtype=dtype) for arch in ARCHS}
+    models = {arch: build(arch, size).to(device=device, dtype=dtype) for arch in archs}
+    if compile:
+        models = {arch: torch.compile(model) for arch, model in models.items()}
     pixels = torch.randn(1, frames, 3, size, size, device=device, dtype=dtype)
-    times: dict[str, list[float]] = {arch: [] for arch in ARCHS}
+    times: dict[str, list[float]] = {arch: [] for arch in archs}
     with torch.inference_mode():
         for round_ in range(warmup + repeats):
             for arch, model in models.items():

@@ -12,7 +12,7 @@ ratio measures decoding work alone. decord (the optional `[bench]` extra) reads 
 for liteframe, and decord's differing frame choices are counted.
 
 `--frontend` times the model's whole front end on a 10 s clip of the same video: `load_video` of 64 frames at 448 px
-with each resize path (`swscale`, `torch`) against a plain PyAV decode of every frame with no conversion, the floor
+with each resize path (`RESIZERS`: `exact`, `swscale`, `torch`) against a plain PyAV decode of every frame with no conversion, the floor
 any decoder pays.
 """
 from __future__ import annotations
@@ -28,7 +28,7 @@ import numpy as np
 
 from av.video.reformatter import VideoReformatter
 
-from liteframe.video import load_video, open_video, sample_frames
+from liteframe.video import RESIZERS, load_video, open_video, sample_frames
 
 WIDTH, HEIGHT, FPS = 1280, 720, 30
 CONTENTS = ("noise", "natural")
@@ -226,7 +226,7 @@ def _frontend(keyframe_s: int, repeats: int, cache_dir: str | None, content: str
     frame, interleaved over `repeats` rounds (best of each) -> rows with `x plain` = time over the plain decode's."""
     path = long_video(FRONTEND_SECONDS / 60, keyframe_s, cache_dir, content)
     subjects = {PLAIN: lambda: _plain_decode(path)}
-    for resize in ("swscale", "torch"):
+    for resize in RESIZERS:
         subjects[f"load_video {FRONTEND_FRAMES} frames @{FRONTEND_SIZE} ({resize})"] = (
             lambda r=resize: load_video(path, FRONTEND_FRAMES, size=FRONTEND_SIZE, resize=r))
     best: dict[str, float] = {}

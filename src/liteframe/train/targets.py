@@ -56,8 +56,9 @@ def teacher_targets(teacher: Teacher, pixels: torch.Tensor, compression: Compres
 
 
 def wap_targets(grid: TokenGrid, compression: Compression) -> torch.Tensor:
-    """Teacher grid `(B, T, H, W, C)` -> CTD targets `(B, T/t, H/h, W/w, C)`: WAP with the compression's block."""
-    return wap(grid.patches, grid.queries, compression.block)
+    """Teacher grid `(B, T, H, W, C)` -> CTD targets `(B, T/t, H/h, W/w, C)`: WAP with the compression's block.
+    Unchecked: the finite check would sync the host once per batch on a GPU; a non-finite target shows in the loss."""
+    return wap(grid.patches, grid.queries, compression.block, check=False)
 
 
 def teacher_identity(teacher: Teacher, folder: str) -> dict[str, str]:

@@ -24,6 +24,7 @@ import math
 import os
 import warnings
 from collections import deque
+from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Sequence
@@ -31,6 +32,7 @@ from typing import Sequence
 import av
 import numpy as np
 import torch
+import torch.nn.functional as F
 from av.video.reformatter import Interpolation, VideoReformatter
 
 from liteframe.errors import InputError
@@ -48,9 +50,14 @@ _SEEK_BACK_S = (2.0, 8.0, 32.0)
 # Containers whose declared duration is an estimate that can fall short (MPEG-PS, raw elementary streams): the
 # duration is scanned from their packets instead.
 _SCAN_DURATION = {"mpeg", "h264", "hevc", "mpegvideo", "m4v"}
-# Resizing in the decoder: one swscale call, bicubic with full chroma interpolation, from YUV straight to planar RGB
-# (gbrp) at the output size, so that frames come out channels-first with no transpose. Measured against PIL bicubic
-# of the RGB frame in docs/results/frontend.md.
+# Resizing in the decoder (`SCALERS`, measured against PIL bicubic of the RGB frame in docs/results/frontend.md):
+# - "exact": swscale converts to RGB at the stored size (the conversion the reference resizes), then torch's uint8
+#   antialiased bicubic, which is PIL's kernel with PIL's fixed-point rounding between its two passes: within 2
+#   levels of the reference. No float frame is made.
+# - "swscale": one swscale call, bicubic with full chroma interpolation, from YUV straight to planar RGB (gbrp) at
+#   the output size (channels-first with no transpose); resizing before the colour conversion and swscale's
+#   B=0, C=0.6 kernel put it about a level off the reference on average (tens of levels at saturated edges).
+SCALERS = ("exact", "swscale")
 _SCALE = (Interpolation.BICUBIC | Interpolation.ACCURATE_RND | Interpolation.FULL_CHR_H_INT
           | Interpolation.FULL_CHR_H_INP)
 _GBRP_TO_RGB = (1, 2, 0)  # the channel each gbrp plane (G, B, R) goes to
@@ -106,7 +113,8 @@ class VideoReader:
 
     info: VideoInfo
 
-    def read(self, timestamps: Sequence[float], size: int | None = None, keep_aspect: bool = False) -> Frames:
+    def read(self, timestamps: Sequence[float], size: int | None = None, keep_aspect: bool = False,
+             scaler: str = "exact") -> Frames:
         raise NotImplementedError
 
     def close(self) -> None:
@@ -261,13 +269,16 @@ class PyAVReader(VideoReader):
             return len(packets) / fps, fps
         return float(times[-1]) + 1.0 / fps, fps
 
-    def read(self, timestamps: Sequence[float], size: int | None = None, keep_aspect: bool = False) -> Frames:
+    def read(self, timestamps: Sequence[float], size: int | None = None, keep_aspect: bool = False,
+             scaler: str = "exact") -> Frames:
         """Frames shown at `timestamps` (seconds): (N,) -> Frames((N, 3, H, W) uint8, (N,) float64), in request
-        order; full-size frames are stored channels-last. With `size`, each frame is resized by swscale straight
-        from YUV to size x size RGB, stored channels-first (`keep_aspect`: fitted inside and padded with
-        `PAD_VALUE`), never converted at full size.
+        order; full-size frames are stored channels-last. With `size`, each frame is resized to size x size RGB
+        as it is decoded, by `scaler` (`SCALERS`), and stored channels-first (`keep_aspect`: fitted inside and
+        padded with `PAD_VALUE`).
         Frames that do not decode are replaced by the last frame decoded before them, with a warning that says where
         decoding failed and how many requests it touched."""
+        if scaler not in SCALERS:
+            raise ValueError(f"unknown scaler {scaler!r}; choose from {', '.join(SCALERS)}")
         times = np.asarray(timestamps, dtype=np.float64).reshape(-1)
         width, height = self._raw_size if size is None else self._scaled_size(size, keep_aspect)
         # full frames are converted packed (channels-last), resized ones planar (channels-first)
@@ -279,20 +290,21 @@ class PyAVReader(VideoReader):
         end: _Decoded | None = None  # the stream's last frame, once a pass has reached it
         failure: _Failure | None = None
         served = None  # (the frame last written, its row): sorted targets repeat it in a row
-        for plan in self._plan(times[order] + slack):
-            if end is not None and plan.targets[0] >= end.t:
-                answers = [end] * len(plan.targets)  # nothing lies past the end of the stream: no need to seek
-            else:
-                result = self._serve(plan)
-                answers, failure = result.answers, failure or result.failure
-                end = result.answers[-1] if result.ended else end
-            for answer in answers:
-                j = next(rows)
-                if served is not None and answer is served[0]:
-                    data[j], pts[j] = data[served[1]], pts[served[1]]
-                    continue
-                self._convert(answer.frame, data[j], size is not None)
-                pts[j], served = answer.t, (answer, j)
+        with _one_torch_thread():  # the exact resize: see _one_torch_thread
+            for plan in self._plan(times[order] + slack):
+                if end is not None and plan.targets[0] >= end.t:
+                    answers = [end] * len(plan.targets)  # nothing lies past the end of the stream: no need to seek
+                else:
+                    result = self._serve(plan)
+                    answers, failure = result.answers, failure or result.failure
+                    end = result.answers[-1] if result.ended else end
+                for answer in answers:
+                    j = next(rows)
+                    if served is not None and answer is served[0]:
+                        data[j], pts[j] = data[served[1]], pts[served[1]]
+                        continue
+                    self._convert(answer.frame, data[j], None if size is None else scaler)
+                    pts[j], served = answer.t, (answer, j)
         # requests served by a frame well before them: the stream ended early or a stretch did not decode
         late = int(np.sum((pts + 2.0 / self.info.fps + slack < times) & (times < self.info.duration)))
         where = f"of {self.info.duration:.2f}s"
@@ -320,13 +332,19 @@ class PyAVReader(VideoReader):
         scale = size / max(w, h)
         return max(1, round(w * scale)), max(1, round(h * scale))
 
-    def _convert(self, frame: av.VideoFrame, out: np.ndarray, resize: bool) -> None:
-        """A decoded frame -> RGB into `out`: uint8 (height, width, 3) at the stored size, or with `resize`
-        (3, height, width) resized by swscale."""
-        if not resize:
+    def _convert(self, frame: av.VideoFrame, out: np.ndarray, scaler: str | None) -> None:
+        """A decoded frame -> RGB into `out`: uint8 (height, width, 3) at the stored size, or with a `scaler`
+        (3, height, width) resized by it."""
+        if scaler is None:
             out[:] = self._rgb.reformat(frame, format="rgb24", threads=1).to_ndarray()
             return
         height, width = out.shape[1:]
+        if scaler == "exact":
+            rgb = torch.from_numpy(self._rgb.reformat(frame, format="rgb24", threads=1).to_ndarray())
+            # channels-last uint8 is the layout torch's vectorised antialiased resize is written for
+            small = F.interpolate(rgb.permute(2, 0, 1)[None], size=(height, width), mode="bicubic", antialias=True)
+            torch.from_numpy(out).copy_(small[0])
+            return
         planar = self._scale.reformat(frame, width, height, "gbrp", interpolation=_SCALE, threads=1)
         for channel, plane in zip(_GBRP_TO_RGB, planar.planes):
             out[channel] = np.frombuffer(plane, np.uint8).reshape(height, plane.line_size)[:, :width]
@@ -462,6 +480,20 @@ class PyAVReader(VideoReader):
         self._container.close()
 
 
+@contextmanager
+def _one_torch_thread():
+    """torch on one thread in this thread while frames are resized: a 448 px uint8 resize takes 1.5 ms on one
+    thread and 4-5x longer on two on a busy machine, whose cores the decoder's own threads (and, beside a stream,
+    the encoder) keep busy anyway. With OpenMP, torch's thread count is per calling thread, so a stream's decoding
+    thread leaves the caller's encoder its threads."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _pad_square(frames: torch.Tensor, size: int) -> torch.Tensor:
     """(N, 3, h, w) uint8 with max(h, w) = size -> (N, 3, size, size), centred on `PAD_VALUE`."""
     h, w = frames.shape[-2:]
@@ -504,4 +536,4 @@ def _reason(err: Exception) -> str:
     return getattr(err, "strerror", None) or str(err)
 
 
-__all__ = ["DECODERS", "Frames", "VideoDecodeError", "VideoDecodeWarning", "VideoInfo", "VideoReader", "open_video"]
+__all__ = ["DECODERS", "SCALERS", "Frames", "VideoDecodeError", "VideoDecodeWarning", "VideoInfo", "VideoReader", "open_video"]

@@ -1,13 +1,17 @@
 """InternVL's image preprocessing, batched on tensors: bicubic resize to size x size, scale to [0, 1], ImageNet
 mean/std.
 
-Two ways to resize (`RESIZERS`), measured against InternVL's reference (PIL bicubic of the RGB frame) in
+Three ways to resize (`RESIZERS`), measured against InternVL's reference (PIL bicubic of the RGB frame) in
 docs/results/frontend.md:
-- `swscale` (the default): the decoder resizes each frame from YUV straight to size x size RGB
-  (`VideoReader.read(..., size=)`); `normalize` then only scales, in one fused operation on the device.
-- `torch`: the decoder converts the whole frame to RGB and `preprocess` resizes it with torch's antialiased bicubic,
-  which uses PIL's kernel (a = -0.5, widened when downscaling), so frames never pass through PIL. Values are clamped
-  to [0, 255] after resizing as PIL's uint8 output is. Closer to the reference, several times slower on a CPU.
+- `exact` (the default): the decoder converts each frame to RGB and resizes it in uint8 with torch's antialiased
+  bicubic, PIL's kernel and rounding (`VideoReader.read(..., size=)`): within 2 levels of the reference, mean 0.00.
+  `normalize` then only scales, in one fused operation on the device.
+- `swscale`: the decoder resizes from YUV straight to size x size RGB in one swscale call: a little faster, about
+  one level off the reference on average.
+- `torch`: the decoder converts the whole frame to RGB and `preprocess` resizes it in float with torch's
+  antialiased bicubic, which uses PIL's kernel (a = -0.5, widened when downscaling) without PIL's rounding between
+  passes; values are clamped to [0, 255] after resizing as PIL's uint8 output is. The path before issue 13, several
+  times slower on a CPU.
 """
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # Padding for keep_aspect: the mean colour, which normalises to (almost exactly) zero.
 PAD_VALUE = tuple(round(255 * m) for m in IMAGENET_MEAN)
-RESIZERS = ("swscale", "torch")
+RESIZERS = ("exact", "swscale", "torch")
 _CHUNK = 32  # frames converted to float at once: bounds memory for long 720p videos
 
 

@@ -1,13 +1,14 @@
 """A video file -> model-ready pixels: `load_video` in one call, `stream_video` chunk by chunk while the caller works.
 
-Both decode only the sampled frames. With `resize="swscale"` (the default) the decoder resizes each frame from YUV to
-size x size RGB and the device only normalises (one fused multiply-add on uint8 input); `resize="torch"` converts
-whole frames to RGB and resizes them with torch's antialiased bicubic, the path closest to InternVL's PIL reference
-(see `preprocess` and docs/results/frontend.md).
+Both decode only the sampled frames. With `resize="exact"` (the default) or `"swscale"` the decoder resizes each
+frame to size x size uint8 RGB (`SCALERS` in decode.py) and the device only normalises (one fused multiply-add on
+uint8 input); `resize="torch"` converts whole frames to RGB and resizes them in float with torch's antialiased
+bicubic on the device, the path before issue 13 (see `preprocess` and docs/results/frontend.md).
 
 `stream_video` decodes in a background thread: PyAV releases the GIL while FFmpeg decodes a packet and while swscale
 converts a frame, so the caller's encoder runs meanwhile. Chunks pass through a bounded queue (`prefetch` chunks at
-most wait), so memory stays bounded however long the video.
+most wait), so memory stays bounded however long the video. `prefetch=0` decodes in the caller's thread instead: the
+sequential path, kept to measure what the overlap gains.
 """
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ import os
 import queue
 import threading
 import time
+from contextlib import closing, nullcontext
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import ContextManager, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -27,15 +29,15 @@ from liteframe.video.sampling import FrameSample, sample_frames
 
 
 def load_video(path: str | os.PathLike, num_frames: int, strategy: str = "clips", size: int = 448,
-               backend: str = "pyav", device: torch.device | str | None = None, resize: str = "swscale",
+               backend: str = "pyav", device: torch.device | str | None = None, resize: str = "exact",
                keep_aspect: bool = False, **sampling_kw) -> tuple[torch.Tensor, FrameSample]:
     """A video file -> (pixels float32 (N, 3, size, size) on `device` (default CPU), the FrameSample that chose
     them); `sampling_kw` go to the strategy (e.g. rate=2.0, compression=16)."""
     _check_resize(resize)
     with open_video(path, backend) as reader:
         sample = sample_frames(reader.info, num_frames, strategy, **sampling_kw)
-        pixels, _ = _decode(reader, sample.timestamps, size, keep_aspect, resize)
-    return _to_device(pixels, device, torch.float32), sample
+        frames, _ = _decode(reader, sample.timestamps, size, keep_aspect, resize)
+    return _prepare(frames, size, keep_aspect, device, torch.float32), sample
 
 
 @dataclass
@@ -50,36 +52,54 @@ class Chunk:
 
 class VideoStream:
     """Iterate for `Chunk`s. Honest stage times, read after (or during) the iteration: `decode_s` is the wall time
-    the background thread spent decoding and resizing; `wait_s` the time the caller spent waiting for a chunk,
-    which is all decoding added to the caller's own wall time. Overlapped decoding (decode_s - wait_s) is hidden
-    behind the caller's work, so stage times do not add up to the total."""
+    spent decoding (and resizing, unless `resize="torch"`); `preprocess_s` the caller's time turning decoded frames
+    into pixels (normalising, or the torch resize); `wait_s` the time the caller spent waiting for a chunk, which is
+    all that decoding added to the caller's own wall time. With `prefetch` >= 1 a background thread decodes, and its
+    overlapped time (decode_s - wait_s) is hidden behind the caller's work, so stage times do not add up to the
+    total; with `prefetch=0` the caller's thread decodes each chunk when it asks for it (wait_s = decode_s)."""
 
-    def __init__(self, path: str | os.PathLike, timestamps: np.ndarray, chunk_frames: int, size: int,
-                 keep_aspect: bool, resize: str, device: torch.device | str | None, dtype: torch.dtype,
+    def __init__(self, source: str | os.PathLike | VideoReader, timestamps: np.ndarray, chunk_frames: int,
+                 size: int, keep_aspect: bool, resize: str, device: torch.device | str | None, dtype: torch.dtype,
                  backend: str, prefetch: int):
         _check_resize(resize)
-        if chunk_frames < 1 or prefetch < 1:
-            raise ValueError(f"chunk_frames and prefetch must be at least 1, got {chunk_frames} and {prefetch}")
-        self.path, self.timestamps, self.chunk_frames = path, timestamps, chunk_frames
+        if chunk_frames < 1 or prefetch < 0:
+            raise ValueError(f"chunk_frames must be at least 1 and prefetch at least 0, got {chunk_frames} and "
+                             f"{prefetch}")
+        self.source, self.timestamps, self.chunk_frames = source, timestamps, chunk_frames
         self.size, self.keep_aspect, self.resize = size, keep_aspect, resize
         self.device, self.dtype, self.backend, self.prefetch = device, dtype, backend, prefetch
-        self.decode_s = self.wait_s = 0.0
+        self.decode_s = self.preprocess_s = self.wait_s = 0.0
 
     def __iter__(self) -> Iterator[Chunk]:
+        starts = range(0, len(self.timestamps), self.chunk_frames)
+        with closing(self._foreground() if self.prefetch == 0 else self._background()) as frames:
+            for start, (data, pts) in zip(starts, frames):
+                began = time.perf_counter()
+                pixels = _prepare(data, self.size, self.keep_aspect, self.device, self.dtype)
+                self.preprocess_s += time.perf_counter() - began
+                yield Chunk(pixels, pts, start)
+
+    def _foreground(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        with self._open() as reader:
+            for start in range(0, len(self.timestamps), self.chunk_frames):
+                item = self._decode(reader, start)
+                self.wait_s = self.decode_s  # the caller waits for all of it
+                yield item
+
+    def _background(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         chunks: queue.Queue = queue.Queue(self.prefetch)
         stop = threading.Event()
         worker = threading.Thread(target=self._decode_all, args=(chunks, stop), daemon=True,
                                   name="liteframe-decode")
         worker.start()
         try:
-            for start in range(0, len(self.timestamps), self.chunk_frames):
+            for _ in range(0, len(self.timestamps), self.chunk_frames):
                 waited = time.perf_counter()
                 item = chunks.get()
                 self.wait_s += time.perf_counter() - waited
                 if isinstance(item, BaseException):
                     raise item
-                pixels, pts = item
-                yield Chunk(_to_device(pixels, self.device, self.dtype), pts, start)
+                yield item
         finally:
             stop.set()
             while worker.is_alive():  # unblock a worker waiting to put a chunk nobody will take
@@ -92,44 +112,62 @@ class VideoStream:
     def _decode_all(self, chunks: queue.Queue, stop: threading.Event) -> None:
         """The background thread: open, decode chunk after chunk into the queue; an exception goes in its place."""
         try:
-            with open_video(self.path, self.backend) as reader:
+            with self._open() as reader:
                 for start in range(0, len(self.timestamps), self.chunk_frames):
                     if stop.is_set():
                         return
-                    began = time.perf_counter()
-                    item = _decode(reader, self.timestamps[start:start + self.chunk_frames], self.size,
-                                   self.keep_aspect, self.resize)
-                    self.decode_s += time.perf_counter() - began
-                    chunks.put(item)
+                    chunks.put(self._decode(reader, start))
         except BaseException as err:  # handed to the caller, raised there
             chunks.put(err)
 
+    def _open(self) -> ContextManager[VideoReader]:
+        """A reader for the stream: the caller's own (left open), else the file opened for the iteration."""
+        if isinstance(self.source, VideoReader):
+            return nullcontext(self.source)
+        return open_video(self.source, self.backend)
 
-def stream_video(path: str | os.PathLike, sample: FrameSample | Sequence[float], chunk_frames: int,
-                 size: int = 448, *, keep_aspect: bool = False, resize: str = "swscale",
+    def _decode(self, reader: VideoReader, start: int) -> tuple[torch.Tensor, torch.Tensor]:
+        began = time.perf_counter()
+        item = _decode(reader, self.timestamps[start:start + self.chunk_frames], self.size, self.keep_aspect,
+                       self.resize)
+        self.decode_s += time.perf_counter() - began
+        return item
+
+
+def stream_video(source: str | os.PathLike | VideoReader, sample: FrameSample | Sequence[float], chunk_frames: int,
+                 size: int | None = 448, *, keep_aspect: bool = False, resize: str = "exact",
                  device: torch.device | str | None = None, dtype: torch.dtype = torch.float32,
                  backend: str = "pyav", prefetch: int = 2) -> VideoStream:
     """The sampled frames of a video in chunks of `chunk_frames` (the last may be shorter), decoded in a background
-    thread while the caller works on the previous chunk: `for chunk in stream_video(...)` -> `Chunk` with pixels
-    (n, 3, size, size) on `device` in `dtype`. `sample`: a FrameSample or timestamps (seconds)."""
+    thread while the caller works on the previous chunk (`prefetch` chunks ahead at most; 0: no thread, each chunk
+    decoded when asked for): `for chunk in stream_video(...)` -> `Chunk` with pixels (n, 3, size, size) on `device`
+    in `dtype` (`size` None: the uint8 (n, 3, H, W) frames as decoded, on the CPU, for a caller that resizes them
+    itself). `source`: a path, or an open reader (read by the stream, closed by its owner, not used by anyone
+    else during the iteration). `sample`: a FrameSample or timestamps (seconds)."""
     times = sample.timestamps if isinstance(sample, FrameSample) else np.asarray(sample, np.float64).reshape(-1)
-    return VideoStream(path, times, chunk_frames, size, keep_aspect, resize, device, dtype, backend, prefetch)
+    return VideoStream(source, times, chunk_frames, size, keep_aspect, resize, device, dtype, backend, prefetch)
 
 
-def _decode(reader: VideoReader, timestamps: np.ndarray, size: int, keep_aspect: bool,
+def _decode(reader: VideoReader, timestamps: np.ndarray, size: int | None, keep_aspect: bool,
             resize: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """-> (uint8 (n, 3, size, size) resized by swscale, or float32 normalised by the torch path; pts (n,)), on CPU."""
-    if resize == "swscale":
-        frames = reader.read(timestamps, size=size, keep_aspect=keep_aspect)
-        return frames.data, frames.pts
-    frames = reader.read(timestamps)
-    return preprocess(frames.data, size, keep_aspect), frames.pts
+    """-> (uint8 (n, 3, size, size) resized by the decoder, or (n, 3, H, W) full frames for the torch resize; pts
+    (n,))."""
+    if resize == "torch" or size is None:
+        frames = reader.read(timestamps)
+    else:
+        frames = reader.read(timestamps, size=size, keep_aspect=keep_aspect, scaler=resize)
+    return frames.data, frames.pts
 
 
-def _to_device(pixels: torch.Tensor, device: torch.device | str | None, dtype: torch.dtype) -> torch.Tensor:
-    if pixels.dtype == torch.uint8:
-        return normalize(pixels, device, dtype)
-    return pixels.to(device=device, dtype=dtype, non_blocking=True)
+def _prepare(frames: torch.Tensor, size: int | None, keep_aspect: bool, device: torch.device | str | None,
+             dtype: torch.dtype) -> torch.Tensor:
+    """uint8 (n, 3, H, W) -> `dtype` (n, 3, size, size) on `device`: frames already resized are only normalised; full
+    frames are resized by torch on the device, as the old path did. `size` None: the frames as decoded."""
+    if size is None:
+        return frames
+    if frames.shape[-2:] == (size, size):
+        return normalize(frames, device, dtype)
+    return preprocess(frames, size, keep_aspect, device=device).to(dtype)
 
 
 def _check_resize(resize: str) -> None:
