@@ -160,7 +160,7 @@ import numpy as np  # noqa: E402
 
 from liteframe.llm import VideoLLM  # noqa: E402
 from liteframe.llm.prompt import build_input_ids, make_slots  # noqa: E402
-from liteframe.train.adapt import (IGNORE, AdaptConfig, ChatDataset, Prompter, Trainer, adapt,  # noqa: E402
+from liteframe.train.adapt import (IGNORE, AdaptConfig, AdaptModel, ChatDataset, Prompter, Trainer, adapt,  # noqa: E402
                                    chat_ids)
 from liteframe.train.job import job_setup  # noqa: E402
 from liteframe.train.manifest import read_chat_manifest as _read  # noqa: E402
@@ -457,3 +457,20 @@ def test_config_paths_are_relative_to_the_yaml_file_and_overrides_to_the_working
     assert cfg.encoder == f"student:{tmp_path / 'runs' / 's'}" and cfg.frames == (8,)
     assert AdaptConfig.load(tmp_path / "conf" / "run.yaml", ["encoder=student:x"]).encoder == "student:x"
     assert AdaptConfig.load(tmp_path / "conf" / "run.yaml", ["encoder=wap", "compression=4"]).compression == 4
+
+
+@pytest.mark.parametrize("resize", ["exact", "torch"])
+def test_training_frames_are_the_pixels_ask_encodes(tiny, resize):
+    """`adapt` reads frames through `ask`'s front end (VideoLLM.stream), whatever resize the VideoLLM uses."""
+    llm = VideoLLM.from_pretrained(tiny, "wap", device="cpu", dtype=torch.float32, chunk_frames=4)
+    llm.resize = resize
+    seen = []
+    encode_chunk = llm.encoder.encode_chunk
+    llm.encoder.encode_chunk = lambda pixels: seen.append(pixels[0]) or encode_chunk(pixels)
+    video = REAL_VIDEOS / "bbb_short.mp4"
+    timestamps = llm.encode(video, frames=8).timestamps
+    model = AdaptModel(llm, AdaptConfig(frames=(8,), activation_checkpointing=False))
+    trained = list(model.frames({"video": str(video), "timestamps": timestamps}))
+    assert len(trained) == len(seen) == 2
+    for a, b in zip(trained, seen):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)

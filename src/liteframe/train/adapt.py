@@ -46,7 +46,7 @@ from liteframe.train.manifest import ChatSample, Skips, read_chat_manifest
 from liteframe.train.metrics import MetricLog, peak_memory_mib
 from liteframe.train.schedule import scheduler
 from liteframe.train.state import ConfigState, RNGState, TrainState
-from liteframe.video import open_video, sample_frames, stream_video
+from liteframe.video import open_video, sample_frames
 from liteframe.video.decode import VideoDecodeError, VideoDecodeWarning
 
 log = logging.getLogger("liteframe.train")
@@ -302,9 +302,7 @@ class AdaptModel:
 
     def frames(self, item: dict[str, Any]) -> Iterable[torch.Tensor]:
         """The item's sampled frames as `(n, 3, S, S)` chunks on the device, decoded in a background thread."""
-        enc = self.llm.encoder
-        return (c.pixels for c in stream_video(item["video"], item["timestamps"], self.llm.chunk_frames,
-                                               enc.image_size, device=self.device, dtype=self.llm.dtype))
+        return (c.pixels for c in self.llm.stream(item["video"], item["timestamps"]))
 
     def inputs(self, item: dict[str, Any], chunks: Iterable[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """A dataset item and its frames `(n, 3, S, S)` chunk by chunk -> input embeddings `(L, d)` and labels
