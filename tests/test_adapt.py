@@ -474,3 +474,14 @@ def test_training_frames_are_the_pixels_ask_encodes(tiny, resize):
     assert len(trained) == len(seen) == 2
     for a, b in zip(trained, seen):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("override, match", [("frames=8", "frames=8: expected a list"),
+                                             ("frames=[8.5]", "frames=8.5: expected an integer"),
+                                             ("fps=[1, x]", "fps='x'")])
+def test_adapt_config_values_of_the_wrong_type_are_one_line_errors(override, match):
+    """The same coercion as `distill`'s config (train/config.py): a scalar or fractional frame budget is refused,
+    not iterated over or truncated."""
+    with pytest.raises(InputError, match=match) as err:
+        AdaptConfig.load(None, [override])
+    assert "\n" not in str(err.value)

@@ -19,7 +19,6 @@ import contextlib
 import dataclasses
 import logging
 import time
-import typing
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +37,7 @@ from liteframe.llm.lora import PROJECTOR, LoraSettings, add_lora, save_adapter
 from liteframe.llm.prompt import Slot, build_input_ids, make_slots
 from liteframe.llm.videollm import VideoLLM
 from liteframe.train.checkpoint import Checkpointer, ModelState, OptimizerState
-from liteframe.train.config import coerce
+from liteframe.train.config import apply_overrides, build, read_yaml
 from liteframe.train.data import ResumableSampler, worker_init
 from liteframe.train.dist import Context, all_sum, barrier
 from liteframe.train.job import Job, job_setup, sigterm_flag
@@ -115,39 +114,11 @@ class AdaptConfig:
     @classmethod
     def load(cls, path: str | Path | None = None, overrides: list[str] = ()) -> AdaptConfig:
         """YAML file (optional) + `key=value` overrides (values parsed as YAML; `lora.r=8` sets one field)."""
-        values: dict[str, Any] = {}
-        if path:
-            path = Path(path)
-            try:
-                values = yaml.safe_load(path.read_text()) or {}
-            except (OSError, yaml.YAMLError) as err:
-                raise InputError(f"{path}: cannot read the adapt config: {one_line(err)}") from None
-            if not isinstance(values, dict):
-                raise InputError(f"{path}: an adapt config is a mapping of keys to values")
-            for key in cls._PATHS:
-                if values.get(key):
-                    values[key] = str((path.parent / values[key]).resolve())
-            student = str(values.get("encoder", "")).removeprefix("student:")
-            if student != str(values.get("encoder", "")):
-                values["encoder"] = f"student:{(path.parent / student).resolve()}"
-        for item in overrides:
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise InputError(f"override {item!r}: expected key=value")
-            key, _, sub = key.strip().partition(".")
-            try:
-                value = yaml.safe_load(value)
-            except yaml.YAMLError as err:
-                raise InputError(f"override {item!r}: not a YAML value ({one_line(err)})") from None
-            values[key] = {**(values.get(key) or {}), sub: value} if sub else value
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise InputError(f"{path or 'overrides'}: unknown adapt setting(s) {', '.join(unknown)}; "
-                             f"known: {', '.join(sorted(names))}")
-        hints = typing.get_type_hints(cls)
-        return cls(**{k: v if k == "frames" else coerce(k, v, hints[k], str(path or "overrides"))
-                      for k, v in values.items()})
+        values = read_yaml(path, "adapt", cls._PATHS)
+        student = str(values.get("encoder", "")).removeprefix("student:")
+        if student != str(values.get("encoder", "")):
+            values["encoder"] = f"student:{(Path(path).parent / student).resolve()}"
+        return build(cls, apply_overrides(values, overrides), str(path or "overrides"), "adapt")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
