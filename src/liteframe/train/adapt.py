@@ -301,7 +301,7 @@ class AdaptModel:
         """Per-sample mean cross-entropy over answer tokens `(B,)`, and the tokens the LLM read."""
         lengths = [len(y) for _, y in batch]
         width = max(lengths)
-        mask = torch.tensor([[1] * n + [0] * (width - n) for n in lengths], device=self.device)
+        mask = (torch.arange(width) < torch.tensor(lengths)[:, None]).long().to(self.device)  # (B, width)
         embeds = torch.stack([F.pad(e, (0, 0, 0, width - len(e))) for e, _ in batch])
         labels = torch.stack([F.pad(y, (0, width - len(y)), value=IGNORE) for _, y in batch])
         with self.autocast():
