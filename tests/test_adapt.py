@@ -485,3 +485,15 @@ def test_adapt_config_values_of_the_wrong_type_are_one_line_errors(override, mat
     with pytest.raises(InputError, match=match) as err:
         AdaptConfig.load(None, [override])
     assert "\n" not in str(err.value)
+
+
+def test_a_saved_adapt_config_loads_back_equal(tmp_path):
+    """What a run writes to `<output>/config.yaml` (train/config.py `save_config`, shared with distill)."""
+    from liteframe.train.config import save_config
+
+    cfg = AdaptConfig(model=str(tmp_path / "m"), encoder=f"student:{tmp_path / 's'}", data=str(tmp_path / "d.json"),
+                      output=str(tmp_path / "run"), frames=(8, 16), fps=(1.0, 2.0),
+                      lora={"r": 8, "alpha": 16, "dropout": 0.0})
+    save_config(cfg, tmp_path / "config.yaml")
+    assert AdaptConfig.load(tmp_path / "config.yaml") == cfg
+    assert [p.name for p in tmp_path.iterdir()] == ["config.yaml"]  # no temporary file left behind

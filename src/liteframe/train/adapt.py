@@ -28,7 +28,6 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-import yaml
 from torch.utils.data import DataLoader, Dataset
 
 from liteframe.compression import get_compression
@@ -37,7 +36,7 @@ from liteframe.llm.lora import PROJECTOR, LoraSettings, add_lora, save_adapter
 from liteframe.llm.prompt import Slot, build_input_ids, make_slots
 from liteframe.llm.videollm import VideoLLM
 from liteframe.train.checkpoint import Checkpointer, ModelState, OptimizerState
-from liteframe.train.config import apply_overrides, build, read_yaml
+from liteframe.train.config import apply_overrides, build, read_yaml, save_config
 from liteframe.train.data import ResumableSampler, worker_init
 from liteframe.train.dist import Context, all_sum, barrier
 from liteframe.train.job import Job, job_setup, sigterm_flag
@@ -372,7 +371,7 @@ class Trainer:
             log.info("resumed from %s at step %d", self.checkpointer.latest(), state.step)
         if ctx.main:
             self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+            save_config(cfg, self.out / "config.yaml")
         metrics = MetricLog(self.out, state.step, cfg.steps, "adapt", ctx.main)
         last: dict[str, Any] = {}
         with sigterm_flag() as stop, contextlib.closing(metrics):

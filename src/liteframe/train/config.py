@@ -11,6 +11,7 @@ import yaml
 
 from liteframe.compression import COMPRESSIONS, get_compression
 from liteframe.errors import InputError, one_line
+from liteframe.io import atomic_write
 
 
 @dataclass
@@ -100,7 +101,13 @@ class DistillConfig:
         return d
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        save_config(self, path)
+
+
+def save_config(cfg: Any, path: str | Path) -> None:
+    """`cfg.to_dict()` as YAML at `path`, written atomically; `load` reads it back to an equal config."""
+    text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+    atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 def read_yaml(path: str | Path | None, what: str, paths: tuple[str, ...]) -> dict[str, Any]:
