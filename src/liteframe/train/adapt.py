@@ -5,8 +5,9 @@ draws its frame budget from `frames` and its frame rate from `fps`, then takes d
 sampler (`clips` at that `rate`, the compression's clip length), so training sees frames laid out as `ask` does.
 The prompt is built by `ask`'s own code (`build_input_ids`: the family's slot layout with per-slot token counts) and
 the loss counts only the answers. The visual encoder (dense ViT, a reducer, or a student) and the projector are
-frozen: their tokens are computed under no_grad unless the projector trains. Frames are decoded by `stream_video`'s
-background thread while the encoder works on the previous chunk.
+frozen: their tokens are computed under no_grad unless the projector trains. Frames are read through `ask`'s own
+front end (`VideoLLM.stream`: the same resize, so the same pixels), decoded in its background thread while the
+encoder works on the previous chunk.
 
 Set-up, checkpoints, metrics and the schedule are the shared training core (`job`, `checkpoint`, `state`, `metrics`,
 `schedule`): one process per device under torchrun (gradients of the few LoRA weights are summed by one all-reduce
@@ -75,7 +76,7 @@ class AdaptConfig:
     warmup_steps: int = 500
     weight_decay: float = 0.0
     grad_clip: float = 1.0
-    workers: int = 2  # processes that probe videos and lay out prompts (frames are decoded by stream_video)
+    workers: int = 2  # processes that probe videos and lay out prompts (frames are decoded by VideoLLM.stream)
     device: str = "auto"
     precision: str = "auto"  # "auto" (bf16 autocast on cuda, fp32 on cpu), "bf16", "fp32"
     activation_checkpointing: bool = True
@@ -186,7 +187,7 @@ class Prompter:
 
 class ChatDataset(Dataset):
     """Item i -> `{"id", "video", "timestamps", "counts", "ids" (L,), "labels" (L,), "turns", "frames"}` (the
-    prompt laid out for the encoder's token counts; frames are decoded later, by `stream_video`), or `{"id", "skip":
+    prompt laid out for the encoder's token counts; frames are decoded later, by `VideoLLM.stream`), or `{"id", "skip":
     reason, "detail"}`. The budget and rate are drawn from (seed, epoch, i); the context check runs before any frame
     is decoded."""
 
@@ -271,7 +272,7 @@ class AdaptModel:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
 
     def frames(self, item: dict[str, Any]) -> Iterable[torch.Tensor]:
-        """The item's sampled frames as `(n, 3, S, S)` chunks on the device, decoded in a background thread."""
+        """The item's sampled frames as `(n, 3, S, S)` chunks on the device, exactly as `ask` reads them."""
         return (c.pixels for c in self.llm.stream(item["video"], item["timestamps"]))
 
     def inputs(self, item: dict[str, Any], chunks: Iterable[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
