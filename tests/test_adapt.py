@@ -160,7 +160,7 @@ import numpy as np  # noqa: E402
 
 from liteframe.llm import VideoLLM  # noqa: E402
 from liteframe.llm.prompt import build_input_ids, make_slots  # noqa: E402
-from liteframe.train.adapt import (IGNORE, AdaptConfig, ChatDataset, Prompter, Trainer, adapt,  # noqa: E402
+from liteframe.train.adapt import (IGNORE, AdaptConfig, AdaptModel, ChatDataset, Prompter, Trainer, adapt,  # noqa: E402
                                    chat_ids)
 from liteframe.train.job import job_setup  # noqa: E402
 from liteframe.train.manifest import read_chat_manifest as _read  # noqa: E402
@@ -457,3 +457,43 @@ def test_config_paths_are_relative_to_the_yaml_file_and_overrides_to_the_working
     assert cfg.encoder == f"student:{tmp_path / 'runs' / 's'}" and cfg.frames == (8,)
     assert AdaptConfig.load(tmp_path / "conf" / "run.yaml", ["encoder=student:x"]).encoder == "student:x"
     assert AdaptConfig.load(tmp_path / "conf" / "run.yaml", ["encoder=wap", "compression=4"]).compression == 4
+
+
+@pytest.mark.parametrize("resize", ["exact", "torch"])
+def test_training_frames_are_the_pixels_ask_encodes(tiny, resize):
+    """`adapt` reads frames through `ask`'s front end (VideoLLM.stream), whatever resize the VideoLLM uses."""
+    llm = VideoLLM.from_pretrained(tiny, "wap", device="cpu", dtype=torch.float32, chunk_frames=4)
+    llm.resize = resize
+    seen = []
+    encode_chunk = llm.encoder.encode_chunk
+    llm.encoder.encode_chunk = lambda pixels: seen.append(pixels[0]) or encode_chunk(pixels)
+    video = REAL_VIDEOS / "bbb_short.mp4"
+    timestamps = llm.encode(video, frames=8).timestamps
+    model = AdaptModel(llm, AdaptConfig(frames=(8,), activation_checkpointing=False))
+    trained = list(model.frames({"video": str(video), "timestamps": timestamps}))
+    assert len(trained) == len(seen) == 2
+    for a, b in zip(trained, seen):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("override, match", [("frames=8", "frames=8: expected a list"),
+                                             ("frames=[8.5]", "frames=8.5: expected an integer"),
+                                             ("fps=[1, x]", "fps='x'")])
+def test_adapt_config_values_of_the_wrong_type_are_one_line_errors(override, match):
+    """The same coercion as `distill`'s config (train/config.py): a scalar or fractional frame budget is refused,
+    not iterated over or truncated."""
+    with pytest.raises(InputError, match=match) as err:
+        AdaptConfig.load(None, [override])
+    assert "\n" not in str(err.value)
+
+
+def test_a_saved_adapt_config_loads_back_equal(tmp_path):
+    """What a run writes to `<output>/config.yaml` (train/config.py `save_config`, shared with distill)."""
+    from liteframe.train.config import save_config
+
+    cfg = AdaptConfig(model=str(tmp_path / "m"), encoder=f"student:{tmp_path / 's'}", data=str(tmp_path / "d.json"),
+                      output=str(tmp_path / "run"), frames=(8, 16), fps=(1.0, 2.0),
+                      lora={"r": 8, "alpha": 16, "dropout": 0.0})
+    save_config(cfg, tmp_path / "config.yaml")
+    assert AdaptConfig.load(tmp_path / "config.yaml") == cfg
+    assert [p.name for p in tmp_path.iterdir()] == ["config.yaml"]  # no temporary file left behind

@@ -358,3 +358,21 @@ def test_heldout_views_and_the_training_sample_use_the_training_targets(data, tm
     assert {"eval_cos", "train_cos", "eval_recon_cos", "train_recon_cos", "train_ref_avgpool_cos"} <= set(scores)
     assert scores["train_ref_untrained_cos"] == pytest.approx(scores["train_cos"])  # nothing trained yet
     assert all(-1 <= v <= 1 for v in scores.values())
+
+
+def test_undecodable_heldout_videos_are_skipped_and_counted_and_none_left_is_one_line(data, tmp_path, caplog):
+    from liteframe.train.distill import Trainer
+    from liteframe.train.job import job_setup
+
+    root = Path(data["root"])
+    mixed = _manifest(tmp_path / "mixed.jsonl", [root / "v8.mp4", root / "missing.mp4", root / "garbage.mp4"])
+    cfg = _config(data, tmp_path / "ev", eval_manifest=mixed)
+    with job_setup(cfg) as job, caplog.at_level("WARNING", "liteframe.train"):
+        trainer = Trainer(cfg, job, read_manifest(cfg.manifest), read_manifest(cfg.eval_manifest))
+    assert len(trainer.evals["eval"]["pixels"]) == 1 and -1 <= trainer.evaluate()["eval_cos"] <= 1
+    assert "2 of 3 held-out clips skipped" in caplog.text
+    dead = _manifest(tmp_path / "dead.jsonl", [root / "missing.mp4", root / "garbage.mp4"])
+    cfg = _config(data, tmp_path / "ev2", eval_manifest=dead)
+    with job_setup(cfg) as job, pytest.raises(InputError, match="no held-out clip decodes") as err:
+        Trainer(cfg, job, read_manifest(cfg.manifest), read_manifest(cfg.eval_manifest))
+    assert "\n" not in str(err.value) and "missing.mp4" in str(err.value)

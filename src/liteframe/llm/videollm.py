@@ -29,6 +29,9 @@ from liteframe.llm.prompt import Slot, build_input_ids, make_slots
 from liteframe.tables import format_table
 from liteframe.timing import Stopwatch, synchronize
 from liteframe.video import open_video, sample_frames, stream_video
+from liteframe.video.decode import VideoReader
+from liteframe.video.sampling import FrameSample
+from liteframe.video.stream import VideoStream
 
 LATENCY_KEYS = ("decode", "preprocess", "vit", "llm_prefill", "generation", "total")
 ENCODE_KEYS = ("decode", "preprocess", "vit")
@@ -166,6 +169,13 @@ class VideoLLM:
                              f"{plural(frames, 'frame')}), more than the LLM's context of {context}")
         return ids.shape[1]
 
+    def stream(self, source: str | Path | VideoReader, sample: FrameSample | Sequence[float]) -> VideoStream:
+        """The front end every reader of frames for this model goes through (`encode`, `liteframe adapt`), so
+        training and inference see the same pixels: chunks of `chunk_frames` (n, 3, S, S) frames resized by
+        `resize` (S: the encoder's image size; None: uint8 (n, 3, H, W) for the family to resize)."""
+        return stream_video(source, sample, self.chunk_frames, self.encoder.image_size, resize=self.resize,
+                            device=self.device, dtype=self.dtype, prefetch=2 if self.overlap else 0)
+
     @torch.inference_mode()
     def encode(self, video: str | Path, frames: int = 16) -> EncodedVideo:
         """Sample `frames` frames (clips of the compression's length), decode, preprocess and encode them, a chunk at
@@ -182,8 +192,7 @@ class VideoLLM:
                 sample = sample_clips(reader.info, frames, self.encoder.compression.clip_frames(
                     self.family.frames_per_step))
             size = self.encoder.image_size  # square frames resized as they are decoded; None: full frames
-            stream = stream_video(reader, sample, self.chunk_frames, size, resize=self.resize, device=self.device,
-                                  dtype=self.dtype, prefetch=2 if self.overlap else 0)
+            stream = self.stream(reader, sample)
             parts = []
             for chunk in stream:
                 if size is None:  # the family resizes decoded frames itself (Qwen's smart_resize)

@@ -69,8 +69,8 @@ def video_plan(x: torch.Tensor, score: torch.Tensor, salient: torch.Tensor, star
     if short:  # anchor frames without enough candidates: the most attended tokens left fill the budget
         kept[score.flatten().masked_fill(kept, -torch.inf).topk(short).indices] = True
     solo = kept.clone()  # kept as they are: salient and filling tokens
-    for row, _, _ in entries:
-        solo[row] = False
+    if entries:
+        solo[torch.cat([row for row, _, _ in entries])] = False
     index = solo.nonzero().flatten()
     entries.append((index, index, torch.ones_like(index, dtype=x.dtype)))
     row, col, weight = (torch.cat(e) for e in zip(*entries))

@@ -5,8 +5,9 @@ draws its frame budget from `frames` and its frame rate from `fps`, then takes d
 sampler (`clips` at that `rate`, the compression's clip length), so training sees frames laid out as `ask` does.
 The prompt is built by `ask`'s own code (`build_input_ids`: the family's slot layout with per-slot token counts) and
 the loss counts only the answers. The visual encoder (dense ViT, a reducer, or a student) and the projector are
-frozen: their tokens are computed under no_grad unless the projector trains. Frames are decoded by `stream_video`'s
-background thread while the encoder works on the previous chunk.
+frozen: their tokens are computed under no_grad unless the projector trains. Frames are read through `ask`'s own
+front end (`VideoLLM.stream`: the same resize, so the same pixels), decoded in its background thread while the
+encoder works on the previous chunk.
 
 Set-up, checkpoints, metrics and the schedule are the shared training core (`job`, `checkpoint`, `state`, `metrics`,
 `schedule`): one process per device under torchrun (gradients of the few LoRA weights are summed by one all-reduce
@@ -19,7 +20,6 @@ import contextlib
 import dataclasses
 import logging
 import time
-import typing
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +29,6 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-import yaml
 from torch.utils.data import DataLoader, Dataset
 
 from liteframe.compression import get_compression
@@ -38,7 +37,7 @@ from liteframe.llm.lora import PROJECTOR, LoraSettings, add_lora, save_adapter
 from liteframe.llm.prompt import Slot, build_input_ids, make_slots
 from liteframe.llm.videollm import VideoLLM
 from liteframe.train.checkpoint import Checkpointer, ModelState, OptimizerState
-from liteframe.train.config import coerce
+from liteframe.train.config import apply_overrides, build, read_yaml, save_config
 from liteframe.train.data import ResumableSampler, worker_init
 from liteframe.train.dist import Context, all_sum, barrier
 from liteframe.train.job import Job, job_setup, sigterm_flag
@@ -46,7 +45,7 @@ from liteframe.train.manifest import ChatSample, Skips, read_chat_manifest
 from liteframe.train.metrics import MetricLog, peak_memory_mib
 from liteframe.train.schedule import scheduler
 from liteframe.train.state import ConfigState, RNGState, TrainState
-from liteframe.video import open_video, sample_frames, stream_video
+from liteframe.video import open_video, sample_frames
 from liteframe.video.decode import VideoDecodeError, VideoDecodeWarning
 
 log = logging.getLogger("liteframe.train")
@@ -77,7 +76,7 @@ class AdaptConfig:
     warmup_steps: int = 500
     weight_decay: float = 0.0
     grad_clip: float = 1.0
-    workers: int = 2  # processes that probe videos and lay out prompts (frames are decoded by stream_video)
+    workers: int = 2  # processes that probe videos and lay out prompts (frames are decoded by VideoLLM.stream)
     device: str = "auto"
     precision: str = "auto"  # "auto" (bf16 autocast on cuda, fp32 on cpu), "bf16", "fp32"
     activation_checkpointing: bool = True
@@ -115,39 +114,11 @@ class AdaptConfig:
     @classmethod
     def load(cls, path: str | Path | None = None, overrides: list[str] = ()) -> AdaptConfig:
         """YAML file (optional) + `key=value` overrides (values parsed as YAML; `lora.r=8` sets one field)."""
-        values: dict[str, Any] = {}
-        if path:
-            path = Path(path)
-            try:
-                values = yaml.safe_load(path.read_text()) or {}
-            except (OSError, yaml.YAMLError) as err:
-                raise InputError(f"{path}: cannot read the adapt config: {one_line(err)}") from None
-            if not isinstance(values, dict):
-                raise InputError(f"{path}: an adapt config is a mapping of keys to values")
-            for key in cls._PATHS:
-                if values.get(key):
-                    values[key] = str((path.parent / values[key]).resolve())
-            student = str(values.get("encoder", "")).removeprefix("student:")
-            if student != str(values.get("encoder", "")):
-                values["encoder"] = f"student:{(path.parent / student).resolve()}"
-        for item in overrides:
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise InputError(f"override {item!r}: expected key=value")
-            key, _, sub = key.strip().partition(".")
-            try:
-                value = yaml.safe_load(value)
-            except yaml.YAMLError as err:
-                raise InputError(f"override {item!r}: not a YAML value ({one_line(err)})") from None
-            values[key] = {**(values.get(key) or {}), sub: value} if sub else value
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise InputError(f"{path or 'overrides'}: unknown adapt setting(s) {', '.join(unknown)}; "
-                             f"known: {', '.join(sorted(names))}")
-        hints = typing.get_type_hints(cls)
-        return cls(**{k: v if k == "frames" else coerce(k, v, hints[k], str(path or "overrides"))
-                      for k, v in values.items()})
+        values = read_yaml(path, "adapt", cls._PATHS)
+        student = str(values.get("encoder", "")).removeprefix("student:")
+        if student != str(values.get("encoder", "")):
+            values["encoder"] = f"student:{(Path(path).parent / student).resolve()}"
+        return build(cls, apply_overrides(values, overrides), str(path or "overrides"), "adapt")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -216,7 +187,7 @@ class Prompter:
 
 class ChatDataset(Dataset):
     """Item i -> `{"id", "video", "timestamps", "counts", "ids" (L,), "labels" (L,), "turns", "frames"}` (the
-    prompt laid out for the encoder's token counts; frames are decoded later, by `stream_video`), or `{"id", "skip":
+    prompt laid out for the encoder's token counts; frames are decoded later, by `VideoLLM.stream`), or `{"id", "skip":
     reason, "detail"}`. The budget and rate are drawn from (seed, epoch, i); the context check runs before any frame
     is decoded."""
 
@@ -301,10 +272,8 @@ class AdaptModel:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
 
     def frames(self, item: dict[str, Any]) -> Iterable[torch.Tensor]:
-        """The item's sampled frames as `(n, 3, S, S)` chunks on the device, decoded in a background thread."""
-        enc = self.llm.encoder
-        return (c.pixels for c in stream_video(item["video"], item["timestamps"], self.llm.chunk_frames,
-                                               enc.image_size, device=self.device, dtype=self.llm.dtype))
+        """The item's sampled frames as `(n, 3, S, S)` chunks on the device, exactly as `ask` reads them."""
+        return (c.pixels for c in self.llm.stream(item["video"], item["timestamps"]))
 
     def inputs(self, item: dict[str, Any], chunks: Iterable[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """A dataset item and its frames `(n, 3, S, S)` chunk by chunk -> input embeddings `(L, d)` and labels
@@ -332,7 +301,7 @@ class AdaptModel:
         """Per-sample mean cross-entropy over answer tokens `(B,)`, and the tokens the LLM read."""
         lengths = [len(y) for _, y in batch]
         width = max(lengths)
-        mask = torch.tensor([[1] * n + [0] * (width - n) for n in lengths], device=self.device)
+        mask = (torch.arange(width) < torch.tensor(lengths)[:, None]).long().to(self.device)  # (B, width)
         embeds = torch.stack([F.pad(e, (0, 0, 0, width - len(e))) for e, _ in batch])
         labels = torch.stack([F.pad(y, (0, width - len(y)), value=IGNORE) for _, y in batch])
         with self.autocast():
@@ -403,7 +372,7 @@ class Trainer:
             log.info("resumed from %s at step %d", self.checkpointer.latest(), state.step)
         if ctx.main:
             self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+            save_config(cfg, self.out / "config.yaml")
         metrics = MetricLog(self.out, state.step, cfg.steps, "adapt", ctx.main)
         last: dict[str, Any] = {}
         with sigterm_flag() as stop, contextlib.closing(metrics):

@@ -10,7 +10,8 @@ from typing import Any
 import yaml
 
 from liteframe.compression import COMPRESSIONS, get_compression
-from liteframe.errors import InputError
+from liteframe.errors import InputError, one_line
+from liteframe.io import atomic_write
 
 
 @dataclass
@@ -87,39 +88,12 @@ class DistillConfig:
     @classmethod
     def load(cls, path: str | Path | None = None, overrides: list[str] = ()) -> DistillConfig:
         """YAML file (optional) + `key=value` overrides (values parsed as YAML) -> config."""
-        values: dict[str, Any] = {}
-        if path:
-            path = Path(path)
-            try:
-                values = yaml.safe_load(path.read_text()) or {}
-            except (OSError, yaml.YAMLError) as err:
-                raise InputError(f"{path}: cannot read the distill config: {' '.join(str(err).split())}") from None
-            if not isinstance(values, dict):
-                raise InputError(f"{path}: a distill config is a mapping of keys to values")
-            for key in ("teacher", "output", "manifest", "eval_manifest", "target_cache"):
-                if values.get(key):
-                    values[key] = str((path.parent / values[key]).resolve())
-        for item in overrides:
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise InputError(f"override {item!r}: expected key=value")
-            key, _, sub = key.strip().partition(".")  # `student.depth=4` sets one field of a mapping
-            try:
-                value = yaml.safe_load(value)
-            except yaml.YAMLError as err:
-                raise InputError(f"override {item!r}: not a YAML value ({' '.join(str(err).split())})") from None
-            values[key] = {**(values.get(key) or {}), sub: value} if sub else value
-        return cls.from_dict(values, source=str(path or "overrides"))
+        values = read_yaml(path, "distill", ("teacher", "output", "manifest", "eval_manifest", "target_cache"))
+        return cls.from_dict(apply_overrides(values, overrides), str(path or "overrides"))
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "config") -> DistillConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise InputError(f"{source}: unknown distill setting(s) {', '.join(unknown)}; "
-                             f"known: {', '.join(sorted(names))}")
-        hints = typing.get_type_hints(cls)
-        return cls(**{key: coerce(key, value, hints[key], source) for key, value in values.items()})
+        return build(cls, values, source, "distill")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -127,7 +101,56 @@ class DistillConfig:
         return d
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        save_config(self, path)
+
+
+def save_config(cfg: Any, path: str | Path) -> None:
+    """`cfg.to_dict()` as YAML at `path`, written atomically; `load` reads it back to an equal config."""
+    text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+    atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def read_yaml(path: str | Path | None, what: str, paths: tuple[str, ...]) -> dict[str, Any]:
+    """The mapping in a `what` config file ({} without one); the keys in `paths` resolved against its folder."""
+    if not path:
+        return {}
+    path = Path(path)
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as err:
+        raise InputError(f"{path}: cannot read the {what} config: {one_line(err)}") from None
+    if not isinstance(values, dict):
+        raise InputError(f"{path}: a {what} config is a mapping of keys to values")
+    for key in paths:
+        if values.get(key):
+            values[key] = str((path.parent / values[key]).resolve())
+    return values
+
+
+def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """`values` with `key=value` overrides applied (values parsed as YAML; `student.depth=4` sets one field of a
+    mapping)."""
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise InputError(f"override {item!r}: expected key=value")
+        key, _, sub = key.strip().partition(".")
+        try:
+            value = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            raise InputError(f"override {item!r}: not a YAML value ({one_line(err)})") from None
+        values[key] = {**(values.get(key) or {}), sub: value} if sub else value
+    return values
+
+
+def build(cls: type, values: dict[str, Any], source: str, what: str) -> Any:
+    """`cls(**values)` with every value coerced to its field's type; unknown keys are an InputError."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise InputError(f"{source}: unknown {what} setting(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+    hints = typing.get_type_hints(cls)
+    return cls(**{key: coerce(key, value, hints[key], source) for key, value in values.items()})
 
 
 def coerce(key: str, value: Any, hint: Any, source: str) -> Any:
@@ -142,8 +165,10 @@ def coerce(key: str, value: Any, hint: Any, source: str) -> Any:
             if kind is int and isinstance(value, float) and not value.is_integer():
                 raise ValueError("expected an integer")
             return kind(value)
-        if kind is tuple:
-            return tuple(float(v) for v in value)
+        if kind is tuple:  # tuple[float, float] or tuple[int, ...]
+            if isinstance(value, (str, dict)) or not hasattr(value, "__iter__"):
+                raise ValueError("expected a list")
+            return tuple(coerce(key, v, typing.get_args(hint)[0], source) for v in value)
         if kind is dict:
             if not isinstance(value, dict):
                 raise ValueError("expected a mapping")

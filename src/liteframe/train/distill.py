@@ -178,17 +178,22 @@ class Trainer:
         share; under FSDP every rank takes all (each forward is a collective there, so every rank must run the
         same number)."""
         share = keys[self.ctx.rank::self.ctx.world] if self.shard_eval else keys
-        pixels = []
+        pixels, failed = [], []
         for i, view in share:
             try:
                 pixels.append(data.load(i, view)[0])
             except VideoDecodeError as err:
-                log.warning("%s video skipped: %s", what, err)
+                failed.append(str(err))
+        if not all_sum([float(len(pixels))], self.ctx)[0]:  # every rank decides alike
+            raise InputError(f"no {what} clip decodes ({len(keys)} tried; first: {failed[0] if failed else '?'})")
+        if failed:
+            log.warning("%d of %d %s clips skipped (undecodable); first: %s", len(failed), len(share), what,
+                        failed[0])
         size = self.job.size
         pixels = torch.stack(pixels) if pixels else torch.empty(0, self.cfg.frames, 3, size, size)
         ev: dict[str, Any] = {"pixels": pixels, "targets": [], "dense": [], "avg": []}
         block = self.job.compression.block
-        for chunk in pixels.split(self.micro):
+        for chunk in pixels.split(self.micro) if len(pixels) else ():  # a rank may hold none of the clips
             with self.job.autocast():
                 grid = self.job.teacher(chunk.to(self.ctx.device))
                 target = wap_targets(grid, self.job.compression)
