@@ -292,3 +292,18 @@ def test_resuming_under_changed_settings_names_them(caplog):
         assert not caplog.records  # more steps is how a finished run trains on
         ConfigState({"lr": 2e-3, "steps": 10, "student": {"depth": 3}}).load_state_dict(saved)
     assert "'lr': (0.001, 0.002)" in caplog.text
+
+
+def test_training_clips_are_the_pixels_ask_encodes():
+    # CTD trains the student on the frames `ask` later feeds it: same timestamps, same resize ("exact"), same
+    # normalisation, bit for bit (before: a float torch resize in training, PIL's in ask)
+    from liteframe.train.data import ClipDataset, ManifestEntry
+    from liteframe.video import open_video, stream_video
+    from videos import REAL_VIDEOS
+
+    video = str(REAL_VIDEOS / "bbb_short.mp4")
+    data = ClipDataset([ManifestEntry(video)], frames=8, size=56, fps=(1.0, 4.0), seed=0)
+    pixels, sample = data.load(0, view=0)
+    with open_video(video) as reader:
+        chunks = list(stream_video(reader, list(sample.timestamps), chunk_frames=8, size=56))
+    assert torch.equal(pixels, torch.cat([c.pixels for c in chunks]))

@@ -19,7 +19,7 @@ from torch.utils.data import Dataset, DistributedSampler
 
 from liteframe.errors import InputError
 from liteframe.video.decode import VideoDecodeError, VideoDecodeWarning, VideoInfo, open_video
-from liteframe.video.preprocess import preprocess
+from liteframe.video.preprocess import normalize
 from liteframe.video.sampling import FrameSample, TrainSampler
 
 @dataclass(frozen=True)
@@ -96,10 +96,10 @@ class ClipDataset(Dataset):
             try:
                 with open_video(entry.video) as reader:
                     sample = clip_sample(self.sampler, reader.info, entry, key=view * len(self.entries) + i)
-                    frames = reader.read(sample.timestamps)
+                    frames = reader.read(sample.timestamps, size=self.size)  # ask's own resize ("exact")
             except VideoDecodeWarning as warning:
                 raise VideoDecodeError(str(warning)) from None
-        return preprocess(frames.data, self.size), sample
+        return normalize(frames.data), sample
 
 
 def first_decodable(item: Callable[[int], dict[str, Any]], i: int, n: int) -> dict[str, Any]:

@@ -86,7 +86,7 @@ def fingerprint(teacher_id: dict[str, str], manifest_sha256: str, frames: int, f
         "manifest_sha256": manifest_sha256,
         "sampling": {"sampler": "TrainSampler clips", "frames": frames, "fps": list(fps), "seed": seed,
                      "views": views},
-        "preprocess": {"size": image_size, "resize": "bicubic antialias", "mean": list(IMAGENET_MEAN),
+        "preprocess": {"size": image_size, "resize": "exact", "mean": list(IMAGENET_MEAN),
                        "std": list(IMAGENET_STD)},
         "target": {"reducer": "wap", "block": list(compression.block), "dtype": "bfloat16"},
     }
