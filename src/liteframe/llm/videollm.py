@@ -129,7 +129,7 @@ class VideoLLM:
 
             lora.check_adapter(adapter)  # before the (large) weights load
         with quiet_transformers():
-            model = _load_weights(family, directory, dtype)
+            model = load_weights(family.checkpoint_class, directory, dtype)
             tokenizer = _load_tokenizer(directory)
         if adapter:
             model = lora.apply_adapter(model, adapter)
@@ -314,11 +314,11 @@ def quiet_transformers():
             hf_logging.enable_progress_bar()
 
 
-def _load_weights(family, directory: Path, dtype: torch.dtype):
+def load_weights(checkpoint_class, directory: Path, dtype: torch.dtype):
     """The checkpoint's model, or one line naming the folder and what is wrong: an unreadable (e.g. truncated)
     safetensors file, tensors whose shapes disagree with config.json, or missing tensors."""
     try:
-        model, info = family.checkpoint_class.from_pretrained(
+        model, info = checkpoint_class.from_pretrained(
             directory, dtype=dtype, output_loading_info=True, ignore_mismatched_sizes=True)
     except (OSError, RuntimeError, ValueError, SafetensorError) as err:
         raise InputError(f"model folder {directory}: cannot load the weights ({one_line(err)})") from None
