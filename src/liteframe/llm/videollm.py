@@ -90,7 +90,7 @@ class Answer:
 class VideoLLM:
     """A Video LLM checkpoint whose visual tokens come from `encoder`; see `from_pretrained`. `timestamps` puts each
     slot's time in its label (`Frame3 (12.4s)`); off by default, as the checkpoint's own processor does.
-    The front end, set on an instance to measure the old path against the new one (`bench e2e --front-ends`):
+    The front end, set on an instance to compare front ends (`bench e2e --front-ends`):
     `resize` (`RESIZERS`: "exact" in the decoder; "torch": whole RGB frames resized on the device) and `overlap`
     (decode the next chunk in the background while the encoder works)."""
 
