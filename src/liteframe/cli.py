@@ -404,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args) or 0
     except (ValueError, OSError) as err:  # InputError and VideoDecodeError are ValueErrors
-        print(f"liteframe {args.command}: error: {err}", file=sys.stderr)
+        print(f"liteframe {args.command}: error: {one_line(str(err))}", file=sys.stderr)
         return 2
     finally:
         warnings.formatwarning = formatwarning
