@@ -179,8 +179,7 @@ class VideoLLM:
         with reader:
             self.check(frames, size=(reader.info.height, reader.info.width))
             with watch("decode"):
-                sample = sample_clips(reader.info, frames, self.encoder.compression.clip_frames(
-                    self.family.frames_per_step))
+                sample = sample_clips(reader.info, frames, self.encoder.compression, self.family.frames_per_step)
             size = self.encoder.image_size  # square frames resized as they are decoded; None: full frames
             stream = stream_video(reader, sample, self.chunk_frames, size, resize=self.resize, device=self.device,
                                   dtype=self.dtype, prefetch=2 if self.overlap else 0)
@@ -261,13 +260,14 @@ class VideoLLM:
         return answer
 
 
-def sample_clips(info, frames: int, clip: int):
-    """`frames` frames as clips of `clip` consecutive frames spread over the video (SPEC 7), the same for every
-    encoder; clips of one frame are uniform sampling. A count that is not whole clips is sampled uniformly (only
-    encoders that take single frames accept it)."""
+def sample_clips(info, frames: int, compression: Compression, frames_per_step: int = 1):
+    """`frames` frames as clips of the compression's clip (`clip_frames(frames_per_step)` frames) spread over the
+    video (SPEC 7), the same for every encoder; clips of one frame are uniform sampling. A count that is not whole
+    clips is sampled uniformly (only encoders that take single frames accept it)."""
+    clip = compression.clip_frames(frames_per_step)
     if clip == 1 or frames % clip:
         return sample_frames(info, frames, "uniform")
-    return sample_frames(info, frames, "clips")  # today's `clips` are 4 frames long: the clip of 4x, 16x and 64x
+    return sample_frames(info, frames, "clips", compression=compression, frames_per_step=frames_per_step)
 
 
 def ask(video: str | Path, question: str, model: str | Path, encoder: str = "dense", frames: int = 16,
