@@ -54,7 +54,7 @@ def preprocess(frames: torch.Tensor, size: int = 448, keep_aspect: bool = False,
     for start in range(0, len(frames), _CHUNK):
         x = frames[start:start + _CHUNK].to(device, non_blocking=True).float()
         if keep_aspect:
-            x = _pad_square(x)
+            x = pad_square(x)
         x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False, antialias=True)
         out[start:start + _CHUNK] = (x.clamp_(0, 255) - mean) / std
     return out
@@ -66,7 +66,7 @@ def check_frames(frames: torch.Tensor, what: str = "preprocess") -> None:
         raise ValueError(f"{what} expects uint8 frames (N, 3, H, W), got {frames.dtype} {tuple(frames.shape)}")
 
 
-def _pad_square(x: torch.Tensor) -> torch.Tensor:
+def pad_square(x: torch.Tensor) -> torch.Tensor:
     """(N, 3, H, W) -> (N, 3, S, S), S = max(H, W), the image centred on `PAD_VALUE`."""
     h, w = x.shape[-2:]
     side = max(h, w)
