@@ -22,7 +22,7 @@ from transformers import InternVLForConditionalGeneration
 
 from liteframe.errors import InputError, model_type, one_line
 from liteframe.io import atomic_folder
-from liteframe.llm.videollm import load_weights, quiet_transformers
+from liteframe.llm.loading import load_weights, quiet_transformers
 
 # PEFT matches a string `target_modules` against the whole module name (re.fullmatch).
 LLM_PROJECTIONS = r".*language_model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
