@@ -98,6 +98,19 @@ def test_bad_adapter_folder_is_one_line_error(tiny, tmp_path):
         load_adapter(_load(tiny), tmp_path)
 
 
+def test_merge_cli_prints_one_line_and_no_progress_bar(tiny, tmp_path, capfd):
+    """`adapt merge` loads the base quietly, as `ask` does: stdout names the folder and stderr stays empty."""
+    from liteframe.cli import main
+
+    model = add_lora(_load(tiny))
+    save_adapter(model, tmp_path / "adapter")
+    capfd.readouterr()
+    assert main(["adapt", "merge", "--model", str(tiny), "--adapter", str(tmp_path / "adapter"),
+                 "--out", str(tmp_path / "merged")]) == 0
+    out, err = capfd.readouterr()
+    assert out.strip() == f"merged model written to {tmp_path / 'merged'}" and err == ""
+
+
 # -- chat manifests ----------------------------------------------------------------------------------------------
 
 from liteframe.train.manifest import Skips, read_chat_manifest  # noqa: E402

@@ -226,3 +226,12 @@ def test_summaries_by_group_on_hand_made_records():
            for g, c in [("15", True), ("60", False), ("60", False)]]
     rows = {r["group"]: r for r in summarize(lvb)}
     assert rows["overall"]["accuracy"] == pytest.approx(100 / 3) and rows["duration_group=15"]["accuracy"] == 100
+
+
+def test_a_bad_srt_time_line_is_one_line_naming_the_file(tmp_path):
+    from liteframe.eval.prompts import parse_srt
+
+    path = tmp_path / "v.srt"
+    path.write_text("1\n00:00:01,000 --> 00:00:02,000\nfine\n\n2\n00:00:03 --> 00:00:04,000\nbroken\n")
+    with pytest.raises(InputError, match=r"v\.srt: bad subtitle time line '00:00:03 --> 00:00:04,000'"):
+        parse_srt(path)

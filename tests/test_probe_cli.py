@@ -86,6 +86,19 @@ def test_frames_warning_is_one_line(tmp_path):
     assert "corrupted.mp4: decoding failed" in run.stderr
 
 
+def test_a_multi_line_error_is_printed_on_one_line(tmp_path, capsys, monkeypatch):
+    """Libraries' ValueErrors and OSErrors often span lines (PyAV, transformers): the CLI folds them."""
+    import liteframe.video.contact as contact
+
+    def fail(*args, **kwargs):
+        raise OSError("cannot read the file\n  reason: permission denied")
+
+    monkeypatch.setattr(contact, "contact_sheet", fail)
+    assert main(["frames", str(REAL_VIDEOS / "bbb_short.mp4"), "--out", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err
+    assert err == "liteframe frames: error: cannot read the file reason: permission denied\n"
+
+
 @pytest.mark.parametrize("name, reason", [("missing/sheet.png", "does not exist"), ("sheet.psd", "cannot write")])
 def test_frames_bad_out_fails_before_decoding(tmp_path, capsys, monkeypatch, name, reason):
     import liteframe.video.contact as contact

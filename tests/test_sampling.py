@@ -144,3 +144,20 @@ def test_clips_take_a_target_rate_for_their_spacing(v, n, rate):
     s = sample_frames(v, n, "clips", rate=rate, compression=16)
     step = np.diff(s.timestamps.reshape(n // 4, 4), axis=1)
     np.testing.assert_allclose(step, 1 / max(rate, n / (v.num_frames / v.fps)), atol=1.01 / v.fps)
+
+
+def test_videollm_clips_span_the_families_grid_step():
+    """Qwen2.5-VL's ViT step is a frame pair, so its 16x clip is 8 frames: `VideoLLM.encode` samples 2 dense clips
+    of 8 frames at 1 fps from 16 frames (it sampled 4 clips of 4, which a 4-step WAP block then straddled), and at
+    4x clips of 2 frames (a count such as 6 was refused as not a multiple of 4)."""
+    from liteframe.compression import get_compression
+    from liteframe.llm.videollm import sample_clips
+
+    v = info(600.0, fps=10.0)
+    pairs = sample_clips(v, 16, get_compression(16), frames_per_step=2).timestamps
+    np.testing.assert_allclose(np.diff(pairs.reshape(2, 8), axis=1), 1.0)  # each clip: 8 frames 1 s apart
+    assert pairs[8] - pairs[7] > 100  # then a long gap to the second clip
+    np.testing.assert_array_equal(sample_clips(v, 16, get_compression(16)).timestamps,
+                                  sample_frames(v, 16, "clips").timestamps)  # InternVL: 4-frame clips as before
+    short = sample_clips(v, 6, get_compression(4), frames_per_step=2).timestamps
+    np.testing.assert_allclose(np.diff(short.reshape(3, 2), axis=1), 1.0)

@@ -304,7 +304,7 @@ def _add_eval(sub) -> None:
                                    "torchrun --nproc_per_node N -m liteframe.cli eval ... shards by video).")
     p.add_argument("--benchmark", choices=BENCHMARKS)
     p.add_argument("--data", help="the dataset folder in its published layout")
-    p.add_argument("--model", help="an InternVL3 -hf checkpoint folder")
+    p.add_argument("--model", help="an InternVL3 -hf or Qwen2.5-VL checkpoint folder")
     p.add_argument("--encoder", default="dense", help="dense, a reducer or student:DIR (as in `ask`)")
     p.add_argument("--frames", type=int, default=16)
     p.add_argument("--compression", help="4, 16 or 64 (default: the encoder's)")
@@ -404,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args) or 0
     except (ValueError, OSError) as err:  # InputError and VideoDecodeError are ValueErrors
-        print(f"liteframe {args.command}: error: {err}", file=sys.stderr)
+        print(f"liteframe {args.command}: error: {one_line(str(err))}", file=sys.stderr)
         return 2
     finally:
         warnings.formatwarning = formatwarning

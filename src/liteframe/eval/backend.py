@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from transformers.utils import logging as hf_logging
 
 from liteframe.llm import VideoLLM
 
 
 def load_llm(model: str | Path, encoder: str, compression=None, adapter: str | Path | None = None,
-             device: str | None = None, dtype: torch.dtype | None = None) -> VideoLLM:
+             device: str | None = None) -> VideoLLM:
     """`VideoLLM.from_pretrained` with the run's encoder, compression and LoRA adapter."""
     hf_logging.disable_progress_bar()  # the run's own progress bar is the one to read
-    return VideoLLM.from_pretrained(model, encoder=encoder, compression=compression, device=device, dtype=dtype,
-                                    adapter=adapter)
+    return VideoLLM.from_pretrained(model, encoder=encoder, compression=compression, device=device, adapter=adapter)

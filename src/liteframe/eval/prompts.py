@@ -71,7 +71,11 @@ def parse_srt(path: Path) -> list[tuple[float, float, str]]:
     for block in blocks:
         lines = block.strip("\n").split("\n")
         if len(lines) >= 3 and " --> " in lines[1]:
-            start, end = (_srt_seconds(t.strip()) for t in lines[1].split(" --> "))
+            try:
+                start, end = (_srt_seconds(t.strip()) for t in lines[1].split(" --> "))
+            except ValueError:
+                raise InputError(f"{path}: bad subtitle time line {lines[1]!r} (expected HH:MM:SS,mmm --> "
+                                 "HH:MM:SS,mmm)") from None
             out.append((start, end, " ".join(lines[2:])))
     return out
 

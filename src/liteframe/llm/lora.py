@@ -19,10 +19,10 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from safetensors import SafetensorError
 from transformers import InternVLForConditionalGeneration
-from transformers.utils import logging as hf_logging
 
 from liteframe.errors import InputError, model_type, one_line
 from liteframe.io import atomic_folder
+from liteframe.llm.loading import load_weights, quiet_transformers
 
 # PEFT matches a string `target_modules` against the whole module name (re.fullmatch).
 LLM_PROJECTIONS = r".*language_model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
@@ -84,19 +84,14 @@ def merge(model_dir: str | Path, adapter_dir: str | Path, out: str | Path) -> Pa
         raise InputError(f"model folder {model_dir}: not an InternVL3 -hf checkpoint")
     extras = [p for p in model_dir.iterdir() if p.is_file() and p.name != "config.json"
               and not p.name.startswith("model") and p.name != "generation_config.json"]
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
-        base = InternVLForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32)
-    except (OSError, RuntimeError, ValueError, SafetensorError) as err:
-        raise InputError(f"model folder {model_dir}: cannot load the weights ({one_line(err)})") from None
-    finally:
-        hf_logging.set_verbosity(verbosity)
+    with quiet_transformers():
+        base = load_weights(InternVLForConditionalGeneration, model_dir, torch.float32)
     dtype = _saved_dtype(model_dir)
     merged = load_adapter(base, adapter_dir).merge_and_unload().to(dtype)  # merged in float32, stored as the base
 
     def write(tmp: Path) -> None:
-        merged.save_pretrained(tmp)
+        with quiet_transformers():
+            merged.save_pretrained(tmp)
         for extra in extras:
             shutil.copy2(extra, tmp / extra.name)
 

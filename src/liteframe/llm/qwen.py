@@ -36,6 +36,7 @@ from liteframe.errors import InputError
 from liteframe.grid import TokenGrid
 from liteframe.llm.encoders import VisualEncoder, VisualTokens, stage_encoder
 from liteframe.llm.qwen_positions import rope_positions, set_positions
+from liteframe.video.preprocess import check_frames
 
 FRAMES_PER_STEP = 2  # Qwen2.5-VL's temporal patch: one grid step is a frame pair
 PATCH = 14
@@ -85,8 +86,7 @@ def preprocess_qwen(frames: torch.Tensor, min_pixels: int = MIN_PIXELS, max_pixe
     """uint8 `(N, 3, H, W)` -> float32 `(N + N % 2, 3, H', W')`, `(H', W') = smart_resize(H, W)`: bicubic resize
     (antialiased, rounded to uint8 as the processor's uint8 output is), CLIP mean/std; an odd count repeats the last
     frame (`pair_frames`)."""
-    if frames.dtype != torch.uint8 or frames.dim() != 4 or frames.shape[1] != 3:
-        raise ValueError(f"preprocess_qwen expects uint8 frames (N, 3, H, W), got {frames.dtype} {tuple(frames.shape)}")
+    check_frames(frames, "preprocess_qwen")
     frames = pair_frames(frames)
     device = torch.device(device) if device is not None else frames.device
     height, width = smart_resize(*frames.shape[-2:], min_pixels=min_pixels, max_pixels=max_pixels)

@@ -14,7 +14,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import InternVLForConditionalGeneration, PreTrainedTokenizerFast
 
-from liteframe.llm.videollm import quiet_transformers
+from liteframe.llm.loading import quiet_transformers
 from liteframe.models import tiny_internvl_config
 
 # InternVL3's special tokens, named as InternVL's processor reads them from the tokenizer.

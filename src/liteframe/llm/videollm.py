@@ -10,21 +10,19 @@ import json
 import math
 import statistics
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import torch
-from safetensors import SafetensorError
 from transformers import AutoTokenizer, DynamicCache, LogitsProcessor, LogitsProcessorList
-from transformers.utils import logging as hf_logging
 
 from liteframe.compression import Compression
 from liteframe.devices import resolve_device, resolve_dtype
 from liteframe.errors import InputError, model_type, one_line
 from liteframe.llm.encoders import VisualEncoder, VisualTokens, plural
 from liteframe.llm.family import get_family
+from liteframe.llm.loading import load_weights, quiet_transformers
 from liteframe.llm.prompt import Slot, build_input_ids, make_slots
 from liteframe.tables import format_table
 from liteframe.timing import Stopwatch, synchronize
@@ -93,7 +91,7 @@ class Answer:
 class VideoLLM:
     """A Video LLM checkpoint whose visual tokens come from `encoder`; see `from_pretrained`. `timestamps` puts each
     slot's time in its label (`Frame3 (12.4s)`); off by default, as the checkpoint's own processor does.
-    The front end, set on an instance to measure the old path against the new one (`bench e2e --front-ends`):
+    The front end, set on an instance to compare front ends (`bench e2e --front-ends`):
     `resize` (`RESIZERS`: "exact" in the decoder; "torch": whole RGB frames resized on the device) and `overlap`
     (decode the next chunk in the background while the encoder works)."""
 
@@ -132,7 +130,7 @@ class VideoLLM:
 
             lora.check_adapter(adapter)  # before the (large) weights load
         with quiet_transformers():
-            model = _load_weights(family, directory, dtype)
+            model = load_weights(family.checkpoint_class, directory, dtype)
             tokenizer = _load_tokenizer(directory)
         if adapter:
             model = lora.apply_adapter(model, adapter)
@@ -189,8 +187,7 @@ class VideoLLM:
         with reader:
             self.check(frames, size=(reader.info.height, reader.info.width))
             with watch("decode"):
-                sample = sample_clips(reader.info, frames, self.encoder.compression.clip_frames(
-                    self.family.frames_per_step))
+                sample = sample_clips(reader.info, frames, self.encoder.compression, self.family.frames_per_step)
             size = self.encoder.image_size  # square frames resized as they are decoded; None: full frames
             stream = self.stream(reader, sample)
             parts = []
@@ -270,13 +267,14 @@ class VideoLLM:
         return answer
 
 
-def sample_clips(info, frames: int, clip: int):
-    """`frames` frames as clips of `clip` consecutive frames spread over the video (SPEC 7), the same for every
-    encoder; clips of one frame are uniform sampling. A count that is not whole clips is sampled uniformly (only
-    encoders that take single frames accept it)."""
+def sample_clips(info, frames: int, compression: Compression, frames_per_step: int = 1):
+    """`frames` frames as clips of the compression's clip (`clip_frames(frames_per_step)` frames) spread over the
+    video (SPEC 7), the same for every encoder; clips of one frame are uniform sampling. A count that is not whole
+    clips is sampled uniformly (only encoders that take single frames accept it)."""
+    clip = compression.clip_frames(frames_per_step)
     if clip == 1 or frames % clip:
         return sample_frames(info, frames, "uniform")
-    return sample_frames(info, frames, "clips")  # today's `clips` are 4 frames long: the clip of 4x, 16x and 64x
+    return sample_frames(info, frames, "clips", compression=compression, frames_per_step=frames_per_step)
 
 
 def ask(video: str | Path, question: str, model: str | Path, encoder: str = "dense", frames: int = 16,
@@ -306,41 +304,6 @@ class _FirstLogits(LogitsProcessor):
             synchronize(self.device)
             self.at = time.perf_counter()
         return scores
-
-
-@contextmanager
-def quiet_transformers():
-    """No progress bar and no warning lines from transformers while a checkpoint loads: what goes wrong is
-    liteframe's one-line error."""
-    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
-
-
-def _load_weights(family, directory: Path, dtype: torch.dtype):
-    """The checkpoint's model, or one line naming the folder and what is wrong: an unreadable (e.g. truncated)
-    safetensors file, tensors whose shapes disagree with config.json, or missing tensors."""
-    try:
-        model, info = family.checkpoint_class.from_pretrained(
-            directory, dtype=dtype, output_loading_info=True, ignore_mismatched_sizes=True)
-    except (OSError, RuntimeError, ValueError, SafetensorError) as err:
-        raise InputError(f"model folder {directory}: cannot load the weights ({one_line(err)})") from None
-    if info["mismatched_keys"]:
-        key, found, wanted = sorted(info["mismatched_keys"])[0]
-        raise InputError(f"model folder {directory}: cannot load the weights ({len(info['mismatched_keys'])} tensors "
-                         f"disagree with config.json, e.g. {key} has shape {tuple(found)}, config.json implies "
-                         f"{tuple(wanted)})")
-    if info["missing_keys"]:
-        missing = sorted(info["missing_keys"])
-        raise InputError(f"model folder {directory}: cannot load the weights (the checkpoint lacks {len(missing)} "
-                         f"tensors, e.g. {missing[0]})")
-    return model.eval()
 
 
 def _load_tokenizer(directory: Path):

@@ -37,7 +37,7 @@ from av.video.reformatter import Interpolation, VideoReformatter
 
 from liteframe.errors import InputError
 from liteframe.registry import Registry
-from liteframe.video.preprocess import PAD_VALUE
+from liteframe.video.preprocess import pad_square
 
 DECODERS: Registry[type] = Registry("video decoder")
 
@@ -321,7 +321,7 @@ class PyAVReader(VideoReader):
         if self._rotation:
             frames = torch.rot90(frames, k=-self._rotation // 90, dims=(2, 3))  # negative k turns clockwise
         if size is not None and frames.shape[-2:] != (size, size):
-            frames = _pad_square(frames, size)
+            frames = pad_square(frames)
         return Frames(frames, torch.from_numpy(pts))
 
     def _scaled_size(self, size: int, keep_aspect: bool) -> tuple[int, int]:
@@ -492,15 +492,6 @@ def _one_torch_thread():
         yield
     finally:
         torch.set_num_threads(before)
-
-
-def _pad_square(frames: torch.Tensor, size: int) -> torch.Tensor:
-    """(N, 3, h, w) uint8 with max(h, w) = size -> (N, 3, size, size), centred on `PAD_VALUE`."""
-    h, w = frames.shape[-2:]
-    out = torch.tensor(PAD_VALUE, dtype=torch.uint8).view(1, 3, 1, 1).repeat(len(frames), 1, size, size)
-    top, left = (size - h) // 2, (size - w) // 2
-    out[:, :, top:top + h, left:left + w] = frames
-    return out
 
 
 def _useless(t: float, targets: np.ndarray, recent: deque) -> bool:

@@ -10,8 +10,7 @@ docs/results/frontend.md:
   one level off the reference on average.
 - `torch`: the decoder converts the whole frame to RGB and `preprocess` resizes it in float with torch's
   antialiased bicubic, which uses PIL's kernel (a = -0.5, widened when downscaling) without PIL's rounding between
-  passes; values are clamped to [0, 255] after resizing as PIL's uint8 output is. The path before issue 13, several
-  times slower on a CPU.
+  passes; values are clamped to [0, 255] after resizing as PIL's uint8 output is. Several times slower on a CPU.
 """
 from __future__ import annotations
 
@@ -31,7 +30,7 @@ def normalize(frames: torch.Tensor, device: torch.device | str | None = None,
     """uint8 (N, 3, H, W) -> contiguous `dtype` (N, 3, H, W) on `device` (default: the frames' device):
     (x / 255 - mean) / std as one fused multiply-add in place, after the uint8 copy to the device (4x less to move
     than floats) and one cast. (A multiply-add straight from uint8 takes torch's slower mixed-dtype path on CPU.)"""
-    _check(frames)
+    check_frames(frames)
     frames = frames.to(device if device is not None else frames.device, non_blocking=True)
     scale = torch.tensor([1 / (255 * s) for s in IMAGENET_STD], dtype=dtype, device=frames.device).view(1, 3, 1, 1)
     shift = torch.tensor([-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD)], dtype=dtype,
@@ -45,7 +44,7 @@ def preprocess(frames: torch.Tensor, size: int = 448, keep_aspect: bool = False,
     """uint8 (N, 3, H, W) -> float32 (N, 3, size, size) on `device` (default: the frames' device): the `torch`
     resize. keep_aspect pads the shorter side symmetrically with `PAD_VALUE` to a square before resizing. Frames
     already size x size (resized by the decoder) are only normalised."""
-    _check(frames)
+    check_frames(frames)
     if frames.shape[-2:] == (size, size):
         return normalize(frames, device)
     device = torch.device(device) if device is not None else frames.device
@@ -55,18 +54,19 @@ def preprocess(frames: torch.Tensor, size: int = 448, keep_aspect: bool = False,
     for start in range(0, len(frames), _CHUNK):
         x = frames[start:start + _CHUNK].to(device, non_blocking=True).float()
         if keep_aspect:
-            x = _pad_square(x)
+            x = pad_square(x)
         x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False, antialias=True)
         out[start:start + _CHUNK] = (x.clamp_(0, 255) - mean) / std
     return out
 
 
-def _check(frames: torch.Tensor) -> None:
+def check_frames(frames: torch.Tensor, what: str = "preprocess") -> None:
+    """A ValueError naming `what` unless `frames` is uint8 (N, 3, H, W)."""
     if frames.dtype != torch.uint8 or frames.dim() != 4 or frames.shape[1] != 3:
-        raise ValueError(f"preprocess expects uint8 frames (N, 3, H, W), got {frames.dtype} {tuple(frames.shape)}")
+        raise ValueError(f"{what} expects uint8 frames (N, 3, H, W), got {frames.dtype} {tuple(frames.shape)}")
 
 
-def _pad_square(x: torch.Tensor) -> torch.Tensor:
+def pad_square(x: torch.Tensor) -> torch.Tensor:
     """(N, 3, H, W) -> (N, 3, S, S), S = max(H, W), the image centred on `PAD_VALUE`."""
     h, w = x.shape[-2:]
     side = max(h, w)

@@ -43,7 +43,8 @@ class FrameSample:
 
 def sample_frames(info: VideoInfo, num_frames: int, strategy: str = "clips", **kw) -> FrameSample:
     """Choose `num_frames` frames of a video with a registered strategy (`uniform`, `clips`, `fps`); `kw` go to the
-    strategy: `rate` (fps) for `clips` and `fps`, `compression` (its clip length) for `clips`."""
+    strategy: `rate` (fps) for `clips` and `fps`, `compression` (its clip length) and `frames_per_step` (frames
+    behind one ViT grid step: 2 for Qwen2.5-VL) for `clips`."""
     if num_frames < 1:
         raise ValueError(f"num_frames must be at least 1, got {num_frames}")
     sample = _from_times(info, SAMPLERS.get(strategy)(info, num_frames, **kw))
@@ -61,10 +62,10 @@ def uniform(info: VideoInfo, num_frames: int) -> np.ndarray:
 
 @SAMPLERS.register("clips")
 def clips(info: VideoInfo, num_frames: int, rate: float = 1.0,
-          compression: Compression | int | None = None) -> np.ndarray:
-    """Sample times (num_frames,): num_frames / c clips of c frames (c = the compression's clip length) at
-    max(rate, num_frames / duration) fps, spread evenly with equal gaps between them."""
-    clip = get_compression(compression).clip_frames()
+          compression: Compression | int | None = None, frames_per_step: int = 1) -> np.ndarray:
+    """Sample times (num_frames,): num_frames / c clips of c frames (c = the compression's clip length in frames,
+    `clip_frames(frames_per_step)`) at max(rate, num_frames / duration) fps, spread evenly with equal gaps."""
+    clip = get_compression(compression).clip_frames(frames_per_step)
     duration = _duration(info)
     window, num_clips = _clip_window(duration, num_frames, rate, clip)
     gap = (duration - num_clips * window) / num_clips

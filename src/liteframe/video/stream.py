@@ -3,7 +3,7 @@
 Both decode only the sampled frames. With `resize="exact"` (the default) or `"swscale"` the decoder resizes each
 frame to size x size uint8 RGB (`SCALERS` in decode.py) and the device only normalises (one fused multiply-add on
 uint8 input); `resize="torch"` converts whole frames to RGB and resizes them in float with torch's antialiased
-bicubic on the device, the path before issue 13 (see `preprocess` and docs/results/frontend.md).
+bicubic on the device (see `preprocess` and docs/results/frontend.md).
 
 `stream_video` decodes in a background thread: PyAV releases the GIL while FFmpeg decodes a packet and while swscale
 converts a frame, so the caller's encoder runs meanwhile. Chunks pass through a bounded queue (`prefetch` chunks at
@@ -162,7 +162,7 @@ def _decode(reader: VideoReader, timestamps: np.ndarray, size: int | None, keep_
 def _prepare(frames: torch.Tensor, size: int | None, keep_aspect: bool, device: torch.device | str | None,
              dtype: torch.dtype) -> torch.Tensor:
     """uint8 (n, 3, H, W) -> `dtype` (n, 3, size, size) on `device`: frames already resized are only normalised; full
-    frames are resized by torch on the device, as the old path did. `size` None: the frames as decoded."""
+    frames are resized by torch on the device. `size` None: the frames as decoded."""
     if size is None:
         return frames
     if frames.shape[-2:] == (size, size):
