@@ -311,11 +311,11 @@ def test_loss_falls_the_adapted_model_answers_and_only_lora_changes(tiny, colour
     changed = {n for n in before if not torch.equal(before[n], after[n])}
     assert changed and all("lora_" in n for n in changed)
     assert all(torch.equal(before[n], after[n]) for n in before if "vision_tower" in n or "projector" in n)
-    assert (result.adapter / "adapter_model.safetensors").is_file()
+    assert (result.output / "adapter_model.safetensors").is_file()
     assert list((tmp_path / "run" / "tensorboard").iterdir())
     # greedy answers of `ask` before and after: the adapted model names the colours
     plain = VideoLLM.from_pretrained(tiny, "wap", device="cpu", dtype=torch.float32)
-    adapted = VideoLLM.from_pretrained(tiny, "wap", device="cpu", dtype=torch.float32, adapter=result.adapter)
+    adapted = VideoLLM.from_pretrained(tiny, "wap", device="cpu", dtype=torch.float32, adapter=result.output)
     truth = list(COLOURS)
     right = [sum(a == t for a, t in zip(_answers(m, colours), truth)) for m in (plain, adapted)]
     assert right[1] == len(COLOURS) and right[0] < right[1]
@@ -426,7 +426,7 @@ def test_sigterm_saves_a_checkpoint_and_stops(tiny, colours, tmp_path, monkeypat
     monkeypatch.setattr(Trainer, "_train_step", terminated)
     handler = signal.getsignal(signal.SIGTERM)
     result = adapt(_config(tiny, colours, tmp_path / "run", steps=5))
-    assert result.adapter is None and result.step == 2
+    assert result.output is None and result.step == 2
     assert [p.name for p in ckpt.list_checkpoints(tmp_path / "run" / "checkpoints")] == ["step-00000002.safetensors"]
     assert signal.getsignal(signal.SIGTERM) == handler and not (tmp_path / "run" / "adapter").exists()
 

@@ -120,7 +120,7 @@ def test_loss_falls_and_heldout_cosine_beats_the_untrained_student(data, tmp_pat
         assert key in final
     assert (out / "tensorboard").is_dir()
     # the final student is a from_pretrained folder with the trained weights
-    student = LiteFrameEncoder.from_pretrained(result.student)
+    student = LiteFrameEncoder.from_pretrained(result.output)
     _assert_same(student.state_dict(), _weights(out), 0.0)
     assert len(ckpt.list_checkpoints(out / "checkpoints")) == 1  # saved at the last step
 
@@ -233,7 +233,7 @@ def test_sigterm_saves_a_checkpoint_and_stops(data, tmp_path, monkeypatch):
     monkeypatch.setattr(job, "collate", collate_then_sigterm)
     out = tmp_path / "term"
     result = distill(_config(data, out, steps=50))
-    assert result.student is None and result.step == 1  # the step finished, was saved, and the run stopped
+    assert result.output is None and result.step == 1  # the step finished, was saved, and the run stopped
     assert [p.name for p in ckpt.list_checkpoints(out / "checkpoints")] == ["step-00000001.safetensors"]
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is gone with the run
 

@@ -254,11 +254,11 @@ def _add_distill(sub) -> None:
 
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
         result = distill(DistillConfig.load(a.config, _train_overrides(a)))
-        if result.student is None:
+        if result.output is None:
             print(f"stopped at step {result.step} by SIGTERM; checkpoint saved; run the same command to resume")
             return 143
         if os.environ.get("RANK", "0") == "0":
-            print(f"step {result.step}: student saved to {result.student}")
+            print(f"step {result.step}: student saved to {result.output}")
             rows = summary_rows(result.metrics)
             if rows:
                 print_rows(rows, False)
@@ -373,11 +373,11 @@ def _add_adapt(sub) -> None:
 
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
         result = adapt(AdaptConfig.load(a.config, a.overrides))
-        if result.adapter is None:
+        if result.output is None:
             print(f"stopped at step {result.step} by SIGTERM; checkpoint saved; run the same command to resume")
             return 143
         if os.environ.get("RANK", "0") == "0":
-            print(f"step {result.step}: adapter saved to {result.adapter}")
+            print(f"step {result.step}: adapter saved to {result.output}")
         return 0
 
     p.set_defaults(func=run)

@@ -44,7 +44,7 @@ from liteframe.train.job import Job, job_setup, sigterm_flag
 from liteframe.train.manifest import ChatSample, Skips, read_chat_manifest
 from liteframe.train.metrics import MetricLog, peak_memory_mib
 from liteframe.train.schedule import scheduler
-from liteframe.train.state import ConfigState, RNGState, TrainState
+from liteframe.train.state import ConfigState, RNGState, RunResult, TrainState
 from liteframe.video import open_video, sample_frames
 from liteframe.video.decode import VideoDecodeError, VideoDecodeWarning
 
@@ -317,16 +317,7 @@ class AdaptModel:
 # -- the job ------------------------------------------------------------------------------------------------------
 
 
-@dataclass
-class Result:
-    """What a run left behind: the adapter folder (None when stopped early), the last step, the last metrics."""
-
-    adapter: Path | None
-    step: int
-    metrics: dict[str, Any]
-
-
-def adapt(cfg: AdaptConfig) -> Result:
+def adapt(cfg: AdaptConfig) -> RunResult:
     """Train LoRA adapters as `cfg` says; resumes from the newest checkpoint in `cfg.output`."""
     for key in ("model", "data"):
         if not getattr(cfg, key):
@@ -365,7 +356,7 @@ class Trainer:
                          "config": ConfigState(cfg.to_dict())}
         self.skips = Skips()  # logs each sample's reason once; `state.skipped` counts every skip of every rank
 
-    def run(self) -> Result:
+    def run(self) -> RunResult:
         cfg, ctx, state = self.cfg, self.ctx, self.state
         self.checkpointer.resume(self.stateful)
         if state.step:
@@ -407,7 +398,7 @@ class Trainer:
                     if stopping:
                         self.save()
                         log.warning("stopped by SIGTERM at step %d; run the same command to resume", state.step)
-                        return Result(None, state.step, last)
+                        return RunResult(None, state.step, last)
                     if state.step % cfg.save_every == 0 or state.step == cfg.steps:
                         self.save()
                     if state.position == 0:
@@ -416,7 +407,7 @@ class Trainer:
         if ctx.main:
             save_adapter(self.model.peft, folder)
         barrier(ctx)
-        return Result(folder, state.step, last)
+        return RunResult(folder, state.step, last)
 
     def save(self) -> None:
         """A checkpoint of the LoRA weights, optimiser, schedule, data position, RNG and config (collective)."""

@@ -12,7 +12,6 @@ import contextlib
 import logging
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -34,7 +33,7 @@ from liteframe.train.job import Job, job_setup, sigterm_flag
 from liteframe.train.loss import RTDDecoder, clip_outliers, ctd_loss
 from liteframe.train.metrics import MetricLog, peak_memory_mib
 from liteframe.train.schedule import scheduler
-from liteframe.train.state import ConfigState, RNGState, TrainState
+from liteframe.train.state import ConfigState, RNGState, RunResult, TrainState
 from liteframe.train.targets import CachedTargets, TargetCache, cache_fingerprint, teacher_targets, wap_targets
 from liteframe.video.decode import VideoDecodeError
 
@@ -59,16 +58,7 @@ class DistillModel(nn.Module):
         return self.student.optimizer_groups(weight_decay) + decoder
 
 
-@dataclass
-class Result:
-    """What a run left behind: the student folder (None when stopped early), the last step, the last metrics."""
-
-    student: Path | None
-    step: int
-    metrics: dict[str, Any]
-
-
-def distill(cfg: DistillConfig) -> Result:
+def distill(cfg: DistillConfig) -> RunResult:
     """Train a LiteFrame student by CTD as `cfg` says; resumes from the newest checkpoint in `cfg.output`."""
     for key in ("teacher", "manifest"):
         if not getattr(cfg, key):
@@ -208,7 +198,7 @@ class Trainer:
 
     # -- the loop -----------------------------------------------------------------------------------------------
 
-    def run(self) -> Result:
+    def run(self) -> RunResult:
         cfg, ctx, state = self.cfg, self.ctx, self.state
         self.checkpointer.resume(self.stateful)
         if state.step:
@@ -245,12 +235,12 @@ class Trainer:
                     if stopping:
                         self.checkpointer.save(state.step, self.stateful)
                         log.warning("stopped by SIGTERM at step %d; run the same command to resume", state.step)
-                        return Result(None, state.step, last)
+                        return RunResult(None, state.step, last)
                     if state.step % cfg.save_every == 0 or state.step == cfg.steps:
                         self.checkpointer.save(state.step, self.stateful)
                     if state.position == 0:
                         break  # epoch finished: a new DataLoader iterator for the next view and order
-        return Result(self.save_student(), state.step, last)
+        return RunResult(self.save_student(), state.step, last)
 
     def _epoch_batches(self):
         cfg, state = self.cfg, self.state

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -82,3 +83,13 @@ class ConfigState:
                    if k not in self.free and v != self.settings.get(k)}
         if changed:
             log.warning("resuming with changed settings (checkpoint, now): %s", changed)
+
+
+@dataclass
+class RunResult:
+    """What a training job left behind: its output folder (the student, or the adapter; None when it stopped
+    early), the last step and the last metrics."""
+
+    output: Path | None
+    step: int
+    metrics: dict[str, Any]
