@@ -235,3 +235,17 @@ def test_a_bad_srt_time_line_is_one_line_naming_the_file(tmp_path):
     path.write_text("1\n00:00:01,000 --> 00:00:02,000\nfine\n\n2\n00:00:03 --> 00:00:04,000\nbroken\n")
     with pytest.raises(InputError, match=r"v\.srt: bad subtitle time line '00:00:03 --> 00:00:04,000'"):
         parse_srt(path)
+
+
+def test_more_options_than_letters_is_one_line_naming_the_item(tmp_path):
+    # the prompts and the parser know A-E: a sixth option was an IndexError before
+    items = evaldata.lvb_items()
+    items[1]["candidates"] = [f"option {k}" for k in range(6)]
+    (tmp_path / "lvb_val.json").write_text(json.dumps(items))
+    with pytest.raises(InputError, match=r"lvb_val.json: item 1: candidates must be a list of 1 to 5 options"):
+        load_benchmark("longvideobench", tmp_path)
+    items = evaldata.lvb_items()
+    items[0]["correct_choice"] = 7
+    (tmp_path / "lvb_val.json").write_text(json.dumps(items))
+    with pytest.raises(InputError, match=r"item 0: correct_choice 7 is not the index of a candidate"):
+        load_benchmark("longvideobench", tmp_path)

@@ -95,6 +95,7 @@ def _mlvu(data: Path, benchmark: str) -> list[Question]:
         rows = _read_json(path)
         _check_fields(rows, ("video", "question", "candidates", "answer"), path)
         for i, r in enumerate(rows):
+            _check_options(r["candidates"], path, i)
             if r["answer"] not in r["candidates"]:
                 raise InputError(f"{path}: item {i}: answer {r['answer']!r} is not among its candidates")
             questions.append(Question(
@@ -103,6 +104,13 @@ def _mlvu(data: Path, benchmark: str) -> list[Question]:
     if not questions:
         raise InputError(f"--data {data}: json/ holds none of the multiple-choice tasks {', '.join(MLVU_TASKS)}")
     return questions
+
+
+def _check_options(options, path: Path, item: int) -> None:
+    """One line unless `options` is a list of 1 to 5 choices (the letters A-E the prompts and parsing know)."""
+    if not isinstance(options, list) or not 1 <= len(options) <= len(LETTERS):
+        raise InputError(f"{path}: item {item}: candidates must be a list of 1 to {len(LETTERS)} options, "
+                         f"got {options!r}")
 
 
 def _task_of(path: Path) -> str:
@@ -119,6 +127,10 @@ def _longvideobench(data: Path, benchmark: str) -> list[Question]:
     need = ("id", "question", "candidates", "correct_choice", "video_path", "subtitle_path", "duration",
             "duration_group", "question_category", "starting_timestamp_for_subtitles")
     _check_fields(rows, need, path)
+    for i, r in enumerate(rows):
+        _check_options(r["candidates"], path, i)
+        if r["correct_choice"] not in range(len(r["candidates"])):
+            raise InputError(f"{path}: item {i}: correct_choice {r['correct_choice']!r} is not the index of a candidate")
     return [
         Question(benchmark, str(r["id"]), data / "videos" / r["video_path"], r["question"], tuple(r["candidates"]),
                  LETTERS[r["correct_choice"]],
