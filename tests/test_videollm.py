@@ -179,7 +179,7 @@ def test_bad_inputs_raise_input_errors(checkpoint, student_dir, dense, tmp_path)
 @pytest.mark.parametrize("compression, wap, tome", [(4, [4] * 8, [4] * 8), (16, [4, 4], [1] * 8), (64, [1, 1], None)])
 def test_compression_sets_the_tokens_and_slots(dense, compression, wap, tome):
     """8 frames of 8 x 8 patches: the grid stage pools blocks (1,2,2), (4,2,2), (4,4,4), then the pixel shuffle 2 x 2;
-    ToMe keeps the same total, one slot per frame (ToMe keeps at least one token per frame, so 64x is out of its reach here)."""
+    ToMe keeps the same total, one slot per frame (ToMe keeps at least one token per frame, so not at 64x)."""
     for name, slots in (("wap", wap), ("tome", tome)) if tome else (("wap", wap),):
         llm = dense.with_encoder(name, compression)
         assert llm.encoder.compression == get_compression(compression)
