@@ -130,7 +130,8 @@ def _longvideobench(data: Path, benchmark: str) -> list[Question]:
     for i, r in enumerate(rows):
         _check_options(r["candidates"], path, i)
         if r["correct_choice"] not in range(len(r["candidates"])):
-            raise InputError(f"{path}: item {i}: correct_choice {r['correct_choice']!r} is not the index of a candidate")
+            raise InputError(f"{path}: item {i}: correct_choice {r['correct_choice']!r} is not the index of a "
+                             "candidate")
     return [
         Question(benchmark, str(r["id"]), data / "videos" / r["video_path"], r["question"], tuple(r["candidates"]),
                  LETTERS[r["correct_choice"]],
