@@ -22,7 +22,7 @@ from transformers import InternVLForConditionalGeneration
 from liteframe.errors import InputError
 from liteframe.models import LiteFrameEncoder, Teacher, student_config, tiny_internvl_config
 from liteframe.train import checkpoint as ckpt
-from liteframe.train.config import DistillConfig
+from liteframe.train.config import DistillConfig, save_config
 from liteframe.train.data import ClipDataset, manifest_digest, read_manifest
 from liteframe.train.distill import distill
 from liteframe.compression import get_compression
@@ -285,7 +285,7 @@ def test_the_cli_trains_through_corrupt_videos_and_reports_them(data, tmp_path, 
     from liteframe.cli import main
 
     out = tmp_path / "corrupt"
-    _config(data, out, manifest=data["corrupt"], steps=2, batch_size=4).save(tmp_path / "run.yaml")
+    save_config(_config(data, out, manifest=data["corrupt"], steps=2, batch_size=4), tmp_path / "run.yaml")
     assert main(["distill", "--config", str(tmp_path / "run.yaml"), "log_every=1"]) == 0
     assert f"student saved to {out / 'student'}" in capsys.readouterr().out
     assert _metrics(out)[-1]["skipped_videos"] >= 2  # garbage.mp4 in both epochs (and corrupted.mp4 where it fails)
@@ -315,8 +315,8 @@ def test_distill_and_cache_targets_at_64x_from_the_cli(data, tmp_path, capsys):
     from liteframe.cli import main
 
     out, cache = tmp_path / "run64", tmp_path / "cache64"
-    _config(data, out, frames=8, steps=2, eval_manifest=data["eval"], eval_every=2,
-            target_cache=str(cache)).save(tmp_path / "run.yaml")
+    save_config(_config(data, out, frames=8, steps=2, eval_manifest=data["eval"], eval_every=2,
+                        target_cache=str(cache)), tmp_path / "run.yaml")
     assert main(["cache-targets", "--config", str(tmp_path / "run.yaml"), "--compression", "64"]) == 0
     assert json.loads((cache / "cache.json").read_text())["fingerprint"]["target"]["block"] == [4, 4, 4]
     targets = load_file(str(next(cache.glob("targets-*.safetensors"))))

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from liteframe.errors import InputError
 from liteframe.train import checkpoint as ckpt
-from liteframe.train.config import DistillConfig
+from liteframe.train.config import DistillConfig, save_config
 from liteframe.train.data import ResumableSampler, read_manifest
 from liteframe.io import atomic_write
 from liteframe.train.metrics import truncate_metrics
@@ -26,7 +26,7 @@ from liteframe.train.loss import RTDDecoder, clip_outliers, ctd_loss
 
 def test_config_yaml_round_trip_and_overrides(tmp_path):
     path = tmp_path / "run.yaml"
-    DistillConfig(teacher="t", manifest="m.jsonl", student={"depth": 6}, fps=(1.0, 2.0)).save(path)
+    save_config(DistillConfig(teacher="t", manifest="m.jsonl", student={"depth": 6}, fps=(1.0, 2.0)), path)
     cfg = DistillConfig.load(path, ["lr=1e-3", "steps=7", "student.width=384", "betas=[0.9, 0.99]", "compile=true"])
     assert cfg.lr == 1e-3 and isinstance(cfg.lr, float)  # YAML reads 1e-3 as a string; it is converted
     assert cfg.steps == 7 and cfg.student == {"depth": 6, "width": 384} and cfg.betas == (0.9, 0.99) and cfg.compile

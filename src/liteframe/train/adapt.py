@@ -359,8 +359,6 @@ class Trainer:
     def run(self) -> RunResult:
         cfg, ctx, state = self.cfg, self.ctx, self.state
         self.checkpointer.resume(self.stateful)
-        if state.step:
-            log.info("resumed from %s at step %d", self.checkpointer.latest(), state.step)
         if ctx.main:
             self.out.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.out / "config.yaml")

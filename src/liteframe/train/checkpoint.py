@@ -9,6 +9,7 @@ never a broken file. Nothing is unpickled.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from pathlib import Path
 from typing import Any, Mapping
@@ -27,6 +28,8 @@ from liteframe.train.dist import Context
 
 _NAME = re.compile(r"^step-(\d+)\.safetensors$")
 _FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
+
+log = logging.getLogger(__name__)
 
 
 class Checkpointer:
@@ -56,11 +59,8 @@ class Checkpointer:
             raise InputError(f"{found[-1]}: checkpoint holds no {', '.join(missing)}")
         for name, obj in objects.items():
             obj.load_state_dict(_unflatten(state[name], tensors))
+        log.info("resumed from %s at step %d", found[-1], _step(found[-1]))
         return int(_step(found[-1]))
-
-    def latest(self) -> Path | None:
-        found = list_checkpoints(self.folder)
-        return found[-1] if found else None
 
 
 class ModelState:

@@ -100,9 +100,6 @@ class DistillConfig:
         d["betas"], d["fps"] = list(self.betas), list(self.fps)
         return d
 
-    def save(self, path: str | Path) -> None:
-        save_config(self, path)
-
 
 def save_config(cfg: Any, path: str | Path) -> None:
     """`cfg.to_dict()` as YAML at `path`, written atomically; `load` reads it back to an equal config."""

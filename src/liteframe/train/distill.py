@@ -26,7 +26,7 @@ from liteframe.models import LiteFrameConfig, LiteFrameEncoder, Teacher
 from liteframe.models import student_config as models_student_config
 from liteframe.reduce.pool import avg_pool
 from liteframe.train.checkpoint import Checkpointer, ModelState, OptimizerState
-from liteframe.train.config import DistillConfig
+from liteframe.train.config import DistillConfig, save_config
 from liteframe.train.data import ClipDataset, ManifestEntry, ResumableSampler, collate, read_manifest, worker_init
 from liteframe.train.dist import all_sum, barrier
 from liteframe.train.job import Job, job_setup, sigterm_flag
@@ -201,11 +201,9 @@ class Trainer:
     def run(self) -> RunResult:
         cfg, ctx, state = self.cfg, self.ctx, self.state
         self.checkpointer.resume(self.stateful)
-        if state.step:
-            log.info("resumed from %s at step %d", self.checkpointer.latest(), state.step)
         if ctx.main:
             self.out.mkdir(parents=True, exist_ok=True)
-            cfg.save(self.out / "config.yaml")
+            save_config(cfg, self.out / "config.yaml")
         metrics = MetricLog(self.out, state.step, cfg.steps, "distill", ctx.main)
         last: dict[str, Any] = {}
         with sigterm_flag() as stop, contextlib.closing(metrics):
