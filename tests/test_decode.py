@@ -3,19 +3,30 @@ from __future__ import annotations
 
 import functools
 import io
+import threading
 import warnings
 
 import av
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from liteframe.video import DECODERS, VideoDecodeError, VideoDecodeWarning, open_video
 from liteframe.video import decode
 from videos import REAL_VIDEOS, frame_image, frame_index, make_audio_only, make_video
 
 VFR_PTS = np.cumsum([0.0] + [0.05 if i % 3 else 0.3 for i in range(29)])  # 30 frames, 20 fps and ~3 fps mixed
+
+
+@pytest.fixture(autouse=True, params=[1, 3], ids=["1-thread", "3-threads"])
+def read_threads(request):
+    """Every test twice: reads on one thread (as in a DataLoader worker, where torch runs on one), and with torch on
+    three, a read of several passes split between three threads, each on a container of its own."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -164,7 +175,7 @@ def test_corrupted_file_recovers_after_the_damaged_packet_and_warns_where():
 
 @pytest.mark.parametrize("name", ["long_gop", "bframes_mp4", "bframes_mkv", "bframes3_mp4", "vfr_mkv", "vfr_mp4",
                                   "short_gop"])
-@settings(max_examples=8, deadline=None)
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(times=st.lists(st.floats(-0.5, 7.0), min_size=1, max_size=12))
 def test_read_matches_full_decode(generated, name, times):
     path = generated[name]
@@ -222,6 +233,26 @@ def test_b_frames_that_cannot_be_the_answer_are_not_decoded(tmp_path, monkeypatc
     assert frame_index(frames.data[0].numpy()) == target
     # everything from the keyframe to the target would be target - gop_start + 1 frames, plus one look-ahead
     assert len(decoded) < target - gop_start + 1
+
+
+def test_a_reads_passes_run_on_as_many_threads_as_torch_has(generated, read_threads, monkeypatch):
+    seen, serve = [], decode.PyAVReader._serve_all
+    monkeypatch.setattr(decode.PyAVReader, "_serve_all",
+                        lambda self, *a: seen.append((threading.current_thread().name, self)) or serve(self, *a))
+    with open_video(generated["short_gop"]) as r:  # a keyframe every 8 frames: 6 targets 16 frames apart, 6 passes
+        for _ in range(2):
+            frames = r.read(np.arange(90, 0, -16) / 8)
+            assert [frame_index(x.numpy()) for x in frames.data] == list(range(90, 0, -16))
+        others = list(r._others)
+    names, readers = zip(*seen)
+    if read_threads == 1:
+        assert names == ("MainThread",) * 2 and readers == (r, r)
+    else:  # off the caller's thread, on three containers of their own, the same three for the second read
+        assert all(name.startswith("liteframe-read") for name in names)
+        assert len(others) == 3 and set(readers[:3]) == set(readers[3:]) == set(others) and r not in readers
+    for reader in others:  # closed with the reader
+        with pytest.raises(AssertionError, match="not open"):
+            next(reader._container.demux())
 
 
 def test_empty_request_and_unknown_backend(generated):
@@ -342,7 +373,9 @@ def test_truncated_file_with_index_first_decodes_part_and_warns(tmp_path):
     cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
     with open_video(cut) as r:
         assert r.info.frame_count == 48
-        with pytest.warns(VideoDecodeWarning, match=r"cut\.mp4: the stream ended early"):
+        # the half packet at the cut: a frame-threaded decoder (one thread) drops it, a slice-threaded one (the
+        # threads of a read) reports it
+        with pytest.warns(VideoDecodeWarning, match=r"cut\.mp4: (the stream ended early|decoding failed at 1.25s)"):
             frames = r.read(np.arange(48) / 8)
         decodable, _ = r.count_decodable()
     got = [frame_index(x.numpy()) for x in frames.data]

@@ -14,16 +14,22 @@ decoder is drained as soon as every frame up to it is out. A seek that lands aft
 FLV seek by timestamp, not to a keyframe) is detected by the first decoded frame and retried further back, then from
 the start of the file. A packet that fails to decode is recorded and decoding goes on, so files that recover after a
 damaged stretch keep returning their later frames. Only returned frames are converted to RGB, by one converter
-reused for the whole read. Backends are registered in `DECODERS` so that another library (torchcodec, decord) can be
-added without touching callers.
+reused for the whole read. A plan of several passes is split into runs of consecutive passes, one per thread (as
+many as torch's intra-op threads, at most `_MAX_THREADS`), each thread on a container and decoder of its own that
+decode, convert and resize its frames straight into the shared output: passes are independent, and a pass that
+starts at a keyframe is a chain of dependent frames that a frame-threaded decoder cannot spread over the cores.
+Backends are registered in `DECODERS` so that another library (torchcodec, decord) can be added without touching
+callers.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import os
 import warnings
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
@@ -50,6 +56,10 @@ _SEEK_BACK_S = (2.0, 8.0, 32.0)
 # Containers whose declared duration is an estimate that can fall short (MPEG-PS, raw elementary streams): the
 # duration is scanned from their packets instead.
 _SCAN_DURATION = {"mpeg", "h264", "hevc", "mpegvideo", "m4v"}
+# A read of several passes runs them on as many threads as torch's intra-op threads (1 in a DataLoader worker), at
+# most this many, each on its own container: passes are independent (each starts at a keyframe), and a seek-bound
+# pass keeps a frame-threaded decoder busy on one core at best (docs/results/decode.md).
+_MAX_THREADS = 8
 # Resizing in the decoder (`SCALERS`, measured against PIL bicubic of the RGB frame in docs/results/frontend.md):
 # - "exact": swscale converts to RGB at the stored size (the conversion the reference resizes), then torch's uint8
 #   antialiased bicubic, which is PIL's kernel with PIL's fixed-point rounding between its two passes: within 2
@@ -175,6 +185,8 @@ class PyAVReader(VideoReader):
         # more than the conversion itself. One thread: on a busy machine scaler threads only add overhead.
         self._rgb = VideoReformatter()
         self._scale = VideoReformatter()  # a second converter: each keeps its swscale context between frames
+        self._decoder_threads = 0  # FFmpeg's choice, frame threads: for one pass, or a linear read, on every core
+        self._others: list[PyAVReader] = []  # siblings for the threads of a read (`_siblings`)
         self._open()
         try:
             self.info = self._probe()
@@ -193,6 +205,7 @@ class PyAVReader(VideoReader):
         if self._container.streams.video:
             self._stream = self._container.streams.video[0]
             self._stream.thread_type = "AUTO"
+            self._stream.codec_context.thread_count = self._decoder_threads
         self._fresh = True  # nothing read since the open
 
     def _rewind(self) -> None:
@@ -286,25 +299,20 @@ class PyAVReader(VideoReader):
         pts = np.empty(len(times))
         slack = 0.5 / self.info.fps
         order = np.argsort(times, kind="stable")
-        rows = iter(order)
-        end: _Decoded | None = None  # the stream's last frame, once a pass has reached it
-        failure: _Failure | None = None
-        served = None  # (the frame last written, its row): sorted targets repeat it in a row
-        with _one_torch_thread():  # the exact resize: see _one_torch_thread
-            for plan in self._plan(times[order] + slack):
-                if end is not None and plan.targets[0] >= end.t:
-                    answers = [end] * len(plan.targets)  # nothing lies past the end of the stream: no need to seek
-                else:
-                    result = self._serve(plan)
-                    answers, failure = result.answers, failure or result.failure
-                    end = result.answers[-1] if result.ended else end
-                for answer in answers:
-                    j = next(rows)
-                    if served is not None and answer is served[0]:
-                        data[j], pts[j] = data[served[1]], pts[served[1]]
-                        continue
-                    self._convert(answer.frame, data[j], None if size is None else scaler)
-                    pts[j], served = answer.t, (answer, j)
+        plans = self._plan(times[order] + slack)
+        groups = _split(plans, min(_MAX_THREADS, torch.get_num_threads()))
+        bounds = np.cumsum([sum(len(plan.targets) for plan in group) for group in groups])[:-1]
+        convert = None if size is None else scaler  # None: full-size RGB
+        with _one_torch_thread():  # before any thread of the read starts: see _one_torch_thread
+            if len(groups) <= 1:
+                failures = [self._serve_all(plans, order, data, pts, convert)]
+            else:
+                readers = self._siblings(len(groups))
+                with ThreadPoolExecutor(len(groups), thread_name_prefix="liteframe-read") as pool:
+                    jobs = [pool.submit(reader._serve_all, group, rows, data, pts, convert)
+                            for reader, group, rows in zip(readers, groups, np.split(order, bounds))]
+                    failures = [job.result() for job in jobs]
+        failure = next((f for f in failures if f), None)  # groups run in file order: the first one is the earliest
         # requests served by a frame well before them: the stream ended early or a stretch did not decode
         late = int(np.sum((pts + 2.0 / self.info.fps + slack < times) & (times < self.info.duration)))
         where = f"of {self.info.duration:.2f}s"
@@ -323,6 +331,44 @@ class PyAVReader(VideoReader):
         if size is not None and frames.shape[-2:] != (size, size):
             frames = pad_square(frames)
         return Frames(frames, torch.from_numpy(pts))
+
+    def _serve_all(self, plans: list[_Pass], rows: np.ndarray, data: np.ndarray, pts: np.ndarray,
+                   scaler: str | None) -> _Failure | None:
+        """Run `plans` in order on this reader's container, writing the answer to sorted target i into
+        `data[rows[i]]` (converted by `scaler`, None: full-size RGB) and `pts[rows[i]]` -> the first failure."""
+        rows = iter(rows)
+        end: _Decoded | None = None  # the stream's last frame, once a pass has reached it
+        failure: _Failure | None = None
+        served = None  # (the frame last written, its row): sorted targets repeat it in a row
+        with _one_torch_thread():
+            for plan in plans:
+                if end is not None and plan.targets[0] >= end.t:
+                    answers = [end] * len(plan.targets)  # nothing lies past the end of the stream: no need to seek
+                else:
+                    result = self._serve(plan)
+                    answers, failure = result.answers, failure or result.failure
+                    end = result.answers[-1] if result.ended else end
+                for answer in answers:
+                    j = next(rows)
+                    if served is not None and answer is served[0]:
+                        data[j], pts[j] = data[served[1]], pts[served[1]]
+                        continue
+                    self._convert(answer.frame, data[j], scaler)
+                    pts[j], served = answer.t, (answer, j)
+        return failure
+
+    def _siblings(self, n: int) -> list["PyAVReader"]:
+        """n readers of the same stream for the threads of a read, each on a container of its own (kept open
+        for the next read): they share what the probe found, not the demuxer, decoder or converters. Their decoders
+        run on the calling thread alone: the read's threads keep the cores busy, and a frame-threaded decoder
+        restarts its pipeline at every seek (measured no faster, in docs/results/decode.md)."""
+        while len(self._others) < n:
+            other = copy.copy(self)
+            other._others, other._decoder_threads = [], 1
+            other._rgb, other._scale = VideoReformatter(), VideoReformatter()
+            other._open()
+            self._others.append(other)
+        return self._others[:n]
 
     def _scaled_size(self, size: int, keep_aspect: bool) -> tuple[int, int]:
         """The stored (unrotated) (width, height) that a frame is resized to for a size x size output."""
@@ -477,7 +523,8 @@ class PyAVReader(VideoReader):
         return count, failure
 
     def close(self) -> None:
-        self._container.close()
+        for reader in [*self._others, self]:
+            reader._container.close()
 
 
 @contextmanager
@@ -485,13 +532,21 @@ def _one_torch_thread():
     """torch on one thread in this thread while frames are resized: a 448 px uint8 resize takes 1.5 ms on one
     thread and 4-5x longer on two on a busy machine, whose cores the decoder's own threads (and, beside a stream,
     the encoder) keep busy anyway. With OpenMP, torch's thread count is per calling thread, so a stream's decoding
-    thread leaves the caller's encoder its threads."""
+    thread leaves the caller's encoder its threads. A read sets it before starting its own threads and each of them
+    sets it again: whatever order they finish in, the count a new thread inherits is the caller's again at the end."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def _split(plans: list[_Pass], threads: int) -> list[list[_Pass]]:
+    """Passes -> at most `threads` runs of consecutive passes, as equal in number as can be: each thread reads
+    forward through a stretch of the file of its own."""
+    cuts = np.array_split(np.arange(len(plans)), min(threads, len(plans))) if plans else []
+    return [plans[cut[0]:cut[-1] + 1] for cut in cuts]
 
 
 def _useless(t: float, targets: np.ndarray, recent: deque) -> bool:
@@ -527,4 +582,5 @@ def _reason(err: Exception) -> str:
     return getattr(err, "strerror", None) or str(err)
 
 
-__all__ = ["DECODERS", "SCALERS", "Frames", "VideoDecodeError", "VideoDecodeWarning", "VideoInfo", "VideoReader", "open_video"]
+__all__ = ["DECODERS", "SCALERS", "Frames", "VideoDecodeError", "VideoDecodeWarning", "VideoInfo", "VideoReader",
+           "open_video"]
