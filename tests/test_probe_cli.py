@@ -141,6 +141,6 @@ def test_bench_decode_notes_a_missing_decord_and_runs_the_frontend_table(tmp_pat
     monkeypatch.setattr(bench, "FRONTEND_FRAMES", 8)
     monkeypatch.setattr(bench, "FRONTEND_SIZE", 32)
     rows = bench.run(frontend=True, repeats=1, cache_dir=str(tmp_path))
-    assert [r["method"] for r in rows] == [bench.PLAIN, *(f"load_video 8 frames @32 ({r})"
-                                                          for r in ("exact", "swscale", "torch"))]
+    assert [r["method"] for r in rows] == [bench.PLAIN, *(f"load_video 8 frames @32 ({r})" for r in (
+        "exact", "swscale", "torch", "exact, torch on one thread"))]
     assert rows[0]["x plain"] == 1.0 and all(r["seconds"] > 0 for r in rows)

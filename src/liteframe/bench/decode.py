@@ -12,8 +12,9 @@ ratio measures decoding work alone. decord (the optional `[bench]` extra) reads 
 for liteframe, and decord's differing frame choices are counted.
 
 `--frontend` times the model's whole front end on a 10 s clip of the same video: `load_video` of 64 frames at 448 px
-with each resize path (`RESIZERS`: `exact`, `swscale`, `torch`) against a plain PyAV decode of every frame with no conversion, the floor
-any decoder pays.
+with each resize path (`RESIZERS`: `exact`, `swscale`, `torch`), and with `exact` on one torch thread (as in a
+DataLoader worker: the read's passes one after another), against a plain PyAV decode of every frame with no
+conversion, the floor any decoder pays.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+import torch
 
 from av.video.reformatter import VideoReformatter
 
@@ -158,6 +160,16 @@ def _decord(path: Path, sample) -> np.ndarray:
     return reader.get_batch(sample.indices.tolist()).asnumpy()
 
 
+def _on_one_thread(fn):
+    """`fn()` with torch on one thread, as in a DataLoader worker: the read's passes then run one after another."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return fn()
+    finally:
+        torch.set_num_threads(before)
+
+
 def _timed(fn, best: dict, name: str):
     start = time.perf_counter()
     result = fn()
@@ -229,6 +241,8 @@ def _frontend(keyframe_s: int, repeats: int, cache_dir: str | None, content: str
     for resize in RESIZERS:
         subjects[f"load_video {FRONTEND_FRAMES} frames @{FRONTEND_SIZE} ({resize})"] = (
             lambda r=resize: load_video(path, FRONTEND_FRAMES, size=FRONTEND_SIZE, resize=r))
+    subjects[f"load_video {FRONTEND_FRAMES} frames @{FRONTEND_SIZE} (exact, torch on one thread)"] = (
+        lambda: _on_one_thread(lambda: load_video(path, FRONTEND_FRAMES, size=FRONTEND_SIZE)))
     best: dict[str, float] = {}
     for _ in range(repeats):
         for name, fn in subjects.items():
