@@ -14,10 +14,10 @@ decoder is drained as soon as every frame up to it is out. A seek that lands aft
 FLV seek by timestamp, not to a keyframe) is detected by the first decoded frame and retried further back, then from
 the start of the file. A packet that fails to decode is recorded and decoding goes on, so files that recover after a
 damaged stretch keep returning their later frames. Only returned frames are converted to RGB, by one converter
-reused for the whole read. A plan of several passes is split into runs of consecutive passes, one per thread (as
-many as torch's intra-op threads, at most `_MAX_THREADS`), each thread on a container and decoder of its own that
-decode, convert and resize its frames straight into the shared output: passes are independent, and a pass that
-starts at a keyframe is a chain of dependent frames that a frame-threaded decoder cannot spread over the cores.
+reused for the whole read. The passes of a plan run on as many threads as torch's intra-op threads (at most
+`_MAX_THREADS`), each thread taking the next pass as it frees up, on a container and decoder of its own, and writing
+the converted (and resized) frames straight into the shared output: passes are independent, and a pass that starts
+at a keyframe is a chain of dependent frames that a frame-threaded decoder cannot spread over the cores.
 Backends are registered in `DECODERS` so that another library (torchcodec, decord) can be added without touching
 callers.
 """
@@ -27,6 +27,7 @@ import copy
 import dataclasses
 import math
 import os
+import queue
 import warnings
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -300,19 +301,21 @@ class PyAVReader(VideoReader):
         slack = 0.5 / self.info.fps
         order = np.argsort(times, kind="stable")
         plans = self._plan(times[order] + slack)
-        groups = _split(plans, min(_MAX_THREADS, torch.get_num_threads()))
-        bounds = np.cumsum([sum(len(plan.targets) for plan in group) for group in groups])[:-1]
+        rows = np.split(order, np.cumsum([len(plan.targets) for plan in plans])[:-1]) if plans else []
+        threads = min(_MAX_THREADS, torch.get_num_threads(), len(plans))
         convert = None if size is None else scaler  # None: full-size RGB
         with _one_torch_thread():  # before any thread of the read starts: see _one_torch_thread
-            if len(groups) <= 1:
-                failures = [self._serve_all(plans, order, data, pts, convert)]
-            else:
-                readers = self._siblings(len(groups))
-                with ThreadPoolExecutor(len(groups), thread_name_prefix="liteframe-read") as pool:
-                    jobs = [pool.submit(reader._serve_all, group, rows, data, pts, convert)
-                            for reader, group, rows in zip(readers, groups, np.split(order, bounds))]
+            if threads <= 1:
+                failures = [self._serve_all(iter(zip(plans, rows)), data, pts, convert)]
+            else:  # passes are handed out in order as threads free up: a thread slowed down takes fewer
+                work: queue.SimpleQueue = queue.SimpleQueue()
+                for item in zip(plans, rows):
+                    work.put(item)
+                with ThreadPoolExecutor(threads, thread_name_prefix="liteframe-read") as pool:
+                    jobs = [pool.submit(reader._serve_all, _drain(work), data, pts, convert)
+                            for reader in self._siblings(threads)]
                     failures = [job.result() for job in jobs]
-        failure = next((f for f in failures if f), None)  # groups run in file order: the first one is the earliest
+        failure = min((f for f in failures if f), key=lambda f: f.t, default=None)
         # requests served by a frame well before them: the stream ended early or a stretch did not decode
         late = int(np.sum((pts + 2.0 / self.info.fps + slack < times) & (times < self.info.duration)))
         where = f"of {self.info.duration:.2f}s"
@@ -332,24 +335,22 @@ class PyAVReader(VideoReader):
             frames = pad_square(frames)
         return Frames(frames, torch.from_numpy(pts))
 
-    def _serve_all(self, plans: list[_Pass], rows: np.ndarray, data: np.ndarray, pts: np.ndarray,
-                   scaler: str | None) -> _Failure | None:
-        """Run `plans` in order on this reader's container, writing the answer to sorted target i into
-        `data[rows[i]]` (converted by `scaler`, None: full-size RGB) and `pts[rows[i]]` -> the first failure."""
-        rows = iter(rows)
+    def _serve_all(self, work, data: np.ndarray, pts: np.ndarray, scaler: str | None) -> _Failure | None:
+        """Run the passes of `work`, (pass, rows) pairs in file order, on this reader's container, writing the answer
+        to the pass's target i into `data[rows[i]]` (converted by `scaler`, None: full-size RGB) and `pts[rows[i]]`
+        -> the first failure."""
         end: _Decoded | None = None  # the stream's last frame, once a pass has reached it
         failure: _Failure | None = None
         served = None  # (the frame last written, its row): sorted targets repeat it in a row
         with _one_torch_thread():
-            for plan in plans:
+            for plan, rows in work:
                 if end is not None and plan.targets[0] >= end.t:
                     answers = [end] * len(plan.targets)  # nothing lies past the end of the stream: no need to seek
                 else:
                     result = self._serve(plan)
                     answers, failure = result.answers, failure or result.failure
                     end = result.answers[-1] if result.ended else end
-                for answer in answers:
-                    j = next(rows)
+                for answer, j in zip(answers, rows):
                     if served is not None and answer is served[0]:
                         data[j], pts[j] = data[served[1]], pts[served[1]]
                         continue
@@ -542,11 +543,13 @@ def _one_torch_thread():
         torch.set_num_threads(before)
 
 
-def _split(plans: list[_Pass], threads: int) -> list[list[_Pass]]:
-    """Passes -> at most `threads` runs of consecutive passes, as equal in number as can be: each thread reads
-    forward through a stretch of the file of its own."""
-    cuts = np.array_split(np.arange(len(plans)), min(threads, len(plans))) if plans else []
-    return [plans[cut[0]:cut[-1] + 1] for cut in cuts]
+def _drain(work: queue.SimpleQueue):
+    """The items of a queue filled beforehand, until it is empty: threads share it, each taking the next item."""
+    while True:
+        try:
+            yield work.get_nowait()
+        except queue.Empty:
+            return
 
 
 def _useless(t: float, targets: np.ndarray, recent: deque) -> bool:
