@@ -80,6 +80,17 @@ def test_bad_inputs_exit_2_with_one_line(checkpoint, student_dir, tmp_path, capf
     _one_line_error(capfd, ["ask", BBB, "q", *model, "--encoder", f"student:{tmp_path / 'nope'}"], "nope")
 
 
+def test_frame_counts_and_prompts_are_refused_before_the_weights_load(checkpoint, student_dir, monkeypatch, capfd):
+    monkeypatch.setattr("liteframe.llm.videollm.load_weights", lambda *a: pytest.fail("the weights loaded first"))
+    model = ["--model", str(checkpoint)]
+    _one_line_error(capfd, ["ask", BBB, "q", *model, "--encoder", f"student:{student_dir}", "--frames", "6"],
+                    "error: 6 frames: the student:")
+    _one_line_error(capfd, ["ask", BBB, "q", *model, "--encoder", "wap", "--frames", "100000"],
+                    "error: the prompt has 444516 tokens (25000 visual, from 100000 frames), more than the LLM's "
+                    "context of 32768")
+    _one_line_error(capfd, ["ask", BBB, "why " * 40_000, *model, "--frames", "4"], "more than the LLM's context")
+
+
 def test_broken_checkpoint_files_are_one_line_naming_the_folder(checkpoint, tmp_path, capfd):
     broken = tmp_path / "broken"
     shutil.copytree(checkpoint, broken)

@@ -373,8 +373,8 @@ def test_truncated_file_with_index_first_decodes_part_and_warns(tmp_path):
     cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
     with open_video(cut) as r:
         assert r.info.frame_count == 48
-        # the half packet at the cut: a frame-threaded decoder (one thread) drops it, a slice-threaded one (the
-        # threads of a read) reports it
+        # the half packet at the cut: a frame-threaded decoder (a read on one thread) drops it, a one-thread decoder
+        # (the threads of a read) reports it
         with pytest.warns(VideoDecodeWarning, match=r"cut\.mp4: (the stream ended early|decoding failed at 1.25s)"):
             frames = r.read(np.arange(48) / 8)
         decodable, _ = r.count_decodable()

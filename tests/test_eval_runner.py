@@ -182,3 +182,14 @@ def test_a_wrong_setting_stops_the_run_instead_of_failing_every_video(llm, data,
     with pytest.raises(ValueError, match="3 frames"):
         run_shard(_config("mlvu", data["mlvu"], tiny, out, frames=3), llm=llm)  # wap takes whole 4-frame clips
     assert not out.exists()
+
+
+@pytest.mark.parametrize("frames, match", [(3, "3 frames: the wap encoder takes a positive multiple of 4"),
+                                           (400_000, "more than the LLM's context of")])
+def test_a_wrong_frame_count_is_refused_before_the_weights_load(data, tiny, tmp_path, monkeypatch, capsys, frames,
+                                                                 match):
+    monkeypatch.setattr("liteframe.llm.videollm.load_weights", lambda *a: pytest.fail("the weights loaded first"))
+    assert main(["eval", "--benchmark", "mlvu", "--data", str(data["mlvu"]), "--model", str(tiny), "--encoder", "wap",
+                 "--frames", str(frames), "--out", str(tmp_path / "run.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and match in err

@@ -32,7 +32,8 @@ class LiteFrame(lmms):
         if int(batch_size) != 1:
             raise InputError(f"batch_size {batch_size}: the liteframe model answers one request at a time")
         self.frames = int(frames)
-        self.llm = load_llm(pretrained, encoder, None if compression is None else str(compression), adapter, device)
+        self.llm = load_llm(pretrained, encoder, None if compression is None else str(compression), adapter, device,
+                            self.frames)
         self._cached: tuple[str, object] | None = None  # (video path, its encoding)
 
     def generate_until(self, requests: list[Instance]) -> list[str]:

@@ -79,7 +79,7 @@ def run_shard(config: EvalConfig, rank: int = 0, world: int = 1, llm=None) -> No
     if llm is None:
         from liteframe.eval.backend import load_llm
 
-        llm = load_llm(config.model, config.encoder, config.compression, config.adapter, config.device)
+        llm = load_llm(config.model, config.encoder, config.compression, config.adapter, config.device, config.frames)
     total = sum(1 for q in questions if q.video in mine)
     with tqdm(total=total, initial=total - len(todo), desc=f"{config.benchmark} rank {rank}", unit="q",
               disable=None) as bar:

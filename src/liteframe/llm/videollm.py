@@ -120,9 +120,7 @@ class VideoLLM:
         else CPU and float32. With a student, the checkpoint's vision tower is dropped before anything moves to
         `device`. `adapter`: a `liteframe adapt` LoRA folder (InternVL3), merged into the LLM's weights."""
         directory = Path(directory)
-        family = get_family(model_type(directory), directory)
-        if not (directory / "tokenizer_config.json").is_file():
-            raise InputError(f"model folder {directory}: no tokenizer_config.json (the checkpoint's tokenizer)")
+        family = _family(directory)
         device = resolve_device(device)
         dtype = dtype or resolve_dtype("auto", device)
         if adapter:
@@ -138,6 +136,24 @@ class VideoLLM:
         if encoder.startswith("student:"):
             family.drop_vision(model)  # the dense tower is never needed
         return cls(model.to(device), tokenizer, visual.to(device=device, dtype=dtype), chunk_frames, timestamps)
+
+    @classmethod
+    def skeleton(cls, directory: str | Path, encoder: str = "dense",
+                 compression: Compression | int | str | None = None, timestamps: bool = False) -> VideoLLM:
+        """The VideoLLM that `from_pretrained` builds, but with the checkpoint's model made from its config.json on
+        the meta device: no weights read, no memory taken. Enough for `check`, so that a frame count or a prompt the
+        model cannot take is refused before a large checkpoint loads."""
+        directory = Path(directory)
+        family = _family(directory)
+        with quiet_transformers():
+            try:
+                config = family.checkpoint_class.config_class.from_pretrained(directory)
+            except (OSError, ValueError) as err:
+                raise InputError(f"model folder {directory}: cannot read config.json ({one_line(err)})") from None
+            with torch.device("meta"):
+                model = family.checkpoint_class._from_config(config)
+            tokenizer = _load_tokenizer(directory)
+        return cls(model, tokenizer, family.encoder(model, encoder, compression), timestamps=timestamps)
 
     def with_encoder(self, encoder: str, compression: Compression | int | str | None = None) -> VideoLLM:
         """The same LLM (shared, not copied) behind another encoder; the teacher's vision tower must still be there."""
@@ -161,7 +177,8 @@ class VideoLLM:
         step = self.encoder.step_frames
         counts = [visual // steps + (i < visual % steps) for i in range(steps)]
         slots = make_slots([0.0] * steps * step, counts, step)
-        ids, _ = build_input_ids(self.tokenizer, self.family, slots, question, self.timestamps)
+        with quiet_transformers():  # the tokenizer's own warning about a long prompt would come before ours
+            ids, _ = build_input_ids(self.tokenizer, self.family, slots, question, self.timestamps)
         if ids.shape[1] > context:
             raise InputError(f"the prompt has {ids.shape[1]} tokens ({visual} visual, from "
                              f"{plural(frames, 'frame')}), more than the LLM's context of {context}")
@@ -286,7 +303,9 @@ def ask(video: str | Path, question: str, model: str | Path, encoder: str = "den
         raise InputError("a question is needed (got None)")
     device = resolve_device(device)
     dtype = resolve_dtype(dtype, device)
-    open_video(video).close()  # a bad video fails before a large checkpoint loads
+    with open_video(video) as reader:  # a bad video, frame count or question fails before a large checkpoint loads
+        size = (reader.info.height, reader.info.width)
+    VideoLLM.skeleton(model, encoder, compression, timestamps).check(frames, question, size)
     llm = VideoLLM.from_pretrained(model, encoder, compression, device=device, dtype=dtype, timestamps=timestamps,
                                    adapter=adapter)
     return llm.ask(video, question, frames, repeats=repeats, warmup=warmup, max_new_tokens=max_new_tokens,
@@ -304,6 +323,14 @@ class _FirstLogits(LogitsProcessor):
             synchronize(self.device)
             self.at = time.perf_counter()
         return scores
+
+
+def _family(directory: Path):
+    """The family of a checkpoint folder, which must hold the checkpoint's tokenizer."""
+    family = get_family(model_type(directory), directory)
+    if not (directory / "tokenizer_config.json").is_file():
+        raise InputError(f"model folder {directory}: no tokenizer_config.json (the checkpoint's tokenizer)")
+    return family
 
 
 def _load_tokenizer(directory: Path):
