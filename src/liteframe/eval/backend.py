@@ -18,5 +18,8 @@ def load_llm(model: str | Path, encoder: str, compression=None, adapter: str | P
     hf_logging.disable_progress_bar()  # the run's own progress bar is the one to read
     if frames is not None:
         skeleton = VideoLLM.skeleton(model, encoder, compression)
-        skeleton.encoder.check_frames(frames) if skeleton.encoder.image_size is None else skeleton.check(frames)
+        if skeleton.encoder.image_size is None:  # the family resizes each video its own way: tokens vary by video
+            skeleton.encoder.check_frames(frames)
+        else:
+            skeleton.check(frames)
     return VideoLLM.from_pretrained(model, encoder=encoder, compression=compression, device=device, adapter=adapter)
