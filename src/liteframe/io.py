@@ -3,9 +3,12 @@ complete new one, never a part. New content goes to a hidden temporary sibling, 
 name by one rename, itself made durable by fsyncing the parent folder."""
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
-from collections.abc import Callable, Collection
+import socket
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from liteframe.errors import InputError
@@ -66,3 +69,30 @@ def _fsync(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+@contextmanager
+def output_lock(path: str | Path, what: str = "output") -> Iterator[Path]:
+    """Hold the lock of the output `path` (a file or a folder) while the block runs, so that a second writer of the
+    same output is refused in one line (`InputError`) instead of interleaving with the first. The lock is the
+    kernel's `flock` on a hidden sibling `.<name>.lock`, so a holder that dies (even by SIGKILL) releases it; the
+    file records the holder's pid and host for the message, and one left by a dead holder is simply taken over."""
+    path = Path(path).resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = path.with_name(f".{path.name}.lock")
+    handle = open(lock, "a+")  # noqa: SIM115  closed below; "a+" never truncates the holder's record
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise InputError(f"{what} {path} is in use by {holder}: wait for it to finish, or choose another "
+                             "output") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        handle.flush()
+        yield lock
+    finally:
+        handle.close()  # releases the flock; the file stays, and the next holder rewrites its record
