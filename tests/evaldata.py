@@ -1,4 +1,6 @@
-"""Tiny copies of the three benchmarks in their published layouts and real field names, over the shared videos.
+"""Tiny copies of the three benchmarks in their published layouts and real field names, over the shared videos:
+MLVU and LongVideoBench also in the layouts lmms-eval reads (`sy1998/MLVU_dev`'s parquet with the options inside
+the question; LongVideoBench's validation parquet with `option0`..`option4` and "N/A").
 
 Each benchmark gets two good videos (3 questions each for Video-MME) and, where asked, a corrupt one.
 """
@@ -68,6 +70,28 @@ MLVU_ITEMS = {
 }
 
 
+def mlvu_lmms_rows() -> list[dict]:
+    """The multiple-choice items as `sy1998/MLVU_dev` stores them (its dataset card's fields): the options inside
+    `question` as `(A) ...` lines, `answer` a letter, `video_name` in one flat folder."""
+    return [{"video_name": item["video"], "duration": item["duration"],
+             "question": item["question"] + "\n" + "".join(f"({'ABCDE'[k]}) {c}\n"
+                                                          for k, c in enumerate(item["candidates"])),
+             "candidates": item["candidates"], "answer": "ABCDE"[item["candidates"].index(item["answer"])],
+             "task_type": item["question_type"], "question_id": f"{item['question_type']}_{i}"}
+            for name in ("1_plotQA", "4_count") for i, item in enumerate(MLVU_ITEMS[name])]
+
+
+def make_mlvu_lmms(root: Path) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (root / "mlvu").mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(mlvu_lmms_rows()), root / "mlvu" / "test-00000-of-00001.parquet")
+    _link(BBB, root / "bbb_short.mp4")
+    _link(PANCAKE, root / "pancake.mkv")
+    return root
+
+
 def make_mlvu(root: Path) -> Path:
     (root / "json").mkdir(parents=True)
     for name, items in MLVU_ITEMS.items():
@@ -101,9 +125,21 @@ LVB_SUBS = {
 }
 
 
-def make_longvideobench(root: Path) -> Path:
+def lvb_rows() -> list[dict]:
+    """The items as the validation parquet stores them: `option0`..`option4`, "N/A" where there is none."""
+    return [{**{k: v for k, v in item.items() if k != "candidates"},
+             **{f"option{k}": (item["candidates"] + ["N/A"] * 5)[k] for k in range(5)}} for item in lvb_items()]
+
+
+def make_longvideobench(root: Path, parquet: bool = False) -> Path:
     root.mkdir(parents=True, exist_ok=True)
-    (root / "lvb_val.json").write_text(json.dumps(lvb_items()), encoding="utf-8")
+    if parquet:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(lvb_rows()), root / "validation-00000-of-00001.parquet")
+    else:
+        (root / "lvb_val.json").write_text(json.dumps(lvb_items()), encoding="utf-8")
     _link(BBB, root / "videos" / "bbbLvb.mp4")
     _link(PANCAKE, root / "videos" / "panLvb.mkv")
     (root / "subtitles").mkdir()
@@ -141,13 +177,21 @@ def lmms_eval_root() -> Path:
 
 
 def lmms_functions(root: Path, relative: str, names: list[str], namespace: dict) -> dict:
-    """The named top-level functions of one of lmms-eval's task modules, compiled from its source into
-    `namespace` (its module imports decord, cv2 and datasets, which the tests do not install)."""
+    """The named top-level functions (and constants) of one of lmms-eval's task modules, compiled from its source
+    into `namespace` (its module imports decord, cv2 and datasets, which the tests do not install)."""
     import ast
 
     path = root / "lmms_eval" / relative
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    wanted = [node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name in names]
-    assert {n.name for n in wanted} == set(names), f"{path} lacks some of {names}"
+
+    def name(node):
+        if isinstance(node, ast.FunctionDef):
+            return node.name
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            return node.targets[0].id
+        return None
+
+    wanted = [node for node in tree.body if name(node) in names]
+    assert {name(n) for n in wanted} == set(names), f"{path} lacks some of {names}"
     exec(compile(ast.Module(wanted, type_ignores=[]), str(path), "exec"), namespace)  # noqa: S102
     return namespace

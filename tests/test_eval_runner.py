@@ -1,15 +1,28 @@
-"""`liteframe eval` end to end on each benchmark's fixture with the tiny checkpoint: one encoding per video,
-failures recorded, resume, sharding, the summary, `eval report` and its plot."""
+"""`liteframe eval` end to end on each benchmark's fixture (every layout) with the tiny checkpoint: one encoding per
+video, failures recorded and retried, reasoning tags, resume of the same run only, locking, signals, sharding, the
+summary, `eval report` and its plot."""
 from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
 
 import pytest
 
 import evaldata
 from liteframe.cli import main
 from liteframe.eval.backend import load_llm
-from liteframe.eval.report import report_rows, plot
-from liteframe.eval.runner import EvalConfig, evaluate, merge_shards, read_records, run_shard, shard_path
+from liteframe.eval.records import read_output, read_records
+from liteframe.eval.report import figure, pareto, plot, report_rows
+from liteframe.eval.runner import EvalConfig, evaluate, merge_shards, run_shard, shard_path
 from liteframe.llm import save_tiny_internvl
+
+REPO = Path(__file__).parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -26,15 +39,18 @@ def llm(tiny):
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("benchmarks")
     return {"videomme": evaldata.make_videomme(root / "videomme", with_broken=True),
-            "mlvu": evaldata.make_mlvu(root / "mlvu"), "longvideobench": evaldata.make_longvideobench(root / "lvb")}
+            "mlvu": evaldata.make_mlvu(root / "mlvu"), "mlvu-lmms": evaldata.make_mlvu_lmms(root / "mlvu-lmms"),
+            "longvideobench": evaldata.make_longvideobench(root / "lvb"),
+            "lvb-parquet": evaldata.make_longvideobench(root / "lvb-parquet", parquet=True)}
 
 
 class Counting:
-    """The real pipeline, counting encodings (of the video and of the visual encoder's chunks) and answers."""
+    """The real pipeline, counting encodings (of the video and of the visual encoder's chunks) and answers;
+    `reply` replaces the generated text (a reasoning model's answer)."""
 
-    def __init__(self, llm, fail_after: int | None = None):
-        self.llm, self.fail_after = llm, fail_after
-        self.encodes, self.answers, self.chunks = [], 0, 0
+    def __init__(self, llm, fail_after: int | None = None, reply: str | None = None):
+        self.llm, self.fail_after, self.reply = llm, fail_after, reply
+        self.encodes, self.answers, self.chunks, self.prompts = [], 0, 0, []
         visual = llm.encoder
         original = visual.encode_chunk
 
@@ -53,7 +69,11 @@ class Counting:
         if self.fail_after is not None and self.answers == self.fail_after:
             raise KeyboardInterrupt  # the run is killed between two answers
         self.answers += 1
-        return self.llm.answer(enc, question, **kwargs)
+        self.prompts.append((question, kwargs.get("slot_text")))
+        reply = self.llm.answer(enc, question, **kwargs)
+        if self.reply is not None:
+            reply.answer = self.reply
+        return reply
 
     def __enter__(self):
         return self
@@ -62,8 +82,8 @@ class Counting:
         self._restore()
 
 
-def _config(benchmark, data, tiny, out, frames=4):
-    return EvalConfig(benchmark, str(data), str(tiny), "wap", frames, str(out))
+def _config(benchmark, data, tiny, out, frames=4, **kwargs):
+    return EvalConfig(benchmark, str(data), str(tiny), "wap", frames, str(out), **kwargs)
 
 
 def test_videomme_one_encoding_per_video_and_a_failure_recorded(llm, data, tiny, tmp_path):
@@ -72,16 +92,19 @@ def test_videomme_one_encoding_per_video_and_a_failure_recorded(llm, data, tiny,
         rows = evaluate(config, counting)
     assert counting.encodes == ["bbbShort001.mp4", "pancakeFlip2.mkv", "brokenVid003.mp4"]  # 9 questions
     assert counting.chunks == 2 and counting.answers == 6  # the broken video never reaches the encoder
-    records = read_records(tmp_path / "run.jsonl")
+    identity, records = read_output(tmp_path / "run.jsonl")
+    assert identity["benchmark"] == "videomme-sub" and identity["model"] == str(tiny.resolve())
     assert [r["question_id"] for r in records] == [f"00{v}-{k}" for v in (1, 2, 3) for k in (1, 2, 3)]
     good, bad = records[0], records[-1]
     assert {"benchmark", "question_id", "video", "prediction", "raw", "answer", "correct", "duration", "domain",
-            "task_type", "frames", "visual_tokens", "latency_ms"} <= good.keys()
+            "sub_category", "task_type", "frames", "visual_tokens", "latency_ms"} <= good.keys()
     assert set(good["latency_ms"]) == {"decode", "preprocess", "vit", "llm_prefill", "generation", "total"}
     assert good["correct"] == (good["prediction"] == good["answer"]) and good["visual_tokens"] > 0
     assert "brokenVid003.mp4" in bad["error"] and "\n" not in bad["error"] and "prediction" not in bad
     summary = {r["group"]: r for r in rows}
     assert summary["overall"]["questions"] == 6 and summary["failed"]["questions"] == 3
+    assert summary["overall"]["lmms-eval"] == summary["overall"]["accuracy"]
+    assert {"sub_category=Animation", "sub_category=Food"} <= summary.keys()  # lmms-eval's sub-category breakdown
     assert "duration=long" not in summary  # only the broken video was long
     assert summary["overall"]["total ms"] > summary["overall"]["vit ms"] > 0
 
@@ -97,7 +120,7 @@ def test_resume_after_an_interrupted_run(llm, data, tiny, tmp_path):
     with Counting(llm) as counting:
         run_shard(config, llm=counting)
     assert counting.encodes == ["pancakeFlip2.mkv", "brokenVid003.mp4"] and counting.answers == 2
-    assert out.read_text().count("\n") == 9  # the cut line is gone
+    assert out.read_text().count("\n") == 10  # the identity and 9 answers: the cut line is gone
     ids = [r["question_id"] for r in read_records(out)]
     assert sorted(ids) == sorted(f"00{v}-{k}" for v in (1, 2, 3) for k in (1, 2, 3)) and len(ids) == 9
     with Counting(llm) as counting:  # complete: nothing left to do, the model is not even asked
@@ -106,9 +129,134 @@ def test_resume_after_an_interrupted_run(llm, data, tiny, tmp_path):
     text = out.read_text()
     out.write_text(text[:-1])  # killed just before the newline: the record is whole and kept
     assert len(read_records(out)) == 9 and out.read_text() == text
-    other = EvalConfig("videomme", str(data["videomme"]), str(tiny), "dense", 4, str(out))
-    with pytest.raises(ValueError, match="holds a run of"):
-        run_shard(other, llm=llm)
+
+
+def test_resume_only_the_same_run(llm, data, tiny, tmp_path):
+    out = tmp_path / "run.jsonl"
+    evaluate(_config("mlvu", data["mlvu"], tiny, out), llm)
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    twin = tmp_path / "elsewhere" / "tiny"  # another model in a folder of the same name
+    shutil.copytree(tiny, twin)
+    weights = twin / "model.safetensors"
+    blob = bytearray(weights.read_bytes())
+    blob[-8:] = bytes(b ^ 0xFF for b in blob[-8:])  # one weight changed, same size and header
+    weights.write_bytes(bytes(blob))
+    cases = [(_config("mlvu", data["mlvu"], tiny, out, adapter=str(adapter)),
+              r"adapter None there, '.*adapter' here; adapter files differ \(adapter_config.json\)"),
+             (_config("mlvu", data["mlvu"], twin, out), r"model '.*tiny' there, '.*elsewhere/tiny' here; model files "
+                                                        r"differ \(model.safetensors\)"),
+             (EvalConfig("mlvu", str(data["mlvu"]), str(tiny), "dense", 4, str(out)), "encoder 'wap' there, 'dense'"),
+             (_config("mlvu", data["mlvu"], tiny, out, keep_reasoning=True), "keep reasoning False there, True here")]
+    for config, difference in cases:
+        with pytest.raises(ValueError, match=rf"--out .*run.jsonl: holds another run \({difference}") as err:
+            run_shard(config, llm=llm)
+        assert "\n" not in str(err.value)
+    shutil.copy(weights, tiny / "model.safetensors.new")  # a new file in the model folder is a change too
+    try:
+        with pytest.raises(ValueError, match=r"model files differ \(model.safetensors.new\)"):
+            run_shard(_config("mlvu", data["mlvu"], tiny, out), llm=llm)
+    finally:
+        (tiny / "model.safetensors.new").unlink()
+    old = tmp_path / "old.jsonl"  # written before runs had an identity
+    old.write_text("".join(line for line in out.read_text().splitlines(keepends=True) if '"run"' not in line))
+    with pytest.raises(ValueError, match="without a run identity"):
+        run_shard(_config("mlvu", data["mlvu"], tiny, old), llm=llm)
+    assert len(read_records(out)) == 3  # nothing was touched
+
+
+def test_the_cli_refuses_another_run_in_one_line_before_loading(data, tiny, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run.jsonl"
+    args = ["eval", "--benchmark", "mlvu", "--data", str(data["mlvu"]), "--model", str(tiny), "--encoder", "wap",
+            "--out", str(out), "--device", "cpu"]
+    assert main([*args, "--frames", "4"]) == 0
+    capsys.readouterr()
+    monkeypatch.setattr("liteframe.llm.videollm.load_weights", lambda *a: pytest.fail("the weights loaded first"))
+    assert main([*args, "--frames", "8"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "frames 4 there, 8 here" in err
+
+
+def test_a_second_eval_on_the_same_out_is_refused(data, tiny, tmp_path, capsys):
+    out = tmp_path / "run.jsonl"
+    hold = textwrap.dedent("""
+        import sys, time
+        from liteframe.io import output_lock
+        with output_lock(sys.argv[1], "eval output"):
+            print("held", flush=True)
+            time.sleep(60)
+    """)
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(out)], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert main(["eval", "--benchmark", "mlvu", "--data", str(data["mlvu"]), "--model", str(tiny), "--out",
+                     str(out), "--device", "cpu"]) == 2
+    finally:
+        holder.kill()
+        holder.wait()
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"eval output {out} is in use by pid {holder.pid}" in err
+    assert not out.exists()
+
+
+def test_a_missing_subtitle_file_fails_its_question_and_retry_failed_asks_again(llm, data, tiny, tmp_path):
+    root = evaldata.make_longvideobench(tmp_path / "lvb")
+    gone = root / "subtitles" / "bbbLvb_en.json"
+    saved = gone.read_text()
+    gone.unlink()
+    out = tmp_path / "lvb.jsonl"
+    rows = {r["group"]: r for r in evaluate(_config("longvideobench", root, tiny, out), llm)}
+    first, second = read_records(out)
+    assert "bbbLvb_en.json: no such subtitle file" in first["error"] and "correct" in second  # the run went on
+    assert rows["failed"]["questions"] == 1 and rows["overall"]["questions"] == 1
+    gone.write_text(saved)
+    with Counting(llm) as counting:  # restored, but a failed question is not asked again unless told
+        evaluate(_config("longvideobench", root, tiny, out), counting)
+    assert counting.answers == 0
+    with Counting(llm) as counting:
+        rows = {r["group"]: r for r in evaluate(_config("longvideobench", root, tiny, out, retry_failed=True),
+                                               counting)}
+    assert counting.encodes == ["bbbLvb.mp4"] and counting.answers == 1
+    assert "failed" not in rows and rows["overall"]["questions"] == 2
+    assert [("error" in r, r["question_id"]) for r in read_records(out)] == [(False, "bbbLvb_0"), (False, "panLvb_0")]
+    assert out.read_text().count("\n") == 3  # the identity and one line per question
+
+
+@pytest.mark.parametrize("keep, prediction", [(False, "B"), (True, "C")])
+def test_reasoning_blocks_are_stripped_unless_kept(llm, data, tiny, tmp_path, keep, prediction):
+    with Counting(llm, reply="<think>C.</think>B is correct") as counting:
+        evaluate(_config("mlvu", data["mlvu"], tiny, tmp_path / "run.jsonl", keep_reasoning=keep), counting)
+    records = read_records(tmp_path / "run.jsonl")
+    assert [r["prediction"] for r in records] == [prediction] * 3
+    assert records[0]["raw"] == "<think>C.</think>B is correct" and records[0]["correct"] == (prediction == "B")
+
+
+@pytest.mark.parametrize("layout", ["mlvu", "mlvu-lmms"])
+def test_mlvu_end_to_end_in_each_layout_and_a_partial_run_marked(llm, data, tiny, tmp_path, layout):
+    with Counting(llm) as counting:
+        rows = evaluate(_config("mlvu", data[layout], tiny, tmp_path / "run.jsonl"), counting)
+    assert counting.encodes == ["bbb_short.mp4", "pancake.mkv"] and counting.answers == 3
+    assert counting.prompts[1][0] == ("How many flips?\n(A) 1\n(B) 2\n(C) 3\n\nOnly give the best option.\n"
+                                      "Best option: (")
+    overall = rows[0]
+    assert overall["partial"] == "2 of 7 task types"  # plotQA and count only
+    assert overall["lmms-eval"] == pytest.approx(overall["accuracy"] * 2 / 7)
+    records = read_records(tmp_path / "run.jsonl")
+    assert [r["question_id"] for r in records] == ["plotQA_0", "count_0", "count_1"]
+
+
+@pytest.mark.parametrize("layout", ["longvideobench", "lvb-parquet"])
+def test_longvideobench_end_to_end_with_interleaved_subtitles(llm, data, tiny, tmp_path, layout):
+    with Counting(llm) as counting:
+        rows = evaluate(_config("longvideobench", data[layout], tiny, tmp_path / "lvb.jsonl", 8), counting)
+    assert {r["group"] for r in rows} >= {"overall", "duration_group=15", "question_category=T3O"}
+    assert rows[0]["lmms-eval"] == round(rows[0]["accuracy"] / 100, 5)
+    seen = [slot_text for _, slot_text in counting.prompts]
+    assert len(seen) == 2 and len(seen[0]) == 2  # wap: one slot per 4-frame clip
+    assert "Hello there." in seen[0][0] and "Flip it now." in "".join(seen[1])
+    assert "D. a cat\nE. a dog\n" in counting.prompts[0][0] and "E." not in counting.prompts[1][0]
 
 
 def test_shards_by_video_merge_into_one_file(llm, data, tiny, tmp_path):
@@ -122,26 +270,65 @@ def test_shards_by_video_merge_into_one_file(llm, data, tiny, tmp_path):
         assert shard_path(out, rank, 2).is_file() and not out.exists()
     assert seen == [["bbb_short.mp4"], ["pancake.mkv"]]
     merge_shards(config, 2)
-    assert [r["question_id"] for r in read_records(out)] == ["plotQA_0", "count_0", "count_1"]
+    identity, records = read_output(out)
+    assert identity["frames"] == 4 and [r["question_id"] for r in records] == ["plotQA_0", "count_0", "count_1"]
     assert not shard_path(out, 0, 2).exists() and not shard_path(out, 1, 2).exists()
 
 
-def test_longvideobench_end_to_end_with_interleaved_subtitles(llm, data, tiny, tmp_path):
-    seen = []
-    real = llm.answer
+def test_torchrun_two_ranks_answer_each_question_once(tiny, data, tmp_path):
+    out = tmp_path / "run.jsonl"
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                           str(29400 + os.getpid() % 1000), "-m", "liteframe.cli", "eval", "--benchmark", "mlvu",
+                           "--data", str(data["mlvu"]), "--model", str(tiny), "--encoder", "wap", "--frames", "4",
+                           "--out", str(out), "--device", "cpu"], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert [r["question_id"] for r in read_records(out)] == ["plotQA_0", "count_0", "count_1"]
+    assert "task_type=count" in done.stdout and done.stdout.count("overall") == 1  # rank 0 prints the summary
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".run.jsonl.lock", "run.jsonl"]  # the shards are merged
 
-    def answer(enc, question, **kwargs):
-        seen.append(kwargs["slot_text"])
-        return real(enc, question, **kwargs)
 
-    llm.answer = answer
-    try:
-        rows = evaluate(_config("longvideobench", data["longvideobench"], tiny, tmp_path / "lvb.jsonl", 8), llm)
-    finally:
-        del llm.answer
-    assert {r["group"] for r in rows} >= {"overall", "duration_group=15", "question_category=T3O"}
-    assert len(seen) == 2 and len(seen[0]) == 2  # wap: one slot per 4-frame clip
-    assert "Hello there." in seen[0][0] and "Flip it now." in "".join(seen[1])
+SLOW = textwrap.dedent("""
+    import sys, time
+    from liteframe.cli import main
+    from liteframe.llm import VideoLLM
+
+    answer = VideoLLM.answer
+    def slow(*args, **kwargs):
+        time.sleep(0.4)  # long enough for the test's signal to land mid-run
+        return answer(*args, **kwargs)
+    VideoLLM.answer = slow
+    sys.exit(main(sys.argv[1:]))
+""")
+
+
+def test_sigterm_says_where_it_stopped_and_the_rerun_resumes(tiny, data, tmp_path):
+    out = tmp_path / "run.jsonl"
+    args = ["eval", "--benchmark", "videomme", "--data", str(data["videomme"]), "--model", str(tiny), "--encoder",
+            "wap", "--frames", "4", "--out", str(out), "--device", "cpu"]
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    proc = subprocess.Popen([sys.executable, "-c", SLOW, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    deadline = time.monotonic() + 120
+    while not (out.is_file() and out.read_text().count("\n") >= 2) and time.monotonic() < deadline:
+        time.sleep(0.05)  # the identity and a first answer are on disk
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 143, stderr[-2000:]
+    kept = len(read_records(out))
+    assert 1 <= kept < 9 and "Traceback" not in stderr
+    assert f"liteframe eval: stopped by SIGTERM: {kept} answers kept in {out}; run the same command to resume" in stderr
+    assert main(args) == 0 and len(read_records(out)) == 9
+
+
+def test_ctrl_c_stops_with_130_and_the_same_message(llm, data, tiny, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run.jsonl"
+    with Counting(llm, fail_after=2) as counting:
+        monkeypatch.setattr("liteframe.eval.backend.load_llm", lambda *a, **k: counting)
+        assert main(["eval", "--benchmark", "videomme", "--data", str(data["videomme"]), "--model", str(tiny),
+                     "--encoder", "wap", "--frames", "4", "--out", str(out)]) == 130
+    assert capsys.readouterr().err == (f"liteframe eval: stopped by SIGINT: 2 answers kept in {out}; run the same "
+                                       "command to resume\n")
 
 
 def test_cli_runs_resumes_and_reports(llm, tiny, data, tmp_path, capsys):
@@ -157,11 +344,40 @@ def test_cli_runs_resumes_and_reports(llm, tiny, data, tmp_path, capsys):
     table = capsys.readouterr().out.splitlines()
     assert table[0].split("|")[1].strip() == "model" and "avg acc" in table[0] and "mlvu" in table[0]
     assert len(table) == 4 and "videomme" not in table[0]  # header, rule, one row per run
+    assert "partial" in table[0] and "mlvu 2 of 7 task types (lmms-eval " in table[2]
     assert (tmp_path / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rows = report_rows([first, second])
     assert [(r["encoder"], r["frames"]) for r in rows] == [("wap", 4), ("wap", 8)]
     assert rows[1]["tokens/frame"] == rows[0]["tokens/frame"] and rows[0]["avg acc"] == rows[0]["mlvu"]
     assert rows[0]["total ms"] > rows[0]["ViT ms"] > 0 and rows[0]["failed"] == 0
+
+
+def _row(encoder, frames, ms, acc, **benchmarks):
+    return {"model": "m", "encoder": encoder, "frames": frames, "compression": None, "total ms": ms, "avg acc": acc,
+            "partial": benchmarks.pop("partial", None), **dict.fromkeys(("videomme", "videomme-sub", "mlvu",
+                                                                        "longvideobench")), **benchmarks}
+
+
+def test_the_plot_joins_only_the_pareto_frontier_and_says_what_each_point_averages():
+    rows = [_row("wap", 16, 100.0, 40.0, mlvu=40.0), _row("wap", 32, 200.0, 35.0, mlvu=35.0, videomme=35.0),
+            _row("wap", 64, 300.0, 50.0, mlvu=48.0, videomme=52.0, partial="mlvu 3 of 7 task types (lmms-eval 20.6)"),
+            _row("dense", 16, 150.0, 45.0, videomme=45.0)]
+    fig = figure(rows)
+    ax = fig.axes[0]
+    assert ax.get_title() == "Accuracy against latency: Pareto frontier per encoder"
+    lines = {tuple(line.get_xdata()): tuple(line.get_ydata()) for line in ax.lines}
+    assert lines == {(100.0, 300.0): (40.0, 50.0), (150.0,): (45.0,)}  # the 32-frame run is drawn, not joined
+    assert sorted(len(c.get_offsets()) for c in ax.collections) == [1, 3]
+    labels = sorted(t.get_text() for t in ax.texts)
+    assert labels == ["16f MLVU", "16f VM", "32f VM,MLVU", "64f VM,MLVU*"]
+
+
+def test_pareto_frontier():
+    assert pareto([(1, 1), (2, 3), (3, 2), (3, 3), (2, 3)]) == [True, True, False, False, True]
+    points = [(i % 7, (i * 5) % 11) for i in range(30)]
+    front = [p for p, on in zip(points, pareto(points)) if on]
+    for x, y in points:  # every point off the frontier has a frontier point at least as fast and as accurate
+        assert any(fx <= x and fy >= y for fx, fy in front)
 
 
 def test_cli_bad_input_is_one_line(tmp_path, tiny, capsys):

@@ -297,13 +297,14 @@ def _train_overrides(a) -> list[str]:
 
 
 def _add_eval(sub) -> None:
-    from liteframe.eval.datasets import BENCHMARKS
+    from liteframe.eval.tasks import SUBTITLES, TASKS
 
     p = sub.add_parser("eval", help="accuracy and latency on Video-MME, MLVU or LongVideoBench; `eval report`",
-                       description="Answer every question of a benchmark into --out (JSON lines; resumes; "
-                                   "torchrun --nproc_per_node N -m liteframe.cli eval ... shards by video).")
-    p.add_argument("--benchmark", choices=BENCHMARKS)
-    p.add_argument("--data", help="the dataset folder in its published layout")
+                       description="Answer every question of a benchmark into --out (JSON lines, the run's identity "
+                                   "first; resumes the same run only; torchrun --nproc_per_node N -m liteframe.cli "
+                                   "eval ... shards by video).")
+    p.add_argument("--benchmark", choices=TASKS.names())
+    p.add_argument("--data", help="the dataset folder in its published layout (or lmms-eval's)")
     p.add_argument("--model", help="an InternVL3 -hf or Qwen2.5-VL checkpoint folder")
     p.add_argument("--encoder", default="dense", help="dense, a reducer or student:DIR (as in `ask`)")
     p.add_argument("--frames", type=int, default=16)
@@ -311,14 +312,21 @@ def _add_eval(sub) -> None:
     p.add_argument("--adapter", help="a LoRA adapter folder for the LLM")
     p.add_argument("--device", default=None, help="default: cuda when available, else cpu")
     p.add_argument("--out", help="run file (JSON lines), appended to and resumed")
+    p.add_argument("--subtitles", choices=SUBTITLES, default="liteframe",
+                   help="Video-MME's subtitle lines: liteframe's (those at this run's frames, all of them) or "
+                        "lmms-eval's exact text (see docs/results/eval.md)")
+    p.add_argument("--keep-reasoning", action="store_true",
+                   help="score the whole answer; by default <think>/<analysis> blocks are stripped first, as "
+                        "lmms-eval does")
+    p.add_argument("--retry-failed", action="store_true", help="ask again the questions recorded as failed")
     p.add_argument("--json", action="store_true")
     report = p.add_subparsers(dest="eval_command").add_parser(
         "report", help="runs side by side (Markdown table) and the accuracy-latency plot")
     report.add_argument("runs", nargs="+", metavar="RUN.jsonl")
-    report.add_argument("--plot", metavar="PNG", help="accuracy against total latency, one curve per encoder")
+    report.add_argument("--plot", metavar="PNG", help="accuracy against total latency, a Pareto frontier per encoder")
     report.add_argument("--json", action="store_true")
 
-    def run(a) -> None:
+    def run(a) -> int:
         from liteframe.tables import print_rows
 
         if a.eval_command == "report":
@@ -328,16 +336,21 @@ def _add_eval(sub) -> None:
             print(render(rows, a.json))
             if a.plot:
                 plot(rows, a.plot)
-            return
+            return 0
         missing = [f"--{k}" for k in ("benchmark", "data", "model", "out") if getattr(a, k) is None]
         if missing:
             p.error(f"{', '.join(missing)} required (or `eval report RUN.jsonl...`)")
-        from liteframe.eval import EvalConfig, evaluate
+        from liteframe.eval import EvalConfig, Stopped, evaluate
 
-        rows = evaluate(EvalConfig(a.benchmark, a.data, a.model, a.encoder, a.frames, a.out, a.compression,
-                                   a.adapter, a.device))
+        try:
+            rows = evaluate(EvalConfig(a.benchmark, a.data, a.model, a.encoder, a.frames, a.out, a.compression,
+                                       a.adapter, a.device, a.subtitles, a.keep_reasoning, a.retry_failed))
+        except Stopped as stop:
+            print(f"liteframe eval: {stop}", file=sys.stderr)
+            return stop.exit_code
         if rows:
             print_rows(rows, a.json)
+        return 0
 
     p.set_defaults(func=run)
 

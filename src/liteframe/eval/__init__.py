@@ -1,10 +1,9 @@
-"""Benchmark evaluation: Video-MME, MLVU and LongVideoBench read in their published layouts, prompted, parsed and
-scored as lmms-eval does; a resumable, shardable runner; the Pareto report; an lmms-eval model plugin."""
-from liteframe.eval.datasets import BENCHMARKS, Question, load_benchmark
-from liteframe.eval.metrics import score, summarize
-from liteframe.eval.parsing import extract_letter, parse_longvideobench
-from liteframe.eval.prompts import Prompt, build_prompt
-from liteframe.eval.runner import EvalConfig, evaluate
+"""Benchmark evaluation: Video-MME, MLVU and LongVideoBench as task objects in lmms-eval's shape (`tasks`), read
+in the layouts their releases and lmms-eval use, prompted, parsed and scored as lmms-eval does; a resumable,
+shardable, locked runner; the Pareto report; an lmms-eval model plugin."""
+from liteframe.eval.parsing import extract_letter, parse_longvideobench, strip_reasoning
+from liteframe.eval.runner import EvalConfig, Stopped, evaluate
+from liteframe.eval.tasks import TASKS, Frames, Prompt, Question, Task
 
-__all__ = ["BENCHMARKS", "EvalConfig", "Prompt", "Question", "build_prompt", "evaluate", "extract_letter",
-           "load_benchmark", "parse_longvideobench", "score", "summarize"]
+__all__ = ["TASKS", "EvalConfig", "Frames", "Prompt", "Question", "Stopped", "Task", "evaluate", "extract_letter",
+           "parse_longvideobench", "strip_reasoning"]

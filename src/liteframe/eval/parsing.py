@@ -3,6 +3,7 @@
 `extract_letter` follows lmms-eval's `extract_mcq_answer` (Video-MME, MLVU): every place a choice letter appears in
 a recognised form is a candidate; the form with the highest priority wins, and within it the last occurrence.
 `parse_longvideobench` follows LongVideoBench's own parser: the first capital A-E after removing answer phrases.
+`strip_reasoning` removes a reasoning model's `<think>` and `<analysis>` blocks first, as lmms-eval's CLI does.
 """
 from __future__ import annotations
 
@@ -17,8 +18,23 @@ PHRASES = (
 )
 # Higher wins: a letter alone at the start, then at the end, then after a phrase, then (A), A., A:, A), "A ".
 PRIORITY = {"start": 10, "end": 9, "phrase": 7, "(X)": 6, "X.": 5, "X:": 4, "X)": 3, "X ": 2, "anywhere": 0}
+# lmms-eval's `--reasoning_tags` default: the blocks its evaluator removes from an answer before scoring it
+REASONING_TAGS = (("<think>", "</think>"), ("<analysis>", "</analysis>"))
 LVB_PREFIXES = ("The best answer is", "The correct answer is", "The answer is", "The answer", "The best option is",
                 "The correct option is", "Best answer:", "Best option:")
+
+
+def strip_reasoning(text: str, tags=REASONING_TAGS) -> str:
+    """`text` without its reasoning blocks, as lmms-eval 0.7.3's evaluator strips them (`api/reasoning.py`): per
+    tag pair in turn, each block from an opening tag to the next closing tag is cut; a closing tag left without any
+    opening one (the chat template opened the block) keeps only what follows its last occurrence; an unclosed
+    opening tag stays. Tags are case-sensitive; the result is stripped of surrounding whitespace."""
+    for opening, closing in tags:
+        while (start := text.find(opening)) >= 0 and (end := text.find(closing, start)) >= 0:
+            text = text[:start] + text[end + len(closing):]
+        if closing in text and opening not in text:
+            text = text.rsplit(closing, 1)[-1]
+    return text.strip()
 
 
 def extract_letter(text: str, choices: str = "ABCD") -> str:

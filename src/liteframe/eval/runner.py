@@ -2,34 +2,41 @@
 
 A loop you read top to bottom: load the questions, drop the ones already in the output, group the rest by video,
 take this rank's videos, then per video: encode once, answer each of its questions from the same tokens, append
-one line per answer. A video that fails to decode gives one failure line per question, with the reason. A question's latency is
-its video's encoding plus its own answer (prefill, generation), as one `ask` would see it.
-Under torchrun each rank writes `OUT.rank<r>`; rank 0 merges them into OUT at the end.
+one line per answer. A video that fails to decode gives one failure line per question, with the reason; a question
+whose own file (its subtitles) cannot be read fails alone. A question's latency is its video's encoding plus its
+own answer (prefill, generation), as one `ask` would see it.
+
+The output is locked for the run (a second `eval` on it is refused) and begins with the run's identity: a rerun
+resumes only when its identity is the same, and is refused in one line naming the difference otherwise. Under
+torchrun each rank writes `OUT.rank<r>`; rank 0 merges them into OUT at the end. SIGTERM or Ctrl-C stops the run
+with `Stopped`, whose message says how many answers are kept and how to resume.
 """
 from __future__ import annotations
 
-import json
-import os
+import contextlib
+import signal
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-import torch.distributed as dist
 from tqdm import tqdm
 
 from liteframe.errors import InputError, one_line
-from liteframe.eval.datasets import Question, load_benchmark
-from liteframe.eval.metrics import mean_latency, score, summarize
-from liteframe.eval.prompts import build_prompt
-from liteframe.io import atomic_write
+from liteframe.eval.identity import difference, run_identity
+from liteframe.eval.parsing import strip_reasoning
+from liteframe.eval.records import (append_record, mean_latency, read_output, read_records, start_output,
+                                    write_output)
+from liteframe.eval.tasks import SUBTITLES, TASKS, Frames, Question, Task
+from liteframe.io import output_lock
+from liteframe.train.dist import Context, all_sum, barrier, setup, teardown
 from liteframe.video import VideoDecodeError, open_video
-
-MAX_NEW_TOKENS = {"videomme": 16, "videomme-sub": 16, "mlvu": 16, "longvideobench": 32}  # lmms-eval's settings
 
 
 @dataclass
 class EvalConfig:
-    """One `liteframe eval` run."""
+    """One `liteframe eval` run. `subtitles`: `liteframe` or `lmms-eval` (see `tasks.videomme`);
+    `keep_reasoning`: score the whole answer, `<think>` blocks included; `retry_failed`: ask again the questions
+    recorded as failed."""
 
     benchmark: str
     data: str
@@ -40,86 +47,124 @@ class EvalConfig:
     compression: str | None = None
     adapter: str | None = None
     device: str | None = None
+    subtitles: str = "liteframe"
+    keep_reasoning: bool = False
+    retry_failed: bool = False
+
+
+class Stopped(Exception):
+    """The run was stopped by a signal; the message says where, `exit_code` is the shell's (128 + the signal)."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
+class _Signal(BaseException):
+    """Raised by the SIGTERM handler so that the run unwinds as from Ctrl-C."""
 
 
 def evaluate(config: EvalConfig, llm=None) -> list[dict]:
-    """Run `config` on this process's shard (torchrun's RANK/WORLD_SIZE, else everything); on rank 0 merge the
-    shards and return the summary rows (other ranks return [])."""
+    """Run `config` on this process's shard (torchrun's process group, as training sets it up; else everything);
+    on rank 0 merge the shards and return the summary rows (other ranks return [])."""
+    TASKS.get(config.benchmark)
+    if config.subtitles not in SUBTITLES:
+        raise InputError(f"subtitles {config.subtitles!r}: choose {' or '.join(SUBTITLES)}")
     check_out(config.out)
-    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    if world > 1:
-        if not dist.is_initialized():
-            dist.init_process_group("gloo")
-        if config.device is None:
-            config.device = _local_device()
-    run_shard(config, rank, world, llm)
-    if world > 1:
-        dist.barrier()
-        if rank == 0:
-            merge_shards(config, world)
-        dist.barrier()
-    return summary(config) if rank == 0 else []
+    ctx = setup(config.device or "auto")
+    if ctx.world > 1:
+        config.device = str(ctx.device)
+    try:
+        with _lock(config.out, ctx), _stop_on_sigterm():
+            try:
+                run_shard(config, ctx.rank, ctx.world, llm)
+                barrier(ctx)
+                if ctx.main:
+                    merge_shards(config, ctx.world)  # one atomic replace: a stop during it leaves OUT whole
+                barrier(ctx)
+                return summary(config) if ctx.main else []
+            except (KeyboardInterrupt, _Signal) as stop:
+                signum = signal.SIGINT if isinstance(stop, KeyboardInterrupt) else signal.SIGTERM
+                raise Stopped(_where(config, ctx, signal.Signals(signum).name), signum) from None
+    finally:
+        teardown()
 
 
 def run_shard(config: EvalConfig, rank: int = 0, world: int = 1, llm=None) -> None:
     """Answer this rank's unanswered questions (videos `rank::world` in dataset order) into its output file."""
+    task = TASKS.get(config.benchmark)
     questions = _questions(config)
+    identity = run_identity(config)
     out = shard_path(config.out, rank, world)
-    earlier = [r for path in {Path(config.out), out} for r in read_records(path)]
-    _check_same_run(earlier, config)
-    done = {r["question_id"] for r in earlier}
+    earlier = []
+    for path in dict.fromkeys([Path(config.out), out]):
+        theirs, records = read_output(path)
+        if records:
+            _check_same_run(path, theirs, identity)
+        earlier += records
+    done = {r["question_id"] for r in earlier if not (config.retry_failed and "error" in r)}
     videos = list(dict.fromkeys(q.video for q in questions))[rank::world]
     mine = set(videos)
     todo = [q for q in questions if q.video in mine and q.question_id not in done]
+    if not todo:
+        return
     by_video: dict[Path, list[Question]] = {}
     for q in todo:
         by_video.setdefault(q.video, []).append(q)
-    if not todo:
-        return
     if llm is None:
         from liteframe.eval.backend import load_llm
 
         llm = load_llm(config.model, config.encoder, config.compression, config.adapter, config.device, config.frames)
     total = sum(1 for q in questions if q.video in mine)
+    started = False  # the identity goes in with the first answer: a run stopped before any leaves no file
     with tqdm(total=total, initial=total - len(todo), desc=f"{config.benchmark} rank {rank}", unit="q",
               disable=None) as bar:
         for video, group in by_video.items():
-            for record in answer_video(llm, config, video, group):
+            for record in answer_video(llm, task, config, video, group):
+                if not started:
+                    start_output(out, identity)
+                    started = True
                 append_record(out, record)
                 bar.update()
 
 
-def answer_video(llm, config: EvalConfig, video: Path, questions: list[Question]):
-    """Encode `video` once, then yield one record per question (failure records if the video cannot be read)."""
+def answer_video(llm, task: Task, config: EvalConfig, video: Path, questions: list[Question]):
+    """Encode `video` once, then yield one record per question (failure records if the video cannot be read, or
+    for a question whose prompt cannot be built from its files)."""
     try:
         enc = llm.encode(video, frames=config.frames)
     except (VideoDecodeError, OSError) as err:  # the video's fault; a wrong setting (e.g. --frames) stops the run
         for q in questions:
             yield {**_base(config, q), "error": one_line(err)}
         return
-    fps = _fps(video) if config.benchmark == "videomme-sub" else 0.0
-    slots = [(slot.first, slot.last) for slot in enc.slots]
+    info = _video_info(video) if task.video_info else (0.0, 0)
+    frames = Frames(enc.timestamps, [(slot.first, slot.last) for slot in enc.slots], *info)
     for q in questions:
-        prompt = build_prompt(q, enc.timestamps, fps, slots)
-        reply = llm.answer(enc, prompt.text, max_new_tokens=MAX_NEW_TOKENS[q.benchmark], slot_text=prompt.slot_text)
-        yield {**_base(config, q), **score(q, reply.answer), "raw": reply.answer,
+        try:
+            prompt = task.prompt(q, frames, config.subtitles)
+        except InputError as err:  # this question's own file (its subtitles): it fails, the run goes on
+            yield {**_base(config, q), "error": one_line(err)}
+            continue
+        reply = llm.answer(enc, prompt.text, max_new_tokens=task.max_new_tokens, slot_text=prompt.slot_text)
+        text = reply.answer if config.keep_reasoning else strip_reasoning(reply.answer)
+        yield {**_base(config, q), **task.score(q, text), "raw": reply.answer,
                "visual_tokens": reply.visual_tokens, "latency_ms": reply.latency_ms}
 
 
-def _fps(video: Path) -> float:
-    """The frame rate that maps Video-MME's subtitle times to frames (the video decoded already)."""
+def _video_info(video: Path) -> tuple[float, int]:
+    """The frame rate and declared frame count that map subtitle times to frames (the video decoded already)."""
     with open_video(video) as reader:
-        return reader.info.fps
+        return reader.info.fps, reader.info.num_frames
 
 
-def _check_same_run(records: list[dict], config: EvalConfig) -> None:
-    """Resuming into a file of another run would mix two settings in one table."""
-    for r in records[:1]:
-        theirs = (r["benchmark"], r["model"], r["encoder"], r["frames"], r["compression"])
-        ours = (config.benchmark, Path(config.model).name, config.encoder, config.frames, config.compression)
-        if theirs != ours:
-            raise InputError(f"--out {config.out}: holds a run of (benchmark, model, encoder, frames, compression) "
-                             f"{theirs}, not {ours}; choose another --out")
+def _check_same_run(path: Path, theirs: dict | None, ours: dict) -> None:
+    """Resuming into a file of another run would mix two settings (or two models) in one table."""
+    if theirs is None:
+        raise InputError(f"--out {path}: holds answers without a run identity (an older liteframe); choose another "
+                         "--out")
+    if theirs != ours:
+        raise InputError(f"--out {path}: holds another run ({difference(theirs, ours)}); choose another --out, or "
+                         "remove it to start over")
 
 
 def _base(config: EvalConfig, q: Question) -> dict:
@@ -129,7 +174,13 @@ def _base(config: EvalConfig, q: Question) -> dict:
 
 
 def _questions(config: EvalConfig) -> list[Question]:
-    return load_benchmark(config.benchmark, config.data)
+    data = Path(config.data)
+    if not data.is_dir():
+        raise InputError(f"--data {data}: not a folder")
+    questions = TASKS.get(config.benchmark).load(data)
+    if not questions:
+        raise InputError(f"--data {data}: no {config.benchmark} questions found")
+    return questions
 
 
 def shard_path(out: str | Path, rank: int, world: int) -> Path:
@@ -137,54 +188,24 @@ def shard_path(out: str | Path, rank: int, world: int) -> Path:
     return out if world == 1 else out.with_name(f"{out.name}.rank{rank}")
 
 
-def read_records(path: Path) -> list[dict]:
-    """The JSON lines of `path` ([] if absent). A last line cut short by a kill is dropped from the file (or, if
-    only its newline is missing, completed)."""
-    if not path.is_file():
-        return []
-    text = path.read_text(encoding="utf-8")
-    lines = text.splitlines(keepends=True)
-    records = []
-    for i, line in enumerate(lines):
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            if line.endswith("\n"):  # only the line being written when the run died may be partial
-                raise InputError(f"{path}: line {i + 1} is not JSON; not a liteframe eval output") from None
-    if lines and not lines[-1].endswith("\n"):
-        kept = text + "\n" if len(records) == len(lines) else text[:len(text) - len(lines[-1])]
-        atomic_write(path, lambda tmp: tmp.write_text(kept, encoding="utf-8"))
-    return records
-
-
-def append_record(path: Path, record: dict) -> None:
-    """One line, flushed to disk before the next question starts."""
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-
-
 def merge_shards(config: EvalConfig, world: int) -> None:
-    """Fold every rank's lines into OUT, in dataset order, and remove the shard files."""
+    """Fold every rank's lines into OUT, one per question in dataset order, and remove the shard files."""
     out = Path(config.out)
     shards = [shard_path(out, r, world) for r in range(world)]
-    records = {r["question_id"]: r for path in [out, *shards] for r in read_records(path)}
+    records = {r["question_id"]: r for path in dict.fromkeys([out, *shards]) for r in read_output(path)[1]}
     order = {q.question_id: i for i, q in enumerate(_questions(config))}
     lines = sorted(records.values(), key=lambda r: order.get(r["question_id"], len(order)))
-    atomic_write(out, lambda tmp: tmp.write_text("".join(json.dumps(r) + "\n" for r in lines), encoding="utf-8"))
+    write_output(out, run_identity(config), lines)
     for path in shards:
-        path.unlink(missing_ok=True)
+        if path != out:
+            path.unlink(missing_ok=True)
 
 
 def summary(config: EvalConfig) -> list[dict]:
-    """The summary rows of OUT: accuracy overall and per group, counts, failures; mean latency (ms) on `overall`."""
-    records = [r for r in read_records(Path(config.out)) if r["benchmark"] == config.benchmark]
-    rows = summarize(records)
-    latency = mean_latency(records)
-    for row in rows:
-        if row["group"] == "overall":
-            row.update({f"{k} ms": v for k, v in latency.items()})
+    """The summary rows of OUT (`Task.aggregate`), with the mean latency (ms) on `overall`."""
+    records = [r for r in read_records(config.out) if r["benchmark"] == config.benchmark]
+    rows = TASKS.get(config.benchmark).aggregate(records)
+    rows[0].update({f"{k} ms": v for k, v in mean_latency(records).items()})
     return rows
 
 
@@ -195,7 +216,42 @@ def check_out(out: str | Path) -> None:
         raise InputError(f"--out {out}: not a file in an existing folder")
 
 
-def _local_device() -> str | None:
-    if torch.cuda.is_available():
-        return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-    return None
+@contextlib.contextmanager
+def _lock(out: str, ctx: Context):
+    """Rank 0 holds OUT's lock for the whole run; every rank learns whether it got it, and all stop if not."""
+    with contextlib.ExitStack() as stack:
+        refused = None
+        if ctx.main:
+            try:
+                stack.enter_context(output_lock(out, "eval output"))
+            except InputError as err:
+                refused = err
+        if all_sum([float(refused is not None)], ctx)[0]:
+            raise refused or InputError(f"--out {out}: in use by another run (see rank 0's message)")
+        yield
+
+
+@contextlib.contextmanager
+def _stop_on_sigterm():
+    """SIGTERM (sent by torchrun, schedulers and `kill`) unwinds the run as Ctrl-C does (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handle(*_):
+        raise _Signal
+
+    previous = signal.signal(signal.SIGTERM, handle)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _where(config: EvalConfig, ctx: Context, name: str) -> str:
+    """Where a stopped run stands: the answers kept and how to resume."""
+    out = Path(config.out)
+    files = list(dict.fromkeys([out, shard_path(out, ctx.rank, ctx.world)]))
+    kept = len({r["question_id"] for path in files for r in read_records(path)})
+    where = f"{out} (and its .rank<r> files)" if ctx.world > 1 else str(out)
+    return f"stopped by {name}: {kept} answers kept in {where}; run the same command to resume"
