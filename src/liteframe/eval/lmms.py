@@ -7,9 +7,15 @@ entry point by `MANIFEST`:
 A chat model: each request's messages (from the task's `doc_to_messages`) give the video and the question text,
 which `VideoLLM` answers with the encoder, frames, compression and adapter of `--model_args`. Consecutive requests
 about the same video (Video-MME's 3 questions) reuse its encoding. Only `generate_until` is offered.
+
+Under `accelerate launch` or torchrun the rank and world size come from `accelerate.Accelerator`, as lmms-eval's own
+models take them (`models/chat/internvl_hf.py`, `models/simple/qwen2_5_vl.py`), and each process runs on its own
+device; lmms-eval then gives each rank its share of the requests. The global `process_index` is the rank (those
+models take `local_process_index`, the same on one machine; the global one stays right across machines).
 """
 from __future__ import annotations
 
+from accelerate import Accelerator
 from lmms_eval.api.instance import Instance
 from lmms_eval.api.model import lmms
 from lmms_eval.models.registry_v2 import ModelManifest
@@ -31,10 +37,19 @@ class LiteFrame(lmms):
         super().__init__()
         if int(batch_size) != 1:
             raise InputError(f"batch_size {batch_size}: the liteframe model answers one request at a time")
+        self.accelerator = Accelerator()
+        if self.accelerator.num_processes > 1:
+            self._rank, self._world_size = self.accelerator.process_index, self.accelerator.num_processes
+            device = str(self.accelerator.device)
         self.frames = int(frames)
         self.llm = load_llm(pretrained, encoder, None if compression is None else str(compression), adapter, device,
                             self.frames)
         self._cached: tuple[str, object] | None = None  # (video path, its encoding)
+
+    @property
+    def device(self):
+        """Where this rank's model runs (lmms-eval gathers its request counts there)."""
+        return self.llm.device
 
     def generate_until(self, requests: list[Instance]) -> list[str]:
         """One answer per request `(context, doc_to_messages, generation_kwargs, doc_id, task, split)`."""
