@@ -3,12 +3,12 @@
 decoded in the background."""
 from __future__ import annotations
 
-from liteframe.video.decode import (DECODERS, Frames, VideoDecodeError, VideoDecodeWarning, VideoInfo, VideoReader,
-                                    open_video)
+from liteframe.video.decode import VideoReader, open_video
+from liteframe.video.info import Frames, VideoDecodeError, VideoDecodeWarning, VideoInfo
 from liteframe.video.preprocess import RESIZERS, normalize, preprocess
 from liteframe.video.sampling import SAMPLERS, FrameSample, TrainSampler, sample_frames
 from liteframe.video.stream import Chunk, VideoStream, load_video, stream_video
 
-__all__ = ["DECODERS", "RESIZERS", "SAMPLERS", "Chunk", "FrameSample", "Frames", "TrainSampler", "VideoDecodeError",
+__all__ = ["RESIZERS", "SAMPLERS", "Chunk", "FrameSample", "Frames", "TrainSampler", "VideoDecodeError",
            "VideoDecodeWarning", "VideoInfo", "VideoReader", "VideoStream", "load_video", "normalize", "open_video",
            "preprocess", "sample_frames", "stream_video"]
