@@ -66,7 +66,7 @@ def test_rejects_float_input():
 
 
 def test_load_video_end_to_end():
-    pixels, sample = load_video(REAL_VIDEOS / "bbb_short.mp4", num_frames=8, size=56)
+    pixels, sample = load_video(REAL_VIDEOS / "bbb_short.mp4", num_frames=8, size=56, clip_frames=4)
     assert pixels.shape == (8, 3, 56, 56) and pixels.dtype == torch.float32
     np.testing.assert_array_equal(sample.indices, [25, 50, 75, 100, 150, 175, 200, 225])  # 2 clips at 1 fps
     assert -2.2 < pixels.min() < pixels.max() < 2.7 and not sample.repeated
@@ -124,19 +124,20 @@ def test_decoder_resizes_keep_rotation():
 
 
 def test_load_video_swscale_against_torch_resize():
-    a, sa = load_video(REAL_VIDEOS / "flipping_a_pancake.mkv", num_frames=4, size=56)
-    b, sb = load_video(REAL_VIDEOS / "flipping_a_pancake.mkv", num_frames=4, size=56, resize="torch")
+    a, sa = load_video(REAL_VIDEOS / "flipping_a_pancake.mkv", num_frames=4, size=56, clip_frames=4)
+    b, sb = load_video(REAL_VIDEOS / "flipping_a_pancake.mkv", num_frames=4, size=56, resize="torch",
+                    clip_frames=4)
     np.testing.assert_array_equal(sa.indices, sb.indices)
     assert a.shape == b.shape == (4, 3, 56, 56) and (a - b).abs().mean() < 0.05
     with pytest.raises(ValueError, match="unknown resize 'pil'"):
-        load_video(REAL_VIDEOS / "flipping_a_pancake.mkv", num_frames=4, size=56, resize="pil")
+        load_video(REAL_VIDEOS / "flipping_a_pancake.mkv", num_frames=4, size=56, resize="pil", clip_frames=4)
 
 
 # --- stream_video: background decoding through a bounded queue ----------------------------------------------------
 
 def test_stream_video_chunks_equal_one_read():
     with open_video(REAL_VIDEOS / "bbb_short.mp4") as r:
-        sample = sample_frames(r.info, 12, "clips")
+        sample = sample_frames(r.info, 12, "clips", clip_frames=4)
         whole = normalize(r.read(sample.timestamps, size=56).data)
     stream = stream_video(REAL_VIDEOS / "bbb_short.mp4", sample, chunk_frames=5, size=56, dtype=torch.float64)
     chunks = list(stream)
@@ -161,7 +162,7 @@ def test_stream_video_from_an_open_reader_without_a_thread_equals_one_read():
     """prefetch=0 decodes in the caller's thread (no thread started, wait = decode) from the caller's reader, which
     stays open; the torch resize path goes through the same stream."""
     with open_video(REAL_VIDEOS / "bbb_short.mp4") as r:
-        sample = sample_frames(r.info, 8, "clips")
+        sample = sample_frames(r.info, 8, "clips", clip_frames=4)
         whole = normalize(r.read(sample.timestamps, size=56).data)
         full = preprocess(r.read(sample.timestamps).data, 56)
         before = threading.active_count()
@@ -182,7 +183,7 @@ def test_exact_resize_runs_torch_on_one_thread_and_restores_the_callers_threads(
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        load_video(REAL_VIDEOS / "bbb_short.mp4", num_frames=4, size=56)
+        load_video(REAL_VIDEOS / "bbb_short.mp4", num_frames=4, size=56, clip_frames=4)
         assert seen == [1] * 4 and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
