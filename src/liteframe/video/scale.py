@@ -1,9 +1,10 @@
 """Decoded frames -> RGB pixels: the conversion from the decoder's YUV, the scalers that resize as frames are
-decoded (`SCALERS`), and the display rotation.
+decoded (`SCALERS`), the display rotation, and the resize transformers' torchvision video processors apply
+(`torchvision_bicubic`).
 
 Scalers, measured against PIL bicubic of the RGB frame in docs/results/frontend.md:
 - "exact": swscale converts to RGB at the stored size (the conversion the reference resizes), then torch's uint8
-  antialiased bicubic, PIL's kernel with fixed-point rounding between its two passes: within
+  antialiased bicubic (`torchvision_bicubic`), PIL's kernel with fixed-point rounding between its two passes: within
   2 levels of the reference. No float frame is made.
 - "swscale": one swscale call, bicubic with full chroma interpolation, from YUV straight to planar RGB (gbrp) at
   the output size (channels-first with no transpose); resizing before the colour conversion and swscale's
@@ -47,13 +48,44 @@ class Converter:
         height, width = out.shape[1:]
         if scaler == "exact":
             # channels-last uint8 is the layout torch's vectorised antialiased resize is written for
-            rgb = torch.from_numpy(self.rgb(frame)).permute(2, 0, 1)[None]
-            small = F.interpolate(rgb, size=(height, width), mode="bicubic", antialias=True)
+            small = torchvision_bicubic(torch.from_numpy(self.rgb(frame)).permute(2, 0, 1)[None], (height, width))
             torch.from_numpy(out).copy_(small[0])
             return
         planar = self._scale.reformat(frame, width, height, "gbrp", interpolation=_SCALE, threads=1)
         for channel, plane in zip(_GBRP_TO_RGB, planar.planes):
             out[channel] = np.frombuffer(plane, np.uint8).reshape(height, plane.line_size)[:, :width]
+
+
+def torchvision_bicubic(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """uint8 (N, 3, H, W) -> uint8 (N, 3, h, w): the pixels of torchvision's
+    `transforms.v2.functional.resize(frames, [h, w], InterpolationMode.BICUBIC, antialias=True)`, which transformers'
+    torchvision video processors (`Qwen2VLVideoProcessor`, via `TorchvisionBackend.resize`) apply to uint8 frames.
+
+    What torchvision does (`resize_image` in transforms/v2/functional/_geometry.py): on a CPU tensor,
+    `_do_native_uint8_resize_on_cpu(BICUBIC)` is True on every CPU (the AVX2/AVX512 test applies to bilinear
+    only), so uint8 goes uncast to `F.interpolate(mode="bicubic", align_corners=False, antialias=True)`; a 5-D video
+    is reshaped to (-1, C, H, W) and a size equal to the input's returns the input. PyTorch's uint8 antialiased
+    kernel (`upsample_avx_bilinear_bicubic_uint8`, from Pillow-SIMD, on AVX2 builds for <= 4 channels; otherwise
+    `separable_upsample_generic_Nd_kernel_impl` with `basic_loop_aa_horizontal/vertical<uint8_t>`: the same
+    arithmetic) resizes one axis at a time, width first into a uint8 buffer, then height; an axis whose size does
+    not change is skipped. Per axis, with scale = in / out: output i has centre c = scale (i + 0.5), support
+    s = 2 max(scale, 1), input taps j in [int(c - s + 0.5), int(c + s + 0.5)) clipped to the image, weights
+    k((j - c + 0.5) / max(scale, 1)) with Keys' cubic k at a = -0.5 (PIL's), normalised to sum 1 in float64, then
+    scaled by 2^p and rounded half away from zero to int16, p the first of 0..21 at which round(max weight
+    2^(p+1)) >= 2^15 (else 22): as many fraction bits as keep the largest weight of the axis within int16. Each output
+    is (sum of pixel x weight + 2^(p-1)) >> p (arithmetic shift), clamped to [0, 255]. (Read in torchvision's source
+    at 00bf6d4 and PyTorch's aten/src/ATen/native/cpu/UpSampleKernel.cpp and UpSampleKernelAVXAntialias.h.)
+    On a CUDA tensor torchvision casts to float32, interpolates, clamps to [0, 255], rounds (half to even) and casts
+    back: done here too. Tested against a float64 reimplementation of the above (tests/test_scale.py)."""
+    if frames.dtype != torch.uint8 or frames.dim() != 4:
+        raise ValueError(f"torchvision_bicubic expects uint8 frames (N, C, H, W), got {frames.dtype} "
+                         f"{tuple(frames.shape)}")
+    if tuple(frames.shape[-2:]) == tuple(size):
+        return frames
+    if frames.device.type == "cpu":
+        return F.interpolate(frames, size=size, mode="bicubic", align_corners=False, antialias=True)
+    out = F.interpolate(frames.float(), size=size, mode="bicubic", align_corners=False, antialias=True)
+    return out.clamp_(0, 255).round_().to(torch.uint8)
 
 
 def upright(frames: torch.Tensor, rotation: int) -> torch.Tensor:
@@ -76,4 +108,4 @@ def one_torch_thread():
         torch.set_num_threads(before)
 
 
-__all__ = ["SCALERS", "Converter", "one_torch_thread", "upright"]
+__all__ = ["SCALERS", "Converter", "one_torch_thread", "torchvision_bicubic", "upright"]
