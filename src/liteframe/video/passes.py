@@ -85,7 +85,7 @@ class PassDecoder:
 
     def sibling(self) -> "PassDecoder":
         """Another container on the same stream, with a one-thread decoder: the read's threads keep the cores busy,
-        and a frame-threaded decoder restarts its pipeline at every seek (measured no faster, docs/results/decode.md)."""
+        and a frame-threaded decoder restarts its pipeline at every seek (no faster: docs/results/decode.md)."""
         other = copy.copy(self)
         other.threads = 1
         other.open()

@@ -35,9 +35,9 @@ class Converter:
         self._rgb = VideoReformatter()
         self._scale = VideoReformatter()
 
-    def rgb(self, frame: av.VideoFrame) -> np.ndarray:
-        """A decoded frame -> uint8 (height, width, 3) RGB at its stored size."""
-        return self._rgb.reformat(frame, format="rgb24", threads=1).to_ndarray()
+    def rgb(self, frame: av.VideoFrame, width: int | None = None, height: int | None = None) -> np.ndarray:
+        """A decoded frame -> uint8 (height, width, 3) RGB, at its stored size unless given one."""
+        return self._rgb.reformat(frame, width, height, format="rgb24", threads=1).to_ndarray()
 
     def convert(self, frame: av.VideoFrame, out: np.ndarray, scaler: str | None) -> None:
         """A decoded frame -> RGB into `out`: uint8 (height, width, 3) at the stored size (`scaler` None), or
