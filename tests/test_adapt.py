@@ -255,7 +255,7 @@ def test_dataset_samples_dense_clips_at_the_drawn_rate(llm):
     budget, rate = data.draw(0)
     with_times = np.array(data[0]["timestamps"]).reshape(-1, 4)
     with open_video(video) as reader:
-        expected = sample_frames(reader.info, budget, "clips", rate=rate, compression=16).timestamps
+        expected = sample_frames(reader.info, budget, "clips", rate=rate, clip_frames=4).timestamps
         grid = 1.0 / reader.info.fps  # times snap to the frame grid
     np.testing.assert_allclose(with_times.reshape(-1), expected)
     assert np.abs(np.diff(with_times, axis=1) - 1.0 / rate).max() <= grid + 1e-6

@@ -12,8 +12,8 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from liteframe.video import DECODERS, VideoDecodeError, VideoDecodeWarning, open_video
-from liteframe.video import decode
+from liteframe.video import VideoDecodeError, VideoDecodeWarning, open_video
+from liteframe.video import decode, passes
 from videos import REAL_VIDEOS, frame_image, frame_index, make_audio_only, make_video
 
 VFR_PTS = np.cumsum([0.0] + [0.05 if i % 3 else 0.3 for i in range(29)])  # 30 frames, 20 fps and ~3 fps mixed
@@ -74,12 +74,12 @@ def count_decoded(monkeypatch) -> list:
     """From now on, the times of the frames the reader decodes (every frame it receives from the decoder)."""
     decoded = []
 
-    class Counting(decode._Decoded):
+    class Counting(passes.Decoded):
         def __init__(self, frame, t):
             super().__init__(frame, t)
             decoded.append(t)
 
-    monkeypatch.setattr(decode, "_Decoded", Counting)
+    monkeypatch.setattr(passes, "Decoded", Counting)
     return decoded
 
 
@@ -236,31 +236,29 @@ def test_b_frames_that_cannot_be_the_answer_are_not_decoded(tmp_path, monkeypatc
 
 
 def test_a_reads_passes_run_on_as_many_threads_as_torch_has(generated, read_threads, monkeypatch):
-    seen, serve = [], decode.PyAVReader._serve_all
-    monkeypatch.setattr(decode.PyAVReader, "_serve_all",
-                        lambda self, *a: seen.append((threading.current_thread().name, self)) or serve(self, *a))
+    seen, serve = [], decode._serve_all
+    monkeypatch.setattr(decode, "_serve_all",
+                        lambda decoder, *a: seen.append((threading.current_thread().name, decoder)) or serve(decoder, *a))
     with open_video(generated["short_gop"]) as r:  # a keyframe every 8 frames: 6 targets 16 frames apart, 6 passes
         for _ in range(2):
             frames = r.read(np.arange(90, 0, -16) / 8)
             assert [frame_index(x.numpy()) for x in frames.data] == list(range(90, 0, -16))
-        others = list(r._others)
-    names, readers = zip(*seen)
+        others = [decoder for decoder, _ in r._workers]
+    names, decoders = zip(*seen)
     if read_threads == 1:
-        assert names == ("MainThread",) * 2 and readers == (r, r)
+        assert names == ("MainThread",) * 2 and decoders == (r._decoder, r._decoder)
     else:  # off the caller's thread, on three containers of their own, the same three for the second read
         assert all(name.startswith("liteframe-read") for name in names)
-        assert len(others) == 3 and set(readers[:3]) == set(readers[3:]) == set(others) and r not in readers
-    for reader in others:  # closed with the reader
+        assert len(others) == 3 and set(decoders[:3]) == set(decoders[3:]) == set(others)
+        assert r._decoder not in decoders
+    for decoder in others:  # closed with the reader
         with pytest.raises(AssertionError, match="not open"):
-            next(reader._container.demux())
+            next(decoder._container.demux())
 
 
-def test_empty_request_and_unknown_backend(generated):
+def test_empty_request(generated):
     with open_video(generated["long_gop"]) as r:
         assert r.read([]).data.shape == (0, 3, 48, 64)
-    with pytest.raises(ValueError, match="unknown video decoder 'decord'; choose from pyav"):
-        open_video(generated["long_gop"], backend="decord")
-    assert "pyav" in DECODERS
 
 
 # --- containers that seek by timestamp, and raw streams, against a linear decode ----------------------------------

@@ -11,7 +11,7 @@ from PIL import Image
 import threading
 
 from liteframe.video import VideoDecodeError, load_video, normalize, open_video, preprocess, sample_frames, stream_video
-from liteframe.video.preprocess import IMAGENET_MEAN, IMAGENET_STD, PAD_VALUE
+from liteframe.video.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from videos import REAL_VIDEOS
 
 
@@ -60,26 +60,13 @@ def test_batched_in_chunks_equals_frame_by_frame():
     torch.testing.assert_close(out, one_by_one)
 
 
-def test_keep_aspect_pads_with_the_mean_colour():
-    frames = torch.full((1, 3, 20, 80), 255, dtype=torch.uint8)  # wide white frame
-    out = preprocess(frames, size=64, keep_aspect=True)[0]
-    pad = (torch.tensor(PAD_VALUE) / 255 - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)
-    assert pad.abs().max() < 0.01  # the pad normalises to ~0
-    torch.testing.assert_close(out[:, :20], pad.view(3, 1, 1).expand(3, 20, 64), atol=1e-5, rtol=0)
-    torch.testing.assert_close(out[:, -20:], pad.view(3, 1, 1).expand(3, 20, 64), atol=1e-5, rtol=0)
-    white = (1 - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)
-    torch.testing.assert_close(out[:, 26:38], white.view(3, 1, 1).expand(3, 12, 64), atol=1e-5, rtol=0)
-    square = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
-    torch.testing.assert_close(preprocess(square, 64, keep_aspect=True), preprocess(square, 64))
-
-
 def test_rejects_float_input():
     with pytest.raises(ValueError, match="uint8 frames"):
         preprocess(torch.rand(1, 3, 8, 8))
 
 
 def test_load_video_end_to_end():
-    pixels, sample = load_video(REAL_VIDEOS / "bbb_short.mp4", num_frames=8, size=56)
+    pixels, sample = load_video(REAL_VIDEOS / "bbb_short.mp4", num_frames=8, size=56, clip_frames=4)
     assert pixels.shape == (8, 3, 56, 56) and pixels.dtype == torch.float32
     np.testing.assert_array_equal(sample.indices, [25, 50, 75, 100, 150, 175, 200, 225])  # 2 clips at 1 fps
     assert -2.2 < pixels.min() < pixels.max() < 2.7 and not sample.repeated
@@ -124,40 +111,33 @@ def test_decoder_resizes_are_close_to_pil_bicubic_of_the_rgb_frame(name):
         assert loose.mean() < 2.0 and np.percentile(loose, 99) < 24
 
 
-def test_swscale_resize_keeps_rotation_and_pads_with_the_mean_colour():
+def test_decoder_resizes_keep_rotation():
     with open_video(REAL_VIDEOS / "video_90.mov") as r:  # stored 568x320 landscape, displayed portrait
         full = r.read([0.5]).data
         square = r.read([0.5], size=64).data
-        padded = r.read([0.5], size=64, keep_aspect=True).data
         loose = r.read([0.5], size=64, scaler="swscale").data
     want = torch.from_numpy(pil_reference_uint8(full[0].permute(1, 2, 0).numpy(), 64)).permute(2, 0, 1)
     # resized before it is turned: PIL's rounding between its passes then falls on the other axis (a few levels)
     err = (square[0].int() - want.int()).abs()
     assert err.float().mean() < 0.2 and err.max() <= 4
     assert (loose[0].int() - want.int()).abs().float().mean() < 3  # a wrong turn is ~40
-    # portrait 320x568 fitted into 64: 36 columns of picture, 14 columns of padding each side
-    assert padded.shape == (1, 3, 64, 64)
-    pad = torch.tensor(PAD_VALUE, dtype=torch.uint8).view(3, 1, 1)
-    assert torch.equal(padded[0, :, :, :14], pad.expand(3, 64, 14))
-    assert torch.equal(padded[0, :, :, 50:], pad.expand(3, 64, 14))
-    torch_path = preprocess(full, 64, keep_aspect=True)
-    assert (normalize(padded) - torch_path).abs().mean() < 0.1
 
 
 def test_load_video_swscale_against_torch_resize():
-    a, sa = load_video(REAL_VIDEOS / "flipping_a_pancake.mkv", num_frames=4, size=56)
-    b, sb = load_video(REAL_VIDEOS / "flipping_a_pancake.mkv", num_frames=4, size=56, resize="torch")
+    a, sa = load_video(REAL_VIDEOS / "flipping_a_pancake.mkv", num_frames=4, size=56, clip_frames=4)
+    b, sb = load_video(REAL_VIDEOS / "flipping_a_pancake.mkv", num_frames=4, size=56, resize="torch",
+                    clip_frames=4)
     np.testing.assert_array_equal(sa.indices, sb.indices)
     assert a.shape == b.shape == (4, 3, 56, 56) and (a - b).abs().mean() < 0.05
     with pytest.raises(ValueError, match="unknown resize 'pil'"):
-        load_video(REAL_VIDEOS / "flipping_a_pancake.mkv", num_frames=4, size=56, resize="pil")
+        load_video(REAL_VIDEOS / "flipping_a_pancake.mkv", num_frames=4, size=56, resize="pil", clip_frames=4)
 
 
 # --- stream_video: background decoding through a bounded queue ----------------------------------------------------
 
 def test_stream_video_chunks_equal_one_read():
     with open_video(REAL_VIDEOS / "bbb_short.mp4") as r:
-        sample = sample_frames(r.info, 12, "clips")
+        sample = sample_frames(r.info, 12, "clips", clip_frames=4)
         whole = normalize(r.read(sample.timestamps, size=56).data)
     stream = stream_video(REAL_VIDEOS / "bbb_short.mp4", sample, chunk_frames=5, size=56, dtype=torch.float64)
     chunks = list(stream)
@@ -182,7 +162,7 @@ def test_stream_video_from_an_open_reader_without_a_thread_equals_one_read():
     """prefetch=0 decodes in the caller's thread (no thread started, wait = decode) from the caller's reader, which
     stays open; the torch resize path goes through the same stream."""
     with open_video(REAL_VIDEOS / "bbb_short.mp4") as r:
-        sample = sample_frames(r.info, 8, "clips")
+        sample = sample_frames(r.info, 8, "clips", clip_frames=4)
         whole = normalize(r.read(sample.timestamps, size=56).data)
         full = preprocess(r.read(sample.timestamps).data, 56)
         before = threading.active_count()
@@ -203,7 +183,7 @@ def test_exact_resize_runs_torch_on_one_thread_and_restores_the_callers_threads(
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        load_video(REAL_VIDEOS / "bbb_short.mp4", num_frames=4, size=56)
+        load_video(REAL_VIDEOS / "bbb_short.mp4", num_frames=4, size=56, clip_frames=4)
         assert seen == [1] * 4 and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)

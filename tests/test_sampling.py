@@ -23,7 +23,7 @@ budgets = st.sampled_from([4, 8, 16, 32, 64, 128, 256, 512])
 def test_count_holds_and_indices_are_sorted_in_range(v, n, strategy):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", VideoDecodeWarning)
-        s = sample_frames(v, n, strategy)
+        s = sample_frames(v, n, strategy, **({"clip_frames": 4} if strategy == "clips" else {}))
     assert len(s) == n and s.indices.dtype == np.int64
     assert np.all(np.diff(s.indices) >= 0) and s.indices[0] >= 0 and s.indices[-1] < v.num_frames
     np.testing.assert_allclose(s.timestamps, s.indices / v.fps)
@@ -35,7 +35,7 @@ def test_count_holds_and_indices_are_sorted_in_range(v, n, strategy):
 @given(v=videos, n=budgets)
 def test_clips_are_dense_four_frame_clips_at_least_1fps_spread_evenly(v, n):
     assume(v.num_frames >= 4 * n)  # enough frames that no clip repeats one
-    s = sample_frames(v, n, "clips")
+    s = sample_frames(v, n, "clips", clip_frames=4)
     t = s.timestamps.reshape(n // 4, 4)
     rate = max(1.0, n / (v.num_frames / v.fps))
     np.testing.assert_allclose(np.diff(t, axis=1), 1 / rate, atol=1.01 / v.fps)  # in-clip step, up to snapping
@@ -49,17 +49,19 @@ def test_clips_are_dense_four_frame_clips_at_least_1fps_spread_evenly(v, n):
 
 def test_clips_at_high_rate_equal_uniform():
     v = info(20.0)
-    np.testing.assert_array_equal(sample_frames(v, 64, "clips").indices, sample_frames(v, 64, "uniform").indices)
+    np.testing.assert_array_equal(sample_frames(v, 64, "clips", clip_frames=4).indices,
+                                  sample_frames(v, 64, "uniform").indices)
 
 
 def test_clips_layout_example():
-    s = sample_frames(info(60.0, fps=10.0), 8, "clips")  # 2 clips of 4 frames at 1 fps, centred in halves of 60 s
+    # 2 clips of 4 frames at 1 fps, centred in halves of 60 s
+    s = sample_frames(info(60.0, fps=10.0), 8, "clips", clip_frames=4)
     np.testing.assert_array_equal(s.timestamps, [13.5, 14.5, 15.5, 16.5, 43.5, 44.5, 45.5, 46.5])
 
 
 def test_clips_need_a_multiple_of_four():
     with pytest.raises(ValueError, match="multiple of 4, got 6"):
-        sample_frames(info(10.0), 6, "clips")
+        sample_frames(info(10.0), 6, "clips", clip_frames=4)
 
 
 @settings(max_examples=40, deadline=None)
@@ -91,7 +93,7 @@ def test_unknown_strategy_and_registry():
 @settings(max_examples=40, deadline=None)
 @given(v=videos, seed=st.integers(0, 2**16), key=st.integers(0, 10**6))
 def test_training_sampler_is_deterministic_and_in_range(v, seed, key):
-    sampler = TrainSampler(seed=seed)
+    sampler = TrainSampler(4, seed=seed)
     a, b = sampler(v, key), sampler(v, key)
     np.testing.assert_array_equal(a.indices, b.indices)
     assert len(a) in (128, 256, 512) and np.all(np.diff(a.indices) >= 0)
@@ -105,15 +107,15 @@ def test_training_sampler_is_deterministic_and_in_range(v, seed, key):
 
 def test_training_sampler_varies_with_key_and_seed():
     v = info(600.0)
-    samples = [TrainSampler(seed=0)(v, k) for k in range(12)]
+    samples = [TrainSampler(4, seed=0)(v, k) for k in range(12)]
     assert len({len(s) for s in samples}) > 1  # budgets drawn
     assert len({tuple(s.indices[:4]) for s in samples}) == 12
-    assert not np.array_equal(TrainSampler(seed=1)(v, 0).indices, samples[0].indices)
+    assert not np.array_equal(TrainSampler(4, seed=1)(v, 0).indices, samples[0].indices)
 
 
 def test_training_sampler_for_short_distillation_clips():
     v = info(30.0)
-    sampler = TrainSampler(budgets=(8,), rates=(1.0, 4.0), seed=3)
+    sampler = TrainSampler(4, budgets=(8,), rates=(1.0, 4.0), seed=3)
     for key in range(5):
         s = sampler(v, key)
         assert len(s) == 8 and not s.repeated
@@ -121,19 +123,19 @@ def test_training_sampler_for_short_distillation_clips():
         assert np.all((steps >= 0.25 - 1 / 30) & (steps <= 1.0 + 1 / 30))
 
 
-@pytest.mark.parametrize("compression, clip", [(4, 1), (16, 4), (64, 4), ((8, 2, 2), 8)])
-def test_clip_length_comes_from_the_compression(compression, clip):
+@pytest.mark.parametrize("clip", [1, 2, 4, 8])
+def test_clips_are_clip_frames_long(clip):
     v = info(600.0)
-    s = sample_frames(v, 16, "clips", compression=compression)
+    s = sample_frames(v, 16, "clips", clip_frames=clip)
     steps = np.diff(s.timestamps.reshape(16 // clip, clip), axis=1)
     np.testing.assert_allclose(steps, 1.0, atol=1.01 / v.fps)  # 1 fps inside a clip
     gaps = s.timestamps.reshape(16 // clip, clip)[1:, 0] - s.timestamps.reshape(16 // clip, clip)[:-1, -1]
     assert np.all(gaps > 2.0)  # between clips: the rest of the video, spread evenly
-    t = TrainSampler(budgets=(16,), compression=compression)(v, 0).timestamps.reshape(16 // clip, clip)
+    t = TrainSampler(clip, budgets=(16,))(v, 0).timestamps.reshape(16 // clip, clip)
     assert np.all(np.diff(t, axis=1) <= 1.01) and (clip == 1 or np.all(t[1:, 0] - t[:-1, -1] >= 0))
     if clip > 1:
         with pytest.raises(ValueError, match=f"multiple of {clip}"):
-            sample_frames(v, clip + 1, "clips", compression=compression)
+            sample_frames(v, clip + 1, "clips", clip_frames=clip)
 
 
 @settings(max_examples=30, deadline=None)
@@ -141,7 +143,7 @@ def test_clip_length_comes_from_the_compression(compression, clip):
 def test_clips_take_a_target_rate_for_their_spacing(v, n, rate):
     # what LMA does per sample: a drawn budget and frame rate; frames inside a clip are at max(rate, n / duration)
     assume(v.num_frames >= 8 * n and v.duration * min(rate, v.fps) >= n)
-    s = sample_frames(v, n, "clips", rate=rate, compression=16)
+    s = sample_frames(v, n, "clips", rate=rate, clip_frames=4)
     step = np.diff(s.timestamps.reshape(n // 4, 4), axis=1)
     np.testing.assert_allclose(step, 1 / max(rate, n / (v.num_frames / v.fps)), atol=1.01 / v.fps)
 
@@ -157,7 +159,26 @@ def test_videollm_clips_span_the_families_grid_step():
     pairs = sample_clips(v, 16, get_compression(16), frames_per_step=2).timestamps
     np.testing.assert_allclose(np.diff(pairs.reshape(2, 8), axis=1), 1.0)  # each clip: 8 frames 1 s apart
     assert pairs[8] - pairs[7] > 100  # then a long gap to the second clip
-    np.testing.assert_array_equal(sample_clips(v, 16, get_compression(16)).timestamps,
-                                  sample_frames(v, 16, "clips").timestamps)  # InternVL: 4-frame clips as before
+    np.testing.assert_array_equal(sample_clips(v, 16, get_compression(16)).timestamps,  # InternVL: 4-frame clips
+                                  sample_frames(v, 16, "clips", clip_frames=4).timestamps)
     short = sample_clips(v, 6, get_compression(4), frames_per_step=2).timestamps
     np.testing.assert_allclose(np.diff(short.reshape(3, 2), axis=1), 1.0)
+
+
+def test_clip_frames_is_a_positive_count_and_required_for_clips():
+    with pytest.raises(ValueError, match="clip_frames must be at least 1, got 0"):
+        sample_frames(info(10.0), 4, "clips", clip_frames=0)
+    with pytest.raises(TypeError, match="clip_frames"):
+        sample_frames(info(10.0), 4, "clips")
+
+
+def test_video_does_not_depend_on_the_compression_contract():
+    """Issue 18: the sampler takes frames per clip; the caller derives them from its compression."""
+    import ast
+    from pathlib import Path
+
+    import liteframe.video
+
+    for path in Path(liteframe.video.__file__).parent.glob("*.py"):
+        imported = {node.module for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.ImportFrom)}
+        assert "liteframe.compression" not in imported, path

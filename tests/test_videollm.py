@@ -305,10 +305,10 @@ def test_overlapped_decoding_runs_in_the_background_and_changes_nothing(dense, m
     the visual tokens are the same either way."""
     import threading
 
-    from liteframe.video.decode import PyAVReader
+    from liteframe.video.decode import VideoReader
 
-    readers, read = [], PyAVReader.read
-    monkeypatch.setattr(PyAVReader, "read", lambda self, *a, **k: readers.append(threading.current_thread().name)
+    readers, read = [], VideoReader.read
+    monkeypatch.setattr(VideoReader, "read", lambda self, *a, **k: readers.append(threading.current_thread().name)
                         or read(self, *a, **k))
     new = VideoLLM(dense.model, dense.tokenizer, dense.encoder, chunk_frames=4)
     old = _front_end(new, new.resize, False)

@@ -198,8 +198,10 @@ def _add_frames(sub) -> None:
     p.add_argument("--out", default="sheet.png", help="where to write the PNG")
 
     def run(a):
+        from liteframe.compression import DEFAULT
         from liteframe.video.contact import contact_sheet
-        contact_sheet(a.video, a.frames, a.sampling, a.out)
+        clips = {"clip_frames": DEFAULT.clip_frames()} if a.sampling == "clips" else {}  # the 16x student's clips
+        contact_sheet(a.video, a.frames, a.sampling, a.out, **clips)
         print(a.out)
 
     p.set_defaults(func=run)

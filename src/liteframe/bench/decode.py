@@ -30,6 +30,7 @@ import torch
 
 from av.video.reformatter import VideoReformatter
 
+from liteframe.compression import DEFAULT
 from liteframe.video import RESIZERS, load_video, open_video, sample_frames
 
 WIDTH, HEIGHT, FPS = 1280, 720, 30
@@ -178,7 +179,8 @@ def _timed(fn, best: dict, name: str):
 
 
 FULL_RGB, FULL_DECODE = "decode every frame, RGB every frame", "decode every frame, RGB sampled only"
-STRATEGIES = ("uniform", "clips", "fps")
+# Each strategy with its options: clips of the default compression's length, as InternVL reads them
+STRATEGIES = {"uniform": {}, "clips": {"clip_frames": DEFAULT.clip_frames()}, "fps": {}}
 # A frame whose mean absolute difference from the full decode's frame exceeds this is another frame (decord converts
 # to RGB with other swscale flags: the same frame differs by a fraction of a level).
 _OTHER_FRAME = 2.0
@@ -195,7 +197,7 @@ def run(minutes: float = 10.0, num_frames: int = 256, keyframe_s: int = 2, repea
     path = long_video(minutes, keyframe_s, cache_dir, content)
     with open_video(path) as reader:
         info = reader.info
-        samples = {s: sample_frames(info, num_frames, s) for s in STRATEGIES}
+        samples = {s: sample_frames(info, num_frames, s, **kw) for s, kw in STRATEGIES.items()}
     has_decord = importlib.util.find_spec("decord") is not None
     # The RGB-every-frame decode keeps every strategy's frames (copies cost little beside converting every frame):
     # the reference that each sparse read is checked against.
@@ -240,9 +242,9 @@ def _frontend(keyframe_s: int, repeats: int, cache_dir: str | None, content: str
     subjects = {PLAIN: lambda: _plain_decode(path)}
     for resize in RESIZERS:
         subjects[f"load_video {FRONTEND_FRAMES} frames @{FRONTEND_SIZE} ({resize})"] = (
-            lambda r=resize: load_video(path, FRONTEND_FRAMES, size=FRONTEND_SIZE, resize=r))
+            lambda r=resize: load_video(path, FRONTEND_FRAMES, size=FRONTEND_SIZE, resize=r, **STRATEGIES["clips"]))
     subjects[f"load_video {FRONTEND_FRAMES} frames @{FRONTEND_SIZE} (exact, torch on one thread)"] = (
-        lambda: _on_one_thread(lambda: load_video(path, FRONTEND_FRAMES, size=FRONTEND_SIZE)))
+        lambda: _on_one_thread(lambda: load_video(path, FRONTEND_FRAMES, size=FRONTEND_SIZE, **STRATEGIES["clips"])))
     best: dict[str, float] = {}
     for _ in range(repeats):
         for name, fn in subjects.items():

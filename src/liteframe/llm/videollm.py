@@ -291,7 +291,7 @@ def sample_clips(info, frames: int, compression: Compression, frames_per_step: i
     clip = compression.clip_frames(frames_per_step)
     if clip == 1 or frames % clip:
         return sample_frames(info, frames, "uniform")
-    return sample_frames(info, frames, "clips", compression=compression, frames_per_step=frames_per_step)
+    return sample_frames(info, frames, "clips", clip_frames=clip)
 
 
 def ask(video: str | Path, question: str, model: str | Path, encoder: str = "dense", frames: int = 16,

@@ -214,7 +214,8 @@ class ChatDataset(Dataset):
                 info = reader.info
         except (VideoDecodeError, OSError) as err:
             return {"id": s.id, "skip": "decode failure", "detail": one_line(err)}
-        timestamps = sample_frames(info, budget, "clips", rate=rate, compression=p.compression).timestamps.tolist()
+        timestamps = sample_frames(info, budget, "clips", rate=rate,
+                                   clip_frames=p.compression.clip_frames()).timestamps.tolist()
         steps, tokens = p.layouts[budget]
         counts = even_counts(tokens, steps)
         ids, labels = p.ids(timestamps, counts, s.turns)

@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterator
 import torch
 from torch.utils.data import Dataset, DistributedSampler
 
+from liteframe.compression import DEFAULT
 from liteframe.errors import InputError
 from liteframe.video.decode import VideoDecodeError, VideoDecodeWarning, VideoInfo, open_video
 from liteframe.video.preprocess import normalize
@@ -70,7 +71,7 @@ class ClipDataset(Dataset):
 
     def __init__(self, entries: list[ManifestEntry], frames: int, size: int, fps: tuple[float, float], seed: int):
         self.entries, self.size = entries, size
-        self.sampler = TrainSampler(budgets=(frames,), rates=tuple(fps), seed=seed)
+        self.sampler = TrainSampler(DEFAULT.clip_frames(), budgets=(frames,), rates=tuple(fps), seed=seed)
         self.view = 0
 
     def set_view(self, view: int) -> None:

@@ -9,7 +9,6 @@ from PIL import Image, ImageDraw
 
 from liteframe.errors import InputError
 from liteframe.video.decode import open_video
-from liteframe.compression import get_compression
 from liteframe.video.sampling import sample_frames
 
 THUMB_WIDTH = 240
@@ -19,16 +18,16 @@ MIN_COLUMNS = 4
 
 def contact_sheet(path: str | os.PathLike, num_frames: int = 16, strategy: str = "clips",
                   out: str | os.PathLike = "sheet.png", **sampling_kw) -> Image.Image:
-    """Sample, decode and tile the frames (whole clips of the compression per row, at least 4 frames, so each row of
-    a `clips` sheet at 16x is one clip), each labelled with its frame index and time; saves to `out` and returns
-    the image."""
+    """Sample, decode and tile the frames (whole clips per row, at least 4 frames, so each row of a `clips` sheet of
+    4-frame clips is one clip), each labelled with its frame index and time; saves to `out` and returns the image.
+    `sampling_kw` go to the strategy (`clip_frames` for `clips`)."""
     _check_out(Path(out))  # before decoding, which is the slow part
     with open_video(path) as reader:
         sample = sample_frames(reader.info, num_frames, strategy, **sampling_kw)
         frames = reader.read(sample.timestamps)
     h, w = frames.data.shape[-2:]
     thumb = (THUMB_WIDTH, max(1, round(h * THUMB_WIDTH / w)))
-    clip = get_compression(sampling_kw.get("compression")).clip_frames()
+    clip = sampling_kw.get("clip_frames", 1)
     columns = clip * -(-MIN_COLUMNS // clip)
     rows = -(-len(sample) // columns)
     sheet = Image.new("RGB", (columns * thumb[0], rows * (thumb[1] + LABEL_HEIGHT)), "white")

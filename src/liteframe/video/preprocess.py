@@ -19,8 +19,6 @@ import torch.nn.functional as F
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-# Padding for keep_aspect: the mean colour, which normalises to (almost exactly) zero.
-PAD_VALUE = tuple(round(255 * m) for m in IMAGENET_MEAN)
 RESIZERS = ("exact", "swscale", "torch")
 _CHUNK = 32  # frames converted to float at once: bounds memory for long 720p videos
 
@@ -39,11 +37,9 @@ def normalize(frames: torch.Tensor, device: torch.device | str | None = None,
     return torch.addcmul(shift, out, scale, out=out)
 
 
-def preprocess(frames: torch.Tensor, size: int = 448, keep_aspect: bool = False,
-               device: torch.device | str | None = None) -> torch.Tensor:
+def preprocess(frames: torch.Tensor, size: int = 448, device: torch.device | str | None = None) -> torch.Tensor:
     """uint8 (N, 3, H, W) -> float32 (N, 3, size, size) on `device` (default: the frames' device): the `torch`
-    resize. keep_aspect pads the shorter side symmetrically with `PAD_VALUE` to a square before resizing. Frames
-    already size x size (resized by the decoder) are only normalised."""
+    resize. Frames already size x size (resized by the decoder) are only normalised."""
     check_frames(frames)
     if frames.shape[-2:] == (size, size):
         return normalize(frames, device)
@@ -53,8 +49,6 @@ def preprocess(frames: torch.Tensor, size: int = 448, keep_aspect: bool = False,
     out = torch.empty(len(frames), 3, size, size, device=device)
     for start in range(0, len(frames), _CHUNK):
         x = frames[start:start + _CHUNK].to(device, non_blocking=True).float()
-        if keep_aspect:
-            x = pad_square(x)
         x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False, antialias=True)
         out[start:start + _CHUNK] = (x.clamp_(0, 255) - mean) / std
     return out
@@ -66,15 +60,4 @@ def check_frames(frames: torch.Tensor, what: str = "preprocess") -> None:
         raise ValueError(f"{what} expects uint8 frames (N, 3, H, W), got {frames.dtype} {tuple(frames.shape)}")
 
 
-def pad_square(x: torch.Tensor) -> torch.Tensor:
-    """(N, 3, H, W) -> (N, 3, S, S), S = max(H, W), the image centred on `PAD_VALUE`."""
-    h, w = x.shape[-2:]
-    side = max(h, w)
-    top, left = (side - h) // 2, (side - w) // 2
-    canvas = torch.tensor(PAD_VALUE, dtype=x.dtype, device=x.device).view(1, 3, 1, 1).expand(len(x), 3, side, side)
-    canvas = canvas.clone()
-    canvas[:, :, top:top + h, left:left + w] = x
-    return canvas
-
-
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "PAD_VALUE", "RESIZERS", "normalize", "preprocess"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "RESIZERS", "normalize", "preprocess"]

@@ -5,13 +5,14 @@ the frame on screen at that time). Every strategy returns indices in increasing 
 distinct frames than asked for, indices repeat so that the count holds, `repeated` is True and a warning says so.
 
 - `uniform`: N frames at the centres of N equal segments of the video.
-- `clips`: N/c dense clips of c consecutive sample slots spread evenly over the video, c the clip length of the
-  `compression` (4 frames at the default 16x, 1 at 4x), frames inside a clip at max(rate, N / duration) fps (rate
-  1 fps by default: dense clips at >= 1 fps, SPEC 5-7). At rate N / duration the clips touch and this is `uniform`.
+- `clips`: N/c dense clips of c = `clip_frames` consecutive sample slots spread evenly over the video (the caller
+  derives c from its compression: 4 frames at 16x, 1 at 4x, twice that for Qwen2.5-VL's frame pairs), frames inside
+  a clip at max(rate, N / duration) fps (rate 1 fps by default: dense clips at >= 1 fps, SPEC 5-7). At rate
+  N / duration the clips touch and this is `uniform`.
 - `fps`: frames at `rate` fps, at most N (beyond N the rate drops to N / duration, which is `uniform`).
 - `TrainSampler`: `clips` with the budget drawn from a set and the in-clip rate from a range, clips placed at random
   gaps, deterministic for (seed, key) (SPEC 5 and 6). A job that draws its own budget and rate per sample (LMA) calls
-  `sample_frames(info, budget, "clips", rate=fps, compression=...)` instead.
+  `sample_frames(info, budget, "clips", rate=fps, clip_frames=...)` instead.
 """
 from __future__ import annotations
 
@@ -21,7 +22,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from liteframe.compression import Compression, get_compression
 from liteframe.registry import Registry
 from liteframe.video.decode import VideoDecodeWarning, VideoInfo
 
@@ -43,8 +43,7 @@ class FrameSample:
 
 def sample_frames(info: VideoInfo, num_frames: int, strategy: str = "clips", **kw) -> FrameSample:
     """Choose `num_frames` frames of a video with a registered strategy (`uniform`, `clips`, `fps`); `kw` go to the
-    strategy: `rate` (fps) for `clips` and `fps`, `compression` (its clip length) and `frames_per_step` (frames
-    behind one ViT grid step: 2 for Qwen2.5-VL) for `clips`."""
+    strategy: `rate` (fps) for `clips` and `fps`, `clip_frames` (frames per clip, required) for `clips`."""
     if num_frames < 1:
         raise ValueError(f"num_frames must be at least 1, got {num_frames}")
     sample = _from_times(info, SAMPLERS.get(strategy)(info, num_frames, **kw))
@@ -61,16 +60,14 @@ def uniform(info: VideoInfo, num_frames: int) -> np.ndarray:
 
 
 @SAMPLERS.register("clips")
-def clips(info: VideoInfo, num_frames: int, rate: float = 1.0,
-          compression: Compression | int | None = None, frames_per_step: int = 1) -> np.ndarray:
-    """Sample times (num_frames,): num_frames / c clips of c frames (c = the compression's clip length in frames,
-    `clip_frames(frames_per_step)`) at max(rate, num_frames / duration) fps, spread evenly with equal gaps."""
-    clip = get_compression(compression).clip_frames(frames_per_step)
+def clips(info: VideoInfo, num_frames: int, *, clip_frames: int, rate: float = 1.0) -> np.ndarray:
+    """Sample times (num_frames,): num_frames / c clips of c = `clip_frames` frames at max(rate, num_frames /
+    duration) fps, spread evenly with equal gaps."""
     duration = _duration(info)
-    window, num_clips = _clip_window(duration, num_frames, rate, clip)
+    window, num_clips = _clip_window(duration, num_frames, rate, clip_frames)
     gap = (duration - num_clips * window) / num_clips
     starts = gap / 2 + np.arange(num_clips) * (window + gap)
-    return _clip_times(starts, window, clip)
+    return _clip_times(starts, window, clip_frames)
 
 
 @SAMPLERS.register("fps")
@@ -88,29 +85,27 @@ def fps(info: VideoInfo, num_frames: int, rate: float = 1.0) -> np.ndarray:
 class TrainSampler:
     """Training frame sampling: `sampler(info, key) -> FrameSample`. The budget is drawn from `budgets`, the minimum
     in-clip rate uniformly from `rates` (fps), and the clips sit at random gaps; the same (seed, key) always gives the
-    same sample. For CTD on short clips of T frames use `budgets=(T,)`. Clips are `compression`'s clip length."""
+    same sample. For CTD on short clips of T frames use `budgets=(T,)`. Clips are `clip_frames` frames long."""
 
+    clip_frames: int
     budgets: tuple[int, ...] = (128, 256, 512)
     rates: tuple[float, float] = (1.0, 4.0)
     seed: int = 0
-    compression: Compression | int | None = None
-
-    def __post_init__(self):
-        self.compression = get_compression(self.compression)
 
     def __call__(self, info: VideoInfo, key: int) -> FrameSample:
         rng = np.random.default_rng([self.seed, key])
         num_frames = int(rng.choice(self.budgets))
-        clip = self.compression.clip_frames()
         duration = _duration(info)
-        window, num_clips = _clip_window(duration, num_frames, rng.uniform(*self.rates), clip)
+        window, num_clips = _clip_window(duration, num_frames, rng.uniform(*self.rates), self.clip_frames)
         free = duration - num_clips * window
         starts = np.sort(rng.uniform(0.0, free, num_clips)) + np.arange(num_clips) * window
-        return _from_times(info, _clip_times(starts, window, clip))
+        return _from_times(info, _clip_times(starts, window, self.clip_frames))
 
 
 def _clip_window(duration: float, num_frames: int, rate: float, clip: int) -> tuple[float, int]:
     """(seconds one clip of `clip` frames spans, number of clips) for clips at max(rate, num_frames / duration) fps."""
+    if clip < 1:
+        raise ValueError(f"clip_frames must be at least 1, got {clip}")
     if num_frames % clip:
         raise ValueError(f"clip sampling needs a frame count that is a multiple of {clip}, got {num_frames}")
     if rate <= 0:

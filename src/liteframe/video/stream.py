@@ -1,7 +1,7 @@
 """A video file -> model-ready pixels: `load_video` in one call, `stream_video` chunk by chunk while the caller works.
 
 Both decode only the sampled frames. With `resize="exact"` (the default) or `"swscale"` the decoder resizes each
-frame to size x size uint8 RGB (`SCALERS` in decode.py) and the device only normalises (one fused multiply-add on
+frame to size x size uint8 RGB (`SCALERS` in scale.py) and the device only normalises (one fused multiply-add on
 uint8 input); `resize="torch"` converts whole frames to RGB and resizes them in float with torch's antialiased
 bicubic on the device (see `preprocess` and docs/results/frontend.md).
 
@@ -29,15 +29,15 @@ from liteframe.video.sampling import FrameSample, sample_frames
 
 
 def load_video(path: str | os.PathLike, num_frames: int, strategy: str = "clips", size: int = 448,
-               backend: str = "pyav", device: torch.device | str | None = None, resize: str = "exact",
-               keep_aspect: bool = False, **sampling_kw) -> tuple[torch.Tensor, FrameSample]:
+               device: torch.device | str | None = None, resize: str = "exact",
+               **sampling_kw) -> tuple[torch.Tensor, FrameSample]:
     """A video file -> (pixels float32 (N, 3, size, size) on `device` (default CPU), the FrameSample that chose
     them); `sampling_kw` go to the strategy (e.g. rate=2.0, compression=16)."""
     _check_resize(resize)
-    with open_video(path, backend) as reader:
+    with open_video(path) as reader:
         sample = sample_frames(reader.info, num_frames, strategy, **sampling_kw)
-        frames, _ = _decode(reader, sample.timestamps, size, keep_aspect, resize)
-    return _prepare(frames, size, keep_aspect, device, torch.float32), sample
+        frames, _ = _decode(reader, sample.timestamps, size, resize)
+    return _prepare(frames, size, device, torch.float32), sample
 
 
 @dataclass
@@ -59,15 +59,14 @@ class VideoStream:
     total; with `prefetch=0` the caller's thread decodes each chunk when it asks for it (wait_s = decode_s)."""
 
     def __init__(self, source: str | os.PathLike | VideoReader, timestamps: np.ndarray, chunk_frames: int,
-                 size: int, keep_aspect: bool, resize: str, device: torch.device | str | None, dtype: torch.dtype,
-                 backend: str, prefetch: int):
+                 size: int, resize: str, device: torch.device | str | None, dtype: torch.dtype, prefetch: int):
         _check_resize(resize)
         if chunk_frames < 1 or prefetch < 0:
             raise ValueError(f"chunk_frames must be at least 1 and prefetch at least 0, got {chunk_frames} and "
                              f"{prefetch}")
         self.source, self.timestamps, self.chunk_frames = source, timestamps, chunk_frames
-        self.size, self.keep_aspect, self.resize = size, keep_aspect, resize
-        self.device, self.dtype, self.backend, self.prefetch = device, dtype, backend, prefetch
+        self.size, self.resize = size, resize
+        self.device, self.dtype, self.prefetch = device, dtype, prefetch
         self.decode_s = self.preprocess_s = self.wait_s = 0.0
 
     def __iter__(self) -> Iterator[Chunk]:
@@ -75,7 +74,7 @@ class VideoStream:
         with closing(self._foreground() if self.prefetch == 0 else self._background()) as frames:
             for start, (data, pts) in zip(starts, frames):
                 began = time.perf_counter()
-                pixels = _prepare(data, self.size, self.keep_aspect, self.device, self.dtype)
+                pixels = _prepare(data, self.size, self.device, self.dtype)
                 self.preprocess_s += time.perf_counter() - began
                 yield Chunk(pixels, pts, start)
 
@@ -124,20 +123,18 @@ class VideoStream:
         """A reader for the stream: the caller's own (left open), else the file opened for the iteration."""
         if isinstance(self.source, VideoReader):
             return nullcontext(self.source)
-        return open_video(self.source, self.backend)
+        return open_video(self.source)
 
     def _decode(self, reader: VideoReader, start: int) -> tuple[torch.Tensor, torch.Tensor]:
         began = time.perf_counter()
-        item = _decode(reader, self.timestamps[start:start + self.chunk_frames], self.size, self.keep_aspect,
-                       self.resize)
+        item = _decode(reader, self.timestamps[start:start + self.chunk_frames], self.size, self.resize)
         self.decode_s += time.perf_counter() - began
         return item
 
 
 def stream_video(source: str | os.PathLike | VideoReader, sample: FrameSample | Sequence[float], chunk_frames: int,
-                 size: int | None = 448, *, keep_aspect: bool = False, resize: str = "exact",
-                 device: torch.device | str | None = None, dtype: torch.dtype = torch.float32,
-                 backend: str = "pyav", prefetch: int = 2) -> VideoStream:
+                 size: int | None = 448, *, resize: str = "exact", device: torch.device | str | None = None,
+                 dtype: torch.dtype = torch.float32, prefetch: int = 2) -> VideoStream:
     """The sampled frames of a video in chunks of `chunk_frames` (the last may be shorter), decoded in a background
     thread while the caller works on the previous chunk (`prefetch` chunks ahead at most; 0: no thread, each chunk
     decoded when asked for): `for chunk in stream_video(...)` -> `Chunk` with pixels (n, 3, size, size) on `device`
@@ -145,21 +142,21 @@ def stream_video(source: str | os.PathLike | VideoReader, sample: FrameSample | 
     itself). `source`: a path, or an open reader (read by the stream, closed by its owner, not used by anyone
     else during the iteration). `sample`: a FrameSample or timestamps (seconds)."""
     times = sample.timestamps if isinstance(sample, FrameSample) else np.asarray(sample, np.float64).reshape(-1)
-    return VideoStream(source, times, chunk_frames, size, keep_aspect, resize, device, dtype, backend, prefetch)
+    return VideoStream(source, times, chunk_frames, size, resize, device, dtype, prefetch)
 
 
-def _decode(reader: VideoReader, timestamps: np.ndarray, size: int | None, keep_aspect: bool,
+def _decode(reader: VideoReader, timestamps: np.ndarray, size: int | None,
             resize: str) -> tuple[torch.Tensor, torch.Tensor]:
     """-> (uint8 (n, 3, size, size) resized by the decoder, or (n, 3, H, W) full frames for the torch resize; pts
     (n,))."""
     if resize == "torch" or size is None:
         frames = reader.read(timestamps)
     else:
-        frames = reader.read(timestamps, size=size, keep_aspect=keep_aspect, scaler=resize)
+        frames = reader.read(timestamps, size=size, scaler=resize)
     return frames.data, frames.pts
 
 
-def _prepare(frames: torch.Tensor, size: int | None, keep_aspect: bool, device: torch.device | str | None,
+def _prepare(frames: torch.Tensor, size: int | None, device: torch.device | str | None,
              dtype: torch.dtype) -> torch.Tensor:
     """uint8 (n, 3, H, W) -> `dtype` (n, 3, size, size) on `device`: frames already resized are only normalised; full
     frames are resized by torch on the device. `size` None: the frames as decoded."""
@@ -167,7 +164,7 @@ def _prepare(frames: torch.Tensor, size: int | None, keep_aspect: bool, device: 
         return frames
     if frames.shape[-2:] == (size, size):
         return normalize(frames, device, dtype)
-    return preprocess(frames, size, keep_aspect, device=device).to(dtype)
+    return preprocess(frames, size, device=device).to(dtype)
 
 
 def _check_resize(resize: str) -> None:
