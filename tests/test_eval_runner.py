@@ -9,7 +9,7 @@ from liteframe.cli import main
 from liteframe.eval.backend import load_llm
 from liteframe.eval.report import report_rows, plot
 from liteframe.eval.runner import EvalConfig, evaluate, merge_shards, read_records, run_shard, shard_path
-from liteframe.llm import save_tiny_internvl
+from liteframe.testing import save_tiny_internvl
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from liteframe.cli import main
-from videos import REAL_VIDEOS, make_audio_only, make_video
+from liteframe.testing.videos import make_audio_only, make_video
+from videos import REAL_VIDEOS
 
 REAL = ["bbb_short.mp4", "flipping_a_pancake.mkv", "corrupted.mp4", "video_90.mov"]
 

@@ -12,10 +12,10 @@ from collections import defaultdict
 
 from liteframe.eval.datasets import LETTERS, Question
 from liteframe.eval.parsing import extract_letter, guess, parse_longvideobench
+from liteframe.timing import LATENCY_KEYS
 
 GROUPS = {"videomme": ("duration", "domain", "task_type"), "videomme-sub": ("duration", "domain", "task_type"),
           "mlvu": ("task_type",), "longvideobench": ("duration_group", "question_category")}
-LATENCY_KEYS = ("decode", "preprocess", "vit", "llm_prefill", "generation", "total")
 
 
 def score(q: Question, raw: str) -> dict:
