@@ -23,6 +23,7 @@ from liteframe.compression import get_compression
 from liteframe.errors import InputError
 from liteframe.grid import TokenGrid
 from liteframe.llm import VideoLLM, VisualTokens, build_input_ids, get_family, make_slots
+from liteframe.llm.family import check_tokenizer
 from liteframe.llm.qwen.family import Qwen25VL, seconds_per_step
 from liteframe.llm.qwen.positions import rope_positions, set_positions
 from liteframe.llm.qwen.vision import (MAX_PIXELS, MIN_PIXELS, PixelBudget, patchify, query_scores, smart_resize,
@@ -398,7 +399,7 @@ def test_load_rejects_an_unknown_family_and_a_foreign_tokenizer(llm, tmp_path):
         VideoLLM.from_pretrained(tmp_path / "missing")
     other = types.SimpleNamespace(get_vocab=lambda: {}, name_or_path="x")
     with pytest.raises(InputError, match="not a Qwen2.5-VL checkpoint"):
-        llm.family.check_tokenizer(other, llm.model)
+        check_tokenizer(llm.family, other, llm.model)
 
 
 def test_7b_shapes_have_qwen25_vl_7b_parameter_count():

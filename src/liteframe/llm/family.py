@@ -26,13 +26,16 @@ class Family(Protocol):
     - vision (the encoder builder): `vision(model)` the checkpoint's own tower as the pipeline's backbone, with its
       data config; `student(model, folder)` a LiteFrame student in its place; `drop_vision(model)` frees the tower.
     - prompt layout: the template's `video_placeholder`, the `video_text` that replaces it (one context token per
-      slot, repeated later to the slot's count), the `context_token` and its id, and `end_id`, the token that ends
-      the video (the cached prefix ends there); `check_tokenizer` refuses a tokenizer of another checkpoint.
+      slot, repeated later to the slot's count), the `context_token` and its id (the model config's
+      `context_config`), and `end_id`, the token that ends the video (the cached prefix ends there);
+      `missing_tokens`, those of its special tokens a tokenizer lacks; `title` names its checkpoints in messages.
     - LLM inputs: `llm_inputs(model, ids, visual, timestamps)`, the prompt with its visual tokens in place, with
       positions where the family has its own; `context_length(model)`.
     """
 
+    title: str
     checkpoint_class: type
+    context_config: str
     lora_targets: str
     projector_modules: list[str]
 
@@ -42,7 +45,7 @@ class Family(Protocol):
 
     def drop_vision(self, model) -> None: ...
 
-    def check_tokenizer(self, tokenizer, model) -> None: ...
+    def missing_tokens(self, tokenizer) -> list[str]: ...
 
     def video_placeholder(self, tokenizer) -> str: ...
 
@@ -72,8 +75,21 @@ def get_family(model_type: str | None, folder=None) -> Family:
     return FAMILIES.get(model_type)
 
 
-def embed(model, ids: torch.Tensor, context_id: int, visual: VisualTokens) -> torch.Tensor:
-    """Prompt ids `(1, L)` -> `inputs_embeds (1, L, d)` with the visual tokens at the context positions in order
-    (what the checkpoints' own forwards do with image and video features)."""
+def check_tokenizer(family: Family, tokenizer, model) -> None:
+    """One line unless the tokenizer has the family's special tokens and its context token is the model's."""
+    missing = family.missing_tokens(tokenizer)
+    if missing:
+        raise InputError(f"tokenizer of {tokenizer.name_or_path or 'the model'} has no {', '.join(missing)}: not "
+                         f"{family.title} checkpoint")
+    ours, theirs = family.context_id(tokenizer), getattr(model.config, family.context_config)
+    if ours != theirs:
+        raise InputError(f"tokenizer's {family.context_token(tokenizer)} id {ours} is not the model's "
+                         f"{family.context_config} {theirs}: tokenizer and weights come from different checkpoints")
+
+
+def embed(model, ids: torch.Tensor, family: Family, visual: VisualTokens) -> torch.Tensor:
+    """Prompt ids `(1, L)` -> `inputs_embeds (1, L, d)` with the visual tokens at the family's context positions in
+    order (what the checkpoints' own forwards do with image and video features)."""
     embeds = model.get_input_embeddings()(ids)
-    return embeds.masked_scatter((ids == context_id)[..., None], visual.tokens.to(embeds.dtype))
+    is_visual = ids == getattr(model.config, family.context_config)
+    return embeds.masked_scatter(is_visual[..., None], visual.tokens.to(embeds.dtype))

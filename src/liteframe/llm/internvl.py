@@ -26,7 +26,9 @@ from liteframe.models import Teacher
 
 
 class InternVL:
+    title = "an InternVL3 -hf"
     checkpoint_class = InternVLForConditionalGeneration
+    context_config = "image_token_id"
     # PEFT fullmatches a string against each module name: a bare name list would also wrap the vision tower's
     # q_proj/k_proj/v_proj
     lora_targets = r".*language_model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
@@ -52,16 +54,8 @@ class InternVL:
     def drop_vision(self, model) -> None:
         model.model.vision_tower = None
 
-    def check_tokenizer(self, tokenizer, model) -> None:
-        """One line unless the tokenizer names InternVL's image tokens and its context token is the model's."""
-        missing = [n for n in self._tokens if getattr(tokenizer, n, None) is None]
-        if missing:
-            raise InputError(f"tokenizer of {tokenizer.name_or_path or 'the model'} has no {', '.join(missing)}: "
-                             "not an InternVL3 -hf checkpoint")
-        if self.context_id(tokenizer) != model.config.image_token_id:
-            raise InputError(f"tokenizer's image-context token id {self.context_id(tokenizer)} is not the model's "
-                             f"image_token_id {model.config.image_token_id}: tokenizer and weights come from "
-                             "different checkpoints")
+    def missing_tokens(self, tokenizer) -> list[str]:
+        return [n for n in self._tokens if getattr(tokenizer, n, None) is None]
 
     def video_placeholder(self, tokenizer) -> str:
         return tokenizer.video_token
@@ -86,7 +80,7 @@ class InternVL:
     def llm_inputs(self, model, ids: torch.Tensor, visual: VisualTokens, timestamps: Sequence[float]) -> LLMInputs:
         """Prompt ids `(1, L)` -> embeddings with the visual tokens at the context positions; InternVL's positions
         are plain 1-D ones, so the frames' times are not needed."""
-        return LLMInputs(ids, embed(model, ids, model.config.image_token_id, visual), torch.ones_like(ids))
+        return LLMInputs(ids, embed(model, ids, self, visual), torch.ones_like(ids))
 
     def context_length(self, model) -> int:
         return model.config.text_config.max_position_embeddings

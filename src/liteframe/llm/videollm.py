@@ -25,7 +25,7 @@ from liteframe.devices import resolve_device, resolve_dtype
 from liteframe.errors import InputError, model_type, one_line
 from liteframe.llm.data import warn_padding
 from liteframe.llm.encoders import EncoderSpec, VisualEncoder, VisualTokens, build_encoder, plural
-from liteframe.llm.family import Family, get_family
+from liteframe.llm.family import Family, check_tokenizer, get_family
 from liteframe.llm.inputs import LLMInputs
 from liteframe.llm.loading import load_weights, meta_model, quiet_transformers
 from liteframe.llm.prompt import Slot, build_input_ids, make_slots
@@ -110,7 +110,7 @@ class VideoLLM:
             raise InputError(f"chunk_frames {chunk_frames}: must be a positive multiple of the {encoder.name} "
                              f"encoder's {whole}-frame clips")
         self.family: Family = get_family(model.config.model_type)
-        self.family.check_tokenizer(tokenizer, model)
+        check_tokenizer(self.family, tokenizer, model)
         self.model, self.tokenizer, self.encoder, self.chunk_frames = model.eval(), tokenizer, encoder, chunk_frames
         model.requires_grad_(False)
         encoder.requires_grad_(False)

@@ -37,7 +37,9 @@ def seconds_per_step(timestamps: Sequence[float]) -> float:
 
 
 class Qwen25VL:
+    title = "a Qwen2.5-VL"
     checkpoint_class = Qwen2_5_VLForConditionalGeneration
+    context_config = "video_token_id"
     # the LLM's projections; the vision tower's blocks are `visual.blocks.N.attn.qkv` and `.mlp.*_proj`
     lora_targets = r".*language_model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
     projector_modules = ["merger"]
@@ -57,17 +59,9 @@ class Qwen25VL:
     def drop_vision(self, model) -> None:
         model.model.visual = None
 
-    def check_tokenizer(self, tokenizer, model) -> None:
-        """One line unless the tokenizer has Qwen's vision tokens and its `<|video_pad|>` is the model's."""
+    def missing_tokens(self, tokenizer) -> list[str]:
         vocab = tokenizer.get_vocab()
-        missing = [t for t in (VISION_START, VIDEO_PAD, VISION_END) if t not in vocab]
-        if missing:
-            raise InputError(f"tokenizer of {tokenizer.name_or_path or 'the model'} has no {', '.join(missing)}: "
-                             "not a Qwen2.5-VL checkpoint")
-        if self.context_id(tokenizer) != model.config.video_token_id:
-            raise InputError(f"tokenizer's {VIDEO_PAD} id {self.context_id(tokenizer)} is not the model's "
-                             f"video_token_id {model.config.video_token_id}: tokenizer and weights come from "
-                             "different checkpoints")
+        return [t for t in (VISION_START, VIDEO_PAD, VISION_END) if t not in vocab]
 
     def video_placeholder(self, tokenizer) -> str:
         return VISION_START + VIDEO_PAD + VISION_END
@@ -95,7 +89,7 @@ class Qwen25VL:
         interval = model.config.vision_config.tokens_per_second * seconds
         video = set_positions(visual.step, visual.pos, visual.grid[2], interval)
         positions, _ = rope_positions(ids[0] == model.config.video_token_id, video)
-        return LLMInputs(ids, embed(model, ids, model.config.video_token_id, visual), torch.ones_like(ids), positions)
+        return LLMInputs(ids, embed(model, ids, self, visual), torch.ones_like(ids), positions)
 
     def context_length(self, model) -> int:
         return model.config.text_config.max_position_embeddings
