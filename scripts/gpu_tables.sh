@@ -22,7 +22,7 @@ if ((dry)); then
   arch_compile=("${arch[@]}" --compile)
   reducers=(bench reducers --frames 8 --size 8 --channels 32 --repeats 1 --warmup 0 --dtype float32)
   e2e=(bench e2e --dense-frames 4 --frames 8 --encoders wap,student --repeats 1 --warmup 0 --new-tokens 2)
-  e2e_qwen=(bench e2e --model-family qwen2.5-vl --dense-frames 4 --frames 8 --encoders wap --repeats 1 --warmup 0
+  e2e_qwen=(bench e2e --model-family qwen2_5_vl --dense-frames 4 --frames 8 --encoders wap --repeats 1 --warmup 0
             --new-tokens 2)
   train=(bench train --steps 2 --batch-size 2 --workers 0)
   adapt=(bench adapt --frames 8 16 --steps 1)
@@ -34,7 +34,7 @@ else
   reducers=(bench reducers --dtype bfloat16 --repeats 20 --warmup 5)
   e2e=(bench e2e --random-size 8b --dtype bfloat16 --dense-frames 8,16,32 --frames 64,128,256 --encoders wap,student
        --repeats 5 --warmup 2)
-  e2e_qwen=(bench e2e --model-family qwen2.5-vl --random-size 7b --dtype bfloat16 --dense-frames 16,32,64
+  e2e_qwen=(bench e2e --model-family qwen2_5_vl --random-size 7b --dtype bfloat16 --dense-frames 16,32,64
             --frames 128,256,512 --encoders wap --repeats 3 --warmup 1)
   train=(bench train --steps 8 --batch-size 4)
   adapt=(bench adapt --frames 128 256 512 --steps 3)

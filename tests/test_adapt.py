@@ -9,7 +9,7 @@ import torch
 from transformers import InternVLForConditionalGeneration
 
 from liteframe.errors import InputError
-from liteframe.llm import save_tiny_internvl
+from liteframe.testing import save_tiny_internvl
 from liteframe.llm.lora import LoraSettings, add_lora, load_adapter, merge, save_adapter
 
 
@@ -168,7 +168,6 @@ def test_unusable_rows_carry_their_skip_reason(tmp_path, caplog):
 
 # -- samples and the job -----------------------------------------------------------------------------------------
 
-import av  # noqa: E402
 import numpy as np  # noqa: E402
 
 from liteframe.llm import VideoLLM  # noqa: E402
@@ -177,28 +176,17 @@ from liteframe.train.adapt import (IGNORE, AdaptConfig, AdaptModel, ChatDataset,
                                    chat_ids)
 from liteframe.train.job import job_setup  # noqa: E402
 from liteframe.train.manifest import read_chat_manifest as _read  # noqa: E402
+from liteframe.testing.videos import solid_video  # noqa: E402
 from tests.videos import REAL_VIDEOS  # noqa: E402
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yellow": (230, 220, 30)}
 QUESTION = "What colour is the video?"
 
 
-def _solid_video(path, rgb, frames=8, fps=4):
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
-        image = np.empty((48, 64, 3), np.uint8)
-        image[:] = rgb
-        for _ in range(frames):
-            out.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
-        out.mux(stream.encode())
-    return path
-
-
 @pytest.fixture(scope="module")
 def colours(tmp_path_factory):
     folder = tmp_path_factory.mktemp("colours")
-    rows = [_row(i, _solid_video(folder / f"{name}.mp4", rgb).name, (f"<video>\n{QUESTION}", name))
+    rows = [_row(i, solid_video(folder / f"{name}.mp4", rgb).name, (f"<video>\n{QUESTION}", name))
             for i, (name, rgb) in enumerate(COLOURS.items())]
     (folder / "train.json").write_text(json.dumps(rows))
     return folder / "train.json"
@@ -436,7 +424,7 @@ def _prompt_logits(llm, video) -> torch.Tensor:
     enc = llm.encode(video, 4)
     ids, _ = build_input_ids(llm.tokenizer, llm.family, enc.slots, QUESTION)
     with torch.no_grad():
-        return llm.model(**llm.family.llm_inputs(llm.model, ids, enc.visual, enc.timestamps)).logits
+        return llm.model(**llm.inputs(ids, enc).forward_kwargs()).logits
 
 
 def test_ask_and_eval_with_an_adapter_equal_the_merged_model(tiny, colours, tmp_path, capsys):
@@ -482,8 +470,12 @@ def test_training_frames_are_the_pixels_ask_encodes(tiny, resize):
     llm.encoder.encode_chunk = lambda pixels: seen.append(pixels[0]) or encode_chunk(pixels)
     video = REAL_VIDEOS / "bbb_short.mp4"
     timestamps = llm.encode(video, frames=8).timestamps
+    asked, seen[:] = list(seen), []
     model = AdaptModel(llm, AdaptConfig(frames=(8,), activation_checkpointing=False))
-    trained = list(model.frames({"video": str(video), "timestamps": timestamps}))
+    ids, labels = model.prompter.ids(timestamps, [4, 4], ((QUESTION, "red"),))
+    model.inputs({"video": str(video), "timestamps": timestamps, "ids": ids, "labels": labels, "counts": [4, 4],
+                  "turns": ((QUESTION, "red"),), "frames": 8})
+    trained, seen = seen, asked
     assert len(trained) == len(seen) == 2
     for a, b in zip(trained, seen):
         torch.testing.assert_close(a, b, rtol=0, atol=0)

@@ -6,7 +6,7 @@ import shutil
 import pytest
 
 from liteframe.cli import main
-from liteframe.llm import save_tiny_internvl
+from liteframe.testing import save_tiny_internvl
 from liteframe.models import LiteFrameEncoder, Teacher, tiny_student_config
 
 from videos import REAL_VIDEOS as VIDEOS
@@ -164,3 +164,26 @@ def test_version_and_help(capsys):
         main(["--help"])
     out = capsys.readouterr().out
     assert "Long-video question answering" in out and "One `_add_<command>`" not in out
+
+
+def test_compression_as_a_block_and_a_count_of_no_frames(checkpoint, capfd):
+    """`--compression t,h,w` names a block (issue 20); `--frames 0` says what is wrong with it, for any encoder."""
+    ask = ["ask", BBB, "What happens?", "--model", str(checkpoint), "--frames", "8", "--max-new-tokens", "1", "--json"]
+    assert main([*ask, "--encoder", "wap", "--compression", "4,2,2"]) == 0
+    block = json.loads(capfd.readouterr().out)
+    assert main([*ask, "--encoder", "wap", "--compression", "16"]) == 0
+    assert json.loads(capfd.readouterr().out)["slot_tokens"] == block["slot_tokens"] == [1, 1]
+    _one_line_error(capfd, ["ask", BBB, "q", "--model", str(checkpoint), "--frames", "0"],
+                    "error: 0 frames: the dense encoder needs at least 1 frame")
+    _one_line_error(capfd, ["ask", BBB, "q", "--model", str(checkpoint), "--compression", "4,2"],
+                    "compression '4,2': choose 4, 16, 64 or a block t,h,w")
+
+
+def test_an_internal_bug_shows_its_traceback(checkpoint, monkeypatch):
+    """Only bad input is one line with exit 2; a bug in the library is not hidden behind one."""
+    def broken(*args, **kwargs):
+        raise ValueError("a bug, not the user's input")
+
+    monkeypatch.setattr("liteframe.llm.ask", broken)
+    with pytest.raises(ValueError, match="a bug"):
+        main(["ask", BBB, "q", "--model", str(checkpoint)])

@@ -12,9 +12,10 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+from liteframe.testing.videos import frame_image, frame_index, make_audio_only, make_video
 from liteframe.video import VideoDecodeError, VideoDecodeWarning, open_video
 from liteframe.video import decode, passes
-from videos import REAL_VIDEOS, frame_image, frame_index, make_audio_only, make_video
+from videos import REAL_VIDEOS
 
 VFR_PTS = np.cumsum([0.0] + [0.05 if i % 3 else 0.3 for i in range(29)])  # 30 frames, 20 fps and ~3 fps mixed
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import evaldata
-from liteframe.llm import save_tiny_internvl
+from liteframe.testing import save_tiny_internvl
 
 REPO = Path(__file__).parents[1]
 

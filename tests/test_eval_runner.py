@@ -20,7 +20,7 @@ from liteframe.eval.backend import load_llm
 from liteframe.eval.records import read_output, read_records
 from liteframe.eval.report import figure, pareto, plot, report_rows
 from liteframe.eval.runner import EvalConfig, evaluate, merge_shards, run_shard, shard_path
-from liteframe.llm import save_tiny_internvl
+from liteframe.testing import save_tiny_internvl
 
 REPO = Path(__file__).parents[1]
 

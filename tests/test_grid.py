@@ -6,6 +6,14 @@ from transformers import InternVLConfig, InternVLModel
 from liteframe import TokenGrid, pixel_shuffle
 
 
+def to_hf(grid: TokenGrid) -> torch.Tensor:
+    """The inverse of `TokenGrid.from_hf`: `(B*T, [1 +] H*W, C)`, CLS first where there is one."""
+    tokens = grid.patches.flatten(2, 3)
+    if grid.cls is not None:
+        tokens = torch.cat([grid.cls[:, :, None], tokens], 2)
+    return tokens.flatten(0, 1)
+
+
 @settings(max_examples=20, deadline=None)
 @given(b=st.integers(1, 2), t=st.integers(1, 3), h=st.integers(1, 4), w=st.integers(1, 4), c=st.integers(1, 6))
 def test_pixel_shuffle_matches_transformers(b, t, h, w, c):
@@ -37,7 +45,7 @@ def test_hf_round_trip(has_cls):
     hidden = torch.randn(2 * 3, int(has_cls) + 16, 5)
     grid = TokenGrid.from_hf(hidden, frames=3, has_cls=has_cls)
     assert grid.patches.shape == (2, 3, 4, 4, 5)
-    assert torch.equal(grid.to_hf(), hidden)
+    assert torch.equal(to_hf(grid), hidden)
     expected = hidden[:, 0].view(2, 3, 5) if has_cls else hidden.view(2, 3, 16, 5).mean(2)
     torch.testing.assert_close(grid.queries, expected)
 

@@ -1,5 +1,5 @@
-"""The package's shape (issue 10): no import cycle between modules, no upward import of the benchmarks or the CLI
-by the library, and one definition of the compression contract."""
+"""The package's shape (issues 10, 18): no import cycle between modules, no upward import of the benchmarks, the CLI
+or the test fixtures by the library, and one definition of the compression contract."""
 from __future__ import annotations
 
 import ast
@@ -81,6 +81,14 @@ def test_the_library_never_imports_the_benchmarks_or_the_cli(graph):
               if not name.startswith(("liteframe.bench", "liteframe.cli"))
               and dep.startswith(("liteframe.bench", "liteframe.cli"))}
     assert not upward, f"library modules import the benchmarks or the CLI: {sorted(upward)}"
+
+
+def test_the_library_never_imports_the_test_fixtures(graph):
+    """`liteframe.testing` (tiny checkpoints, random large models, synthetic videos) serves the tests and `bench/`."""
+    users = {(name, dep) for name, deps in graph.items() for dep in deps
+             if not name.startswith(("liteframe.bench", "liteframe.cli", "liteframe.testing"))
+             and dep.startswith("liteframe.testing")}
+    assert not users, f"library modules import the test fixtures: {sorted(users)}"
 
 
 def _code(path: Path) -> str:

@@ -17,7 +17,7 @@ import torch
 
 from liteframe.video import VideoDecodeError, VideoDecodeWarning, open_video
 from liteframe.video.live import open_live
-from videos import frame_image
+from liteframe.testing.videos import frame_image
 
 FPS, W, H = 8, 64, 48
 

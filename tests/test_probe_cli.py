@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from liteframe.cli import main
-from videos import REAL_VIDEOS, make_audio_only, make_video
+from liteframe.testing.videos import make_audio_only, make_video
+from videos import REAL_VIDEOS
 
 REAL = ["bbb_short.mp4", "flipping_a_pancake.mkv", "corrupted.mp4", "video_90.mov"]
 
@@ -87,11 +88,13 @@ def test_frames_warning_is_one_line(tmp_path):
 
 
 def test_a_multi_line_error_is_printed_on_one_line(tmp_path, capsys, monkeypatch):
-    """Libraries' ValueErrors and OSErrors often span lines (PyAV, transformers): the CLI folds them."""
+    """An input error whose message spans lines (as PyAV's and transformers' do) is folded onto one line; only input
+    errors are (issue 18: a bug shows its traceback)."""
     import liteframe.video.contact as contact
+    from liteframe.errors import InputError
 
     def fail(*args, **kwargs):
-        raise OSError("cannot read the file\n  reason: permission denied")
+        raise InputError("cannot read the file\n  reason: permission denied")
 
     monkeypatch.setattr(contact, "contact_sheet", fail)
     assert main(["frames", str(REAL_VIDEOS / "bbb_short.mp4"), "--out", str(tmp_path / "x.png")]) == 2

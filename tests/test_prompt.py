@@ -9,7 +9,7 @@ from transformers.models.internvl.processing_internvl import InternVLProcessor
 
 from liteframe.errors import InputError
 from liteframe.llm import Slot, build_input_ids, get_family, make_slots
-from liteframe.llm.tiny import IMAGE_TOKENS, build_tokenizer
+from liteframe.testing.internvl import IMAGE_TOKENS, build_tokenizer
 
 INTERNVL = get_family("internvl")
 

@@ -9,6 +9,7 @@ import importlib.util
 import math
 import types
 import warnings
+from dataclasses import replace
 
 import pytest
 import torch
@@ -22,14 +23,27 @@ from liteframe.compression import get_compression
 from liteframe.errors import InputError
 from liteframe.grid import TokenGrid
 from liteframe.llm import VideoLLM, VisualTokens, build_input_ids, get_family, make_slots
-from liteframe.llm.qwen import (
-    attention_scores, pair_frames, patchify, preprocess_qwen, query_scores, seconds_per_step, smart_resize, video_grid,
-)
-from liteframe.llm.qwen_positions import rope_positions, set_positions, video_positions
-from liteframe.llm.qwen_tiny import qwen_config, save_tiny_qwen
-from liteframe.llm.videollm import LATENCY_KEYS, EncodedVideo
+from liteframe.llm.family import check_tokenizer
+from liteframe.llm.qwen.family import Qwen25VL, seconds_per_step
+from liteframe.llm.qwen.positions import rope_positions, set_positions
+from liteframe.llm.qwen.vision import (MAX_PIXELS, MIN_PIXELS, PixelBudget, patchify, query_scores, smart_resize,
+                                       video_grid)
+from liteframe.llm.videollm import EncodedVideo
 from liteframe.reduce import REDUCERS
-from videos import make_video
+from liteframe.testing.qwen import qwen_config, save_tiny_qwen
+from liteframe.testing.videos import make_video
+from liteframe.timing import LATENCY_KEYS
+
+
+def preprocess_qwen(frames, min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS):
+    """Qwen2.5-VL's data config with another pixel budget, applied to uint8 frames."""
+    return replace(Qwen25VL.data, size=PixelBudget(min_pixels, max_pixels))(frames)
+
+
+def video_positions(t, h, w, interval):
+    """The relative ids of a whole `(t, h, w)` merged grid: every place kept."""
+    index = torch.arange(t * h * w)
+    return set_positions(index // (h * w), index % (h * w), w, interval)
 
 
 # Qwen's rule as published (transformers.models.qwen2_vl.image_processing_qwen2_vl.smart_resize), kept here as data.
@@ -127,8 +141,10 @@ def test_smart_resize_rejects_an_empty_budget():
 def test_patch_order_is_the_processors_and_odd_frames_pad_the_last():
     torch.manual_seed(1)
     video = torch.randn(7, 3, 56, 84)
-    with pytest.warns(UserWarning, match="7 frames padded to 8 by repeating the last frame"):
-        paired = pair_frames(video)
+    paired = torch.cat([video, video[-1:]])
+    raw = torch.randint(0, 256, (7, 3, 56, 84), dtype=torch.uint8)
+    padded = preprocess_qwen(raw, min_pixels=56 * 84, max_pixels=56 * 84)  # 56 x 84 already: normalised only
+    assert Qwen25VL.data.padding(7) == 1 and padded.shape[0] == 8 and torch.equal(padded[7], padded[6])
     rows, grid = patchify(paired)
     want, *want_grid = processor_patchify()(None, video[None], patch_size=14, merge_size=2,
                                                       temporal_patch_size=2)
@@ -168,46 +184,6 @@ def test_dense_tokens_are_get_video_features_viewed_as_the_merged_grid(qwen, cli
     merger = model.model.visual.merger
     k = (2 * 4 + 3) * 6 + 5  # token (2, 3, 5)
     assert torch.allclose(merger.mlp(merger.ln_q(groups[k]).view(-1)), tokens[2, 3, 5], atol=1e-6)
-
-
-@torch.no_grad()
-def test_attention_scores_are_the_attention_each_token_receives(qwen, clip):
-    model, _ = qwen
-    pixels, grid = clip
-    attn = model.model.visual.blocks[-1].attn
-    seen = {}
-    hooks = [attn.register_forward_pre_hook(lambda m, a, kw: seen.update(x=a[0] if a else kw["hidden_states"],
-                                                                           rope=kw["position_embeddings"]),
-                                            with_kwargs=True),
-             attn.register_forward_hook(lambda m, a, out: seen.update(out=out))]
-    video_grid(model.model.visual, pixels, grid)
-    for hook in hooks:
-        hook.remove()
-    tokens, scores = attention_scores(model.model.visual, pixels, grid, chunk=5)
-    # Slow float64 reference: the full attention map of each frame pair, which must reproduce the block's output.
-    x, (cos, sin) = seen["x"].double(), seen["rope"]
-    n, heads = x.shape[0], attn.num_heads
-    qkv = torch.nn.functional.linear(x, attn.qkv.weight.double(), attn.qkv.bias.double()).view(n, 3, heads, -1)
-    q, k, v = qkv.unbind(1)
-    rot = lambda z: z * cos.double()[:, None] + torch.cat([-z[..., z.shape[-1] // 2:], z[..., :z.shape[-1] // 2]],
-                                                          -1) * sin.double()[:, None]  # noqa: E731
-    q, k = rot(q), rot(k)
-    per_pair = n // grid[0]
-    received, outputs = torch.zeros(n, dtype=torch.float64), []
-    for s in range(0, n, per_pair):
-        qs, ks, vs = (z[s:s + per_pair].transpose(0, 1) for z in (q, k, v))
-        probs = (qs @ ks.transpose(1, 2) / math.sqrt(q.shape[-1])).softmax(-1)  # (heads, n, n)
-        received[s:s + per_pair] = probs.sum(1).mean(0)
-        outputs.append((probs @ vs).transpose(0, 1).reshape(per_pair, -1))
-    out = torch.nn.functional.linear(torch.cat(outputs), attn.proj.weight.double(), attn.proj.bias.double())
-    assert torch.allclose(out.float(), seen["out"], atol=1e-5)
-    window, _ = get_vision_window_index(torch.tensor([grid]), 2, model.model.visual.window_size, 14)
-    want = received.view(-1, 4).sum(1)[torch.argsort(window)].view(4, 4, 6)
-    assert torch.allclose(scores.double(), want, atol=1e-5)
-    assert torch.equal(tokens, video_grid(model.model.visual, pixels, grid))
-    assert torch.allclose(scores.sum((1, 2)), torch.full((4,), float(per_pair)))  # each query's row sums to 1
-    one_chunk = attention_scores(model.model.visual, pixels, grid)[1]
-    assert torch.allclose(one_chunk, scores, atol=1e-6)
 
 
 # --- positions -------------------------------------------------------------------------------------------------
@@ -271,9 +247,9 @@ def _slots(counts, step=2):
 
 def _encoded(llm, visual: VisualTokens, seconds: float) -> EncodedVideo:
     """An `EncodedVideo` of frames `seconds / 2` apart (so `seconds` per frame pair) holding `visual`."""
-    frames = len(visual.counts) * visual.step_frames
+    frames = len(visual.counts) * visual.frames_per_step
     times = [i * seconds / 2 for i in range(frames)]
-    return EncodedVideo("v", llm.encoder.name, frames, times, make_slots(times, visual.counts, visual.step_frames),
+    return EncodedVideo("v", llm.encoder.name, frames, times, make_slots(times, visual.counts, visual.frames_per_step),
                         visual, dict.fromkeys(LATENCY_KEYS, 0.0))
 
 
@@ -307,19 +283,19 @@ def test_dense_pipeline_tokens_and_first_logits_equal_transformers(llm, frames, 
     visual = llm.encoder(frames[None])
     want = model.get_video_features(pixels, torch.tensor([grid])).pooler_output[0]
     assert torch.equal(visual.tokens[0], want)  # bit-identical: the backbone is the ViT + merger, nothing after
-    assert visual.counts == [24] * 4 and visual.grid == (4, 4, 6) and visual.step_frames == 2
+    assert visual.counts == [24] * 4 and visual.grid == (4, 4, 6) and visual.frames_per_step == 2
     assert llm.encoder.layout(8, (280, 392)) == llm.encoder.layout(7, (112, 168)) == (4, 10 * 14 * 4)  # min_pixels
     ids, _ = build_input_ids(tokenizer, family, _slots(visual.counts), "What happens?")
     mm_types = (ids == model.config.video_token_id).int() * 2
     for seconds in (0.5, 4.0):  # transformers' text positions agree with ours at 0.5 s per pair, not at 4 s
         inputs = family.llm_inputs(model, ids, visual, [i * seconds / 2 for i in range(8)])
-        ours = model(**inputs).logits[0, -1]
+        ours = model(**inputs.forward_kwargs()).logits[0, -1]
         hf = dict(input_ids=ids, pixel_values_videos=pixels, video_grid_thw=torch.tensor([grid]),
                   second_per_grid_ts=torch.tensor([seconds]), mm_token_type_ids=mm_types)
         if seconds == 0.5:
             assert torch.allclose(ours, model(**hf).logits[0, -1], atol=1e-5)
         else:  # transformers' own injection, with our positions
-            assert torch.allclose(ours, model(**hf, position_ids=inputs["position_ids"]).logits[0, -1], atol=1e-5)
+            assert torch.allclose(ours, model(**hf, position_ids=inputs.position_ids).logits[0, -1], atol=1e-5)
             assert not torch.allclose(ours, model(**hf).logits[0, -1], atol=1e-3)
 
 
@@ -333,7 +309,7 @@ def test_generation_continues_from_the_rope_delta(llm, frames):
     is_video = ids[0] == model.config.video_token_id
     _, delta = rope_positions(is_video, video_positions(4, 4, 6, 8.0))
     assert delta != 0  # 96 video tokens take 25 temporal ids: a position is not an index
-    embeds, positions, want = inputs["inputs_embeds"], inputs["position_ids"], []
+    embeds, positions, want = inputs.inputs_embeds, inputs.position_ids, []
     for _ in range(4):  # no cache: the whole sequence each step, new tokens at index + delta
         token = model(inputs_embeds=embeds, position_ids=positions).logits[0, -1].argmax()
         want.append(int(token))
@@ -348,7 +324,7 @@ def test_generation_continues_from_the_rope_delta(llm, frames):
 @torch.no_grad()
 def test_every_reducer_meets_its_budget_and_generates(llm, frames, name):
     runner = llm.with_encoder(name, 16)
-    runner.encoder.min_pixels, runner.encoder.max_pixels = 112 * 112, 112 * 168  # the budget `frames` were made in
+    runner.encoder.data = replace(runner.encoder.data, size=PixelBudget(112 * 112, 112 * 168))  # `frames`' budget
     compression = get_compression(16)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # grid reducers pad the 4 x 6 grid's partial blocks, and say so
@@ -359,14 +335,14 @@ def test_every_reducer_meets_its_budget_and_generates(llm, frames, name):
     assert visual.tokens.shape == (1, want, 64) and runner.encoder.layout(8, (112, 168))[1] == want
     enc = _encoded(runner, visual, 1.0)
     ids, _ = build_input_ids(llm.tokenizer, llm.family, enc.slots, "What happens?")
-    positions = llm.family.llm_inputs(llm.model, ids, visual, enc.timestamps)["position_ids"][:, 0]
+    positions = llm.family.llm_inputs(llm.model, ids, visual, enc.timestamps).position_ids[:, 0]
     is_video = ids[0] == llm.model.config.video_token_id
     video = positions[:, is_video] - int(is_video.nonzero()[0])  # ids relative to the video's first position
     if grid_stage:  # a (1, 2, 3) grid whose steps span 8 frames: time ids 4 pair steps apart (here only one)
         assert visual.grid == (1, 2, 3) and video[0].unique().tolist() == [0]
         assert video[1:].amax(1).tolist() == [1, 2]
     else:  # each kept token keeps its place in the 4 x 4 x 6 grid, 2 time ids per pair (1 s, 2 tokens/s)
-        assert torch.equal(video, torch.stack([2 * visual.frame, visual.pos // 6, visual.pos % 6]))
+        assert torch.equal(video, torch.stack([2 * visual.step, visual.pos // 6, visual.pos % 6]))
     assert len(runner.answer(enc, "What happens?", max_new_tokens=3, eos_token_id=None).tokens) == 3
 
 
@@ -386,7 +362,7 @@ def test_a_token_set_keeps_its_original_positions(llm):
     visual = VisualTokens(torch.zeros(1, 6, 64), [3, 1, 1, 1], 2, keep // 24, keep % 24, (4, 4, 6))
     enc = _encoded(llm, visual, 1.0)
     ids, _ = build_input_ids(llm.tokenizer, llm.family, enc.slots, "What happens?")
-    positions = llm.family.llm_inputs(llm.model, ids, visual, enc.timestamps)["position_ids"][:, 0]
+    positions = llm.family.llm_inputs(llm.model, ids, visual, enc.timestamps).position_ids[:, 0]
     is_video = ids[0] == llm.model.config.video_token_id
     video = positions[:, is_video] - int(is_video.nonzero()[0])
     assert video.T.tolist() == [[2 * (i // 24), (i % 24) // 6, i % 6] for i in keep.tolist()]
@@ -423,7 +399,7 @@ def test_load_rejects_an_unknown_family_and_a_foreign_tokenizer(llm, tmp_path):
         VideoLLM.from_pretrained(tmp_path / "missing")
     other = types.SimpleNamespace(get_vocab=lambda: {}, name_or_path="x")
     with pytest.raises(InputError, match="not a Qwen2.5-VL checkpoint"):
-        llm.family.check_tokenizer(other, llm.model)
+        check_tokenizer(llm.family, other, llm.model)
 
 
 def test_7b_shapes_have_qwen25_vl_7b_parameter_count():
@@ -449,12 +425,12 @@ def test_bench_e2e_qwen_rows(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         rows = run(video=str(path), dense_frames=(4,), frames=(16,), repeats=1, warmup=0, new_tokens=1,
-                   device="cpu", model_family="qwen2.5-vl")
+                   device="cpu", model_family="qwen2_5_vl")
     assert [(r["setting"], r["frames"], r["visual tokens"]) for r in rows] == [("dense", 4, 2 * 140), ("wap", 16, 70)]
     with pytest.raises(InputError, match="needs a CUDA device"):
-        run(random_size="7b", device="cpu", model_family="qwen2.5-vl")
-    with pytest.raises(InputError, match="random size '8b' of qwen2.5-vl"):
-        run(random_size="8b", device="cpu", model_family="qwen2.5-vl")
+        run(random_size="7b", device="cpu", model_family="qwen2_5_vl")
+    with pytest.raises(InputError, match="random size '8b' of qwen2_5_vl"):
+        run(random_size="8b", device="cpu", model_family="qwen2_5_vl")
 
 
 def test_cli_ask_with_wap_on_a_qwen_folder(llm, tmp_path, capsys):
@@ -506,7 +482,7 @@ def test_chunked_encoding_equals_one_pass(llm, tmp_path):
     whole = llm.with_encoder("fastvid")
     chunked = VideoLLM(llm.model, llm.tokenizer, whole.encoder, chunk_frames=2)
     a, b = whole.encode(path, 6), chunked.encode(path, 6)
-    assert a.slots == b.slots and torch.equal(a.visual.frame, b.visual.frame)
+    assert a.slots == b.slots and torch.equal(a.visual.step, b.visual.step)
     assert torch.equal(a.visual.pos, b.visual.pos)
     assert torch.allclose(a.visual.tokens, b.visual.tokens, atol=1e-5)
     with pytest.raises(InputError, match="multiple of the fastvid encoder's 2-frame clips"):

@@ -78,7 +78,7 @@ def test_set_reducers_return_exactly_the_budget(name, b, t, side, compression, c
     out = reducer(grid, compression)
     assert isinstance(out, TokenSet) and out.tokens.shape == (b, n, 5) and torch.isfinite(out.tokens).all()
     assert out.steps == t and (out.counts().sum(1) == n).all()
-    order = out.frame * (side * side + 1) + out.pos  # original order: time, then raster (extra tokens last)
+    order = out.step * (side * side + 1) + out.pos  # original order: time, then raster (extra tokens last)
     assert (order[:, 1:] > order[:, :-1]).all() and (out.pos <= side * side).all()
 
 
@@ -89,7 +89,7 @@ def test_each_token_sits_at_the_frame_and_position_it_mostly_comes_from(name):
     x = torch.eye(64).view(1, 4, 4, 4, 64)
     out = get_reducer(name)(with_attention(x, torch.randn(1, 4, 64)), 4)
     placed = out.pos < 16
-    own = out.tokens[0].gather(1, (out.frame * 16 + out.pos).clamp_max(63)[0, :, None])[:, 0]
+    own = out.tokens[0].gather(1, (out.step * 16 + out.pos).clamp_max(63)[0, :, None])[:, 0]
     assert (own[placed[0]] == out.tokens[0, placed[0]].amax(-1)).all() and (own[placed[0]] > 0).all()
     assert (~placed).sum() == (4 if name == "prumerge" else 0)
 
@@ -147,7 +147,7 @@ def test_tome_merges_duplicated_tokens_first():
     expected = x[:, :, survivors].clone()
     expected[:, :, survivors.index(11)] = x[:, :, 10] * 2  # size-weighted mean of x and 3x
     torch.testing.assert_close(out.tokens, expected.reshape(2, 42, 8))
-    assert out.pos.tolist() == [survivors * 3] * 2 and out.frame.tolist() == [[0] * 14 + [1] * 14 + [2] * 14] * 2
+    assert out.pos.tolist() == [survivors * 3] * 2 and out.step.tolist() == [[0] * 14 + [1] * 14 + [2] * 14] * 2
 
 
 def test_tome_over_a_clip_merges_a_repeated_frame_into_one():
@@ -161,7 +161,7 @@ def test_tome_over_a_clip_merges_a_repeated_frame_into_one():
     torch.testing.assert_close(rows(tokens), rows(frame))
     clip = tome(TokenGrid(x), 9, clip=2)
     torch.testing.assert_close(clip.tokens, tokens)
-    assert torch.equal(clip.frame * 9 + clip.pos, where)
+    assert torch.equal(clip.step * 9 + clip.pos, where)
     assert not torch.allclose(rows(tome(TokenGrid(x), 9).tokens), rows(frame))  # frame by frame, distinct tokens merge
 
 
@@ -215,7 +215,7 @@ def test_prumerge_matches_a_slow_reference(side, num_tokens):
     ref = prumerge_reference(x[0].view(3, n, 5), scores[0].view(3, n), grid.keys[0].view(3, n, 6), num_tokens,
                              side, side)
     torch.testing.assert_close(out.tokens[0], ref)
-    assert (out.pos[out.frame == 1] == 1 * side + 2).any()  # the outlier is kept
+    assert (out.pos[out.step == 1] == 1 * side + 2).any()  # the outlier is kept
 
 
 def test_prumerge_keeps_a_planted_outlier_and_tops_up_with_spread_tokens():
@@ -277,7 +277,7 @@ def test_fastvid_matches_a_slow_reference(seed):
     out = fastvid(grid, 17 * 5)  # 5 a frame: 3 salient, 2 context; frames 9, 5, 1 anchor 7, 7 and 6 of segment 0-9
     ref, where = fastvid_reference(grid.patches[0].view(17, 16, 8), grid.scores[0].view(17, 16), grid.cls[0], 85)
     torch.testing.assert_close(out.tokens[0], ref)
-    assert list(zip(out.frame[0].tolist(), out.pos[0].tolist())) == where
+    assert list(zip(out.step[0].tolist(), out.pos[0].tolist())) == where
     assert out.counts()[0, :10].tolist() == [3, 9, 3, 3, 3, 10, 3, 3, 3, 10]
 
 
@@ -306,7 +306,7 @@ def test_fastvid_never_merges_across_the_scene_change():
     assert out.tokens.shape == (1, 64, 32)
     on_u = F.cosine_similarity(out.tokens[0], u, dim=-1) > 0.9
     on_v = F.cosine_similarity(out.tokens[0], v, dim=-1) > 0.9
-    assert (on_u ^ on_v).all() and (on_u == (out.frame[0] < 10)).all()
+    assert (on_u ^ on_v).all() and (on_u == (out.step[0] < 10)).all()
 
 
 def test_fastvid_keeps_the_most_attended_token_of_every_frame():

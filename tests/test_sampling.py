@@ -156,12 +156,12 @@ def test_videollm_clips_span_the_families_grid_step():
     from liteframe.llm.videollm import sample_clips
 
     v = info(600.0, fps=10.0)
-    pairs = sample_clips(v, 16, get_compression(16), frames_per_step=2).timestamps
+    pairs = sample_clips(v, 16, get_compression(16).clip_frames(2)).timestamps
     np.testing.assert_allclose(np.diff(pairs.reshape(2, 8), axis=1), 1.0)  # each clip: 8 frames 1 s apart
     assert pairs[8] - pairs[7] > 100  # then a long gap to the second clip
-    np.testing.assert_array_equal(sample_clips(v, 16, get_compression(16)).timestamps,  # InternVL: 4-frame clips
-                                  sample_frames(v, 16, "clips", clip_frames=4).timestamps)
-    short = sample_clips(v, 6, get_compression(4), frames_per_step=2).timestamps
+    np.testing.assert_array_equal(sample_clips(v, 16, get_compression(16).clip_frames()).timestamps,
+                                  sample_frames(v, 16, "clips", clip_frames=4).timestamps)  # InternVL: 4-frame clips
+    short = sample_clips(v, 6, get_compression(4).clip_frames(2)).timestamps
     np.testing.assert_allclose(np.diff(short.reshape(3, 2), axis=1), 1.0)
 
 

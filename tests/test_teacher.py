@@ -7,6 +7,7 @@ from transformers import (AutoModel, CLIPVisionModel, InternVLForConditionalGene
 
 from liteframe.errors import InputError
 from liteframe.models import Teacher, tiny_internvl_config, tiny_vision_config, to_llm_tokens
+from test_grid import to_hf
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +84,7 @@ def test_clip_and_siglip_folders(tmp_path, kind, cls, has_cls):
     grid = teacher(pixels)
     with torch.no_grad():
         ref = model(pixel_values=pixels[0]).last_hidden_state
-    torch.testing.assert_close(grid.to_hf(), ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(to_hf(grid), ref, rtol=1e-5, atol=1e-5)
     assert (grid.cls is not None) == has_cls
     if not has_cls:  # SPEC 3: no CLS -> the frame's mean patch token is the query
         torch.testing.assert_close(grid.queries, ref.view(1, 4, 16, 64).mean(2))

@@ -11,7 +11,8 @@ from liteframe.compression import get_compression
 from liteframe.errors import InputError
 from liteframe.grid import TokenSet
 from liteframe.llm import VisualEncoder
-from liteframe.llm import VideoLLM, build_input_ids, make_slots, save_tiny_internvl
+from liteframe.llm import VideoLLM, build_input_ids, make_slots
+from liteframe.testing import save_tiny_internvl
 from liteframe.models import LiteFrameEncoder, Teacher, tiny_student_config
 
 from videos import REAL_VIDEOS as VIDEOS
@@ -211,8 +212,7 @@ class _UnevenSet:
 
 
 def test_set_stage_gives_one_slot_per_frame_with_its_own_count(dense):
-    teacher = dense.encoder.backbone
-    visual = VisualEncoder("uneven", teacher, teacher.projector, SIZE, get_compression(16), set_stage=_UnevenSet())
+    visual = VisualEncoder("uneven", dense.family.vision(dense.model), get_compression(16), _UnevenSet())
     llm = VideoLLM(dense.model, dense.tokenizer, visual)
     seen, hook = _record(llm)
     try:
@@ -223,7 +223,7 @@ def test_set_stage_gives_one_slot_per_frame_with_its_own_count(dense):
     enc = llm.encode(BBB, 4)
     assert [(s.first, s.last) for s in enc.slots] == [(1, 1), (3, 3), (4, 4)]
     assert enc.visual.grid == (4, 4, 4)  # steps, and the 4 x 4 grid after the pixel shuffle
-    assert enc.visual.frame.tolist() == [0] * 16 + [2] * 2 + [3] * 3
+    assert enc.visual.step.tolist() == [0] * 16 + [2] * 2 + [3] * 3
     assert enc.visual.pos.tolist() == list(range(16)) + [0, 1, 0, 1, 2]
     # each slot holds its own frame's dense tokens, in order, at its place in the prompt
     full = dense.encode(BBB, 4).tokens[0].view(4, 16, -1)

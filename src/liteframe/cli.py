@@ -7,10 +7,13 @@ import sys
 import warnings
 
 from liteframe import __version__
-from liteframe.errors import one_line
+from liteframe.errors import InputError, one_line
+from liteframe.reduce import REDUCERS
 
 DESCRIPTION = ("Long-video question answering with Video LLMs, made cheap: LiteFrame video encoders, WAP and the "
                "token reducers it is compared against, and the distillation that trains LiteFrame.")
+ENCODERS = f"dense, a reducer ({', '.join(REDUCERS.names())}) or student:DIR"
+COMPRESSION = "4, 16, 64 or a block t,h,w: tokens merged into one"
 
 
 def _add_bench_reducers(bench) -> None:
@@ -22,7 +25,7 @@ def _add_bench_reducers(bench) -> None:
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="default: float32 on CPU, else bfloat16")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--compression", default="16", help="4, 16 (default) or 64")
+    p.add_argument("--compression", default="16", help=f"{COMPRESSION} (default 16)")
     p.add_argument("--json", action="store_true")
 
     def handle(a):
@@ -97,10 +100,10 @@ def _add_bench_decode(bench) -> None:
 def _add_bench_e2e(bench) -> None:
     p = bench.add_parser("e2e", help="end-to-end latency breakdown: dense against WAP and the student")
     ints = lambda text: [int(v) for v in text.split(",")]  # noqa: E731
-    p.add_argument("--model", help="an InternVL3 -hf or Qwen2.5-VL folder (default: a tiny random one of "
-                   "--model-family, built on the fly)")
-    p.add_argument("--model-family", default="internvl3", choices=["internvl3", "qwen2.5-vl"],
-                   help="the tiny or random checkpoint to build, and the defaults below")
+    p.add_argument("--model", help="a checkpoint folder of a registered model family (default: a tiny random one "
+                   "of --model-family, built on the fly)")
+    p.add_argument("--model-family", default="internvl",
+                   help="internvl or qwen2_5_vl: the tiny or random checkpoint to build, and the defaults below")
     p.add_argument("--random-size", choices=["8b", "7b"],
                    help="random weights in a real checkpoint's shapes, for a GPU: 8b InternVL3-8B, 7b Qwen2.5-VL-7B")
     p.add_argument("--video", help="default: a synthetic 12 s 480x270 H.264 clip")
@@ -109,7 +112,7 @@ def _add_bench_e2e(bench) -> None:
     p.add_argument("--frames", type=ints, help="budgets of the other encoders (default: 8x the dense ones)")
     p.add_argument("--encoders", type=lambda t: t.split(","),
                    help="compared against dense: reducer names and/or student (default: wap,student; Qwen wap)")
-    p.add_argument("--compression", default="16", help="4, 16 or 64: tokens merged into one by the other encoders")
+    p.add_argument("--compression", default="16", help=f"{COMPRESSION} by the other encoders (default 16)")
     p.add_argument("--student", help="a LiteFrame folder (default: cropped from the checkpoint, untrained)")
     p.add_argument("--image-size", type=int, default=112, help="input size of the tiny checkpoint")
     p.add_argument("--device", default=None)
@@ -166,7 +169,7 @@ def _add_bench_adapt(bench) -> None:
                    help="cpu: the tiny random InternVL3; cuda: InternVL3-8B shapes with random weights, bf16")
     p.add_argument("--frames", type=int, nargs="+", default=[128, 256, 512], help="frame budgets")
     p.add_argument("--steps", type=int, default=3, help="timed steps per budget (after one warm-up)")
-    p.add_argument("--encoder", default="wap", help="dense, a reducer name, or student:DIR")
+    p.add_argument("--encoder", default="wap", help=ENCODERS)
     p.add_argument("--json", action="store_true")
 
     def run(a) -> None:
@@ -211,11 +214,10 @@ def _add_ask(sub) -> None:
     p = sub.add_parser("ask", help="answer a question about a video")
     p.add_argument("video")
     p.add_argument("question")
-    p.add_argument("--model", required=True, help="an InternVL3 -hf or Qwen2.5-VL checkpoint folder")
-    p.add_argument("--encoder", default="dense",
-                   help="dense, a reducer (wap, tome, prumerge, fastvid, avg, max, subsample) or student:DIR")
+    p.add_argument("--model", required=True, help="a checkpoint folder (InternVL3 -hf or Qwen2.5-VL)")
+    p.add_argument("--encoder", default="dense", help=ENCODERS)
     p.add_argument("--frames", type=int, default=16, help="frames sampled, as clips of the compression's length")
-    p.add_argument("--compression", help="4, 16 or 64: tokens merged into one (default: a student's own, else 16)")
+    p.add_argument("--compression", help=f"{COMPRESSION} (default: a student's own, else 16)")
     p.add_argument("--timestamps", action="store_true", help="put each slot's time in its label: Frame3 (12.4s)")
     p.add_argument("--adapter", help="a LoRA adapter folder from `liteframe adapt` (OUTPUT/adapter)")
     p.add_argument("--max-new-tokens", type=int, default=64)
@@ -307,10 +309,10 @@ def _add_eval(sub) -> None:
                                    "eval ... shards by video).")
     p.add_argument("--benchmark", choices=TASKS.names())
     p.add_argument("--data", help="the dataset folder in its published layout (or lmms-eval's)")
-    p.add_argument("--model", help="an InternVL3 -hf or Qwen2.5-VL checkpoint folder")
-    p.add_argument("--encoder", default="dense", help="dense, a reducer or student:DIR (as in `ask`)")
+    p.add_argument("--model", help="a checkpoint folder (InternVL3 -hf or Qwen2.5-VL)")
+    p.add_argument("--encoder", default="dense", help=ENCODERS)
     p.add_argument("--frames", type=int, default=16)
-    p.add_argument("--compression", help="4, 16 or 64 (default: the encoder's)")
+    p.add_argument("--compression", help=f"{COMPRESSION} (default: a student's own, else 16)")
     p.add_argument("--adapter", help="a LoRA adapter folder for the LLM")
     p.add_argument("--device", default=None, help="default: cuda when available, else cpu")
     p.add_argument("--out", help="run file (JSON lines), appended to and resumed")
@@ -358,32 +360,18 @@ def _add_eval(sub) -> None:
 
 
 def _add_adapt(sub) -> None:
-    p = sub.add_parser("adapt", help="adapt the LLM to an encoder with LoRA (LMA), or merge an adapter",
+    p = sub.add_parser("adapt", help="adapt the LLM to an encoder with LoRA (LMA); `adapt merge`",
                        description="`liteframe adapt --config run.yaml [key=value ...]` trains LoRA adapters on the "
                                    "LLM (resumes from the newest checkpoint in `output`; multi-GPU: torchrun "
                                    "--nproc_per_node N -m liteframe.cli adapt ...). `liteframe adapt merge --model M "
-                                   "--adapter A --out DIR` writes a merged -hf folder.")
+                                   "--adapter A --out DIR` writes a merged checkpoint folder.")
     p.add_argument("--config", help="YAML file of adapt settings (see configs/adapt_tiny.yaml)")
-    p.add_argument("--model", help="merge: the base InternVL3 -hf folder")
-    p.add_argument("--adapter", help="merge: the adapter folder (OUTPUT/adapter)")
-    p.add_argument("--out", help="merge: the merged -hf folder to write")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override settings, e.g. steps=100 lora.r=8")
 
     def run(a) -> int:
         import logging
         import os
 
-        from liteframe.errors import InputError
-
-        if a.overrides[:1] == ["merge"]:
-            from liteframe.llm.lora import merge
-
-            if a.config or a.overrides[1:] or not (a.model and a.adapter and a.out):
-                raise InputError("adapt merge takes --model, --adapter and --out (and no config)")
-            print(f"merged model written to {merge(a.model, a.adapter, a.out)}")
-            return 0
-        if a.model or a.adapter or a.out:
-            raise InputError("--model, --adapter and --out belong to `adapt merge`; set model=... to train")
         from liteframe.train.adapt import AdaptConfig, adapt
 
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
@@ -398,6 +386,27 @@ def _add_adapt(sub) -> None:
     p.set_defaults(func=run)
 
 
+def _add_adapt_merge(sub) -> None:
+    # `adapt merge` has options of its own beside `adapt`'s KEY=VALUE words: argparse cannot give one command both,
+    # so `main` passes `adapt merge ...` to this parser, whose name the top-level help does not list
+    p = sub.add_parser("adapt-merge", prog="liteframe adapt merge",
+                       description="Fold a `liteframe adapt` LoRA adapter into its base checkpoint: a folder of the "
+                                   "base's family that plain transformers loads.")
+    p.add_argument("--model", help="the base checkpoint folder the adapter was trained on (required)")
+    p.add_argument("--adapter", help="the adapter folder, OUTPUT/adapter (required)")
+    p.add_argument("--out", help="the merged checkpoint folder to write (required)")
+
+    def run(a) -> None:
+        from liteframe.llm.lora import merge
+
+        missing = [f"--{k}" for k in ("model", "adapter", "out") if getattr(a, k) is None]
+        if missing:
+            raise InputError(f"adapt merge needs {', '.join(missing)}")
+        print(f"merged model written to {merge(a.model, a.adapter, a.out)}")
+
+    p.set_defaults(func=run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="liteframe", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -406,20 +415,26 @@ def build_parser() -> argparse.ArgumentParser:
     for add in (_add_bench_reducers, _add_bench_arch, _add_bench_decode, _add_bench_e2e, _add_bench_train,
                 _add_bench_adapt):
         add(bench)
-    for add in (_add_probe, _add_frames, _add_ask, _add_distill, _add_cache_targets, _add_adapt, _add_eval):
+    for add in (_add_probe, _add_frames, _add_ask, _add_distill, _add_cache_targets, _add_adapt, _add_adapt_merge,
+                _add_eval):
         add(sub)
+    sub.metavar = "{" + ",".join(name for name in sub.choices if name != "adapt-merge") + "}"
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:2] == ["adapt", "merge"]:
+        argv = ["adapt-merge", *argv[2:]]
     args = build_parser().parse_args(argv)
+    command = "adapt merge" if args.command == "adapt-merge" else args.command
     # warnings as one line like the errors, not Python's two (source path and line, then the code line)
     formatwarning = warnings.formatwarning
-    warnings.formatwarning = lambda message, *_, **__: f"liteframe {args.command}: warning: {one_line(str(message))}\n"
+    warnings.formatwarning = lambda message, *_, **__: f"liteframe {command}: warning: {one_line(str(message))}\n"
     try:
         return args.func(args) or 0
-    except (ValueError, OSError) as err:  # InputError and VideoDecodeError are ValueErrors
-        print(f"liteframe {args.command}: error: {one_line(str(err))}", file=sys.stderr)
+    except InputError as err:  # bad input (VideoDecodeError and config errors are InputErrors): one line
+        print(f"liteframe {command}: error: {one_line(str(err))}", file=sys.stderr)
         return 2
     finally:
         warnings.formatwarning = formatwarning

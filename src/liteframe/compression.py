@@ -38,10 +38,6 @@ class Compression:
         """Input frames behind one clip: `t` for InternVL, `2t` for Qwen2.5-VL's frame pairs."""
         return self.clip * frames_per_step
 
-    def tokens_per_frame(self, dense_tokens: int) -> float:
-        """LLM tokens per input frame when the dense model gives `dense_tokens` (256 for InternVL3 at 448 px)."""
-        return dense_tokens / self.ratio
-
     def budget(self, t: int, h: int, w: int) -> int:
         """Tokens a set reducer keeps of a `(T, H, W)` grid: `ceil(T*H*W / ratio)`, a grid reducer's count whenever
         the grid is whole blocks."""
@@ -66,8 +62,9 @@ DEFAULT = COMPRESSIONS[16]
 
 
 def get_compression(value: int | str | tuple | Compression | None = None) -> Compression:
-    """A named ratio (`16`, `"16"`, `"16x"`), a block `(t, h, w)`, or a `Compression` -> `Compression`; None is
-    the default 16x."""
+    """What a user gives (a flag, a config value, a keyword of a public function) -> `Compression`: a named ratio
+    (`16`, `"16"`, `"16x"`), a block (`(4, 2, 2)`, `"4,2,2"`), or a `Compression`; None is the default 16x. The
+    one place compressions are parsed: everything past the public entry points takes a `Compression`."""
     if value is None:
         return DEFAULT
     if isinstance(value, Compression):
@@ -77,4 +74,7 @@ def get_compression(value: int | str | tuple | Compression | None = None) -> Com
     key = str(value).strip().lower().removesuffix("x")
     if key.isdigit() and int(key) in COMPRESSIONS:
         return COMPRESSIONS[int(key)]
-    raise InputError(f"compression {value!r}: choose {', '.join(map(str, COMPRESSIONS))} or a block (t, h, w)")
+    parts = [p.strip() for p in key.strip("()").split(",")]
+    if len(parts) == 3 and all(p.isdigit() for p in parts):
+        return Compression(tuple(int(p) for p in parts))
+    raise InputError(f"compression {value!r}: choose {', '.join(map(str, COMPRESSIONS))} or a block t,h,w")

@@ -56,14 +56,6 @@ class TokenGrid:
         cls_tok = hidden[:, :, 0] if has_cls else None
         return cls(hidden[:, :, int(has_cls):].reshape(bt // frames, frames, side, side, c), cls_tok)
 
-    def to_hf(self) -> torch.Tensor:
-        """grid -> `(B*T, [1 +] H*W, C)`, CLS first where there is one."""
-        b, t, h, w, c = self.patches.shape
-        tokens = self.patches.reshape(b * t, h * w, c)
-        if self.cls is None:
-            return tokens
-        return torch.cat([self.cls.reshape(b * t, 1, c), tokens], dim=1)
-
     def tokens(self) -> torch.Tensor:
         """`(B, T, H, W, C) -> (B, T*H*W, C)` in time-then-raster order."""
         b, c = self.patches.shape[0], self.patches.shape[-1]
@@ -96,21 +88,22 @@ def pixel_shuffle(x: torch.Tensor) -> torch.Tensor:
 @dataclass
 class TokenSet:
     """What a set reducer keeps of a grid `(B, T, H, W, C)`: `tokens (B, N, C)` in original (time, then raster)
-    order, with each token's grid step `frame (B, N)` and raster position `pos (B, N)` (`h*W + w`) in that step.
-    The prompt gives one slot per step (or per clip) holding `counts()` tokens; FastVID's counts vary by step."""
+    order, with each token's grid `step (B, N)` (a frame, or a frame pair for Qwen2.5-VL) and raster position
+    `pos (B, N)` (`h*W + w`) in that step. The prompt gives one slot per step (or per clip) holding `counts()`
+    tokens; FastVID's counts vary by step."""
 
     tokens: torch.Tensor
-    frame: torch.Tensor
+    step: torch.Tensor
     pos: torch.Tensor
     steps: int  # T of the grid the tokens came from
 
     def __post_init__(self):
-        if self.tokens.ndim != 3 or self.frame.shape != self.tokens.shape[:2] or self.pos.shape != self.frame.shape:
-            raise ValueError(f"TokenSet: tokens (B, N, C), frame and pos (B, N) disagree: {tuple(self.tokens.shape)}, "
-                             f"{tuple(self.frame.shape)}, {tuple(self.pos.shape)}")
+        if self.tokens.ndim != 3 or self.step.shape != self.tokens.shape[:2] or self.pos.shape != self.step.shape:
+            raise ValueError(f"TokenSet: tokens (B, N, C), step and pos (B, N) disagree: {tuple(self.tokens.shape)}, "
+                             f"{tuple(self.step.shape)}, {tuple(self.pos.shape)}")
 
     def counts(self) -> torch.Tensor:
         """`(B, T)` tokens kept per grid step."""
-        ones = torch.ones_like(self.frame)
-        return torch.zeros(self.frame.shape[0], self.steps, dtype=torch.long, device=self.frame.device).scatter_add_(
-            1, self.frame, ones)
+        ones = torch.ones_like(self.step)
+        return torch.zeros(self.step.shape[0], self.steps, dtype=torch.long, device=self.step.device).scatter_add_(
+            1, self.step, ones)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Callable, Generic, TypeVar
 
+from liteframe.errors import InputError
+
 T = TypeVar("T")
 
 
@@ -22,9 +24,9 @@ class Registry(Generic[T]):
         return add
 
     def get(self, name: str) -> T:
-        """The item called `name`; an unknown name is a ValueError that lists the choices."""
+        """The item called `name`; an unknown name (usually the user's) is an `InputError` listing the choices."""
         if name not in self._items:
-            raise ValueError(f"unknown {self.kind} {name!r}; choose from {', '.join(self.names())}")
+            raise InputError(f"unknown {self.kind} {name!r}; choose from {', '.join(self.names())}")
         return self._items[name]
 
     def names(self) -> list[str]:

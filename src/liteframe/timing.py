@@ -7,6 +7,9 @@ from typing import Callable
 
 import torch
 
+# The latency breakdown of one answer (SPEC 7), in milliseconds: what `ask` reports and `eval` averages.
+LATENCY_KEYS = ("decode", "preprocess", "vit", "llm_prefill", "generation", "total")
+
 
 def synchronize(device: torch.device | str) -> None:
     """Wait for queued GPU work, so that a wall-clock reading covers it; a no-op on CPU."""

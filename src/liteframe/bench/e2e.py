@@ -2,11 +2,11 @@
 few frames against WAP and the LiteFrame student at 8x more frames, each row broken down as SPEC 7 does.
 
 All settings share one LLM (loaded once) and run side by side in one process on the same video. Without `--model` a
-tiny random checkpoint of `--model-family` (InternVL3 or Qwen2.5-VL) is built in a temporary folder; `--random-size`
-builds a real checkpoint's shapes with random weights instead (`8b`: InternVL3-8B, `7b`: Qwen2.5-VL-7B-Instruct;
-weights do not change latency; for a GPU). Without `--student` a student is cropped from the checkpoint's vision tower
-(SPEC 4), untrained: its cost is the trained one's. Qwen2.5-VL has no student yet: its default is dense at 16, 32
-and 64 frames against WAP at 8x the frames.
+tiny random checkpoint of `--model-family` (a registered family: `internvl`, InternVL3, or `qwen2_5_vl`) is built in
+a temporary folder; `--random-size` builds a real checkpoint's shapes with random weights instead (`8b`:
+InternVL3-8B, `7b`: Qwen2.5-VL-7B-Instruct; weights do not change latency; for a GPU). Without `--student` a student
+is cropped from the checkpoint's vision tower (SPEC 4), untrained: its cost is the trained one's. Qwen2.5-VL has no
+student yet: its default is dense at 16, 32 and 64 frames against WAP at 8x the frames.
 """
 from __future__ import annotations
 
@@ -15,22 +15,15 @@ import tempfile
 from pathlib import Path
 from typing import Sequence
 
-import av
-import numpy as np
 import torch
-from transformers import (AutoTokenizer, InternVLConfig, InternVLForConditionalGeneration, InternVLVisionConfig,
-                          Qwen2_5_VLForConditionalGeneration, Qwen2Config)
 
 from liteframe.compression import Compression, get_compression
 from liteframe.devices import resolve_device, resolve_dtype
 from liteframe.errors import InputError
-from liteframe.llm.encoders import build_encoder
-from liteframe.llm.family import get_family
-from liteframe.llm.qwen import VIDEO_PAD
-from liteframe.llm.qwen_tiny import build_qwen_tokenizer, qwen_config, save_tiny_qwen
-from liteframe.llm.tiny import IMAGE_TOKENS, build_tokenizer, save_tiny_internvl
+from liteframe.llm import FAMILIES, EncoderSpec, build_encoder
 from liteframe.llm.videollm import VideoLLM
-from liteframe.models import LiteFrameConfig, LiteFrameEncoder, Teacher, tiny_student_config
+from liteframe.models import LiteFrameConfig, LiteFrameEncoder, tiny_student_config
+from liteframe.testing import RANDOM_MODELS, save_tiny_internvl, save_tiny_qwen, synthetic_video
 from liteframe.video import open_video
 
 COLUMNS = ["setting", "front end", "frames", "compression", "tokens/frame", "visual tokens", "decode ms",
@@ -42,15 +35,10 @@ COLUMNS = ["setting", "front end", "frames", "compression", "tokens/frame", "vis
 FRONT_ENDS = {"new": ("exact", True), "old": ("torch", False)}
 QUESTION = "What happens in this video? Describe it briefly."
 
-# Real checkpoints' shapes. InternVL3-8B: InternViT-300M-448px (SPEC 2) and Qwen2.5-7B.
-# Per family: the random sizes it offers and its default frames, dense and other, and encoders.
+# Per model family (the registry's keys): its default frames, dense and other, and encoders.
 FAMILY_DEFAULTS = {
-    "internvl3": dict(sizes=("8b",), dense_frames=(8, 16, 32), frames=(64, 128, 256), encoders=("wap", "student")),
-    "qwen2.5-vl": dict(sizes=("7b",), dense_frames=(16, 32, 64), frames=(128, 256, 512), encoders=("wap",)),
-}
-RANDOM_SIZES = {
-    "8b": dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
-               num_key_value_heads=4, vocab_size=151674, rope_theta=1e6, max_position_embeddings=32768),
+    "internvl": dict(dense_frames=(8, 16, 32), frames=(64, 128, 256), encoders=("wap", "student")),
+    "qwen2_5_vl": dict(dense_frames=(16, 32, 64), frames=(128, 256, 512), encoders=("wap",)),
 }
 
 
@@ -58,7 +46,7 @@ def run(model: str | None = None, video: str | None = None, dense_frames: Sequen
         frames: Sequence[int] | None = None, encoders: Sequence[str] | None = None,
         compression: Compression | int | str | None = None, student: str | None = None, image_size: int = 112,
         random_size: str | None = None, device: str | None = None, dtype: str = "auto", repeats: int = 3,
-        warmup: int = 1, new_tokens: int = 8, model_family: str = "internvl3",
+        warmup: int = 1, new_tokens: int = 8, model_family: str = "internvl",
         front_ends: Sequence[str] = ("new",)) -> list[dict]:
     """Every setting's latency row (`COLUMNS`). Row order follows SPEC 8: dense at `dense_frames[i]`, then each of
     `encoders` at `frames[i]` and `compression` (a given student keeps its own), each through every one of
@@ -74,8 +62,8 @@ def run(model: str | None = None, video: str | None = None, dense_frames: Sequen
     if model_family not in FAMILY_DEFAULTS:
         raise InputError(f"model family {model_family!r}: choose from {', '.join(FAMILY_DEFAULTS)}")
     defaults = FAMILY_DEFAULTS[model_family]
-    if random_size is not None and random_size not in defaults["sizes"]:
-        raise InputError(f"random size {random_size!r} of {model_family}: choose from {', '.join(defaults['sizes'])}")
+    if random_size is not None and random_size != RANDOM_MODELS[model_family][0]:
+        raise InputError(f"random size {random_size!r} of {model_family}: choose {RANDOM_MODELS[model_family][0]}")
     dense_frames, frames = dense_frames or defaults["dense_frames"], frames or defaults["frames"]
     encoders = encoders or defaults["encoders"]
     compression = get_compression(compression)
@@ -88,8 +76,8 @@ def run(model: str | None = None, video: str | None = None, dense_frames: Sequen
         settings = {"dense": llm.with_encoder("dense", compression)}  # the same clips as the others
         for name in encoders:
             if name == "student":
-                spec = f"student:{student or _crop_student(llm, tmp / 'student', compression)}"
-                settings[name] = llm.with_encoder(spec)
+                folder = Path(student) if student else _crop_student(llm, tmp / "student", compression)
+                settings[name] = llm.with_encoder(EncoderSpec(student=folder))
             else:
                 settings[name] = llm.with_encoder(name, compression)
         plan = [(name, runner, level[0] if name == "dense" else level[1])
@@ -125,37 +113,12 @@ def _load(model: str | None, random_size: str | None, image_size: int, tmp: Path
     if model and random_size:
         raise InputError("model and random_size exclude each other")
     if random_size is None:
-        tiny = save_tiny_qwen(tmp / "tiny") if family == "qwen2.5-vl" else save_tiny_internvl(tmp / "tiny", image_size)
+        tiny = save_tiny_qwen(tmp / "tiny") if family == "qwen2_5_vl" else save_tiny_internvl(tmp / "tiny", image_size)
         return VideoLLM.from_pretrained(model or tiny, device=device, dtype=dtype)
     if device.type != "cuda":
         raise InputError(f"random size {random_size} builds billions of weights: it needs a CUDA device")
-    if family == "qwen2.5-vl":
-        return _random_qwen(random_size, tmp, device, dtype)
-    tokenizer = build_tokenizer()
-    config = InternVLConfig(
-        vision_config=InternVLVisionConfig(attention_bias=True),
-        text_config=Qwen2Config(**RANDOM_SIZES[random_size], tie_word_embeddings=False),
-        image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKENS["context_image_token"]),
-        tie_word_embeddings=False,
-    )
-    with torch.device(device):  # initialise on the device: random init of billions of weights is slow on a CPU
-        net = InternVLForConditionalGeneration._from_config(config, dtype=dtype)
-    tokenizer.save_pretrained(tmp / "tokenizer")  # reload as a checkpoint's tokenizer is loaded
-    teacher = Teacher(net.model.vision_tower, net.model.multi_modal_projector)
-    return VideoLLM(net.eval(), AutoTokenizer.from_pretrained(tmp / "tokenizer"), build_encoder("dense", teacher))
-
-
-def _random_qwen(size: str, tmp: Path, device: torch.device, dtype: torch.dtype) -> VideoLLM:
-    """Qwen2.5-VL with `size`'s shapes and random weights, built on `device`, with the tiny checkpoint's tokenizer
-    (its ids are valid in the real vocabulary)."""
-    tokenizer = build_qwen_tokenizer()
-    config = qwen_config(size)
-    config.video_token_id = tokenizer.convert_tokens_to_ids(VIDEO_PAD)
-    with torch.device(device):
-        net = Qwen2_5_VLForConditionalGeneration._from_config(config, dtype=dtype)
-    tokenizer.save_pretrained(tmp / "tokenizer")
-    tokenizer = AutoTokenizer.from_pretrained(tmp / "tokenizer")
-    return VideoLLM(net.eval(), tokenizer, get_family(config.model_type).encoder(net, "dense"))
+    net, tokenizer = RANDOM_MODELS[family][1](tmp / "tokenizer", device, dtype)
+    return VideoLLM(net, tokenizer, build_encoder(FAMILIES.get(family), net, EncoderSpec()))
 
 
 def _crop_student(llm: VideoLLM, folder: Path, compression: Compression) -> Path:
@@ -170,23 +133,6 @@ def _crop_student(llm: VideoLLM, folder: Path, compression: Compression) -> Path
         config = tiny_student_config(image_size=teacher.image_size, teacher_width=teacher.hidden_size)
     LiteFrameEncoder.from_teacher(teacher, config).save_pretrained(folder)
     return folder
-
-
-def synthetic_video(path: Path, seconds: int = 12, fps: int = 24, width: int = 480, height: int = 270) -> Path:
-    """An H.264 clip of drifting colour gradients over rolling noise (288 frames at the defaults: more than the
-    largest default budget, so no frame repeats): something to decode when no video is given."""
-    y, x = np.mgrid[0:height, 0:width]
-    noise = np.random.default_rng(0).integers(0, 32, (height, width, 3))
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.codec_context.options = {"preset": "ultrafast"}
-        for i in range(seconds * fps):
-            img = np.stack([(x + 3 * i) % 224, (y + 2 * i) % 224, (x + y + i) % 224], axis=-1)
-            img = (img + np.roll(noise, i, axis=1)).astype(np.uint8)
-            out.mux(stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
-        out.mux(stream.encode())
-    return path
 
 
 def plot_latency(rows: list[dict], path: str) -> None:

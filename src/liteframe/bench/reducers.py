@@ -7,6 +7,7 @@ import torch
 
 from liteframe.compression import Compression, get_compression
 from liteframe.devices import resolve_device, resolve_dtype
+from liteframe.errors import InputError
 from liteframe.grid import TokenGrid
 from liteframe.reduce import REDUCERS, get_reducer
 from liteframe.timing import median_ms
@@ -37,7 +38,7 @@ def run(frames: int = 256, size: int = 32, channels: int = 1024, device: str = "
     the InternVL path (the same bytes; the shuffle itself is not timed). LLM tokens: what reaches the projector,
     after the pixel shuffle for grid reducers."""
     if min(frames, size, channels, repeats) < 1 or warmup < 0:
-        raise ValueError(f"frames {frames}, size {size}, channels {channels} and repeats {repeats} must be positive "
+        raise InputError(f"frames {frames}, size {size}, channels {channels} and repeats {repeats} must be positive "
                          f"and warmup {warmup} not negative")
     compression = get_compression(compression)
     device = resolve_device(device)

@@ -1,12 +1,14 @@
-"""Video question answering: a Video LLM checkpoint (InternVL3 or Qwen2.5-VL) behind the dense ViT, a reducer, or a
-LiteFrame student (InternVL3), through one fixed visual pipeline."""
-from liteframe.llm.encoders import VisualEncoder, VisualTokens, build_encoder
-from liteframe.llm.family import FAMILIES, get_family
+"""Video question answering: a Video LLM checkpoint of a registered model family (InternVL3, Qwen2.5-VL) behind the
+dense ViT, a reducer, or a LiteFrame student (InternVL3), through one fixed visual pipeline."""
+# the families register themselves in FAMILIES on import (the registration order is the order they are listed in)
+from liteframe.llm import internvl, qwen  # noqa: F401, I001
+from liteframe.llm.data import DataConfig, Square
+from liteframe.llm.encoders import EncoderSpec, Vision, VisualEncoder, VisualTokens, build_encoder
+from liteframe.llm.family import FAMILIES, Family, get_family
+from liteframe.llm.inputs import LLMInputs
 from liteframe.llm.prompt import Slot, build_input_ids, make_slots
-from liteframe.llm.qwen_tiny import save_tiny_qwen
-from liteframe.llm.tiny import save_tiny_internvl
-from liteframe.llm.videollm import LATENCY_KEYS, Answer, EncodedVideo, VideoLLM, ask
+from liteframe.llm.videollm import Answer, EncodedVideo, VideoLLM, ask, sample_clips
 
-__all__ = ["FAMILIES", "LATENCY_KEYS", "Answer", "EncodedVideo", "Slot", "VideoLLM", "VisualEncoder", "VisualTokens",
-           "ask", "build_encoder", "build_input_ids", "get_family", "make_slots", "save_tiny_internvl",
-           "save_tiny_qwen"]
+__all__ = ["FAMILIES", "Answer", "DataConfig", "EncodedVideo", "EncoderSpec", "Family", "LLMInputs", "Slot", "Square",
+           "VideoLLM", "Vision", "VisualEncoder", "VisualTokens", "ask", "build_encoder", "build_input_ids",
+           "get_family", "make_slots", "sample_clips"]

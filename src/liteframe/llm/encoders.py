@@ -5,16 +5,20 @@ Every encoder is the same fixed pipeline (SPEC 3):
     backbone (the checkpoint's ViT, or a LiteFrame student) -> grid stage (WAP, avg, max, subsample, or none)
     -> pixel shuffle -> set stage (ToMe, PruMerge, FastVID, or none) -> projector
 
-A grid step after the grid stage is one frame (dense ViT, set reducers) or one clip of `compression.clip` frames
-(grid reducers, the student) for InternVL; a family whose ViT reads several frames per step (Qwen2.5-VL's frame
-pairs) multiplies both (`Compression.clip_frames`), and a family whose backbone already merges 2 x 2 patches (Qwen's
-merger) skips the pixel shuffle (`shuffle=False`). The prompt gives each step one image slot holding that step's
-tokens. Set reducers keep each kept token's step, so their slots stay per frame, with a count per frame that may
-vary (FastVID).
+What differs between checkpoints comes from their model family as one `Vision` (`liteframe.llm.family`): the
+backbone and projector, the data config (how frames are sized and normalised, how many frames one grid step reads),
+the input behind one backbone token, and whether the pixel shuffle applies (InternVL's; Qwen2.5-VL's merger is
+inside its backbone). A grid step after the grid stage is one step of the backbone (a frame for InternVL, a frame
+pair for Qwen2.5-VL) or one clip of `compression.clip` such steps (grid reducers, the student): `frames_per_step`
+input frames, one image slot of the prompt each. Set reducers keep each kept token's step, so their slots stay per
+backbone step, with a count per step that may vary (FastVID).
 
-The encoder runs chunk by chunk (`encode_chunk`, then `finish`) so that memory holds one chunk of frames however
-long the video. A chunk holds whole steps, so the grid stage never straddles a chunk boundary; the set stage
-chooses its tokens over the whole video, so it runs once in `finish`.
+The encoder owns everything from a decoded chunk to the LLM tokens: `prepare` (the data config, unless the front
+end already resized and normalised the frames as it decoded them), `encode_chunk`, then `finish`, so that memory
+holds one chunk of frames however long the video. A chunk holds whole steps, so the grid stage never straddles a
+chunk boundary; the set stage chooses its tokens over the whole video, so it runs once in `finish`.
+
+An `EncoderSpec` is what a user names (`dense`, a reducer, `student:DIR`), parsed once where it enters.
 """
 from __future__ import annotations
 
@@ -25,63 +29,118 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from liteframe.compression import Compression, get_compression
+from liteframe.compression import DEFAULT, Compression
 from liteframe.errors import InputError
 from liteframe.grid import TokenGrid, TokenSet
+from liteframe.llm.data import DataConfig
 from liteframe.models import LiteFrameEncoder, Teacher
-from liteframe.reduce import REDUCERS, get_reducer
-from liteframe.video import preprocess
+from liteframe.reduce import REDUCERS, Reducer, get_reducer
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """An encoder as a user names it (`--encoder`, a config's `encoder`, `VideoLLM.from_pretrained`), parsed once
+    where it enters: `dense` (the checkpoint's own ViT), a registered `reducer` after it, or a LiteFrame `student`
+    folder (`student:DIR`)."""
+
+    reducer: str | None = None
+    student: Path | None = None
+
+    @classmethod
+    def parse(cls, value: str | Path | EncoderSpec) -> EncoderSpec:
+        """`dense`, a reducer name or `student:DIR` -> the spec; one line naming the choices otherwise."""
+        if isinstance(value, EncoderSpec):
+            return value
+        text = str(value).strip()
+        if text.startswith("student:"):
+            if not text.removeprefix("student:"):
+                raise InputError("encoder student: needs the student's folder, student:DIR")
+            return cls(student=Path(text.removeprefix("student:")))
+        if text == "dense":
+            return cls()
+        if text not in REDUCERS:
+            raise InputError(f"unknown encoder {text!r}; choose dense, student:DIR or one of "
+                             f"{', '.join(REDUCERS.names())}")
+        return cls(reducer=text)
+
+    def relative_to(self, base: str | Path) -> EncoderSpec:
+        """A student folder given relative to `base` (a config file's folder) made absolute; others unchanged."""
+        return self if self.student is None else EncoderSpec(student=(Path(base) / self.student).resolve())
+
+    def __str__(self) -> str:
+        return f"student:{self.student}" if self.student is not None else self.reducer or "dense"
+
+
+@dataclass
+class Vision:
+    """A checkpoint's path from frames to LLM tokens, as its model family gives it to the pipeline: `backbone`
+    (normalised frames `(1, T, 3, h, w)` -> `TokenGrid`; `attention=True` adds the scores and keys the attention
+    reducers read), `projector` (backbone tokens -> LLM width), the `data` config, `token`: the input `(frames,
+    pixels, pixels)` behind one backbone token, `shuffle`: InternVL's 2 x 2 pixel shuffle between the grid and set
+    stages, and for a backbone that compresses itself (a student) its own `compression` and the `clip` of frames
+    one forward must take whole."""
+
+    backbone: nn.Module
+    projector: nn.Module
+    data: DataConfig
+    token: tuple[int, int, int]
+    shuffle: bool = True
+    compression: Compression | None = None
+    clip: int = 1
 
 
 @dataclass
 class VisualTokens:
     """What an encoder gives for one video: LLM tokens `(1, N, d_llm)` in time order, `counts (S,)` the tokens of
-    each grid step (one prompt slot each; a step covers `step_frames` input frames), and where each token sits in
-    the pixel-shuffled `grid (S, H, W)`: its step `frame (N,)` and raster position `pos (N,)` (what a family with
-    positions per token, such as Qwen2.5-VL's mRoPE, needs)."""
+    each grid step (one prompt slot each; a step covers `frames_per_step` input frames), and where each token sits in
+    the grid after the pixel shuffle, `grid (S, H, W)`: its `step (N,)` and raster position `pos (N,)` (what a family
+    with positions per token, such as Qwen2.5-VL's mRoPE, needs)."""
 
     tokens: torch.Tensor
     counts: list[int]
-    step_frames: int
-    frame: torch.Tensor
+    frames_per_step: int
+    step: torch.Tensor
     pos: torch.Tensor
     grid: tuple[int, int, int]
 
 
 class VisualEncoder(nn.Module):
-    """`pixels (1, T, 3, S, S) -> VisualTokens`; T a multiple of `frame_multiple`. See the module docstring."""
+    """A decoded chunk -> `VisualTokens` through `vision` (see the module docstring), `compression` and an optional
+    `reducer` (its `stage` puts it before or after the pixel shuffle). Takes a multiple of `frame_multiple` frames."""
 
-    def __init__(self, name: str, backbone: nn.Module, projector: nn.Module, image_size: int | None,
-                 compression: Compression, grid_stage=None, set_stage=None, step_frames: int = 1,
-                 backbone_grid: tuple[int, int, int] = (1, 1, 1), frame_multiple: int | None = None,
-                 shuffle: bool = True):
+    def __init__(self, name: str, vision: Vision, compression: Compression, reducer: Reducer | None = None):
         super().__init__()
-        self.name, self.backbone, self.projector, self.image_size = name, backbone, projector, image_size
-        self.compression, self.grid_stage, self.set_stage = compression, grid_stage, set_stage
-        self.step_frames, self.shuffle = step_frames, shuffle
-        self.frame_multiple = frame_multiple or step_frames  # a student's clips may span several steps
-        self.backbone_grid = backbone_grid  # (frames, pixels, pixels) behind one backbone token, per axis
-        self.needs_attention = set_stage is not None and set_stage.needs_attention
+        self.name, self.compression = name, compression
+        self.backbone, self.projector = vision.backbone, vision.projector
+        self.data, self.token, self.shuffle = vision.data, vision.token, vision.shuffle
+        self.grid_stage = reducer if reducer is not None and reducer.stage == "grid" else None
+        self.set_stage = reducer if reducer is not None and reducer.stage == "set" else None
+        self.frames_per_step = vision.token[0] * (compression.clip if self.grid_stage else 1)
+        # a grid stage pools whole clips; dense and set stages take any count (the last step padded), a student its
+        # clips
+        self.frame_multiple = self.frames_per_step if self.grid_stage else vision.clip
+        self.needs_attention = self.set_stage is not None and self.set_stage.needs_attention
+
+    @property
+    def clip_frames(self) -> int:
+        """Frames of one sampled clip (SPEC 7): the compression's clip of backbone steps, the same for every encoder
+        of a checkpoint at one compression."""
+        return self.compression.clip_frames(self.data.frames_per_step)
 
     def check_frames(self, frames: int) -> None:
-        if frames < 1 or frames % self.frame_multiple:
+        if frames < 1:
+            raise InputError(f"{plural(frames, 'frame')}: the {self.name} encoder needs at least 1 frame")
+        if frames % self.frame_multiple:
             raise InputError(f"{plural(frames, 'frame')}: the {self.name} encoder takes a positive multiple of "
                              f"{self.frame_multiple} frames (clips of the {self.compression.ratio}x compression)")
 
-    def frame_size(self, size: tuple[int, int] | None = None) -> tuple[int, int]:
-        """`(H, W)` the backbone sees for decoded frames of `size` `(H, W)` (None: not known yet)."""
-        return self.image_size, self.image_size
-
-    def preprocess(self, frames: torch.Tensor, device: torch.device) -> torch.Tensor:
-        """uint8 `(N, 3, H, W)` -> float32 `(1, N, 3, S, S)` on `device`, what the backbone takes."""
-        return preprocess(frames, self.image_size, device=device)[None]
-
     def layout(self, frames: int, size: tuple[int, int] | None = None) -> tuple[int, int]:
-        """`(steps, tokens)` for `frames` input frames of `size` `(H, W)`, known before any pixel is decoded."""
+        """`(steps, tokens)` for `frames` input frames of `size` `(H, W)` (None: the largest the data config gives),
+        known before any pixel is decoded."""
         self.check_frames(frames)
-        ft, ph, pw = self.backbone_grid
-        height, width = self.frame_size(size)
-        t, h, w = math.ceil(frames / ft), height // ph, width // pw  # a family may pad the last step (Qwen)
+        ft, ph, pw = self.token
+        height, width = self.data.frame_size(size)
+        t, h, w = math.ceil(frames / ft), height // ph, width // pw  # the last step may be padded
         if self.grid_stage is not None:
             bt, bh, bw = self.compression.block
             t, h, w = math.ceil(t / bt), math.ceil(h / bh), math.ceil(w / bw)
@@ -92,8 +151,16 @@ class VisualEncoder(nn.Module):
             h, w = h // 2, w // 2
         return t, self.compression.budget(t, h, w) if self.set_stage is not None else t * h * w
 
+    def prepare(self, chunk: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """A chunk of frames from the front end -> `(1, n, 3, h, w)` in `dtype` on `device`: uint8 `(n, 3, H, W)`
+        frames go through the data config (resized, normalised, the last step padded); float frames were resized
+        and normalised as they were decoded (`data.decode_size`)."""
+        if chunk.dtype == torch.uint8:
+            chunk = self.data(chunk, device).to(dtype)
+        return chunk[None]
+
     def encode_chunk(self, pixels: torch.Tensor) -> TokenGrid:
-        """`(B, T, 3, S, S)`, T a multiple of `frame_multiple` -> the pixel-shuffled grid after the grid stage."""
+        """`(B, T, 3, h, w)`, T whole steps -> the grid after the grid stage and the pixel shuffle."""
         grid = self.backbone(pixels, attention=True) if self.needs_attention else self.backbone(pixels)
         if self.grid_stage is not None:
             grid = self.grid_stage(grid, self.compression)
@@ -104,58 +171,31 @@ class VisualEncoder(nn.Module):
         grid = _concat(parts) if len(parts) > 1 else parts[0]
         kept = _everything(grid) if self.set_stage is None else self.set_stage(grid, self.compression)
         tokens = self.projector(kept.tokens.to(next(self.projector.parameters(), kept.tokens).dtype))
-        return VisualTokens(tokens, kept.counts()[0].tolist(), self.step_frames, kept.frame[0], kept.pos[0],
+        return VisualTokens(tokens, kept.counts()[0].tolist(), self.frames_per_step, kept.step[0], kept.pos[0],
                             tuple(grid.shape[1:4]))
 
     def forward(self, pixels: torch.Tensor, chunk_frames: int = 32) -> VisualTokens:
-        """`(B, T, 3, S, S) -> VisualTokens`, running the backbone on `chunk_frames` frames at a time."""
+        """Normalised `(B, T, 3, h, w) -> VisualTokens`, running the backbone on `chunk_frames` frames at a time."""
         self.check_frames(pixels.shape[1])
         return self.finish([self.encode_chunk(c) for c in pixels.split(chunk_frames, dim=1)])
 
 
-def build_encoder(spec: str, teacher: Teacher, compression: Compression | int | str | None = None) -> VisualEncoder:
-    """`dense`, a registered reducer name, or `student:DIR` -> a `VisualEncoder` in front of the checkpoint whose
-    vision tower and projector `teacher` wraps (a student uses only the projector). `compression` None: the
-    student's own, else 16x."""
-    patch = teacher.patch_size
-    if spec.startswith("student:"):
-        student, own = load_student(spec.removeprefix("student:"), teacher)
-        if compression is not None and get_compression(compression) != own:
-            raise InputError(f"student {spec.removeprefix('student:')} compresses {own}, not "
-                             f"{get_compression(compression)}")
-        t, h, w = own.block
-        return VisualEncoder(spec, student, teacher.projector, student.config.image, own, step_frames=t,
-                             backbone_grid=(t, patch * h, patch * w),
-                             frame_multiple=math.lcm(t, student.config.compression.clip))
-    return stage_encoder(VisualEncoder, spec, teacher, teacher.projector, compression, 1, patch,
-                         image_size=teacher.image_size)
+def build_encoder(family, model, spec: EncoderSpec, compression: Compression | None = None) -> VisualEncoder:
+    """`spec` in front of `model`, a checkpoint of `family`, at `compression` (None: a student's own, else 16x): the
+    family's `vision(model)`, or its `student(model, folder)`, with the spec's reducer."""
+    if spec.student is None:
+        return VisualEncoder(str(spec), family.vision(model), compression or DEFAULT,
+                             get_reducer(spec.reducer) if spec.reducer else None)
+    vision = family.student(model, spec.student)
+    if compression is not None and compression != vision.compression:
+        raise InputError(f"student {spec.student} compresses {vision.compression}, not {compression}")
+    return VisualEncoder(str(spec), vision, vision.compression)
 
 
-def stage_encoder(cls, spec: str, backbone: nn.Module, projector: nn.Module,
-                  compression: Compression | int | str | None, frames_per_step: int, token_pixels: int,
-                  **kwargs) -> VisualEncoder:
-    """`dense` or a registered reducer name -> `cls(...)` over `backbone`, whose tokens cover `frames_per_step`
-    frames and `token_pixels` px a side. A grid reducer's step is a clip (`compression.clip_frames`) and takes whole
-    clips; dense and set reducers take any frame count (a family may pad the last step)."""
-    compression = get_compression(compression)
-    common = dict(backbone_grid=(frames_per_step, token_pixels, token_pixels), **kwargs)
-    if spec == "dense":
-        return cls(spec, backbone, projector, compression=compression, step_frames=frames_per_step,
-                   frame_multiple=1, **common)
-    if spec not in REDUCERS:
-        raise InputError(f"unknown encoder {spec!r}; choose dense, student:DIR or one of "
-                         f"{', '.join(REDUCERS.names())}")
-    reducer = get_reducer(spec)
-    if reducer.stage == "grid":
-        return cls(spec, backbone, projector, compression=compression, grid_stage=reducer,
-                   step_frames=compression.clip_frames(frames_per_step), **common)
-    return cls(spec, backbone, projector, compression=compression, set_stage=reducer, step_frames=frames_per_step,
-               frame_multiple=1, **common)
-
-
-def load_student(directory: str, teacher: Teacher) -> tuple[LiteFrameEncoder, Compression]:
-    """A saved LiteFrame student and its compression, refused in one line unless it fits the checkpoint: its output
-    width is the vision width the projector takes, and its image size is the checkpoint's, in whole strides."""
+def load_student(directory: Path, teacher: Teacher) -> LiteFrameEncoder:
+    """A saved LiteFrame student, refused in one line unless it fits the checkpoint whose vision tower and projector
+    `teacher` wraps: its output width is the vision width the projector takes, and its image size is the
+    checkpoint's, in whole strides."""
     if not Path(directory).is_dir():
         raise InputError(f"student folder {directory}: not found")
     student = LiteFrameEncoder.from_pretrained(directory)
@@ -166,12 +206,11 @@ def load_student(directory: str, teacher: Teacher) -> tuple[LiteFrameEncoder, Co
     if cfg.image != teacher.image_size:
         raise InputError(f"student {directory}: image size {cfg.image} does not match the checkpoint's "
                          f"{teacher.image_size}")
-    block = tuple(math.prod(s[axis] for s in cfg.strides) for axis in range(3))
     side = cfg.image // cfg.patch
-    if cfg.image % cfg.patch or side % (2 * block[1]):
-        raise InputError(f"student {directory}: a {side} x {side} patch grid does not split into its {block[1:]} "
-                         "spatial strides and the pixel shuffle's 2 x 2")
-    return student, Compression(block)
+    if cfg.image % cfg.patch or side % (2 * cfg.block[1]):
+        raise InputError(f"student {directory}: a {side} x {side} patch grid does not split into its "
+                         f"{cfg.block[1:]} spatial strides and the pixel shuffle's 2 x 2")
+    return student
 
 
 def _everything(grid: TokenGrid) -> TokenSet:

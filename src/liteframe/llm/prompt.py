@@ -34,13 +34,13 @@ class Slot:
         return f"{frames} ({times})"
 
 
-def make_slots(timestamps: Sequence[float], counts: Sequence[int], step_frames: int) -> list[Slot]:
-    """One slot per grid step of `step_frames` sampled frames holding `counts[i]` tokens; steps that kept no token
-    (a set reducer may leave a frame empty) get no slot."""
-    if len(timestamps) != len(counts) * step_frames:
-        raise ValueError(f"{len(timestamps)} frames do not make {len(counts)} steps of {step_frames} frames")
-    return [Slot(i * step_frames + 1, (i + 1) * step_frames, timestamps[i * step_frames],
-                 timestamps[(i + 1) * step_frames - 1], n) for i, n in enumerate(counts) if n]
+def make_slots(timestamps: Sequence[float], counts: Sequence[int], frames_per_step: int) -> list[Slot]:
+    """One slot per grid step of `frames_per_step` sampled frames holding `counts[i]` tokens; steps that kept no
+    token (a set reducer may leave a frame empty) get no slot."""
+    if len(timestamps) != len(counts) * frames_per_step:
+        raise ValueError(f"{len(timestamps)} frames do not make {len(counts)} steps of {frames_per_step} frames")
+    return [Slot(i * frames_per_step + 1, (i + 1) * frames_per_step, timestamps[i * frames_per_step],
+                 timestamps[(i + 1) * frames_per_step - 1], n) for i, n in enumerate(counts) if n]
 
 
 def build_input_ids(tokenizer, family, slots: Sequence[Slot], question: str, timestamps: bool = False,

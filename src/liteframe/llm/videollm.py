@@ -1,8 +1,10 @@
 """Ask a Video LLM checkpoint about a video, with the dense ViT, a reducer, or a LiteFrame student as its eyes.
 
-video -> sampled clips -> preprocessing -> visual encoder (`encode`: once per video) -> visual tokens in the prompt's
-image slots -> the checkpoint's LLM (`answer`: once per question) -> answer; every stage timed. Questions about the
-same encoded video reuse the LLM's cache of the prompt up to the end of the video.
+video -> sampled clips -> the visual encoder (`encode`: once per video; decoded chunks resized and normalised as
+the model family's data config says, encoded chunk by chunk) -> visual tokens in the prompt's image slots -> the
+family's LLM inputs -> the checkpoint's LLM (`answer`: once per question) -> answer; every stage timed. Questions
+about the same encoded video reuse the LLM's cache of the prompt up to the end of the video. `encode` is the one
+path from a video to visual tokens: `ask`, `liteframe eval` and LMA's training inputs all go through it.
 """
 from __future__ import annotations
 
@@ -10,28 +12,31 @@ import json
 import math
 import statistics
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import torch
 from transformers import AutoTokenizer, DynamicCache, LogitsProcessor, LogitsProcessorList
 
-from liteframe.compression import Compression
+from liteframe.compression import Compression, get_compression
 from liteframe.devices import resolve_device, resolve_dtype
 from liteframe.errors import InputError, model_type, one_line
-from liteframe.llm.encoders import VisualEncoder, VisualTokens, plural
-from liteframe.llm.family import get_family
-from liteframe.llm.loading import load_weights, quiet_transformers
+from liteframe.llm.data import warn_padding
+from liteframe.llm.encoders import EncoderSpec, VisualEncoder, VisualTokens, build_encoder, plural
+from liteframe.llm.family import Family, check_tokenizer, get_family
+from liteframe.llm.inputs import LLMInputs
+from liteframe.llm.loading import load_weights, meta_model, quiet_transformers
 from liteframe.llm.prompt import Slot, build_input_ids, make_slots
+from liteframe.reduce.base import frame_budgets
 from liteframe.tables import format_table
-from liteframe.timing import Stopwatch, synchronize
+from liteframe.timing import LATENCY_KEYS, Stopwatch, synchronize
 from liteframe.video import open_video, sample_frames, stream_video
-from liteframe.video.decode import VideoReader
+from liteframe.video.decode import VideoInfo, VideoReader
 from liteframe.video.sampling import FrameSample
 from liteframe.video.stream import VideoStream
 
-LATENCY_KEYS = ("decode", "preprocess", "vit", "llm_prefill", "generation", "total")
 ENCODE_KEYS = ("decode", "preprocess", "vit")
 
 
@@ -93,90 +98,94 @@ class VideoLLM:
     slot's time in its label (`Frame3 (12.4s)`); off by default, as the checkpoint's own processor does.
     The front end, set on an instance to compare front ends (`bench e2e --front-ends`):
     `resize` (`RESIZERS`: "exact" in the decoder; "torch": whole RGB frames resized on the device) and `overlap`
-    (decode the next chunk in the background while the encoder works)."""
+    (decode the next chunk in the background while the encoder works). The weights are frozen: LMA turns on the
+    ones it trains."""
 
     resize = "exact"
     overlap = True
 
     def __init__(self, model, tokenizer, encoder: VisualEncoder, chunk_frames: int = 32, timestamps: bool = False):
-        whole = math.lcm(encoder.frame_multiple, encoder.step_frames)  # a chunk holds whole clips and grid steps
+        whole = math.lcm(encoder.frame_multiple, encoder.frames_per_step)  # a chunk holds whole clips and steps
         if chunk_frames < 1 or chunk_frames % whole:
             raise InputError(f"chunk_frames {chunk_frames}: must be a positive multiple of the {encoder.name} "
                              f"encoder's {whole}-frame clips")
-        self.family = get_family(model.config.model_type)
-        self.family.check_tokenizer(tokenizer, model)
+        self.family: Family = get_family(model.config.model_type)
+        check_tokenizer(self.family, tokenizer, model)
         self.model, self.tokenizer, self.encoder, self.chunk_frames = model.eval(), tokenizer, encoder, chunk_frames
+        model.requires_grad_(False)
+        encoder.requires_grad_(False)
         self.timestamps = timestamps
         self.device, self.dtype = model.device, model.dtype
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, encoder: str = "dense",
+    def from_pretrained(cls, directory: str | Path, encoder: str | EncoderSpec = "dense",
                         compression: Compression | int | str | None = None, device: str | torch.device | None = None,
                         dtype: torch.dtype | None = None, chunk_frames: int = 32, timestamps: bool = False,
                         adapter: str | Path | None = None) -> VideoLLM:
-        """Load a Video LLM folder (weights, tokenizer, chat template; InternVL3 `-hf` or Qwen2.5-VL) and put
-        `encoder` in front of its LLM: `dense`, a reducer name (`wap`, `tome`, ...) or `student:DIR` (InternVL3),
-        at `compression` (4, 16 or 64; None: a student's own, else 16). Defaults: CUDA and bf16 when available,
-        else CPU and float32. With a student, the checkpoint's vision tower is dropped before anything moves to
-        `device`. `adapter`: a `liteframe adapt` LoRA folder (InternVL3), merged into the LLM's weights."""
+        """Load a Video LLM folder (weights, tokenizer, chat template; any registered family: InternVL3 `-hf`,
+        Qwen2.5-VL) and put `encoder` in front of its LLM: `dense`, a reducer name (`wap`, `tome`, ...) or
+        `student:DIR` (InternVL3), at `compression` (4, 16, 64 or a block t,h,w; None: a student's own, else 16).
+        Defaults: CUDA and bf16 when available, else CPU and float32. With a student, the checkpoint's vision tower
+        is dropped before anything moves to `device`. `adapter`: a `liteframe adapt` LoRA folder, checked against
+        this checkpoint before its weights load, merged into the LLM's weights."""
         directory = Path(directory)
         family = _family(directory)
+        spec, compression = EncoderSpec.parse(encoder), _compression(compression)
         device = resolve_device(device)
         dtype = dtype or resolve_dtype("auto", device)
         if adapter:
             from liteframe.llm import lora  # peft is imported only when an adapter is asked for
 
-            lora.check_adapter(adapter)  # before the (large) weights load
+            lora.check_adapter(adapter, directory)  # before the (large) weights load
         with quiet_transformers():
             model = load_weights(family.checkpoint_class, directory, dtype)
             tokenizer = _load_tokenizer(directory)
         if adapter:
             model = lora.apply_adapter(model, adapter)
-        visual = family.encoder(model, encoder, compression)
-        if encoder.startswith("student:"):
+        visual = build_encoder(family, model, spec, compression)
+        if spec.student is not None:
             family.drop_vision(model)  # the dense tower is never needed
         return cls(model.to(device), tokenizer, visual.to(device=device, dtype=dtype), chunk_frames, timestamps)
 
     @classmethod
-    def skeleton(cls, directory: str | Path, encoder: str = "dense",
+    def skeleton(cls, directory: str | Path, encoder: str | EncoderSpec = "dense",
                  compression: Compression | int | str | None = None, timestamps: bool = False) -> VideoLLM:
         """The VideoLLM that `from_pretrained` builds, but with the checkpoint's model made from its config.json on
         the meta device: no weights read, no memory taken. Enough for `check`, so that a frame count or a prompt the
         model cannot take is refused before a large checkpoint loads."""
         directory = Path(directory)
         family = _family(directory)
+        spec, compression = EncoderSpec.parse(encoder), _compression(compression)
         with quiet_transformers():
-            try:
-                config = family.checkpoint_class.config_class.from_pretrained(directory)
-            except (OSError, ValueError) as err:
-                raise InputError(f"model folder {directory}: cannot read config.json ({one_line(err)})") from None
-            with torch.device("meta"):
-                model = family.checkpoint_class._from_config(config)
+            model = meta_model(family.checkpoint_class, directory)
             tokenizer = _load_tokenizer(directory)
-        return cls(model, tokenizer, family.encoder(model, encoder, compression), timestamps=timestamps)
+        return cls(model, tokenizer, build_encoder(family, model, spec, compression), timestamps=timestamps)
 
-    def with_encoder(self, encoder: str, compression: Compression | int | str | None = None) -> VideoLLM:
+    def with_encoder(self, encoder: str | EncoderSpec,
+                     compression: Compression | int | str | None = None) -> VideoLLM:
         """The same LLM (shared, not copied) behind another encoder; the teacher's vision tower must still be there."""
-        visual = self.family.encoder(self.model, encoder, compression)
+        visual = build_encoder(self.family, self.model, EncoderSpec.parse(encoder), _compression(compression))
         return VideoLLM(self.model, self.tokenizer, visual.to(device=self.device, dtype=self.dtype),
                         self.chunk_frames, self.timestamps)
 
-    def check(self, frames: int, question: str = "", size: tuple[int, int] | None = None) -> int:
+    def check(self, frames: int, question: str = "", size: tuple[int, int] | None = None) -> int | None:
         """Refuse, before anything is decoded, a frame count the encoder cannot take or a prompt longer than the
         LLM's context; return the prompt length (for a set reducer, whose counts per slot are known only after
-        encoding, with its tokens spread evenly over the frames). `size`: the video's `(H, W)`, for families whose
-        token count depends on it (None: the encoder's largest)."""
+        encoding, with its tokens spread evenly over the steps). `size`: the video's `(H, W)`; where the family's
+        token count depends on it and it is not given, only the frame count is checked (None is returned)."""
         if question is None:
             raise InputError("a question is needed (got None)")
+        if size is None and not self.encoder.data.size.fixed:
+            self.encoder.check_frames(frames)
+            return None
         steps, visual = self.encoder.layout(frames, size)
         context = self.family.context_length(self.model)
         if visual > context:
             raise InputError(f"{plural(frames, 'frame')} give {visual} visual tokens with the {self.encoder.name} "
                              f"encoder, more than the LLM's context of {context}: use fewer frames or a stronger "
                              "compression")
-        step = self.encoder.step_frames
-        counts = [visual // steps + (i < visual % steps) for i in range(steps)]
-        slots = make_slots([0.0] * steps * step, counts, step)
+        per_step = self.encoder.frames_per_step
+        slots = make_slots([0.0] * steps * per_step, frame_budgets(steps, visual).tolist(), per_step)
         with quiet_transformers():  # the tokenizer's own warning about a long prompt would come before ours
             ids, _ = build_input_ids(self.tokenizer, self.family, slots, question, self.timestamps)
         if ids.shape[1] > context:
@@ -184,48 +193,44 @@ class VideoLLM:
                              f"{plural(frames, 'frame')}), more than the LLM's context of {context}")
         return ids.shape[1]
 
+    def sample(self, info: VideoInfo, frames: int, rate: float = 1.0) -> FrameSample:
+        """The `frames` frames this model reads of a video: clips of the encoder's `clip_frames` spread over it
+        (`sample_clips`), the same for every encoder of the checkpoint at one compression."""
+        return sample_clips(info, frames, self.encoder.clip_frames, rate)
+
     def stream(self, source: str | Path | VideoReader, sample: FrameSample | Sequence[float]) -> VideoStream:
-        """The front end every reader of frames for this model goes through (`encode`, `liteframe adapt`), so
-        training and inference see the same pixels: chunks of `chunk_frames` (n, 3, S, S) frames resized by
-        `resize` (S: the encoder's image size; None: uint8 (n, 3, H, W) for the family to resize)."""
-        return stream_video(source, sample, self.chunk_frames, self.encoder.image_size, resize=self.resize,
+        """The front end every reader of frames for this model goes through: chunks of `chunk_frames` frames, resized
+        and normalised by the decoder where the data config allows it (`decode_size`), else uint8 as decoded for the
+        encoder's `prepare`."""
+        return stream_video(source, sample, self.chunk_frames, self.encoder.data.decode_size, resize=self.resize,
                             device=self.device, dtype=self.dtype, prefetch=2 if self.overlap else 0)
 
-    @torch.inference_mode()
-    def encode(self, video: str | Path, frames: int = 16) -> EncodedVideo:
-        """Sample `frames` frames (clips of the compression's length), decode, preprocess and encode them, a chunk at
-        a time so that memory holds one chunk of frames however long the video. The next chunk is decoded in the
-        background while the encoder works (`overlap`), so `decode` in `latency_ms` is the decoder's own wall time,
-        partly hidden behind `vit`: the stages do not add up to `total`."""
-        watch = Stopwatch(self.device)
-        start = time.perf_counter()
+    def encode(self, video: str | Path | VideoReader, frames: int | None = None, *,
+               timestamps: Sequence[float] | None = None) -> EncodedVideo:
+        """Encode a video (a path, or a reader its owner keeps open) once for any number of questions: `frames`
+        frames as `sample` picks them (checked first: frame count and, for the video's size, the context), or the
+        frames at `timestamps` (s) as given (LMA draws its own). Decoded, prepared and encoded a chunk at a time so
+        that memory holds one chunk of frames however long the video; the next chunk is decoded in the background
+        while the encoder works (`overlap`), so `decode` in `latency_ms` is the decoder's own wall time, partly
+        hidden behind `vit`: the stages do not add up to `total`. Gradients flow where the caller enables them and
+        a weight trains (LMA's projector)."""
+        if (frames is None) == (timestamps is None):
+            raise InputError("encode takes a frame count or the frames' timestamps, one of them")
+        start, watch = time.perf_counter(), Stopwatch(self.device)
         with watch("decode"):
-            reader = open_video(video)
-        with reader:
-            self.check(frames, size=(reader.info.height, reader.info.width))
-            with watch("decode"):
-                sample = sample_clips(reader.info, frames, self.encoder.compression, self.family.frames_per_step)
-            size = self.encoder.image_size  # square frames resized as they are decoded; None: full frames
-            stream = self.stream(reader, sample)
-            parts = []
-            for chunk in stream:
-                if size is None:  # the family resizes decoded frames itself (Qwen's smart_resize)
-                    with watch("preprocess"):
-                        pixels = self.encoder.preprocess(chunk.pixels, self.device).to(self.dtype)
-                else:
-                    pixels = chunk.pixels[None]
-                with watch("vit"):
-                    parts.append(self.encoder.encode_chunk(pixels))
-        with watch("vit"):
-            visual = self.encoder.finish(parts)
-        watch.ms["decode"] += stream.decode_s * 1e3
-        watch.ms["preprocess"] = watch.ms.get("preprocess", 0.0) + stream.preprocess_s * 1e3
-        timestamps = sample.timestamps.tolist()
-        latency = {key: watch.ms.get(key, 0.0) for key in ENCODE_KEYS}
-        latency["total"] = (time.perf_counter() - start) * 1e3
-        padded = timestamps + timestamps[-1:] * (len(visual.counts) * visual.step_frames - frames)  # Qwen's pairs
-        return EncodedVideo(str(video), self.encoder.name, frames, timestamps,
-                            make_slots(padded, visual.counts, visual.step_frames), visual, latency)
+            reader = video if isinstance(video, VideoReader) else open_video(video)
+        with nullcontext() if reader is video else reader:
+            if timestamps is None:
+                self.check(frames, size=_size(reader.info))
+                with watch("decode"):
+                    timestamps = self.sample(reader.info, frames).timestamps.tolist()
+            else:
+                self.encoder.check_frames(len(timestamps))
+            return self._encode(reader, [float(t) for t in timestamps], watch, start)
+
+    def inputs(self, ids: torch.Tensor, enc: EncodedVideo) -> LLMInputs:
+        """Prompt ids `(1, L)` laid out for `enc.slots` -> the LLM's inputs (the family's `llm_inputs`)."""
+        return self.family.llm_inputs(self.model, ids.to(self.device), enc.visual, enc.timestamps)
 
     @torch.inference_mode()
     def answer(self, enc: EncodedVideo, question: str, max_new_tokens: int = 64,
@@ -246,13 +251,13 @@ class VideoLLM:
         else:
             cache = DynamicCache(config=self.model.config.get_text_config(decoder=True))
         cached = cache.get_seq_length()
-        inputs = self.family.llm_inputs(self.model, ids, enc.visual, enc.timestamps)
+        inputs = self.inputs(ids, enc)
         first = _FirstLogits(self.device)
         kwargs = {"max_new_tokens": max_new_tokens, "do_sample": False, **generate_kwargs}
         kwargs["logits_processor"] = LogitsProcessorList([*kwargs.get("logits_processor", []), first])
         try:
-            out = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), cache=cache,
-                                      pad_token_id=self.tokenizer.pad_token_id, **inputs, **kwargs)
+            out = self.model.generate(**inputs.generate_kwargs(), cache=cache, pad_token_id=self.tokenizer.pad_token_id,
+                                      **kwargs)
         finally:
             if cache.get_seq_length() > video_end:
                 cache.crop(video_end - cache.get_seq_length())  # back to the video prefix
@@ -267,49 +272,91 @@ class VideoLLM:
         return Answer(text, enc.frames, enc.visual_tokens, ids.shape[1], ids.shape[1] - cached, new, enc.encoder,
                       enc.timestamps, [slot.tokens for slot in enc.slots], latency)
 
-    def ask(self, video: str | Path, question: str, frames: int = 16, repeats: int = 1, warmup: int = 0,
-            max_new_tokens: int = 64, **generate_kwargs) -> Answer:
-        """`answer(encode(video, frames), question)`, checked before any decoding; latency is the median of
-        `repeats` runs after `warmup` runs, each decoding and encoding afresh."""
-        if repeats < 1 or warmup < 0:
-            raise InputError(f"repeats {repeats}, warmup {warmup}: need at least 1 repeat and no negative warm-up")
-        with open_video(video) as reader:  # the frame size sets Qwen's token count
-            size = reader.info.height, reader.info.width
-        self.check(frames, question, size)
-        runs = [self.answer(self.encode(video, frames), question, max_new_tokens, **generate_kwargs)
-                for _ in range(warmup + repeats)]
+    def ask(self, video: str | Path | VideoReader, question: str, frames: int = 16, repeats: int = 1,
+            warmup: int = 0, max_new_tokens: int = 64, **generate_kwargs) -> Answer:
+        """`answer(encode(video, frames), question)`, checked once before any decoding, the video opened once;
+        latency is the median of `repeats` runs after `warmup` runs, each decoding and encoding afresh."""
+        _check_repeats(repeats, warmup)
+        start = time.perf_counter()
+        with nullcontext(video) if isinstance(video, VideoReader) else open_video(video) as reader:
+            opened = time.perf_counter() - start
+            self.check(frames, question, _size(reader.info))
+            return self._ask(reader, self.sample(reader.info, frames).timestamps.tolist(), question, repeats, warmup,
+                             max_new_tokens, opened, **generate_kwargs)
+
+    def _ask(self, reader: VideoReader, timestamps: list[float], question: str, repeats: int, warmup: int,
+             max_new_tokens: int, opened: float, **generate_kwargs) -> Answer:
+        """The runs of `ask` on an open reader, each timed as if it had opened the video itself (`opened` s)."""
+        runs = []
+        for _ in range(warmup + repeats):
+            watch = Stopwatch(self.device)
+            watch.ms["decode"] = opened * 1e3
+            with torch.inference_mode():
+                enc = self._encode(reader, timestamps, watch, time.perf_counter() - opened)
+            runs.append(self.answer(enc, question, max_new_tokens, **generate_kwargs))
         answer = runs[-1]
         timed = [run.latency_ms for run in runs[warmup:]]
         answer.latency_ms = {k: statistics.median(t[k] for t in timed) for k in LATENCY_KEYS}
         return answer
 
+    def _encode(self, reader: VideoReader, timestamps: list[float], watch: Stopwatch, start: float) -> EncodedVideo:
+        """The frames at `timestamps` of an open reader -> `EncodedVideo`, timed on `watch` since `start`."""
+        padding = self.encoder.data.padding(len(timestamps))
+        warn_padding(f"the {self.encoder.name} encoder", len(timestamps), padding, self.encoder.data.frames_per_step)
+        stream = self.stream(reader, timestamps)
+        visual = self._visual((chunk.pixels for chunk in stream), watch)
+        watch.ms["decode"] = watch.ms.get("decode", 0.0) + stream.decode_s * 1e3
+        watch.ms["preprocess"] = watch.ms.get("preprocess", 0.0) + stream.preprocess_s * 1e3
+        latency = {key: watch.ms.get(key, 0.0) for key in ENCODE_KEYS}
+        latency["total"] = (time.perf_counter() - start) * 1e3
+        padded = timestamps + timestamps[-1:] * (len(visual.counts) * visual.frames_per_step - len(timestamps))
+        return EncodedVideo(reader.info.path, self.encoder.name, len(timestamps), timestamps,
+                            make_slots(padded, visual.counts, visual.frames_per_step), visual, latency)
 
-def sample_clips(info, frames: int, compression: Compression, frames_per_step: int = 1):
-    """`frames` frames as clips of the compression's clip (`clip_frames(frames_per_step)` frames) spread over the
-    video (SPEC 7), the same for every encoder; clips of one frame are uniform sampling. A count that is not whole
-    clips is sampled uniformly (only encoders that take single frames accept it)."""
-    clip = compression.clip_frames(frames_per_step)
-    if clip == 1 or frames % clip:
+    def _visual(self, chunks: Iterable[torch.Tensor], watch: Stopwatch) -> VisualTokens:
+        """The encoding loop: decoded chunks -> the encoder's `prepare`, `encode_chunk`, then `finish`. Weights that
+        do not train keep no graph."""
+        parts = []
+        with torch.set_grad_enabled(torch.is_grad_enabled() and any(p.requires_grad for p in
+                                                                    self.encoder.parameters())):
+            for chunk in chunks:
+                with watch("preprocess"):
+                    pixels = self.encoder.prepare(chunk, self.device, self.dtype)
+                with watch("vit"):
+                    parts.append(self.encoder.encode_chunk(pixels))
+            with watch("vit"):
+                return self.encoder.finish(parts)
+
+
+def sample_clips(info: VideoInfo, frames: int, clip_frames: int, rate: float = 1.0) -> FrameSample:
+    """`frames` frames as clips of `clip_frames` frames spread over the video (SPEC 7) at no less than `rate` fps
+    inside a clip, what every encoder reads; clips of one frame are uniform sampling. A count that is not whole
+    clips is sampled uniformly (only encoders that take single frames accept it). The one rule: `ask`, `eval` and
+    LMA's data (which draws its own `rate`) all sample through it."""
+    if clip_frames == 1 or frames % clip_frames:
         return sample_frames(info, frames, "uniform")
-    return sample_frames(info, frames, "clips", clip_frames=clip)
+    return sample_frames(info, frames, "clips", rate=rate, clip_frames=clip_frames)
 
 
-def ask(video: str | Path, question: str, model: str | Path, encoder: str = "dense", frames: int = 16,
+def ask(video: str | Path, question: str, model: str | Path, encoder: str | EncoderSpec = "dense", frames: int = 16,
         compression: Compression | int | str | None = None, device: str | None = None, dtype: str = "auto",
         repeats: int = 1, warmup: int = 0, max_new_tokens: int = 64, timestamps: bool = False,
         adapter: str | Path | None = None, **generate_kwargs) -> Answer:
-    """One question about one video with a checkpoint folder: `liteframe ask` as a function."""
+    """One question about one video with a checkpoint folder: `liteframe ask` as a function. The video is opened
+    once, and a bad video, frame count or question fails before the checkpoint's weights load."""
     if question is None:
         raise InputError("a question is needed (got None)")
+    _check_repeats(repeats, warmup)
     device = resolve_device(device)
     dtype = resolve_dtype(dtype, device)
-    with open_video(video) as reader:  # a bad video, frame count or question fails before a large checkpoint loads
-        size = (reader.info.height, reader.info.width)
-    VideoLLM.skeleton(model, encoder, compression, timestamps).check(frames, question, size)
-    llm = VideoLLM.from_pretrained(model, encoder, compression, device=device, dtype=dtype, timestamps=timestamps,
-                                   adapter=adapter)
-    return llm.ask(video, question, frames, repeats=repeats, warmup=warmup, max_new_tokens=max_new_tokens,
-                   **generate_kwargs)
+    start = time.perf_counter()
+    with open_video(video) as reader:
+        opened = time.perf_counter() - start
+        VideoLLM.skeleton(model, encoder, compression, timestamps).check(frames, question, _size(reader.info))
+        llm = VideoLLM.from_pretrained(model, encoder, compression, device=device, dtype=dtype,
+                                       timestamps=timestamps, adapter=adapter)
+        return llm._ask(reader, llm.sample(reader.info, frames).timestamps.tolist(), question, repeats, warmup,
+                        max_new_tokens, opened, **generate_kwargs)
 
 
 class _FirstLogits(LogitsProcessor):
@@ -331,6 +378,20 @@ def _family(directory: Path):
     if not (directory / "tokenizer_config.json").is_file():
         raise InputError(f"model folder {directory}: no tokenizer_config.json (the checkpoint's tokenizer)")
     return family
+
+
+def _compression(value: Compression | int | str | tuple | None) -> Compression | None:
+    """A compression given at a public entry point; None: not given (a student's own, else 16x)."""
+    return None if value is None else get_compression(value)
+
+
+def _size(info: VideoInfo) -> tuple[int, int]:
+    return info.height, info.width
+
+
+def _check_repeats(repeats: int, warmup: int) -> None:
+    if repeats < 1 or warmup < 0:
+        raise InputError(f"repeats {repeats}, warmup {warmup}: need at least 1 repeat and no negative warm-up")
 
 
 def _load_tokenizer(directory: Path):

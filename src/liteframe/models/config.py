@@ -81,6 +81,11 @@ class LiteFrameConfig:
     def strides(self) -> tuple[Stride, ...]:
         return tuple(s for _, s in self.stages)
 
+    @property
+    def block(self) -> tuple[int, int, int]:
+        """`(t, h, w)` of the patch grid behind one output token: the strides multiplied (`(1, 1, 1)` for `none`)."""
+        return tuple(math.prod(s[axis] for s in self.strides) for axis in range(3))
+
     def to_dict(self) -> dict:
         """JSON-ready; the compression as its block `[t, h, w]`."""
         return {**asdict(self), "compression": list(self.compression.block)}

@@ -84,10 +84,10 @@ class Merge:
     """A set reducer's decision, taken once, as index and weight tensors (ToMe's "decide, then apply"): of a grid's
     `M = T*H*W` tokens in (time, raster) order, output token `r` of video `b` is the sum of
     `weight[b, e] * token[b, col[b, e]]` over the entries `e` with `row[b, e] == r` (padding entries weigh 0).
-    `frame`, `pos (B, N)`: each output token's grid step and raster position (`H*W` for a token with no place of
-    its own, after its frame's patches); the outputs are in that order."""
+    `step`, `pos (B, N)`: each output token's grid step and raster position (`H*W` for a token with no place of
+    its own, after its step's patches); the outputs are in that order."""
 
-    frame: torch.Tensor  # (B, N)
+    step: torch.Tensor  # (B, N)
     pos: torch.Tensor  # (B, N)
     row: torch.Tensor  # (B, E)
     col: torch.Tensor  # (B, E)
@@ -96,7 +96,7 @@ class Merge:
     def apply(self, patches: torch.Tensor) -> TokenSet:
         """`(B, T, H, W, C) -> TokenSet (B, N, C)`, computed in float32 or wider, returned in the input's dtype."""
         b, t, h, w, c = patches.shape
-        n, m = self.frame.shape[1], t * h * w
+        n, m = self.step.shape[1], t * h * w
         dtype = torch.promote_types(self.weight.dtype, torch.promote_types(patches.dtype, torch.float32))
         video = torch.arange(b, device=patches.device)[:, None]
         # One block-diagonal sparse product: reads each input token once per entry without copying the entries'
@@ -104,7 +104,7 @@ class Merge:
         index = torch.stack([(self.row + video * n).flatten(), (self.col + video * m).flatten()])
         mix = torch.sparse_coo_tensor(index, self.weight.to(dtype).flatten(), (b * n, b * m), check_invariants=False)
         tokens = torch.sparse.mm(mix, patches.reshape(b * m, c).to(dtype)).view(b, n, c)
-        return TokenSet(tokens.to(patches.dtype), self.frame, self.pos, t)
+        return TokenSet(tokens.to(patches.dtype), self.step, self.pos, t)
 
 
 def frame_budgets(frames: int, total: int, device: torch.device | str = "cpu") -> torch.Tensor:

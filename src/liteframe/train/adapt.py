@@ -1,13 +1,13 @@
 """Language Model Adaptation (SPEC 6): the training job behind `liteframe adapt`.
 
-LoRA adapters on an InternVL3 checkpoint's LLM learn to read compressed visual tokens from chat data. Each sample
-draws its frame budget from `frames` and its frame rate from `fps`, then takes dense clips with the inference
-sampler (`clips` at that `rate`, the compression's clip length), so training sees frames laid out as `ask` does.
-The prompt is built by `ask`'s own code (`build_input_ids`: the family's slot layout with per-slot token counts) and
-the loss counts only the answers. The visual encoder (dense ViT, a reducer, or a student) and the projector are
-frozen: their tokens are computed under no_grad unless the projector trains. Frames are read through `ask`'s own
-front end (`VideoLLM.stream`: the same resize, so the same pixels), decoded in its background thread while the
-encoder works on the previous chunk.
+LoRA adapters on the LLM of a checkpoint of any registered model family (InternVL3, Qwen2.5-VL) learn to read
+compressed visual tokens from chat data. Each sample draws its frame budget from `frames` and its frame rate from
+`fps`, then takes dense clips with the inference sampler (`sample_clips` at that `rate`, the encoder's clip length),
+so training sees frames laid out as `ask` does. Its inputs are made by `ask`'s own code: `VideoLLM.encode` (the same
+front end, the family's preprocessing, the same encoder), the prompt of `build_input_ids` (the family's slot layout
+with per-slot token counts) and the family's LLM inputs, positions included (`VideoLLM.inputs`); the loss counts only
+the answers. The visual encoder (dense ViT, a reducer, or a student) and the projector are frozen: their tokens keep
+no graph unless the projector trains.
 
 Set-up, checkpoints, metrics and the schedule are the shared training core (`job`, `checkpoint`, `state`, `metrics`,
 `schedule`): one process per device under torchrun (gradients of the few LoRA weights are summed by one all-reduce
@@ -33,9 +33,12 @@ from torch.utils.data import DataLoader, Dataset
 
 from liteframe.compression import get_compression
 from liteframe.errors import InputError, one_line
-from liteframe.llm.lora import PROJECTOR, LoraSettings, add_lora, save_adapter
+from liteframe.llm.encoders import EncoderSpec
+from liteframe.llm.inputs import LLMInputs
+from liteframe.llm.lora import LoraSettings, add_lora, save_adapter
 from liteframe.llm.prompt import Slot, build_input_ids, make_slots
-from liteframe.llm.videollm import VideoLLM
+from liteframe.llm.videollm import VideoLLM, sample_clips
+from liteframe.reduce.base import frame_budgets
 from liteframe.train.checkpoint import Checkpointer, ModelState, OptimizerState
 from liteframe.train.config import apply_overrides, build, read_yaml, save_config
 from liteframe.train.data import ResumableSampler, worker_init
@@ -45,7 +48,7 @@ from liteframe.train.manifest import ChatSample, Skips, read_chat_manifest
 from liteframe.train.metrics import MetricLog, peak_memory_mib
 from liteframe.train.schedule import scheduler
 from liteframe.train.state import ConfigState, RNGState, RunResult, TrainState
-from liteframe.video import open_video, sample_frames
+from liteframe.video import open_video
 from liteframe.video.decode import VideoDecodeError, VideoDecodeWarning
 
 log = logging.getLogger("liteframe.train")
@@ -115,9 +118,8 @@ class AdaptConfig:
     def load(cls, path: str | Path | None = None, overrides: list[str] = ()) -> AdaptConfig:
         """YAML file (optional) + `key=value` overrides (values parsed as YAML; `lora.r=8` sets one field)."""
         values = read_yaml(path, "adapt", cls._PATHS)
-        student = str(values.get("encoder", "")).removeprefix("student:")
-        if student != str(values.get("encoder", "")):
-            values["encoder"] = f"student:{(Path(path).parent / student).resolve()}"
+        if "encoder" in values:  # a student folder relative to the file
+            values["encoder"] = str(EncoderSpec.parse(values["encoder"]).relative_to(Path(path).parent))
         return build(cls, apply_overrides(values, overrides), str(path or "overrides"), "adapt")
 
     def to_dict(self) -> dict[str, Any]:
@@ -158,31 +160,26 @@ def _continuation(tokenizer, before: str, after: str) -> torch.Tensor:
     return torch.tensor(tokenizer(after[len(before):], add_special_tokens=False)["input_ids"], dtype=torch.long)
 
 
-def even_counts(tokens: int, steps: int) -> list[int]:
-    """`tokens` spread over `steps` slots as evenly as possible (a grid encoder's exact counts; a set reducer's
-    before it has chosen)."""
-    return [tokens // steps + (k < tokens % steps) for k in range(steps)]
-
-
 @dataclass(frozen=True)
 class Prompter:
     """What a dataset worker needs to lay out a sample's prompt before anything is decoded: the tokenizer, the model
-    family, the encoder's `(steps, tokens)` per frame budget and frames per step, its compression, the context."""
+    family, the encoder's `(steps, tokens)` per frame budget (for the largest frames) and frames per step, the
+    length of the clips `ask` samples, the context."""
 
     tokenizer: Any
     family: Any
     layouts: dict[int, tuple[int, int]]
-    step_frames: int
-    compression: Any
+    frames_per_step: int
+    clip_frames: int
     context: int
 
     @classmethod
     def of(cls, llm: VideoLLM, budgets: Iterable[int]) -> Prompter:
-        return cls(llm.tokenizer, llm.family, {b: llm.encoder.layout(b) for b in budgets}, llm.encoder.step_frames,
-                   llm.encoder.compression, llm.family.context_length(llm.model))
+        return cls(llm.tokenizer, llm.family, {b: llm.encoder.layout(b) for b in budgets},
+                   llm.encoder.frames_per_step, llm.encoder.clip_frames, llm.family.context_length(llm.model))
 
     def ids(self, timestamps: list[float], counts: list[int], turns) -> tuple[torch.Tensor, torch.Tensor]:
-        return chat_ids(self.tokenizer, self.family, make_slots(timestamps, counts, self.step_frames), turns)
+        return chat_ids(self.tokenizer, self.family, make_slots(timestamps, counts, self.frames_per_step), turns)
 
 
 class ChatDataset(Dataset):
@@ -214,10 +211,9 @@ class ChatDataset(Dataset):
                 info = reader.info
         except (VideoDecodeError, OSError) as err:
             return {"id": s.id, "skip": "decode failure", "detail": one_line(err)}
-        timestamps = sample_frames(info, budget, "clips", rate=rate,
-                                   clip_frames=p.compression.clip_frames()).timestamps.tolist()
+        timestamps = sample_clips(info, budget, p.clip_frames, rate).timestamps.tolist()  # as `ask` samples
         steps, tokens = p.layouts[budget]
-        counts = even_counts(tokens, steps)
+        counts = frame_budgets(steps, tokens).tolist()
         ids, labels = p.ids(timestamps, counts, s.turns)
         if len(ids) > p.context:
             return {"id": s.id, "skip": "over context", "detail": f"{len(ids)} tokens at {budget} frames > {p.context}"}
@@ -241,12 +237,12 @@ class SkipSample(Exception):
 
 
 class AdaptModel:
-    """A `VideoLLM` whose LLM is wrapped with LoRA by PEFT: `inputs(item, chunks)` -> one sample's embeddings and
-    labels, `sample_losses(inputs)` -> per-sample answer losses."""
+    """A `VideoLLM` whose LLM is wrapped with LoRA by PEFT: `inputs(item)` -> one sample's LLM inputs and labels,
+    made by `ask`'s own code, `sample_losses(batch)` -> per-sample answer losses."""
 
     @classmethod
     def load(cls, cfg: AdaptConfig, device: torch.device, dtype: torch.dtype, bf16: bool) -> AdaptModel:
-        """From the `-hf` folder `cfg.model`, loaded in `dtype` on `device` as `ask` loads it; `bf16` autocast."""
+        """From the checkpoint folder `cfg.model`, loaded in `dtype` on `device` as `ask` loads it; `bf16` autocast."""
         return cls(VideoLLM.from_pretrained(cfg.model, cfg.encoder, cfg.compression, device=device, dtype=dtype,
                                             chunk_frames=cfg.chunk_frames), cfg, bf16)
 
@@ -258,10 +254,10 @@ class AdaptModel:
         for p in self.params:
             p.data = p.data.float()  # trained weights and their optimiser state stay float32 under bf16 weights
         self.base = self.peft.get_base_model()
-        if cfg.train_projector:
-            llm.encoder.projector = getattr(self.base.model, PROJECTOR)  # PEFT's trainable copy
-        self.train_projector = cfg.train_projector
-        self.lm = self.base.model.language_model
+        for module in self.base.modules():  # a trained projector: the encoder takes PEFT's trainable copy
+            if getattr(module, "original_module", None) is llm.encoder.projector:
+                llm.encoder.projector = module
+        self.lm, self.head = self.base.get_decoder(), self.base.get_output_embeddings()
         if cfg.activation_checkpointing:
             self.lm.activation_checkpointing_enable({"use_reentrant": False})
 
@@ -272,44 +268,36 @@ class AdaptModel:
     def autocast(self) -> contextlib.AbstractContextManager:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
 
-    def frames(self, item: dict[str, Any]) -> Iterable[torch.Tensor]:
-        """The item's sampled frames as `(n, 3, S, S)` chunks on the device, exactly as `ask` reads them."""
-        return (c.pixels for c in self.llm.stream(item["video"], item["timestamps"]))
-
-    def inputs(self, item: dict[str, Any], chunks: Iterable[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """A dataset item and its frames `(n, 3, S, S)` chunk by chunk -> input embeddings `(L, d)` and labels
-        `(L,)`; the visual tokens without a graph unless the projector trains. Raises SkipSample when the frames
-        cannot be read or a set reducer's prompt exceeds the context."""
-        enc = self.llm.encoder
+    def inputs(self, item: dict[str, Any]) -> tuple[LLMInputs, torch.Tensor]:
+        """A dataset item -> the LLM's inputs (the family's, positions included) and labels `(L,)`, as `ask` makes
+        them: `VideoLLM.encode` of the item's frames, the chat prompt on its slots, `VideoLLM.inputs`. The visual
+        tokens keep a graph only if the projector trains. Raises SkipSample when the frames cannot be read or a set
+        reducer's prompt exceeds the context."""
         try:
-            with warnings.catch_warnings(), self.autocast(), \
-                    torch.set_grad_enabled(self.train_projector and torch.is_grad_enabled()):
+            with warnings.catch_warnings(), self.autocast():
                 warnings.simplefilter("error", VideoDecodeWarning)  # part-decoded: as bad as not at all
-                visual = enc.finish([enc.encode_chunk(c[None]) for c in chunks])
+                enc = self.llm.encode(item["video"], timestamps=item["timestamps"])
         except (VideoDecodeError, VideoDecodeWarning, OSError) as err:
             raise SkipSample("decode failure", one_line(err)) from None
         ids, labels = item["ids"], item["labels"]
-        if visual.counts != item["counts"]:  # a set reducer's tokens per frame are known only now
-            ids, labels = self.prompter.ids(item["timestamps"], visual.counts, item["turns"])
+        if enc.visual.counts != item["counts"]:  # a set reducer's (or a frame size's) counts are known only now
+            ids, labels = chat_ids(self.prompter.tokenizer, self.prompter.family, enc.slots, item["turns"])
             if len(ids) > self.prompter.context:
                 raise SkipSample("over context", f"{len(ids)} tokens at {item['frames']} frames")
         with self.autocast():
-            embeds = self.llm.family.llm_inputs(self.base, ids[None].to(self.device), visual,
-                                                item["timestamps"])["inputs_embeds"][0]
-        return embeds, labels.to(self.device)
+            inputs = self.llm.inputs(ids[None], enc)
+        return inputs, labels.to(self.device)
 
-    def sample_losses(self, batch: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, int]:
+    def sample_losses(self, batch: list[tuple[LLMInputs, torch.Tensor]]) -> tuple[torch.Tensor, int]:
         """Per-sample mean cross-entropy over answer tokens `(B,)`, and the tokens the LLM read."""
         lengths = [len(y) for _, y in batch]
-        width = max(lengths)
-        mask = (torch.arange(width) < torch.tensor(lengths)[:, None]).long().to(self.device)  # (B, width)
-        embeds = torch.stack([F.pad(e, (0, 0, 0, width - len(e))) for e, _ in batch])
-        labels = torch.stack([F.pad(y, (0, width - len(y)), value=IGNORE) for _, y in batch])
+        inputs = LLMInputs.batch([x for x, _ in batch])
+        labels = torch.stack([F.pad(y, (0, max(lengths) - len(y)), value=IGNORE) for _, y in batch])
         with self.autocast():
-            hidden = self.lm(inputs_embeds=embeds, attention_mask=mask, use_cache=False).last_hidden_state
+            hidden = self.lm(**inputs.forward_kwargs(), use_cache=False).last_hidden_state
             targets = labels[:, 1:]
             keep = targets != IGNORE
-            logits = self.base.lm_head(hidden[:, :-1][keep])  # only where an answer token is predicted
+            logits = self.head(hidden[:, :-1][keep])  # only where an answer token is predicted
         ce = F.cross_entropy(logits.float(), targets[keep], reduction="none")
         sums = torch.zeros(len(batch), device=self.device).index_add(0, keep.nonzero()[:, 0], ce)
         return sums / keep.sum(1).clamp(min=1), sum(lengths)
@@ -458,7 +446,7 @@ class Trainer:
             try:
                 if "skip" in item:
                     raise SkipSample(item["skip"], item["detail"])
-                ready.append((item, self.model.inputs(item, self.model.frames(item))))
+                ready.append((item, self.model.inputs(item)))
             except SkipSample as skip:
                 self.skips.add(item["id"], skip.reason, skip.detail)
         return ready

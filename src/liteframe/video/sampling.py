@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from liteframe.errors import InputError
 from liteframe.registry import Registry
 from liteframe.video.decode import VideoDecodeWarning, VideoInfo
 
@@ -45,7 +46,7 @@ def sample_frames(info: VideoInfo, num_frames: int, strategy: str = "clips", **k
     """Choose `num_frames` frames of a video with a registered strategy (`uniform`, `clips`, `fps`); `kw` go to the
     strategy: `rate` (fps) for `clips` and `fps`, `clip_frames` (frames per clip, required) for `clips`."""
     if num_frames < 1:
-        raise ValueError(f"num_frames must be at least 1, got {num_frames}")
+        raise InputError(f"num_frames must be at least 1, got {num_frames}")
     sample = _from_times(info, SAMPLERS.get(strategy)(info, num_frames, **kw))
     if sample.repeated:
         warnings.warn(f"{info.path}: {info.num_frames} frames ({info.duration:.2f}s) are fewer than the {len(sample)} "
@@ -74,7 +75,7 @@ def clips(info: VideoInfo, num_frames: int, *, clip_frames: int, rate: float = 1
 def fps(info: VideoInfo, num_frames: int, rate: float = 1.0) -> np.ndarray:
     """Sample times (min(num_frames, duration x rate),): one frame per 1 / rate seconds, capped at num_frames."""
     if rate <= 0:
-        raise ValueError(f"rate must be positive, got {rate}")
+        raise InputError(f"rate must be positive, got {rate}")
     duration = _duration(info)
     count = max(1, min(num_frames, math.floor(duration * rate)))
     step = duration / count if count == num_frames else 1.0 / rate  # at the cap the rate drops to N / duration
@@ -105,11 +106,11 @@ class TrainSampler:
 def _clip_window(duration: float, num_frames: int, rate: float, clip: int) -> tuple[float, int]:
     """(seconds one clip of `clip` frames spans, number of clips) for clips at max(rate, num_frames / duration) fps."""
     if clip < 1:
-        raise ValueError(f"clip_frames must be at least 1, got {clip}")
+        raise InputError(f"clip_frames must be at least 1, got {clip}")
     if num_frames % clip:
-        raise ValueError(f"clip sampling needs a frame count that is a multiple of {clip}, got {num_frames}")
+        raise InputError(f"clip sampling needs a frame count that is a multiple of {clip}, got {num_frames}")
     if rate <= 0:
-        raise ValueError(f"rate must be positive, got {rate}")
+        raise InputError(f"rate must be positive, got {rate}")
     rate = max(rate, num_frames / duration)
     return clip / rate, num_frames // clip
 

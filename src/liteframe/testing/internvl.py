@@ -1,6 +1,7 @@
-"""A tiny random InternVL3 `-hf` checkpoint, built offline: for tests, CPU benchmarks and distillation smoke runs.
+"""InternVL3 `-hf` checkpoints built offline: a tiny random folder for tests, CPU benchmarks and smoke runs, and
+InternVL3-8B's shapes with random weights for GPU benchmarks.
 
-The folder has the layout of a real `OpenGVLab/InternVL3-*-hf` checkpoint (config, safetensors weights, a fast
+The tiny folder has the layout of a real `OpenGVLab/InternVL3-*-hf` checkpoint (config, safetensors weights, a fast
 tokenizer with InternVL's special tokens and a Qwen-style chat template), so every code path that reads a real
 checkpoint reads this one too. Weights are random; answers are noise, but token counts, shapes and latency are real.
 There is no processor config: transformers' `InternVLProcessor` needs its video processor, which needs torchvision;
@@ -12,7 +13,8 @@ from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import InternVLForConditionalGeneration, PreTrainedTokenizerFast
+from transformers import (AutoTokenizer, InternVLConfig, InternVLForConditionalGeneration, InternVLVisionConfig,
+                          PreTrainedTokenizerFast, Qwen2Config)
 
 from liteframe.llm.loading import quiet_transformers
 from liteframe.models import tiny_internvl_config
@@ -95,3 +97,25 @@ def save_tiny_internvl(directory: str | Path, image_size: int = 112, seed: int =
         model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
+
+
+# InternVL3-8B: InternViT-300M-448px (SPEC 2, `InternVLVisionConfig`'s defaults) and Qwen2.5-7B.
+LLM_8B = dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
+              num_key_value_heads=4, vocab_size=151674, rope_theta=1e6, max_position_embeddings=32768)
+
+
+def random_internvl_8b(folder: str | Path, device: torch.device, dtype: torch.dtype):
+    """InternVL3-8B's shapes with random weights, built on `device` (random init of billions of weights is slow on a
+    CPU), and the tiny tokenizer (its ids are valid in the real vocabulary), saved in `folder` and loaded back as a
+    checkpoint's tokenizer is -> (model, tokenizer)."""
+    tokenizer = build_tokenizer()
+    config = InternVLConfig(
+        vision_config=InternVLVisionConfig(attention_bias=True),
+        text_config=Qwen2Config(**LLM_8B, tie_word_embeddings=False),
+        image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKENS["context_image_token"]),
+        tie_word_embeddings=False,
+    )
+    with torch.device(device):
+        model = InternVLForConditionalGeneration._from_config(config, dtype=dtype)
+    tokenizer.save_pretrained(folder)
+    return model.eval(), AutoTokenizer.from_pretrained(folder)

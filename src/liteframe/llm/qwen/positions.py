@@ -15,17 +15,10 @@ from __future__ import annotations
 import torch
 
 
-def video_positions(t: int, h: int, w: int, interval: float, device: torch.device | str | None = None) -> torch.Tensor:
-    """`(3, t*h*w)` ids, relative to the video's start, of a `(t, h, w)` merged grid in time-then-raster order."""
-    steps = (torch.arange(t, device=device, dtype=torch.float64) * interval).long()
-    grid = torch.meshgrid(steps, torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij")
-    return torch.stack(grid).reshape(3, -1)
-
-
-def set_positions(frame: torch.Tensor, pos: torch.Tensor, w: int, interval: float) -> torch.Tensor:
-    """`(N,)` grid steps and raster positions (`h*W + w`) of kept tokens -> `(3, N)` ids: each kept token keeps its
-    original (t, h, w) position."""
-    steps = (frame.to(torch.float64) * interval).long()
+def set_positions(step: torch.Tensor, pos: torch.Tensor, w: int, interval: float) -> torch.Tensor:
+    """`(N,)` grid steps and raster positions (`h*W + w`) of the video's tokens -> `(3, N)` ids relative to the
+    video's start: each token keeps its (t, h, w) place in the grid it came from (every place, for a dense grid)."""
+    steps = (step.to(torch.float64) * interval).long()
     return torch.stack([steps, pos // w, pos % w])
 
 

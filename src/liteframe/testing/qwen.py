@@ -1,4 +1,5 @@
-"""A tiny random Qwen2.5-VL checkpoint in native `transformers` format, built offline, and Qwen2.5-VL-7B's shapes.
+"""Qwen2.5-VL checkpoints built offline: a tiny random folder in native `transformers` format, and Qwen2.5-VL-7B's
+shapes with random weights for GPU benchmarks.
 
 The folder loads with `Qwen2_5_VLForConditionalGeneration.from_pretrained` and `AutoTokenizer.from_pretrained`
 like a real `Qwen/Qwen2.5-VL-*-Instruct` folder: its tokenizer has Qwen's vision tokens and the checkpoint's chat
@@ -11,7 +12,8 @@ from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import PreTrainedTokenizerFast, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+from transformers import (AutoTokenizer, PreTrainedTokenizerFast, Qwen2_5_VLConfig,
+                          Qwen2_5_VLForConditionalGeneration)
 
 CHAT_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 VISION_TOKENS = ["<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>"]
@@ -92,3 +94,15 @@ def save_tiny_qwen(directory: str | Path, seed: int = 0) -> Path:
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
+
+
+def random_qwen_7b(folder: str | Path, device: torch.device, dtype: torch.dtype):
+    """Qwen2.5-VL-7B's shapes with random weights, built on `device`, and the tiny tokenizer (its ids are valid in
+    the real vocabulary), saved in `folder` and loaded back as a checkpoint's tokenizer is -> (model, tokenizer)."""
+    tokenizer = build_qwen_tokenizer()
+    config = qwen_config("7b")
+    config.video_token_id = tokenizer.convert_tokens_to_ids("<|video_pad|>")
+    with torch.device(device):
+        model = Qwen2_5_VLForConditionalGeneration._from_config(config, dtype=dtype)
+    tokenizer.save_pretrained(folder)
+    return model.eval(), AutoTokenizer.from_pretrained(folder)

@@ -1,0 +1,100 @@
+"""How a vision tower wants its frames, one small object per checkpoint, as timm's `pretrained_cfg` says it for an
+image model: the size policy (a fixed square, or a pixel budget that keeps the aspect ratio), mean and std, and how
+many consecutive frames one step of its token grid covers (2 for Qwen2.5-VL's frame pairs).
+
+The visual encoder applies it to every decoded chunk (`DataConfig.__call__`); the front end may do part of the work
+as it decodes (`decode_size`: InternVL's square frames are resized inside the decoder, PIL's kernel in uint8, and
+normalised on the device with ImageNet's mean and std, `liteframe.video.stream`).
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+
+from liteframe.video.preprocess import IMAGENET_MEAN, IMAGENET_STD, check_frames
+
+_CHUNK = 32  # frames converted to float at once: bounds memory for long 720p videos
+
+
+class SizePolicy(Protocol):
+    """`policy(height, width) -> (h, w)`: the frame size the vision tower reads for a decoded frame of that size.
+    `fixed`: the same for every frame (then `largest` is it); else `largest` is the most tokens an ordinary frame
+    gives (what a check before any video is opened assumes)."""
+
+    fixed: bool
+
+    def __call__(self, height: int, width: int) -> tuple[int, int]: ...
+
+    @property
+    def largest(self) -> tuple[int, int]: ...
+
+
+@dataclass(frozen=True)
+class Square:
+    """Every frame resized to `side` x `side` (InternVL's preprocessing: no aspect ratio kept)."""
+
+    side: int
+    fixed = True
+
+    def __call__(self, height: int, width: int) -> tuple[int, int]:
+        return self.side, self.side
+
+    @property
+    def largest(self) -> tuple[int, int]:
+        return self.side, self.side
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """A vision tower's input: frames sized by `size`, scaled to [0, 1] and normalised by `mean`/`std`, read
+    `frames_per_step` at a time (a count that is not whole steps repeats the last frame, as Qwen's processor does)."""
+
+    size: SizePolicy
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    frames_per_step: int = 1
+
+    def frame_size(self, size: tuple[int, int] | None = None) -> tuple[int, int]:
+        """`(h, w)` the tower reads for decoded frames of `size` `(H, W)` (None: not known yet, the largest)."""
+        return self.size(*size) if size is not None else self.size.largest
+
+    @property
+    def decode_size(self) -> int | None:
+        """The side the front end may resize and normalise frames to as it decodes (a fixed square with ImageNet's
+        mean and std, what `liteframe.video.stream_video` gives), else None: uint8 frames as decoded, for `self`."""
+        square = self.size.fixed and self.size.largest[0] == self.size.largest[1]
+        ours = (tuple(self.mean), tuple(self.std)) == (IMAGENET_MEAN, IMAGENET_STD)
+        return self.size.largest[0] if square and ours else None
+
+    def padding(self, frames: int) -> int:
+        """Frames repeated to make `frames` whole steps."""
+        return -frames % self.frames_per_step
+
+    def __call__(self, frames: torch.Tensor, device: torch.device | str | None = None) -> torch.Tensor:
+        """uint8 `(N, 3, H, W)` -> float32 `(N + padding, 3, h, w)` on `device`: antialiased bicubic resize to
+        `frame_size`, rounded to uint8 levels (a processor's uint8 output), then mean/std; the last frame repeated
+        to whole steps."""
+        check_frames(frames, "the frame transform")
+        if self.padding(len(frames)):
+            frames = torch.cat([frames, frames[-1:].expand(self.padding(len(frames)), -1, -1, -1)])
+        device = torch.device(device) if device is not None else frames.device
+        height, width = self.frame_size(tuple(frames.shape[-2:]))
+        mean = torch.tensor(self.mean, device=device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=device).view(1, 3, 1, 1)
+        out = torch.empty(len(frames), 3, height, width, device=device)
+        for start in range(0, len(frames), _CHUNK):
+            x = frames[start:start + _CHUNK].to(device, non_blocking=True).float()
+            x = F.interpolate(x, size=(height, width), mode="bicubic", align_corners=False, antialias=True)
+            out[start:start + _CHUNK] = (x.clamp_(0, 255).round_() / 255 - mean) / std
+        return out
+
+
+def warn_padding(name: str, frames: int, padding: int, per_step: int) -> None:
+    """Say that `frames` were padded to whole steps of `per_step` frames by repeating the last one."""
+    if padding:
+        warnings.warn(f"{name} reads {per_step} frames per step: {frames} frames padded to {frames + padding} by "
+                      "repeating the last frame", stacklevel=3)

@@ -1,0 +1,6 @@
+"""Qwen2.5-VL: the family (`family.py`, registered as `qwen2_5_vl`), its vision side (`vision.py`: `smart_resize`,
+patch layout, the ViT and merger as the pipeline's backbone) and its 3D rotary positions (`positions.py`)."""
+from liteframe.llm.qwen.family import Qwen25VL
+from liteframe.llm.qwen.vision import PixelBudget, QwenVision, smart_resize
+
+__all__ = ["PixelBudget", "Qwen25VL", "QwenVision", "smart_resize"]

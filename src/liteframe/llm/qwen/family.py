@@ -1,0 +1,98 @@
+"""Qwen2.5-VL (native `transformers` format, `model_type` `qwen2_5_vl`) as a model family: its data config, backbone,
+prompt layout and the mRoPE positions of its visual tokens.
+
+`Qwen2_5_VLProcessor` expands the template's `<|vision_start|><|video_pad|><|vision_end|>` into one run of
+`<|video_pad|>`, one per merged token, with no frame labels (time enters through the positions); liteframe gives each
+slot its count of pads inside that one run, so the prompt is the processor's. Tokens enter the LLM through
+`inputs_embeds`, with position ids liteframe computes (`liteframe.llm.qwen.positions`): no transformers class is
+patched. There is no LiteFrame student for Qwen's ViT yet.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch import nn
+from transformers import Qwen2_5_VLForConditionalGeneration
+
+from liteframe.errors import InputError
+from liteframe.llm.data import DataConfig
+from liteframe.llm.encoders import Vision, VisualTokens
+from liteframe.llm.family import FAMILIES, embed
+from liteframe.llm.inputs import LLMInputs
+from liteframe.llm.qwen.positions import rope_positions, set_positions
+from liteframe.llm.qwen.vision import CLIP_MEAN, CLIP_STD, FACTOR, FRAMES_PER_STEP, PixelBudget, QwenVision
+
+VIDEO_PAD = "<|video_pad|>"
+VISION_START, VISION_END = "<|vision_start|>", "<|vision_end|>"
+
+
+def seconds_per_step(timestamps: Sequence[float]) -> float:
+    """Seconds one grid step (frame pair) spans: 2 x the mean spacing of the sampled frames (Qwen's
+    `second_per_grid_ts = temporal_patch_size / fps`); 1 for a single frame."""
+    if len(timestamps) < 2:
+        return 1.0
+    return FRAMES_PER_STEP * float(timestamps[-1] - timestamps[0]) / (len(timestamps) - 1)
+
+
+class Qwen25VL:
+    title = "a Qwen2.5-VL"
+    checkpoint_class = Qwen2_5_VLForConditionalGeneration
+    context_config = "video_token_id"
+    # the LLM's projections; the vision tower's blocks are `visual.blocks.N.attn.qkv` and `.mlp.*_proj`
+    lora_targets = r".*language_model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
+    projector_modules = ["merger"]
+    data = DataConfig(PixelBudget(), CLIP_MEAN, CLIP_STD, FRAMES_PER_STEP)
+
+    def vision(self, model) -> Vision:
+        """The ViT and merger (`QwenVision`), frames resized by `smart_resize` within the pixel budget, in pairs."""
+        visual = model.model.visual
+        if visual is None:
+            raise InputError("this VideoLLM dropped its vision tower: load it again with from_pretrained")
+        return Vision(QwenVision(visual), nn.Identity(), self.data, (FRAMES_PER_STEP, FACTOR, FACTOR), shuffle=False)
+
+    def student(self, model, folder: Path) -> Vision:
+        raise InputError(f"encoder student:{folder}: there is no LiteFrame student for Qwen2.5-VL's ViT yet; use "
+                         "dense or a reducer")
+
+    def drop_vision(self, model) -> None:
+        model.model.visual = None
+
+    def missing_tokens(self, tokenizer) -> list[str]:
+        vocab = tokenizer.get_vocab()
+        return [t for t in (VISION_START, VIDEO_PAD, VISION_END) if t not in vocab]
+
+    def video_placeholder(self, tokenizer) -> str:
+        return VISION_START + VIDEO_PAD + VISION_END
+
+    def video_text(self, tokenizer, labels: Sequence[str], slot_text: Sequence[str | None] | None = None) -> str:
+        """The video as one run, a pad per slot (repeated later); slot texts (e.g. subtitles) go on lines before
+        it, since text inside the run would break Qwen's one-video layout."""
+        lines = "".join(f"{text}\n" for text in slot_text or [] if text)
+        return lines + VISION_START + VIDEO_PAD * len(labels) + VISION_END
+
+    def context_token(self, tokenizer) -> str:
+        return VIDEO_PAD
+
+    def context_id(self, tokenizer) -> int:
+        return tokenizer.convert_tokens_to_ids(VIDEO_PAD)
+
+    def end_id(self, tokenizer) -> int:
+        return tokenizer.convert_tokens_to_ids(VISION_END)
+
+    def llm_inputs(self, model, ids: torch.Tensor, visual: VisualTokens, timestamps: Sequence[float]) -> LLMInputs:
+        """Prompt ids `(1, L)` and the video's tokens (sampled at `timestamps`) -> embeddings with the tokens in the
+        `<|video_pad|>` run and mRoPE `position_ids (3, 1, L)`: each token keeps its (t, h, w) place in the grid it
+        came from, a grid step advancing `tokens_per_second` x its seconds in time ids."""
+        seconds = seconds_per_step(timestamps) * visual.frames_per_step / FRAMES_PER_STEP
+        interval = model.config.vision_config.tokens_per_second * seconds
+        video = set_positions(visual.step, visual.pos, visual.grid[2], interval)
+        positions, _ = rope_positions(ids[0] == model.config.video_token_id, video)
+        return LLMInputs(ids, embed(model, ids, self, visual), torch.ones_like(ids), positions)
+
+    def context_length(self, model) -> int:
+        return model.config.text_config.max_position_embeddings
+
+
+FAMILIES.register("qwen2_5_vl")(Qwen25VL())
