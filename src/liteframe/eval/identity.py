@@ -15,6 +15,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from liteframe.llm.encoders import EncoderSpec
+
 WHOLE = 4 << 20
 BLOCK = 64 << 10
 BLOCKS = 16
@@ -47,14 +49,14 @@ def run_identity(config) -> dict:
     """The identity of an `EvalConfig`'s run (paths resolved, so a rerun from another folder is the same run)."""
     from liteframe import __version__
 
-    student = config.encoder.removeprefix("student:") if config.encoder.startswith("student:") else None
+    student = EncoderSpec.parse(config.encoder).student
     return {
         "benchmark": config.benchmark,
         "model": str(Path(config.model).resolve()),
         "model files": fingerprint(config.model),
         "adapter": str(Path(config.adapter).resolve()) if config.adapter else None,
         "adapter files": fingerprint(config.adapter) if config.adapter else None,
-        "encoder": f"student:{Path(student).resolve()}" if student else config.encoder,
+        "encoder": f"student:{student.resolve()}" if student else config.encoder,
         "student files": fingerprint(student) if student else None,
         "frames": config.frames,
         "compression": config.compression,
