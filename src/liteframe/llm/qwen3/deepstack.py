@@ -24,6 +24,7 @@ import torch
 
 from liteframe.compression import Compression, get_compression
 from liteframe.grid import TokenGrid, TokenSet
+from liteframe.llm.encoders import VisualTokens
 from liteframe.llm.qwen3.vision import DeepStackGrid
 from liteframe.reduce import REDUCERS, Merge, avg_pool, subsample, wap_weights
 from liteframe.reduce.base import block_views, frame_budgets, pad_to_blocks, validate
@@ -34,11 +35,12 @@ from liteframe.reduce.tome import bipartite_merge
 
 @dataclass
 class DeepStackSet:
-    """A set reducer's output with DeepStack levels: `tokens` as the reducer gives them and each level's tokens
-    `(B, N, D)` in the same order."""
+    """A set reducer's output with DeepStack levels: `tokens` as the reducer gives them, each level's tokens
+    `(B, N, D)` in the same order, and the `(T, H, W)` grid they were kept from."""
 
     tokens: TokenSet
     levels: list[torch.Tensor]
+    grid: tuple[int, int, int]
 
 
 def reduce_grid(name: str, stack: DeepStackGrid, compression: Compression | int | None = None) -> DeepStackGrid:
@@ -69,7 +71,23 @@ def reduce_set(name: str, stack: DeepStackGrid, compression: Compression | int |
     if name not in PLANS:
         raise ValueError(f"{name} is not a set reducer ({', '.join(PLANS)})")
     plan = PLANS[name](stack.grid, REDUCERS.get(name).num_tokens(*stack.grid.shape[1:4], compression))
-    return DeepStackSet(plan.apply(stack.grid.patches), [plan.apply(level).tokens for level in stack.levels])
+    return DeepStackSet(plan.apply(stack.grid.patches), [plan.apply(level).tokens for level in stack.levels],
+                        tuple(stack.grid.shape[1:4]))
+
+
+def visual_tokens(out: DeepStackGrid | DeepStackSet, step_frames: int) -> tuple[VisualTokens, list[torch.Tensor]]:
+    """A (reduced) grid or a set reducer's output of one video -> the `VisualTokens` the prompt and positions read
+    (tokens `(1, N, D)` in time-then-raster order, counts per step, each token's step and raster position) and the
+    levels' tokens `(1, N, D)` in the same order; a step covers `step_frames` frames. The pipeline's projector is
+    the identity for Qwen (the merger is part of the tower), so the tokens are the LLM's."""
+    if isinstance(out, DeepStackSet):
+        kept = out.tokens
+        return VisualTokens(kept.tokens, kept.counts()[0].tolist(), step_frames, kept.frame[0], kept.pos[0],
+                            out.grid), out.levels
+    t, h, w = out.grid.shape[1:4]
+    index = torch.arange(t * h * w, device=out.grid.patches.device)
+    return (VisualTokens(out.grid.tokens(), [h * w] * t, step_frames, index // (h * w), index % (h * w), (t, h, w)),
+            [level.flatten(1, 3) for level in out.levels])
 
 
 def _wap(grids: torch.Tensor, weights: torch.Tensor, block: tuple[int, int, int]) -> torch.Tensor:
