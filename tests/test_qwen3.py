@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import types
+import warnings
 from unittest import mock
 
 import pytest
@@ -22,6 +23,7 @@ from transformers.processing_utils import ProcessorMixin
 from transformers.video_utils import VideoMetadata
 
 from liteframe.errors import InputError
+from liteframe.llm.tiny import build_tokenizer
 from liteframe.llm.prompt import make_slots
 from liteframe.llm.qwen3.frames import (
     VideoBudget, frame_size, normalize, pair_times, patchify, preprocess, processor_indices, resize_frames,
@@ -29,7 +31,7 @@ from liteframe.llm.qwen3.frames import (
 from liteframe.llm.qwen3.llm import fork_cache, generate, llm_inputs, prefill
 from liteframe.llm.qwen3.lora import lora_targets
 from liteframe.llm.qwen3.positions import grid_places, rope_positions
-from liteframe.llm.qwen3.prompt import input_ids, slot_time
+from liteframe.llm.qwen3.prompt import Qwen3Layout, input_ids, slot_time
 from liteframe.llm.qwen3.tiny import FAMILIES, VIDEO_PREPROCESSOR, save_tiny_qwen3
 from liteframe.llm.qwen3.vision import Qwen3Vision
 
@@ -258,6 +260,20 @@ def test_dense_prompt_ids_are_the_processors(tiny, model_type, frames, grid, que
     assert ids[0, end - 1] == vision_end and not (ids[0, end:] == vision_end).any()
 
 
+def test_layout_checks_the_tokenizer_against_the_model(tiny):
+    _, model, tokenizer = tiny["qwen3_vl"]
+    Qwen3Layout().check_tokenizer(tokenizer, model)
+    other = tiny["qwen3_5"][1]
+    other_id, other.config.video_token_id = other.config.video_token_id, other.config.video_token_id + 1
+    try:
+        with pytest.raises(InputError, match="different checkpoints"):
+            Qwen3Layout().check_tokenizer(tokenizer, other)
+    finally:
+        other.config.video_token_id = other_id
+    with pytest.raises(InputError, match="not a Qwen3-VL or Qwen3.5 checkpoint"):
+        Qwen3Layout().check_tokenizer(build_tokenizer(), model)
+
+
 def test_a_reduced_slot_gets_one_run_at_its_span_mean_time(tiny):
     tokenizer = tiny["qwen3_vl"][2]
     times = [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 5.5, 6.0, 6.5, 7.0, 7.5]
@@ -384,8 +400,10 @@ def test_prefix_reuse_across_questions_forks_the_cache(tiny, model_type):
 def test_lora_targets_the_language_model_only(tiny, model_type):
     folder = tiny[model_type][0]
     model = FAMILIES[model_type][0].from_pretrained(folder)
-    peft = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.05,
-                                            target_modules=lora_targets(model_type)))
+    with warnings.catch_warnings():  # PEFT 0.21 reads a property transformers 5 deprecates
+        warnings.simplefilter("ignore", FutureWarning)
+        peft = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.05,
+                                                target_modules=lora_targets(model_type)))
     wrapped = {name.removeprefix("base_model.model.").split(".lora_A")[0] for name, _ in peft.named_parameters()
                if ".lora_A." in name}
     leaves = {name.split("language_model.layers.")[1].split(".", 1)[1] for name in wrapped}
