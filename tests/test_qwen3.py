@@ -50,7 +50,8 @@ def tiny(tmp_path_factory):
 
 
 def frames_of(n: int, height: int = 70, width: int = 100, seed: int = 0) -> torch.Tensor:
-    return torch.randint(0, 256, (n, 3, height, width), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, 3, height, width), dtype=torch.uint8, generator=generator)
 
 
 class StandInVideoProcessor:
@@ -157,8 +158,9 @@ def test_budget_is_read_from_the_checkpoint_and_bad_configs_are_refused(tmp_path
     config = dict(VIDEO_PREPROCESSOR, size={"shortest_edge": 100, "longest_edge": 5000}, fps=1)
     (tmp_path / "video_preprocessor_config.json").write_text(json.dumps(config))
     assert VideoBudget.from_folder(tmp_path) == VideoBudget(100, 5000, 1.0)
-    for bad, reason in [({"size": {"shortest_edge": 10}}, "integer shortest_edge"), ({"patch_size": 14}, "patch"),
-                        ({"size": {"shortest_edge": 10, "longest_edge": 5}}, "empty"), ({"image_std": [1, 1, 1]}, "std")]:
+    bad_configs = [({"size": {"shortest_edge": 10}}, "integer shortest_edge"), ({"patch_size": 14}, "patch"),
+                   ({"size": {"shortest_edge": 10, "longest_edge": 5}}, "empty"), ({"image_std": [1, 1, 1]}, "std")]
+    for bad, reason in bad_configs:
         (tmp_path / "video_preprocessor_config.json").write_text(json.dumps({**VIDEO_PREPROCESSOR, **bad}))
         with pytest.raises(InputError, match=reason):
             VideoBudget.from_folder(tmp_path)
@@ -189,8 +191,8 @@ def test_preprocess_resizes_normalises_and_pairs_as_the_processor():
     torch.testing.assert_close(x[:5].double(), reference, rtol=0, atol=1e-6)
     flat = resize_frames(torch.full((2, 3, 70, 100), 77, dtype=torch.uint8), (64, 96))
     assert flat.dtype == torch.uint8 and bool((flat == 77).all())  # a resize keeps a flat frame flat
-    assert torch.equal(normalize(torch.tensor([0, 255], dtype=torch.uint8).view(1, 1, 2, 1).expand(1, 3, 2, 1))[0, :, :, 0],
-                       torch.tensor([[-1.0, 1.0]] * 3))
+    black_white = torch.tensor([0, 255], dtype=torch.uint8).view(1, 1, 2, 1).expand(1, 3, 2, 1)
+    assert torch.equal(normalize(black_white)[0, :, :, 0], torch.tensor([[-1.0, 1.0]] * 3))
     # the processor's own patchify (plain torch) lays out the same rows
     rows, grid = patchify(x)
     expected, t, h, w = Qwen3VLVideoProcessor.patchify(None, x[:5][None], 16, 2, 2)

@@ -119,7 +119,8 @@ def tome_plan(grid: TokenGrid, num_tokens: int, clip: int = 1) -> Merge:
     validate(patches, grid.cls)
     b, t, h, w, c = patches.shape
     if t % clip:
-        raise ValueError(f"tome over clips of {clip} frames needs T a multiple of {clip}: patches {tuple(patches.shape)}")
+        raise ValueError(f"tome over clips of {clip} frames needs T a multiple of {clip}: "
+                         f"patches {tuple(patches.shape)}")
     g, n_in = t // clip, clip * h * w
     if not g <= num_tokens <= t * h * w:
         raise ValueError(f"tome keeps between 1 token per group and all of them; {num_tokens} asked of "

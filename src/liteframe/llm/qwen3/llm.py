@@ -53,7 +53,8 @@ def llm_inputs(model, ids: torch.Tensor, tokens: torch.Tensor, levels: list[torc
     return Qwen3Inputs(embeds, positions, mask, [level[0].to(embeds.dtype) for level in levels], delta)
 
 
-def prefill(model, inputs: Qwen3Inputs, end: int, cache: DynamicCache | None = None) -> tuple[torch.Tensor, DynamicCache]:
+def prefill(model, inputs: Qwen3Inputs, end: int,
+            cache: DynamicCache | None = None) -> tuple[torch.Tensor, DynamicCache]:
     """Run the first `end` prompt tokens (all the visual ones among them) through the language model into `cache`
     (a new one by default) -> the logits `(1, V)` after token `end - 1`, and the cache."""
     if int(inputs.visual_mask[:, end:].sum()):
