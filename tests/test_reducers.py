@@ -1,5 +1,6 @@
 import json
 import math
+import warnings
 
 import pytest
 import torch
@@ -8,6 +9,7 @@ from hypothesis import given, settings, strategies as st
 
 from liteframe import TokenGrid
 from liteframe.compression import COMPRESSIONS, Compression
+from liteframe.errors import InputError
 from liteframe.grid import TokenSet
 from liteframe.reduce import REDUCERS, Merge, fastvid, get_reducer, prumerge, tome
 from liteframe.reduce.fastvid import segment_starts
@@ -64,17 +66,19 @@ def test_set_reducers_return_exactly_the_budget(name, b, t, side, compression, c
     grid = with_attention(torch.randn(b, t, side, side, 5, generator=g),
                           torch.randn(b, t, 5, generator=g) if cls else None, seed)
     reducer = get_reducer(name)
-    n = reducer.num_tokens(t, side, side, compression)
     ratio = Compression(compression).ratio if isinstance(compression, tuple) else compression
-    assert n == math.ceil(t * side * side / ratio)
+    n = math.ceil(t * side * side / ratio)
+    refused = None
     if name == "tome-clip" and t % 4:
-        with pytest.raises(ValueError, match="multiple of 4"):
-            reducer(grid, compression)
+        refused = "not whole clips"
+    elif name.startswith("tome") and n < (t if name == "tome" else t // 4):
+        refused = "at least one token per"
+    if refused:  # refused when the count is asked (before any video is decoded), and by the reducer itself
+        for call in (lambda: reducer.num_tokens(t, side, side, compression), lambda: reducer(grid, compression)):
+            with pytest.raises(InputError, match=refused):
+                call()
         return
-    if name.startswith("tome") and n < (t if name == "tome" else t // 4):
-        with pytest.raises(ValueError, match="1 token per group"):
-            reducer(grid, compression)
-        return
+    assert reducer.num_tokens(t, side, side, compression) == n
     out = reducer(grid, compression)
     assert isinstance(out, TokenSet) and out.tokens.shape == (b, n, 5) and torch.isfinite(out.tokens).all()
     assert out.steps == t and (out.counts().sum(1) == n).all()
@@ -155,8 +159,9 @@ def test_tome_over_a_clip_merges_a_repeated_frame_into_one():
     bipartite split, so halving the clip merges exactly the repeats: one frame's tokens remain, each of size 2."""
     frame = torch.randn(1, 1, 3, 3, 8)
     x = torch.cat([frame, frame], 1)
-    tokens, size, where = merge_to(x.view(1, 1, 18, 8), torch.tensor([9]))
+    tokens, size, where, owner = merge_to(x.view(1, 1, 18, 8), torch.tensor([9]))
     assert torch.equal(size, torch.full((1, 9), 2.0))
+    assert torch.equal(owner[:, :9], owner[:, 9:]) and sorted(owner[0, :9].tolist()) == list(range(9))
     rows = lambda t: t.reshape(-1, 8)[t.reshape(-1, 8)[:, 0].argsort()]  # noqa: E731
     torch.testing.assert_close(rows(tokens), rows(frame))
     clip = tome(TokenGrid(x), 9, clip=2)
@@ -171,12 +176,62 @@ def test_tome_preserves_the_size_weighted_mean(g, n, seed, data):
     k = data.draw(st.integers(1, n - 1))
     keep = k + torch.tensor(data.draw(st.lists(st.integers(0, 1), min_size=g, max_size=g)))
     x = torch.randn(2, g, n, 6, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
-    tokens, size, _ = merge_to(x, keep)
+    tokens, size, _, _ = merge_to(x, keep)
     assert tokens.shape == (2, int(keep.sum()), 6)
     groups = torch.repeat_interleave(torch.arange(g), keep)
     for j in range(g):
         torch.testing.assert_close(size[:, groups == j].sum(-1), torch.full((2,), float(n), dtype=torch.float64))
         torch.testing.assert_close((tokens[:, groups == j] * size[:, groups == j, None]).sum(1), x[:, j].sum(1))
+
+
+@pytest.mark.parametrize("name", GRID + SETS)
+@pytest.mark.parametrize("compression", [4, 16, 64])
+def test_levels_follow_the_one_decision_on_the_patches(name, compression):
+    """Levels `[3x, y, x + y]` of patches `x`: the patches reduce as without levels, and the levels as `3 out`,
+    `out(y)` and `out + out(y)`, which fails wherever a decision is retaken per level (WAP's weights, max's
+    positions, ToMe's matching, PruMerge's and FastVID's choices)."""
+    shapes = [(1, 8, 8, 8, 16)] + ([(1, 6, 5, 7, 8)] if name in GRID else [])  # the second: partial blocks
+    for shape in shapes:
+        g = torch.Generator().manual_seed(len(shape) + shape[1])
+        x, y = torch.randn(shape, generator=g), torch.randn(shape, generator=g)
+        plain = with_attention(x)
+        grid = TokenGrid(x, None, plain.scores, plain.keys, (3 * x, y, x + y))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # padding to whole blocks is announced, and tested, above
+            out, alone = get_reducer(name)(grid, compression), get_reducer(name)(plain, compression)
+        if name in GRID:
+            assert torch.equal(out.patches, alone.patches)
+            ours = out.patches
+        else:
+            assert torch.equal(out.step, alone.step) and torch.equal(out.pos, alone.pos)
+            torch.testing.assert_close(out.tokens, alone.tokens, rtol=0, atol=1e-6)
+            ours = out.tokens
+        scaled, other, both = out.levels
+        assert other.shape == ours.shape
+        torch.testing.assert_close(scaled, 3 * ours, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(both, ours + other, rtol=1e-5, atol=1e-5)
+
+
+@settings(max_examples=25, deadline=None)
+@given(t=st.sampled_from([1, 2, 4, 8]), h=st.integers(1, 6), w=st.integers(1, 6), clip=st.sampled_from([1, 2, 4]),
+       keep=st.floats(0.0, 1.0), seed=st.integers(0, 3))
+def test_tomes_merge_is_its_rounds_of_size_weighted_averages(t, h, w, clip, keep, seed):
+    """ToMe's decision, a `Merge` of means over the tokens merged together, gives the tokens its rounds compute."""
+    if t % clip:
+        return
+    x = torch.randn(2, t, h, w, 8, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    groups = t // clip
+    num_tokens = groups + round(keep * (t * h * w - groups))
+    tokens, size, where, owner = merge_to(x.view(2, groups, clip * h * w, 8), budget_per_group(groups, num_tokens))
+    out = tome(TokenGrid(x), num_tokens, clip)
+    torch.testing.assert_close(out.tokens, tokens)
+    assert torch.equal(out.step * h * w + out.pos, where)
+    counts = torch.zeros(2, num_tokens, dtype=torch.float64).scatter_add_(1, owner, torch.ones_like(x[..., 0].view(2, -1)))
+    torch.testing.assert_close(counts, size)  # each output stands for the inputs it owns
+
+
+def budget_per_group(groups, total):
+    return torch.tensor(budgets(groups, total))
 
 
 def budgets(frames, total):

@@ -12,12 +12,17 @@ class TokenGrid:
 
     With the ViT's attention (`Teacher(pixels, attention=True)`, for the reducers that `needs_attention`):
     `scores (B, T, H, W)`, the last layer's CLS attention row over the patches (softmax over all tokens, CLS
-    included), and `keys (B, T, H, W, Ck)`, that layer's keys at the patches."""
+    included), and `keys (B, T, H, W, Ck)`, that layer's keys at the patches.
+
+    `levels`: further grids shaped like `patches` that must follow every reducer's decision on the patches (Qwen3-VL's
+    DeepStack features of intermediate ViT blocks, which its LLM adds at the visual tokens' places): a grid reducer
+    pools them with the patches' weights or positions, a set reducer applies its `Merge` to them."""
 
     patches: torch.Tensor
     cls: torch.Tensor | None = None
     scores: torch.Tensor | None = None
     keys: torch.Tensor | None = None
+    levels: tuple[torch.Tensor, ...] = ()
 
     def __post_init__(self):
         if self.patches.ndim != 5:
@@ -33,6 +38,8 @@ class TokenGrid:
         if self.keys is not None and (self.keys.ndim != 5 or self.keys.shape[:4] != self.patches.shape[:4]):
             raise ValueError(f"keys must be (B, T, H, W, Ck) with (B, T, H, W) = {tuple(self.patches.shape[:4])} "
                              f"of patches {tuple(self.patches.shape)}, got {tuple(self.keys.shape)}")
+        self.levels = tuple(self.levels)
+        _check_levels(self.levels, self.patches, "patches")
 
     @property
     def shape(self) -> torch.Size:
@@ -66,12 +73,13 @@ class TokenGrid:
         `<cls, token>` still sums the CLS's dot products with the four merged patches. Scores of the four merged
         patches add up (the attention the CLS pays the merged token), and their keys are concatenated in the
         patches' channel order (`(B, T, H/2, W/2, 4Ck)`: the cosine of two merged tokens' keys weighs the four
-        patch pairs by their key norms)."""
+        patch pairs by their key norms); levels are shuffled as the patches."""
         return TokenGrid(
             pixel_shuffle(self.patches),
             None if self.cls is None else self.cls.repeat(1, 1, 4),
             None if self.scores is None else pixel_shuffle(self.scores[..., None]).sum(-1),
             None if self.keys is None else pixel_shuffle(self.keys),
+            tuple(pixel_shuffle(level) for level in self.levels),
         )
 
 
@@ -96,14 +104,23 @@ class TokenSet:
     step: torch.Tensor
     pos: torch.Tensor
     steps: int  # T of the grid the tokens came from
+    levels: tuple[torch.Tensor, ...] = ()  # the grid's levels `(B, N, C)`, merged as the tokens were
 
     def __post_init__(self):
         if self.tokens.ndim != 3 or self.step.shape != self.tokens.shape[:2] or self.pos.shape != self.step.shape:
             raise ValueError(f"TokenSet: tokens (B, N, C), step and pos (B, N) disagree: {tuple(self.tokens.shape)}, "
                              f"{tuple(self.step.shape)}, {tuple(self.pos.shape)}")
+        self.levels = tuple(self.levels)
+        _check_levels(self.levels, self.tokens, "tokens")
 
     def counts(self) -> torch.Tensor:
         """`(B, T)` tokens kept per grid step."""
         ones = torch.ones_like(self.step)
         return torch.zeros(self.step.shape[0], self.steps, dtype=torch.long, device=self.step.device).scatter_add_(
             1, self.step, ones)
+
+
+def _check_levels(levels: tuple[torch.Tensor, ...], like: torch.Tensor, name: str) -> None:
+    for level in levels:
+        if level.shape != like.shape:
+            raise ValueError(f"a level {tuple(level.shape)} must have the shape of the {name} {tuple(like.shape)}")

@@ -5,11 +5,12 @@ from __future__ import annotations
 import itertools
 import warnings
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol, Sequence
 
 import torch
 
 from liteframe.compression import Compression, get_compression
+from liteframe.errors import InputError
 from liteframe.grid import TokenGrid, TokenSet
 from liteframe.registry import Registry
 
@@ -20,8 +21,9 @@ class Reducer(Protocol):
     `stage` "grid": acts on the ViT grid before the pixel shuffle and returns a `TokenGrid` pooled by
     `compression.block`. `stage` "set": acts on the pixel-shuffled grid and returns a `TokenSet` of
     `compression.budget(T, H, W)` tokens, each with its grid step and raster position. `needs_attention`: the
-    grid must carry the ViT's `scores` and `keys` (`Teacher(pixels, attention=True)`).
-    `num_tokens(T, H, W, compression)` is the count the reducer returns for a `(T, H, W)` grid."""
+    grid must carry the ViT's `scores` and `keys` (`Teacher(pixels, attention=True)`). Either stage decides once,
+    on the patches, and applies that decision to the grid's `levels` too. `num_tokens(T, H, W, compression)` is the
+    count the reducer returns for a `(T, H, W)` grid (an `InputError` for a grid it cannot reduce)."""
 
     stage: str
     needs_attention: bool
@@ -41,42 +43,68 @@ def get_reducer(name: str) -> Reducer:
 
 class GridReducer:
     """Pools the non-overlapping blocks of a `Compression`: `(B, T, H, W, C) -> (B, T/t, H/h, W/w, C)`, CLS
-    `(B, T/t, C)` the mean of the block's frames' CLS (ours)."""
+    `(B, T/t, C)` the mean of the block's frames' CLS (ours). A grid that is not whole blocks is padded first (SPEC
+    3, `pad_to_blocks`).
+
+    The decision is taken once, on the patches: `decide(grid, queries, block)` gets the padded grid and its frames'
+    queries and returns what `pool(x, block, decision)` applies to the patches and to each of the grid's levels
+    alike (WAP's softmax weights; max's positions, needed only where levels must follow them); reducers without a
+    decision (avg, subsample) pool each tensor the same way."""
 
     stage = "grid"
     needs_attention = False
 
-    def __init__(self, pool: Callable[[TokenGrid, Compression], torch.Tensor]):
-        self.pool = pool
+    def __init__(self, name: str, pool: Callable[[torch.Tensor, tuple, Any], torch.Tensor],
+                 decide: Callable[[TokenGrid, torch.Tensor, tuple], Any] | None = None):
+        self.name, self.pool, self.decide = name, pool, decide
 
     def num_tokens(self, t: int, h: int, w: int, compression: Compression | int | None = None) -> int:
         return get_compression(compression).grid_tokens(t, h, w)
 
     def __call__(self, grid: TokenGrid, compression: Compression | int | None = None) -> TokenGrid:
-        compression = get_compression(compression)
-        patches = self.pool(grid, compression)
-        if grid.cls is None:
-            return TokenGrid(patches)
-        b, t, c = grid.cls.shape
-        clip = compression.clip
-        cls = _repeat_last(grid.cls, 1, -t % clip).view(b, -1, clip, c).mean(2)
-        return TokenGrid(patches, cls)
+        block = get_compression(compression).block
+        queries = grid.queries if self.decide is not None else None  # of the frames as they are, before padding
+        patches, (cls, queries) = pad_to_blocks(grid.patches, [grid.cls, queries], block, self.name)
+        levels = tuple(pad_to_blocks(level, [], block)[0] for level in grid.levels)
+        padded = TokenGrid(patches, cls, levels=levels)
+        decision = self.decide(padded, queries, block) if self.decide is not None else None
+        pooled = TokenGrid(self.pool(patches, block, decision), levels=tuple(self.pool(x, block, decision)
+                                                                               for x in levels))
+        if cls is not None:
+            b, t, c = cls.shape
+            pooled.cls = cls.view(b, t // block[0], block[0], c).mean(2)
+        return pooled
 
 
 class SetReducer:
-    """Keeps `compression.budget(T, H, W)` tokens of a grid `(B, T, H, W, C)`: a `TokenSet` in original order."""
+    """Keeps `compression.budget(T, H, W)` tokens of a grid `(B, T, H, W, C)`: a `TokenSet` in original order.
+    `plan(grid, num_tokens)` takes the decision once, as a `Merge` of the grid's tokens, which is applied to the
+    patches and to each of the grid's levels alike. `group`: the reducer works on groups of that many steps (ToMe
+    merges within a frame, or a clip) and keeps at least one token of each, so a grid it cannot reduce is refused
+    when its count is asked, before any video is decoded."""
 
     stage = "set"
 
-    def __init__(self, reduce: Callable[[TokenGrid, int], TokenSet], needs_attention: bool = False):
-        self.reduce = reduce
-        self.needs_attention = needs_attention
+    def __init__(self, name: str, plan: Callable[[TokenGrid, int], Merge], needs_attention: bool = False,
+                 group: int | None = None):
+        self.name, self.plan, self.needs_attention, self.group = name, plan, needs_attention, group
 
     def num_tokens(self, t: int, h: int, w: int, compression: Compression | int | None = None) -> int:
-        return get_compression(compression).budget(t, h, w)
+        compression = get_compression(compression)
+        budget = compression.budget(t, h, w)
+        group = self.group
+        if group is not None and t % group:
+            raise InputError(f"{self.name} merges tokens within clips of {group} grid steps: {t} steps are not "
+                             f"whole clips (use a multiple of {group})")
+        if group is not None and budget < t // group:
+            where = "grid step" if group == 1 else f"clip of {group} grid steps"
+            raise InputError(f"{self.name} keeps at least one token per {where}: {t} steps of {h} x {w} tokens at "
+                             f"{compression.ratio}x leave {budget} tokens for {t // group}; use fewer or larger "
+                             "frames or a weaker compression")
+        return budget
 
     def __call__(self, grid: TokenGrid, compression: Compression | int | None = None) -> TokenSet:
-        return self.reduce(grid, self.num_tokens(*grid.shape[1:4], compression))
+        return self.plan(grid, self.num_tokens(*grid.shape[1:4], compression)).apply(grid.patches, grid.levels)
 
 
 @dataclass
@@ -93,18 +121,20 @@ class Merge:
     col: torch.Tensor  # (B, E)
     weight: torch.Tensor  # (B, E)
 
-    def apply(self, patches: torch.Tensor) -> TokenSet:
-        """`(B, T, H, W, C) -> TokenSet (B, N, C)`, computed in float32 or wider, returned in the input's dtype."""
+    def apply(self, patches: torch.Tensor, levels: Sequence[torch.Tensor] = ()) -> TokenSet:
+        """`(B, T, H, W, C)` and levels of that shape -> `TokenSet (B, N, C)` with each level merged alike,
+        computed in float32 or wider, returned in the input's dtype."""
         b, t, h, w, c = patches.shape
         n, m = self.step.shape[1], t * h * w
         dtype = torch.promote_types(self.weight.dtype, torch.promote_types(patches.dtype, torch.float32))
         video = torch.arange(b, device=patches.device)[:, None]
         # One block-diagonal sparse product: reads each input token once per entry without copying the entries'
-        # tokens out first, as a gather of `E x C` values would.
+        # tokens out first, as a gather of `E x C` values would. Levels ride along as further channels.
         index = torch.stack([(self.row + video * n).flatten(), (self.col + video * m).flatten()])
         mix = torch.sparse_coo_tensor(index, self.weight.to(dtype).flatten(), (b * n, b * m), check_invariants=False)
-        tokens = torch.sparse.mm(mix, patches.reshape(b * m, c).to(dtype)).view(b, n, c)
-        return TokenSet(tokens.to(patches.dtype), self.step, self.pos, t)
+        x = torch.cat([patches, *levels], -1) if levels else patches
+        out = torch.sparse.mm(mix, x.reshape(b * m, -1).to(dtype)).view(b, n, -1).to(patches.dtype).split(c, -1)
+        return TokenSet(out[0], self.step, self.pos, t, out[1:])
 
 
 def frame_budgets(frames: int, total: int, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -167,19 +197,20 @@ def block_views(patches: torch.Tensor, block: tuple[int, int, int]) -> list[torc
 
 
 def pad_to_blocks(
-    patches: torch.Tensor, per_frame: list[torch.Tensor | None], block: tuple[int, int, int], who: str
+    patches: torch.Tensor, per_frame: list[torch.Tensor | None], block: tuple[int, int, int], who: str | None = None
 ) -> tuple[torch.Tensor, list[torch.Tensor | None]]:
     """Pad `patches (B, T, H, W, C)` and each `(B, T, C)` in `per_frame` to whole blocks by repeating the last
-    frame, row or column (SPEC 3, extended to space), and say so."""
+    frame, row or column (SPEC 3, extended to space), and say so for `who` (None: quietly, for a grid's levels)."""
     sizes = patches.shape[1:4]
     extra = [-n % b for n, b in zip(sizes, block)]
     if not any(extra):
         return patches, per_frame
-    warnings.warn(
-        f"{who}: grid (T, H, W) = {tuple(sizes)} is not a multiple of the block {block}; padding by repeating "
-        f"the last frame/row/column to {tuple(n + e for n, e in zip(sizes, extra))}",
-        stacklevel=3,
-    )
+    if who is not None:
+        warnings.warn(
+            f"{who}: grid (T, H, W) = {tuple(sizes)} is not a multiple of the block {block}; padding by repeating "
+            f"the last frame/row/column to {tuple(n + e for n, e in zip(sizes, extra))}",
+            stacklevel=3,
+        )
     for dim, e in zip((1, 2, 3), extra):
         patches = _repeat_last(patches, dim, e)
     return patches, [None if x is None else _repeat_last(x, 1, extra[0]) for x in per_frame]

@@ -28,7 +28,7 @@ MIN_ANCHOR_WEIGHT = 0.6  # beta
 def fastvid(grid: TokenGrid, num_tokens: int) -> TokenSet:
     """`(B, T, H, W, C)` with scores -> `TokenSet (B, num_tokens, C)` in original order; the count per frame
     varies (anchor frames hold their segment's context tokens)."""
-    return fastvid_plan(grid, num_tokens).apply(grid.patches)
+    return fastvid_plan(grid, num_tokens).apply(grid.patches, grid.levels)
 
 
 def fastvid_plan(grid: TokenGrid, num_tokens: int) -> Merge:
@@ -153,4 +153,4 @@ def density_peaks(x: torch.Tensor, candidate: torch.Tensor) -> torch.Tensor:
     return torch.where(candidate, density * delta, -torch.inf)
 
 
-REDUCERS.register("fastvid")(SetReducer(fastvid, needs_attention=True))
+REDUCERS.register("fastvid")(SetReducer("fastvid", fastvid_plan, needs_attention=True))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from liteframe.compression import Compression, get_compression
+from liteframe.grid import TokenGrid
 from liteframe.reduce.base import REDUCERS, GridReducer, block_views, pad_to_blocks, validate
 
 
@@ -37,6 +38,23 @@ def subsample(patches: torch.Tensor, compression: Compression | int | tuple | No
     return _views(patches, compression, "subsample")[0].contiguous()
 
 
-REDUCERS.register("avg")(GridReducer(lambda grid, compression: avg_pool(grid.patches, compression)))
-REDUCERS.register("max")(GridReducer(lambda grid, compression: max_pool(grid.patches, compression)))
-REDUCERS.register("subsample")(GridReducer(lambda grid, compression: subsample(grid.patches, compression)))
+def max_positions(grid: TokenGrid, queries: torch.Tensor | None, block: tuple[int, int, int]) -> torch.Tensor | None:
+    """Max's decision where levels must follow it: `(B, T/t, H/h, W/w, C)`, per block and channel the position in
+    the block (`block_views` order) of the patches' max, the first one on ties; None without levels (the max alone
+    needs no positions)."""
+    if not grid.levels:
+        return None
+    validate(grid.patches)
+    return torch.stack(block_views(grid.patches, block)).argmax(0)
+
+
+def _max(x: torch.Tensor, block: tuple[int, int, int], where: torch.Tensor | None) -> torch.Tensor:
+    """Each block's value at the patches' max (`max_positions`), or without positions its own max."""
+    if where is None:
+        return max_pool(x, block)
+    return torch.stack(block_views(x, block)).gather(0, where[None])[0]
+
+
+REDUCERS.register("avg")(GridReducer("avg", lambda x, block, _: avg_pool(x, block)))
+REDUCERS.register("max")(GridReducer("max", _max, max_positions))
+REDUCERS.register("subsample")(GridReducer("subsample", lambda x, block, _: subsample(x, block)))

@@ -22,7 +22,7 @@ NEIGHBOURS = 32  # k of the key-similarity neighbours merged into each kept toke
 def prumerge(grid: TokenGrid, num_tokens: int) -> TokenSet:
     """`(B, T, H, W, C)` with scores and keys -> `TokenSet (B, num_tokens, C)` in original order, each frame's
     extra token last in its frame (at position `H*W`)."""
-    return prumerge_plan(grid, num_tokens).apply(grid.patches)
+    return prumerge_plan(grid, num_tokens).apply(grid.patches, grid.levels)
 
 
 def prumerge_plan(grid: TokenGrid, num_tokens: int) -> Merge:
@@ -78,4 +78,4 @@ def spread_order(h: int, w: int, device: torch.device | str = "cpu") -> torch.Te
     return 1 - code.flatten().double() / 4**bits
 
 
-REDUCERS.register("prumerge")(SetReducer(prumerge, needs_attention=True))
+REDUCERS.register("prumerge")(SetReducer("prumerge", prumerge_plan, needs_attention=True))

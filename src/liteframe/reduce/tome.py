@@ -8,13 +8,19 @@ from functools import partial
 import torch
 
 from liteframe.grid import TokenGrid, TokenSet
-from liteframe.reduce.base import REDUCERS, SetReducer, frame_budgets, validate
+from liteframe.reduce.base import REDUCERS, Merge, SetReducer, frame_budgets, validate
 
 
 def tome(grid: TokenGrid, num_tokens: int, clip: int = 1) -> TokenSet:
     """`(B, T, H, W, C) -> TokenSet (B, num_tokens, C)` in original order; tokens merge within groups of `clip`
     frames, and the budget is split evenly over the groups. A merged token sits where its surviving (odd-side)
     token sat."""
+    return tome_plan(grid, num_tokens, clip).apply(grid.patches, grid.levels)
+
+
+def tome_plan(grid: TokenGrid, num_tokens: int, clip: int = 1) -> Merge:
+    """ToMe's decision as a `Merge`: each output token is the mean of the input tokens merged into it (ToMe's
+    size-weighted averages compose to that mean), placed where its survivor sat."""
     patches = grid.patches
     validate(patches, grid.cls)
     b, t, h, w, c = patches.shape
@@ -25,40 +31,47 @@ def tome(grid: TokenGrid, num_tokens: int, clip: int = 1) -> TokenSet:
         raise ValueError(f"tome keeps between 1 token per group of {clip} frame(s) and all of them; {num_tokens} "
                          f"tokens asked of patches {tuple(patches.shape)}")
     x = patches.reshape(b, groups, clip * h * w, c)  # a group's tokens in (frame, raster) order
-    tokens, _, where = merge_to(x, frame_budgets(groups, num_tokens, patches.device))
-    return TokenSet(tokens, where // (h * w), where % (h * w), t)
+    _, size, where, owner = merge_to(x, frame_budgets(groups, num_tokens, patches.device))
+    col = torch.arange(t * h * w, device=patches.device).expand(b, -1)
+    return Merge(where // (h * w), where % (h * w), owner, col, 1 / size.gather(1, owner))
 
 
-def merge_to(x: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def merge_to(x: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """`(B, G, n, C)` groups, `keep (G,)` tokens per group (all within one of each other, as `frame_budgets` gives)
     -> tokens `(B, keep.sum(), C)` in original order, their sizes `(B, keep.sum())` (how many input tokens each
-    stands for) and their flat positions `(B, keep.sum())` in `G * n`."""
+    stands for), their flat positions `(B, keep.sum())` in `G * n`, and the output each input token went into
+    `(B, G * n)`."""
     b, g, n, c = x.shape
     if keep.max() - keep.min() > 1 or keep.min() < 1 or keep.max() > n:
         raise ValueError(f"tokens kept per group must be in [1, {n}] and within one of each other, got {keep.tolist()}")
     dtype = x.dtype
     size = torch.ones(b, g, n, dtype=torch.promote_types(dtype, torch.float32), device=x.device)
     pos = torch.arange(n, device=x.device).expand(b, g, n)
+    owner = pos  # each input token's index among its group's current tokens
     n_in = n
     most = int(keep.max())
     # Each round merges at most half of the tokens, so the rounds (log2(n / keep) of them) must run in turn.
     while n > most:
-        x, size, pos = bipartite_merge(x, size, pos, min(n - most, n // 2))
-        n = x.shape[2]
+        x, size, pos, dest = bipartite_merge(x, size, pos, min(n - most, n // 2))
+        owner, n = dest.gather(-1, owner), x.shape[2]
     if (keep < n).any():  # the groups that keep one token fewer
-        x, size, pos = bipartite_merge(x, size, pos, (n - keep).view(1, g, 1))
+        x, size, pos, dest = bipartite_merge(x, size, pos, (n - keep).view(1, g, 1))
+        owner, n = dest.gather(-1, owner), x.shape[2]
     # Back to the original order; merged-away tokens (size 0) sort last.
     start = n_in * torch.arange(g, device=x.device)[:, None]
     order = torch.where(size > 0, pos + start, g * n_in).view(b, -1).argsort(-1)
+    row = order.argsort(-1)  # each current token's place in that order
     order = order[:, : int(keep.sum())]
     tokens = x.reshape(b, -1, c).gather(1, order[..., None].expand(-1, -1, c))
-    return tokens.to(dtype), size.view(b, -1).gather(1, order), (pos + start).view(b, -1).gather(1, order)
+    owner = row.gather(1, (owner + n * torch.arange(g, device=x.device)[:, None]).view(b, -1))
+    return tokens.to(dtype), size.view(b, -1).gather(1, order), (pos + start).view(b, -1).gather(1, order), owner
 
 
 def bipartite_merge(x: torch.Tensor, size: torch.Tensor, pos: torch.Tensor, r: int | torch.Tensor):
     """One round: in each group the `r` even-position tokens most similar (cosine) to an odd-position token are
     averaged into it, weighted by size. `x (B, G, n, C)`, `size`, `pos (B, G, n)` -> the same with `n - min(r)`
-    tokens, unmerged even ones first; where `r` varies by group, the extra merged tokens stay with size 0."""
+    tokens, unmerged even ones first, and where each of the `n` tokens went `(B, G, n)` (a merged one: its match);
+    where `r` varies by group, the extra merged tokens stay with size 0."""
     b, g, n, c = x.shape
     x = x.to(size.dtype)
     norm = torch.linalg.vector_norm(x, dim=-1)
@@ -86,8 +99,12 @@ def bipartite_merge(x: torch.Tensor, size: torch.Tensor, pos: torch.Tensor, r: i
     kept_size[..., : most - fewest] *= torch.arange(fewest, most, device=x.device) >= r  # merged in this round
     new_size = torch.cat([kept_size, dst_size], -1)
     new_pos = torch.cat([pos[..., ::2].gather(-1, kept), pos[..., 1::2]], -1)
-    return out, new_size, new_pos
+    dest = torch.empty_like(pos)
+    rank = order.argsort(-1)  # each even token's place in `order`
+    dest[..., ::2] = torch.where(rank < r, n_src - fewest + match, rank - fewest)
+    dest[..., 1::2] = n_src - fewest + torch.arange(n_dst, device=x.device)
+    return out, new_size, new_pos, dest
 
 
-REDUCERS.register("tome")(SetReducer(tome))
-REDUCERS.register("tome-clip")(SetReducer(partial(tome, clip=4)))
+REDUCERS.register("tome")(SetReducer("tome", tome_plan, group=1))
+REDUCERS.register("tome-clip")(SetReducer("tome-clip", partial(tome_plan, clip=4), group=4))

@@ -6,6 +6,7 @@ import math
 import torch
 
 from liteframe.compression import Compression, get_compression
+from liteframe.grid import TokenGrid
 from liteframe.reduce.base import REDUCERS, GridReducer, block_views, check_finite, pad_to_blocks, validate
 
 
@@ -17,18 +18,13 @@ def wap(patches: torch.Tensor, queries: torch.Tensor, compression: Compression |
     validate(patches, queries, check_values=False)  # the output checks the values almost for free
     block = get_compression(compression).block
     patches, (queries,) = pad_to_blocks(patches, [queries], block, "wap")
-    weights = wap_weights(patches, queries, block)
-    b, tt, hh, ww, c = patches.shape
-    t, h, w = block
-    out = torch.zeros((b, tt // t, hh // h, ww // w, c), dtype=weights.dtype, device=patches.device)
-    for k, view in enumerate(block_views(patches, block)):
-        out.addcmul_(view, weights[..., k, None])
+    out = weighted_sum(patches, wap_weights(patches, queries, block), block)
     # Any NaN or inf in the input reaches the output (as itself, through a non-finite score, or as inf x 0), so
     # the small output is checked, and the input only to name the culprit.
     if check and not torch.isfinite(out).all():
         check_finite(patches, queries)
         raise ValueError(f"WAP scores overflow for patches {tuple(patches.shape)} and queries {tuple(queries.shape)}")
-    return out.to(patches.dtype)
+    return out
 
 
 def wap_weights(patches: torch.Tensor, queries: torch.Tensor, block: tuple[int, int, int]) -> torch.Tensor:
@@ -45,4 +41,29 @@ def wap_weights(patches: torch.Tensor, queries: torch.Tensor, block: tuple[int, 
         return scores.reshape(b, tt // t, hh // h, ww // w, t * h * w).softmax(-1)
 
 
-REDUCERS.register("wap")(GridReducer(lambda grid, compression: wap(grid.patches, grid.queries, compression)))
+def weighted_sum(x: torch.Tensor, weights: torch.Tensor, block: tuple[int, int, int]) -> torch.Tensor:
+    """`(B, T, H, W, C)` in whole blocks, `(B, T/t, H/h, W/w, t*h*w)` weights -> each block's weighted sum
+    `(B, T/t, H/h, W/w, C)`, accumulated in the weights' dtype, returned in `x`'s."""
+    b, tt, hh, ww, c = x.shape
+    t, h, w = block
+    out = torch.zeros((b, tt // t, hh // h, ww // w, c), dtype=weights.dtype, device=x.device)
+    for k, view in enumerate(block_views(x, block)):
+        out.addcmul_(view, weights[..., k, None])
+    return out.to(x.dtype)
+
+
+def _weights(grid: TokenGrid, queries: torch.Tensor, block: tuple[int, int, int]) -> torch.Tensor:
+    """The registered reducer's decision: the WAP weights of the patches' blocks."""
+    validate(grid.patches, queries, check_values=False)
+    return wap_weights(grid.patches, queries, block)
+
+
+def _pool(x: torch.Tensor, block: tuple[int, int, int], weights: torch.Tensor) -> torch.Tensor:
+    out = weighted_sum(x, weights, block)
+    if not torch.isfinite(out).all():  # as `wap` checks: non-finite patches or overflowing scores
+        check_finite(x)
+        raise ValueError(f"WAP scores overflow for a grid {tuple(x.shape)}")
+    return out
+
+
+REDUCERS.register("wap")(GridReducer("wap", _pool, _weights))
