@@ -41,16 +41,23 @@ def data(tmp_path_factory):
     return root / "train.json"
 
 
-def _prefill(llm: VideoLLM, video, frames: int) -> tuple[dict, object]:
-    """What `ask` feeds the language model in its prefill (its forward's keyword arguments), and the answer."""
-    seen = {}
+def _prefill(llm: VideoLLM, video, frames: int) -> tuple[dict, list[dict], object]:
+    """What `ask` feeds the language model in its prefill: the video prefix (`answer`'s own forward) and the rest of
+    the prompt (`generate`'s first step) joined, embeddings and positions (a plain index where none is given); the
+    two forwards' keyword arguments; the answer."""
+    calls = []
     hook = llm.model.get_decoder().register_forward_pre_hook(
-        lambda m, a, kw: None if "kw" in seen else seen.update(kw=kw), with_kwargs=True)
+        lambda m, a, kw: calls.append(kw) if len(calls) < 2 else None, with_kwargs=True)
     try:
         answer = llm.ask(video, QUESTION, frames=frames, max_new_tokens=1)
     finally:
         hook.remove()
-    return seen["kw"], answer
+    lengths = [kw["inputs_embeds"].shape[1] for kw in calls]
+    index = torch.arange(sum(lengths)).split(lengths)
+    positions = [kw["position_ids"] if kw.get("position_ids") is not None else i[None] for kw, i in zip(calls, index)]
+    joined = {"inputs_embeds": torch.cat([kw["inputs_embeds"] for kw in calls], 1),
+              "position_ids": torch.cat([p.expand(3, 1, -1) for p in positions], -1)}
+    return joined, calls, answer
 
 
 @pytest.mark.parametrize("family", ["internvl", "qwen2_5_vl"])
@@ -58,7 +65,7 @@ def test_training_inputs_are_what_ask_feeds_the_llm(family, folders, data):
     llm = VideoLLM.from_pretrained(folders[family], "wap", device="cpu", dtype=torch.float32)
     frames = 16  # two clips: 4 frames each for InternVL, 4 frame pairs for Qwen2.5-VL
     video = data.parent / "red.mp4"
-    asked, answer = _prefill(llm, video, frames)
+    asked, _, answer = _prefill(llm, video, frames)
     model = AdaptModel(llm, AdaptConfig(frames=(frames,), fps=(1.0, 1.0), activation_checkpointing=False))
     item = ChatDataset(read_chat_manifest(data), model.prompter, (frames,), (1.0, 1.0), seed=0)[0]
     assert item["timestamps"] == answer.timestamps  # the same frames as `ask` samples
@@ -69,7 +76,7 @@ def test_training_inputs_are_what_ask_feeds_the_llm(family, folders, data):
     torch.testing.assert_close(inputs.inputs_embeds[:, :prompt], asked["inputs_embeds"], rtol=0, atol=0)
     length = inputs.input_ids.shape[1]
     positions = inputs.position_ids if inputs.position_ids is not None else torch.arange(length).expand(3, 1, -1)
-    ask_positions = asked["position_ids"].expand(3, 1, -1)  # InternVL's generate passes plain 1-D positions
+    ask_positions = asked["position_ids"]
     assert torch.equal(positions[..., :prompt], ask_positions)
     # the labels are the answer right after the prompt, at the positions generation gives the answer's tokens
     assert (labels[:prompt] == IGNORE).all() and (labels[prompt:] != IGNORE).all()

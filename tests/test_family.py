@@ -52,8 +52,8 @@ class Fake(InternVL):
         teacher = self._teacher(model)
         return Vision(PairViT(teacher), teacher.projector, DataConfig(Square(SIZE), MEAN, STD, 2), (2, 14, 14))
 
-    def video_text(self, tokenizer, labels, slot_text=None) -> str:
-        return "".join(f"[{label}]{tokenizer.context_image_token}" for label in labels)
+    def video_text(self, tokenizer, slots, slot_text=None, timestamps=False) -> str:
+        return "".join(f"[{slot.label()}]{tokenizer.context_image_token}" for slot in slots)
 
     def end_id(self, tokenizer) -> int:
         return tokenizer.convert_tokens_to_ids(tokenizer.context_image_token)
@@ -105,7 +105,8 @@ def test_a_family_registered_in_a_test_answers_through_ask(fake, fake_folder, vi
     ids, _ = build_input_ids(llm.tokenizer, fake, enc.slots, "What happens?")
     text = llm.tokenizer.decode(ids[0])
     assert "[Frame1-2]<IMG_CONTEXT>" in text and "[Frame7-8]" in text and "<img>" not in text
-    is_image = ids[0] == llm.model.config.image_token_id
+    is_image = ids[0, :seen["embeds"].shape[1]] == llm.model.config.image_token_id  # the prefilled video prefix
+    assert int(is_image.sum()) == enc.visual_tokens
     torch.testing.assert_close(seen["embeds"][0, is_image], enc.tokens[0])
 
 

@@ -33,6 +33,7 @@ from liteframe.reduce import REDUCERS
 from liteframe.testing.qwen import qwen_config, save_tiny_qwen
 from liteframe.testing.videos import make_video
 from liteframe.timing import LATENCY_KEYS
+from liteframe.video.info import VideoInfo
 
 
 def preprocess_qwen(frames, min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS):
@@ -273,7 +274,7 @@ def test_prompt_is_the_processors_layout(qwen):
 def test_a_prompt_longer_than_the_context_fails_before_decoding(llm, monkeypatch):
     monkeypatch.setattr(llm.model.config.text_config, "max_position_embeddings", 64)
     with pytest.raises(InputError, match="more than the LLM's context of 64"):
-        llm.check(8, "What happens?", (280, 392))  # 4 pairs x 140 tokens
+        llm.check(8, "What happens?", VideoInfo("v.mp4", "mp4", "h264", 392, 280, 0, 8.0, 2.0, 16))  # 4 x 140
 
 
 @torch.no_grad()

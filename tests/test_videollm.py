@@ -45,13 +45,17 @@ def dense(checkpoint):
 
 
 def _record(llm):
-    """Capture the encoder's output and the embeddings of the LLM's first (prefill) forward."""
-    seen = {}
+    """Capture the encoder's output and the embeddings of the LLM's prefill: its first two forwards, the video prefix
+    (`VideoLLM.answer`'s own) and the rest of the prompt (`generate`'s first step)."""
+    seen = {"calls": 0}
     finish = llm.encoder.finish
     llm.encoder.finish = lambda parts: seen.setdefault("visual", finish(parts))
 
     def first_embeds(module, args, kwargs):
-        seen.setdefault("embeds", kwargs["inputs_embeds"])
+        seen["calls"] += 1
+        if seen["calls"] <= 2:
+            x = kwargs["inputs_embeds"]
+            seen["embeds"] = x if seen["calls"] == 1 else torch.cat([seen["embeds"], x], 1)
 
     hook = llm.model.model.language_model.register_forward_pre_hook(first_embeds, with_kwargs=True)
     return seen, hook
@@ -203,6 +207,9 @@ class _UnevenSet:
 
     stage, needs_attention = "set", False
 
+    def num_tokens(self, t, h, w, compression):  # what the check before decoding assumes
+        return compression.budget(t, h, w)
+
     def __call__(self, grid, compression):
         b, t, h, w, c = grid.shape
         keep = [h * w, 0] + list(range(2, t))
@@ -259,6 +266,21 @@ def test_questions_on_one_encoding_reuse_the_video_prefix(dense):
     # a different layout (subtitles before the slots) cannot share the prefix: a fresh prefill, still correct
     lines = llm.answer(enc, "Who is in the video?", slot_text=["a cat", "a dog"], **GEN)
     assert lines.prefill_tokens == lines.prompt_tokens
+
+
+@torch.no_grad()
+def test_answers_are_the_checkpoints_generate_from_the_whole_prompt(dense):
+    """The video prefix prefilled apart and generation continued in a copy of its cache give what the checkpoint's
+    own `generate` gives from the whole prompt's embeddings, first question or reused prefix alike."""
+    llm = dense.with_encoder("tome")
+    enc = llm.encode(BBB, 8)
+    for question in ("What happens?", "Who is in the video?"):
+        answer = llm.answer(enc, question, **GEN)
+        ids, _ = build_input_ids(llm.tokenizer, llm.family, enc.slots, question)
+        inputs = llm.inputs(ids, enc)
+        out = llm.model.generate(input_ids=ids, inputs_embeds=inputs.inputs_embeds, attention_mask=inputs.attention_mask,
+                                 do_sample=False, pad_token_id=llm.tokenizer.pad_token_id, **GEN)
+        assert answer.tokens == out[0, ids.shape[1]:].tolist()
 
 
 def test_too_long_prompts_fail_before_decoding(dense, monkeypatch):

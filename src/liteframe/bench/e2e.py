@@ -84,9 +84,9 @@ def run(model: str | None = None, video: str | None = None, dense_frames: Sequen
                 for level in itertools.zip_longest(dense_frames, frames) for name, runner in settings.items()]
         plan = [(name, runner, count) for name, runner, count in plan if count is not None]
         with open_video(video) as reader:  # the frame size sets Qwen's token count
-            size = reader.info.height, reader.info.width
+            info = reader.info
         for _, runner, count in plan:  # every setting fits the LLM's context before any of them runs
-            runner.check(count, QUESTION, size)
+            runner.check(count, QUESTION, info)
         rows = [_row(name, runner, video, count, repeats, warmup, new_tokens, front)
                 for name, runner, count in plan for front in front_ends]
     return rows

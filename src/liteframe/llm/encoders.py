@@ -94,7 +94,8 @@ class VisualTokens:
     """What an encoder gives for one video: LLM tokens `(1, N, d_llm)` in time order, `counts (S,)` the tokens of
     each grid step (one prompt slot each; a step covers `frames_per_step` input frames), and where each token sits in
     the grid after the pixel shuffle, `grid (S, H, W)`: its `step (N,)` and raster position `pos (N,)` (what a family
-    with positions per token, such as Qwen2.5-VL's mRoPE, needs)."""
+    with positions per token, such as Qwen's mRoPE, needs). `levels`: the backbone's further grids reduced as the
+    tokens were, `(1, N, d_llm)` each in the tokens' order (Qwen3-VL's DeepStack features; none elsewhere)."""
 
     tokens: torch.Tensor
     counts: list[int]
@@ -102,6 +103,7 @@ class VisualTokens:
     step: torch.Tensor
     pos: torch.Tensor
     grid: tuple[int, int, int]
+    levels: tuple[torch.Tensor, ...] = ()
 
 
 class VisualEncoder(nn.Module):
@@ -149,7 +151,7 @@ class VisualEncoder(nn.Module):
                 raise InputError(f"the {self.name} encoder at {self.compression.ratio}x leaves a {h} x {w} token "
                                  f"grid at {height} px, which the 2 x 2 pixel shuffle cannot merge")
             h, w = h // 2, w // 2
-        return t, self.compression.budget(t, h, w) if self.set_stage is not None else t * h * w
+        return t, self.set_stage.num_tokens(t, h, w, self.compression) if self.set_stage is not None else t * h * w
 
     def prepare(self, chunk: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
         """A chunk of frames from the front end -> `(1, n, 3, h, w)` in `dtype` on `device`: uint8 `(n, 3, H, W)`
@@ -167,12 +169,13 @@ class VisualEncoder(nn.Module):
         return grid.pixel_shuffle() if self.shuffle else grid
 
     def finish(self, parts: list[TokenGrid]) -> VisualTokens:
-        """Chunk outputs in time order -> the set stage over the whole video, then the projector."""
+        """Chunk outputs in time order -> the set stage over the whole video, then the projector (levels are in the
+        LLM's width already: they bypass it)."""
         grid = _concat(parts) if len(parts) > 1 else parts[0]
         kept = _everything(grid) if self.set_stage is None else self.set_stage(grid, self.compression)
         tokens = self.projector(kept.tokens.to(next(self.projector.parameters(), kept.tokens).dtype))
         return VisualTokens(tokens, kept.counts()[0].tolist(), self.frames_per_step, kept.step[0], kept.pos[0],
-                            tuple(grid.shape[1:4]))
+                            tuple(grid.shape[1:4]), kept.levels)
 
     def forward(self, pixels: torch.Tensor, chunk_frames: int = 32) -> VisualTokens:
         """Normalised `(B, T, 3, h, w) -> VisualTokens`, running the backbone on `chunk_frames` frames at a time."""
@@ -214,16 +217,19 @@ def load_student(directory: Path, teacher: Teacher) -> LiteFrameEncoder:
 
 
 def _everything(grid: TokenGrid) -> TokenSet:
-    """Every token of `(B, T, H, W, C)` as a TokenSet, in time then raster order."""
+    """Every token of `(B, T, H, W, C)` as a TokenSet, in time then raster order, levels alike."""
     b, t, h, w, _ = grid.shape
     index = torch.arange(t * h * w, device=grid.patches.device).expand(b, -1)
-    return TokenSet(grid.tokens(), index // (h * w), index % (h * w), t)
+    return TokenSet(grid.tokens(), index // (h * w), index % (h * w), t,
+                    tuple(level.flatten(1, 3) for level in grid.levels))
 
 
 def _concat(parts: list[TokenGrid]) -> TokenGrid:
-    """Grids of consecutive chunks -> one grid along time, every per-frame field concatenated."""
-    fields = {name: [getattr(p, name) for p in parts] for name in vars(parts[0])}
-    return TokenGrid(**{name: None if xs[0] is None else torch.cat(xs, dim=1) for name, xs in fields.items()})
+    """Grids of consecutive chunks -> one grid along time, every per-frame field (and each level) concatenated."""
+    fields = {name: [getattr(p, name) for p in parts] for name in vars(parts[0]) if name != "levels"}
+    levels = tuple(torch.cat(xs, dim=1) for xs in zip(*(p.levels for p in parts)))
+    return TokenGrid(**{name: None if xs[0] is None else torch.cat(xs, dim=1) for name, xs in fields.items()},
+                     levels=levels)
 
 
 def plural(n: int, noun: str) -> str:

@@ -14,6 +14,7 @@ import torch
 from liteframe.errors import InputError
 from liteframe.llm.encoders import Vision, VisualTokens
 from liteframe.llm.inputs import LLMInputs
+from liteframe.llm.prompt import Slot
 from liteframe.registry import Registry
 
 
@@ -25,12 +26,13 @@ class Family(Protocol):
       visual tokens into the LLM's width (trained with `train_projector`).
     - vision (the encoder builder): `vision(model)` the checkpoint's own tower as the pipeline's backbone, with its
       data config; `student(model, folder)` a LiteFrame student in its place; `drop_vision(model)` frees the tower.
-    - prompt layout: the template's `video_placeholder`, the `video_text` that replaces it (one context token per
-      slot, repeated later to the slot's count), the `context_token` and its id (the model config's
+    - prompt layout: the template's `video_placeholder`, the `video_text` that replaces it for the video's slots (one
+      context token per slot, repeated later to the slot's count; labels or times from each slot's frames and
+      times), the `context_token` and its id (the model config's
       `context_config`), and `end_id`, the token that ends the video (the cached prefix ends there);
       `missing_tokens`, those of its special tokens a tokenizer lacks; `title` names its checkpoints in messages.
     - LLM inputs: `llm_inputs(model, ids, visual, timestamps)`, the prompt with its visual tokens in place, with
-      positions where the family has its own; `context_length(model)`.
+      positions where the family has its own and what its LLM adds inside (DeepStack); `context_length(model)`.
     """
 
     title: str
@@ -49,7 +51,8 @@ class Family(Protocol):
 
     def video_placeholder(self, tokenizer) -> str: ...
 
-    def video_text(self, tokenizer, labels: Sequence[str], slot_text: Sequence[str | None] | None = None) -> str: ...
+    def video_text(self, tokenizer, slots: Sequence[Slot], slot_text: Sequence[str | None] | None = None,
+                   timestamps: bool = False) -> str: ...
 
     def context_token(self, tokenizer) -> str: ...
 

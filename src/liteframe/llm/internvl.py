@@ -22,6 +22,7 @@ from liteframe.llm.data import DataConfig, Square
 from liteframe.llm.encoders import Vision, VisualTokens, load_student
 from liteframe.llm.family import FAMILIES, embed
 from liteframe.llm.inputs import LLMInputs
+from liteframe.llm.prompt import Slot
 from liteframe.models import Teacher
 
 
@@ -60,13 +61,14 @@ class InternVL:
     def video_placeholder(self, tokenizer) -> str:
         return tokenizer.video_token
 
-    def video_text(self, tokenizer, labels: Sequence[str], slot_text: Sequence[str | None] | None = None) -> str:
-        """One line per slot, `{label}: <img><IMG_CONTEXT></img>` (one context token, repeated later), after the
-        slot's text line if any."""
+    def video_text(self, tokenizer, slots: Sequence[Slot], slot_text: Sequence[str | None] | None = None,
+                   timestamps: bool = False) -> str:
+        """One line per slot, `{label}: <img><IMG_CONTEXT></img>` (one context token, repeated later; the label
+        with the slot's times if asked), after the slot's text line if any."""
         start, end, context = tokenizer.start_image_token, tokenizer.end_image_token, tokenizer.context_image_token
-        texts = slot_text or [None] * len(labels)
-        return "\n".join(f"{text}\n" * bool(text) + f"{label}: {start}{context}{end}"
-                         for label, text in zip(labels, texts))
+        texts = slot_text or [None] * len(slots)
+        return "\n".join(f"{text}\n" * bool(text) + f"{slot.label(timestamps)}: {start}{context}{end}"
+                         for slot, text in zip(slots, texts))
 
     def context_token(self, tokenizer) -> str:
         return tokenizer.context_image_token

@@ -47,7 +47,8 @@ def build_input_ids(tokenizer, family, slots: Sequence[Slot], question: str, tim
                     slot_text: Sequence[str | None] | None = None) -> tuple[torch.Tensor, int]:
     """Chat-formatted prompt ids `(1, L)` with `slot.tokens` context tokens per slot, and the length of the prefix
     that ends with the video (what questions about the same video share). `slot_text[i]`, if given, is a line put
-    before slot i (e.g. the subtitles under its frames)."""
+    before slot i (e.g. the subtitles under its frames); `timestamps` asks for the slots' times in their labels
+    where the family's layout has labels (InternVL's)."""
     if question is None:
         raise InputError("a question is needed (got None)")
     if slot_text is not None and len(slot_text) != len(slots):
@@ -57,8 +58,7 @@ def build_input_ids(tokenizer, family, slots: Sequence[Slot], question: str, tim
     placeholder = family.video_placeholder(tokenizer)
     if text.count(placeholder) != 1:
         raise InputError(f"the question and the chat template must not contain {placeholder}: it marks the video")
-    labels = [slot.label(timestamps) for slot in slots]
-    text = text.replace(placeholder, family.video_text(tokenizer, labels, slot_text))
+    text = text.replace(placeholder, family.video_text(tokenizer, slots, slot_text, timestamps))
     ids = torch.tensor(tokenizer(text, add_special_tokens=False)["input_ids"])
     is_context = ids == family.context_id(tokenizer)
     if int(is_context.sum()) != len(slots):

@@ -8,6 +8,7 @@ path from a video to visual tokens: `ask`, `liteframe eval` and LMA's training i
 """
 from __future__ import annotations
 
+import copy
 import json
 import math
 import statistics
@@ -45,7 +46,7 @@ class EncodedVideo:
     """A video encoded once for any number of questions: `visual` (LLM tokens `(1, N, d_llm)` in the order of
     `slots`, with each token's place in the grid), the `timestamps` (s) of the sampled frames, and `latency_ms` of
     decode, preprocess and vit (plus `total`, the wall time of `encode`). Keeps the LLM's cache of the prompt prefix
-    once a question was answered (on the LLM's device: drop the object to free it)."""
+    up to the end of the video once a question was answered (on the LLM's device: drop the object to free it)."""
 
     video: str
     encoder: str
@@ -168,24 +169,27 @@ class VideoLLM:
         return VideoLLM(self.model, self.tokenizer, visual.to(device=self.device, dtype=self.dtype),
                         self.chunk_frames, self.timestamps)
 
-    def check(self, frames: int, question: str = "", size: tuple[int, int] | None = None) -> int | None:
+    def check(self, frames: int, question: str = "", video: VideoInfo | None = None) -> int | None:
         """Refuse, before anything is decoded, a frame count the encoder cannot take or a prompt longer than the
         LLM's context; return the prompt length (for a set reducer, whose counts per slot are known only after
-        encoding, with its tokens spread evenly over the steps). `size`: the video's `(H, W)`; where the family's
-        token count depends on it and it is not given, only the frame count is checked (None is returned)."""
+        encoding, with its tokens spread evenly over the steps). `video`: what probing the video says (its size, and
+        the times of the frames `sample` picks, which a family may print in the prompt); where the family's token
+        count depends on the video and it is not given, only the frame count is checked (None is returned)."""
         if question is None:
             raise InputError("a question is needed (got None)")
-        if size is None and not self.encoder.data.size.fixed:
+        if video is None and not self.encoder.data.size.fixed:
             self.encoder.check_frames(frames)
             return None
-        steps, visual = self.encoder.layout(frames, size)
+        steps, visual = self.encoder.layout(frames, None if video is None else _size(video))
         context = self.family.context_length(self.model)
         if visual > context:
             raise InputError(f"{plural(frames, 'frame')} give {visual} visual tokens with the {self.encoder.name} "
                              f"encoder, more than the LLM's context of {context}: use fewer frames or a stronger "
                              "compression")
         per_step = self.encoder.frames_per_step
-        slots = make_slots([0.0] * steps * per_step, frame_budgets(steps, visual).tolist(), per_step)
+        times = [0.0] * frames if video is None else self.sample(video, frames).timestamps.tolist()
+        times += times[-1:] * (steps * per_step - len(times))  # the last step padded
+        slots = make_slots(times, frame_budgets(steps, visual).tolist(), per_step)
         with quiet_transformers():  # the tokenizer's own warning about a long prompt would come before ours
             ids, _ = build_input_ids(self.tokenizer, self.family, slots, question, self.timestamps)
         if ids.shape[1] > context:
@@ -221,7 +225,7 @@ class VideoLLM:
             reader = video if isinstance(video, VideoReader) else open_video(video)
         with nullcontext() if reader is video else reader:
             if timestamps is None:
-                self.check(frames, size=_size(reader.info))
+                self.check(frames, video=reader.info)
                 with watch("decode"):
                     timestamps = self.sample(reader.info, frames).timestamps.tolist()
             else:
@@ -236,8 +240,14 @@ class VideoLLM:
     def answer(self, enc: EncodedVideo, question: str, max_new_tokens: int = 64,
                slot_text: Sequence[str | None] | None = None, **generate_kwargs) -> Answer:
         """Answer `question` about an encoded video; greedy unless `generate_kwargs` say otherwise. `slot_text[i]`
-        is a line put before slot i (e.g. its subtitles). The prompt's prefix up to the end of the video is cached
-        in `enc` and reused by the next question whose prompt starts with the same tokens."""
+        is a line put before slot i (e.g. its subtitles).
+
+        The prompt up to the end of the video is prefilled through the language model itself (the family's inputs
+        whole: embeddings, positions, DeepStack features), and stored in `enc`; `generate` then runs the rest of the
+        prompt and the answer in a copy of that cache. The next question whose prompt starts with the same tokens
+        reuses the stored prefix: a copy, never the stored cache itself, since a hybrid LLM's recurrent states
+        (Qwen3.5's) change in place and cannot be cropped back. `llm_prefill` in the latency runs from the start
+        to the first token's logits (prefix and question), `generation` from there."""
         start = time.perf_counter()
         ids, video_end = build_input_ids(self.tokenizer, self.family, enc.slots, question, self.timestamps, slot_text)
         context = self.family.context_length(self.model)
@@ -245,23 +255,19 @@ class VideoLLM:
             raise InputError(f"the prompt has {ids.shape[1]} tokens ({enc.visual_tokens} visual), more than the "
                              f"LLM's context of {context}")
         ids = ids.to(self.device)
-        prefix = ids[0, :video_end]
-        if enc.prefix is not None and torch.equal(enc.prefix[0], prefix):
-            cache = enc.prefix[1]
-        else:
-            cache = DynamicCache(config=self.model.config.get_text_config(decoder=True))
-        cached = cache.get_seq_length()
         inputs = self.inputs(ids, enc)
+        prefix = ids[0, :video_end]
+        cached = enc.prefix is not None and torch.equal(enc.prefix[0], prefix)
+        if not cached:
+            enc.prefix = None  # the old prefix's memory goes before the new one is made
+            enc.prefix = (prefix, self._prefill(inputs.prefix(video_end)))
         first = _FirstLogits(self.device)
         kwargs = {"max_new_tokens": max_new_tokens, "do_sample": False, **generate_kwargs}
         kwargs["logits_processor"] = LogitsProcessorList([*kwargs.get("logits_processor", []), first])
-        try:
-            out = self.model.generate(**inputs.generate_kwargs(), cache=cache, pad_token_id=self.tokenizer.pad_token_id,
-                                      **kwargs)
-        finally:
-            if cache.get_seq_length() > video_end:
-                cache.crop(video_end - cache.get_seq_length())  # back to the video prefix
-            enc.prefix = (prefix, cache) if cache.get_seq_length() == video_end else None
+        if inputs.position_ids is not None:
+            kwargs["position_ids"] = inputs.position_ids
+        out = self.model.generate(input_ids=ids, attention_mask=inputs.attention_mask, cache=copy.deepcopy(
+            enc.prefix[1]), pad_token_id=self.tokenizer.pad_token_id, **kwargs)
         synchronize(self.device)
         end = time.perf_counter()
         new = out[0, ids.shape[1]:].tolist()
@@ -269,8 +275,14 @@ class VideoLLM:
         latency.update(llm_prefill=(first.at - start) * 1e3, generation=(end - first.at) * 1e3,
                        total=enc.latency_ms["total"] + (end - start) * 1e3)
         text = self.tokenizer.decode(new, skip_special_tokens=True).strip()
-        return Answer(text, enc.frames, enc.visual_tokens, ids.shape[1], ids.shape[1] - cached, new, enc.encoder,
-                      enc.timestamps, [slot.tokens for slot in enc.slots], latency)
+        return Answer(text, enc.frames, enc.visual_tokens, ids.shape[1], ids.shape[1] - video_end * cached, new,
+                      enc.encoder, enc.timestamps, [slot.tokens for slot in enc.slots], latency)
+
+    def _prefill(self, inputs: LLMInputs) -> DynamicCache:
+        """The language model's cache after `inputs` (a prompt's video prefix)."""
+        cache = DynamicCache(config=self.model.config.get_text_config(decoder=True))
+        self.model.get_decoder()(**inputs.forward_kwargs(), cache=cache, use_cache=True)
+        return cache
 
     def ask(self, video: str | Path | VideoReader, question: str, frames: int = 16, repeats: int = 1,
             warmup: int = 0, max_new_tokens: int = 64, **generate_kwargs) -> Answer:
@@ -280,7 +292,7 @@ class VideoLLM:
         start = time.perf_counter()
         with nullcontext(video) if isinstance(video, VideoReader) else open_video(video) as reader:
             opened = time.perf_counter() - start
-            self.check(frames, question, _size(reader.info))
+            self.check(frames, question, reader.info)
             return self._ask(reader, self.sample(reader.info, frames).timestamps.tolist(), question, repeats, warmup,
                              max_new_tokens, opened, **generate_kwargs)
 
@@ -352,7 +364,7 @@ def ask(video: str | Path, question: str, model: str | Path, encoder: str | Enco
     start = time.perf_counter()
     with open_video(video) as reader:
         opened = time.perf_counter() - start
-        VideoLLM.skeleton(model, encoder, compression, timestamps).check(frames, question, _size(reader.info))
+        VideoLLM.skeleton(model, encoder, compression, timestamps).check(frames, question, reader.info)
         llm = VideoLLM.from_pretrained(model, encoder, compression, device=device, dtype=dtype,
                                        timestamps=timestamps, adapter=adapter)
         return llm._ask(reader, llm.sample(reader.info, frames).timestamps.tolist(), question, repeats, warmup,

@@ -21,6 +21,7 @@ from liteframe.llm.data import DataConfig
 from liteframe.llm.encoders import Vision, VisualTokens
 from liteframe.llm.family import FAMILIES, embed
 from liteframe.llm.inputs import LLMInputs
+from liteframe.llm.prompt import Slot
 from liteframe.llm.qwen.positions import rope_positions, set_positions
 from liteframe.llm.qwen.vision import CLIP_MEAN, CLIP_STD, FACTOR, FRAMES_PER_STEP, PixelBudget, QwenVision
 
@@ -66,11 +67,13 @@ class Qwen25VL:
     def video_placeholder(self, tokenizer) -> str:
         return VISION_START + VIDEO_PAD + VISION_END
 
-    def video_text(self, tokenizer, labels: Sequence[str], slot_text: Sequence[str | None] | None = None) -> str:
+    def video_text(self, tokenizer, slots: Sequence[Slot], slot_text: Sequence[str | None] | None = None,
+                   timestamps: bool = False) -> str:
         """The video as one run, a pad per slot (repeated later); slot texts (e.g. subtitles) go on lines before
-        it, since text inside the run would break Qwen's one-video layout."""
+        it, since text inside the run would break Qwen's one-video layout. No labels: time enters through the
+        positions."""
         lines = "".join(f"{text}\n" for text in slot_text or [] if text)
-        return lines + VISION_START + VIDEO_PAD * len(labels) + VISION_END
+        return lines + VISION_START + VIDEO_PAD * len(slots) + VISION_END
 
     def context_token(self, tokenizer) -> str:
         return VIDEO_PAD
