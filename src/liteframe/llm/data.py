@@ -21,16 +21,17 @@ _CHUNK = 32  # frames converted to float at once: bounds memory for long 720p vi
 
 
 class SizePolicy(Protocol):
-    """`policy(height, width) -> (h, w)`: the frame size the vision tower reads for a decoded frame of that size.
-    `fixed`: the same for every frame (then `largest` is it); else `largest` is the most tokens an ordinary frame
-    gives (what a check before any video is opened assumes)."""
+    """`policy(frames, height, width) -> (h, w)`: the size the vision tower reads each frame of a video at, for
+    `frames` sampled frames of `height x width`. A budget per frame ignores `frames`; a budget over the whole video
+    (Qwen3-VL's processor) depends on it. `fixed`: the same size for every video (then `largest` gives it);
+    `largest(frames)`: the size of `frames` frames of ordinary shape that give the most tokens (what a check before
+    any video is opened assumes)."""
 
     fixed: bool
 
-    def __call__(self, height: int, width: int) -> tuple[int, int]: ...
+    def __call__(self, frames: int, height: int, width: int) -> tuple[int, int]: ...
 
-    @property
-    def largest(self) -> tuple[int, int]: ...
+    def largest(self, frames: int) -> tuple[int, int]: ...
 
 
 @dataclass(frozen=True)
@@ -40,11 +41,10 @@ class Square:
     side: int
     fixed = True
 
-    def __call__(self, height: int, width: int) -> tuple[int, int]:
+    def __call__(self, frames: int, height: int, width: int) -> tuple[int, int]:
         return self.side, self.side
 
-    @property
-    def largest(self) -> tuple[int, int]:
+    def largest(self, frames: int) -> tuple[int, int]:
         return self.side, self.side
 
 
@@ -58,31 +58,35 @@ class DataConfig:
     std: tuple[float, float, float] = IMAGENET_STD
     frames_per_step: int = 1
 
-    def frame_size(self, size: tuple[int, int] | None = None) -> tuple[int, int]:
-        """`(h, w)` the tower reads for decoded frames of `size` `(H, W)` (None: not known yet, the largest)."""
-        return self.size(*size) if size is not None else self.size.largest
+    def frame_size(self, frames: int, size: tuple[int, int] | None = None) -> tuple[int, int]:
+        """`(h, w)` the tower reads for a video of `frames` sampled frames of `size` `(H, W)` (None: not known yet,
+        the largest)."""
+        return self.size(frames, *size) if size is not None else self.size.largest(frames)
 
     @property
     def decode_size(self) -> int | None:
         """The side the front end may resize and normalise frames to as it decodes (a fixed square with ImageNet's
         mean and std, what `liteframe.video.stream_video` gives), else None: uint8 frames as decoded, for `self`."""
-        square = self.size.fixed and self.size.largest[0] == self.size.largest[1]
+        side = self.size.largest(1)
+        square = self.size.fixed and side[0] == side[1]
         ours = (tuple(self.mean), tuple(self.std)) == (IMAGENET_MEAN, IMAGENET_STD)
-        return self.size.largest[0] if square and ours else None
+        return side[0] if square and ours else None
 
     def padding(self, frames: int) -> int:
         """Frames repeated to make `frames` whole steps."""
         return -frames % self.frames_per_step
 
-    def __call__(self, frames: torch.Tensor, device: torch.device | str | None = None) -> torch.Tensor:
-        """uint8 `(N, 3, H, W)` -> float32 `(N + padding, 3, h, w)` on `device`: antialiased bicubic resize to
-        `frame_size`, rounded to uint8 levels (a processor's uint8 output), then mean/std; the last frame repeated
-        to whole steps."""
+    def __call__(self, frames: torch.Tensor, device: torch.device | str | None = None,
+                 total: int | None = None) -> torch.Tensor:
+        """uint8 `(N, 3, H, W)`, a chunk of a video of `total` sampled frames (None: N) -> float32
+        `(N + padding, 3, h, w)` on `device`, `(h, w) = frame_size(total, (H, W))`: antialiased bicubic resize,
+        rounded to uint8 levels (a processor's uint8 output), then mean/std; the last frame repeated to whole
+        steps."""
         check_frames(frames, "the frame transform")
+        height, width = self.frame_size(total or len(frames), tuple(frames.shape[-2:]))
         if self.padding(len(frames)):
             frames = torch.cat([frames, frames[-1:].expand(self.padding(len(frames)), -1, -1, -1)])
         device = torch.device(device) if device is not None else frames.device
-        height, width = self.frame_size(tuple(frames.shape[-2:]))
         mean = torch.tensor(self.mean, device=device).view(1, 3, 1, 1)
         std = torch.tensor(self.std, device=device).view(1, 3, 1, 1)
         out = torch.empty(len(frames), 3, height, width, device=device)

@@ -141,7 +141,7 @@ class VisualEncoder(nn.Module):
         known before any pixel is decoded."""
         self.check_frames(frames)
         ft, ph, pw = self.token
-        height, width = self.data.frame_size(size)
+        height, width = self.data.frame_size(frames, size)
         t, h, w = math.ceil(frames / ft), height // ph, width // pw  # the last step may be padded
         if self.grid_stage is not None:
             bt, bh, bw = self.compression.block
@@ -153,12 +153,14 @@ class VisualEncoder(nn.Module):
             h, w = h // 2, w // 2
         return t, self.set_stage.num_tokens(t, h, w, self.compression) if self.set_stage is not None else t * h * w
 
-    def prepare(self, chunk: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-        """A chunk of frames from the front end -> `(1, n, 3, h, w)` in `dtype` on `device`: uint8 `(n, 3, H, W)`
-        frames go through the data config (resized, normalised, the last step padded); float frames were resized
-        and normalised as they were decoded (`data.decode_size`)."""
+    def prepare(self, chunk: torch.Tensor, device: torch.device, dtype: torch.dtype,
+                frames: int | None = None) -> torch.Tensor:
+        """A chunk of a video of `frames` sampled frames (None: the chunk's) from the front end -> `(1, n, 3, h, w)`
+        in `dtype` on `device`: uint8 `(n, 3, H, W)` frames go through the data config (resized for the whole
+        video, normalised, the last step padded); float frames were resized and normalised as they were decoded
+        (`data.decode_size`)."""
         if chunk.dtype == torch.uint8:
-            chunk = self.data(chunk, device).to(dtype)
+            chunk = self.data(chunk, device, frames).to(dtype)
         return chunk[None]
 
     def encode_chunk(self, pixels: torch.Tensor) -> TokenGrid:

@@ -316,7 +316,7 @@ class VideoLLM:
         padding = self.encoder.data.padding(len(timestamps))
         warn_padding(f"the {self.encoder.name} encoder", len(timestamps), padding, self.encoder.data.frames_per_step)
         stream = self.stream(reader, timestamps)
-        visual = self._visual((chunk.pixels for chunk in stream), watch)
+        visual = self._visual((chunk.pixels for chunk in stream), watch, len(timestamps))
         watch.ms["decode"] = watch.ms.get("decode", 0.0) + stream.decode_s * 1e3
         watch.ms["preprocess"] = watch.ms.get("preprocess", 0.0) + stream.preprocess_s * 1e3
         latency = {key: watch.ms.get(key, 0.0) for key in ENCODE_KEYS}
@@ -325,15 +325,15 @@ class VideoLLM:
         return EncodedVideo(reader.info.path, self.encoder.name, len(timestamps), timestamps,
                             make_slots(padded, visual.counts, visual.frames_per_step), visual, latency)
 
-    def _visual(self, chunks: Iterable[torch.Tensor], watch: Stopwatch) -> VisualTokens:
-        """The encoding loop: decoded chunks -> the encoder's `prepare`, `encode_chunk`, then `finish`. Weights that
-        do not train keep no graph."""
+    def _visual(self, chunks: Iterable[torch.Tensor], watch: Stopwatch, frames: int) -> VisualTokens:
+        """The encoding loop: decoded chunks of a video of `frames` sampled frames -> the encoder's `prepare`,
+        `encode_chunk`, then `finish`. Weights that do not train keep no graph."""
         parts = []
         with torch.set_grad_enabled(torch.is_grad_enabled() and any(p.requires_grad for p in
                                                                     self.encoder.parameters())):
             for chunk in chunks:
                 with watch("preprocess"):
-                    pixels = self.encoder.prepare(chunk, self.device, self.dtype)
+                    pixels = self.encoder.prepare(chunk, self.device, self.dtype, frames)
                 with watch("vit"):
                     parts.append(self.encoder.encode_chunk(pixels))
             with watch("vit"):

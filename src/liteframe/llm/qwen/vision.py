@@ -62,13 +62,12 @@ class PixelBudget:
     max_pixels: int = MAX_PIXELS
     fixed = False
 
-    def __call__(self, height: int, width: int) -> tuple[int, int]:
+    def __call__(self, frames: int, height: int, width: int) -> tuple[int, int]:
         return smart_resize(height, width, min_pixels=self.min_pixels, max_pixels=self.max_pixels)
 
-    @property
-    def largest(self) -> tuple[int, int]:
+    def largest(self, frames: int) -> tuple[int, int]:
         side = math.isqrt(self.max_pixels)
-        return self(side, side)
+        return self(frames, side, side)
 
 
 def patchify(x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int]]:
