@@ -1,7 +1,7 @@
-"""Video question answering: a Video LLM checkpoint of a registered model family (InternVL3, Qwen2.5-VL) behind the
-dense ViT, a reducer, or a LiteFrame student (InternVL3), through one fixed visual pipeline."""
+"""Video question answering: a Video LLM checkpoint of a registered model family (InternVL3, Qwen2.5-VL, Qwen3-VL,
+Qwen3.5) behind the dense ViT, a reducer, or a LiteFrame student (InternVL3), through one fixed visual pipeline."""
 # the families register themselves in FAMILIES on import (the registration order is the order they are listed in)
-from liteframe.llm import internvl, qwen  # noqa: F401, I001
+from liteframe.llm import internvl, qwen, qwen3  # noqa: F401, I001
 from liteframe.llm.data import DataConfig, Square
 from liteframe.llm.encoders import EncoderSpec, Vision, VisualEncoder, VisualTokens, build_encoder
 from liteframe.llm.family import FAMILIES, Family, get_family

@@ -3,7 +3,7 @@
 Each folder loads with its `transformers` class (`Qwen3VLForConditionalGeneration`, ...) and `AutoTokenizer`
 like a real `Qwen/Qwen3-VL-*-Instruct` or `Qwen/Qwen3.5-*` folder: config.json, safetensors weights, a byte-level
 BPE tokenizer with Qwen's special tokens (and `<think>`/`</think>` as plain added tokens, as the real ones have),
-the checkpoint's chat template (`liteframe.llm.qwen3.templates`) and the real `video_preprocessor_config.json`.
+the checkpoint's chat template (`liteframe.testing.qwen3_templates`) and the real `video_preprocessor_config.json`.
 The models are small versions of the real shapes: a 3-block ViT (patch 16, 2x2 merger, learned position grid of
 8 x 8 interpolated to the frame, DeepStack mergers after blocks 0 and 1 for Qwen3-VL) and a 2-layer LLM (4 layers
 for Qwen3.5: three gated-delta-net layers, then a full-attention one, the real 3:1 pattern), with the real mRoPE
@@ -25,7 +25,7 @@ from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX as QW
 from transformers.models.qwen3_5.tokenization_qwen3_5 import PRETOKENIZE_REGEX as QWEN3_5_REGEX
 
 from liteframe.llm.loading import quiet_transformers
-from liteframe.llm.qwen3 import templates
+from liteframe.testing import qwen3_templates as templates
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
                   "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>"]
@@ -52,7 +52,7 @@ _CORPUS = [
 ]
 
 # The checkpoint's class, its chat template and its tokenizer's pre-tokenisation pattern, per model_type.
-FAMILIES = {
+MODELS = {
     "qwen3_vl": (Qwen3VLForConditionalGeneration, templates.QWEN3_VL, QWEN2_REGEX),
     "qwen3_vl_moe": (Qwen3VLMoeForConditionalGeneration, templates.QWEN3_VL, QWEN2_REGEX),
     "qwen3_5": (Qwen3_5ForConditionalGeneration, templates.QWEN3_5, QWEN3_5_REGEX),
@@ -63,7 +63,7 @@ FAMILIES = {
 def build_tokenizer(model_type: str, vocab_size: int = 400) -> PreTrainedTokenizerFast:
     """A byte-level BPE tokenizer trained on a built-in corpus with the family's pre-tokenisation (Qwen2's regex for
     Qwen3-VL, Qwen3.5's own), NFC normalisation, Qwen's special tokens and chat template; eos `<|im_end|>`."""
-    _, template, regex = FAMILIES[model_type]
+    _, template, regex = MODELS[model_type]
     tok = Tokenizer(models.BPE())
     tok.normalizer = normalizers.NFC()
     tok.pre_tokenizer = pre_tokenizers.Sequence([
@@ -111,8 +111,8 @@ def tiny_config(model_type: str, vocab_size: int):
 def save_tiny_qwen3(directory: str | Path, model_type: str = "qwen3_vl", seed: int = 0) -> Path:
     """Write a random tiny checkpoint of `model_type` (`qwen3_vl`, `qwen3_vl_moe`, `qwen3_5`, `qwen3_5_moe`) to
     `directory`: config, safetensors, tokenizer with chat template, video_preprocessor_config.json."""
-    if model_type not in FAMILIES:
-        raise ValueError(f"model_type {model_type!r}: choose one of {', '.join(FAMILIES)}")
+    if model_type not in MODELS:
+        raise ValueError(f"model_type {model_type!r}: choose one of {', '.join(MODELS)}")
     directory = Path(directory)
     tokenizer = build_tokenizer(model_type)
     config = tiny_config(model_type, vocab_size=len(tokenizer))
@@ -123,7 +123,7 @@ def save_tiny_qwen3(directory: str | Path, model_type: str = "qwen3_vl", seed: i
         cfg.bos_token_id, cfg.eos_token_id = None, tokenizer.eos_token_id
         cfg.pad_token_id = tokenizer.pad_token_id
     torch.manual_seed(seed)
-    model = FAMILIES[model_type][0](config).eval()
+    model = MODELS[model_type][0](config).eval()
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     with quiet_transformers():

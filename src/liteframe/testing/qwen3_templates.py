@@ -1,4 +1,4 @@
-r"""The chat templates of the released checkpoints, verbatim, for the tiny checkpoints (`liteframe.llm.qwen3.tiny`).
+r"""The chat templates of the released checkpoints, verbatim, for the tiny checkpoints (`liteframe.testing.qwen3`).
 
 `QWEN3_VL`: `Qwen/Qwen3-VL-*-Instruct`'s `chat_template.json` (dense and MoE ship the same one): ChatML without a
 default system message; a video renders as `<|vision_start|><|video_pad|><|vision_end|>`, the wrapper the

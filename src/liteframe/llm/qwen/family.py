@@ -23,10 +23,8 @@ from liteframe.llm.family import FAMILIES, embed
 from liteframe.llm.inputs import LLMInputs
 from liteframe.llm.prompt import Slot
 from liteframe.llm.qwen.positions import rope_positions, set_positions
+from liteframe.llm.qwen.tokens import VIDEO_PAD, VISION_END, VISION_START, QwenTokens
 from liteframe.llm.qwen.vision import CLIP_MEAN, CLIP_STD, FACTOR, FRAMES_PER_STEP, PixelBudget, QwenVision
-
-VIDEO_PAD = "<|video_pad|>"
-VISION_START, VISION_END = "<|vision_start|>", "<|vision_end|>"
 
 
 def seconds_per_step(timestamps: Sequence[float]) -> float:
@@ -37,10 +35,9 @@ def seconds_per_step(timestamps: Sequence[float]) -> float:
     return FRAMES_PER_STEP * float(timestamps[-1] - timestamps[0]) / (len(timestamps) - 1)
 
 
-class Qwen25VL:
+class Qwen25VL(QwenTokens):
     title = "a Qwen2.5-VL"
     checkpoint_class = Qwen2_5_VLForConditionalGeneration
-    context_config = "video_token_id"
     # the LLM's projections; the vision tower's blocks are `visual.blocks.N.attn.qkv` and `.mlp.*_proj`
     lora_targets = r".*language_model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
     projector_modules = ["merger"]
@@ -60,13 +57,6 @@ class Qwen25VL:
     def drop_vision(self, model) -> None:
         model.model.visual = None
 
-    def missing_tokens(self, tokenizer) -> list[str]:
-        vocab = tokenizer.get_vocab()
-        return [t for t in (VISION_START, VIDEO_PAD, VISION_END) if t not in vocab]
-
-    def video_placeholder(self, tokenizer) -> str:
-        return VISION_START + VIDEO_PAD + VISION_END
-
     def video_text(self, tokenizer, slots: Sequence[Slot], slot_text: Sequence[str | None] | None = None,
                    timestamps: bool = False) -> str:
         """The video as one run, a pad per slot (repeated later); slot texts (e.g. subtitles) go on lines before
@@ -74,15 +64,6 @@ class Qwen25VL:
         positions."""
         lines = "".join(f"{text}\n" for text in slot_text or [] if text)
         return lines + VISION_START + VIDEO_PAD * len(slots) + VISION_END
-
-    def context_token(self, tokenizer) -> str:
-        return VIDEO_PAD
-
-    def context_id(self, tokenizer) -> int:
-        return tokenizer.convert_tokens_to_ids(VIDEO_PAD)
-
-    def end_id(self, tokenizer) -> int:
-        return tokenizer.convert_tokens_to_ids(VISION_END)
 
     def llm_inputs(self, model, ids: torch.Tensor, visual: VisualTokens, timestamps: Sequence[float]) -> LLMInputs:
         """Prompt ids `(1, L)` and the video's tokens (sampled at `timestamps`) -> embeddings with the tokens in the

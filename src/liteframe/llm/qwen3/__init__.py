@@ -1,8 +1,8 @@
-"""Qwen3-VL (dense, MoE) and Qwen3.5 (dense, MoE), phase A of issue 22: the family's pieces as self-contained
-functions, tested against transformers, before they are wired into `VideoLLM` (the phase-A design note, qwen3_design.md, says how).
+"""Qwen3-VL (dense, MoE) and Qwen3.5 (dense, MoE): the families (`family.py`, registered as `qwen3_vl`,
+`qwen3_vl_moe`, `qwen3_5`, `qwen3_5_moe`), their frames (`frames.py`: the processor's whole-video pixel budget and
+pixels), vision tower with DeepStack levels (`vision.py`) and mRoPE positions per timestamp run (`positions.py`)."""
+from liteframe.llm.qwen3.family import Qwen3, slot_time
+from liteframe.llm.qwen3.frames import Qwen3Data, VideoBudget
+from liteframe.llm.qwen3.vision import Qwen3Vision
 
-`frames` (the video processor's budget, resize and timestamps), `vision` (the tower as backbone, with DeepStack
-levels), `deepstack` (reducers deciding once for tokens and levels), `prompt` (timestamped runs), `positions`
-(mRoPE), `llm` (inputs, prefill, generation from a forked prefix cache), `lora` (LMA targets), `tiny` and
-`templates` (tiny checkpoints in the hub's layout).
-"""
+__all__ = ["Qwen3", "Qwen3Data", "Qwen3Vision", "VideoBudget", "slot_time"]

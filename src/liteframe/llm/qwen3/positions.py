@@ -4,7 +4,7 @@ The rule (the Qwen3-VL reference `get_rope_index`, transformers 4.57, kept by 5.
 one single-step grid per timestamp run (time enters through the printed timestamps, not the temporal id). A text
 token's temporal, height and width ids are one id that grows by 1 per token. The tokens of a run starting at id `s`
 get `(s, s + row, s + column)`, their place in the run's grid; the text after a run starts at the largest id used
-so far plus 1. Generation continues from the next id (`rope_delta = next id - sequence length`).
+so far plus 1. Generation continues from the next id.
 
 liteframe gives each slot's run its tokens' places in the grid the tokens came from: the step's merged grid for
 dense, the pooled grid for grid reducers, and each kept token's original `(row, column)` for set reducers, a
@@ -19,10 +19,9 @@ from __future__ import annotations
 import torch
 
 
-def rope_positions(is_video: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> tuple[torch.Tensor, int]:
+def rope_positions(is_video: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
     """`(L,)` bool mask of the video tokens (runs separated by text) and each video token's `(N,)` row and column
-    in its run's grid -> `(3, 1, L)` position ids and the rope delta (the next token's id minus L)."""
-    length = is_video.shape[0]
+    in its run's grid -> `(3, 1, L)` position ids."""
     n = int(is_video.sum())
     if n != len(rows) or n != len(cols):
         raise ValueError(f"{n} video placeholders for {len(rows)} rows and {len(cols)} columns")
@@ -42,9 +41,4 @@ def rope_positions(is_video: torch.Tensor, rows: torch.Tensor, cols: torch.Tenso
     ids = start.expand(3, -1).clone()
     ids[1, is_video] += rows
     ids[2, is_video] += cols
-    return ids[:, None], int(advance.sum()) - length
-
-
-def grid_places(pos: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """`(N,)` raster positions `h*W + w` in a grid of `width` columns -> rows and columns."""
-    return pos // width, pos % width
+    return ids[:, None]
