@@ -191,6 +191,21 @@ def test_pixels_and_patches_are_the_processors():
     assert torch.equal(rows, expected[0]) and grid == (t, h, w) == (3, 4, 6)
 
 
+@torch.no_grad()
+def test_chunks_are_sized_for_the_whole_video(llms, video):
+    """With a budget that 6 frames of 100 x 70 exceed, every chunk of 2 is resized as the 6-frame video is."""
+    llm, budget = llms["qwen3_vl"], VideoBudget(4096, 6 * 32 * 64)
+    encoders = []
+    for chunk_frames in (2, 32):
+        encoder = llm.with_encoder("dense").encoder
+        encoder.data = Qwen3Data(budget)
+        encoders.append(VideoLLM(llm.model, llm.tokenizer, encoder, chunk_frames=chunk_frames).encode(video, 6))
+    size = budget(6, 70, 100)
+    assert size != budget(2, 70, 100) and encoders[0].visual.grid == encoders[1].visual.grid == (3, *(
+        side // 32 for side in size))
+    torch.testing.assert_close(encoders[0].tokens, encoders[1].tokens, rtol=0, atol=1e-6)
+
+
 @given(indices=st.lists(st.integers(0, 3000), min_size=1, max_size=40).map(sorted),
        fps=st.sampled_from([7.0, 24.0, 29.97, 30.0]))
 def test_a_pairs_time_is_the_processors_timestamp(indices, fps):
