@@ -60,12 +60,12 @@ def _prefill(llm: VideoLLM, video, frames: int) -> tuple[dict, list[dict], objec
     return joined, calls, answer
 
 
-@pytest.mark.parametrize("family", ["internvl", "qwen2_5_vl"])
+@pytest.mark.parametrize("family", ["internvl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe", "qwen3_5", "qwen3_5_moe"])
 def test_training_inputs_are_what_ask_feeds_the_llm(family, folders, data):
     llm = VideoLLM.from_pretrained(folders[family], "wap", device="cpu", dtype=torch.float32)
-    frames = 16  # two clips: 4 frames each for InternVL, 4 frame pairs for Qwen2.5-VL
+    frames = 16  # two clips: 4 frames each for InternVL, 4 frame pairs for the Qwen families
     video = data.parent / "red.mp4"
-    asked, _, answer = _prefill(llm, video, frames)
+    asked, calls, answer = _prefill(llm, video, frames)
     model = AdaptModel(llm, AdaptConfig(frames=(frames,), fps=(1.0, 1.0), activation_checkpointing=False))
     item = ChatDataset(read_chat_manifest(data), model.prompter, (frames,), (1.0, 1.0), seed=0)[0]
     assert item["timestamps"] == answer.timestamps  # the same frames as `ask` samples
@@ -80,11 +80,22 @@ def test_training_inputs_are_what_ask_feeds_the_llm(family, folders, data):
     assert torch.equal(positions[..., :prompt], ask_positions)
     # the labels are the answer right after the prompt, at the positions generation gives the answer's tokens
     assert (labels[:prompt] == IGNORE).all() and (labels[prompt:] != IGNORE).all()
-    assert llm.tokenizer.decode(labels[prompt:]).startswith(ANSWER)
+    # Qwen3.5's template renders an answer without reasoning after an empty, closed block (its prompt opened it)
+    closed = "\n</think>\n\n" if family.startswith("qwen3_5") else ""
+    assert llm.tokenizer.decode(labels[prompt:]).startswith(closed + ANSWER)
     after = int(ask_positions.max()) + 1 + torch.arange(length - prompt)
     assert torch.equal(positions[:, 0, prompt:], after.expand(3, -1))
     if family == "qwen2_5_vl":
         assert int(ask_positions.max()) + 1 != prompt  # mRoPE: a position is not an index, and it is kept
+    # Qwen3-VL's DeepStack features: what LMA's forward adds in the first layers is what ask's prefill added
+    assert len(inputs.deepstack) == (2 if family.startswith("qwen3_vl") else 0)
+    if inputs.deepstack:
+        prefix = calls[0]["inputs_embeds"].shape[1]
+        assert torch.equal(calls[0]["visual_pos_masks"], inputs.visual_mask[:, :prefix])
+        assert not inputs.visual_mask[:, prefix:].any()
+        for ours, theirs in zip(inputs.deepstack, calls[0]["deepstack_visual_embeds"], strict=True):
+            torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
+        assert "visual_pos_masks" in inputs.forward_kwargs()
 
 
 def _ask_json(video, model, *extra) -> dict:
@@ -92,8 +103,9 @@ def _ask_json(video, model, *extra) -> dict:
                  "--device", "cpu", "--max-new-tokens", "4", "--json", *extra]) == 0
 
 
-def test_adapt_trains_on_qwen_and_ask_uses_the_adapter(folders, data, tmp_path, capsys):
-    qwen = folders["qwen2_5_vl"]
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe", "qwen3_5", "qwen3_5_moe"])
+def test_adapt_trains_and_ask_uses_the_adapter(family, folders, data, tmp_path, capsys):
+    qwen = folders[family]
     result = adapt(AdaptConfig(model=str(qwen), encoder="wap", data=str(data), output=str(tmp_path / "run"),
                                frames=(8,), steps=3, batch_size=2, grad_accum=1, lr=5e-2, warmup_steps=1, workers=0,
                                save_every=100, lora={"dropout": 0.0}, activation_checkpointing=True))
@@ -101,7 +113,7 @@ def test_adapt_trains_on_qwen_and_ask_uses_the_adapter(folders, data, tmp_path, 
         weights = {k: f.get_tensor(k) for k in f.keys()}
     assert weights and all(".language_model." in k for k in weights)  # nothing of the vision tower
     assert any(v.abs().sum() > 0 for k, v in weights.items() if "lora_B" in k)  # it trained
-    assert json.loads((result.output / "base_model.json").read_text())["model_type"] == "qwen2_5_vl"
+    assert json.loads((result.output / "base_model.json").read_text())["model_type"] == family
     video = data.parent / "blue.mp4"
     logits = {}
     merged = merge(qwen, result.output, tmp_path / "merged")
@@ -109,8 +121,9 @@ def test_adapt_trains_on_qwen_and_ask_uses_the_adapter(folders, data, tmp_path, 
         llm = VideoLLM.from_pretrained(model, "wap", device="cpu", dtype=torch.float32, adapter=adapter)
         enc = llm.encode(video, 8)
         ids, _ = build_input_ids(llm.tokenizer, llm.family, enc.slots, QUESTION)
-        with torch.no_grad():
-            logits[name] = llm.model(**llm.inputs(ids, enc).forward_kwargs()).logits
+        with torch.no_grad():  # the language model with the family's inputs (DeepStack too), then the head
+            hidden = llm.model.get_decoder()(**llm.inputs(ids, enc).forward_kwargs()).last_hidden_state
+            logits[name] = llm.model.get_output_embeddings()(hidden)
     torch.testing.assert_close(logits["adapter"], logits["merged"], rtol=1e-4, atol=1e-4)
     assert not torch.allclose(logits["adapter"], logits["base"], atol=1e-3)
     capsys.readouterr()

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import evaldata
-from liteframe.testing import save_tiny_internvl
+from liteframe.testing import TINY_CHECKPOINTS, save_tiny_internvl
 
 REPO = Path(__file__).parents[1]
 
@@ -26,9 +26,9 @@ import json, sys
 from lmms_eval.api.instance import Instance
 from lmms_eval.models import get_model, list_available_models
 
-tiny, videos = sys.argv[1], json.loads(sys.argv[2])
+tiny, videos, frames = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3])
 cls = get_model("liteframe")
-model = cls.create_from_arg_string(f"pretrained={tiny},encoder=wap,frames=4,device=cpu")
+model = cls.create_from_arg_string(f"pretrained={tiny},encoder=wap,frames={frames},device=cpu")
 docs = {i: {"video": v, "question": f"Question {i}?\nA. yes\nB. no\nThe best answer is:"} for i, v in enumerate(videos)}
 model.task_dict = {"videomme": {"test": docs}}
 
@@ -41,7 +41,7 @@ encodes = []
 encode = model.llm.encode
 model.llm.encode = lambda video, frames: encodes.append(video) or encode(video, frames)
 answers = model.generate_until(requests)
-direct = [model.llm.answer(encode(d["video"], 4), d["question"], max_new_tokens=8).answer for d in docs.values()]
+direct = [model.llm.answer(encode(d["video"], frames), d["question"], max_new_tokens=8).answer for d in docs.values()]
 try:
     model.loglikelihood(requests)
     refused = False
@@ -100,12 +100,13 @@ def lmms_path(tmp_path_factory):
     return [str(REPO / "src"), str(root), str(deps), str(plugin.parent)]
 
 
-def test_plugin_answers_lmms_eval_instances(lmms_path, tmp_path):
-    tiny = save_tiny_internvl(tmp_path / "tiny")
+@pytest.mark.parametrize("family, frames", [("internvl", 4), ("qwen3_5", 8)])  # Qwen3.5: a hybrid cache reused
+def test_plugin_answers_lmms_eval_instances(lmms_path, tmp_path, family, frames):
+    tiny = TINY_CHECKPOINTS[family](tmp_path / "tiny")
     videos = [str(evaldata.BBB), str(evaldata.BBB), str(evaldata.PANCAKE)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(lmms_path)}
-    done = subprocess.run([sys.executable, "-c", SCRIPT, str(tiny), json.dumps(videos)], capture_output=True,
-                          text=True, env=env, timeout=300)
+    done = subprocess.run([sys.executable, "-c", SCRIPT, str(tiny), json.dumps(videos), str(frames)],
+                          capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["listed"] and result["class"] == "LiteFrame" and result["refused"]

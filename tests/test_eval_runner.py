@@ -49,7 +49,7 @@ class Counting:
     `reply` replaces the generated text (a reasoning model's answer)."""
 
     def __init__(self, llm, fail_after: int | None = None, reply: str | None = None):
-        self.llm, self.fail_after, self.reply = llm, fail_after, reply
+        self.llm, self.fail_after, self.reply, self.family = llm, fail_after, reply, llm.family
         self.encodes, self.answers, self.chunks, self.prompts = [], 0, 0, []
         visual = llm.encoder
         original = visual.encode_chunk

@@ -131,4 +131,5 @@ def test_bench_and_cli_use_the_registry_keys(capsys):
     assert list(FAMILY_DEFAULTS) == FAMILIES.names()
     assert all(name in ENCODERS for name in REDUCERS.names())  # tome-clip too
     assert main(["bench", "e2e", "--model-family", "qwen2.5-vl"]) == 2
-    assert "model family 'qwen2.5-vl': choose from internvl, qwen2_5_vl" in capsys.readouterr().err
+    assert "model family 'qwen2.5-vl': choose from internvl, qwen2_5_vl, qwen3_vl, qwen3_vl_moe, qwen3_5" in (
+        capsys.readouterr().err)

@@ -103,12 +103,13 @@ def _add_bench_e2e(bench) -> None:
     p.add_argument("--model", help="a checkpoint folder of a registered model family (default: a tiny random one "
                    "of --model-family, built on the fly)")
     p.add_argument("--model-family", default="internvl",
-                   help="internvl or qwen2_5_vl: the tiny or random checkpoint to build, and the defaults below")
+                   help="a registered family (internvl, qwen2_5_vl, qwen3_vl, qwen3_vl_moe, qwen3_5, qwen3_5_moe): "
+                        "the tiny or random checkpoint to build, and the defaults below")
     p.add_argument("--random-size", choices=["8b", "7b"],
                    help="random weights in a real checkpoint's shapes, for a GPU: 8b InternVL3-8B, 7b Qwen2.5-VL-7B")
     p.add_argument("--video", help="default: a synthetic 12 s 480x270 H.264 clip")
-    p.add_argument("--dense-frames", type=ints, help="comma-separated frame budgets (default: 8,16,32; Qwen "
-                   "16,32,64)")
+    p.add_argument("--dense-frames", type=ints, help="comma-separated frame budgets (default: 8,16,32; the Qwen "
+                   "families 16,32,64)")
     p.add_argument("--frames", type=ints, help="budgets of the other encoders (default: 8x the dense ones)")
     p.add_argument("--encoders", type=lambda t: t.split(","),
                    help="compared against dense: reducer names and/or student (default: wap,student; Qwen wap)")

@@ -2,11 +2,12 @@
 few frames against WAP and the LiteFrame student at 8x more frames, each row broken down as SPEC 7 does.
 
 All settings share one LLM (loaded once) and run side by side in one process on the same video. Without `--model` a
-tiny random checkpoint of `--model-family` (a registered family: `internvl`, InternVL3, or `qwen2_5_vl`) is built in
-a temporary folder; `--random-size` builds a real checkpoint's shapes with random weights instead (`8b`:
-InternVL3-8B, `7b`: Qwen2.5-VL-7B-Instruct; weights do not change latency; for a GPU). Without `--student` a student
-is cropped from the checkpoint's vision tower (SPEC 4), untrained: its cost is the trained one's. Qwen2.5-VL has no
-student yet: its default is dense at 16, 32 and 64 frames against WAP at 8x the frames.
+tiny random checkpoint of `--model-family` (a registered family: `internvl`, InternVL3; `qwen2_5_vl`; `qwen3_vl`,
+`qwen3_vl_moe`, `qwen3_5`, `qwen3_5_moe`) is built in a temporary folder; `--random-size` builds a real checkpoint's
+shapes with random weights instead (`8b`: InternVL3-8B, `7b`: Qwen2.5-VL-7B-Instruct; weights do not change latency;
+for a GPU). Without `--student` a student is cropped from the checkpoint's vision tower (SPEC 4), untrained: its cost
+is the trained one's. The Qwen families have no student yet: their default is dense at 16, 32 and 64 frames against
+WAP at 8x the frames.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from liteframe.errors import InputError
 from liteframe.llm import FAMILIES, EncoderSpec, build_encoder
 from liteframe.llm.videollm import VideoLLM
 from liteframe.models import LiteFrameConfig, LiteFrameEncoder, tiny_student_config
-from liteframe.testing import RANDOM_MODELS, save_tiny_internvl, save_tiny_qwen, synthetic_video
+from liteframe.testing import RANDOM_MODELS, TINY_CHECKPOINTS, save_tiny_internvl, synthetic_video
 from liteframe.video import open_video
 
 COLUMNS = ["setting", "front end", "frames", "compression", "tokens/frame", "visual tokens", "decode ms",
@@ -36,10 +37,9 @@ FRONT_ENDS = {"new": ("exact", True), "old": ("torch", False)}
 QUESTION = "What happens in this video? Describe it briefly."
 
 # Per model family (the registry's keys): its default frames, dense and other, and encoders.
-FAMILY_DEFAULTS = {
-    "internvl": dict(dense_frames=(8, 16, 32), frames=(64, 128, 256), encoders=("wap", "student")),
-    "qwen2_5_vl": dict(dense_frames=(16, 32, 64), frames=(128, 256, 512), encoders=("wap",)),
-}
+QWEN = dict(dense_frames=(16, 32, 64), frames=(128, 256, 512), encoders=("wap",))
+FAMILY_DEFAULTS = {"internvl": dict(dense_frames=(8, 16, 32), frames=(64, 128, 256), encoders=("wap", "student")),
+                   **dict.fromkeys(("qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe", "qwen3_5", "qwen3_5_moe"), QWEN)}
 
 
 def run(model: str | None = None, video: str | None = None, dense_frames: Sequence[int] | None = None,
@@ -62,8 +62,10 @@ def run(model: str | None = None, video: str | None = None, dense_frames: Sequen
     if model_family not in FAMILY_DEFAULTS:
         raise InputError(f"model family {model_family!r}: choose from {', '.join(FAMILY_DEFAULTS)}")
     defaults = FAMILY_DEFAULTS[model_family]
-    if random_size is not None and random_size != RANDOM_MODELS[model_family][0]:
-        raise InputError(f"random size {random_size!r} of {model_family}: choose {RANDOM_MODELS[model_family][0]}")
+    sizes = [RANDOM_MODELS[model_family][0]] if model_family in RANDOM_MODELS else []
+    if random_size is not None and random_size not in sizes:
+        choose = sizes[0] if sizes else "none: it has a tiny checkpoint only, or give --model"
+        raise InputError(f"random size {random_size!r} of {model_family}: choose {choose}")
     dense_frames, frames = dense_frames or defaults["dense_frames"], frames or defaults["frames"]
     encoders = encoders or defaults["encoders"]
     compression = get_compression(compression)
@@ -113,7 +115,8 @@ def _load(model: str | None, random_size: str | None, image_size: int, tmp: Path
     if model and random_size:
         raise InputError("model and random_size exclude each other")
     if random_size is None:
-        tiny = save_tiny_qwen(tmp / "tiny") if family == "qwen2_5_vl" else save_tiny_internvl(tmp / "tiny", image_size)
+        tiny = save_tiny_internvl(tmp / "tiny", image_size) if family == "internvl" else TINY_CHECKPOINTS[family](
+            tmp / "tiny")
         return VideoLLM.from_pretrained(model or tiny, device=device, dtype=dtype)
     if device.type != "cuda":
         raise InputError(f"random size {random_size} builds billions of weights: it needs a CUDA device")

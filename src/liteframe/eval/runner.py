@@ -145,7 +145,9 @@ def answer_video(llm, task: Task, config: EvalConfig, video: Path, questions: li
         except InputError as err:  # this question's own file (its subtitles): it fails, the run goes on
             yield {**_base(config, q), "error": one_line(err)}
             continue
-        reply = llm.answer(enc, prompt.text, max_new_tokens=task.max_new_tokens, slot_text=prompt.slot_text)
+        # a template that opens a reasoning block (Qwen3.5's) needs room for it before the answer
+        limit = task.max_new_tokens + llm.family.reasoning_tokens
+        reply = llm.answer(enc, prompt.text, max_new_tokens=limit, slot_text=prompt.slot_text)
         text = reply.answer if config.keep_reasoning else strip_reasoning(reply.answer)
         yield {**_base(config, q), **task.score(q, text), "raw": reply.answer,
                "visual_tokens": reply.visual_tokens, "latency_ms": reply.latency_ms}

@@ -33,6 +33,8 @@ class Family(Protocol):
       `missing_tokens`, those of its special tokens a tokenizer lacks; `title` names its checkpoints in messages.
     - LLM inputs: `llm_inputs(model, ids, visual, timestamps)`, the prompt with its visual tokens in place, with
       positions where the family has its own and what its LLM adds inside (DeepStack); `context_length(model)`.
+    - generation: `reasoning_tokens`, the room its chat template's opened reasoning block needs before an answer
+      (Qwen3.5's `<think>`), which `liteframe eval` adds to a benchmark's generation limit (0: none).
     """
 
     title: str
@@ -40,6 +42,7 @@ class Family(Protocol):
     context_config: str
     lora_targets: str
     projector_modules: list[str]
+    reasoning_tokens: int
 
     def vision(self, model) -> Vision: ...
 

@@ -34,6 +34,7 @@ class InternVL:
     # q_proj/k_proj/v_proj
     lora_targets = r".*language_model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
     projector_modules = ["multi_modal_projector"]
+    reasoning_tokens = 0
     _tokens = ("start_image_token", "end_image_token", "context_image_token", "video_token")
 
     def vision(self, model) -> Vision:

@@ -13,6 +13,7 @@ import json
 import math
 import statistics
 import time
+import warnings
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,7 +35,7 @@ from liteframe.reduce.base import frame_budgets
 from liteframe.tables import format_table
 from liteframe.timing import LATENCY_KEYS, Stopwatch, synchronize
 from liteframe.video import open_video, sample_frames, stream_video
-from liteframe.video.decode import VideoInfo, VideoReader
+from liteframe.video.decode import VideoDecodeWarning, VideoInfo, VideoReader
 from liteframe.video.sampling import FrameSample
 from liteframe.video.stream import VideoStream
 
@@ -187,7 +188,11 @@ class VideoLLM:
                              f"encoder, more than the LLM's context of {context}: use fewer frames or a stronger "
                              "compression")
         per_step = self.encoder.frames_per_step
-        times = [0.0] * frames if video is None else self.sample(video, frames).timestamps.tolist()
+        times = [0.0] * frames
+        if video is not None:
+            with warnings.catch_warnings():  # repeated frames are announced where they are read, not here
+                warnings.simplefilter("ignore", VideoDecodeWarning)
+                times = self.sample(video, frames).timestamps.tolist()
         times += times[-1:] * (steps * per_step - len(times))  # the last step padded
         slots = make_slots(times, frame_budgets(steps, visual).tolist(), per_step)
         with quiet_transformers():  # the tokenizer's own warning about a long prompt would come before ours

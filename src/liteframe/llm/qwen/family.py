@@ -41,6 +41,7 @@ class Qwen25VL(QwenTokens):
     # the LLM's projections; the vision tower's blocks are `visual.blocks.N.attn.qkv` and `.mlp.*_proj`
     lora_targets = r".*language_model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
     projector_modules = ["merger"]
+    reasoning_tokens = 0
     data = DataConfig(PixelBudget(), CLIP_MEAN, CLIP_STD, FRAMES_PER_STEP)
 
     def vision(self, model) -> Vision:
