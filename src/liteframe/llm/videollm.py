@@ -28,6 +28,7 @@ from liteframe.llm.encoders import EncoderSpec, VisualEncoder, VisualTokens, bui
 from liteframe.llm.family import Family, check_tokenizer, get_family
 from liteframe.llm.inputs import LLMInputs
 from liteframe.llm.loading import load_weights, meta_model, quiet_transformers
+from liteframe.llm.processor import chat_template
 from liteframe.llm.prompt import Slot, build_input_ids, make_slots
 from liteframe.reduce.base import frame_budgets
 from liteframe.tables import format_table
@@ -395,9 +396,12 @@ def _check_repeats(repeats: int, warmup: int) -> None:
 
 
 def _load_tokenizer(directory: Path):
+    """The checkpoint's tokenizer, with the chat template its processor applies (`liteframe.llm.processor`)."""
     try:
-        return AutoTokenizer.from_pretrained(directory)
+        tokenizer = AutoTokenizer.from_pretrained(directory)
     except Exception as err:  # noqa: BLE001  tokenizers' Rust parser raises bare Exceptions for bad files
         raise InputError(f"model folder {directory}: cannot load the tokenizer from tokenizer.json and "
                          f"tokenizer_config.json ({one_line(err)})") from None
+    tokenizer.chat_template = chat_template(directory, tokenizer)
+    return tokenizer
 
