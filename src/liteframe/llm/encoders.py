@@ -139,7 +139,7 @@ class VisualEncoder(nn.Module):
         known before any pixel is decoded."""
         self.check_frames(frames)
         ft, ph, pw = self.token
-        height, width = self.data.frame_size(size)
+        height, width = self.data.frame_size(frames, size)
         t, h, w = math.ceil(frames / ft), height // ph, width // pw  # the last step may be padded
         if self.grid_stage is not None:
             bt, bh, bw = self.compression.block
@@ -151,12 +151,14 @@ class VisualEncoder(nn.Module):
             h, w = h // 2, w // 2
         return t, self.compression.budget(t, h, w) if self.set_stage is not None else t * h * w
 
-    def prepare(self, chunk: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-        """A chunk of frames from the front end -> `(1, n, 3, h, w)` in `dtype` on `device`: uint8 `(n, 3, H, W)`
-        frames go through the data config (resized, normalised, the last step padded); float frames were resized
-        and normalised as they were decoded (`data.decode_size`)."""
+    def prepare(self, chunk: torch.Tensor, device: torch.device, dtype: torch.dtype,
+                frames: int | None = None) -> torch.Tensor:
+        """A chunk of a video of `frames` sampled frames (None: the chunk's) from the front end -> `(1, n, 3, h, w)`
+        in `dtype` on `device`: uint8 `(n, 3, H, W)` frames go through the data config (resized for the whole
+        video, normalised, the last step padded); float frames were resized and normalised as they were decoded
+        (`data.decode_size`)."""
         if chunk.dtype == torch.uint8:
-            chunk = self.data(chunk, device).to(dtype)
+            chunk = self.data(chunk, device, frames).to(dtype)
         return chunk[None]
 
     def encode_chunk(self, pixels: torch.Tensor) -> TokenGrid:
@@ -180,12 +182,16 @@ class VisualEncoder(nn.Module):
         return self.finish([self.encode_chunk(c) for c in pixels.split(chunk_frames, dim=1)])
 
 
-def build_encoder(family, model, spec: EncoderSpec, compression: Compression | None = None) -> VisualEncoder:
-    """`spec` in front of `model`, a checkpoint of `family`, at `compression` (None: a student's own, else 16x): the
-    family's `vision(model)`, or its `student(model, folder)`, with the spec's reducer."""
+def build_encoder(family, model, spec: EncoderSpec, compression: Compression | None = None,
+                  folder: Path | None = None, pixels: str = "processor") -> VisualEncoder:
+    """`spec` in front of `model`, a checkpoint of `family` whose files are in `folder`, at `compression` (None: a
+    student's own, else 16x): the family's `vision(model, folder, pixels)`, or its `student(model, student folder)`,
+    with the spec's reducer."""
     if spec.student is None:
-        return VisualEncoder(str(spec), family.vision(model), compression or DEFAULT,
+        return VisualEncoder(str(spec), family.vision(model, folder, pixels), compression or DEFAULT,
                              get_reducer(spec.reducer) if spec.reducer else None)
+    if pixels != "processor":
+        raise InputError(f"pixels {pixels!r}: a student reads frames at its own size; only 'processor' applies")
     vision = family.student(model, spec.student)
     if compression is not None and compression != vision.compression:
         raise InputError(f"student {spec.student} compresses {vision.compression}, not {compression}")

@@ -23,14 +23,17 @@ class Family(Protocol):
     - weights: `checkpoint_class`; `lora_targets`, a regular expression over module names (PEFT fullmatches it)
       naming the LLM's projections and nothing of the vision tower; `projector_modules`, the modules that carry
       visual tokens into the LLM's width (trained with `train_projector`).
-    - vision (the encoder builder): `vision(model)` the checkpoint's own tower as the pipeline's backbone, with its
-      data config; `student(model, folder)` a LiteFrame student in its place; `drop_vision(model)` frees the tower.
+    - vision (the encoder builder): `vision(model, folder, pixels)` the checkpoint's own tower as the pipeline's
+      backbone, with its data config: the frames the checkpoint's processor gives, as its files in `folder` set it
+      (`liteframe.llm.processor`; None: the processor's defaults), or another budget of the family's that `pixels`
+      names; `student(model, folder)` a LiteFrame student in its place; `drop_vision(model)` frees the tower.
     - prompt layout: the template's `video_placeholder`, the `video_text` that replaces it (one context token per
       slot, repeated later to the slot's count), the `context_token` and its id (the model config's
       `context_config`), and `end_id`, the token that ends the video (the cached prefix ends there);
       `missing_tokens`, those of its special tokens a tokenizer lacks; `title` names its checkpoints in messages.
-    - LLM inputs: `llm_inputs(model, ids, visual, timestamps)`, the prompt with its visual tokens in place, with
-      positions where the family has its own; `context_length(model)`.
+    - LLM inputs: `llm_inputs(model, ids, visual, fps)`, the prompt with its visual tokens in place, with positions
+      where the family has its own (`fps`: the video's sampled frame rate, frames per second of video, which ties
+      Qwen2.5-VL's temporal positions to time); `context_length(model)`.
     """
 
     title: str
@@ -39,7 +42,7 @@ class Family(Protocol):
     lora_targets: str
     projector_modules: list[str]
 
-    def vision(self, model) -> Vision: ...
+    def vision(self, model, folder: Path | None = None, pixels: str = "processor") -> Vision: ...
 
     def student(self, model, folder: Path) -> Vision: ...
 
@@ -57,7 +60,7 @@ class Family(Protocol):
 
     def end_id(self, tokenizer) -> int: ...
 
-    def llm_inputs(self, model, ids: torch.Tensor, visual: VisualTokens, timestamps: Sequence[float]) -> LLMInputs: ...
+    def llm_inputs(self, model, ids: torch.Tensor, visual: VisualTokens, fps: float) -> LLMInputs: ...
 
     def context_length(self, model) -> int: ...
 
