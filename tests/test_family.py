@@ -48,7 +48,7 @@ class Fake(InternVL):
 
     checkpoint_class = FakeModel
 
-    def vision(self, model) -> Vision:
+    def vision(self, model, folder=None, pixels="processor") -> Vision:
         teacher = self._teacher(model)
         return Vision(PairViT(teacher), teacher.projector, DataConfig(Square(SIZE), MEAN, STD, 2), (2, 14, 14))
 

@@ -24,21 +24,21 @@ from liteframe.errors import InputError
 from liteframe.grid import TokenGrid
 from liteframe.llm import VideoLLM, VisualTokens, build_input_ids, get_family, make_slots
 from liteframe.llm.family import check_tokenizer
-from liteframe.llm.qwen.family import Qwen25VL, seconds_per_step
 from liteframe.llm.qwen.positions import rope_positions, set_positions
-from liteframe.llm.qwen.vision import (MAX_PIXELS, MIN_PIXELS, PixelBudget, patchify, query_scores, smart_resize,
-                                       video_grid)
+from liteframe.llm.qwen.vision import (MAX_PIXELS, MIN_PIXELS, PixelBudget, data_config, patchify, query_scores,
+                                       smart_resize, video_grid)
 from liteframe.llm.videollm import EncodedVideo
 from liteframe.reduce import REDUCERS
 from liteframe.testing.qwen import qwen_config, save_tiny_qwen
 from liteframe.testing.videos import make_video
 from liteframe.timing import LATENCY_KEYS
 from liteframe.video.info import VideoInfo
+from liteframe.video.scale import torchvision_bicubic
 
 
 def preprocess_qwen(frames, min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS):
     """Qwen2.5-VL's data config with another pixel budget, applied to uint8 frames."""
-    return replace(Qwen25VL.data, size=PixelBudget(min_pixels, max_pixels))(frames)
+    return replace(data_config(), size=PixelBudget(min_pixels, max_pixels))(frames)
 
 
 def video_positions(t, h, w, interval):
@@ -145,7 +145,7 @@ def test_patch_order_is_the_processors_and_odd_frames_pad_the_last():
     paired = torch.cat([video, video[-1:]])
     raw = torch.randint(0, 256, (7, 3, 56, 84), dtype=torch.uint8)
     padded = preprocess_qwen(raw, min_pixels=56 * 84, max_pixels=56 * 84)  # 56 x 84 already: normalised only
-    assert Qwen25VL.data.padding(7) == 1 and padded.shape[0] == 8 and torch.equal(padded[7], padded[6])
+    assert data_config().padding(7) == 1 and padded.shape[0] == 8 and torch.equal(padded[7], padded[6])
     rows, grid = patchify(paired)
     want, *want_grid = processor_patchify()(None, video[None], patch_size=14, merge_size=2,
                                                       temporal_patch_size=2)
@@ -247,11 +247,12 @@ def _slots(counts, step=2):
 
 
 def _encoded(llm, visual: VisualTokens, seconds: float) -> EncodedVideo:
-    """An `EncodedVideo` of frames `seconds / 2` apart (so `seconds` per frame pair) holding `visual`."""
+    """An `EncodedVideo` of frames sampled at `2 / seconds` fps (so `seconds` per frame pair) holding `visual`."""
     frames = len(visual.counts) * visual.frames_per_step
     times = [i * seconds / 2 for i in range(frames)]
-    return EncodedVideo("v", llm.encoder.name, frames, times, make_slots(times, visual.counts, visual.frames_per_step),
-                        visual, dict.fromkeys(LATENCY_KEYS, 0.0))
+    return EncodedVideo("v", llm.encoder.name, frames, times, 2 / seconds,
+                        make_slots(times, visual.counts, visual.frames_per_step), visual,
+                        dict.fromkeys(LATENCY_KEYS, 0.0))
 
 
 def test_prompt_is_the_processors_layout(qwen):
@@ -289,7 +290,7 @@ def test_dense_pipeline_tokens_and_first_logits_equal_transformers(llm, frames, 
     ids, _ = build_input_ids(tokenizer, family, _slots(visual.counts), "What happens?")
     mm_types = (ids == model.config.video_token_id).int() * 2
     for seconds in (0.5, 4.0):  # transformers' text positions agree with ours at 0.5 s per pair, not at 4 s
-        inputs = family.llm_inputs(model, ids, visual, [i * seconds / 2 for i in range(8)])
+        inputs = family.llm_inputs(model, ids, visual, 2 / seconds)
         ours = model(**inputs.forward_kwargs()).logits[0, -1]
         hf = dict(input_ids=ids, pixel_values_videos=pixels, video_grid_thw=torch.tensor([grid]),
                   second_per_grid_ts=torch.tensor([seconds]), mm_token_type_ids=mm_types)
@@ -306,7 +307,7 @@ def test_generation_continues_from_the_rope_delta(llm, frames):
     enc = _encoded(llm, llm.encoder(frames[None]), 4.0)
     answer = llm.answer(enc, "What happens?", max_new_tokens=4, eos_token_id=None)
     ids, _ = build_input_ids(tokenizer, llm.family, enc.slots, "What happens?")
-    inputs = llm.family.llm_inputs(model, ids, enc.visual, enc.timestamps)
+    inputs = llm.family.llm_inputs(model, ids, enc.visual, enc.fps)
     is_video = ids[0] == model.config.video_token_id
     _, delta = rope_positions(is_video, video_positions(4, 4, 6, 8.0))
     assert delta != 0  # 96 video tokens take 25 temporal ids: a position is not an index
@@ -336,7 +337,7 @@ def test_every_reducer_meets_its_budget_and_generates(llm, frames, name):
     assert visual.tokens.shape == (1, want, 64) and runner.encoder.layout(8, (112, 168))[1] == want
     enc = _encoded(runner, visual, 1.0)
     ids, _ = build_input_ids(llm.tokenizer, llm.family, enc.slots, "What happens?")
-    positions = llm.family.llm_inputs(llm.model, ids, visual, enc.timestamps).position_ids[:, 0]
+    positions = llm.family.llm_inputs(llm.model, ids, visual, enc.fps).position_ids[:, 0]
     is_video = ids[0] == llm.model.config.video_token_id
     video = positions[:, is_video] - int(is_video.nonzero()[0])  # ids relative to the video's first position
     if grid_stage:  # a (1, 2, 3) grid whose steps span 8 frames: time ids 4 pair steps apart (here only one)
@@ -363,7 +364,7 @@ def test_a_token_set_keeps_its_original_positions(llm):
     visual = VisualTokens(torch.zeros(1, 6, 64), [3, 1, 1, 1], 2, keep // 24, keep % 24, (4, 4, 6))
     enc = _encoded(llm, visual, 1.0)
     ids, _ = build_input_ids(llm.tokenizer, llm.family, enc.slots, "What happens?")
-    positions = llm.family.llm_inputs(llm.model, ids, visual, enc.timestamps).position_ids[:, 0]
+    positions = llm.family.llm_inputs(llm.model, ids, visual, enc.fps).position_ids[:, 0]
     is_video = ids[0] == llm.model.config.video_token_id
     video = positions[:, is_video] - int(is_video.nonzero()[0])
     assert video.T.tolist() == [[2 * (i // 24), (i % 24) // 6, i % 6] for i in keep.tolist()]
@@ -387,11 +388,6 @@ def test_real_video_end_to_end_with_odd_frames(llm, tmp_path):
         llm.with_encoder("student:runs/x")
 
 
-def test_seconds_per_step_is_two_frame_spacings():
-    assert seconds_per_step([0.0, 0.5, 1.0, 1.5]) == 1.0
-    assert seconds_per_step([3.0]) == 1.0
-
-
 def test_load_rejects_an_unknown_family_and_a_foreign_tokenizer(llm, tmp_path):
     (tmp_path / "config.json").write_text('{"model_type": "llava"}')
     with pytest.raises(InputError, match="model_type 'llava' is not supported"):
@@ -411,12 +407,13 @@ def test_7b_shapes_have_qwen25_vl_7b_parameter_count():
 
 
 def test_preprocessing_in_chunks_equals_one_pass():
-    frames = torch.randint(0, 256, (34, 3, 30, 40), dtype=torch.uint8)  # more than one 32-frame chunk
+    frames = torch.randint(0, 256, (35, 3, 30, 40), dtype=torch.uint8)  # more than one 32-frame chunk, odd
     x = preprocess_qwen(frames, min_pixels=56 * 56)
-    want = torch.nn.functional.interpolate(frames.float(), size=(56, 84), mode="bicubic", antialias=True).double()
+    levels = torchvision_bicubic(frames, (56, 84)).double()
     mean, std = (torch.tensor(v, dtype=torch.float64).view(1, 3, 1, 1) for v in ((0.48145466, 0.4578275, 0.40821073),
                                                                               (0.26862954, 0.26130258, 0.27577711)))
-    assert torch.allclose(x.double(), (want.clamp(0, 255).round() / 255 - mean) / std, atol=1e-5)
+    assert x.shape == (36, 3, 56, 84) and torch.equal(x[35], x[34])
+    assert torch.allclose(x[:35].double(), (levels / 255 - mean) / std, atol=1e-5)
 
 
 def test_bench_e2e_qwen_rows(tmp_path):

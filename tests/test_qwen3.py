@@ -10,6 +10,7 @@ import copy
 import json
 import types
 import warnings
+from dataclasses import replace
 from unittest import mock
 
 import pytest
@@ -19,14 +20,17 @@ from hypothesis import strategies as st
 from transformers import AutoConfig, LogitsProcessor
 from transformers.models.qwen3_vl.processing_qwen3_vl import Qwen3VLProcessor
 from transformers.models.qwen3_vl.video_processing_qwen3_vl import Qwen3VLVideoProcessor
+from transformers.image_utils import SizeDict
 from transformers.processing_utils import ProcessorMixin
+from transformers.video_processing_utils import BaseVideoProcessor
 from transformers.video_utils import VideoMetadata
 
 from liteframe.errors import InputError
 from liteframe.llm import VideoLLM, build_input_ids, get_family, make_slots
 from liteframe.llm.family import check_tokenizer
 from liteframe.llm.lora import add_lora
-from liteframe.llm.qwen3 import Qwen3Data, VideoBudget, slot_time
+from liteframe.llm.qwen3 import VideoBudget, data_config, slot_time
+from liteframe.llm.qwen3.frames import MEAN
 from liteframe.llm.qwen3.positions import rope_positions
 from liteframe.llm.qwen3.vision import patchify
 from liteframe.testing.qwen3 import VIDEO_PREPROCESSOR
@@ -147,23 +151,40 @@ def test_chat_templates_render_as_the_released_ones(llms, model_type):
 
 
 def test_budget_is_read_from_the_checkpoint_and_bad_configs_are_refused(tmp_path):
-    config = dict(VIDEO_PREPROCESSOR, size={"shortest_edge": 100, "longest_edge": 5000})
+    config = dict(VIDEO_PREPROCESSOR, size={"shortest_edge": 100, "longest_edge": 5000}, image_std=[0.25] * 3)
     (tmp_path / "video_preprocessor_config.json").write_text(json.dumps(config))
-    assert VideoBudget.from_folder(tmp_path) == VideoBudget(100, 5000)
-    bad_configs = [({"size": {"shortest_edge": 10}}, "integer shortest_edge"), ({"patch_size": 14}, "patch"),
-                   ({"size": {"shortest_edge": 10, "longest_edge": 5}}, "empty"), ({"image_std": [1, 1, 1]}, "std")]
+    data = data_config(tmp_path)
+    assert (data.size, data.mean, data.std, data.frames_per_step) == (VideoBudget(100, 5000), MEAN, (0.25,) * 3, 2)
+    capped = {**config, "cap_pixels_per_frame": True, "max_video_tokens": 10}
+    (tmp_path / "video_preprocessor_config.json").write_text(json.dumps(capped))
+    assert data_config(tmp_path).size == VideoBudget(100, 5000, 10 * 32 * 32)
+    bad_configs = [({"size": {"shortest_edge": 10}}, "integers"), ({"patch_size": 14}, "patch"),
+                   ({"size": {"shortest_edge": 10, "longest_edge": 5}}, "integers")]
     for bad, reason in bad_configs:
         (tmp_path / "video_preprocessor_config.json").write_text(json.dumps({**VIDEO_PREPROCESSOR, **bad}))
         with pytest.raises(InputError, match=reason):
-            VideoBudget.from_folder(tmp_path)
-    (tmp_path / "video_preprocessor_config.json").write_text("{")
-    with pytest.raises(InputError, match="cannot read"):
-        VideoBudget.from_folder(tmp_path)
-    assert VideoBudget.from_folder(tmp_path / "missing") == VideoBudget()  # the processor's defaults
+            data_config(tmp_path)
+    assert data_config(tmp_path / "missing").size == VideoBudget(128 * 1024, 768 * 1024)  # the class's defaults
+    with pytest.raises(InputError, match="only 'processor' applies"):
+        data_config(tmp_path, "qwen-vl-utils")
+
+
+@given(frames=st.integers(2, 800), height=st.integers(8, 2000), width=st.integers(8, 2000),
+       low=st.sampled_from([4096, 128 * 1024]), high=st.sampled_from([786432, 25165824]), cap=st.booleans())
+def test_frame_size_is_the_processors(frames, height, width, low, high, cap):
+    """`Qwen3VLVideoProcessor.resize` itself, with the torchvision resize it ends with replaced by the size asked."""
+    if max(height, width) > 200 * min(height, width):
+        return
+    processor = Qwen3VLVideoProcessor.__new__(Qwen3VLVideoProcessor)
+    with mock.patch.object(BaseVideoProcessor, "resize", lambda self, image, size, resample: (size.height, size.width),
+                           create=True):
+        expected = Qwen3VLVideoProcessor.resize(processor, torch.zeros(1, frames, 3, height, width), SizeDict(
+            shortest_edge=low, longest_edge=high), None, 32, 2, cap_pixels_per_frame=cap)
+    assert VideoBudget(low, high, 768 * 32 * 32 if cap else None)(frames, height, width) == expected
 
 
 def test_frame_size_is_a_budget_for_the_whole_video():
-    budget = VideoBudget()
+    budget = VideoBudget(4096, 25165824)  # the released checkpoints' budget
     # 720p: a short clip keeps near-native size, 64 frames shrink so that frames x pixels fit 24576 x 32 x 32
     assert budget(8, 720, 1280) == (704, 1280) and budget(64, 720, 1280) == (448, 832)
     for frames in (2, 7, 64, 768):
@@ -177,11 +198,12 @@ def test_frame_size_is_a_budget_for_the_whole_video():
         budget(4, 32, 32 * 300)
 
 
-def test_pixels_and_patches_are_the_processors():
+def test_pixels_and_patches_are_the_processors(qwen3_folders):
     frames = frames_of(5)
-    x = Qwen3Data()(frames[:4], total=5)  # a chunk of a 5-frame video: sized for the whole video
+    data = data_config(qwen3_folders["qwen3_vl"])  # the released budget: 100 x 70 frames keep their size
+    x = data(frames[:4], total=5)  # a chunk of a 5-frame video: sized for the whole video
     assert x.shape == (4, 3, 64, 96)
-    x = Qwen3Data()(frames)
+    x = data(frames)
     assert x.shape == (6, 3, 64, 96) and torch.equal(x[5], x[4])  # odd count: the last frame repeated
     resized = torchvision_bicubic(frames, (64, 96))  # torchvision's uint8 pixels (tests/test_scale.py)
     reference = (resized.double() / 255 - 0.5) / 0.5  # the processor's rescale then normalise, in float64
@@ -198,7 +220,7 @@ def test_chunks_are_sized_for_the_whole_video(llms, video):
     encoders = []
     for chunk_frames in (2, 32):
         encoder = llm.with_encoder("dense").encoder
-        encoder.data = Qwen3Data(budget)
+        encoder.data = replace(encoder.data, size=budget)
         encoders.append(VideoLLM(llm.model, llm.tokenizer, encoder, chunk_frames=chunk_frames).encode(video, 6))
     size = budget(6, 70, 100)
     assert size != budget(2, 70, 100) and encoders[0].visual.grid == encoders[1].visual.grid == (3, *(
@@ -306,16 +328,10 @@ def test_dense_path_equals_transformers(llms, video, model_type):
     expected = model.generate(**hf, attention_mask=torch.ones_like(ids), max_new_tokens=5, do_sample=False)
     assert answer.tokens == expected[0, ids.shape[1]:].tolist()
     if enc.visual.levels:  # the levels do reach the LLM
-        enc.prefix, without = None, FirstScores()
-        llm.answer(dataclass_replace(enc, levels=()), question, max_new_tokens=1, logits_processor=[without])
+        without = FirstScores()
+        plain = replace(enc, visual=replace(enc.visual, levels=()), prefix=None)
+        llm.answer(plain, question, max_new_tokens=1, logits_processor=[without])
         assert (without.scores - first.scores).abs().max() > 1e-3
-
-
-def dataclass_replace(enc, levels):
-    """`enc` with its visual tokens' levels replaced (and no cached prefix)."""
-    from dataclasses import replace
-
-    return replace(enc, visual=replace(enc.visual, levels=levels), prefix=None)
 
 
 @pytest.mark.parametrize("model_type", TYPES)

@@ -220,6 +220,9 @@ def _add_ask(sub) -> None:
     p.add_argument("--frames", type=int, default=16, help="frames sampled, as clips of the compression's length")
     p.add_argument("--compression", help=f"{COMPRESSION} (default: a student's own, else 16)")
     p.add_argument("--timestamps", action="store_true", help="put each slot's time in its label: Frame3 (12.4s)")
+    p.add_argument("--pixels", default="processor",
+                   help="how frames are sized: processor (the checkpoint's processor config, as AutoProcessor "
+                        "sizes them) or, for Qwen2.5-VL, qwen-vl-utils (its video budget)")
     p.add_argument("--adapter", help="a LoRA adapter folder from `liteframe adapt` (OUTPUT/adapter)")
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--device", default=None, help="default: cuda when available, else cpu")
@@ -234,7 +237,7 @@ def _add_ask(sub) -> None:
 
         answer = ask(a.video, a.question, a.model, a.encoder, a.frames, compression=a.compression, device=a.device,
                      dtype=a.dtype, repeats=a.repeats, warmup=a.warmup, max_new_tokens=a.max_new_tokens,
-                     timestamps=a.timestamps, adapter=a.adapter)
+                     timestamps=a.timestamps, adapter=a.adapter, pixels=a.pixels)
         print(answer.render(a.json))
 
     p.set_defaults(func=run)

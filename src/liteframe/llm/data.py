@@ -2,9 +2,11 @@
 image model: the size policy (a fixed square, or a pixel budget that keeps the aspect ratio), mean and std, and how
 many consecutive frames one step of its token grid covers (2 for Qwen2.5-VL's frame pairs).
 
-The visual encoder applies it to every decoded chunk (`DataConfig.__call__`); the front end may do part of the work
-as it decodes (`decode_size`: InternVL's square frames are resized inside the decoder, PIL's kernel in uint8, and
-normalised on the device with ImageNet's mean and std, `liteframe.video.stream`).
+The visual encoder applies it to every decoded chunk (`DataConfig.__call__`) as transformers' torchvision-backed
+processors do: a uint8 resize (`torchvision_bicubic`, where the frames are: on the CPU they were decoded on, as the
+processor runs), then rescale and normalise fused in float32. The front end may do part of the work as it decodes
+(`decode_size`: InternVL's square frames are resized inside the decoder, PIL's kernel in uint8, and normalised on the
+device with ImageNet's mean and std, `liteframe.video.stream`).
 """
 from __future__ import annotations
 
@@ -13,19 +15,19 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import torch
-import torch.nn.functional as F
 
 from liteframe.video.preprocess import IMAGENET_MEAN, IMAGENET_STD, check_frames
+from liteframe.video.scale import torchvision_bicubic
 
-_CHUNK = 32  # frames converted to float at once: bounds memory for long 720p videos
+_CHUNK = 32  # frames resized at once: bounds memory for long 720p videos
 
 
 class SizePolicy(Protocol):
     """`policy(frames, height, width) -> (h, w)`: the size the vision tower reads each frame of a video at, for
     `frames` sampled frames of `height x width`. A budget per frame ignores `frames`; a budget over the whole video
-    (Qwen3-VL's processor) depends on it. `fixed`: the same size for every video (then `largest` gives it);
-    `largest(frames)`: the size of `frames` frames of ordinary shape that give the most tokens (what a check before
-    any video is opened assumes)."""
+    (Qwen3-VL's processor) or a per-frame cap drawn from one (qwen-vl-utils') depends on it. `fixed`: the same size
+    for every video (then `largest` gives it); `largest(frames)`: the size of `frames` frames of ordinary shape that
+    give the most tokens (what a check before any video is opened assumes)."""
 
     fixed: bool
 
@@ -79,21 +81,21 @@ class DataConfig:
     def __call__(self, frames: torch.Tensor, device: torch.device | str | None = None,
                  total: int | None = None) -> torch.Tensor:
         """uint8 `(N, 3, H, W)`, a chunk of a video of `total` sampled frames (None: N) -> float32
-        `(N + padding, 3, h, w)` on `device`, `(h, w) = frame_size(total, (H, W))`: antialiased bicubic resize,
-        rounded to uint8 levels (a processor's uint8 output), then mean/std; the last frame repeated to whole
-        steps."""
+        `(N + padding, 3, h, w)` on `device`, `(h, w) = frame_size(total, (H, W))`: what transformers' torchvision
+        video processors compute. Resized in uint8 where the frames are (`torchvision_bicubic`: on the CPU, the
+        processor's own pixels), moved to `device` as uint8, then rescaled and normalised as the processor fuses them,
+        `(x - 255 mean) / (255 std)` in float32; the last frame repeated to whole steps."""
         check_frames(frames, "the frame transform")
-        height, width = self.frame_size(total or len(frames), tuple(frames.shape[-2:]))
-        if self.padding(len(frames)):
-            frames = torch.cat([frames, frames[-1:].expand(self.padding(len(frames)), -1, -1, -1)])
         device = torch.device(device) if device is not None else frames.device
-        mean = torch.tensor(self.mean, device=device).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, device=device).view(1, 3, 1, 1)
-        out = torch.empty(len(frames), 3, height, width, device=device)
+        height, width = self.frame_size(total or len(frames), tuple(frames.shape[-2:]))
+        # the processor's fused constants: float32 mean and std times 1 / rescale_factor (255.0)
+        mean = (torch.tensor(self.mean, device=device) * 255.0).view(1, 3, 1, 1)
+        std = (torch.tensor(self.std, device=device) * 255.0).view(1, 3, 1, 1)
+        out = torch.empty(len(frames) + self.padding(len(frames)), 3, height, width, device=device)
         for start in range(0, len(frames), _CHUNK):
-            x = frames[start:start + _CHUNK].to(device, non_blocking=True).float()
-            x = F.interpolate(x, size=(height, width), mode="bicubic", align_corners=False, antialias=True)
-            out[start:start + _CHUNK] = (x.clamp_(0, 255).round_() / 255 - mean) / std
+            x = torchvision_bicubic(frames[start:start + _CHUNK], (height, width))
+            out[start:start + len(x)] = x.to(device, non_blocking=True).float().sub_(mean).div_(std)
+        out[len(frames):] = out[len(frames) - 1]
         return out
 
 

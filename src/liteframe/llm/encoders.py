@@ -185,12 +185,16 @@ class VisualEncoder(nn.Module):
         return self.finish([self.encode_chunk(c) for c in pixels.split(chunk_frames, dim=1)])
 
 
-def build_encoder(family, model, spec: EncoderSpec, compression: Compression | None = None) -> VisualEncoder:
-    """`spec` in front of `model`, a checkpoint of `family`, at `compression` (None: a student's own, else 16x): the
-    family's `vision(model)`, or its `student(model, folder)`, with the spec's reducer."""
+def build_encoder(family, model, spec: EncoderSpec, compression: Compression | None = None,
+                  folder: Path | None = None, pixels: str = "processor") -> VisualEncoder:
+    """`spec` in front of `model`, a checkpoint of `family` whose files are in `folder`, at `compression` (None: a
+    student's own, else 16x): the family's `vision(model, folder, pixels)`, or its `student(model, student folder)`,
+    with the spec's reducer."""
     if spec.student is None:
-        return VisualEncoder(str(spec), family.vision(model), compression or DEFAULT,
+        return VisualEncoder(str(spec), family.vision(model, folder, pixels), compression or DEFAULT,
                              get_reducer(spec.reducer) if spec.reducer else None)
+    if pixels != "processor":
+        raise InputError(f"pixels {pixels!r}: a student reads frames at its own size; only 'processor' applies")
     vision = family.student(model, spec.student)
     if compression is not None and compression != vision.compression:
         raise InputError(f"student {spec.student} compresses {vision.compression}, not {compression}")

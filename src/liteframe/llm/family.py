@@ -24,15 +24,19 @@ class Family(Protocol):
     - weights: `checkpoint_class`; `lora_targets`, a regular expression over module names (PEFT fullmatches it)
       naming the LLM's projections and nothing of the vision tower; `projector_modules`, the modules that carry
       visual tokens into the LLM's width (trained with `train_projector`).
-    - vision (the encoder builder): `vision(model)` the checkpoint's own tower as the pipeline's backbone, with its
-      data config; `student(model, folder)` a LiteFrame student in its place; `drop_vision(model)` frees the tower.
+    - vision (the encoder builder): `vision(model, folder, pixels)` the checkpoint's own tower as the pipeline's
+      backbone, with its data config: the frames the checkpoint's processor gives, as its files in `folder` set it
+      (`liteframe.llm.processor`; None: the processor's defaults), or another budget of the family's that `pixels`
+      names; `student(model, folder)` a LiteFrame student in its place; `drop_vision(model)` frees the tower.
     - prompt layout: the template's `video_placeholder`, the `video_text` that replaces it for the video's slots (one
       context token per slot, repeated later to the slot's count; labels or times from each slot's frames and
-      times), the `context_token` and its id (the model config's
-      `context_config`), and `end_id`, the token that ends the video (the cached prefix ends there);
-      `missing_tokens`, those of its special tokens a tokenizer lacks; `title` names its checkpoints in messages.
-    - LLM inputs: `llm_inputs(model, ids, visual, timestamps)`, the prompt with its visual tokens in place, with
-      positions where the family has its own and what its LLM adds inside (DeepStack); `context_length(model)`.
+      times), the `context_token` and its id (the model config's `context_config`), and `end_id`, the token that
+      ends the video (the cached prefix ends there); `missing_tokens`, those of its special tokens a tokenizer
+      lacks; `title` names its checkpoints in messages.
+    - LLM inputs: `llm_inputs(model, ids, visual, fps)`, the prompt with its visual tokens in place, with positions
+      where the family has its own (`fps`: the video's sampled frame rate, frames per second of video, which ties
+      Qwen2.5-VL's temporal positions to time) and what its LLM adds inside (Qwen3-VL's DeepStack features);
+      `context_length(model)`.
     - generation: `reasoning_tokens`, the room its chat template's opened reasoning block needs before an answer
       (Qwen3.5's `<think>`), which `liteframe eval` adds to a benchmark's generation limit (0: none).
     """
@@ -44,7 +48,7 @@ class Family(Protocol):
     projector_modules: list[str]
     reasoning_tokens: int
 
-    def vision(self, model) -> Vision: ...
+    def vision(self, model, folder: Path | None = None, pixels: str = "processor") -> Vision: ...
 
     def student(self, model, folder: Path) -> Vision: ...
 
@@ -63,7 +67,7 @@ class Family(Protocol):
 
     def end_id(self, tokenizer) -> int: ...
 
-    def llm_inputs(self, model, ids: torch.Tensor, visual: VisualTokens, timestamps: Sequence[float]) -> LLMInputs: ...
+    def llm_inputs(self, model, ids: torch.Tensor, visual: VisualTokens, fps: float) -> LLMInputs: ...
 
     def context_length(self, model) -> int: ...
 

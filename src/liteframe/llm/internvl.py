@@ -37,8 +37,12 @@ class InternVL:
     reasoning_tokens = 0
     _tokens = ("start_image_token", "end_image_token", "context_image_token", "video_token")
 
-    def vision(self, model) -> Vision:
-        """InternViT and the projector; refused once a student replaced the tower."""
+    def vision(self, model, folder: Path | None = None, pixels: str = "processor") -> Vision:
+        """InternViT and the projector, frames resized to its square (the processor's size); refused once a student
+        replaced the tower."""
+        if pixels != "processor":
+            raise InputError(f"pixels {pixels!r}: InternVL3 resizes every frame to its tower's square; only "
+                             "'processor' applies")
         teacher = self._teacher(model)
         patch = teacher.patch_size
         return Vision(teacher, teacher.projector, DataConfig(Square(teacher.image_size)), (1, patch, patch))
@@ -80,9 +84,9 @@ class InternVL:
     def end_id(self, tokenizer) -> int:
         return tokenizer.convert_tokens_to_ids(tokenizer.end_image_token)
 
-    def llm_inputs(self, model, ids: torch.Tensor, visual: VisualTokens, timestamps: Sequence[float]) -> LLMInputs:
+    def llm_inputs(self, model, ids: torch.Tensor, visual: VisualTokens, fps: float) -> LLMInputs:
         """Prompt ids `(1, L)` -> embeddings with the visual tokens at the context positions; InternVL's positions
-        are plain 1-D ones, so the frames' times are not needed."""
+        are plain 1-D ones, so the frame rate is not needed."""
         return LLMInputs(ids, embed(model, ids, self, visual), torch.ones_like(ids))
 
     def context_length(self, model) -> int:

@@ -30,13 +30,14 @@ from liteframe.llm.encoders import EncoderSpec, VisualEncoder, VisualTokens, bui
 from liteframe.llm.family import Family, check_tokenizer, get_family
 from liteframe.llm.inputs import LLMInputs
 from liteframe.llm.loading import load_weights, meta_model, quiet_transformers
+from liteframe.llm.processor import chat_template
 from liteframe.llm.prompt import Slot, build_input_ids, make_slots
 from liteframe.reduce.base import frame_budgets
 from liteframe.tables import format_table
 from liteframe.timing import LATENCY_KEYS, Stopwatch, synchronize
 from liteframe.video import open_video, sample_frames, stream_video
 from liteframe.video.decode import VideoDecodeWarning, VideoInfo, VideoReader
-from liteframe.video.sampling import FrameSample
+from liteframe.video.sampling import FrameSample, sampled_fps
 from liteframe.video.stream import VideoStream
 
 ENCODE_KEYS = ("decode", "preprocess", "vit")
@@ -45,14 +46,16 @@ ENCODE_KEYS = ("decode", "preprocess", "vit")
 @dataclass
 class EncodedVideo:
     """A video encoded once for any number of questions: `visual` (LLM tokens `(1, N, d_llm)` in the order of
-    `slots`, with each token's place in the grid), the `timestamps` (s) of the sampled frames, and `latency_ms` of
-    decode, preprocess and vit (plus `total`, the wall time of `encode`). Keeps the LLM's cache of the prompt prefix
-    up to the end of the video once a question was answered (on the LLM's device: drop the object to free it)."""
+    `slots`, with each token's place in the grid), the `timestamps` (s) of the sampled frames and their rate `fps`
+    (frames per second of video, `liteframe.video.sampling.sampled_fps`), and `latency_ms` of decode, preprocess
+    and vit (plus `total`, the wall time of `encode`). Keeps the LLM's cache of the prompt prefix up to the end of
+    the video once a question was answered (on the LLM's device: drop the object to free it)."""
 
     video: str
     encoder: str
     frames: int
     timestamps: list[float]
+    fps: float
     slots: list[Slot]
     visual: VisualTokens
     latency_ms: dict[str, float]
@@ -101,12 +104,14 @@ class VideoLLM:
     The front end, set on an instance to compare front ends (`bench e2e --front-ends`):
     `resize` (`RESIZERS`: "exact" in the decoder; "torch": whole RGB frames resized on the device) and `overlap`
     (decode the next chunk in the background while the encoder works). The weights are frozen: LMA turns on the
-    ones it trains."""
+    ones it trains. `folder` and `pixels`: the checkpoint's folder and the frame size budget the encoder was built
+    with (`build_encoder`), which `with_encoder` keeps."""
 
     resize = "exact"
     overlap = True
 
-    def __init__(self, model, tokenizer, encoder: VisualEncoder, chunk_frames: int = 32, timestamps: bool = False):
+    def __init__(self, model, tokenizer, encoder: VisualEncoder, chunk_frames: int = 32, timestamps: bool = False,
+                 folder: Path | None = None, pixels: str = "processor"):
         whole = math.lcm(encoder.frame_multiple, encoder.frames_per_step)  # a chunk holds whole clips and steps
         if chunk_frames < 1 or chunk_frames % whole:
             raise InputError(f"chunk_frames {chunk_frames}: must be a positive multiple of the {encoder.name} "
@@ -116,20 +121,22 @@ class VideoLLM:
         self.model, self.tokenizer, self.encoder, self.chunk_frames = model.eval(), tokenizer, encoder, chunk_frames
         model.requires_grad_(False)
         encoder.requires_grad_(False)
-        self.timestamps = timestamps
+        self.timestamps, self.folder, self.pixels = timestamps, folder, pixels
         self.device, self.dtype = model.device, model.dtype
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, encoder: str | EncoderSpec = "dense",
                         compression: Compression | int | str | None = None, device: str | torch.device | None = None,
                         dtype: torch.dtype | None = None, chunk_frames: int = 32, timestamps: bool = False,
-                        adapter: str | Path | None = None) -> VideoLLM:
+                        adapter: str | Path | None = None, pixels: str = "processor") -> VideoLLM:
         """Load a Video LLM folder (weights, tokenizer, chat template; any registered family: InternVL3 `-hf`,
         Qwen2.5-VL) and put `encoder` in front of its LLM: `dense`, a reducer name (`wap`, `tome`, ...) or
         `student:DIR` (InternVL3), at `compression` (4, 16, 64 or a block t,h,w; None: a student's own, else 16).
         Defaults: CUDA and bf16 when available, else CPU and float32. With a student, the checkpoint's vision tower
         is dropped before anything moves to `device`. `adapter`: a `liteframe adapt` LoRA folder, checked against
-        this checkpoint before its weights load, merged into the LLM's weights."""
+        this checkpoint before its weights load, merged into the LLM's weights. `pixels`: how frames are sized,
+        `processor` (as the checkpoint's own processor config sets it, what `AutoProcessor` gives) or a budget the
+        family names (Qwen2.5-VL: `qwen-vl-utils`)."""
         directory = Path(directory)
         family = _family(directory)
         spec, compression = EncoderSpec.parse(encoder), _compression(compression)
@@ -144,14 +151,16 @@ class VideoLLM:
             tokenizer = _load_tokenizer(directory)
         if adapter:
             model = lora.apply_adapter(model, adapter)
-        visual = build_encoder(family, model, spec, compression)
+        visual = build_encoder(family, model, spec, compression, directory, pixels)
         if spec.student is not None:
             family.drop_vision(model)  # the dense tower is never needed
-        return cls(model.to(device), tokenizer, visual.to(device=device, dtype=dtype), chunk_frames, timestamps)
+        return cls(model.to(device), tokenizer, visual.to(device=device, dtype=dtype), chunk_frames, timestamps,
+                   directory, pixels)
 
     @classmethod
     def skeleton(cls, directory: str | Path, encoder: str | EncoderSpec = "dense",
-                 compression: Compression | int | str | None = None, timestamps: bool = False) -> VideoLLM:
+                 compression: Compression | int | str | None = None, timestamps: bool = False,
+                 pixels: str = "processor") -> VideoLLM:
         """The VideoLLM that `from_pretrained` builds, but with the checkpoint's model made from its config.json on
         the meta device: no weights read, no memory taken. Enough for `check`, so that a frame count or a prompt the
         model cannot take is refused before a large checkpoint loads."""
@@ -161,14 +170,16 @@ class VideoLLM:
         with quiet_transformers():
             model = meta_model(family.checkpoint_class, directory)
             tokenizer = _load_tokenizer(directory)
-        return cls(model, tokenizer, build_encoder(family, model, spec, compression), timestamps=timestamps)
+        return cls(model, tokenizer, build_encoder(family, model, spec, compression, directory, pixels),
+                   timestamps=timestamps, folder=directory, pixels=pixels)
 
     def with_encoder(self, encoder: str | EncoderSpec,
                      compression: Compression | int | str | None = None) -> VideoLLM:
         """The same LLM (shared, not copied) behind another encoder; the teacher's vision tower must still be there."""
-        visual = build_encoder(self.family, self.model, EncoderSpec.parse(encoder), _compression(compression))
+        visual = build_encoder(self.family, self.model, EncoderSpec.parse(encoder), _compression(compression),
+                               self.folder, self.pixels)
         return VideoLLM(self.model, self.tokenizer, visual.to(device=self.device, dtype=self.dtype),
-                        self.chunk_frames, self.timestamps)
+                        self.chunk_frames, self.timestamps, self.folder, self.pixels)
 
     def check(self, frames: int, question: str = "", video: VideoInfo | None = None) -> int | None:
         """Refuse, before anything is decoded, a frame count the encoder cannot take or a prompt longer than the
@@ -239,7 +250,7 @@ class VideoLLM:
 
     def inputs(self, ids: torch.Tensor, enc: EncodedVideo) -> LLMInputs:
         """Prompt ids `(1, L)` laid out for `enc.slots` -> the LLM's inputs (the family's `llm_inputs`)."""
-        return self.family.llm_inputs(self.model, ids.to(self.device), enc.visual, enc.timestamps)
+        return self.family.llm_inputs(self.model, ids.to(self.device), enc.visual, enc.fps)
 
     @torch.inference_mode()
     def answer(self, enc: EncodedVideo, question: str, max_new_tokens: int = 64,
@@ -328,10 +339,11 @@ class VideoLLM:
         latency["total"] = (time.perf_counter() - start) * 1e3
         padded = timestamps + timestamps[-1:] * (len(visual.counts) * visual.frames_per_step - len(timestamps))
         return EncodedVideo(reader.info.path, self.encoder.name, len(timestamps), timestamps,
+                            sampled_fps(reader.info, len(timestamps)),
                             make_slots(padded, visual.counts, visual.frames_per_step), visual, latency)
 
     def _visual(self, chunks: Iterable[torch.Tensor], watch: Stopwatch, frames: int) -> VisualTokens:
-        """The encoding loop: decoded chunks of a video of `frames` sampled frames -> the encoder's `prepare`,
+        """The encoding loop: decoded chunks of a video's `frames` sampled frames -> the encoder's `prepare`,
         `encode_chunk`, then `finish`. Weights that do not train keep no graph."""
         parts = []
         with torch.set_grad_enabled(torch.is_grad_enabled() and any(p.requires_grad for p in
@@ -358,7 +370,7 @@ def sample_clips(info: VideoInfo, frames: int, clip_frames: int, rate: float = 1
 def ask(video: str | Path, question: str, model: str | Path, encoder: str | EncoderSpec = "dense", frames: int = 16,
         compression: Compression | int | str | None = None, device: str | None = None, dtype: str = "auto",
         repeats: int = 1, warmup: int = 0, max_new_tokens: int = 64, timestamps: bool = False,
-        adapter: str | Path | None = None, **generate_kwargs) -> Answer:
+        adapter: str | Path | None = None, pixels: str = "processor", **generate_kwargs) -> Answer:
     """One question about one video with a checkpoint folder: `liteframe ask` as a function. The video is opened
     once, and a bad video, frame count or question fails before the checkpoint's weights load."""
     if question is None:
@@ -369,9 +381,9 @@ def ask(video: str | Path, question: str, model: str | Path, encoder: str | Enco
     start = time.perf_counter()
     with open_video(video) as reader:
         opened = time.perf_counter() - start
-        VideoLLM.skeleton(model, encoder, compression, timestamps).check(frames, question, reader.info)
+        VideoLLM.skeleton(model, encoder, compression, timestamps, pixels).check(frames, question, reader.info)
         llm = VideoLLM.from_pretrained(model, encoder, compression, device=device, dtype=dtype,
-                                       timestamps=timestamps, adapter=adapter)
+                                       timestamps=timestamps, adapter=adapter, pixels=pixels)
         return llm._ask(reader, llm.sample(reader.info, frames).timestamps.tolist(), question, repeats, warmup,
                         max_new_tokens, opened, **generate_kwargs)
 
@@ -412,9 +424,12 @@ def _check_repeats(repeats: int, warmup: int) -> None:
 
 
 def _load_tokenizer(directory: Path):
+    """The checkpoint's tokenizer, with the chat template its processor applies (`liteframe.llm.processor`)."""
     try:
-        return AutoTokenizer.from_pretrained(directory)
+        tokenizer = AutoTokenizer.from_pretrained(directory)
     except Exception as err:  # noqa: BLE001  tokenizers' Rust parser raises bare Exceptions for bad files
         raise InputError(f"model folder {directory}: cannot load the tokenizer from tokenizer.json and "
                          f"tokenizer_config.json ({one_line(err)})") from None
+    tokenizer.chat_template = chat_template(directory, tokenizer)
+    return tokenizer
 

@@ -3,11 +3,14 @@ shapes with random weights for GPU benchmarks.
 
 The folder loads with `Qwen2_5_VLForConditionalGeneration.from_pretrained` and `AutoTokenizer.from_pretrained`
 like a real `Qwen/Qwen2.5-VL-*-Instruct` folder: its tokenizer has Qwen's vision tokens and the checkpoint's chat
-template. There is no processor config: transformers' Qwen2.5-VL video processor needs torchvision; liteframe
+template. With `processor_files` it also has the hub's processor files: the released `preprocessor_config.json` and
+the template in `chat_template.json` only; without, no processor config (the video processor's defaults apply) and
+the template beside the tokenizer (`chat_template.jinja`). liteframe reads those files as `AutoProcessor` does and
 preprocesses and lays out the prompt itself (`liteframe.llm.qwen`).
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -31,6 +34,17 @@ CHAT_TEMPLATE = (
     "%}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endif %}{% endfor %}{% if add_generation_prompt %}"
     "<|im_start|>assistant\n{% endif %}"
 )
+
+# preprocessor_config.json of Qwen/Qwen2.5-VL-*-Instruct as the hub serves it (its later revision, which added
+# `size` beside min_pixels and max_pixels); the processor reads it for videos too (there is no video config).
+PREPROCESSOR_CONFIG = {
+    "min_pixels": 3136, "max_pixels": 12845056, "patch_size": 14, "temporal_patch_size": 2, "merge_size": 2,
+    "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711],
+    "image_processor_type": "Qwen2VLImageProcessor", "processor_class": "Qwen2_5_VLProcessor",
+    "size": {"shortest_edge": 3136, "longest_edge": 12845056}, "resample": 3,
+    "rescale_factor": 0.00392156862745098, "do_resize": True, "do_rescale": True, "do_normalize": True,
+    "do_convert_rgb": True,
+}
 
 _CORPUS = [
     "A person flips a pancake in a pan and catches it. The pancake lands back in the pan.",
@@ -75,8 +89,9 @@ def qwen_config(size: str = "tiny", vocab_size: int = 400) -> Qwen2_5_VLConfig:
     return Qwen2_5_VLConfig(vision_config=vision, text_config=text)
 
 
-def save_tiny_qwen(directory: str | Path, seed: int = 0) -> Path:
-    """Write a random tiny Qwen2.5-VL checkpoint (config, safetensors, tokenizer, chat template) to `directory`."""
+def save_tiny_qwen(directory: str | Path, seed: int = 0, processor_files: bool = False) -> Path:
+    """Write a random tiny Qwen2.5-VL checkpoint (config, safetensors, tokenizer, chat template) to `directory`;
+    `processor_files`: with the hub's `preprocessor_config.json` and `chat_template.json` (see the module)."""
     directory = Path(directory)
     tokenizer = build_qwen_tokenizer()
     config = qwen_config("tiny", vocab_size=len(tokenizer))
@@ -93,6 +108,10 @@ def save_tiny_qwen(directory: str | Path, seed: int = 0) -> Path:
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
+    if processor_files:
+        (directory / "preprocessor_config.json").write_text(json.dumps(PREPROCESSOR_CONFIG, indent=2))
+        (directory / "chat_template.json").write_text(json.dumps({"chat_template": CHAT_TEMPLATE}, indent=2))
+        (directory / "chat_template.jinja").unlink()
     return directory
 
 

@@ -126,9 +126,18 @@ def _from_times(info: VideoInfo, times: np.ndarray) -> FrameSample:
     return FrameSample(indices, indices / info.fps, bool(len(np.unique(indices)) < len(indices)))
 
 
+def sampled_fps(info: VideoInfo, count: int) -> float:
+    """The frame rate of a sample of `count` frames of the video: frames per second of the video they are spread
+    over, `count / (num_frames / fps)` (the duration every strategy samples, the nominal frame grid's). It is
+    transformers' `VideoMetadata.sampled_fps` (`len(frames_indices) / total_num_frames * fps`) for the same frames,
+    whichever way they were spread: clips at a higher rate inside each clip (`clips`) have the rate of the whole
+    sample, as uniform frames of the same count would."""
+    return count * info.fps / info.num_frames
+
+
 def _duration(info: VideoInfo) -> float:
     # The frame grid is what can be sampled; the declared duration may include a trailing gap or be missing.
     return info.num_frames / info.fps
 
 
-__all__ = ["FrameSample", "SAMPLERS", "TrainSampler", "sample_frames"]
+__all__ = ["FrameSample", "SAMPLERS", "TrainSampler", "sample_frames", "sampled_fps"]

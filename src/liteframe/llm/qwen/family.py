@@ -17,22 +17,13 @@ from torch import nn
 from transformers import Qwen2_5_VLForConditionalGeneration
 
 from liteframe.errors import InputError
-from liteframe.llm.data import DataConfig
 from liteframe.llm.encoders import Vision, VisualTokens
 from liteframe.llm.family import FAMILIES, embed
 from liteframe.llm.inputs import LLMInputs
 from liteframe.llm.prompt import Slot
 from liteframe.llm.qwen.positions import rope_positions, set_positions
 from liteframe.llm.qwen.tokens import VIDEO_PAD, VISION_END, VISION_START, QwenTokens
-from liteframe.llm.qwen.vision import CLIP_MEAN, CLIP_STD, FACTOR, FRAMES_PER_STEP, PixelBudget, QwenVision
-
-
-def seconds_per_step(timestamps: Sequence[float]) -> float:
-    """Seconds one grid step (frame pair) spans: 2 x the mean spacing of the sampled frames (Qwen's
-    `second_per_grid_ts = temporal_patch_size / fps`); 1 for a single frame."""
-    if len(timestamps) < 2:
-        return 1.0
-    return FRAMES_PER_STEP * float(timestamps[-1] - timestamps[0]) / (len(timestamps) - 1)
+from liteframe.llm.qwen.vision import FACTOR, FRAMES_PER_STEP, QwenVision, data_config
 
 
 class Qwen25VL(QwenTokens):
@@ -42,14 +33,15 @@ class Qwen25VL(QwenTokens):
     lora_targets = r".*language_model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
     projector_modules = ["merger"]
     reasoning_tokens = 0
-    data = DataConfig(PixelBudget(), CLIP_MEAN, CLIP_STD, FRAMES_PER_STEP)
 
-    def vision(self, model) -> Vision:
-        """The ViT and merger (`QwenVision`), frames resized by `smart_resize` within the pixel budget, in pairs."""
+    def vision(self, model, folder: Path | None = None, pixels: str = "processor") -> Vision:
+        """The ViT and merger (`QwenVision`), frames in pairs resized by `smart_resize` within the pixel budget of
+        the checkpoint's processor config in `folder`, or the one `pixels` names (`qwen.vision.data_config`)."""
         visual = model.model.visual
         if visual is None:
             raise InputError("this VideoLLM dropped its vision tower: load it again with from_pretrained")
-        return Vision(QwenVision(visual), nn.Identity(), self.data, (FRAMES_PER_STEP, FACTOR, FACTOR), shuffle=False)
+        return Vision(QwenVision(visual), nn.Identity(), data_config(folder, pixels),
+                      (FRAMES_PER_STEP, FACTOR, FACTOR), shuffle=False)
 
     def student(self, model, folder: Path) -> Vision:
         raise InputError(f"encoder student:{folder}: there is no LiteFrame student for Qwen2.5-VL's ViT yet; use "
@@ -66,12 +58,13 @@ class Qwen25VL(QwenTokens):
         lines = "".join(f"{text}\n" for text in slot_text or [] if text)
         return lines + VISION_START + VIDEO_PAD * len(slots) + VISION_END
 
-    def llm_inputs(self, model, ids: torch.Tensor, visual: VisualTokens, timestamps: Sequence[float]) -> LLMInputs:
-        """Prompt ids `(1, L)` and the video's tokens (sampled at `timestamps`) -> embeddings with the tokens in the
-        `<|video_pad|>` run and mRoPE `position_ids (3, 1, L)`: each token keeps its (t, h, w) place in the grid it
-        came from, a grid step advancing `tokens_per_second` x its seconds in time ids."""
-        seconds = seconds_per_step(timestamps) * visual.frames_per_step / FRAMES_PER_STEP
-        interval = model.config.vision_config.tokens_per_second * seconds
+    def llm_inputs(self, model, ids: torch.Tensor, visual: VisualTokens, fps: float) -> LLMInputs:
+        """Prompt ids `(1, L)` and the video's tokens, sampled at `fps` frames per second of video -> embeddings
+        with the tokens in the `<|video_pad|>` run and mRoPE `position_ids (3, 1, L)`: each token keeps its (t, h, w)
+        place in the grid it came from, a grid step of `visual.frames_per_step` frames advancing `tokens_per_second`
+        x its seconds, `frames_per_step / fps`, in time ids (the processor's `second_per_grid_ts = 2 / fps` for a
+        frame pair)."""
+        interval = model.config.vision_config.tokens_per_second * visual.frames_per_step / fps
         video = set_positions(visual.step, visual.pos, visual.grid[2], interval)
         positions, _ = rope_positions(ids[0] == model.config.video_token_id, video)
         return LLMInputs(ids, embed(model, ids, self, visual), torch.ones_like(ids), positions)

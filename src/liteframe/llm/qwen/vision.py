@@ -1,5 +1,19 @@
-"""Qwen2.5-VL's vision side: its frame size rule (`smart_resize` within a pixel budget), patch layout, and the
-backbone the encoder pipeline runs (`QwenVision`).
+"""Qwen2.5-VL's vision side: how its frames are sized (`smart_resize` within a pixel budget, read from the
+checkpoint's processor config: `data_config`), patch layout, and the backbone the encoder pipeline runs
+(`QwenVision`).
+
+Frame size, as `AutoProcessor` gives it (`Qwen2VLVideoProcessor`, transformers 5.25): each frame is
+`smart_resize`d into `[shortest_edge, longest_edge]` pixels of the video processor's `size`, where a top-level
+`min_pixels` / `max_pixels` in its config replaces the matching key (the processor's `__init__`: Qwen2.5-VL's
+released `preprocessor_config.json` gives 3136 and 12845056, so a frame keeps about its own size); a folder
+without a processor config gets the class's defaults (128 and 768 tokens' pixels). `cap_pixels_per_frame` (off
+unless the config turns it on) also caps each frame at its share of 90% of `max_video_tokens` tokens' pixels per
+frame pair. The named budget `qwen-vl-utils` is the one Qwen's own `qwen_vl_utils.fetch_video` (0.0.11) applies
+before the processor sees the frames (the model card's examples): 128 to 768 tokens' pixels per frame, capped at
+the frame's share of `VIDEO_TOTAL_PIXELS` (90% of 128,000 tokens' pixels; it binds above 300 frames), in its float
+arithmetic. Its `smart_resize` differs from transformers' only for a side under 14 px or an aspect ratio over 128,
+which liteframe does not reproduce. The frame count in either cap is the sampled count before the last pair is
+padded.
 
 Qwen's ViT patchifies frame pairs (temporal patch 2, 14 px patches) and its merger turns each 2x2 group of patches
 into one LLM token; there is no CLS token. The backbone is the ViT and merger, its grid the merger's output viewed as
@@ -16,22 +30,27 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from liteframe.errors import InputError
 from liteframe.grid import TokenGrid
+from liteframe.llm.data import DataConfig
+from liteframe.llm.processor import video_processor_config
 
 FRAMES_PER_STEP = 2  # Qwen2.5-VL's temporal patch: one grid step is a frame pair
 PATCH = 14
 MERGE = 2
 FACTOR = PATCH * MERGE  # sides are multiples of 28
-# The pixel budget per frame of transformers' Qwen2-VL video processor (qwen-vl-utils' VIDEO_MIN/MAX_PIXELS).
+# `Qwen2VLVideoProcessor`'s default `size` (shortest_edge, longest_edge), qwen-vl-utils' VIDEO_MIN/MAX_PIXELS too
 MIN_PIXELS = 128 * FACTOR * FACTOR
 MAX_PIXELS = 768 * FACTOR * FACTOR
+MAX_VIDEO_TOKENS = 128000  # `Qwen2VLVideoProcessor.max_video_tokens`; qwen-vl-utils' VIDEO_TOTAL_PIXELS is 90% of it
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+PIXELS = ("processor", "qwen-vl-utils")  # the named budgets of `data_config`
 
 
 def smart_resize(height: int, width: int, factor: int = FACTOR, min_pixels: int = MIN_PIXELS,
@@ -55,19 +74,71 @@ def smart_resize(height: int, width: int, factor: int = FACTOR, min_pixels: int 
 
 @dataclass(frozen=True)
 class PixelBudget:
-    """Qwen's size policy: `smart_resize` within `[min_pixels, max_pixels]` (the video processor's budget per
-    frame). Unknown frames: a square filling the budget, the most tokens a frame of ordinary shape gives."""
+    """Qwen2-VL's video processor's size policy: each frame `smart_resize`d into `[min_pixels, max_pixels]`; with
+    `total_pixels` (its `cap_pixels_per_frame`), `max_pixels` is also capped at each frame's even share of that many
+    pixels per frame pair, floored at 1.05 x `min_pixels`, in the processor's integer arithmetic (`cap`). Unknown
+    frames (`largest`): a square filling the cap, the most tokens a frame of ordinary shape gives."""
 
     min_pixels: int = MIN_PIXELS
     max_pixels: int = MAX_PIXELS
+    total_pixels: int | None = None
     fixed = False
 
+    def cap(self, frames: int) -> float:
+        """The most pixels of one of `frames` frames."""
+        if self.total_pixels is None:
+            return self.max_pixels
+        share = self.total_pixels * FRAMES_PER_STEP // frames
+        return max(min(self.max_pixels, share), int(self.min_pixels * 1.05))
+
     def __call__(self, frames: int, height: int, width: int) -> tuple[int, int]:
-        return smart_resize(height, width, min_pixels=self.min_pixels, max_pixels=self.max_pixels)
+        return smart_resize(height, width, min_pixels=self.min_pixels, max_pixels=self.cap(frames))
 
     def largest(self, frames: int) -> tuple[int, int]:
-        side = math.isqrt(self.max_pixels)
+        side = math.isqrt(int(self.cap(frames)))
         return self(frames, side, side)
+
+
+@dataclass(frozen=True)
+class QwenVLUtilsBudget(PixelBudget):
+    """qwen-vl-utils' video budget (`fetch_video`): 128 to 768 tokens' pixels per frame, capped at the frame's
+    share of `VIDEO_TOTAL_PIXELS` per frame pair, which it computes in float (`total / frames * 2`)."""
+
+    total_pixels: int = int(MAX_VIDEO_TOKENS * FACTOR * FACTOR * 0.9)
+
+    def cap(self, frames: int) -> float:
+        share = self.total_pixels / frames * FRAMES_PER_STEP
+        return max(min(self.max_pixels, share), int(self.min_pixels * 1.05))
+
+
+def data_config(folder: str | Path | None = None, pixels: str = "processor") -> DataConfig:
+    """Qwen2.5-VL's data config: `processor`, the frames `AutoProcessor` gives for the checkpoint in `folder` (its
+    video processor's config, `liteframe.llm.processor`; None or a folder without one: the processor's defaults), or
+    `qwen-vl-utils`, its budget with the processor's mean and std (see the module docstring)."""
+    if pixels not in PIXELS:
+        raise InputError(f"pixels {pixels!r}: choose {' or '.join(PIXELS)}")
+    config, path = video_processor_config(folder) if folder is not None else ({}, None)
+    where = path or folder
+    layout = tuple(config.get(k, d) for k, d in (("patch_size", PATCH), ("merge_size", MERGE),
+                                                  ("temporal_patch_size", FRAMES_PER_STEP)))
+    if layout != (PATCH, MERGE, FRAMES_PER_STEP):
+        raise InputError(f"{where}: patch, merge and temporal patch sizes {layout}; liteframe reads Qwen2.5-VL's "
+                         f"{(PATCH, MERGE, FRAMES_PER_STEP)}")
+    mean, std = tuple(config.get("image_mean", CLIP_MEAN)), tuple(config.get("image_std", CLIP_STD))
+    if pixels == "qwen-vl-utils":
+        return DataConfig(QwenVLUtilsBudget(), mean, std, FRAMES_PER_STEP)
+    size = dict(config.get("size") or {"shortest_edge": MIN_PIXELS, "longest_edge": MAX_PIXELS})
+    for key, edge in (("min_pixels", "shortest_edge"), ("max_pixels", "longest_edge")):
+        if config.get(key) is not None:  # the processor's `__init__`: min/max_pixels replace the size's keys
+            size[edge] = config[key]
+    low, high = size.get("shortest_edge"), size.get("longest_edge")
+    if not (isinstance(low, int) and isinstance(high, int) and 0 < low <= high):
+        raise InputError(f"{where}: the video processor's size needs integers 0 < shortest_edge <= longest_edge "
+                         f"(or min_pixels and max_pixels), got {size}")
+    total = None
+    if config.get("cap_pixels_per_frame"):
+        total = int(config.get("max_video_tokens", MAX_VIDEO_TOKENS) * FACTOR * FACTOR * 0.9)
+    return DataConfig(PixelBudget(low, high, total), mean, std, FRAMES_PER_STEP)
 
 
 def patchify(x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int]]:

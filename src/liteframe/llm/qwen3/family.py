@@ -1,8 +1,8 @@
 """Qwen3-VL (dense `qwen3_vl`, MoE `qwen3_vl_moe`) and Qwen3.5 (dense `qwen3_5`, MoE `qwen3_5_moe`), native
 `transformers` format, as model families: one class, four registrations.
 
-- Vision: the tower reads frame pairs sized by the processor's whole-video pixel budget (`frames.VideoBudget`, read
-  from the checkpoint's `video_preprocessor_config.json`); its merger's grid is the pipeline's backbone output, with
+- Vision: the tower reads frame pairs sized by the processor's whole-video pixel budget (`frames.data_config`, from
+  the checkpoint's video processor config); its merger's grid is the pipeline's backbone output, with
   Qwen3-VL's DeepStack features as levels that every reducer reduces with the tokens' own decision
   (`vision.Qwen3Vision`). Qwen3.5's tower is the same without DeepStack.
 - Prompt (`Qwen3VLProcessor`'s layout): the template's `<|vision_start|><|video_pad|><|vision_end|>` is replaced by
@@ -39,7 +39,7 @@ from liteframe.llm.family import FAMILIES, embed
 from liteframe.llm.inputs import LLMInputs
 from liteframe.llm.prompt import Slot
 from liteframe.llm.qwen.tokens import VIDEO_PAD, VISION_END, VISION_START, QwenTokens
-from liteframe.llm.qwen3.frames import Qwen3Data, VideoBudget
+from liteframe.llm.qwen3.frames import data_config
 from liteframe.llm.qwen3.positions import rope_positions
 from liteframe.llm.qwen3.vision import FACTOR, FRAMES_PER_STEP, Qwen3Vision
 
@@ -65,13 +65,14 @@ class Qwen3(QwenTokens):
         self.projector_modules = ["merger", "deepstack_merger_list"] if deepstack else ["merger"]
         self.reasoning_tokens = reasoning_tokens
 
-    def vision(self, model) -> Vision:
-        """The tower and its mergers (`Qwen3Vision`), frames sized by the checkpoint's whole-video budget."""
+    def vision(self, model, folder: Path | None = None, pixels: str = "processor") -> Vision:
+        """The tower and its mergers (`Qwen3Vision`), frames sized by the whole-video budget of the checkpoint's
+        processor config in `folder` (`frames.data_config`)."""
         visual = model.model.visual
         if visual is None:
             raise InputError("this VideoLLM dropped its vision tower: load it again with from_pretrained")
-        data = Qwen3Data(VideoBudget.from_folder(model.name_or_path or None))
-        return Vision(Qwen3Vision(visual), nn.Identity(), data, (FRAMES_PER_STEP, FACTOR, FACTOR), shuffle=False)
+        return Vision(Qwen3Vision(visual), nn.Identity(), data_config(folder, pixels),
+                      (FRAMES_PER_STEP, FACTOR, FACTOR), shuffle=False)
 
     def student(self, model, folder: Path) -> Vision:
         raise InputError(f"encoder student:{folder}: there is no LiteFrame student for {self.title[2:]}'s ViT yet "
@@ -87,9 +88,10 @@ class Qwen3(QwenTokens):
         return "".join(f"{text}\n" * bool(text) + f"<{slot_time(slot):.1f} seconds>{VISION_START}{VIDEO_PAD}"
                        f"{VISION_END}" for slot, text in zip(slots, texts))
 
-    def llm_inputs(self, model, ids: torch.Tensor, visual: VisualTokens, timestamps: Sequence[float]) -> LLMInputs:
+    def llm_inputs(self, model, ids: torch.Tensor, visual: VisualTokens, fps: float) -> LLMInputs:
         """Prompt ids `(1, L)` -> embeddings with the tokens at the pads, mRoPE `position_ids (3, 1, L)` (each token
-        at its place in its run's grid; the times are in the text) and the DeepStack levels with their mask."""
+        at its place in its run's grid; time is in the text, so `fps` is not needed) and the DeepStack levels with
+        their mask."""
         embeds = embed(model, ids, self, visual)
         is_video = ids == model.config.video_token_id
         width = visual.grid[2]
