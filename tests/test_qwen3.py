@@ -17,7 +17,7 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from transformers import AutoConfig, LogitsProcessor
+from transformers import AutoConfig
 from transformers.models.qwen3_vl.processing_qwen3_vl import Qwen3VLProcessor
 from transformers.models.qwen3_vl.video_processing_qwen3_vl import Qwen3VLVideoProcessor
 from transformers.image_utils import SizeDict
@@ -37,6 +37,7 @@ from liteframe.testing.qwen3 import VIDEO_PREPROCESSOR
 from liteframe.testing.videos import make_video
 from liteframe.video import open_video
 from liteframe.video.scale import torchvision_bicubic
+from test_videollm import _FirstScores as FirstScores
 
 TYPES = ["qwen3_vl", "qwen3_vl_moe", "qwen3_5", "qwen3_5_moe"]
 FPS = 8.0
@@ -100,16 +101,6 @@ def published_positions(ids: list[int], video_id: int, places: list[tuple[int, i
         if i + 1 == len(ids) or ids[i + 1] != video_id:
             next_id = max(max(p) for p in out) + 1
     return out
-
-
-class FirstScores(LogitsProcessor):
-    def __init__(self):
-        self.scores = None
-
-    def __call__(self, input_ids, scores):
-        if self.scores is None:
-            self.scores = scores.clone()
-        return scores
 
 
 # --- the checkpoint's files ------------------------------------------------------------------------------------

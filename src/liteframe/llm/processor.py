@@ -41,6 +41,27 @@ def video_processor_config(folder: str | Path) -> tuple[dict, Path | None]:
     return {}, None
 
 
+def video_settings(folder: str | Path | None, layout: tuple[int, int, int], title: str) -> tuple[dict, Path | None]:
+    """`video_processor_config(folder)` (none without a folder), refused in one line unless its patch, merge and
+    temporal patch sizes (the class's `layout` where absent) are `layout`, which liteframe's patch order for
+    `title` assumes; and where they come from."""
+    config, path = video_processor_config(folder) if folder is not None else ({}, None)
+    ours = tuple(config.get(k, d) for k, d in zip(("patch_size", "merge_size", "temporal_patch_size"), layout))
+    if ours != tuple(layout):
+        raise InputError(f"{path or folder}: patch, merge and temporal patch sizes {ours}; liteframe reads {title}'s "
+                         f"{tuple(layout)}")
+    return config, path or folder
+
+
+def pixel_range(size: dict, where) -> tuple[int, int]:
+    """A video processor's `size` -> `(shortest_edge, longest_edge)`, or one line naming `where` they come from."""
+    low, high = size.get("shortest_edge"), size.get("longest_edge")
+    if not (isinstance(low, int) and isinstance(high, int) and 0 < low <= high):
+        raise InputError(f"{where}: the video processor's size needs integers 0 < shortest_edge <= longest_edge "
+                         f"(or min_pixels and max_pixels), got {size}")
+    return low, high
+
+
 def chat_template(folder: str | Path, tokenizer) -> str:
     """The chat template the checkpoint's processor applies (see the module docstring), else the tokenizer's; one
     line naming the folder when it has none."""

@@ -38,7 +38,7 @@ from torch import nn
 from liteframe.errors import InputError
 from liteframe.grid import TokenGrid
 from liteframe.llm.data import DataConfig
-from liteframe.llm.processor import video_processor_config
+from liteframe.llm.processor import pixel_range, video_settings
 
 FRAMES_PER_STEP = 2  # Qwen2.5-VL's temporal patch: one grid step is a frame pair
 PATCH = 14
@@ -117,13 +117,7 @@ def data_config(folder: str | Path | None = None, pixels: str = "processor") -> 
     `qwen-vl-utils`, its budget with the processor's mean and std (see the module docstring)."""
     if pixels not in PIXELS:
         raise InputError(f"pixels {pixels!r}: choose {' or '.join(PIXELS)}")
-    config, path = video_processor_config(folder) if folder is not None else ({}, None)
-    where = path or folder
-    layout = tuple(config.get(k, d) for k, d in (("patch_size", PATCH), ("merge_size", MERGE),
-                                                  ("temporal_patch_size", FRAMES_PER_STEP)))
-    if layout != (PATCH, MERGE, FRAMES_PER_STEP):
-        raise InputError(f"{where}: patch, merge and temporal patch sizes {layout}; liteframe reads Qwen2.5-VL's "
-                         f"{(PATCH, MERGE, FRAMES_PER_STEP)}")
+    config, where = video_settings(folder, (PATCH, MERGE, FRAMES_PER_STEP), "Qwen2.5-VL")
     mean, std = tuple(config.get("image_mean", CLIP_MEAN)), tuple(config.get("image_std", CLIP_STD))
     if pixels == "qwen-vl-utils":
         return DataConfig(QwenVLUtilsBudget(), mean, std, FRAMES_PER_STEP)
@@ -131,10 +125,7 @@ def data_config(folder: str | Path | None = None, pixels: str = "processor") -> 
     for key, edge in (("min_pixels", "shortest_edge"), ("max_pixels", "longest_edge")):
         if config.get(key) is not None:  # the processor's `__init__`: min/max_pixels replace the size's keys
             size[edge] = config[key]
-    low, high = size.get("shortest_edge"), size.get("longest_edge")
-    if not (isinstance(low, int) and isinstance(high, int) and 0 < low <= high):
-        raise InputError(f"{where}: the video processor's size needs integers 0 < shortest_edge <= longest_edge "
-                         f"(or min_pixels and max_pixels), got {size}")
+    low, high = pixel_range(size, where)
     total = None
     if config.get("cap_pixels_per_frame"):
         total = int(config.get("max_video_tokens", MAX_VIDEO_TOKENS) * FACTOR * FACTOR * 0.9)

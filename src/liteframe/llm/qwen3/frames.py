@@ -25,7 +25,7 @@ from transformers.models.qwen3_vl.video_processing_qwen3_vl import smart_resize
 
 from liteframe.errors import InputError
 from liteframe.llm.data import DataConfig
-from liteframe.llm.processor import video_processor_config
+from liteframe.llm.processor import pixel_range, video_settings
 from liteframe.llm.qwen3.vision import FACTOR, FRAMES_PER_STEP, MERGE, PATCH
 
 MEAN = STD = (0.5, 0.5, 0.5)  # `Qwen3VLVideoProcessor`'s defaults (IMAGENET_STANDARD_MEAN and _STD)
@@ -76,18 +76,8 @@ def data_config(folder: str | Path | None = None, pixels: str = "processor") -> 
     if pixels != "processor":
         raise InputError(f"pixels {pixels!r}: Qwen3-VL and Qwen3.5 size frames by their processor's whole-video "
                          "budget; only 'processor' applies")
-    config, path = video_processor_config(folder) if folder is not None else ({}, None)
-    where = path or folder
-    layout = tuple(config.get(k, d) for k, d in (("patch_size", PATCH), ("merge_size", MERGE),
-                                                  ("temporal_patch_size", FRAMES_PER_STEP)))
-    if layout != (PATCH, MERGE, FRAMES_PER_STEP):
-        raise InputError(f"{where}: patch, merge and temporal patch sizes {layout}; liteframe reads Qwen3-VL's "
-                         f"{(PATCH, MERGE, FRAMES_PER_STEP)}")
-    size = config.get("size") or {"shortest_edge": MIN_PIXELS, "longest_edge": MAX_PIXELS}
-    low, high = size.get("shortest_edge"), size.get("longest_edge")
-    if not (isinstance(low, int) and isinstance(high, int) and 0 < low <= high):
-        raise InputError(f"{where}: the video processor's size needs integers 0 < shortest_edge <= longest_edge, "
-                         f"got {size}")
+    config, where = video_settings(folder, (PATCH, MERGE, FRAMES_PER_STEP), "Qwen3-VL")
+    low, high = pixel_range(config.get("size") or {"shortest_edge": MIN_PIXELS, "longest_edge": MAX_PIXELS}, where)
     cap = config.get("max_video_tokens", MAX_VIDEO_TOKENS) * FACTOR * FACTOR if config.get("cap_pixels_per_frame") \
         else None
     mean, std = tuple(config.get("image_mean", MEAN)), tuple(config.get("image_std", STD))
