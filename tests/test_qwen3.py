@@ -26,7 +26,7 @@ from transformers.video_processing_utils import BaseVideoProcessor
 from transformers.video_utils import VideoMetadata
 
 from liteframe.errors import InputError
-from liteframe.llm import VideoLLM, build_input_ids, get_family, make_slots
+from liteframe.llm import LLMInputs, VideoLLM, build_input_ids, get_family, make_slots
 from liteframe.llm.family import check_tokenizer
 from liteframe.llm.lora import add_lora
 from liteframe.llm.qwen3 import VideoBudget, data_config, slot_time
@@ -169,8 +169,9 @@ def test_frame_size_is_the_processors(frames, height, width, low, high, cap):
     processor = Qwen3VLVideoProcessor.__new__(Qwen3VLVideoProcessor)
     with mock.patch.object(BaseVideoProcessor, "resize", lambda self, image, size, resample: (size.height, size.width),
                            create=True):
-        expected = Qwen3VLVideoProcessor.resize(processor, torch.zeros(1, frames, 3, height, width), SizeDict(
-            shortest_edge=low, longest_edge=high), None, 32, 2, cap_pixels_per_frame=cap)
+        videos = torch.zeros(1, 1, 1, 1, 1).expand(1, frames, 3, height, width)  # only its shape is read
+        expected = Qwen3VLVideoProcessor.resize(processor, videos, SizeDict(shortest_edge=low, longest_edge=high), None,
+                                                32, 2, cap_pixels_per_frame=cap)
     assert VideoBudget(low, high, 768 * 32 * 32 if cap else None)(frames, height, width) == expected
 
 
@@ -354,6 +355,23 @@ def test_answers_reusing_the_video_prefix_equal_fresh_ones(llms, video, model_ty
         llm.model.model.language_model(input_ids=torch.tensor([[5]]), cache=decoded, use_cache=True)
         with pytest.raises(RuntimeError, match="does not track past states"):
             decoded.crop(stored.get_seq_length())
+
+
+@torch.no_grad()
+def test_a_batch_keeps_each_prompts_deepstack_features(llms, video):
+    """LMA's batch (right-padded, DeepStack features concatenated in batch order): each prompt's hidden states equal
+    its own forward's."""
+    llm = llms["qwen3_vl"]
+    enc = llm.encode(video, 4)
+    items = [llm.inputs(build_input_ids(llm.tokenizer, llm.family, enc.slots, q)[0], enc)
+             for q in ("Why?", "What happens in the video, and when?")]
+    batch = LLMInputs.batch(items)
+    assert [len(level) for level in batch.deepstack] == [2 * enc.visual_tokens] * 2
+    lm = llm.model.get_decoder()
+    together = lm(**batch.forward_kwargs()).last_hidden_state
+    for i, item in enumerate(items):
+        alone = lm(**item.forward_kwargs()).last_hidden_state[0]
+        torch.testing.assert_close(together[i, :len(alone)], alone, rtol=0, atol=1e-5)
 
 
 # --- LoRA ------------------------------------------------------------------------------------------------------

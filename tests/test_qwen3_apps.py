@@ -85,8 +85,8 @@ def test_eval_runs_the_benchmarks_on_each_family(qwen3_folders, model_type, tmp_
     def answer(enc, question, **kwargs):
         ids, _ = build_input_ids(llm.tokenizer, llm.family, enc.slots, question, slot_text=kwargs.get("slot_text"))
         prompts.append(llm.tokenizer.decode(ids[0]))
-        limits.append(kwargs["max_new_tokens"])
-        return real(enc, question, **kwargs)
+        limits.append(kwargs.pop("max_new_tokens"))
+        return real(enc, question, max_new_tokens=1, **kwargs)  # the limit is recorded; one token is enough here
 
     llm.answer = answer
     runs = {"longvideobench": evaldata.make_longvideobench(tmp_path / "lvb")}
@@ -110,7 +110,7 @@ def test_a_qwen35_answer_after_its_reasoning_scores(qwen3_folders, tmp_path):
     """Qwen3.5's template opens `<think>` in the prompt, so the answer holds only the closing tag: eval strips the
     reasoning before reading the letter, and gives the block room (the family's `reasoning_tokens` more tokens)."""
     llm = VideoLLM.from_pretrained(qwen3_folders["qwen3_5"], "wap", device="cpu", dtype=torch.float32)
-    text = llm.tokenizer("The pancake flips once. C is wrong.\n</think>\n\nB", add_special_tokens=False)["input_ids"]
+    text = llm.tokenizer("Not C.\n</think>\n\nB", add_special_tokens=False)["input_ids"]
     limits = []
     real = llm.answer
 
