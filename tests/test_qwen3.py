@@ -398,3 +398,10 @@ def test_lora_targets_the_language_model_only(qwen3_folders, model_type):
     layers = model.config.text_config.num_hidden_layers
     assert all(any(f".layers.{i}." in n for n in wrapped) for i in range(layers))  # every layer adapted
     assert not any(p.requires_grad for n, p in peft.named_parameters() if "lora_" not in n)
+    with warnings.catch_warnings():  # `train_projector`: the mergers into the LLM's width train too
+        warnings.simplefilter("ignore", FutureWarning)
+        peft = add_lora(family.checkpoint_class.from_pretrained(qwen3_folders[model_type]), train_projector=True)
+    trained = {n.split(".modules_to_save")[0].removeprefix("base_model.model.model.visual.")
+               for n, p in peft.named_parameters() if p.requires_grad and "lora_" not in n}
+    levels = 2 if model_type.startswith("qwen3_vl") else 0
+    assert trained == {"merger", *(f"deepstack_merger_list.{i}" for i in range(levels))}

@@ -68,12 +68,11 @@ class GridReducer:
         levels = tuple(pad_to_blocks(level, [], block)[0] for level in grid.levels)
         padded = TokenGrid(patches, cls, levels=levels)
         decision = self.decide(padded, queries, block) if self.decide is not None else None
-        pooled = TokenGrid(self.pool(patches, block, decision), levels=tuple(self.pool(x, block, decision)
-                                                                               for x in levels))
         if cls is not None:
             b, t, c = cls.shape
-            pooled.cls = cls.view(b, t // block[0], block[0], c).mean(2)
-        return pooled
+            cls = cls.view(b, t // block[0], block[0], c).mean(2)
+        return TokenGrid(self.pool(patches, block, decision), cls,
+                         levels=tuple(self.pool(x, block, decision) for x in levels))
 
 
 class SetReducer:

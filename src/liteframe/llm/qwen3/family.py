@@ -61,8 +61,9 @@ class Qwen3(QwenTokens):
     def __init__(self, title: str, checkpoint_class: type, lora_targets: str, deepstack: bool,
                  reasoning_tokens: int = 0):
         self.title, self.checkpoint_class, self.lora_targets = title, checkpoint_class, lora_targets
-        # the mergers that carry visual tokens (and DeepStack features) into the LLM's width
-        self.projector_modules = ["merger", "deepstack_merger_list"] if deepstack else ["merger"]
+        # the mergers that carry visual tokens and DeepStack features into the LLM's width (PEFT saves modules by
+        # name, not a ModuleList: the released Qwen3-VL checkpoints have 3 DeepStack mergers)
+        self.projector_modules = ["merger"] + [f"deepstack_merger_list.{i}" for i in range(3 if deepstack else 0)]
         self.reasoning_tokens = reasoning_tokens
 
     def vision(self, model, folder: Path | None = None, pixels: str = "processor") -> Vision:
