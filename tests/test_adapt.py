@@ -113,7 +113,7 @@ def test_merge_cli_prints_one_line_and_no_progress_bar(tiny, tmp_path, capfd):
 
 # -- chat manifests ----------------------------------------------------------------------------------------------
 
-from liteframe.train.manifest import Skips, read_chat_manifest  # noqa: E402
+from liteframe.train.adapt.manifest import read_chat_manifest  # noqa: E402
 
 
 def _row(i=0, video="v.mp4", turns=("<video>\nWhat colour?", "red")):
@@ -152,18 +152,12 @@ def test_bad_manifest_is_one_line_error(tmp_path, content, match):
     assert "\n" not in str(err.value)
 
 
-def test_unusable_rows_carry_their_skip_reason(tmp_path, caplog):
+def test_unusable_rows_carry_their_skip_reason(tmp_path):
     rows = [_row(0, turns=("What colour?", "red")), _row(1, turns=("<video>\nQ", " ")),
             _row(2, turns=("<video>\nQ", "A", "Q2"))]
     (tmp_path / "m.json").write_text(json.dumps(rows))
     problems = [s.problem for s in read_chat_manifest(tmp_path / "m.json")]
-    assert problems == ["no <video>", "empty answer", "empty answer"]
-    skips = Skips()
-    for _ in range(3):
-        skips.add("s0", "decode failure", "broken")
-    skips.add("s1", "decode failure")
-    assert skips.counts["decode failure"] == 4 and skips.total == 4
-    assert sum("skipped" in r.message for r in caplog.records) == 2
+    assert problems == ["no <video> or <image>", "empty answer", "empty answer"]
 
 
 # -- samples and the job -----------------------------------------------------------------------------------------
@@ -173,10 +167,11 @@ import numpy as np  # noqa: E402
 
 from liteframe.llm import VideoLLM  # noqa: E402
 from liteframe.llm.prompt import build_input_ids, make_slots  # noqa: E402
-from liteframe.train.adapt import (IGNORE, AdaptConfig, AdaptModel, ChatDataset, Prompter, Trainer, adapt,  # noqa: E402
-                                   chat_ids)
+from liteframe.train.adapt import AdaptConfig, AdaptTrainer, adapt  # noqa: E402
+from liteframe.train.adapt.data import IGNORE, ChatDataset, Prompter, chat_ids  # noqa: E402
+from liteframe.train.adapt.manifest import read_chat_manifest as _read  # noqa: E402
+from liteframe.train.adapt.model import AdaptModel  # noqa: E402
 from liteframe.train.job import job_setup  # noqa: E402
-from liteframe.train.manifest import read_chat_manifest as _read  # noqa: E402
 from tests.videos import REAL_VIDEOS  # noqa: E402
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yellow": (230, 220, 30)}
@@ -231,7 +226,7 @@ def test_dataset_draws_are_seeded_and_uniform_and_skips_have_reasons(llm, colour
     (tmp_path / "bad.json").write_text(json.dumps(rows))
     small = Prompter(**{**vars(prompter), "context": 250})
     data = ChatDataset(_read(tmp_path / "bad.json"), small, (4, 8), (1.0, 4.0), seed=0)
-    assert [data[i].get("skip") for i in range(4)] == ["decode failure", "no <video>", "empty answer", "over context"]
+    assert [data[i].get("skip") for i in range(4)] == ["decode failure", "no <video> or <image>", "empty answer", "over context"]
     draws = [data.draw(i) for i in range(4)]
     assert draws == [data.draw(i) for i in range(4)]  # seeded
     data.epoch = 1
@@ -300,7 +295,7 @@ def test_loss_falls_the_adapted_model_answers_and_only_lora_changes(tiny, colour
     cfg = _config(tiny, colours, tmp_path / "run", eval_data=str(colours), steps=60, lr=3e-2, lora={"dropout": 0},
                   log_every=20, eval_every=20)
     with job_setup(cfg) as job:
-        trainer = Trainer(cfg, job, _read(colours), _read(colours))
+        trainer = AdaptTrainer(cfg, job, _read(colours), _read(colours))
         before = {n: p.detach().clone() for n, p in trainer.model.peft.named_parameters()}
         result = trainer.run()
     lines = _metrics(tmp_path / "run")
@@ -329,18 +324,19 @@ def test_resume_reaches_the_same_adapter(tiny, colours, tmp_path, monkeypatch, o
     from safetensors.torch import load_file
 
     adapt(_config(tiny, colours, tmp_path / "once", steps=4, save_every=2))
-    save = Trainer.save
+    save = AdaptTrainer.save
 
     def save_then_die(self):  # a kill right after the step-2 checkpoint is complete
         save(self)
         raise _Killed
 
-    monkeypatch.setattr(Trainer, "save", save_then_die)
+    monkeypatch.setattr(AdaptTrainer, "save", save_then_die)
     with pytest.raises(_Killed):
         adapt(_config(tiny, colours, tmp_path / "twice", steps=4, save_every=2))
-    monkeypatch.setattr(Trainer, "save", save)
-    steps, train_step = [], Trainer._train_step
-    monkeypatch.setattr(Trainer, "_train_step", lambda self, b: steps.append(self.state.step) or train_step(self, b))
+    monkeypatch.setattr(AdaptTrainer, "save", save)
+    steps, train_step = [], AdaptTrainer.train_step
+    monkeypatch.setattr(AdaptTrainer, "train_step",
+                        lambda self, b: steps.append(self.state.step) or train_step(self, b))
     adapt(_config(tiny, colours, tmp_path / "twice", steps=4, save_every=2))
     assert steps == [2, 3]  # it resumed after step 2 rather than starting again
     a = load_file(tmp_path / "once" / "adapter" / "adapter_model.safetensors")
@@ -359,7 +355,7 @@ def test_bad_samples_are_skipped_and_counted_in_a_run(tiny, colours, tmp_path, c
     last = _metrics(tmp_path / "run")[-1]
     assert last["skipped"] == 3 and last["loss"] > 0  # the step still trained on the 4 good rows
     warned = [r.message for r in caplog.records if "skipped" in r.message]
-    assert sum("decode failure" in m for m in warned) == 2 and any("no <video>" in m for m in warned)
+    assert sum("decode failure" in m for m in warned) == 2 and any("no <video> or <image>" in m for m in warned)
 
 
 def test_adapt_cli_errors_are_one_line(tiny, tmp_path, capsys):
@@ -416,17 +412,17 @@ def test_sigterm_saves_a_checkpoint_and_stops(tiny, colours, tmp_path, monkeypat
 
     from liteframe.train import checkpoint as ckpt
 
-    train_step = Trainer._train_step
+    train_step = AdaptTrainer.train_step
 
     def terminated(self, batches):  # SIGTERM arrives during step 2
         if self.state.step == 1:
             os.kill(os.getpid(), signal.SIGTERM)
         return train_step(self, batches)
 
-    monkeypatch.setattr(Trainer, "_train_step", terminated)
+    monkeypatch.setattr(AdaptTrainer, "train_step", terminated)
     handler = signal.getsignal(signal.SIGTERM)
     result = adapt(_config(tiny, colours, tmp_path / "run", steps=5))
-    assert result.output is None and result.step == 2
+    assert result.output is None and result.step == 2 and result.signal == signal.SIGTERM
     assert [p.name for p in ckpt.list_checkpoints(tmp_path / "run" / "checkpoints")] == ["step-00000002.safetensors"]
     assert signal.getsignal(signal.SIGTERM) == handler and not (tmp_path / "run" / "adapter").exists()
 

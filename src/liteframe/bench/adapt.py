@@ -1,37 +1,47 @@
 """`liteframe bench adapt`: LMA training throughput and peak memory at frame budgets of 128, 256 and 512.
 
-The training step alone (frames already decoded and preprocessed; the frozen visual encoder under no_grad, the
-prompt `ask` builds, the LLM with LoRA and activation checkpointing, the answer-only loss, backward and the
-optimiser), one sample per step as
-the full-size run takes it. CPU: the tiny random InternVL3 in float32. CUDA: InternVL3-8B's shapes (InternViT-300M
-and Qwen2.5-7B) with random weights in bf16 (weights do not change speed or memory). Tokens are what the LLM reads
-(prompt, visual tokens and answer); peak memory is the device's allocator peak on CUDA, the process's peak resident
-size on CPU (which only grows: budgets run in increasing order).
+The job's own training step (`AdaptTrainer.train_step`) on one sample per step, as the full-size run takes it: the
+sample laid out by the job's data set (frames at 4 fps of a generated video, the prompt `ask` builds), its frames
+decoded and encoded by the frozen visual encoder, the LLM with LoRA and activation checkpointing, the answer-only
+loss, backward, gradient clipping, the optimiser and the schedule. CPU: the tiny random InternVL3 in float32. CUDA:
+InternVL3-8B's shapes (InternViT-300M and Qwen2.5-7B) with random weights in bf16 (weights do not change speed or
+memory). Tokens are what the LLM reads (prompt, visual tokens and answer); peak memory is the device's allocator
+peak on CUDA, the process's peak resident size on CPU (which only grows: budgets run in increasing order).
 """
 from __future__ import annotations
 
+import dataclasses
+import itertools
+import json
 import tempfile
 import time
 from pathlib import Path
 from typing import Sequence
 
+import av
 import numpy as np
 import torch
 from transformers import AutoTokenizer, InternVLConfig, InternVLForConditionalGeneration, InternVLVisionConfig, \
     Qwen2Config
 
 from liteframe.bench.e2e import RANDOM_SIZES
+from liteframe.compression import get_compression
 from liteframe.devices import resolve_device
 from liteframe.errors import InputError
 from liteframe.llm import VideoLLM
 from liteframe.llm.family import get_family
 from liteframe.llm.tiny import IMAGE_TOKENS, build_tokenizer, save_tiny_internvl
 from liteframe.timing import synchronize
-from liteframe.train.adapt import AdaptConfig, AdaptModel, even_counts
+from liteframe.train.adapt import AdaptConfig, AdaptTrainer
+from liteframe.train.adapt.manifest import read_chat_manifest
+from liteframe.train.adapt.model import AdaptModel
+from liteframe.train.dist import Context
+from liteframe.train.job import Job, frozen_dtype, uses_bf16
 from liteframe.train.metrics import peak_memory_mib
 
 QUESTION = "What happens in this video? Describe the main action."
 ANSWER = "A person flips a pancake in a pan and catches it; the pancake lands back in the pan."
+FPS = 4.0  # the generated video's frame rate, and the rate samples are drawn at: consecutive frames
 
 
 def run(device: str = "cpu", budgets: Sequence[int] = (128, 256, 512), steps: int = 3,
@@ -40,52 +50,53 @@ def run(device: str = "cpu", budgets: Sequence[int] = (128, 256, 512), steps: in
     step ms and peak memory."""
     target = resolve_device(device)
     cuda = target.type == "cuda"
-    dtype = torch.bfloat16 if cuda else torch.float32
-    cfg = AdaptConfig(encoder=encoder, frames=tuple(budgets), activation_checkpointing=True)
     with tempfile.TemporaryDirectory() as tmp:
-        hf, tokenizer = _random_8b(Path(tmp), target) if cuda else _tiny(Path(tmp))
-    visual = get_family("internvl").encoder(hf, encoder)
-    llm = VideoLLM(hf.to(target), tokenizer, visual.to(device=target, dtype=dtype), cfg.chunk_frames)
-    model = AdaptModel(llm, cfg, bf16=cuda)
-    optimizer = torch.optim.AdamW(model.params, lr=cfg.lr)
-    model.train()
-    rows = []
-    for frames in sorted(budgets):
-        item, chunks = _item(model, frames)
-        times = []
-        if cuda:
-            torch.cuda.reset_peak_memory_stats(target)
-        for _ in range(steps + 1):
-            synchronize(target)
-            tic = time.perf_counter()
-            losses, tokens = model.sample_losses([model.inputs(item, chunks)])
-            losses.sum().backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            synchronize(target)
-            times.append(time.perf_counter() - tic)
-        step = float(np.median(times[1:]))
-        rows.append({"device": _name(target), "model": "InternVL3-8B shapes" if cuda else "tiny", "encoder": encoder,
-                     "frames": frames, "tokens": tokens, "step ms": step * 1e3, "tokens/s": tokens / step,
-                     "peak MiB": peak_memory_mib(target)})
-    return rows
+        root = Path(tmp)
+        cfg = AdaptConfig(encoder=encoder, data=str(_sample(root, max(budgets))), frames=tuple(sorted(budgets)),
+                          fps=(FPS, FPS), batch_size=1, grad_accum=1, workers=0, device=target.type,
+                          output=str(root / "unused"), activation_checkpointing=True)
+        hf, tokenizer = _random_8b(root, target) if cuda else _tiny(root)
+        visual = get_family("internvl").encoder(hf, encoder)
+        llm = VideoLLM(hf.to(target), tokenizer, visual.to(device=target, dtype=frozen_dtype(target)),
+                       cfg.chunk_frames)
+        job = Job(Context(0, 1, target), uses_bf16(cfg.precision, target), get_compression(cfg.compression))
+        model = AdaptModel(llm, cfg, bf16=job.bf16)
+        samples = read_chat_manifest(cfg.data)
+        rows = []
+        for frames in cfg.frames:
+            trainer = AdaptTrainer(dataclasses.replace(cfg, frames=(frames,)), job, samples, [], model=model)
+            batch = [trainer.dataset[0]]  # the sample as the job's data set lays it out at this budget
+            times = []
+            if cuda:
+                torch.cuda.reset_peak_memory_stats(target)
+            for _ in range(steps + 1):
+                synchronize(target)
+                tic = time.perf_counter()
+                step = trainer.train_step(itertools.repeat(batch))
+                synchronize(target)
+                times.append(time.perf_counter() - tic)
+            seconds = float(np.median(times[1:]))
+            rows.append({"device": _name(target), "model": "InternVL3-8B shapes" if cuda else "tiny",
+                         "encoder": encoder, "frames": frames, "tokens": step.tokens, "step ms": seconds * 1e3,
+                         "tokens/s": step.tokens / seconds, "peak MiB": peak_memory_mib(target)})
+        return rows
 
 
-def _item(model: AdaptModel, frames: int) -> tuple[dict, list[torch.Tensor]]:
-    """A synthetic sample at `frames` frames laid out as the dataset lays it out (frames 1 s apart), and its
-    frames: random normalised pixels at the encoder's input size, in chunks on the device."""
-    llm = model.llm
-    timestamps = [float(t) for t in range(frames)]
-    steps, tokens = llm.encoder.layout(frames)
-    counts = even_counts(tokens, steps)
-    turns = ((QUESTION, ANSWER),)
-    ids, labels = model.prompter.ids(timestamps, counts, turns)
-    size = llm.encoder.image_size
-    g = torch.Generator().manual_seed(0)
-    pixels = torch.randn(frames, 3, size, size, generator=g).to(llm.device, llm.dtype)
-    item = {"id": f"synthetic-{frames}", "timestamps": timestamps, "counts": counts, "ids": ids, "labels": labels,
-            "turns": turns, "frames": frames}
-    return item, list(pixels.split(llm.chunk_frames))
+def _sample(root: Path, frames: int) -> Path:
+    """A chat manifest of one sample over a generated video of `frames` frames at `FPS` (a drifting texture)."""
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8).repeat(8, 0).repeat(8, 1)
+    with av.open(str(root / "clip.mp4"), "w") as out:
+        stream = out.add_stream("mpeg4", rate=int(FPS))
+        stream.width = stream.height = 64
+        stream.pix_fmt = "yuv420p"
+        for t in range(frames):
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(np.roll(base, t, axis=1), format="rgb24")))
+        out.mux(stream.encode())
+    row = {"id": "synthetic", "video": "clip.mp4", "conversations": [
+        {"from": "human", "value": f"<video>\n{QUESTION}"}, {"from": "gpt", "value": ANSWER}]}
+    (root / "data.json").write_text(json.dumps([row]))
+    return root / "data.json"
 
 
 def _tiny(folder: Path):
