@@ -9,6 +9,9 @@ import multiprocessing
 import os
 import signal
 import socket
+import subprocess
+import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -382,3 +385,177 @@ def test_undecodable_heldout_videos_are_skipped_and_counted_and_none_left_is_one
         job.load_teacher(cfg.teacher)
         DistillTrainer(cfg, job, read_manifest(cfg.manifest), read_manifest(cfg.eval_manifest))
     assert "\n" not in str(err.value) and "missing.mp4" in str(err.value)
+
+
+# -- reliability (issue 19) -----------------------------------------------------------------------------------------
+
+HOLD = "import sys, time\nfrom liteframe.io import output_lock\nwith output_lock(sys.argv[1], sys.argv[2]):\n" \
+       "    print('held', flush=True)\n    time.sleep(120)\n"
+
+
+def _env() -> dict[str, str]:
+    import liteframe
+
+    return {**os.environ, "PYTHONPATH": str(Path(liteframe.__file__).parents[1]), "OMP_NUM_THREADS": "1"}
+
+
+def test_a_second_writer_is_refused_and_every_rank_stops_alike(data, tmp_path):
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    holders = [subprocess.Popen([sys.executable, "-c", HOLD, str(path), what], stdout=subprocess.PIPE, text=True,
+                                env=_env()) for path, what in ((out, "distill output"), (cache, "target cache"))]
+    try:
+        assert all(h.stdout.readline().strip() == "held" for h in holders)
+        with pytest.raises(InputError, match=rf"distill output .*run is in use by pid {holders[0].pid} on "):
+            distill(_config(data, out))
+        with pytest.raises(InputError, match=rf"target cache .*cache is in use by pid {holders[1].pid}"):
+            cache_targets(_config(data, tmp_path / "unused", target_cache=str(cache)))
+        # under torchrun rank 0 takes the lock; refused, every rank stops (none waits in a collective)
+        port = _free_port()
+        ranks = [_fork(_rank, r, 2, port, _config(data, out)) for r in range(2)]
+        for p in ranks:
+            p.join(timeout=120)
+            assert p.exitcode not in (0, None)
+    finally:
+        for h in holders:
+            h.kill()
+            h.wait()
+    assert not (out / "checkpoints").exists() and not (out / "run.json").exists()
+
+
+def test_another_runs_folder_is_refused_before_it_is_touched_and_safe_changes_resume(data, tmp_path, caplog):
+    from liteframe.train.adapt import AdaptConfig, adapt
+
+    out = tmp_path / "run"
+    distill(_config(data, out, steps=2))
+    before = {name: (out / name).read_bytes() for name in ("config.yaml", "run.json", "metrics.jsonl")}
+    with pytest.raises(InputError) as err:
+        distill(_config(data, out, steps=2, student={**STUDENT, "depth": 2}, lr=1e-3))
+    message = str(err.value)
+    assert "student.depth: None -> 2" in message and "lr: 0.003 -> 0.001" in message and "\n" not in message
+    assert f"start fresh with another output, or delete {out}" in message
+    # adapt into a distill folder: refused before its config or metrics change
+    chat = tmp_path / "chat.json"
+    chat.write_text(json.dumps([{"id": 0, "video": "v0.mp4", "conversations": [
+        {"from": "human", "value": "<video>\nQ"}, {"from": "gpt", "value": "A"}]}]))
+    with pytest.raises(InputError, match=f"{out}: holds a run of distill, which adapt cannot resume"):
+        adapt(AdaptConfig(model=data["teacher"], data=str(chat), output=str(out), frames=(4,)))
+    assert before == {name: (out / name).read_bytes() for name in before}
+    # more steps and another logging cadence: allowed, said, and the run trains on from its checkpoint
+    with caplog.at_level("WARNING", "liteframe.train"):
+        distill(_config(data, out, steps=3, log_every=2))
+    assert "resuming with a changed setting (allowed): steps: 2 -> 3" in caplog.text
+    assert [r["step"] for r in _metrics(out)] == [1, 2, 3]
+
+
+def test_stop_signals_to_the_whole_process_group_save_without_a_worker_traceback(data, tmp_path):
+    out = tmp_path / "run"
+    save_config(_config(data, out, steps=10**4, workers=2, save_every=10**4), tmp_path / "run.yaml")
+    proc = subprocess.Popen([sys.executable, "-m", "liteframe.cli", "distill", "--config", str(tmp_path / "run.yaml")],
+                            env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while proc.poll() is None and time.monotonic() < deadline:  # training, with workers decoding
+            if (out / "metrics.jsonl").is_file() and len((out / "metrics.jsonl").read_text().splitlines()) >= 2:
+                break
+            time.sleep(0.2)
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in a terminal: the main process and its workers
+        stdout, stderr = proc.communicate(timeout=180)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signal.SIGINT, stderr[-3000:]
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr[-3000:]
+    assert "by SIGINT; checkpoint saved; run the same command to resume" in stdout
+    step = int(stdout.split("stopped at step ")[1].split()[0])
+    assert [p.name for p in ckpt.list_checkpoints(out / "checkpoints")] == [f"step-{step:08d}.safetensors"]
+
+
+def test_a_full_disk_while_saving_is_one_line_and_the_rerun_resumes(data, tmp_path, monkeypatch, capsys):
+    from safetensors import SafetensorError
+
+    from liteframe.cli import main
+
+    out = tmp_path / "run"
+    save_config(_config(data, out, steps=3, save_every=1), tmp_path / "run.yaml")
+    real = ckpt.save_file
+
+    def full(tensors, path, metadata=None):
+        if "step-00000002" in path:
+            raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: '
+                                  '"No space left on device" })')
+        real(tensors, path, metadata=metadata)
+
+    monkeypatch.setattr(ckpt, "save_file", full)
+    assert main(["distill", "--config", str(tmp_path / "run.yaml")]) == 2
+    said = capsys.readouterr().err
+    err = said.strip().splitlines()[-1]  # after the progress bar
+    assert "Traceback" not in said and err.startswith("liteframe distill: error: ")
+    assert f"{out / 'checkpoints' / 'step-00000002.safetensors'}: cannot write it" in err
+    assert "No space left on device" in err and "step-00000001.safetensors is intact" in err
+    monkeypatch.setattr(ckpt, "save_file", real)
+    assert main(["distill", "--config", str(tmp_path / "run.yaml")]) == 0
+    assert [r["step"] for r in _metrics(out)] == [1, 2, 3]
+
+
+def test_a_damaged_target_cache_shard_is_named_in_one_line(data, tmp_path, capsys):
+    from liteframe.cli import main
+
+    cache = tmp_path / "cache"
+    save_config(_config(data, tmp_path / "run", target_cache=str(cache), steps=4), tmp_path / "run.yaml")
+    assert main(["cache-targets", "--config", str(tmp_path / "run.yaml")]) == 0
+    shard = next(cache.glob("targets-*.safetensors"))
+    original = shard.read_bytes()
+    data_start = 8 + int.from_bytes(original[:8], "little")  # after the JSON header: the tensors' bytes
+    flipped = bytearray(original)
+    flipped[data_start + 5] ^= 0xFF
+    capsys.readouterr()
+    for damaged, workers, word in ((bytes(flipped), 0, "does not match its checksum"),
+                                   (original[: len(original) // 2], 1, "truncated")):
+        shard.write_bytes(damaged)  # one epoch (4 steps of 2 of the 8 videos) reads every entry
+        assert main(["distill", "--config", str(tmp_path / "run.yaml"), f"workers={workers}",
+                     f"output={tmp_path / f'run{workers}'}"]) == 2
+        said = capsys.readouterr().err
+        err = said.strip().splitlines()[-1]  # after the progress bar
+        assert err.startswith("liteframe distill: error: ") and "Traceback" not in said, said[-3000:]
+        assert str(shard) in err and word in err, err
+
+
+def test_leftovers_of_an_interrupted_final_save_are_removed_at_the_next_start(data, tmp_path):
+    out = tmp_path / "run"
+    distill(_config(data, out, steps=1))
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    leftovers = [out / f".student.tmp-{dead}", out / f".student.old-{dead}",
+                 out / "checkpoints" / f".step-00000002.safetensors.tmp-{dead}"]
+    for path in leftovers[:2]:
+        path.mkdir()
+        (path / "model.safetensors").write_bytes(b"half")
+    leftovers[2].write_bytes(b"half")
+    distill(_config(data, out, steps=1))  # finished: resumes at its last step and saves the student again
+    assert not any(p.exists() for p in leftovers)
+    assert LiteFrameEncoder.from_pretrained(out / "student").config.depth == student_config("liteframe-tiny").depth
+
+
+def test_an_unwritable_output_and_a_bad_lr_are_refused_before_the_teacher_loads(data, tmp_path, monkeypatch, capsys):
+    from liteframe.cli import main
+
+    def loaded(*args, **kwargs):
+        raise AssertionError("the teacher loaded before the refusal")
+
+    monkeypatch.setattr(Teacher, "from_pretrained", loaded)
+    (tmp_path / "a_file").write_text("")
+    save_config(_config(data, tmp_path / "a_file" / "run"), tmp_path / "run.yaml")
+    assert main(["distill", "--config", str(tmp_path / "run.yaml")]) == 2
+    assert "cannot write there" in capsys.readouterr().err
+    assert main(["distill", "--config", str(tmp_path / "run.yaml"), "lr=0"]) == 2
+    assert "distill config: lr=0.0, min_lr=1e-06: need lr > 0" in capsys.readouterr().err
+
+
+def test_a_run_that_skips_most_videos_stops_naming_the_reason(data, tmp_path):
+    root = Path(data["root"])
+    mostly_bad = _manifest(tmp_path / "bad.jsonl", [root / "v0.mp4", root / "garbage.mp4", root / "garbage.mp4",
+                                                    root / "missing.mp4"])
+    with pytest.raises(InputError, match=r"videos skipped by step \d+, more than max_skipped=0.5 of them; the main "
+                                         r"reason: unreadable video") as err:
+        distill(_config(data, tmp_path / "run", manifest=mostly_bad, steps=4))
+    assert "\n" not in str(err.value)

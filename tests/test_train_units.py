@@ -407,8 +407,8 @@ def test_an_error_raised_in_a_dataloader_worker_comes_back_as_its_one_line(tmp_p
             raise InputError(f"{tmp_path}/shard-{i}: the target does not match its checksum")
 
     for workers in (0, 1):
-        loader = batches(DataLoader(Broken(), num_workers=workers, worker_init_fn=worker_init, timeout=60 * workers))
-        with pytest.raises(InputError) as err:
+        with batches(DataLoader(Broken(), num_workers=workers, worker_init_fn=worker_init)) as loader, \
+                pytest.raises(InputError) as err:
             next_batch(loader)
         assert str(err.value) == f"{tmp_path}/shard-0: the target does not match its checksum"
 

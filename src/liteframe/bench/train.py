@@ -109,7 +109,8 @@ def step_rows(steps: int = 10, batch_size: int = 4, frames: int = 16, size: int 
     from liteframe.train.job import Job, frozen_dtype, uses_bf16
 
     dev = torch.device(device)
-    teacher = Teacher.from_config(teacher_config or InternVLVisionConfig(attention_bias=True)).to(dev, frozen_dtype(dev))
+    teacher = Teacher.from_config(teacher_config or InternVLVisionConfig(attention_bias=True))
+    teacher = teacher.to(dev, frozen_dtype(dev))
     config = student_config or LiteFrameConfig(image=teacher.image_size, out_dim=teacher.hidden_size)
     student = {k: v for k, v in dataclasses.asdict(config).items() if k != "compression"}
     cfg = DistillConfig(student=student, frames=frames, batch_size=batch_size, workers=0, device=dev.type,

@@ -3,13 +3,14 @@ epoch's batch iterator started with the stop signals held back from its workers,
 brought back as the one line they were."""
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Iterator
 
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from liteframe.errors import InputError
-from liteframe.train.signals import blocked, ignore_in_worker
+from liteframe.train.signals import blocked, ignore_in_worker, start_forkserver
 
 
 class ResumableSampler(DistributedSampler):
@@ -36,10 +37,21 @@ def worker_init(_: int) -> None:
     ignore_in_worker()
 
 
-def batches(loader: DataLoader) -> Iterator[Any]:
-    """`iter(loader)`, its workers started with the stop signals blocked (see `liteframe.train.signals`)."""
+@contextlib.contextmanager
+def batches(loader: DataLoader) -> Iterator[Iterator[Any]]:
+    """`iter(loader)` for the block, its workers started with the stop signals blocked (see
+    `liteframe.train.signals`) and shut down when the block ends, however it ends: a worker ignores SIGTERM, so
+    multiprocessing's own last resort at exit (terminate, then wait) would wait forever for one left running."""
+    if loader.num_workers and getattr(loader.multiprocessing_context, "get_start_method", str)() == "forkserver":
+        start_forkserver()
     with blocked():
-        return iter(loader)
+        iterator = iter(loader)
+    try:
+        yield iterator
+    finally:
+        shutdown = getattr(iterator, "_shutdown_workers", None)  # DataLoader's clean stop of its workers
+        if shutdown is not None:
+            shutdown()
 
 
 def next_batch(batches: Iterator[Any]) -> Any:

@@ -94,7 +94,7 @@ def check_resume(folder: str | Path, current: dict[str, Any], safe: Collection[s
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise InputError(f"{record}: not a readable run record ({one_line(err)}): {fresh}") from None
     if job != current["job"]:
-        raise InputError(f"{folder}: holds a {job} run, which {current['job']} cannot resume: {fresh}")
+        raise InputError(f"{folder}: holds a run of {job}, which {current['job']} cannot resume: {fresh}")
     changes = differences(settings, current["settings"]) + differences(inputs, current["inputs"])
     unsafe = [text for key, text in changes if key not in safe]
     if unsafe and not kept(folder):
@@ -102,8 +102,8 @@ def check_resume(folder: str | Path, current: dict[str, Any], safe: Collection[s
                     job)
         return []
     if unsafe:
-        raise InputError(f"{folder}: made by a {job} run with other settings ({'; '.join(unsafe)}); resume it with "
-                         f"its settings, or {fresh}")
+        raise InputError(f"{folder}: holds an earlier {job} run with other settings ({'; '.join(unsafe)}); resume it "
+                         f"with its settings, or {fresh}")
     return [text for _, text in changes]
 
 

@@ -2,9 +2,11 @@
 that the loop reads at the end of each step, so the job saves a checkpoint and returns instead of dying.
 
 Slurm and terminals signal the whole process group, DataLoader workers included. A worker must not die of it (the
-main process would then fail on its next batch, with the worker's traceback, before it could save), so workers
-start with both signals blocked (`blocked` around the creation of a DataLoader iterator: a forked worker, and a
-forkserver started then, inherit the mask) and ignore them (`ignore_in_worker`, their `worker_init_fn`).
+main process would then fail on its next batch, with the worker's traceback, before it could save), so it is never
+without protection: a forked worker starts with both signals blocked (`blocked` around the creation of a DataLoader
+iterator: a fork keeps the mask), a forkserver's worker with both ignored (`start_forkserver`: its server starts
+ignoring them, and an ignored signal stays ignored across exec and fork), and every worker ignores them once it
+runs (`ignore_in_worker`, its `worker_init_fn`).
 """
 from __future__ import annotations
 
@@ -47,6 +49,20 @@ def blocked() -> Iterator[None]:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def start_forkserver() -> None:
+    """Start multiprocessing's fork server (once per process) ignoring the stop signals, so that the workers it
+    forks ignore them from their first instruction. This process ignores them only while the server is launched (a
+    fork and an exec); a server already running is left as it is."""
+    from multiprocessing import forkserver
+
+    previous = {s: signal.signal(s, signal.SIG_IGN) for s in STOP_SIGNALS}
+    try:
+        forkserver.ensure_running()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def ignore_in_worker() -> None:

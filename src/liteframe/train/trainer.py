@@ -31,7 +31,7 @@ from liteframe.train.loader import ResumableSampler, batches
 from liteframe.train.metrics import MetricLog, peak_memory_mib
 from liteframe.train.output import check_resume, claim, identity, record
 from liteframe.train.schedule import scheduler
-from liteframe.train.signals import stop_signals
+from liteframe.train.signals import StopFlag, stop_signals
 from liteframe.train.state import RNGState, RunResult, TrainState
 
 log = logging.getLogger("liteframe.train")
@@ -83,6 +83,7 @@ class Trainer:
         self.checkpointer = Checkpointer(self.out / "checkpoints", cfg.keep_last, ctx)
         self.stateful = {"model": model, "optim": OptimizerState(model.model, optimizer), "scheduler": self.scheduler,
                          "train": self.state, "rng": RNGState(ctx)}
+        self.last: dict[str, Any] = {}  # the last step's metrics line
         self.skips: Counter[str] = Counter()  # this rank's skips by reason
         self._logged: set[tuple[str, str]] = set()
 
@@ -110,43 +111,20 @@ class Trainer:
         cfg, ctx, state = self.cfg, self.ctx, self.state
         self.checkpointer.resume(self.stateful)
         metrics = MetricLog(self.out, state.step, cfg.steps, self.kind, ctx.main)
-        last: dict[str, Any] = {}
         with stop_signals() as stop, contextlib.closing(metrics):
             if state.step == 0 and self.has_eval:  # the untrained model's scores, to compare against
                 metrics.write({"step": 0, **self.evaluate()})
             start = time.perf_counter() - state.elapsed
             while state.step < cfg.steps:
-                data = self._epoch()
-                while state.step < cfg.steps and state.position < self.micro_per_epoch:
-                    step = self.train_step(data)
-                    *sums, stopping = all_sum(step.sums() + [float(stop.signal is not None)], ctx)
-                    step = step.with_sums(sums)
-                    self._advance(step, time.perf_counter() - start)
-                    last = {"step": state.step, "epoch": state.epoch, **step.record(state),
-                            "lr": self.scheduler.get_last_lr()[0], "samples": state.samples, "tokens": state.tokens,
-                            "skipped": state.skipped, "elapsed_s": state.elapsed,
-                            "peak_mem_mib": peak_memory_mib(ctx.device)}
-                    metrics.step(loss=last["loss"])
-                    self._check_skips()
-                    evaluate = self.has_eval and (state.step % cfg.eval_every == 0 or state.step == cfg.steps)
-                    if evaluate:
-                        last.update(self.evaluate())
-                    if state.step % cfg.log_every == 0 or evaluate or state.step == cfg.steps:
-                        metrics.write(last)
-                    if stopping:
-                        self.save()
-                        received = stop.signal or signal.SIGTERM  # another rank's
-                        log.warning("stopped by %s at step %d; run the same command to resume",
-                                    signal.Signals(received).name, state.step)
-                        return RunResult(None, state.step, last, received)
-                    if state.step % cfg.save_every == 0 or state.step == cfg.steps:
-                        self.save()
-                    if state.position == 0:
-                        break  # epoch finished: a new loader for the next order and draws
+                self.sampler.set_epoch(state.epoch, start=state.position * self.micro)
+                with batches(self.loader(state.epoch)) as data:
+                    stopped = self._epoch(data, metrics, stop, start)
+                if stopped is not None:
+                    return stopped
         if not state.tokens:
             raise InputError(f"{self.kind}: the run trained on no tokens ({state.skipped} {self.unit} skipped, "
                              f"{state.samples} used); nothing to save")
-        return RunResult(self.save_final(), state.step, last)
+        return RunResult(self.save_final(), state.step, self.last)
 
     def save(self) -> None:
         """A checkpoint of everything in `stateful` at this step (collective)."""
@@ -160,9 +138,36 @@ class Trainer:
             log.warning("%s skipped (%s%s); logged once, counted each time", sample, reason,
                         f": {detail}" if detail else "")
 
-    def _epoch(self) -> Iterator[Any]:
-        self.sampler.set_epoch(self.state.epoch, start=self.state.position * self.micro)
-        return batches(self.loader(self.state.epoch))
+    def _epoch(self, data: Iterator[Any], metrics: MetricLog, stop: StopFlag, start: float) -> RunResult | None:
+        """Steps until the epoch or the run ends (None), or a stop signal saved and stopped it (its RunResult)."""
+        cfg, ctx, state = self.cfg, self.ctx, self.state
+        while state.step < cfg.steps and state.position < self.micro_per_epoch:
+            step = self.train_step(data)
+            *sums, stopping = all_sum(step.sums() + [float(stop.signal is not None)], ctx)
+            step = step.with_sums(sums)
+            self._advance(step, time.perf_counter() - start)
+            self.last = {"step": state.step, "epoch": state.epoch, **step.record(state),
+                         "lr": self.scheduler.get_last_lr()[0], "samples": state.samples, "tokens": state.tokens,
+                         "skipped": state.skipped, "elapsed_s": state.elapsed,
+                         "peak_mem_mib": peak_memory_mib(ctx.device)}
+            metrics.step(loss=self.last["loss"])
+            self._check_skips()
+            evaluate = self.has_eval and (state.step % cfg.eval_every == 0 or state.step == cfg.steps)
+            if evaluate:
+                self.last.update(self.evaluate())
+            if state.step % cfg.log_every == 0 or evaluate or state.step == cfg.steps:
+                metrics.write(self.last)
+            if stopping:
+                self.save()
+                received = stop.signal or signal.SIGTERM  # another rank's
+                log.warning("stopped by %s at step %d; run the same command to resume", signal.Signals(received).name,
+                            state.step)
+                return RunResult(None, state.step, self.last, received)
+            if state.step % cfg.save_every == 0 or state.step == cfg.steps:
+                self.save()
+            if state.position == 0:
+                break  # epoch finished: a new loader for the next order and draws
+        return None
 
     def _advance(self, step: StepMetrics, elapsed: float) -> None:
         state = self.state

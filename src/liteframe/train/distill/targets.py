@@ -10,8 +10,8 @@ also records each shard's size and each entry's sha256 (target and indices): a s
 and an entry when it is read, so a truncated or altered shard is refused by name instead of training on garbage.
 
 How cached targets line up with clips: the clip of (view v, video i) is fixed, a pure function of (seed, v, i)
-(`liteframe.train.distill.data`). Training epoch e reads view e on the fly and view e % cache_views from a cache, so with
-cache_views >= epochs a cached run sees exactly the clips of an on-the-fly run; with fewer views the same clips
+(`liteframe.train.distill.data`). Training epoch e reads view e on the fly and view e % cache_views from a cache, so
+with cache_views >= epochs a cached run sees exactly the clips of an on-the-fly run; with fewer views the same clips
 come back every cache_views epochs (less variety, for a teacher pass over cache_views x the manifest, once).
 """
 from __future__ import annotations
@@ -225,7 +225,8 @@ class CacheWriter:
         if not self._pending:
             return
         name = f"targets-{self.rank:03d}-{self._shards:05d}.safetensors"
-        self.sizes[name] = atomic_write(self.folder / name, lambda tmp: save_file(self._pending, str(tmp))).stat().st_size
+        path = atomic_write(self.folder / name, lambda tmp: save_file(self._pending, str(tmp)))
+        self.sizes[name] = path.stat().st_size
         for key in self.entries:
             self.entries[key] = self.entries[key] or name
         self._pending, self._bytes, self._shards = {}, 0, self._shards + 1
@@ -278,9 +279,8 @@ def cache_targets(cfg: DistillConfig) -> dict[str, Any]:
         loader = DataLoader(data, batch_size=max(1, cfg.batch_size // ctx.world), num_workers=cfg.workers,
                             collate_fn=list, worker_init_fn=worker_init)
         writer = CacheWriter(folder, ctx.rank)
-        items = batches(loader)
-        with stop_signals() as stop, tqdm(total=len(loader), desc="cache-targets", disable=not ctx.main,
-                                          dynamic_ncols=True) as bar:
+        with batches(loader) as items, stop_signals() as stop, \
+                tqdm(total=len(loader), desc="cache-targets", disable=not ctx.main, dynamic_ncols=True) as bar:
             for _ in range(len(loader)):
                 if all_sum([float(stop.signal is not None)], ctx)[0]:
                     return {"folder": str(folder), "clips": 0, "failed": 0, "signal": stop.signal or signal.SIGTERM}
