@@ -26,7 +26,7 @@ from transformers import AutoTokenizer, InternVLConfig, InternVLForConditionalGe
 
 from liteframe.bench.e2e import RANDOM_SIZES
 from liteframe.compression import get_compression
-from liteframe.devices import resolve_device
+from liteframe.devices import resolve_device, resolve_dtype
 from liteframe.errors import InputError
 from liteframe.llm import VideoLLM
 from liteframe.llm.family import get_family
@@ -36,7 +36,7 @@ from liteframe.train.adapt import AdaptConfig, AdaptTrainer
 from liteframe.train.adapt.manifest import read_chat_manifest
 from liteframe.train.adapt.model import AdaptModel
 from liteframe.train.dist import Context
-from liteframe.train.job import Job, frozen_dtype, uses_bf16
+from liteframe.train.job import Job, uses_bf16
 from liteframe.train.metrics import peak_memory_mib
 
 QUESTION = "What happens in this video? Describe the main action."
@@ -57,7 +57,7 @@ def run(device: str = "cpu", budgets: Sequence[int] = (128, 256, 512), steps: in
                           output=str(root / "unused"), activation_checkpointing=True)
         hf, tokenizer = _random_8b(root, target) if cuda else _tiny(root)
         visual = get_family("internvl").encoder(hf, encoder)
-        llm = VideoLLM(hf.to(target), tokenizer, visual.to(device=target, dtype=frozen_dtype(target)),
+        llm = VideoLLM(hf.to(target), tokenizer, visual.to(device=target, dtype=resolve_dtype("auto", target)),
                        cfg.chunk_frames)
         job = Job(Context(0, 1, target), uses_bf16(cfg.precision, target), get_compression(cfg.compression))
         model = AdaptModel(llm, cfg, bf16=job.bf16)

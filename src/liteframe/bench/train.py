@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from liteframe.timing import median_ms
-from liteframe.devices import resolve_device
+from liteframe.devices import resolve_device, resolve_dtype
 
 # dense bf16 tensor-core peaks (TFLOP/s) by device name, for MFU
 PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0, "A10": 125.0}
@@ -106,11 +106,11 @@ def step_rows(steps: int = 10, batch_size: int = 4, frames: int = 16, size: int 
     from liteframe.train.distill import DistillConfig, DistillTrainer
     from liteframe.train.distill.data import ManifestEntry
     from liteframe.train.distill.targets import teacher_targets
-    from liteframe.train.job import Job, frozen_dtype, uses_bf16
+    from liteframe.train.job import Job, uses_bf16
 
     dev = torch.device(device)
     teacher = Teacher.from_config(teacher_config or InternVLVisionConfig(attention_bias=True))
-    teacher = teacher.to(dev, frozen_dtype(dev))
+    teacher = teacher.to(dev, resolve_dtype("auto", dev))
     config = student_config or LiteFrameConfig(image=teacher.image_size, out_dim=teacher.hidden_size)
     student = {k: v for k, v in dataclasses.asdict(config).items() if k != "compression"}
     cfg = DistillConfig(student=student, frames=frames, batch_size=batch_size, workers=0, device=dev.type,

@@ -2,8 +2,9 @@
 
 `with job_setup(cfg) as job:` joins the process group torchrun describes, picks the device and precision and seeds
 torch; `job.load_teacher(...)` loads a teacher once the job's output is claimed. Precision: frozen weights (the
-teacher, the base LLM) are bf16 on CUDA and float32 on CPU (`frozen_dtype`); trained weights and their optimiser
-state stay float32; forward passes run under bf16 autocast when the config's `precision` says so (`autocast`).
+teacher, the base LLM) load as inference loads them, bf16 on CUDA and float32 on CPU (`resolve_dtype`); trained
+weights and their optimiser state stay float32; forward passes run under bf16 autocast when the config's
+`precision` says so (`uses_bf16`, `autocast`).
 """
 from __future__ import annotations
 
@@ -14,13 +15,9 @@ from typing import Any, Iterator
 import torch
 
 from liteframe.compression import Compression, get_compression
+from liteframe.devices import resolve_dtype
 from liteframe.models import Teacher
 from liteframe.train.dist import Context, setup, teardown
-
-
-def frozen_dtype(device: torch.device) -> torch.dtype:
-    """The dtype frozen weights are loaded in on `device`."""
-    return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
 def uses_bf16(precision: str, device: torch.device) -> bool:
@@ -51,7 +48,7 @@ class Job:
     def load_teacher(self, folder: str, image_size: int = 0) -> None:
         """The teacher from an InternVL3 `-hf` folder, frozen, on this job's device; frames `image_size` pixels
         square (0: the teacher's own)."""
-        self.teacher = Teacher.from_pretrained(folder, dtype=frozen_dtype(self.device), device=self.device)
+        self.teacher = Teacher.from_pretrained(folder, dtype=resolve_dtype("auto", self.device), device=self.device)
         self.size = image_size or self.teacher.image_size
 
 

@@ -16,6 +16,7 @@ import torch.distributed as dist
 from safetensors import SafetensorError
 from torch.utils.data import DataLoader
 
+from liteframe.devices import resolve_dtype
 from liteframe.errors import InputError
 from liteframe.llm.lora import save_adapter
 from liteframe.models.student import CONFIG_NAME, WEIGHTS_NAME
@@ -25,7 +26,7 @@ from liteframe.train.adapt.manifest import ChatSample, read_chat_manifest
 from liteframe.train.adapt.model import AdaptModel
 from liteframe.train.checkpoint import ModelState, write_error
 from liteframe.train.dist import Context, all_sum, barrier
-from liteframe.train.job import Job, frozen_dtype
+from liteframe.train.job import Job
 from liteframe.train.loader import next_batch, worker_init
 from liteframe.train.output import folder_digest
 from liteframe.train.state import RunResult, TrainState
@@ -63,7 +64,7 @@ class AdaptTrainer(Trainer):
     def __init__(self, cfg: AdaptConfig, job: Job, samples: list[ChatSample], held_out: list[ChatSample],
                  model: AdaptModel | None = None):
         steps_per_epoch(cfg, job.ctx.world, len(samples), self.unit)  # refuse a bad batch before the model loads
-        self.model = model or AdaptModel.load(cfg, job.device, frozen_dtype(job.device), job.bf16)
+        self.model = model or AdaptModel.load(cfg, job.device, resolve_dtype("auto", job.device), job.bf16)
         prompter = self.model.prompter
         dataset = ChatDataset(samples, prompter, cfg.frames, cfg.fps, cfg.seed)
         self.held_out = ChatDataset(held_out, prompter, cfg.frames, cfg.fps, cfg.seed + 1)
