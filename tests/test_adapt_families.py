@@ -17,8 +17,10 @@ from liteframe.llm import VideoLLM, build_input_ids
 from liteframe.llm.lora import add_lora, check_adapter, merge, save_adapter
 from liteframe.testing import TINY_CHECKPOINTS, save_tiny_internvl
 from liteframe.testing.videos import make_video, solid_video
-from liteframe.train.adapt import IGNORE, AdaptConfig, AdaptModel, ChatDataset, adapt
-from liteframe.train.manifest import read_chat_manifest
+from liteframe.train.adapt import AdaptConfig, adapt
+from liteframe.train.adapt.data import IGNORE, ChatDataset
+from liteframe.train.adapt.manifest import read_chat_manifest
+from liteframe.train.adapt.model import AdaptModel
 
 QUESTION, ANSWER = "What colour is the video?", "red"
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # grid reducers pad partial blocks, and say so

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import shutil
 import socket
 from collections.abc import Callable, Collection, Iterator
@@ -42,6 +43,7 @@ def atomic_folder(path: str | Path, write: Callable[[Path], None], names: Collec
         if other:
             raise InputError(f"{path}: holds {other[:3]} besides {sorted(names)}; save into a folder of its own")
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(path.parent, {path.name})
     tmp, old = (path.with_name(f".{path.name}.{kind}-{os.getpid()}") for kind in ("tmp", "old"))
     shutil.rmtree(tmp, ignore_errors=True)  # left by a killed save under the same process id
     tmp.mkdir()
@@ -60,6 +62,41 @@ def atomic_folder(path: str | Path, write: Callable[[Path], None], names: Collec
     _fsync(path.parent)
     shutil.rmtree(old, ignore_errors=True)
     return path
+
+
+_LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(tmp|old)-(?P<pid>\d+)$")
+
+
+def remove_leftovers(folder: str | Path, names: Collection[str] | None = None) -> list[Path]:
+    """Remove what writes killed part-way left in `folder`: the hidden `.<name>.tmp-<pid>` and `.<name>.old-<pid>`
+    files and folders of `atomic_write` and `atomic_folder` whose process is gone (of the `names` given, else of
+    any name). -> what was removed."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for entry in folder.iterdir():
+        match = _LEFTOVER.match(entry.name)
+        if match and (names is None or match["name"] in names) and not _alive(int(match["pid"])):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    """Whether process `pid` runs on this host (this process counts as alive: its own writes are in flight)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _fsync(path: Path) -> None:
