@@ -22,8 +22,7 @@ from torch.utils.data import DataLoader
 
 from liteframe.compression import Compression
 from liteframe.errors import InputError
-from liteframe.models import LiteFrameConfig, LiteFrameEncoder, Teacher
-from liteframe.models import student_config as models_student_config
+from liteframe.models import LiteFrameConfig, LiteFrameEncoder, Teacher, student_for
 from liteframe.reduce.pool import avg_pool
 from liteframe.train.checkpoint import Checkpointer, ModelState, OptimizerState
 from liteframe.train.config import DistillConfig, save_config
@@ -70,14 +69,15 @@ def distill(cfg: DistillConfig) -> RunResult:
 
 
 def student_config(cfg: DistillConfig, teacher: Teacher, compression: Compression) -> LiteFrameConfig:
-    """The LiteFrame config to crop from `teacher`: the named config `cfg.student["name"]` (default `liteframe-b`)
-    with the other `cfg.student` keys over it, at the teacher's width and input size and the job's compression;
-    refused unless its strides give the compression's block (the `none` variant never downsamples)."""
+    """The LiteFrame config to crop from `teacher` (`liteframe.models.student_for`): the named config
+    `cfg.student["name"]`, or without a name the teacher's by the paper's ratios, with the other `cfg.student`
+    keys over it, at the run's input size and compression; refused unless its strides give the compression's block
+    (the `none` variant never downsamples)."""
     overrides = dict(cfg.student)
-    name = overrides.pop("name", "liteframe-b")
+    name = overrides.pop("name", None)
     try:
-        config = models_student_config(name, **{"image": teacher.image_size, "out_dim": teacher.hidden_size,
-                                                **overrides, "compression": compression})
+        config = student_for(teacher.vision, name, **{"image": cfg.image_size or teacher.image_size, **overrides,
+                                                      "compression": compression})
     except (TypeError, ValueError) as err:
         raise InputError(f"distill config: student {cfg.student}: {err}") from err
     block = tuple(math.prod(s[k] for s in config.strides) for k in range(3))
