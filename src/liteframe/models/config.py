@@ -104,6 +104,11 @@ class LiteFrameConfig:
     def strides(self) -> tuple[Stride, ...]:
         return tuple(s for _, s in self.stages)
 
+    @property
+    def block(self) -> Stride:
+        """The strides' product `(t, h, w)`: the compression block of the output grid ((1, 1, 1) for `none`)."""
+        return tuple(math.prod(s[k] for s in self.strides) for k in range(3))
+
     def to_dict(self) -> dict:
         """JSON-ready; the compression as its block `[t, h, w]`."""
         return {**asdict(self), "compression": list(self.compression.block)}

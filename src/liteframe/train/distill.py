@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 from liteframe.compression import Compression
 from liteframe.errors import InputError
 from liteframe.models import LiteFrameConfig, LiteFrameEncoder, Teacher, student_for
+from liteframe.reduce import wap
 from liteframe.reduce.pool import avg_pool
 from liteframe.train.checkpoint import Checkpointer, ModelState, OptimizerState
 from liteframe.train.config import DistillConfig, save_config
@@ -40,15 +41,21 @@ log = logging.getLogger("liteframe.train")
 
 
 class DistillModel(nn.Module):
-    """The trained parts: `pixels (B, T, 3, S, S) -> (student tokens (B, T/t*H'*W', C), RTD reconstruction
-    (B, T*H*W, C) or None)`."""
+    """The trained parts: `pixels (B, T, 3, S, S) -> (student tokens (B, T/t*H'*W', C), dense tokens
+    (B, T*H*W, C) or None)`. The dense tokens are RTD's reconstruction, or the output of a student that does not
+    compress (the `none` variant: distillation without compression), whose compressed tokens are then WAP of its
+    own output with the run's `block`, as the teacher's targets are."""
 
-    def __init__(self, student: LiteFrameEncoder, decoder: RTDDecoder | None = None):
+    def __init__(self, student: LiteFrameEncoder, decoder: RTDDecoder | None = None,
+                 block: tuple[int, int, int] | None = None):
         super().__init__()
         self.student, self.decoder = student, decoder
+        self.block = None if student.config.strides else block
 
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         grid = self.student(pixels)
+        if self.block is not None:
+            return wap(grid.patches, grid.queries, self.block, check=False).flatten(1, 3), grid.tokens()
         dense = None if self.decoder is None else self.decoder(grid.patches).flatten(1, 3)
         return grid.tokens(), dense
 
@@ -80,10 +87,9 @@ def student_config(cfg: DistillConfig, teacher: Teacher, compression: Compressio
                                                       "compression": compression})
     except (TypeError, ValueError) as err:
         raise InputError(f"distill config: student {cfg.student}: {err}") from err
-    block = tuple(math.prod(s[k] for s in config.strides) for k in range(3))
-    if block != compression.block:
+    if config.strides and math.prod(config.block) != compression.ratio:
         raise InputError(f"distill config: student {cfg.student} (variant {config.temporal!r}) downsamples by "
-                         f"{block}, but compression={compression.ratio} needs {compression.block}")
+                         f"{config.block}, but compression={compression.ratio} needs {compression.ratio}x")
     return config
 
 
@@ -100,9 +106,16 @@ class Trainer:
 
         teacher, device = job.teacher, job.device
         self.student_config = student_config(cfg, teacher, job.compression)
+        if self.student_config.strides:  # WAP targets over the student's own block: spatial16's is (1, 4, 4)
+            job.compression = Compression(self.student_config.block)
         student = LiteFrameEncoder.from_teacher(teacher, self.student_config).to(device)
         decoder = RTDDecoder(teacher.hidden_size, job.compression.block).to(device) if cfg.loss == "rtd" else None
-        self.model = DistillModel(student, decoder)
+        self.model = DistillModel(student, decoder, job.compression.block)
+        # dense targets: RTD's, or those of a student that does not compress; the target cache holds neither
+        self.dense = cfg.loss == "rtd" or not self.student_config.strides
+        if self.dense and cfg.target_cache:
+            raise InputError("distill config: a student trained on dense teacher tokens (loss=rtd, or the `none` "
+                             "variant) needs them from the teacher: leave target_cache empty")
         side = job.size // self.student_config.patch
         self.tokens_per_clip = job.compression.grid_tokens(cfg.frames, side, side)
 
@@ -189,11 +202,10 @@ class Trainer:
                 target = wap_targets(grid, self.job.compression)
             ev["targets"].append(target.float().flatten(1, 3).cpu())
             ev["avg"].append(avg_pool(grid.patches, block).float().flatten(1, 3).cpu())
-            if self.cfg.loss == "rtd":  # bf16 on the host: dense targets are t*h*w times the compressed ones
+            if self.dense:  # bf16 on the host: dense targets are t*h*w times the compressed ones
                 ev["dense"].append(grid.patches.flatten(1, 3).to("cpu", torch.bfloat16))
-        student = self.model.student
         ev["ref_avgpool_cos"] = self._cosine(ev, lambda _, k: ev["avg"][k])
-        ev["ref_untrained_cos"] = self._cosine(ev, lambda x, _: student(x).tokens())
+        ev["ref_untrained_cos"] = self._cosine(ev, lambda x, _: self.model(x)[0])
         return ev
 
     # -- the loop -----------------------------------------------------------------------------------------------
@@ -285,9 +297,9 @@ class Trainer:
                 target = batch["target"].to(device, non_blocking=True).flatten(1, 3)
             else:
                 target = teacher_targets(self.job.teacher, pixels, self.job.compression,
-                                         dense=cfg.loss == "rtd").flatten(1, 3)
+                                         dense=self.dense).flatten(1, 3)
             tokens, dense = self.wrapped(pixels)
-        pred = dense if cfg.loss == "rtd" else tokens
+        pred = dense if self.dense else tokens
         return ctd_loss(pred, clip_outliers(target, cfg.clip_sigma), cfg.beta, cfg.cosine_weight)
 
     # -- evaluation ---------------------------------------------------------------------------------------------
@@ -316,7 +328,7 @@ class Trainer:
             scores[f"{name}_cos"] = self._cosine(ev, lambda x, _: self.wrapped(x)[0])
             scores[f"{ref}ref_avgpool_cos"] = ev["ref_avgpool_cos"]
             scores[f"{ref}ref_untrained_cos"] = ev["ref_untrained_cos"]
-            if self.cfg.loss == "rtd":
+            if self.dense:
                 scores[f"{name}_recon_cos"] = self._cosine(ev, lambda x, _: self.wrapped(x)[1], against="dense")
         return scores
 
