@@ -115,19 +115,21 @@ def graph_config(model, state: dict[str, torch.Tensor]) -> Dinov2Config:
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     eps_add = ops["/backbone/encoder/layer.0/norm1/Add"]  # (x - mean)^2 mean + eps
     eps = next(float(v) for name in eps_add.input for v in [constants.get(name, inits.get(name))] if v is not None)
-    act = {n.op_type for n in model.graph.node if n.name.startswith("/backbone/encoder/layer.0/mlp/activation/")}
+    act = {n.op_type for n in model.graph.node if n.name.startswith("/backbone/encoder/layer.0/mlp/")}
     if "Erf" not in act:
         raise ValueError(f"MLP activation ops {sorted(act)}: not the exact (erf) GELU")
     heads = _heads(model, width)
     return Dinov2Config(hidden_size=width, num_hidden_layers=depth, num_attention_heads=heads,
                         mlp_ratio=state["encoder.layer.0.mlp.fc1.weight"].shape[0] // width, patch_size=patch,
                         image_size=grid * patch, layer_norm_eps=round(eps, 12), hidden_act="gelu",
-                        qkv_bias="encoder.layer.0.attention.attention.query.bias" in state)
+                        qkv_bias=any(k.startswith("encoder.layer.0.attention.") and k.endswith(("query.bias", "q_proj.bias"))
+                                     for k in state))
 
 
 def _heads(model, width: int) -> int:
     """Heads from the attention's reshape of q, k, v to (..., heads, head dim): two consecutive one-element
-    constants whose product is the width."""
+    constants whose product is the width; where the export leaves the head count to run time (-1), heads of 64,
+    as every DINOv2 has."""
     from onnx import numpy_helper
 
     sizes = [int(numpy_helper.to_array(n.attribute[0].t).reshape(-1)[0]) for n in model.graph.node
@@ -137,7 +139,7 @@ def _heads(model, width: int) -> int:
     for heads, head_dim in zip(sizes, sizes[1:]):
         if heads > 1 and heads * head_dim == width:
             return heads
-    raise ValueError(f"no (heads, head dim) reshape of width {width} found in layer 0's attention")
+    return width // 64
 
 
 def convert(onnx_path: Path, out: Path) -> dict:

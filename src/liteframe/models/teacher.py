@@ -62,6 +62,18 @@ class Teacher(nn.Module):
                              f"(internvl, {', '.join(FOLDER_TYPES)})")
         return teacher.to(device=device, dtype=dtype)
 
+    @staticmethod
+    def config_of(path: str | os.PathLike):
+        """The vision tower's config of a teacher folder (what `from_pretrained` would build), reading no weights."""
+        folder = Path(path)
+        model_type = read_model_type(folder, "teacher")
+        if model_type == "internvl":
+            return InternVLConfig.from_pretrained(folder).vision_config
+        if model_type not in FOLDER_TYPES:
+            raise InputError(f"{folder}: model_type {model_type!r} is not a supported teacher "
+                             f"(internvl, {', '.join(FOLDER_TYPES)})")
+        return TOWERS[FOLDER_TYPES[model_type]].model.config_class.from_pretrained(folder)
+
     @classmethod
     def _from_vision_folder(cls, folder: Path, model_type: str, dtype: torch.dtype | None) -> Teacher:
         try:
