@@ -103,6 +103,8 @@ def test_the_paper_ratios_for_a_vit_s_and_every_misfit_in_one_message():
     assert (derived.depth, derived.width, derived.heads, derived.mlp, derived.downsample_after) == \
         (6, 256, 4, 1024, (2, 4))
     assert derived.final_norm and derived.out_dim == 384 and derived.image == 224
+    with pytest.raises(InputError, match=r"downsample_after \(2, 2\) must be increasing"):
+        student_for(teacher.vision, downsample_after=(2, 2))
     with pytest.raises(InputError) as err:
         student_for(teacher.vision, name="liteframe-b", depth=6, heads=12, teacher_heads="best")
     assert str(err.value) == (

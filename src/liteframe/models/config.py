@@ -75,6 +75,8 @@ class LiteFrameConfig:
                             f"{self.downsample_after}")
         if any(not 1 <= i <= self.depth for i in self.downsample_after):
             problems.append(f"downsample_after {self.downsample_after} must lie in 1..depth={self.depth}")
+        if list(self.downsample_after) != sorted(set(self.downsample_after)):
+            problems.append(f"downsample_after {self.downsample_after} must be increasing")
         if self.teacher_heads not in HEAD_CHOICES:
             problems.append(f"teacher_heads {self.teacher_heads!r} must be one of {', '.join(HEAD_CHOICES)}")
         return problems
