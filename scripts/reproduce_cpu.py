@@ -28,6 +28,7 @@ import math
 import subprocess
 import sys
 import time
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -350,7 +351,8 @@ def tome_cosine(grid, targets: torch.Tensor, compression) -> float:
 
 def equal_flops_size(teacher: Teacher, student_flops: int, frames: int, patch: int) -> tuple[int, int]:
     """The largest frame side (a multiple of the patch) at which the teacher's FLOPs on `frames` frames stay at or
-    below the student's, and those FLOPs."""
+    below the student's, and those FLOPs (the teacher's warning of resized positions is silenced: they are this
+    baseline's point)."""
     with torch.device("meta"):
         meta = Teacher.from_config(teacher.vision.config)
     best = (patch, count_flops(meta, (1, frames, 3, patch, patch)).total)
@@ -420,13 +422,18 @@ def evaluate(out: Path, teacher_dir: Path, scale: Scale, size: int, students: di
         row[split] = cosine(student_tokens(untrained, sets[split], scale.batch, compression.block), targets[split])
     rows.append(row)
     # equal FLOPs: the teacher on fewer pixels, its tokens averaged over the clip and resized to the target grid
-    side, flops = equal_flops_size(teacher, count_flops_of(ctd, shape), scale.frames, teacher.patch_size)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        side, flops = equal_flops_size(teacher, count_flops_of(ctd, shape), scale.frames, teacher.patch_size)
     row = {"model": f"teacher at {side} px (equal FLOPs)", "kind": "equal-FLOPs", "gflops": flops / 1e9}
     for split in sets:
         small = F.interpolate(sets[split].flatten(0, 1), size=(side, side), mode="bicubic", align_corners=False,
                               antialias=True).unflatten(0, sets[split].shape[:2])
         preds = []
-        for g in teacher_pass(teacher, small, scale.batch):
+        with warnings.catch_warnings():  # resized positions are this baseline's point
+            warnings.simplefilter("ignore", UserWarning)
+            grids_small = teacher_pass(teacher, small, scale.batch)
+        for g in grids_small:
             pooled = g.patches.unflatten(1, (-1, compression.block[0])).mean(2)  # (B, T/t, h, w, C)
             b, t2, h, w, c = pooled.shape
             grid = targets[split].shape[2:4]
@@ -457,7 +464,8 @@ def latency(rows: list[dict], teacher: Teacher, models: dict, shape, side: int, 
             **{name: (lambda m=m: m(pixels)) for name, m in models.items() if m is not None}}
     times = {name: [] for name in runs}
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # the equal-FLOPs teacher's resized positions
             for _ in range(repeats + 1):
                 for name, fn in runs.items():
                     times[name].append(median_ms(fn, repeats=1, warmup=0))
@@ -484,16 +492,22 @@ def report(out: Path, rows: list[dict], runs: list[str]) -> str:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
-    for ax, key, title in ((axes[0], "eval_cos", "held-out"), (axes[1], "train_cos", "training sample")):
+    refs = {}
+    for ax, key, title in ((axes[0], "eval", "held-out"), (axes[1], "train", "training sample")):
+        ref = "" if key == "eval" else "train_"
         for name in runs:
-            metrics = [json.loads(line) for line in (out / "runs" / name / "metrics.jsonl").read_text().splitlines()]
-            points = [(m["step"], m[key]) for m in metrics if key in m]
-            if points:
-                ax.plot(*zip(*points), marker=".", label=name)
-        avg = next(r for r in rows if r["model"] == "teacher + avg pool")
-        ax.axhline(avg["heldout" if key == "eval_cos" else "train"], color="k", ls="--", label="teacher + avg pool")
+            folder = out / "runs" / name
+            batch = yaml.safe_load((folder / "config.yaml").read_text())["batch_size"]
+            metrics = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+            points = [(m["step"] * batch, m[f"{key}_cos"]) for m in metrics if f"{key}_cos" in m]
+            if points:  # from the untrained student at 0 clips
+                first = next(m for m in metrics if f"{key}_cos" in m)
+                ax.plot(*zip((0, first[f"{ref}ref_untrained_cos"]), *points), marker=".", label=name)
+                refs[key] = first[f"{ref}ref_avgpool_cos"]
+        if key in refs:
+            ax.axhline(refs[key], color="k", ls="--", label="teacher + avg pool")
         ax.set_title(f"cosine to WAP(teacher), {title} clips")
-        ax.set_xlabel("step")
+        ax.set_xlabel("training clips seen (steps x batch)")
     axes[0].set_ylabel("token cosine")
     axes[1].legend(fontsize=7)
     fig.tight_layout()
