@@ -364,8 +364,8 @@ def equal_flops_size(teacher: Teacher, student_flops: int, frames: int, patch: i
         best, side = (side, flops), side + patch
 
 
-def evaluate(out: Path, teacher_dir: Path, scale: Scale, size: int, students: dict[str, Path], timing: dict,
-             steps: dict) -> list[dict]:
+def evaluate(out: Path, teacher_dir: Path, scale: Scale, size: int, students: dict[str, Path],
+             timing: dict) -> list[dict]:
     """One row per student and baseline: held-out and training-sample cosine to WAP(teacher), FLOPs, latency."""
     compression = get_compression(16)
     teacher = Teacher.from_pretrained(teacher_dir)
@@ -404,8 +404,9 @@ def evaluate(out: Path, teacher_dir: Path, scale: Scale, size: int, students: di
         with torch.device("meta"):
             flops = count_flops(LiteFrameEncoder(student.config), shape).total
         models[name] = student
-        row = {"model": name, "kind": "student", "gflops": flops / 1e9, "steps": steps.get(name),
-               **{k: v for k, v in timing.get(name, {}).items()}}
+        run = yaml.safe_load((folder.parent / "config.yaml").read_text())
+        row = {"model": name, "kind": "student", "gflops": flops / 1e9, "steps": run["steps"],
+               "batch": run["batch_size"], **timing.get(name, {})}
         block = student.config.block if student.config.strides else compression.block
         if block not in own:
             own[block] = targets if block == compression.block else wap_targets(block)
@@ -479,7 +480,8 @@ def latency(rows: list[dict], teacher: Teacher, models: dict, shape, side: int, 
 
 # -- 6. report -------------------------------------------------------------------------------------------------------
 
-COLUMNS = ["model", "kind", "target", "heldout", "train", "gflops", "flop_ratio", "cpu_ms", "steps", "wall_s", "clips_per_s"]
+COLUMNS = ["model", "kind", "target", "heldout", "train", "gflops", "flop_ratio", "cpu_ms", "steps", "batch", "wall_s",
+           "clips_per_s"]
 
 
 def report(out: Path, rows: list[dict], runs: list[str]) -> str:
@@ -549,7 +551,6 @@ def main(argv: list[str] | None = None) -> int:
         if liteframe(["cache-targets", "--config", str(cfg)]) != 0:
             raise SystemExit("cache-targets failed")
     timing: dict = {}
-    steps: dict = {}
     tower = Teacher.config_of(teacher_dir)
     depth = tower.num_hidden_layers
     sweep = {}
@@ -563,7 +564,6 @@ def main(argv: list[str] | None = None) -> int:
                                     student=student), timing)
         metrics = [json.loads(x) for x in (Path(settings["output"]) / "metrics.jsonl").read_text().splitlines()]
         sweep[name] = (metrics[-1]["eval_cos"], student)
-        steps[f"crop-{name}"] = scale.short_steps
     best = max(sweep, key=lambda k: sweep[k][0])
     print("crop choices (held-out cosine after the short run): "
           + ", ".join(f"{k} {v[0]:.3f}" for k, v in sweep.items()) + f"; best: {best}")
@@ -572,17 +572,14 @@ def main(argv: list[str] | None = None) -> int:
     for name, n in zip(["ctd", *longer], [scale.long_steps, *args.longer]):
         train(run_config(**base, name=name, steps=n, batch=scale.batch, student=chosen, eval_every=max(1, n // 10)),
               timing)
-        steps[name] = n
     for name, settings in ABLATIONS.items():
         settings = {**settings, "student": {**chosen, **settings.get("student", {})}}
         train(run_config(**base, name=name, steps=scale.short_steps, batch=scale.short_batch, **settings), timing)
-        steps[name] = scale.short_steps
     students = {**{name: out / "runs" / name / "student" for name in ["ctd", *longer]},
                 f"ctd@{scale.short_steps}": out / "runs" / f"crop-{best}"
                 / "student", **{name: out / "runs" / name / "student" for name in ABLATIONS}}
     timing[f"ctd@{scale.short_steps}"] = timing[f"crop-{best}"]
-    steps[f"ctd@{scale.short_steps}"] = scale.short_steps
-    rows = evaluate(out, teacher_dir, scale, size, students, timing, steps)
+    rows = evaluate(out, teacher_dir, scale, size, students, timing)
     results = {"rows": rows, "crop_sweep": {k: v[0] for k, v in sweep.items()}, "best_crop": best,
                "scale": scale.__dict__, "total_wall_s": time.perf_counter() - started, "data": record}
     (out / "results.json").write_text(json.dumps(results, indent=1, default=str) + "\n")

@@ -66,18 +66,19 @@ def test_quick_reproduction_runs_every_step_and_writes_the_table(tmp_path):
     Dinov2Model(tiny_vision_config("dinov2")).save_pretrained(tmp_path / "teacher")
     out = tmp_path / "run"
     assert reproduce_cpu.main(["--quick", "--out", str(out), "--teacher", str(tmp_path / "teacher"),
-                               "--sources", "local", "--cache", str(tmp_path / "cache")]) == 0
+                               "--sources", "local", "--cache", str(tmp_path / "cache"), "--longer", "2"]) == 0
     results = json.loads((out / "results.json").read_text())
     models = [r["model"] for r in results["rows"]]
     for name in ("teacher + avg pool", "teacher + max pool", "teacher + subsample pool", "teacher + ToMe (best match)",
-                 "ctd", "rtd", "spatial16", "none", "untrained student (crop)"):
+                 "ctd", "ctd-2", "rtd", "spatial16", "none", "untrained student (crop)"):
         assert name in models
     assert any(m.endswith("(equal FLOPs)") for m in models)
     assert set(results["crop_sweep"]) == set(reproduce_cpu.CROPS)
     for row in results["rows"]:
         assert -1 <= row["heldout"] <= 1 and -1 <= row["train"] <= 1 and row["gflops"] > 0
     ctd = next(r for r in results["rows"] if r["model"] == "ctd")
-    assert ctd["flop_ratio"] > 1 and ctd["clips_per_s"] > 0 and ctd["steps"] == reproduce_cpu.QUICK.long_steps
+    assert ctd["flop_ratio"] > 1 and ctd["clips_per_s"] > 0
+    assert (ctd["steps"], ctd["batch"]) == (reproduce_cpu.QUICK.long_steps, reproduce_cpu.QUICK.batch)
     files = json.loads((out / "data" / "provenance.json").read_text())["files"]
     held = {f["group"] for f in files if f["split"] == "heldout"}
     assert held and not held & {f["group"] for f in files if f["split"] == "train"}
