@@ -27,8 +27,10 @@ class DistillConfig(TrainConfig):
     RESUMABLE: ClassVar[tuple[str, ...]] = TrainConfig.RESUMABLE + ("eval_manifest", "eval_views")
 
     # what to distil
-    teacher: str = ""  # an InternVL3 `-hf` folder (vision tower and projector are used)
-    student: dict[str, Any] = field(default_factory=dict)  # LiteFrameConfig fields; cropped from the teacher
+    teacher: str = ""  # an InternVL3 `-hf` folder (vision tower and projector), or a DINOv2, CLIP or SigLIP folder
+    # LiteFrameConfig fields over the named config `name`, or without one the teacher's own student by the paper's
+    # ratios (liteframe.models.student_for); cropped from the teacher
+    student: dict[str, Any] = field(default_factory=dict)
     compression: int = 16  # 4, 16 or 64: the WAP target block and the student's output grid (liteframe.compression)
     output: str = "runs/distill"
     # data

@@ -18,6 +18,7 @@ from safetensors import SafetensorError
 from torch import nn
 from torch.utils.data import DataLoader
 
+from liteframe.compression import Compression
 from liteframe.errors import InputError
 from liteframe.grid import TokenGrid
 from liteframe.models import LiteFrameEncoder
@@ -78,9 +79,16 @@ class DistillTrainer(Trainer):
         self.shard_eval = cfg.parallel == "ddp"
         teacher, device = job.teacher, job.device
         self.student_config = student_config(cfg, teacher, job.compression)
+        if self.student_config.strides:  # WAP targets over the student's own block: spatial16's is (1, 4, 4)
+            job.compression = Compression(self.student_config.block)
         student = LiteFrameEncoder.from_teacher(teacher, self.student_config).to(device)
         decoder = RTDDecoder(teacher.hidden_size, job.compression.block).to(device) if cfg.loss == "rtd" else None
-        self.model = DistillModel(student, decoder)
+        self.model = DistillModel(student, decoder, job.compression.block)
+        # dense targets: RTD's, or those of a student that does not compress; the target cache holds neither
+        self.dense = cfg.loss == "rtd" or not self.student_config.strides
+        if self.dense and cfg.target_cache:
+            raise InputError("distill config: a student trained on dense teacher tokens (loss=rtd, or the `none` "
+                             "variant) needs them from the teacher: leave target_cache empty")
         side = job.size // self.student_config.patch
         self.tokens_per_clip = job.compression.grid_tokens(cfg.frames, side, side)
         clips = ClipDataset(entries, cfg.frames, job.size, cfg.fps, cfg.seed)
@@ -156,7 +164,7 @@ class DistillTrainer(Trainer):
             ev["targets"].append(target.float().flatten(1, 3).cpu())
             for name in REFERENCES:
                 refs[name] = _reduced(name, grid, compression, refs[name])
-            if self.cfg.loss == "rtd":  # bf16 on the host: dense targets are t*h*w times the compressed ones
+            if self.dense:  # bf16 on the host: dense targets are t*h*w times the compressed ones
                 ev["dense"].append(grid.patches.flatten(1, 3).to("cpu", torch.bfloat16))
         for name, tokens in refs.items():
             if all_sum([float(tokens is None)], self.ctx)[0]:  # every rank leaves it out alike
@@ -164,7 +172,7 @@ class DistillTrainer(Trainer):
                 continue
             ev[f"ref_{name}_cos"] = self._cosine(ev, lambda _, k, t=tokens: t[k],
                                                  best_match=get_reducer(name).stage == "set")
-        ev["ref_untrained_cos"] = self._cosine(ev, lambda x, _: self.model.student(x).tokens())
+        ev["ref_untrained_cos"] = self._cosine(ev, lambda x, _: self.model(x)[0])
         return ev
 
     # -- the step -----------------------------------------------------------------------------------------------
@@ -213,9 +221,9 @@ class DistillTrainer(Trainer):
                 target = batch["target"].to(device, non_blocking=True).flatten(1, 3)
             else:
                 target = teacher_targets(self.job.teacher, pixels, self.job.compression,
-                                         dense=cfg.loss == "rtd").flatten(1, 3)
+                                         dense=self.dense).flatten(1, 3)
             tokens, dense = self.wrapped(pixels)
-        pred = dense if cfg.loss == "rtd" else tokens
+        pred = dense if self.dense else tokens
         return ctd_loss(pred, clip_outliers(target, cfg.clip_sigma), cfg.beta, cfg.cosine_weight)
 
     # -- evaluation and the result ------------------------------------------------------------------------------
@@ -250,7 +258,7 @@ class DistillTrainer(Trainer):
             for key in [f"ref_{r}_cos" for r in REFERENCES] + ["ref_untrained_cos"]:
                 if key in ev:
                     scores[ref + key] = ev[key]
-            if self.cfg.loss == "rtd":
+            if self.dense:
                 scores[f"{name}_recon_cos"] = self._cosine(ev, lambda x, _: self.wrapped(x)[1], against="dense")
         return scores
 
