@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -109,6 +110,20 @@ def test_merge_cli_prints_one_line_and_no_progress_bar(tiny, tmp_path, capfd):
                  "--out", str(tmp_path / "merged")]) == 0
     out, err = capfd.readouterr()
     assert out.strip() == f"merged model written to {tmp_path / 'merged'}" and err == ""
+
+
+def test_merge_into_the_base_folder_is_refused_and_leaves_it_whole(tiny, tmp_path, capfd):
+    from liteframe.cli import main
+
+    base = Path(shutil.copytree(tiny, tmp_path / "base"))
+    save_adapter(add_lora(_load(base)), tmp_path / "adapter")
+    weights = (base / "model.safetensors").read_bytes()
+    capfd.readouterr()
+    assert main(["adapt", "merge", "--model", str(base), "--adapter", str(tmp_path / "adapter"),
+                 "--out", str(tmp_path / "." / "base")]) == 2
+    err = capfd.readouterr().err
+    assert err.count("\n") == 1 and "is the base checkpoint's folder" in err
+    assert (base / "model.safetensors").read_bytes() == weights
 
 
 # -- chat manifests ----------------------------------------------------------------------------------------------
