@@ -16,6 +16,7 @@ import pytest
 
 import evaldata
 from liteframe.cli import main
+from liteframe.errors import InputError
 from liteframe.eval.backend import load_llm
 from liteframe.eval.records import read_output, read_records
 from liteframe.eval.report import figure, pareto, plot, report_rows
@@ -389,8 +390,10 @@ def test_cli_bad_input_is_one_line(tmp_path, tiny, capsys):
     (tmp_path / "bad.jsonl").write_text("not json\n{}\n")
     assert main(["eval", "report", str(tmp_path / "bad.jsonl")]) == 2
     assert "line 1 is not JSON" in capsys.readouterr().err
-    with pytest.raises(ValueError, match="does not exist"):
+    with pytest.raises(InputError, match="does not exist"):
         plot([], tmp_path / "nowhere" / "p.png")
+    with pytest.raises(InputError, match="p.txt: matplotlib cannot write .txt files"):
+        plot([], tmp_path / "p.txt")
 
 
 def test_a_wrong_setting_stops_the_run_instead_of_failing_every_video(llm, data, tiny, tmp_path):
