@@ -584,6 +584,19 @@ def test_resuming_with_another_lora_or_encoder_is_refused_in_one_line(tiny, colo
         assert said in str(err.value) and "\n" not in str(err.value)
 
 
+def test_resuming_on_other_weights_under_the_same_path_and_config_is_refused(tiny, colours, tmp_path):
+    """Another fine-tune of one architecture put where the base was: the same path and config.json, other weights.
+    Resuming would train the first base's LoRA on the second and label the adapter with the second."""
+    base, out = tmp_path / "base", tmp_path / "run"
+    shutil.copytree(tiny, base)
+    adapt(_config(base, colours, out, steps=1))
+    shutil.rmtree(base)
+    save_tiny_internvl(base, seed=1)
+    assert (base / "config.json").read_bytes() == (tiny / "config.json").read_bytes()
+    with pytest.raises(InputError, match=f"{out}: holds an earlier adapt run with other settings \\(model.weights: "):
+        adapt(_config(base, colours, out, steps=2))
+
+
 def test_sigterm_to_the_whole_process_group_saves_with_forkserver_workers(tiny, colours, tmp_path):
     import os
     import signal
