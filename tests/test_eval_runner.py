@@ -412,6 +412,15 @@ def test_cli_bad_input_is_one_line(tmp_path, tiny, capsys):
         plot([], tmp_path / "p.txt")
 
 
+def test_an_out_that_cannot_be_written_is_one_line_before_loading(data, tiny, tmp_path, monkeypatch, capfd):
+    monkeypatch.setattr("liteframe.llm.videollm.load_weights", lambda *a: pytest.fail("the weights loaded first"))
+    (tmp_path / ".run.jsonl.lock").mkdir()  # as a read-only folder does (for root too): the lock cannot be opened
+    assert main(["eval", "--benchmark", "mlvu", "--data", str(data["mlvu"]), "--model", str(tiny), "--encoder", "wap",
+                 "--frames", "4", "--out", str(tmp_path / "run.jsonl")]) == 2
+    err = capfd.readouterr().err
+    assert err.count("\n") == 1 and f"eval output {tmp_path / 'run.jsonl'}: cannot write there" in err
+
+
 def test_a_wrong_setting_stops_the_run_instead_of_failing_every_video(llm, data, tiny, tmp_path):
     out = tmp_path / "run.jsonl"
     with pytest.raises(ValueError, match="3 frames"):
