@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -109,6 +110,20 @@ def test_merge_cli_prints_one_line_and_no_progress_bar(tiny, tmp_path, capfd):
                  "--out", str(tmp_path / "merged")]) == 0
     out, err = capfd.readouterr()
     assert out.strip() == f"merged model written to {tmp_path / 'merged'}" and err == ""
+
+
+def test_merge_into_the_base_folder_is_refused_and_leaves_it_whole(tiny, tmp_path, capfd):
+    from liteframe.cli import main
+
+    base = Path(shutil.copytree(tiny, tmp_path / "base"))
+    save_adapter(add_lora(_load(base)), tmp_path / "adapter")
+    weights = (base / "model.safetensors").read_bytes()
+    capfd.readouterr()
+    assert main(["adapt", "merge", "--model", str(base), "--adapter", str(tmp_path / "adapter"),
+                 "--out", str(tmp_path / "." / "base")]) == 2
+    err = capfd.readouterr().err
+    assert err.count("\n") == 1 and "is the base checkpoint's folder" in err
+    assert (base / "model.safetensors").read_bytes() == weights
 
 
 # -- chat manifests ----------------------------------------------------------------------------------------------
@@ -567,6 +582,19 @@ def test_resuming_with_another_lora_or_encoder_is_refused_in_one_line(tiny, colo
         with pytest.raises(InputError, match=f"{out}: holds an earlier adapt run with other settings") as err:
             adapt(_config(tiny, colours, out, steps=2, **change))
         assert said in str(err.value) and "\n" not in str(err.value)
+
+
+def test_resuming_on_other_weights_under_the_same_path_and_config_is_refused(tiny, colours, tmp_path):
+    """Another fine-tune of one architecture put where the base was: the same path and config.json, other weights.
+    Resuming would train the first base's LoRA on the second and label the adapter with the second."""
+    base, out = tmp_path / "base", tmp_path / "run"
+    shutil.copytree(tiny, base)
+    adapt(_config(base, colours, out, steps=1))
+    shutil.rmtree(base)
+    save_tiny_internvl(base, seed=1)
+    assert (base / "config.json").read_bytes() == (tiny / "config.json").read_bytes()
+    with pytest.raises(InputError, match=f"{out}: holds an earlier adapt run with other settings \\(model.weights: "):
+        adapt(_config(base, colours, out, steps=2))
 
 
 def test_sigterm_to_the_whole_process_group_saves_with_forkserver_workers(tiny, colours, tmp_path):

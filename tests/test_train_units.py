@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
+import re
 
 import hypothesis.extra.numpy as hnp
 import numpy as np
@@ -335,6 +337,8 @@ def test_the_configs_in_the_repository_load(configs):
     cls = DistillConfig if configs == "distill" else AdaptConfig
     files = sorted((Path(__file__).parents[1] / "configs").glob(f"{configs}_*.yaml"))
     assert files and all(cls.load(f).output for f in files)
+    for module, name in re.findall(r"from ([\w.]+) import (\w+)", "".join(f.read_text() for f in files)):
+        assert hasattr(importlib.import_module(module), name), f"{module}.{name}, named in a config's comments"
 
 
 def test_a_bad_override_is_blamed_on_the_override_not_the_file(tmp_path):

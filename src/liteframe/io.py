@@ -115,9 +115,12 @@ def output_lock(path: str | Path, what: str = "output") -> Iterator[Path]:
     kernel's `flock` on a hidden sibling `.<name>.lock`, so a holder that dies (even by SIGKILL) releases it; the
     file records the holder's pid and host for the message, and one left by a dead holder is simply taken over."""
     path = Path(path).resolve()
-    path.parent.mkdir(parents=True, exist_ok=True)
     lock = path.with_name(f".{path.name}.lock")
-    handle = open(lock, "a+")  # noqa: SIM115  closed below; "a+" never truncates the holder's record
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(lock, "a+")  # noqa: SIM115  closed below; "a+" never truncates the holder's record
+    except OSError as err:  # a read-only folder: refused before anything is loaded or written
+        raise InputError(f"{what} {path}: cannot write there ({err.strerror or err})") from None
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -21,6 +21,7 @@ from typing import Any, Collection, Iterator
 from liteframe import __version__
 from liteframe.errors import InputError, one_line
 from liteframe.io import atomic_write, output_lock, remove_leftovers
+from liteframe.llm.loading import weights_fingerprint
 from liteframe.train.config import TrainConfig, save_config
 from liteframe.train.dist import Context, all_sum
 
@@ -58,6 +59,12 @@ def claim(folder: str | Path, what: str, ctx: Context) -> Iterator[Path]:
 def identity(cfg: TrainConfig, inputs: dict[str, Any]) -> dict[str, Any]:
     """What makes a run this run: the job, its settings (paths absolute) and its `inputs` (digests of folders)."""
     return {"job": cfg.KIND, "settings": cfg.identity_settings(), "inputs": inputs}
+
+
+def checkpoint_digest(folder: str | Path) -> dict[str, str]:
+    """A checkpoint folder's identity: its config and its weights (`weights_fingerprint`), so that other weights under
+    the same path and config (another fine-tune of one architecture) are another run."""
+    return {"config": folder_digest(folder), "weights": weights_fingerprint(Path(folder))}
 
 
 def folder_digest(folder: str | Path, files: Collection[str] = ("config.json",)) -> str:

@@ -29,7 +29,7 @@ from liteframe.train.checkpoint import ModelState, write_error
 from liteframe.train.dist import Context, all_sum, barrier
 from liteframe.train.job import Job
 from liteframe.train.loader import next_batch, worker_init
-from liteframe.train.output import folder_digest
+from liteframe.train.output import checkpoint_digest, folder_digest
 from liteframe.train.state import RunResult, TrainState
 from liteframe.train.trainer import StepMetrics, Trainer, launch, steps_per_epoch
 
@@ -42,7 +42,7 @@ def adapt(cfg: AdaptConfig) -> RunResult:
             raise InputError(f"adapt config: `{key}` is required")
     samples = read_chat_manifest(cfg.data, cfg.video_root or None)  # bad manifests fail before the model loads
     held_out = read_chat_manifest(cfg.eval_data, cfg.video_root or None) if cfg.eval_data else []
-    inputs = {"model": folder_digest(cfg.model)}
+    inputs = {"model": checkpoint_digest(cfg.model)}
     student = EncoderSpec.parse(cfg.encoder).student
     if student is not None:
         inputs["student"] = folder_digest(student, (CONFIG_NAME, WEIGHTS_NAME))

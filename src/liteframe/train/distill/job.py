@@ -33,7 +33,7 @@ from liteframe.train.distill.targets import CachedTargets, TargetCache, cache_fi
 from liteframe.train.job import Job
 from liteframe.train.loader import next_batch, worker_init
 from liteframe.train.loss import RTDDecoder, clip_outliers, ctd_loss
-from liteframe.train.output import folder_digest
+from liteframe.train.output import checkpoint_digest
 from liteframe.train.state import RunResult, TrainState
 from liteframe.train.trainer import StepMetrics, Trainer, launch, micro_batch
 from liteframe.video import VideoDecodeError
@@ -57,7 +57,7 @@ def distill(cfg: DistillConfig) -> RunResult:
         job.load_teacher(cfg.teacher, cfg.image_size)
         return DistillTrainer(cfg, job, entries, held_out)
 
-    return launch(cfg, {"teacher": folder_digest(cfg.teacher)}, build)
+    return launch(cfg, {"teacher": checkpoint_digest(cfg.teacher)}, build)
 
 
 @dataclass
