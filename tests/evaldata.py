@@ -148,6 +148,13 @@ def make_longvideobench(root: Path, parquet: bool = False) -> Path:
     return root
 
 
+def make_all(root: Path) -> dict[str, Path]:
+    """Every benchmark's fixture in every layout under `root`, by name."""
+    return {"videomme": make_videomme(root / "videomme", with_broken=True), "mlvu": make_mlvu(root / "mlvu"),
+            "mlvu-lmms": make_mlvu_lmms(root / "mlvu-lmms"), "longvideobench": make_longvideobench(root / "lvb"),
+            "lvb-parquet": make_longvideobench(root / "lvb-parquet", parquet=True)}
+
+
 LMMS_EVAL = "lmms-eval==0.7.3"
 
 

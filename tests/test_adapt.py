@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -111,9 +112,23 @@ def test_merge_cli_prints_one_line_and_no_progress_bar(tiny, tmp_path, capfd):
     assert out.strip() == f"merged model written to {tmp_path / 'merged'}" and err == ""
 
 
+def test_merge_into_the_base_folder_is_refused_and_leaves_it_whole(tiny, tmp_path, capfd):
+    from liteframe.cli import main
+
+    base = Path(shutil.copytree(tiny, tmp_path / "base"))
+    save_adapter(add_lora(_load(base)), tmp_path / "adapter")
+    weights = (base / "model.safetensors").read_bytes()
+    capfd.readouterr()
+    assert main(["adapt", "merge", "--model", str(base), "--adapter", str(tmp_path / "adapter"),
+                 "--out", str(tmp_path / "." / "base")]) == 2
+    err = capfd.readouterr().err
+    assert err.count("\n") == 1 and "is the base checkpoint's folder" in err
+    assert (base / "model.safetensors").read_bytes() == weights
+
+
 # -- chat manifests ----------------------------------------------------------------------------------------------
 
-from liteframe.train.manifest import Skips, read_chat_manifest  # noqa: E402
+from liteframe.train.adapt.manifest import read_chat_manifest  # noqa: E402
 
 
 def _row(i=0, video="v.mp4", turns=("<video>\nWhat colour?", "red")):
@@ -152,18 +167,12 @@ def test_bad_manifest_is_one_line_error(tmp_path, content, match):
     assert "\n" not in str(err.value)
 
 
-def test_unusable_rows_carry_their_skip_reason(tmp_path, caplog):
+def test_unusable_rows_carry_their_skip_reason(tmp_path):
     rows = [_row(0, turns=("What colour?", "red")), _row(1, turns=("<video>\nQ", " ")),
             _row(2, turns=("<video>\nQ", "A", "Q2"))]
     (tmp_path / "m.json").write_text(json.dumps(rows))
     problems = [s.problem for s in read_chat_manifest(tmp_path / "m.json")]
-    assert problems == ["no <video>", "empty answer", "empty answer"]
-    skips = Skips()
-    for _ in range(3):
-        skips.add("s0", "decode failure", "broken")
-    skips.add("s1", "decode failure")
-    assert skips.counts["decode failure"] == 4 and skips.total == 4
-    assert sum("skipped" in r.message for r in caplog.records) == 2
+    assert problems == ["no <video> or <image>", "empty answer", "empty answer"]
 
 
 # -- samples and the job -----------------------------------------------------------------------------------------
@@ -172,10 +181,11 @@ import numpy as np  # noqa: E402
 
 from liteframe.llm import VideoLLM  # noqa: E402
 from liteframe.llm.prompt import build_input_ids, make_slots  # noqa: E402
-from liteframe.train.adapt import (IGNORE, AdaptConfig, AdaptModel, ChatDataset, Prompter, Trainer, adapt,  # noqa: E402
-                                   chat_ids)
+from liteframe.train.adapt import AdaptConfig, AdaptTrainer, adapt  # noqa: E402
+from liteframe.train.adapt.data import IGNORE, ChatDataset, Prompter, chat_ids  # noqa: E402
+from liteframe.train.adapt.manifest import read_chat_manifest as _read  # noqa: E402
+from liteframe.train.adapt.model import AdaptModel  # noqa: E402
 from liteframe.train.job import job_setup  # noqa: E402
-from liteframe.train.manifest import read_chat_manifest as _read  # noqa: E402
 from liteframe.testing.videos import solid_video  # noqa: E402
 from tests.videos import REAL_VIDEOS  # noqa: E402
 
@@ -219,7 +229,8 @@ def test_dataset_draws_are_seeded_and_uniform_and_skips_have_reasons(llm, colour
     (tmp_path / "bad.json").write_text(json.dumps(rows))
     small = Prompter(**{**vars(prompter), "context": 250})
     data = ChatDataset(_read(tmp_path / "bad.json"), small, (4, 8), (1.0, 4.0), seed=0)
-    assert [data[i].get("skip") for i in range(4)] == ["decode failure", "no <video>", "empty answer", "over context"]
+    assert [data[i].get("skip") for i in range(4)] == ["decode failure", "no <video> or <image>", "empty answer",
+                                                       "over context"]
     draws = [data.draw(i) for i in range(4)]
     assert draws == [data.draw(i) for i in range(4)]  # seeded
     data.epoch = 1
@@ -288,7 +299,7 @@ def test_loss_falls_the_adapted_model_answers_and_only_lora_changes(tiny, colour
     cfg = _config(tiny, colours, tmp_path / "run", eval_data=str(colours), steps=60, lr=3e-2, lora={"dropout": 0},
                   log_every=20, eval_every=20)
     with job_setup(cfg) as job:
-        trainer = Trainer(cfg, job, _read(colours), _read(colours))
+        trainer = AdaptTrainer(cfg, job, _read(colours), _read(colours))
         before = {n: p.detach().clone() for n, p in trainer.model.peft.named_parameters()}
         result = trainer.run()
     lines = _metrics(tmp_path / "run")
@@ -317,18 +328,19 @@ def test_resume_reaches_the_same_adapter(tiny, colours, tmp_path, monkeypatch, o
     from safetensors.torch import load_file
 
     adapt(_config(tiny, colours, tmp_path / "once", steps=4, save_every=2))
-    save = Trainer.save
+    save = AdaptTrainer.save
 
     def save_then_die(self):  # a kill right after the step-2 checkpoint is complete
         save(self)
         raise _Killed
 
-    monkeypatch.setattr(Trainer, "save", save_then_die)
+    monkeypatch.setattr(AdaptTrainer, "save", save_then_die)
     with pytest.raises(_Killed):
         adapt(_config(tiny, colours, tmp_path / "twice", steps=4, save_every=2))
-    monkeypatch.setattr(Trainer, "save", save)
-    steps, train_step = [], Trainer._train_step
-    monkeypatch.setattr(Trainer, "_train_step", lambda self, b: steps.append(self.state.step) or train_step(self, b))
+    monkeypatch.setattr(AdaptTrainer, "save", save)
+    steps, train_step = [], AdaptTrainer.train_step
+    monkeypatch.setattr(AdaptTrainer, "train_step",
+                        lambda self, b: steps.append(self.state.step) or train_step(self, b))
     adapt(_config(tiny, colours, tmp_path / "twice", steps=4, save_every=2))
     assert steps == [2, 3]  # it resumed after step 2 rather than starting again
     a = load_file(tmp_path / "once" / "adapter" / "adapter_model.safetensors")
@@ -347,7 +359,7 @@ def test_bad_samples_are_skipped_and_counted_in_a_run(tiny, colours, tmp_path, c
     last = _metrics(tmp_path / "run")[-1]
     assert last["skipped"] == 3 and last["loss"] > 0  # the step still trained on the 4 good rows
     warned = [r.message for r in caplog.records if "skipped" in r.message]
-    assert sum("decode failure" in m for m in warned) == 2 and any("no <video>" in m for m in warned)
+    assert sum("decode failure" in m for m in warned) == 2 and any("no <video> or <image>" in m for m in warned)
 
 
 def test_adapt_cli_errors_are_one_line(tiny, tmp_path, capsys):
@@ -404,17 +416,17 @@ def test_sigterm_saves_a_checkpoint_and_stops(tiny, colours, tmp_path, monkeypat
 
     from liteframe.train import checkpoint as ckpt
 
-    train_step = Trainer._train_step
+    train_step = AdaptTrainer.train_step
 
     def terminated(self, batches):  # SIGTERM arrives during step 2
         if self.state.step == 1:
             os.kill(os.getpid(), signal.SIGTERM)
         return train_step(self, batches)
 
-    monkeypatch.setattr(Trainer, "_train_step", terminated)
+    monkeypatch.setattr(AdaptTrainer, "train_step", terminated)
     handler = signal.getsignal(signal.SIGTERM)
     result = adapt(_config(tiny, colours, tmp_path / "run", steps=5))
-    assert result.output is None and result.step == 2
+    assert result.output is None and result.step == 2 and result.signal == signal.SIGTERM
     assert [p.name for p in ckpt.list_checkpoints(tmp_path / "run" / "checkpoints")] == ["step-00000002.safetensors"]
     assert signal.getsignal(signal.SIGTERM) == handler and not (tmp_path / "run" / "adapter").exists()
 
@@ -502,3 +514,117 @@ def test_a_saved_adapt_config_loads_back_equal(tmp_path):
     save_config(cfg, tmp_path / "config.yaml")
     assert AdaptConfig.load(tmp_path / "config.yaml") == cfg
     assert [p.name for p in tmp_path.iterdir()] == ["config.yaml"]  # no temporary file left behind
+
+
+# -- reliability (issue 19) -----------------------------------------------------------------------------------------
+
+from liteframe.train.adapt.manifest import CAPTION_PROMPT  # noqa: E402
+
+
+def _llava_video_row(i, video, question, answer):
+    """A row as LLaVA-Video-178K's files write it, for LLaVA-NeXT's trainer: `<image>` stands for the video."""
+    return {"id": f"academic/clip-{i}", "conversations": [{"from": "human", "value": f"<image>\n{question}"},
+                                                          {"from": "gpt", "value": answer}],
+            "data_source": "0_30_s_academic_v0_1", "video": video}
+
+
+def _caption_row(video, caption):
+    """A row as ShareGPT4Video's sharegpt4video_40k.jsonl writes it: per-clip captions and the whole video's (-1)."""
+    return {"video_id": f"{video}-id", "video_path": video, "timestamp": [0, 1], "keyframe": [0, 4],
+            "captions": [{"idx": "0", "content": "The first second."}, {"idx": "-1", "content": caption}],
+            "zip_folder": "pexels_videos_1.zip"}
+
+
+def test_llava_video_178k_and_sharegpt4video_rows_train(tiny, colours, tmp_path):
+    rows = [_llava_video_row(i, f"{name}.mp4", QUESTION, name) for i, name in enumerate(COLOURS)]
+    rows += [_caption_row("red.mp4", "A red screen, all the time.")]
+    (colours.parent / "published.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    samples = _read(colours.parent / "published.jsonl")
+    assert [s.problem for s in samples] == [None] * 5
+    assert samples[0].turns == ((QUESTION, "red"),) and samples[0].video == str(colours.parent / "red.mp4")
+    assert samples[4].turns == ((CAPTION_PROMPT, "A red screen, all the time."),) and samples[4].id == "red.mp4-id"
+    result = adapt(_config(tiny, colours.parent / "published.jsonl", tmp_path / "run", steps=2, batch_size=5))
+    last = _metrics(tmp_path / "run")[-1]
+    assert last["skipped"] == 0 and last["samples"] == 10 and last["tokens"] > 0 and last["loss"] > 0
+    assert (result.output / "adapter_model.safetensors").is_file()
+    (tmp_path / "m.json").write_text(json.dumps([{**_caption_row("red.mp4", "x"), "captions": [{"idx": "0",
+                                                                                               "content": "x"}]}]))
+    assert _read(tmp_path / "m.json")[0].problem == "no whole-video caption (idx -1)"
+
+
+def test_a_run_that_skips_most_samples_or_trains_on_nothing_is_an_error(tiny, colours, tmp_path, capsys):
+    from liteframe.cli import main
+
+    videos = {name: str(colours.parent / f"{name}.mp4") for name in COLOURS}
+    rows = [_row(i, videos[name], (QUESTION, name)) for i, name in enumerate(COLOURS)]  # no placeholder
+    rows[0] = _row(0, videos["red"], (f"<video>\n{QUESTION}", "red"))
+    (tmp_path / "m.json").write_text(json.dumps(rows))
+    settings = [f"model={tiny}", "encoder=wap", f"data={tmp_path / 'm.json'}", "frames=[4]", "steps=5",
+                "batch_size=4", "grad_accum=1", "workers=0"]
+    assert main(["adapt", *settings, f"output={tmp_path / 'run'}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("liteframe adapt: error: adapt: 3 of 4 samples skipped by step 1, more than "
+                          "max_skipped=0.5 of them; the main reason: no <video> or <image> (3;"), err
+    assert not (tmp_path / "run" / "adapter").exists()
+    rows[0] = _row(0, videos["red"], (QUESTION, "red"))
+    (tmp_path / "m.json").write_text(json.dumps(rows))
+    assert main(["adapt", *settings, "max_skipped=1", f"output={tmp_path / 'run2'}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "adapt: the run trained on no tokens (20 samples skipped, 0 used); nothing to save" in err
+    assert not (tmp_path / "run2" / "adapter").exists()
+
+
+def test_resuming_with_another_lora_or_encoder_is_refused_in_one_line(tiny, colours, tmp_path):
+    out = tmp_path / "run"
+    adapt(_config(tiny, colours, out, steps=1))
+    for change, said in ((dict(lora={"r": 8, "alpha": 8, "dropout": 0.05}), "lora.r: 4 -> 8"),
+                         (dict(encoder="avg"), "encoder: 'wap' -> 'avg'")):
+        with pytest.raises(InputError, match=f"{out}: holds an earlier adapt run with other settings") as err:
+            adapt(_config(tiny, colours, out, steps=2, **change))
+        assert said in str(err.value) and "\n" not in str(err.value)
+
+
+def test_resuming_on_other_weights_under_the_same_path_and_config_is_refused(tiny, colours, tmp_path):
+    """Another fine-tune of one architecture put where the base was: the same path and config.json, other weights.
+    Resuming would train the first base's LoRA on the second and label the adapter with the second."""
+    base, out = tmp_path / "base", tmp_path / "run"
+    shutil.copytree(tiny, base)
+    adapt(_config(base, colours, out, steps=1))
+    shutil.rmtree(base)
+    save_tiny_internvl(base, seed=1)
+    assert (base / "config.json").read_bytes() == (tiny / "config.json").read_bytes()
+    with pytest.raises(InputError, match=f"{out}: holds an earlier adapt run with other settings \\(model.weights: "):
+        adapt(_config(base, colours, out, steps=2))
+
+
+def test_sigterm_to_the_whole_process_group_saves_with_forkserver_workers(tiny, colours, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import liteframe
+    from liteframe.train import checkpoint as ckpt
+
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(Path(liteframe.__file__).parents[1]), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "liteframe.cli", "adapt", f"model={tiny}", "encoder=wap",
+                             f"data={colours}", "frames=[4]", "steps=10000", "batch_size=4", "grad_accum=1",
+                             "workers=1", "log_every=1", "save_every=10000", f"output={out}"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while proc.poll() is None and time.monotonic() < deadline:  # training, a worker laying out samples
+            if (out / "metrics.jsonl").is_file() and len((out / "metrics.jsonl").read_text().splitlines()) >= 2:
+                break
+            time.sleep(0.2)
+        os.killpg(proc.pid, signal.SIGTERM)  # as Slurm and terminals send it: to every process of the job
+        stdout, stderr = proc.communicate(timeout=240)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    assert "by SIGTERM; checkpoint saved; run the same command to resume" in stdout
+    step = int(stdout.split("stopped at step ")[1].split()[0])
+    assert [p.name for p in ckpt.list_checkpoints(out / "checkpoints")] == [f"step-{step:08d}.safetensors"]

@@ -17,8 +17,10 @@ from liteframe.llm import VideoLLM, build_input_ids
 from liteframe.llm.lora import add_lora, check_adapter, merge, save_adapter
 from liteframe.testing import TINY_CHECKPOINTS, save_tiny_internvl
 from liteframe.testing.videos import make_video, solid_video
-from liteframe.train.adapt import IGNORE, AdaptConfig, AdaptModel, ChatDataset, adapt
-from liteframe.train.manifest import read_chat_manifest
+from liteframe.train.adapt import AdaptConfig, adapt
+from liteframe.train.adapt.data import IGNORE, ChatDataset
+from liteframe.train.adapt.manifest import read_chat_manifest
+from liteframe.train.adapt.model import AdaptModel
 
 QUESTION, ANSWER = "What colour is the video?", "red"
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # grid reducers pad partial blocks, and say so
@@ -178,3 +180,24 @@ def test_an_adapter_is_refused_on_a_checkpoint_it_was_not_trained_on(folders, ad
     with pytest.raises(InputError, match="trained on a qwen2_5_vl checkpoint"):
         merge(internvl, adapters["qwen2_5_vl"], tmp_path / "merged")
     assert not (tmp_path / "merged").exists()
+
+
+def test_a_sample_is_laid_out_for_its_own_frame_size(tmp_path, data):
+    """With the hub's processor budget the largest frame gives far more tokens than the tiny context holds, so a
+    layout for the largest frame would skip every sample as over context; LMA lays a sample out for its video's
+    own size (before decoding) and trains on it, with the counts `ask` gives the same video."""
+    from liteframe.testing import save_tiny_qwen
+
+    folder = save_tiny_qwen(tmp_path / "qwen", processor_files=True)
+    llm = VideoLLM.from_pretrained(folder, "dense", device="cpu", dtype=torch.float32)
+    frames = 16
+    model = AdaptModel(llm, AdaptConfig(frames=(frames,), fps=(1.0, 1.0), activation_checkpointing=False))
+    assert not model.prompter.exact
+    assert model.prompter.layouts[frames][1] > llm.family.context_length(llm.model)  # the largest frame: over
+    item = ChatDataset(read_chat_manifest(data), model.prompter, (frames,), (1.0, 1.0), seed=0)[0]
+    assert "skip" not in item and item["size"] == (48, 64)
+    inputs, labels = model.inputs(item)
+    asked = llm.ask(data.parent / "red.mp4", QUESTION, frames=frames, max_new_tokens=1)
+    visual = inputs.input_ids[0] == llm.model.config.video_token_id
+    assert int(visual.sum()) == asked.visual_tokens
+    assert (labels != IGNORE).any()

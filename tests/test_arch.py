@@ -62,7 +62,7 @@ def test_none_row_is_the_papers_plain_vit_b():
 
 def test_latency_rows_and_plot(monkeypatch, tmp_path):
     """The timing path end to end, with tiny models standing in for the full-size ones."""
-    def tiny(name, size):
+    def tiny(name, size, tower=None):
         assert size == 112
         if name == "teacher":
             return Teacher.from_config(tiny_vision_config("internvl", image_size=112))
@@ -115,7 +115,7 @@ def test_models_are_made_for_the_size_they_are_timed_at():
 def test_chosen_archs_teacher_first_and_compiled(monkeypatch):
     """`archs` picks rows (the teacher always first: ratios are against it); `compile` times every model through
     torch.compile (recorded here: compiling on a CPU takes minutes), after the warm-up that compiles."""
-    monkeypatch.setattr(arch, "build", lambda name, size: LiteFrameEncoder(
+    monkeypatch.setattr(arch, "build", lambda name, size, tower=None: LiteFrameEncoder(
         tiny_student_config("dwconv", image_size=112)).eval())
     compiled = []
     monkeypatch.setattr(torch, "compile", lambda model: compiled.append(model) or model)
@@ -126,3 +126,30 @@ def test_chosen_archs_teacher_first_and_compiled(monkeypatch):
         arch.run(archs=["vit-h"])
     with pytest.raises(InputError, match="at least one warm-up"):
         arch.run(warmup=0, compile=True)
+
+
+def test_a_teacher_folder_and_student_folders(tmp_path, capsys):
+    """`--teacher DIR`: its tower is the teacher row and the variants are its own students by the paper's ratios;
+    `--student DIR` adds the saved student's row, counted as that architecture."""
+    from transformers import Dinov2Model
+
+    from liteframe.cli import main
+    from liteframe.models import Teacher, student_for, tiny_vision_config
+
+    Dinov2Model(tiny_vision_config("dinov2", 112, depth=6)).save_pretrained(tmp_path / "teacher")
+    teacher = Teacher.from_pretrained(tmp_path / "teacher")
+    LiteFrameEncoder.from_teacher(teacher, student_for(teacher.vision)).save_pretrained(tmp_path / "student")
+    assert main(["bench", "arch", "--teacher", str(tmp_path / "teacher"), "--student", str(tmp_path / "student"),
+                 "--frames", "4", "--size", "112", "--latency-size", "112", "--repeats", "1", "--archs",
+                 "dwconv,none", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["arch"] for r in rows] == ["teacher", "dwconv", "none", f"student:{tmp_path / 'student'}"]
+    with torch.device("meta"):
+        tower = Teacher.from_config(tiny_vision_config("dinov2", 112, depth=6))
+        derived = LiteFrameEncoder(student_for(tower.vision, image=112))
+    assert rows[0]["params"] == sum(p.numel() for p in tower.parameters())
+    # the saved student is the derived dwconv student: the same row
+    assert rows[1]["params"] == rows[3]["params"] == sum(p.numel() for p in derived.parameters())
+    assert rows[1]["flops"] == rows[3]["flops"] == count_flops(derived, (1, 4, 3, 112, 112)).paper
+    assert rows[1]["flop_ratio"] > 1 and rows[0]["paper"] == ""
+    assert main(["bench", "arch", "--student", str(tmp_path / "nothing"), "--no-latency"]) == 2

@@ -89,6 +89,8 @@ def test_frame_counts_and_prompts_are_refused_before_the_weights_load(checkpoint
                     "error: the prompt has 444516 tokens (25000 visual, from 100000 frames), more than the LLM's "
                     "context of 32768")
     _one_line_error(capfd, ["ask", BBB, "why " * 40_000, *model, "--frames", "4"], "more than the LLM's context")
+    _one_line_error(capfd, ["ask", BBB, "q", *model, "--max-new-tokens", "0"],
+                    "error: max_new_tokens 0: an answer needs at least 1 new token")
 
 
 def test_broken_checkpoint_files_are_one_line_naming_the_folder(checkpoint, tmp_path, capfd):

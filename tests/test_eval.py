@@ -30,11 +30,7 @@ def lmms():
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("benchmarks")
-    return {"videomme": evaldata.make_videomme(root / "videomme", with_broken=True),
-            "mlvu": evaldata.make_mlvu(root / "mlvu"), "mlvu-lmms": evaldata.make_mlvu_lmms(root / "mlvu-lmms"),
-            "longvideobench": evaldata.make_longvideobench(root / "lvb"),
-            "lvb-parquet": evaldata.make_longvideobench(root / "lvb-parquet", parquet=True)}
+    return evaldata.make_all(tmp_path_factory.mktemp("benchmarks"))
 
 
 class Logger:

@@ -16,11 +16,12 @@ import pytest
 
 import evaldata
 from liteframe.cli import main
+from liteframe.errors import InputError
 from liteframe.eval.backend import load_llm
 from liteframe.eval.records import read_output, read_records
 from liteframe.eval.report import figure, pareto, plot, report_rows
 from liteframe.eval.runner import EvalConfig, evaluate, merge_shards, run_shard, shard_path
-from liteframe.testing import save_tiny_internvl
+from liteframe.testing import save_tiny_internvl, save_tiny_qwen
 
 REPO = Path(__file__).parents[1]
 
@@ -37,11 +38,7 @@ def llm(tiny):
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("benchmarks")
-    return {"videomme": evaldata.make_videomme(root / "videomme", with_broken=True),
-            "mlvu": evaldata.make_mlvu(root / "mlvu"), "mlvu-lmms": evaldata.make_mlvu_lmms(root / "mlvu-lmms"),
-            "longvideobench": evaldata.make_longvideobench(root / "lvb"),
-            "lvb-parquet": evaldata.make_longvideobench(root / "lvb-parquet", parquet=True)}
+    return evaldata.make_all(tmp_path_factory.mktemp("benchmarks"))
 
 
 class Counting:
@@ -60,6 +57,9 @@ class Counting:
 
         self._restore = lambda: visual.__dict__.pop("encode_chunk")
         visual.encode_chunk = chunk
+
+    def check(self, frames):
+        return self.llm.check(frames)
 
     def encode(self, video, frames):
         self.encodes.append(video.name)
@@ -222,6 +222,23 @@ def test_a_missing_subtitle_file_fails_its_question_and_retry_failed_asks_again(
     assert "failed" not in rows and rows["overall"]["questions"] == 2
     assert [("error" in r, r["question_id"]) for r in read_records(out)] == [(False, "bbbLvb_0"), (False, "panLvb_0")]
     assert out.read_text().count("\n") == 3  # the identity and one line per question
+
+
+def test_a_video_too_large_for_the_context_fails_its_questions_and_the_run_goes_on(data, tmp_path, monkeypatch):
+    """Qwen2.5-VL's token count follows each video's frame size: a video with more tokens than the context fails its
+    own questions, with the reason, instead of stopping the run there (a rerun stopped at the same video)."""
+    qwen = save_tiny_qwen(tmp_path / "qwen", processor_files=True)
+    llm = load_llm(qwen, "dense", device="cpu")
+    # 4 frames: 132 visual tokens for bbb_short (320 x 176), 270 for the pancake (426 x 240)
+    monkeypatch.setattr(llm.model.config.text_config, "max_position_embeddings", 250)
+    out = tmp_path / "run.jsonl"
+    rows = evaluate(EvalConfig("mlvu", str(data["mlvu"]), str(qwen), "dense", 4, str(out)), llm)
+    records = read_records(out)
+    failed = [r for r in records if "error" in r]
+    assert {r["video"] for r in failed} == {"pancake.mkv"} and len(failed) == 2
+    assert "270 visual tokens" in failed[0]["error"] and "more than the LLM's context of 250" in failed[0]["error"]
+    assert all("prediction" in r for r in records if r["video"] == "bbb_short.mp4")
+    assert {r["group"]: r["questions"] for r in rows}["failed"] == 2
 
 
 @pytest.mark.parametrize("keep, prediction", [(False, "B"), (True, "C")])
@@ -389,8 +406,19 @@ def test_cli_bad_input_is_one_line(tmp_path, tiny, capsys):
     (tmp_path / "bad.jsonl").write_text("not json\n{}\n")
     assert main(["eval", "report", str(tmp_path / "bad.jsonl")]) == 2
     assert "line 1 is not JSON" in capsys.readouterr().err
-    with pytest.raises(ValueError, match="does not exist"):
+    with pytest.raises(InputError, match="does not exist"):
         plot([], tmp_path / "nowhere" / "p.png")
+    with pytest.raises(InputError, match="p.txt: matplotlib cannot write .txt files"):
+        plot([], tmp_path / "p.txt")
+
+
+def test_an_out_that_cannot_be_written_is_one_line_before_loading(data, tiny, tmp_path, monkeypatch, capfd):
+    monkeypatch.setattr("liteframe.llm.videollm.load_weights", lambda *a: pytest.fail("the weights loaded first"))
+    (tmp_path / ".run.jsonl.lock").mkdir()  # as a read-only folder does (for root too): the lock cannot be opened
+    assert main(["eval", "--benchmark", "mlvu", "--data", str(data["mlvu"]), "--model", str(tiny), "--encoder", "wap",
+                 "--frames", "4", "--out", str(tmp_path / "run.jsonl")]) == 2
+    err = capfd.readouterr().err
+    assert err.count("\n") == 1 and f"eval output {tmp_path / 'run.jsonl'}: cannot write there" in err
 
 
 def test_a_wrong_setting_stops_the_run_instead_of_failing_every_video(llm, data, tiny, tmp_path):

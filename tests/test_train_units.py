@@ -1,20 +1,26 @@
 """The distillation job's parts on their own: config, loss, RTD decoder, checkpoints, sampler, manifest, schedule."""
 from __future__ import annotations
 
+import dataclasses
+import importlib
 import json
+import re
 
 import hypothesis.extra.numpy as hnp
 import numpy as np
 import pytest
 import torch
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from liteframe.errors import InputError
 from liteframe.train import checkpoint as ckpt
-from liteframe.train.config import DistillConfig, save_config
-from liteframe.train.data import ResumableSampler, read_manifest
 from liteframe.io import atomic_write
+from liteframe.train.config import save_config
+from liteframe.train.distill import DistillConfig
+from liteframe.train.distill.data import read_manifest
+from liteframe.train.loader import ResumableSampler
 from liteframe.train.metrics import truncate_metrics
 from liteframe.train.schedule import warmup_cosine
 from liteframe.train.state import RNGState, TrainState
@@ -33,6 +39,7 @@ def test_config_yaml_round_trip_and_overrides(tmp_path):
     assert cfg.fps == (1.0, 2.0)
     assert cfg.teacher == str(tmp_path / "t")  # paths in a file are relative to the file
     assert DistillConfig.from_dict(cfg.to_dict()) == cfg
+    assert DistillConfig.from_dict(cfg.flat()) == cfg  # flat keys, as configs were written before groups
 
 
 @pytest.mark.parametrize("override, word", [
@@ -179,7 +186,7 @@ def test_the_checkpointer_round_trips_any_stateful_objects_and_keeps_the_last_k(
 
     ctx = Context(0, 1, torch.device("cpu"))
     model, opt, sched = _trained(0)
-    state = TrainState(step=7, epoch=1, position=3, samples=56, tokens=900, skipped=2)
+    state = TrainState(step=7, epoch=1, position=3, samples=56, tokens=900, skipped=2, elapsed=12.5)
     torch.manual_seed(123)
     saved = {"model": ModelState(model), "optim": OptimizerState(model, opt), "plain_optim": opt,
              "scheduler": sched, "train": state, "rng": RNGState(ctx)}
@@ -275,29 +282,18 @@ def test_manifest_lines_and_their_errors(tmp_path):
 
 def test_the_data_module_does_not_import_the_targets_module():
     import ast
-    import liteframe.train.data as data
+    import liteframe.train.distill.data as data
 
     tree = ast.parse(open(data.__file__).read())  # every import, TYPE_CHECKING ones included
     imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    assert not {m for m in imported if m and m.startswith("liteframe.train.")} - {"liteframe.train.data"}
-
-
-def test_resuming_under_changed_settings_names_them(caplog):
-    from liteframe.train.state import ConfigState
-
-    saved = ConfigState({"lr": 1e-3, "steps": 10, "student": {"depth": 3}}).state_dict()
-    with caplog.at_level("WARNING", logger="liteframe.train"):
-        ConfigState({"lr": 1e-3, "steps": 20, "student": {"depth": 3}}).load_state_dict(saved)
-        assert not caplog.records  # more steps is how a finished run trains on
-        ConfigState({"lr": 2e-3, "steps": 10, "student": {"depth": 3}}).load_state_dict(saved)
-    assert "'lr': (0.001, 0.002)" in caplog.text
+    assert not {m for m in imported if m and m.startswith("liteframe.train.")}
 
 
 def test_training_clips_are_the_pixels_ask_encodes():
     # CTD trains the student on the frames `ask` later feeds it: same timestamps, same resize ("exact"), same
     # normalisation, bit for bit (before: a float torch resize in training, PIL's in ask)
-    from liteframe.train.data import ClipDataset, ManifestEntry
+    from liteframe.train.distill.data import ClipDataset, ManifestEntry
     from liteframe.video import open_video, stream_video
     from videos import REAL_VIDEOS
 
@@ -307,3 +303,157 @@ def test_training_clips_are_the_pixels_ask_encodes():
     with open_video(video) as reader:
         chunks = list(stream_video(reader, list(sample.timestamps), chunk_frames=8, size=56))
     assert torch.equal(pixels, torch.cat([c.pixels for c in chunks]))
+
+
+# -- reliability (issue 19) -----------------------------------------------------------------------------------------
+
+
+def test_grouped_and_flat_yaml_and_every_kind_of_override(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("model: {teacher: t, student: {depth: 6}}\noptim:\n  lr: 1.0e-3\nsteps: 7\n")
+    cfg = DistillConfig.load(path, ["optim.batch_size=4", "model.student.width=384", "grad_accum=2"])
+    assert (cfg.lr, cfg.steps, cfg.batch_size, cfg.grad_accum) == (1e-3, 7, 4, 2)
+    assert cfg.student == {"depth": 6, "width": 384} and cfg.teacher == str(tmp_path / "t")
+    # every setting sits in exactly one group, and the groups are what the file is written as
+    fields = [f.name for f in dataclasses.fields(DistillConfig)]
+    grouped = [k for keys in DistillConfig.GROUPS.values() for k in keys]
+    assert sorted(grouped) == sorted(fields) and len(grouped) == len(set(grouped))
+    save_config(cfg, tmp_path / "saved.yaml")
+    assert set(yaml.safe_load((tmp_path / "saved.yaml").read_text())) == set(DistillConfig.GROUPS)
+    for text, message in (("data: {lr: 0.1}\n", "data.lr: lr belongs to optim"),
+                          ("lr: 0.1\noptim: {lr: 0.2}\n", "lr is given twice"),
+                          ("optim: {speed: 3}\n", "optim.speed: not a distill setting")):
+        path.write_text(text)
+        with pytest.raises(InputError, match=message):
+            DistillConfig.load(path)
+
+
+@pytest.mark.parametrize("configs", ["distill", "adapt"])
+def test_the_configs_in_the_repository_load(configs):
+    from pathlib import Path
+
+    from liteframe.train.adapt import AdaptConfig
+
+    cls = DistillConfig if configs == "distill" else AdaptConfig
+    files = sorted((Path(__file__).parents[1] / "configs").glob(f"{configs}_*.yaml"))
+    assert files and all(cls.load(f).output for f in files)
+    for module, name in re.findall(r"from ([\w.]+) import (\w+)", "".join(f.read_text() for f in files)):
+        assert hasattr(importlib.import_module(module), name), f"{module}.{name}, named in a config's comments"
+
+
+def test_a_bad_override_is_blamed_on_the_override_not_the_file(tmp_path):
+    path = tmp_path / "run.yaml"
+    save_config(DistillConfig(teacher="t", manifest="m.jsonl"), path)
+    with pytest.raises(InputError) as err:
+        DistillConfig.load(path, ["steps=ten"])
+    assert str(err.value).startswith("override 'steps=ten': steps='ten'") and str(path) not in str(err.value)
+    path.write_text("steps: ten\n")
+    with pytest.raises(InputError, match=f"^{path}: steps='ten'"):
+        DistillConfig.load(path)
+    # an empty override means "none" for a path, not the string "None"
+    assert DistillConfig.load(None, ["eval_manifest=", "manifest=m"]).eval_manifest == ""
+    with pytest.raises(InputError, match="override 'steps=': steps=None: needs a value"):
+        DistillConfig.load(None, ["steps="])
+
+
+@pytest.mark.parametrize("override, word", [("lr=0", "lr=0.0"), ("min_lr=1", "min_lr <= lr"),
+                                            ("max_skipped=2", "max_skipped"), ("grad_clip=0", "grad_clip > 0")])
+def test_learning_rates_and_shares_are_checked_with_the_config(override, word):
+    from liteframe.train.adapt import AdaptConfig
+
+    for cls in (DistillConfig, AdaptConfig):
+        with pytest.raises(InputError, match=word):
+            cls.load(None, [override])
+
+
+def test_a_checkpoint_that_does_not_fit_is_one_line(tmp_path):
+    from liteframe.train.checkpoint import Checkpointer, ModelState
+    from liteframe.train.dist import Context
+
+    ctx = Context(0, 1, torch.device("cpu"))
+    Checkpointer(tmp_path, 2, ctx).save(1, {"model": ModelState(torch.nn.Linear(3, 4))})
+    with pytest.raises(InputError, match=r"step-00000001.safetensors: its model state does not fit this run") as err:
+        Checkpointer(tmp_path, 2, ctx).resume({"model": ModelState(torch.nn.Linear(3, 5))})
+    assert "\n" not in str(err.value)
+
+
+def test_a_full_disk_during_a_checkpoint_write_names_the_file_and_keeps_the_previous(tmp_path, monkeypatch):
+    from safetensors import SafetensorError
+
+    ckpt.save_checkpoint(tmp_path, 1, {"w": torch.ones(3)}, {"step": 1}, keep_last=2)
+
+    def full(tensors, path, metadata=None):
+        with open(path, "wb") as f:
+            f.write(b"half a checkpoint")
+        raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No '
+                              'space left on device" })')
+
+    monkeypatch.setattr(ckpt, "save_file", full)
+    with pytest.raises(InputError) as err:
+        ckpt.save_checkpoint(tmp_path, 2, {"w": torch.zeros(3)}, {"step": 2}, keep_last=2)
+    message = str(err.value)
+    assert message.startswith(f"{tmp_path / 'step-00000002.safetensors'}: cannot write it (")
+    assert "No space left on device" in message and "step-00000001.safetensors is intact" in message
+    assert [p.name for p in tmp_path.iterdir()] == ["step-00000001.safetensors"]  # no half file either
+    assert ckpt.load_checkpoint(tmp_path / "step-00000001.safetensors")[1] == {"step": 1}
+
+
+def test_an_error_raised_in_a_dataloader_worker_comes_back_as_its_one_line(tmp_path):
+    from torch.utils.data import DataLoader, Dataset
+
+    from liteframe.train.loader import batches, next_batch, worker_init
+
+    class Broken(Dataset):
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, i):
+            raise InputError(f"{tmp_path}/shard-{i}: the target does not match its checksum")
+
+    for workers in (0, 1):
+        with batches(DataLoader(Broken(), num_workers=workers, worker_init_fn=worker_init)) as loader, \
+                pytest.raises(InputError) as err:
+            next_batch(loader)
+        assert str(err.value) == f"{tmp_path}/shard-0: the target does not match its checksum"
+
+
+def test_leftovers_of_dead_writers_are_removed_and_live_ones_kept(tmp_path):
+    import subprocess
+    import sys
+
+    from liteframe.io import atomic_folder, remove_leftovers
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    for name in (f".student.tmp-{dead}", f".adapter.old-{dead}", ".student.tmp-1", f".other.tmp-{dead}"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "model.safetensors").write_bytes(b"x")
+    (tmp_path / f".config.yaml.tmp-{dead}").write_text("half")
+    assert sorted(remove_leftovers(tmp_path, {"student", "adapter"})) == sorted(
+        [tmp_path / f".student.tmp-{dead}", tmp_path / f".adapter.old-{dead}"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f".config.yaml.tmp-{dead}", f".other.tmp-{dead}",
+                                                         ".student.tmp-1"]  # pid 1 lives
+    (tmp_path / f".merged.old-{dead}").mkdir()
+    atomic_folder(tmp_path / "merged", lambda tmp: (tmp / "a.txt").write_text("a"), ["a.txt"])  # `adapt merge`
+    assert not (tmp_path / f".merged.old-{dead}").exists() and (tmp_path / "merged" / "a.txt").is_file()
+    remove_leftovers(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".student.tmp-1", "merged"]
+
+
+def test_resume_checks_name_each_difference_and_allow_the_safe_ones(tmp_path):
+    from liteframe.train.output import check_resume, identity, record
+
+    cfg = DistillConfig(teacher="t", manifest="m.jsonl", output=str(tmp_path), student={"depth": 3})
+    assert check_resume(tmp_path, identity(cfg, {"teacher": "abc"}), cfg.RESUMABLE) == []  # a new folder
+    record(tmp_path, cfg, identity(cfg, {"teacher": "abc"}))
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "step-00000001.safetensors").write_bytes(b"")  # the run kept something
+    more = dataclasses.replace(cfg, steps=5000, log_every=1)
+    assert check_resume(tmp_path, identity(more, {"teacher": "abc"}), cfg.RESUMABLE) == [
+        "log_every: 10 -> 1", "steps: 1000 -> 5000"]
+    other = dataclasses.replace(cfg, student={"depth": 4}, lr=1e-3)
+    with pytest.raises(InputError) as err:
+        check_resume(tmp_path, identity(other, {"teacher": "def"}), cfg.RESUMABLE)
+    message = str(err.value)
+    assert "lr: 0.0001 -> 0.001" in message and "student.depth: 3 -> 4" in message and "teacher: 'abc' -> 'def'" \
+        in message and "another output" in message and "\n" not in message

@@ -53,6 +53,10 @@ def _add_bench_arch(bench) -> None:
     p.add_argument("--archs", type=lambda t: t.split(","), help="comma-separated rows (default: all; the teacher "
                    "always comes first)")
     p.add_argument("--compile", action="store_true", help="time the models through torch.compile")
+    p.add_argument("--teacher", metavar="DIR", help="a teacher folder (InternVL3, DINOv2, CLIP, SigLIP) instead of "
+                   "InternViT-300M; the variant rows are its own students by the paper's ratios")
+    p.add_argument("--student", metavar="DIR", action="append", default=[], help="a student folder: one more row "
+                   "(repeatable)")
     p.add_argument("--plot", metavar="PATH", help="save a bar chart PNG of FLOPs and latency")
     p.add_argument("--json", action="store_true")
 
@@ -62,7 +66,7 @@ def _add_bench_arch(bench) -> None:
 
         rows = arch.run(frames=a.frames, size=a.size, latency_frames=a.latency_frames, latency_size=a.latency_size,
                         dtype=a.dtype, device=a.device, repeats=a.repeats, threads=a.threads, latency=a.latency,
-                        archs=a.archs or arch.ARCHS, compile=a.compile)
+                        archs=a.archs or arch.ARCHS, compile=a.compile, teacher=a.teacher, students=a.student)
         if a.plot:
             arch.plot(rows, a.plot)
         if a.json:
@@ -245,26 +249,25 @@ def _add_ask(sub) -> None:
 
 def _add_distill(sub) -> None:
     p = sub.add_parser("distill", help="train a LiteFrame student by Compressed Token Distillation",
-                       description="Train a student by CTD; resumes from the newest checkpoint in `output`. "
-                                   "Multi-GPU: torchrun --nproc_per_node N -m liteframe.cli distill ...")
+                       description="Train a student by CTD; resumes from the newest checkpoint in `output` (a "
+                                   "folder of another run is refused). SIGTERM or Ctrl-C saves and stops. Multi-GPU: "
+                                   "torchrun --nproc_per_node N -m liteframe.cli distill ...")
     p.add_argument("--config", help="YAML file of distill settings (see configs/distill_tiny.yaml)")
     _add_train_compression(p)
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                   help="override settings, e.g. steps=100 student.depth=6")
+                   help="override settings, e.g. steps=100 optim.lr=1e-4 student.depth=6")
 
     def run(a) -> int:
         import logging
         import os
 
         from liteframe.tables import print_rows
-        from liteframe.train import DistillConfig, distill
-        from liteframe.train.distill import summary_rows
+        from liteframe.train.distill import DistillConfig, distill, summary_rows
 
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
         result = distill(DistillConfig.load(a.config, _train_overrides(a)))
-        if result.output is None:
-            print(f"stopped at step {result.step} by SIGTERM; checkpoint saved; run the same command to resume")
-            return 143
+        if result.signal is not None:
+            return _stopped(result)
         if os.environ.get("RANK", "0") == "0":
             print(f"step {result.step}: student saved to {result.output}")
             rows = summary_rows(result.metrics)
@@ -282,14 +285,20 @@ def _add_cache_targets(sub) -> None:
     _add_train_compression(p)
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override settings, e.g. cache_views=4")
 
-    def run(a) -> None:
+    def run(a) -> int:
         import os
+        import signal
 
-        from liteframe.train import DistillConfig, cache_targets
+        from liteframe.train.distill import DistillConfig, cache_targets
 
         summary = cache_targets(DistillConfig.load(a.config, _train_overrides(a)))
+        if summary["signal"] is not None:
+            print(f"stopped by {signal.Signals(summary['signal']).name} before the cache was complete; run the same "
+                  "command to build it")
+            return 128 + summary["signal"]
         if os.environ.get("RANK", "0") == "0":
             print(f"{summary['clips']} clips cached in {summary['folder']}, {summary['failed']} failed")
+        return 0
 
     p.set_defaults(func=run)
 
@@ -297,6 +306,15 @@ def _add_cache_targets(sub) -> None:
 def _add_train_compression(p) -> None:
     p.add_argument("--compression", type=int, choices=(4, 16, 64),
                    help="tokens merged into one: the WAP target block and the student's grid (same as compression=N)")
+
+
+def _stopped(result) -> int:
+    """A training run stopped by a signal: it saved a checkpoint; exit as the signal would have (128 + its number)."""
+    import signal
+
+    print(f"stopped at step {result.step} by {signal.Signals(result.signal).name}; checkpoint saved; run the same "
+          "command to resume")
+    return 128 + result.signal
 
 
 def _train_overrides(a) -> list[str]:
@@ -380,9 +398,8 @@ def _add_adapt(sub) -> None:
 
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
         result = adapt(AdaptConfig.load(a.config, a.overrides))
-        if result.output is None:
-            print(f"stopped at step {result.step} by SIGTERM; checkpoint saved; run the same command to resume")
-            return 143
+        if result.signal is not None:
+            return _stopped(result)
         if os.environ.get("RANK", "0") == "0":
             print(f"step {result.step}: adapter saved to {result.output}")
         return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import shutil
 import socket
 from collections.abc import Callable, Collection, Iterator
@@ -42,6 +43,7 @@ def atomic_folder(path: str | Path, write: Callable[[Path], None], names: Collec
         if other:
             raise InputError(f"{path}: holds {other[:3]} besides {sorted(names)}; save into a folder of its own")
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(path.parent, {path.name})
     tmp, old = (path.with_name(f".{path.name}.{kind}-{os.getpid()}") for kind in ("tmp", "old"))
     shutil.rmtree(tmp, ignore_errors=True)  # left by a killed save under the same process id
     tmp.mkdir()
@@ -62,6 +64,41 @@ def atomic_folder(path: str | Path, write: Callable[[Path], None], names: Collec
     return path
 
 
+_LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(tmp|old)-(?P<pid>\d+)$")
+
+
+def remove_leftovers(folder: str | Path, names: Collection[str] | None = None) -> list[Path]:
+    """Remove what writes killed part-way left in `folder`: the hidden `.<name>.tmp-<pid>` and `.<name>.old-<pid>`
+    files and folders of `atomic_write` and `atomic_folder` whose process is gone (of the `names` given, else of
+    any name). -> what was removed."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for entry in folder.iterdir():
+        match = _LEFTOVER.match(entry.name)
+        if match and (names is None or match["name"] in names) and not _alive(int(match["pid"])):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    """Whether process `pid` runs on this host (this process counts as alive: its own writes are in flight)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def _fsync(path: Path) -> None:
     """Flush a file's or a folder's entries to disk (Linux fsyncs a read-only descriptor, folders included)."""
     fd = os.open(path, os.O_RDONLY)
@@ -78,9 +115,12 @@ def output_lock(path: str | Path, what: str = "output") -> Iterator[Path]:
     kernel's `flock` on a hidden sibling `.<name>.lock`, so a holder that dies (even by SIGKILL) releases it; the
     file records the holder's pid and host for the message, and one left by a dead holder is simply taken over."""
     path = Path(path).resolve()
-    path.parent.mkdir(parents=True, exist_ok=True)
     lock = path.with_name(f".{path.name}.lock")
-    handle = open(lock, "a+")  # noqa: SIM115  closed below; "a+" never truncates the holder's record
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(lock, "a+")  # noqa: SIM115  closed below; "a+" never truncates the holder's record
+    except OSError as err:  # a read-only folder: refused before anything is loaded or written
+        raise InputError(f"{what} {path}: cannot write there ({err.strerror or err})") from None
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -3,11 +3,18 @@
 Parameters and FLOPs are counted at full size on the meta device (no memory); latency is measured in one run,
 at a shape the device can afford, with each variant's speed-up over the teacher from the same run.
 The `none` row is the paper's "ViT-B-12L, no compression": the plain ViT-B, without the Linear(768, 1024) that
-LiteFrame's `none` variant adds to reach the teacher's width (+0.79 M parameters, +0.41 TFLOPs at 256 frames)."""
+LiteFrame's `none` variant adds to reach the teacher's width (+0.79 M parameters, +0.41 TFLOPs at 256 frames).
+With a teacher folder (`teacher`) its tower is the teacher row and the variant rows are its own students by the
+paper's ratios (`liteframe.models.student_for`); student folders (`students`) add a row each (`student:DIR`). Only
+the folders' configs are read: weights do not change FLOPs or latency."""
 from __future__ import annotations
 
+import copy
+import json
 import statistics
+from dataclasses import replace
 from functools import partial
+from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -16,7 +23,7 @@ from transformers import InternVLVisionConfig
 
 from ..devices import resolve_device, resolve_dtype
 from ..errors import InputError
-from ..models import VARIANTS, Teacher, create_student
+from ..models import VARIANTS, LiteFrameConfig, LiteFrameEncoder, Teacher, create_student, student_for
 from ..models.flops import count_flops
 from ..tables import format_table
 from ..timing import median_ms
@@ -33,10 +40,23 @@ COLUMNS = ["arch", "paper", "params_M", "GFLOPs", "GFLOPs_total", "latency_ms", 
            "paper_A100_ms"]
 
 
-def build(arch: str, size: int = 448) -> nn.Module:
+def build(arch: str, size: int = 448, teacher=None) -> nn.Module:
     """The full-size teacher (InternViT-300M-448px, SPEC 2), the paper's plain ViT-B (`none`), or LiteFrame-B
     (SPEC 4) with the named variant (at 16x) or compression (`dwconv-4x`, `dwconv-64x`). `size`: the input size
-    their position embeddings are made for (timing at a smaller size then resizes none of them, as at 448 px)."""
+    their position embeddings are made for (timing at a smaller size then resizes none of them, as at 448 px).
+    `teacher`: another tower's config, whose own students the variants are; `student:DIR`: a saved student."""
+    if arch.startswith("student:"):
+        config = LiteFrameConfig.from_dict(json.loads((Path(arch[len("student:"):]) / "config.json").read_text()))
+        return LiteFrameEncoder(replace(config, image=size)).eval()
+    if teacher is not None:
+        model = Teacher.from_config(replace_size(teacher, size))
+        if arch == "teacher":
+            return model
+        overrides = {"compression": COMPRESSED[arch]} if arch in COMPRESSED else {"temporal": arch}
+        student = LiteFrameEncoder(student_for(model.vision, image=size, **overrides)).eval()
+        if arch == "none":
+            student.head = nn.Identity()
+        return student
     if arch == "teacher":
         return Teacher.from_config(InternVLVisionConfig(attention_bias=True, image_size=size))
     if arch in COMPRESSED:
@@ -48,23 +68,36 @@ def build(arch: str, size: int = 448) -> nn.Module:
     return create_student("liteframe-b", temporal=arch, image=size).eval()
 
 
+def replace_size(config, size: int):
+    """A copy of a tower's config made for `size` px (its position table sized for it)."""
+    config = copy.deepcopy(config)
+    config.image_size = size
+    return config
+
+
 def run(frames: int = 256, size: int = 448, latency_frames: int | None = None, latency_size: int | None = None,
         dtype: str = "float32", device: str = "cpu", repeats: int = 3, warmup: int = 1, threads: int = 1,
-        latency: bool = True, archs: Sequence[str] = ARCHS, compile: bool = False) -> list[dict]:
+        latency: bool = True, archs: Sequence[str] = ARCHS, compile: bool = False, teacher: str | None = None,
+        students: Sequence[str] = ()) -> list[dict]:
     """One row per arch: `params`, `flops` / `flops_total` at (frames, size); with `latency`, `latency_ms` at
     (latency_frames, latency_size) (defaults: the FLOP shape on GPU, `CPU_LATENCY_SHAPE` on CPU), `speedup`
     (teacher ms / ms) and `flop_ratio` (teacher / arch total FLOPs at the latency shape). On CPU the timed runs
     use `threads` threads: one by default, because on a shared machine every multi-threaded operator waits for
     all its threads to be scheduled, a fixed cost per operator that hides the FLOPs. `archs`: the rows (the teacher
     always comes first: the ratios are against it). `compile`: time each model through `torch.compile` (the
-    warm-up runs compile; `warmup` must then be at least 1)."""
+    warm-up runs compile; `warmup` must then be at least 1). `teacher`: a teacher folder instead of InternViT-300M
+    (the variants then are its own students); `students`: student folders, a row each."""
     _check(frames, size, latency_frames, latency_size, threads)
+    tower = Teacher.config_of(teacher) if teacher else None
+    for folder in students:
+        if not (Path(folder) / "config.json").is_file():
+            raise InputError(f"student {folder}: not a LiteFrame checkpoint folder (no config.json)")
     unknown = [a for a in archs if a not in ARCHS]
     if unknown:
         raise InputError(f"unknown arch {', '.join(unknown)}; choose from {', '.join(ARCHS)}")
     if compile and warmup < 1:
         raise InputError("compile needs at least one warm-up run (it compiles)")
-    archs = ("teacher", *dict.fromkeys(a for a in archs if a != "teacher"))
+    archs = ("teacher", *dict.fromkeys(a for a in archs if a != "teacher"), *(f"student:{d}" for d in students))
     resolve_device(device), resolve_dtype(dtype)  # bad names fail before the long FLOP counts
     on_cpu = torch.device(device).type == "cpu"
     latency_frames = latency_frames or (CPU_LATENCY_SHAPE[0] if on_cpu else frames)
@@ -72,15 +105,15 @@ def run(frames: int = 256, size: int = 448, latency_frames: int | None = None, l
     rows = []
     for arch in archs:
         with torch.device("meta"):
-            model = build(arch, size)
+            model = build(arch, size, tower)
         flops = count_flops(model, (1, frames, 3, size, size))
-        paper, paper_ms = PAPER.get(arch, ("", None))
+        paper, paper_ms = PAPER.get(arch, ("", None)) if tower is None else ("", None)
         row = {"arch": arch, "paper": paper, "params": sum(p.numel() for p in model.parameters()),
                "flops": flops.paper, "flops_total": flops.total, "flops_shape": f"1x{frames}x3x{size}x{size}",
                "paper_A100_ms": paper_ms}
         if latency:
             with torch.device("meta"):
-                model = build(arch, latency_size)
+                model = build(arch, latency_size, tower)
             row["latency_flops_total"] = count_flops(model, (1, latency_frames, 3, latency_size, latency_size)).total
         rows.append(row)
     if latency:
@@ -88,7 +121,7 @@ def run(frames: int = 256, size: int = 448, latency_frames: int | None = None, l
         torch.set_num_threads(threads if on_cpu else before)
         try:
             ms = _latencies(archs, latency_frames, latency_size, resolve_dtype(dtype), device, repeats, warmup,
-                            compile)
+                            compile, tower)
         finally:
             torch.set_num_threads(before)
         where = f"{device} ({threads} thread{'s' * (threads > 1)})" if on_cpu else device
@@ -112,11 +145,11 @@ def _check(frames, size, latency_frames, latency_size, threads) -> None:
         raise InputError(f"--threads {threads} must be at least 1")
 
 
-def _latencies(archs, frames, size, dtype, device, repeats, warmup, compile) -> dict[str, float]:
+def _latencies(archs, frames, size, dtype, device, repeats, warmup, compile, tower=None) -> dict[str, float]:
     """Median ms per arch. The runs interleave the archs round by round, so that a change in machine load
     (a shared CPU) hits every arch alike and the ratios stay fair."""
     torch.manual_seed(0)
-    models = {arch: build(arch, size).to(device=device, dtype=dtype) for arch in archs}
+    models = {arch: build(arch, size, tower).to(device=device, dtype=dtype) for arch in archs}
     if compile:
         models = {arch: torch.compile(model) for arch, model in models.items()}
     pixels = torch.randn(1, frames, 3, size, size, device=device, dtype=dtype)

@@ -1,12 +1,15 @@
 """`liteframe bench train`: distillation throughput with the teacher run every step against cached targets.
 
-CPU (default): the whole job (decoding in DataLoader workers, teacher, student, optimiser, checkpoints off) on tiny
-random models and generated videos, clips per second of both target sources in one run, plus the one-off cost of
-building the cache. CUDA: the training step alone (synthetic clips already on the GPU) of the full-size LiteFrame-B
-cropped from a random InternViT-300M, 16 frames at 448 px in bf16, with model FLOPs utilisation.
+CPU (default): the whole `liteframe distill` job (decoding in DataLoader workers, teacher, student, optimiser,
+checkpoints off) on tiny random models and generated videos, clips per second of both target sources in one run,
+plus the one-off cost of building the cache. CUDA: the job's own training step (`DistillTrainer.train_step`) alone,
+on synthetic clips already on the GPU, of the full-size LiteFrame-B cropped from a random InternViT-300M, 16 frames
+at 448 px in bf16, with model FLOPs utilisation.
 """
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import json
 import statistics
 import tempfile
@@ -16,7 +19,7 @@ from pathlib import Path
 import torch
 
 from liteframe.timing import median_ms
-from liteframe.devices import resolve_device
+from liteframe.devices import resolve_device, resolve_dtype
 
 # dense bf16 tensor-core peaks (TFLOP/s) by device name, for MFU
 PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0, "A10": 125.0}
@@ -31,7 +34,7 @@ def run(device: str = "cpu", steps: int = 8, batch_size: int = 4, workers: int =
 
 def job_rows(steps: int = 8, batch_size: int = 4, workers: int = 2, frames: int = 8, size: int = 112) -> list[dict]:
     """The CPU job with tiny models, on the fly and cached, in one run -> table rows."""
-    from liteframe.train import DistillConfig, cache_targets, distill
+    from liteframe.train.distill import DistillConfig, cache_targets, distill
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -55,10 +58,12 @@ def job_rows(steps: int = 8, batch_size: int = 4, workers: int = 2, frames: int 
 
 
 def _job_speed(out: Path) -> dict:
-    """Median clips/s over the steps after the first (which pays for worker start-up)."""
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()][1:]
-    speed = statistics.median(r["clips_per_s"] for r in rows)
-    return {"clips_per_s": speed, "step_ms": 1e3 * statistics.median(1 / r["clips_per_s"] for r in rows)}
+    """Median clips/s of the steps after the first (which pays for worker start-up), from the run's wall-clock
+    times in `metrics.jsonl`."""
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    steps = [(b["samples"] - a["samples"], b["elapsed_s"] - a["elapsed_s"]) for a, b in zip(rows, rows[1:])]
+    return {"clips_per_s": statistics.median(n / s for n, s in steps),
+            "step_ms": 1e3 * statistics.median(s for _, s in steps)}
 
 
 def _tiny_setup(root: Path, size: int, videos: int) -> tuple[Path, Path]:
@@ -89,45 +94,43 @@ def _tiny_setup(root: Path, size: int, videos: int) -> tuple[Path, Path]:
 
 def step_rows(steps: int = 10, batch_size: int = 4, frames: int = 16, size: int = 448, teacher_config=None,
               student_config=None, device: str = "cuda", peak_tflops: float | None = None) -> list[dict]:
-    """The training step alone (student forward + backward + AdamW, bf16 autocast), with the teacher's WAP targets
-    computed in the step or given -> rows with clips/s and MFU. Defaults: InternViT-300M and LiteFrame-B."""
+    """The distillation job's training step (`DistillTrainer.train_step`: student forward + backward + AdamW under
+    the job's precision), with the teacher's WAP targets computed in the step or given as the cache gives them ->
+    rows with clips/s and MFU. Defaults: InternViT-300M and LiteFrame-B."""
     from transformers import InternVLVisionConfig
 
     from liteframe.compression import DEFAULT
     from liteframe.models import LiteFrameConfig, LiteFrameEncoder, Teacher
     from liteframe.models.flops import count_flops
-    from liteframe.train.loss import clip_outliers, ctd_loss
-    from liteframe.train.targets import teacher_targets
+    from liteframe.train.dist import Context
+    from liteframe.train.distill import DistillConfig, DistillTrainer
+    from liteframe.train.distill.data import ManifestEntry
+    from liteframe.train.distill.targets import teacher_targets
+    from liteframe.train.job import Job, uses_bf16
 
     dev = torch.device(device)
-    bf16 = dev.type == "cuda"
-    teacher = Teacher.from_config(teacher_config or InternVLVisionConfig(attention_bias=True)).to(
-        dev, torch.bfloat16 if bf16 else torch.float32)
+    teacher = Teacher.from_config(teacher_config or InternVLVisionConfig(attention_bias=True))
+    teacher = teacher.to(dev, resolve_dtype("auto", dev))
     config = student_config or LiteFrameConfig(image=teacher.image_size, out_dim=teacher.hidden_size)
-    student = LiteFrameEncoder.from_teacher(teacher, config).to(dev)
-    optimizer = torch.optim.AdamW(student.optimizer_groups(0.05), lr=1e-4, fused=bf16)
+    student = {k: v for k, v in dataclasses.asdict(config).items() if k != "compression"}
+    cfg = DistillConfig(student=student, frames=frames, batch_size=batch_size, workers=0, device=dev.type,
+                        output="unused")  # the step writes nothing
+    job = Job(Context(0, 1, dev), uses_bf16(cfg.precision, dev), DEFAULT, teacher, size)
+    trainer = DistillTrainer(cfg, job, [ManifestEntry("synthetic")] * batch_size, [])
     pixels = torch.randn(batch_size, frames, 3, size, size, device=dev)
-    cached = teacher_targets(teacher, pixels, DEFAULT).float()
+    with job.autocast():
+        cached = teacher_targets(teacher, pixels, DEFAULT).to(torch.bfloat16)  # as the cache stores them
     shape = (batch_size, frames, 3, size, size)
     with torch.device("meta"):
         student_flops = 3 * count_flops(LiteFrameEncoder(config), shape).total  # forward + backward (2x)
         teacher_flops = count_flops(Teacher.from_config(teacher.vision.config), shape).total
-    peak = peak_tflops or next((v for k, v in PEAK_TFLOPS.items() if bf16 and k in torch.cuda.get_device_name(dev)),
-                               None)
-
-    def step(online: bool) -> None:
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
-            target = teacher_targets(teacher, pixels, DEFAULT) if online else cached
-            pred = student(pixels).tokens()
-        loss, _ = ctd_loss(pred, clip_outliers(target.flatten(1, 3), 3.0))
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
+    peak = peak_tflops or next((v for k, v in PEAK_TFLOPS.items()
+                                if dev.type == "cuda" and k in torch.cuda.get_device_name(dev)), None)
     rows = []
     for online in (True, False):
-        seconds = median_ms(lambda: step(online), repeats=steps, warmup=2, device=dev) / 1e3
+        batch = {"pixels": pixels, "skipped": [], **({} if online else {"target": cached})}
+        seconds = median_ms(lambda: trainer.train_step(itertools.repeat(batch)), repeats=steps, warmup=2,
+                            device=dev) / 1e3
         flops = student_flops + (teacher_flops if online else 0)
         rows.append({"targets": "teacher every step" if online else "cached", "clips_per_s": batch_size / seconds,
                      "step_ms": 1e3 * seconds, "model_tflops_per_step": flops / 1e12,

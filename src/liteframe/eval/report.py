@@ -116,12 +116,17 @@ def _benchmarks(row: dict) -> str:
 
 
 def plot(rows: list[dict], path: str | Path) -> Path:
-    """`figure(rows)` saved as PNG at `path`."""
+    """`figure(rows)` saved at `path`, as PNG or another format matplotlib writes (by the name's suffix)."""
     import matplotlib.pyplot as plt
+    from matplotlib.backend_bases import FigureCanvasBase
 
     path = Path(path)
     if not path.parent.is_dir():
         raise InputError(f"--plot {path}: folder {path.parent} does not exist")
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if path.suffix and path.suffix[1:].lower() not in formats:
+        raise InputError(f"--plot {path}: matplotlib cannot write {path.suffix} files; name a .png (or "
+                         f"{', '.join(sorted(formats))})")
     fig = figure(rows)
     fig.savefig(path, dpi=120)
     plt.close(fig)

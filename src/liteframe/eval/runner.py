@@ -2,9 +2,10 @@
 
 A loop you read top to bottom: load the questions, drop the ones already in the output, group the rest by video,
 take this rank's videos, then per video: encode once, answer each of its questions from the same tokens, append
-one line per answer. A video that fails to decode gives one failure line per question, with the reason; a question
-whose own file (its subtitles) cannot be read fails alone. A question's latency is its video's encoding plus its
-own answer (prefill, generation), as one `ask` would see it.
+one line per answer. A video that fails to decode (or whose frame size gives more tokens than the LLM's context)
+gives one failure line per question, with the reason; a question whose own file (its subtitles) cannot be read
+fails alone. A question's latency is its video's encoding plus its own answer (prefill, generation), as one `ask`
+would see it.
 
 The output is locked for the run (a second `eval` on it is refused) and begins with the run's identity: a rerun
 resumes only when its identity is the same, and is refused in one line naming the difference otherwise. Under
@@ -29,7 +30,7 @@ from liteframe.eval.records import (append_record, mean_latency, read_output, re
 from liteframe.eval.tasks import SUBTITLES, TASKS, Frames, Question, Task
 from liteframe.io import output_lock
 from liteframe.train.dist import Context, all_sum, barrier, setup, teardown
-from liteframe.video import VideoDecodeError, open_video
+from liteframe.video import open_video
 
 
 @dataclass
@@ -115,6 +116,7 @@ def run_shard(config: EvalConfig, rank: int = 0, world: int = 1, llm=None) -> No
         from liteframe.eval.backend import load_llm
 
         llm = load_llm(config.model, config.encoder, config.compression, config.adapter, config.device, config.frames)
+    llm.check(config.frames)  # a frame count no video can take stops the run; one video's size fails that video
     total = sum(1 for q in questions if q.video in mine)
     started = False  # the identity goes in with the first answer: a run stopped before any leaves no file
     with tqdm(total=total, initial=total - len(todo), desc=f"{config.benchmark} rank {rank}", unit="q",
@@ -133,7 +135,8 @@ def answer_video(llm, task: Task, config: EvalConfig, video: Path, questions: li
     for a question whose prompt cannot be built from its files)."""
     try:
         enc = llm.encode(video, frames=config.frames)
-    except (VideoDecodeError, OSError) as err:  # the video's fault; a wrong setting (e.g. --frames) stops the run
+    except (InputError, OSError) as err:  # the video's fault: unreadable, or more tokens at its size (Qwen2.5-VL)
+        # than the context takes; the run's frame count was checked before the first video
         for q in questions:
             yield {**_base(config, q), "error": one_line(err)}
         return

@@ -120,6 +120,9 @@ def merge(model_dir: str | Path, adapter_dir: str | Path, out: str | Path) -> Pa
     """Fold an adapter into its base checkpoint: `out` becomes a folder of the base's family (merged weights in the
     base's dtype, the base's tokenizer and other files copied) that plain `transformers` loads."""
     model_dir, out = Path(model_dir), Path(out)
+    if out.resolve() == model_dir.resolve():  # the merged weights would replace the base's: the adapter's base gone
+        raise InputError(f"adapt merge: --out {out} is the base checkpoint's folder; write the merged model to a "
+                         "folder of its own")
     check_adapter(adapter_dir, model_dir)  # before the (large) base loads
     family = get_family(model_type(model_dir, "model folder"), model_dir)
     extras = [p for p in model_dir.iterdir() if p.is_file() and p.name != "config.json"

@@ -304,7 +304,7 @@ class VideoLLM:
             warmup: int = 0, max_new_tokens: int = 64, **generate_kwargs) -> Answer:
         """`answer(encode(video, frames), question)`, checked once before any decoding, the video opened once;
         latency is the median of `repeats` runs after `warmup` runs, each decoding and encoding afresh."""
-        _check_repeats(repeats, warmup)
+        _check_run(repeats, warmup, max_new_tokens)
         start = time.perf_counter()
         with nullcontext(video) if isinstance(video, VideoReader) else open_video(video) as reader:
             opened = time.perf_counter() - start
@@ -375,7 +375,7 @@ def ask(video: str | Path, question: str, model: str | Path, encoder: str | Enco
     once, and a bad video, frame count or question fails before the checkpoint's weights load."""
     if question is None:
         raise InputError("a question is needed (got None)")
-    _check_repeats(repeats, warmup)
+    _check_run(repeats, warmup, max_new_tokens)
     device = resolve_device(device)
     dtype = resolve_dtype(dtype, device)
     start = time.perf_counter()
@@ -418,9 +418,11 @@ def _size(info: VideoInfo) -> tuple[int, int]:
     return info.height, info.width
 
 
-def _check_repeats(repeats: int, warmup: int) -> None:
+def _check_run(repeats: int, warmup: int, max_new_tokens: int) -> None:
     if repeats < 1 or warmup < 0:
         raise InputError(f"repeats {repeats}, warmup {warmup}: need at least 1 repeat and no negative warm-up")
+    if max_new_tokens < 1:
+        raise InputError(f"max_new_tokens {max_new_tokens}: an answer needs at least 1 new token")
 
 
 def _load_tokenizer(directory: Path):

@@ -20,13 +20,18 @@ from ..errors import InputError
 from ..registry import Registry
 from .mixers import VARIANTS, Stride
 
+HEAD_CHOICES = ("first", "strongest")  # crop init's rule for the teacher heads a student block keeps (crop.py)
 
 @dataclass
 class LiteFrameConfig:
     """LiteFrame-B by default. `temporal` names a variant in `VARIANTS`; `compression` (a `Compression`, or what
     `get_compression` takes) sets the clip length and the strides; `downsample_after` lists the two (1-based)
-    blocks after which the strides apply; `teacher_layers` picks the teacher blocks cropped into the student
-    (None: every second one, ending on the teacher's last block)."""
+    blocks after which the strides apply. The teacher's own structure, which crop init copies: `act` (its MLP's
+    activation, a transformers name), `cls_token`, `registers` (DINOv2's register tokens), `embed_norm` (CLIP's
+    LayerNorm before the first block), `final_norm` (a LayerNorm before the head, cropped from the teacher's).
+    What crop init takes: `teacher_layers`, the teacher blocks (None: evenly spread, ending on the teacher's last
+    block; every second one for half the depth), and `teacher_heads`, which heads of each block ("first" or
+    "strongest", by the norm of their output projection)."""
 
     width: int = 768
     depth: int = 12
@@ -42,19 +47,39 @@ class LiteFrameConfig:
     layerscale: float = 0.1
     qkv_bias: bool = True
     eps: float = 1e-6
+    act: str = "gelu"
+    cls_token: bool = True
+    registers: int = 0
+    embed_norm: bool = False
+    final_norm: bool = False
     teacher_layers: tuple[int, ...] | None = None
+    teacher_heads: str = "first"
 
     def __post_init__(self):
         self.compression = get_compression(self.compression)
         self.downsample_after = tuple(self.downsample_after)
         if self.teacher_layers is not None:
             self.teacher_layers = tuple(self.teacher_layers)
+        problems = self.problems()
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    def problems(self) -> list[str]:
+        """Every reason this config cannot be built, one phrase each."""
         split = self._split()
+        problems = []
+        if self.width % self.heads:
+            problems.append(f"width {self.width} is not a multiple of heads {self.heads}")
         if split and len(self.downsample_after) != len(split):
-            raise ValueError(f"variant {self.temporal!r} downsamples {len(split)} times but downsample_after "
-                             f"is {self.downsample_after}")
+            problems.append(f"variant {self.temporal!r} downsamples {len(split)} times but downsample_after is "
+                            f"{self.downsample_after}")
         if any(not 1 <= i <= self.depth for i in self.downsample_after):
-            raise ValueError(f"downsample_after {self.downsample_after} must lie in 1..depth={self.depth}")
+            problems.append(f"downsample_after {self.downsample_after} must lie in 1..depth={self.depth}")
+        if list(self.downsample_after) != sorted(set(self.downsample_after)):
+            problems.append(f"downsample_after {self.downsample_after} must be increasing")
+        if self.teacher_heads not in HEAD_CHOICES:
+            problems.append(f"teacher_heads {self.teacher_heads!r} must be one of {', '.join(HEAD_CHOICES)}")
+        return problems
 
     def _split(self) -> tuple[Stride, ...]:
         """The block as the variant's two downsamplings (one may be (1, 1, 1)); `()` for `none`."""
@@ -82,9 +107,9 @@ class LiteFrameConfig:
         return tuple(s for _, s in self.stages)
 
     @property
-    def block(self) -> tuple[int, int, int]:
-        """`(t, h, w)` of the patch grid behind one output token: the strides multiplied (`(1, 1, 1)` for `none`)."""
-        return tuple(math.prod(s[axis] for s in self.strides) for axis in range(3))
+    def block(self) -> Stride:
+        """The strides' product `(t, h, w)`: the compression block of the output grid ((1, 1, 1) for `none`)."""
+        return tuple(math.prod(s[k] for s in self.strides) for k in range(3))
 
     def to_dict(self) -> dict:
         """JSON-ready; the compression as its block `[t, h, w]`."""
@@ -103,6 +128,11 @@ class LiteFrameConfig:
         if unknown:
             raise InputError(f"LiteFrame config has unknown keys {sorted(unknown)}")
         return cls(**{**data, "compression": compression})
+
+
+def prefix_tokens(config: LiteFrameConfig) -> int:
+    """Tokens before the patches in every frame: the CLS and the registers."""
+    return int(config.cls_token) + config.registers
 
 
 # Named configs (`create_student(name)`). The tiny ones crop from `tiny_vision_config("internvl")` (width 64,

@@ -1,84 +1,182 @@
-"""Crop init (SPEC 4): a LiteFrame student's weights taken from an InternViT teacher.
+"""Crop init (SPEC 4): a LiteFrame student's weights taken from a teacher tower (InternViT, DINOv2 with or without
+registers, CLIP or SigLIP vision; `towers.py`), and the student a teacher gives by the paper's ratios.
 
-Every second teacher block (ending on the last, unless `teacher_layers` says otherwise) and the first `width`
-channels of every weight, so the first `heads` heads of 64. The final Linear(width, out_dim) starts as the
-identity onto the first `width` output channels (zero elsewhere) *(ours)*: the untrained student's output is
-the cropped teacher's features in the teacher's first channels, and the rest starts at zero.
-Temporal mixers and downsampling keep their own init (zero branch, average pooling).
+`teacher_layers` picks the teacher blocks (by default evenly spread and ending on the last: every second one for
+half the depth); the first `width` residual channels of every weight; in each block the `heads` heads that
+`teacher_heads` names ("first", or "strongest": the largest norm of their slice of the output projection, which
+bounds what a head can write into the residual stream) and the first `mlp` hidden units. The position table is
+the teacher's own at the student's input size (its resizing, done once). The final Linear(width, out_dim) starts
+as the identity onto the first `width` output channels (zero elsewhere) *(ours)*: the untrained student's output
+is the cropped teacher's features in the teacher's first channels, and the rest starts at zero. Temporal mixers
+and downsampling keep their own init (zero branch, average pooling).
 """
 from __future__ import annotations
 
+from dataclasses import fields, replace
+from types import SimpleNamespace
+
 import torch
+from torch import nn
 
 from ..errors import InputError
-from .config import LiteFrameConfig
+from .config import LiteFrameConfig, student_config
+from .towers import final_norm, position_table, registers, tower
 
 
 def teacher_layers(config: LiteFrameConfig, teacher_depth: int) -> tuple[int, ...]:
-    """The teacher blocks (0-based) cropped into the student's `config.depth` blocks."""
+    """The teacher blocks (0-based) cropped into the student's `config.depth` blocks: `config.teacher_layers`, or
+    `depth` blocks evenly spread and ending on the last (every second one at half the depth)."""
     if config.teacher_layers is not None:
-        layers = config.teacher_layers
-    else:
-        layers = tuple(range(teacher_depth - 1 - 2 * (config.depth - 1), teacher_depth, 2))
-    if len(layers) != config.depth or min(layers) < 0 or max(layers) >= teacher_depth:
-        raise ValueError(f"cannot crop {config.depth} student blocks from teacher blocks {layers} of a "
-                         f"{teacher_depth}-block teacher")
-    return layers
+        return config.teacher_layers
+    step = teacher_depth / config.depth
+    return tuple(round(teacher_depth - 1 - step * (config.depth - 1 - i)) for i in range(config.depth))
 
 
-def mismatches(config: LiteFrameConfig, tcfg) -> list[str]:
-    """Why the student cannot be cropped from an `InternVLVisionConfig`, one phrase per differing field. The
-    teacher's final LayerNorm (`use_mean_pooling: false`) does not matter: the crop never reads it, and CTD's
-    targets are the teacher's real output, final norm included."""
+def mismatches(config: LiteFrameConfig, vision: nn.Module) -> list[str]:
+    """Every reason the student cannot be cropped from the tower `vision`, one phrase each. A tower's final
+    LayerNorm that `config.final_norm` leaves out does not block the crop: CTD's targets are the teacher's real
+    output, final norm included."""
+    t = vision.config
+    spec = tower(vision)
+    patch = t.patch_size[0] if isinstance(t.patch_size, (list, tuple)) else t.patch_size
     same = {
-        "head dim": (config.width // config.heads, tcfg.hidden_size // tcfg.num_attention_heads),
-        "patch size": (config.patch, tuple(tcfg.patch_size)[0]),
-        "image size": (config.image, tuple(tcfg.image_size)[0]),
-        "qkv bias": (config.qkv_bias, tcfg.attention_bias),
-        "norm type": ("layer_norm", tcfg.norm_type),
-        "qk norm": (False, tcfg.use_qk_norm),
+        "head dim": (config.width // config.heads, t.hidden_size // t.num_attention_heads),
+        "patch size": (config.patch, patch),
+        "qkv bias": (config.qkv_bias, getattr(t, "attention_bias", getattr(t, "qkv_bias", True))),
+        "activation": (config.act, t.hidden_act),
+        "layer norm eps": (config.eps, t.layer_norm_eps),
+        "cls token": (config.cls_token, spec.has_cls),
+        "registers": (config.registers, registers(vision)),
+        "embed norm": (config.embed_norm, spec.embed_norm is not None),
     }
-    at_most = {"width": (config.width, tcfg.hidden_size), "mlp": (config.mlp, tcfg.intermediate_size)}
-    problems = [f"{k}: student {s!r}, teacher {t!r}" for k, (s, t) in same.items() if s != t]
-    problems += [f"{k} {s} exceeds the teacher's {t}" for k, (s, t) in at_most.items() if s > t]
+    if t.model_type == "internvl_vision":
+        same["norm type"] = ("layer_norm", t.norm_type)
+        same["qk norm"] = (False, t.use_qk_norm)
+    if getattr(t, "use_swiglu_ffn", False):
+        same["mlp"] = ("gelu mlp", "swiglu")
+    at_most = {"width": (config.width, t.hidden_size), "mlp": (config.mlp, _mlp(t))}
+    problems = [f"{k}: student {s!r}, teacher {v!r}" for k, (s, v) in same.items() if s != v]
+    problems += [f"{k} {s} exceeds the teacher's {v}" for k, (s, v) in at_most.items() if s > v]
+    if config.final_norm and final_norm(vision) is None:
+        problems.append("final_norm: the teacher's output has no final LayerNorm to crop")
+    if config.image % config.patch:
+        problems.append(f"image {config.image} is not a multiple of the patch {config.patch}")
     if config.out_dim < config.width:
         problems.append(f"out_dim {config.out_dim} is below the width {config.width}")
+    if config.teacher_layers is not None:
+        if len(config.teacher_layers) != config.depth or any(not 0 <= j < t.num_hidden_layers
+                                                             for j in config.teacher_layers):
+            problems.append(f"teacher_layers {list(config.teacher_layers)} must name depth={config.depth} blocks "
+                            f"of 0..{t.num_hidden_layers - 1}")
+    elif config.depth > t.num_hidden_layers:
+        problems.append(f"depth {config.depth} exceeds the teacher's {t.num_hidden_layers} blocks: set "
+                        f"teacher_layers to the teacher block each student block starts from")
     return problems
 
 
-def crop_state_dict(vision, config: LiteFrameConfig) -> dict[str, torch.Tensor]:
-    """An `InternVLVisionModel`'s weights -> the LiteFrame state dict (all but mixers and downsampling)."""
-    tcfg = vision.config
-    if tcfg.model_type != "internvl_vision":
-        raise InputError(f"crop init needs an InternViT teacher, got a {tcfg.model_type!r} model")
-    problems = mismatches(config, tcfg)
+def student_for(vision: nn.Module, name: str | None = None, **overrides) -> LiteFrameConfig:
+    """A student to crop from the tower `vision`, with its structure (`teacher_structure`) and, without `name`,
+    the paper's ratios (LiteFrame-B from InternViT-300M): half its blocks, 3/4 of its heads (rounded, whole
+    heads), its MLP ratio, downsampling after a third and two thirds of the depth; with `name`, that named
+    config's sizes. `overrides`: any `LiteFrameConfig` field, over all of it. Every misfit is named in one
+    `InputError`."""
+    values = teacher_structure(vision)
+    if name is None:
+        t = vision.config
+        depth = overrides.get("depth", max(1, t.num_hidden_layers // 2))
+        heads = overrides.get("heads", max(1, round(0.75 * t.num_attention_heads)))
+        width = overrides.get("width", heads * (t.hidden_size // t.num_attention_heads))
+        values.update(width=width, depth=depth, heads=heads, mlp=width * _mlp(t) // t.hidden_size,
+                      downsample_after=(max(1, round(depth / 3)), max(1, round(2 * depth / 3))))
+    return fitted(vision, {**values, **overrides}, name)
+
+
+def _mlp(t) -> int:
+    """The tower's MLP hidden width (DINOv2 gives a ratio)."""
+    return getattr(t, "intermediate_size", None) or int(t.hidden_size * t.mlp_ratio)
+
+
+def teacher_structure(vision: nn.Module) -> dict:
+    """The `LiteFrameConfig` fields a student copies from the tower `vision` whatever its size."""
+    t, spec = vision.config, tower(vision)
+    patch = t.patch_size[0] if isinstance(t.patch_size, (list, tuple)) else t.patch_size
+    image = t.image_size[0] if isinstance(t.image_size, (list, tuple)) else t.image_size
+    return dict(patch=patch, image=image, out_dim=t.hidden_size, act=t.hidden_act, eps=t.layer_norm_eps,
+                qkv_bias=getattr(t, "attention_bias", getattr(t, "qkv_bias", True)), cls_token=spec.has_cls,
+                registers=registers(vision), embed_norm=spec.embed_norm is not None,
+                final_norm=final_norm(vision) is not None)
+
+
+def fitted(vision: nn.Module, values: dict, name: str | None = None) -> LiteFrameConfig:
+    """`LiteFrameConfig(**values)` (over the named config `name` when given), refused with every reason it cannot
+    be built or cropped from `vision` in one `InputError`."""
+    known = {f.name for f in fields(LiteFrameConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise InputError(f"student: unknown field(s) {', '.join(unknown)}")
+    base = student_config(name) if name else LiteFrameConfig()
+    try:
+        config = replace(base, **values)
+    except ValueError as err:  # the config's own problems, then the crop's, read from the values unchecked
+        problems = [str(err)] + mismatches(SimpleNamespace(**{**base.__dict__, **values}), vision)
+    else:
+        problems = mismatches(config, vision)
+    if problems:
+        raise InputError(f"the student does not fit the {vision.config.model_type} teacher: {'; '.join(problems)}")
+    return config
+
+
+def _heads(attn_out: torch.Tensor, heads: int, head_dim: int, rule: str) -> torch.Tensor:
+    """Indices of the teacher heads kept, in the teacher's order: `attn_out` is the output projection (C, C)."""
+    if rule == "first":
+        return torch.arange(heads)
+    strength = attn_out.reshape(attn_out.shape[0], -1, head_dim).square().sum((0, 2))
+    return strength.topk(heads).indices.sort().values
+
+
+def crop_state_dict(vision: nn.Module, config: LiteFrameConfig) -> dict[str, torch.Tensor]:
+    """A supported tower's weights -> the LiteFrame state dict (all but mixers and downsampling)."""
+    spec = tower(vision)
+    problems = mismatches(config, vision)
     if problems:
         raise InputError(f"crop init: the student does not fit the teacher: {'; '.join(problems)}")
-    c, m = config.width, config.mlp
+    c, m, head_dim = config.width, config.mlp, config.width // config.heads
     t = vision.state_dict()
+    emb = spec.embeddings + "."
+    dtype = next(vision.parameters()).dtype
+    patch = emb + ("patch_embeddings.projection" if emb + "patch_embeddings.projection.weight" in t else
+                   "patch_embedding")
     s = {
-        "patch_embed.weight": t["embeddings.patch_embeddings.projection.weight"][:c],
-        "patch_embed.bias": t["embeddings.patch_embeddings.projection.bias"][:c],
-        "cls_token": t["embeddings.cls_token"][..., :c],
-        "pos_embed": t["embeddings.position_embeddings"][..., :c],
-        "head.weight": torch.eye(config.out_dim, c, dtype=t["embeddings.cls_token"].dtype),
-        "head.bias": torch.zeros(config.out_dim, dtype=t["embeddings.cls_token"].dtype),
+        "patch_embed.weight": t[patch + ".weight"][:c],
+        "patch_embed.bias": t[patch + ".bias"][:c] if patch + ".bias" in t else torch.zeros(c, dtype=dtype),
+        "pos_embed": position_table(vision, config.image)[..., :c],
+        "head.weight": torch.eye(config.out_dim, c, dtype=dtype),
+        "head.bias": torch.zeros(config.out_dim, dtype=dtype),
     }
-    for i, j in enumerate(teacher_layers(config, tcfg.num_hidden_layers)):
-        src, dst = f"encoder.layer.{j}.", f"blocks.{i}."
-        attn = src + "attention."
-        s[dst + "attn.qkv.weight"] = torch.cat([t[f"{attn}{x}_proj.weight"][:c, :c] for x in "qkv"])
+    if config.cls_token:
+        s["cls_token"] = t.get(emb + "cls_token", t.get(emb + "class_embedding")).reshape(1, 1, -1)[..., :c]
+    if config.registers:
+        s["register_tokens"] = t[emb + "register_tokens"][..., :c]
+    norms = {"embed_norm": config.embed_norm and spec.embed_norm, "final_norm": config.final_norm and spec.final_norm}
+    for ours, theirs in norms.items():
+        if theirs:
+            s[f"{ours}.weight"], s[f"{ours}.bias"] = t[theirs + ".weight"][:c], t[theirs + ".bias"][:c]
+    for i, j in enumerate(teacher_layers(config, vision.config.num_hidden_layers)):
+        src, dst = spec.blocks.format(i=j), f"blocks.{i}."
+        w = {ours: theirs and src + theirs for ours, theirs in spec.block.items()}
+        keep = _heads(t[w["proj"] + ".weight"], config.heads, head_dim, config.teacher_heads)
+        inner = (keep[:, None] * head_dim + torch.arange(head_dim)).flatten()  # the kept heads' channels
+        s[dst + "attn.qkv.weight"] = torch.cat([t[w[x] + ".weight"][inner, :c] for x in "qkv"])
         if config.qkv_bias:
-            s[dst + "attn.qkv.bias"] = torch.cat([t[f"{attn}{x}_proj.bias"][:c] for x in "qkv"])
-        s[dst + "attn.proj.weight"] = t[attn + "projection_layer.weight"][:c, :c]
-        s[dst + "attn.proj.bias"] = t[attn + "projection_layer.bias"][:c]
-        for ours, theirs in (("norm1", "layernorm_before"), ("norm2", "layernorm_after")):
-            s[f"{dst}{ours}.weight"] = t[f"{src}{theirs}.weight"][:c]
-            s[f"{dst}{ours}.bias"] = t[f"{src}{theirs}.bias"][:c]
-        s[dst + "ls1"] = t[src + "lambda_1"][:c]
-        s[dst + "ls2"] = t[src + "lambda_2"][:c]
-        s[dst + "mlp.fc1.weight"] = t[src + "mlp.fc1.weight"][:m, :c]
-        s[dst + "mlp.fc1.bias"] = t[src + "mlp.fc1.bias"][:m]
-        s[dst + "mlp.fc2.weight"] = t[src + "mlp.fc2.weight"][:c, :m]
-        s[dst + "mlp.fc2.bias"] = t[src + "mlp.fc2.bias"][:c]
-    return {k: v.clone() for k, v in s.items()}
+            s[dst + "attn.qkv.bias"] = torch.cat([t[w[x] + ".bias"][inner] for x in "qkv"])
+        s[dst + "attn.proj.weight"] = t[w["proj"] + ".weight"][:c, inner]
+        s[dst + "attn.proj.bias"] = t[w["proj"] + ".bias"][:c]
+        for norm in ("norm1", "norm2"):
+            s[f"{dst}{norm}.weight"], s[f"{dst}{norm}.bias"] = t[w[norm] + ".weight"][:c], t[w[norm] + ".bias"][:c]
+        for ls in ("ls1", "ls2"):  # no LayerScale (CLIP, SigLIP): a scale of one
+            s[dst + ls] = t[w[ls]][:c] if w[ls] else torch.ones(c, dtype=dtype)
+        s[dst + "mlp.fc1.weight"] = t[w["fc1"] + ".weight"][:m, :c]
+        s[dst + "mlp.fc1.bias"] = t[w["fc1"] + ".bias"][:m]
+        s[dst + "mlp.fc2.weight"] = t[w["fc2"] + ".weight"][:c, :m]
+        s[dst + "mlp.fc2.bias"] = t[w["fc2"] + ".bias"][:c]
+    return {k: v.detach().clone() for k, v in s.items()}

@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers.activations import ACT2FN
 
 
 class Attention(nn.Module):
@@ -27,12 +28,14 @@ class Attention(nn.Module):
 
 
 class Mlp(nn.Module):
-    """`(..., C) -> (..., C)` through a hidden layer of width `hidden` with exact GELU (the teacher's "gelu")."""
+    """`(..., C) -> (..., C)` through a hidden layer of width `hidden` with the teacher's activation `act` (a
+    transformers name: "gelu" is exact GELU, CLIP's "quick_gelu", SigLIP's "gelu_pytorch_tanh")."""
 
-    def __init__(self, width: int, hidden: int):
+    def __init__(self, width: int, hidden: int, act: str = "gelu"):
         super().__init__()
         self.fc1 = nn.Linear(width, hidden)
+        self.act = ACT2FN[act]
         self.fc2 = nn.Linear(hidden, width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.gelu(self.fc1(x)))
+        return self.fc2(self.act(self.fc1(x)))

@@ -61,26 +61,26 @@ class TemporalAttention(nn.Module):
 
 
 class Downsample(nn.Module):
-    """Depth-wise Conv3d with kernel = stride over (time, height, width) of the patch tokens; the CLS tokens of
-    merged frames are averaged. `(N, t, 1 + h*w, C) -> (N, t/st, 1 + (h/sh)*(w/sw), C)`.
+    """Depth-wise Conv3d with kernel = stride over (time, height, width) of the patch tokens; the `prefix` tokens
+    (CLS, registers) of merged frames are averaged. `(N, t, prefix + h*w, C) -> (N, t/st, prefix + (h/sh)*(w/sw), C)`.
     Starts as exact average pooling (weight 1/(st*sh*sw), bias 0)."""
 
-    def __init__(self, width: int, stride: Stride):
+    def __init__(self, width: int, stride: Stride, prefix: int = 1):
         super().__init__()
-        self.stride = tuple(stride)
+        self.stride, self.prefix = tuple(stride), prefix
         self.conv = nn.Conv3d(width, width, self.stride, stride=self.stride, groups=width)
         nn.init.constant_(self.conv.weight, 1.0 / (stride[0] * stride[1] * stride[2]))
         nn.init.zeros_(self.conv.bias)
 
     def forward(self, x: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, int, int]:
         n, t, _, c = x.shape
-        conv = self.conv
-        patches = F.conv3d(x[:, :, 1:].reshape(n, t, h, w, c).permute(0, 4, 1, 2, 3), own_layout_grad(conv.weight),
+        conv, p = self.conv, self.prefix
+        patches = F.conv3d(x[:, :, p:].reshape(n, t, h, w, c).permute(0, 4, 1, 2, 3), own_layout_grad(conv.weight),
                            conv.bias, stride=conv.stride, groups=conv.groups)
         t2, h2, w2 = patches.shape[2:]
         patches = patches.permute(0, 2, 3, 4, 1).reshape(n, t2, h2 * w2, c)
-        cls = x[:, :, :1].reshape(n, t2, self.stride[0], 1, c).mean(dim=2)
-        return torch.cat([cls, patches], dim=2), h2, w2
+        prefix = x[:, :, :p].reshape(n, t2, self.stride[0], p, c).mean(dim=2)
+        return torch.cat([prefix, patches], dim=2), h2, w2
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from torch.utils.checkpoint import checkpoint
 from ..errors import InputError
 from ..grid import TokenGrid
 from ..io import atomic_folder
-from .config import LiteFrameConfig, student_config
+from .config import LiteFrameConfig, prefix_tokens, student_config
 from .crop import crop_state_dict
 from .layers import Attention, Mlp
 from .mixers import VARIANTS, Downsample
@@ -32,18 +32,19 @@ CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
 
 class Block(nn.Module):
     """Pre-norm ViT block with LayerScale, plus the variant's temporal residual branch after attention.
-    `(N, t, 1 + P, C) -> (N, t, 1 + P, C)` for N clips of t frames; the branch sees patch tokens only."""
+    `(N, t, prefix + P, C) -> (N, t, prefix + P, C)` for N clips of t frames; the branch sees patch tokens only."""
 
     def __init__(self, cfg: LiteFrameConfig):
         super().__init__()
         variant = VARIANTS.get(cfg.temporal)
         self.joint = variant.joint
+        self.prefix = prefix_tokens(cfg)
         self.norm1 = nn.LayerNorm(cfg.width, eps=cfg.eps)
         self.attn = Attention(cfg.width, cfg.heads, cfg.qkv_bias)
         self.ls1 = nn.Parameter(torch.full((cfg.width,), cfg.layerscale))
         self.mixer = variant.mixer(cfg.width, cfg.heads, cfg.kernel) if variant.mixer else None
         self.norm2 = nn.LayerNorm(cfg.width, eps=cfg.eps)
-        self.mlp = Mlp(cfg.width, cfg.mlp)
+        self.mlp = Mlp(cfg.width, cfg.mlp, cfg.act)
         self.ls2 = nn.Parameter(torch.full((cfg.width,), cfg.layerscale))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -51,26 +52,32 @@ class Block(nn.Module):
         seq = x.reshape(n, t * length, c) if self.joint else x.reshape(n * t, length, c)
         x = (seq + self.ls1 * self.attn(self.norm1(seq))).view(n, t, length, c)
         if self.mixer is not None and t > 1:  # nothing to mix across a single frame
-            x = torch.cat([x[:, :, :1], x[:, :, 1:] + self.mixer(x[:, :, 1:])], dim=2)
+            p = self.prefix
+            x = torch.cat([x[:, :, :p], x[:, :, p:] + self.mixer(x[:, :, p:])], dim=2)
         return x + self.ls2 * self.mlp(self.norm2(x))
 
 
 class LiteFrameEncoder(nn.Module):
-    """`(B, T, 3, S, S) -> TokenGrid (B, T/st, S/(14*sh), S/(14*sw), out_dim)` with one CLS per output frame, for
-    the strides' product (st, sh, sw); for the default `dwconv` at 16x that is `(B, T/4, S/28, S/28, 1024)`.
-    T must be a multiple of `compression.clip`."""
+    """`(B, T, 3, S, S) -> TokenGrid (B, T/st, S/(14*sh), S/(14*sw), out_dim)` with one CLS per output frame (when
+    `cls_token`), for the strides' product (st, sh, sw); for the default `dwconv` at 16x that is
+    `(B, T/4, S/28, S/28, 1024)`. T must be a multiple of `compression.clip`. Tokens: [CLS] [registers] patches,
+    positions on CLS and patches, as in DINOv2."""
 
     def __init__(self, config: LiteFrameConfig | None = None):
         super().__init__()
         self.config = cfg = config or LiteFrameConfig()
         grid = cfg.image // cfg.patch
         self.patch_embed = nn.Conv2d(3, cfg.width, cfg.patch, stride=cfg.patch)
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.width))
-        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + grid * grid, cfg.width))
-        nn.init.trunc_normal_(self.cls_token, std=0.02)
-        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.width)) if cfg.cls_token else None
+        self.register_tokens = nn.Parameter(torch.zeros(1, cfg.registers, cfg.width)) if cfg.registers else None
+        self.pos_embed = nn.Parameter(torch.zeros(1, int(cfg.cls_token) + grid * grid, cfg.width))
+        for p in (self.cls_token, self.register_tokens, self.pos_embed):
+            if p is not None:
+                nn.init.trunc_normal_(p, std=0.02)
+        self.embed_norm = nn.LayerNorm(cfg.width, eps=cfg.eps) if cfg.embed_norm else None
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
-        self.downsample = nn.ModuleList(Downsample(cfg.width, s) for s in cfg.strides)
+        self.downsample = nn.ModuleList(Downsample(cfg.width, s, prefix_tokens(cfg)) for s in cfg.strides)
+        self.final_norm = nn.LayerNorm(cfg.width, eps=cfg.eps) if cfg.final_norm else None
         self.head = nn.Linear(cfg.width, cfg.out_dim)
         self.grad_checkpointing = False
 
@@ -84,9 +91,16 @@ class LiteFrameEncoder(nn.Module):
         self._check_shape(t, height, width)
         x = self.patch_embed(pixels.flatten(0, 1).to(self.patch_embed.weight.dtype))  # (B*T, C, h, w)
         h, w = x.shape[-2:]
-        x = torch.cat([self.cls_token.expand(b * t, -1, -1), x.flatten(2).transpose(1, 2)], dim=1)
-        clip = cfg.compression.clip
-        x = (x + self._pos_embed(h, w)).view(b * t // clip, clip, 1 + h * w, cfg.width)
+        x = x.flatten(2).transpose(1, 2)
+        if self.cls_token is not None:
+            x = torch.cat([self.cls_token.expand(b * t, -1, -1), x], dim=1)
+        x = x + self._pos_embed(h, w)
+        if self.register_tokens is not None:
+            x = torch.cat([x[:, :cfg.cls_token], self.register_tokens.expand(b * t, -1, -1), x[:, cfg.cls_token:]], 1)
+        if self.embed_norm is not None:
+            x = self.embed_norm(x)
+        clip, prefix = cfg.compression.clip, prefix_tokens(cfg)
+        x = x.view(b * t // clip, clip, prefix + h * w, cfg.width)
         after = {i: down for (i, _), down in zip(cfg.stages, self.downsample)}
         for i, block in enumerate(self.blocks, start=1):
             if self.grad_checkpointing and self.training:
@@ -95,8 +109,11 @@ class LiteFrameEncoder(nn.Module):
                 x = block(x)
             if i in after:
                 x, h, w = after[i](x, h, w)
+        if self.final_norm is not None:
+            x = self.final_norm(x)
         x = self.head(x)
-        return TokenGrid(x[:, :, 1:].reshape(b, -1, h, w, cfg.out_dim), x[:, :, 0].reshape(b, -1, cfg.out_dim))
+        cls = x[:, :, 0].reshape(b, -1, cfg.out_dim) if cfg.cls_token else None
+        return TokenGrid(x[:, :, prefix:].reshape(b, -1, h, w, cfg.out_dim), cls)
 
     def _check_shape(self, t: int, height: int, width: int) -> None:
         cfg = self.config
@@ -111,14 +128,14 @@ class LiteFrameEncoder(nn.Module):
                              f"width a multiple of {sw}, got {height} x {width}")
 
     def _pos_embed(self, h: int, w: int) -> torch.Tensor:
-        """`(1, 1 + h*w, C)`: the learned embeddings, bicubically resized when the grid differs (as transformers)."""
-        pos = self.pos_embed
-        side = math.isqrt(pos.shape[1] - 1)
+        """`(1, [1 +] h*w, C)`: the learned embeddings, bicubically resized when the grid differs (as transformers)."""
+        pos, cls = self.pos_embed, int(self.config.cls_token)
+        side = math.isqrt(pos.shape[1] - cls)
         if (h, w) == (side, side):
             return pos
-        grid = pos[:, 1:].reshape(1, side, side, -1).permute(0, 3, 1, 2)
+        grid = pos[:, cls:].reshape(1, side, side, -1).permute(0, 3, 1, 2)
         grid = F.interpolate(grid, size=(h, w), mode="bicubic", align_corners=False)
-        return torch.cat([pos[:, :1], grid.permute(0, 2, 3, 1).reshape(1, h * w, -1)], dim=1)
+        return torch.cat([pos[:, :cls], grid.permute(0, 2, 3, 1).reshape(1, h * w, -1)], dim=1)
 
     @classmethod
     def from_teacher(cls, teacher, config: LiteFrameConfig | None = None) -> LiteFrameEncoder:
@@ -177,11 +194,12 @@ class LiteFrameEncoder(nn.Module):
 
     def optimizer_groups(self, weight_decay: float) -> list[dict]:
         """AdamW parameter groups, nanoGPT's way: weight decay on matrices and kernels only, none on biases, norms,
-        LayerScale and the embeddings (the position table and the CLS token)."""
+        LayerScale and the embeddings (the position table, the CLS and register tokens)."""
         decay, no_decay = [], []
         for name, p in self.named_parameters():
             if p.requires_grad:
-                (decay if p.ndim >= 2 and name not in ("pos_embed", "cls_token") else no_decay).append(p)
+                (decay if p.ndim >= 2 and name not in ("pos_embed", "cls_token", "register_tokens") else no_decay
+                 ).append(p)
         return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 

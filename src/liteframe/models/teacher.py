@@ -1,5 +1,6 @@
-"""The teacher: a frozen Hugging Face ViT (InternViT of InternVL3, CLIP or SigLIP vision) giving token grids,
-and the InternVL projector that maps (pixel-shuffled) grids to LLM embeddings."""
+"""The teacher: a frozen Hugging Face ViT (InternViT of InternVL3, DINOv2 with or without registers, CLIP or
+SigLIP vision; `towers.py`) giving token grids, and the InternVL projector that maps (pixel-shuffled) grids to LLM
+embeddings."""
 from __future__ import annotations
 
 import json
@@ -12,17 +13,12 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 from torch import nn
-from transformers import AutoModel, CLIPVisionModel, InternVLConfig, SiglipVisionModel
+from transformers import AutoModel, InternVLConfig
 from transformers.models.internvl.modeling_internvl import InternVLMultiModalProjector
 
 from ..errors import InputError, model_type as read_model_type, one_line
 from ..grid import TokenGrid, pixel_shuffle
-
-# model_type in config.json -> the class that loads a plain vision-model folder
-_VISION_FOLDERS = {
-    "clip": CLIPVisionModel, "clip_vision_model": CLIPVisionModel,
-    "siglip": SiglipVisionModel, "siglip_vision_model": SiglipVisionModel,
-}
+from .towers import FOLDER_TYPES, TOWERS, registers, tower
 # where InternVLForConditionalGeneration.save_pretrained puts the parts we load (transformers 5 writes the
 # first; checkpoints saved from the inner `model` carry the `model.` prefix)
 _PREFIXES = {"vision": ("vision_tower.", "model.vision_tower."),
@@ -30,19 +26,22 @@ _PREFIXES = {"vision": ("vision_tower.", "model.vision_tower."),
 
 
 class Teacher(nn.Module):
-    """Frozen ViT: `(B, T, 3, S, S) -> TokenGrid (B, T, S/p, S/p, C)`, with CLS where the model has one."""
+    """Frozen ViT: `(B, T, 3, S, S) -> TokenGrid (B, T, S/p, S/p, C)`, with CLS where the model has one (DINOv2's
+    registers are dropped: they are neither patches nor a query)."""
 
     def __init__(self, vision: nn.Module, projector: nn.Module | None = None):
         super().__init__()
         self.vision = vision
         self.projector = projector
-        self.has_cls = vision.config.model_type != "siglip_vision_model"
+        self.tower = tower(vision)
+        self.has_cls = self.tower.has_cls
+        self.registers = registers(vision)
         self.eval().requires_grad_(False)
 
     @classmethod
     def from_config(cls, config) -> Teacher:
         """Random weights: an `InternVLConfig` gives the vision tower and projector; a vision config
-        (InternVL, CLIP or SigLIP vision) gives the tower alone."""
+        (InternVL, DINOv2, CLIP or SigLIP vision) gives the tower alone."""
         if isinstance(config, InternVLConfig):
             return cls(_vision_model(config.vision_config), InternVLMultiModalProjector(config))
         return cls(_vision_model(config))
@@ -51,22 +50,34 @@ class Teacher(nn.Module):
     def from_pretrained(cls, path: str | os.PathLike, dtype: torch.dtype | None = None,
                         device: torch.device | str | None = None) -> Teacher:
         """A local InternVL3 `-hf` folder (vision tower and projector only, never the LLM), or a folder of a
-        CLIP / SigLIP (vision) model. `dtype` None keeps the checkpoint's."""
+        DINOv2 (with or without registers), CLIP or SigLIP (vision) model. `dtype` None keeps the checkpoint's."""
         folder = Path(path)
         model_type = read_model_type(folder, "teacher")
         if model_type == "internvl":
             teacher = cls._from_internvl_folder(folder)
-        elif model_type in _VISION_FOLDERS:
-            teacher = cls._from_vision_folder(folder, model_type, dtype)
+        elif model_type in FOLDER_TYPES:
+            teacher = cls._from_vision_folder(folder, FOLDER_TYPES[model_type], dtype)
         else:
             raise InputError(f"{folder}: model_type {model_type!r} is not a supported teacher "
-                             f"(internvl, {', '.join(_VISION_FOLDERS)})")
+                             f"(internvl, {', '.join(FOLDER_TYPES)})")
         return teacher.to(device=device, dtype=dtype)
+
+    @staticmethod
+    def config_of(path: str | os.PathLike):
+        """The vision tower's config of a teacher folder (what `from_pretrained` would build), reading no weights."""
+        folder = Path(path)
+        model_type = read_model_type(folder, "teacher")
+        if model_type == "internvl":
+            return InternVLConfig.from_pretrained(folder).vision_config
+        if model_type not in FOLDER_TYPES:
+            raise InputError(f"{folder}: model_type {model_type!r} is not a supported teacher "
+                             f"(internvl, {', '.join(FOLDER_TYPES)})")
+        return TOWERS[FOLDER_TYPES[model_type]].model.config_class.from_pretrained(folder)
 
     @classmethod
     def _from_vision_folder(cls, folder: Path, model_type: str, dtype: torch.dtype | None) -> Teacher:
         try:
-            vision, info = _VISION_FOLDERS[model_type].from_pretrained(
+            vision, info = TOWERS[model_type].model.from_pretrained(
                 folder, attn_implementation="sdpa", output_loading_info=True, **({"dtype": dtype} if dtype else {}))
         except RuntimeError as err:  # transformers refuses tensors whose shapes differ from config.json
             raise InputError(f"{folder}: tensor shapes do not match config.json ({one_line(err)})") from None
@@ -124,19 +135,24 @@ class Teacher(nn.Module):
             warn_resized_positions(self.image_size, self.patch_size, height, width)
         frames = pixels.flatten(0, 1).to(next(self.vision.parameters()).dtype)
         kwargs = {}
-        if self.vision.config.model_type != "internvl_vision":  # InternViT resizes its positions by itself
+        if not self.tower.resizes_itself:
             kwargs["interpolate_pos_encoding"] = (height, width) != (self.image_size, self.image_size)
         if not attention:
-            return TokenGrid.from_hf(self.vision(pixel_values=frames, **kwargs).last_hidden_state, t, self.has_cls)
-        with last_layer_attention(self.vision, self.has_cls) as found:
-            hidden = self.vision(pixel_values=frames, **kwargs).last_hidden_state
+            return TokenGrid.from_hf(self._without_registers(self.vision(pixel_values=frames, **kwargs)), t, self.has_cls)
+        with last_layer_attention(self.vision, self.has_cls, self.registers) as found:
+            hidden = self._without_registers(self.vision(pixel_values=frames, **kwargs))
         grid = TokenGrid.from_hf(hidden, t, has_cls=self.has_cls)
         h, w = grid.shape[2:4]
         return TokenGrid(grid.patches, grid.cls, found["scores"].view(b, t, h, w), found["keys"].view(b, t, h, w, -1))
 
+    def _without_registers(self, output) -> torch.Tensor:
+        """`(N, [1 +] [R +] P, C) -> (N, [1 +] P, C)`: the last hidden state without register tokens."""
+        hidden = output.last_hidden_state
+        return torch.cat([hidden[:, :1], hidden[:, 1 + self.registers:]], 1) if self.registers else hidden
+
 
 @contextmanager
-def last_layer_attention(vision: nn.Module, has_cls: bool):
+def last_layer_attention(vision: nn.Module, has_cls: bool, registers: int = 0):
     """While active, the ViT's forward fills the yielded dict with `scores (B*T, H*W)`, the attention row of its
     last layer's CLS query over all tokens (softmax over CLS and patches, kept at the patches), and `keys
     (B*T, H*W, Ck)`, that layer's keys at the patches. The row is one query against the keys the layer computes
@@ -144,7 +160,8 @@ def last_layer_attention(vision: nn.Module, has_cls: bool):
 
     As LLaVA-PruMerge's reference computes it: one "head" over the full width, scale `Ck^-1/2`, from the keys and
     queries the attention uses (after InternViT's q/k norms). A ViT without CLS (SigLIP) uses the mean of its
-    patch queries as the query (ours)."""
+    patch queries as the query (ours). `registers`: tokens between the CLS and the patches (DINOv2), kept out of
+    the query, the row and the keys."""
     attn = [m for m in vision.modules() if hasattr(m, "q_proj") and hasattr(m, "k_proj")][-1]
     found: dict[str, torch.Tensor] = {}
 
@@ -161,6 +178,8 @@ def last_layer_attention(vision: nn.Module, has_cls: bool):
         for hook in hooks:
             hook.remove()
     q, k = found.pop("q"), found.pop("k")
+    if registers:
+        q, k = (torch.cat([x[:, :1], x[:, 1 + registers:]], 1) for x in (q, k))
     query = q[:, 0] if has_cls else q.mean(1)
     dtype = torch.promote_types(k.dtype, torch.float32)
     with torch.autocast(k.device.type, enabled=False):

@@ -3,8 +3,9 @@
 
 One safetensors file per save: every tensor of every object's state dict, keyed `<object>/<path>`, and the rest of
 the state as JSON in the file's metadata (tensors replaced by their keys). A save goes through
-`liteframe.io.atomic_write`, so a crash at any moment leaves either the previous checkpoints or the new complete one,
-never a broken file. Nothing is unpickled.
+`liteframe.io.atomic_write`, so a crash or a full disk at any moment leaves either the previous checkpoints or the
+new complete one, never a broken file; a write that fails, or a checkpoint that does not fit the run resuming it,
+is one InputError naming the file. Nothing is unpickled.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model
                                                      get_optimizer_state_dict, set_model_state_dict,
                                                      set_optimizer_state_dict)
 
-from liteframe.errors import InputError
+from liteframe.errors import InputError, one_line
 from liteframe.io import atomic_write
 from liteframe.train.dist import Context
 
@@ -58,7 +59,10 @@ class Checkpointer:
         if missing:
             raise InputError(f"{found[-1]}: checkpoint holds no {', '.join(missing)}")
         for name, obj in objects.items():
-            obj.load_state_dict(_unflatten(state[name], tensors))
+            try:
+                obj.load_state_dict(_unflatten(state[name], tensors))
+            except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as err:
+                raise InputError(f"{found[-1]}: its {name} state does not fit this run ({one_line(err)})") from None
         log.info("resumed from %s at step %d", found[-1], _step(found[-1]))
         return int(_step(found[-1]))
 
@@ -160,13 +164,24 @@ def save_checkpoint(folder: str | Path, step: int, tensors: dict[str, torch.Tens
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    final = atomic_write(checkpoint_path(folder, step),
-                         lambda tmp: save_file(tensors, str(tmp), metadata={"liteframe": json.dumps(state)}))
+    path = checkpoint_path(folder, step)
+    try:
+        final = atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={"liteframe": json.dumps(state)}))
+    except (OSError, SafetensorError) as err:
+        previous = list_checkpoints(folder)
+        raise write_error(path, err, f"the previous checkpoint {previous[-1].name if previous else '(none)'} is "
+                          "intact") from None
     for old in list_checkpoints(folder)[:-keep_last]:
         old.unlink()
     for stale in folder.glob(".step-*.tmp-*"):  # left by saves that were killed part-way
         stale.unlink(missing_ok=True)
     return final
+
+
+def write_error(path: Path, err: BaseException, kept: str) -> InputError:
+    """A failed write of `path` (a full disk, a read-only folder) as one line: what failed, why, what is `kept`."""
+    reason = getattr(err, "strerror", None) or one_line(err)
+    return InputError(f"{path}: cannot write it ({reason}); {kept}: make room, then run the same command to resume")
 
 
 def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

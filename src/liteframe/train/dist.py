@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -47,6 +48,15 @@ def all_sum(values: list[float], ctx: Context) -> list[float]:
     t = torch.tensor(values, dtype=torch.float64, device=ctx.device)
     dist.all_reduce(t)
     return t.tolist()
+
+
+def gather_objects(obj: Any, ctx: Context) -> list[Any]:
+    """Every rank's `obj` (picklable), in rank order (one collective; for rare paths, not every step)."""
+    if ctx.world == 1:
+        return [obj]
+    out: list[Any] = [None] * ctx.world
+    dist.all_gather_object(out, obj)
+    return out
 
 
 def barrier(ctx: Context) -> None:

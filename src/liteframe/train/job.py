@@ -1,21 +1,33 @@
-"""The set-up every training job shares: `with job_setup(cfg) as job:` joins the process group torchrun describes,
-picks the device and precision, seeds torch, and loads the teacher when the config names one.
+"""The set-up every training job shares, and the training precision policy, defined once.
 
-`cfg` is any job config with `device`, `precision`, `seed` and `compression`; `teacher` and `image_size` are read
-when present. A training loop runs inside `with sigterm_flag() as stop:` and saves and returns once `stop.set`.
+`with job_setup(cfg) as job:` joins the process group torchrun describes, picks the device and precision and seeds
+torch; `job.load_teacher(...)` loads a teacher once the job's output is claimed. Precision: frozen weights (the
+teacher, the base LLM) load as inference loads them, bf16 on CUDA and float32 on CPU (`resolve_dtype`); trained
+weights and their optimiser state stay float32; forward passes run under bf16 autocast when the config's
+`precision` says so (`uses_bf16`, `autocast`).
 """
 from __future__ import annotations
 
 import contextlib
-import signal
 from dataclasses import dataclass
 from typing import Any, Iterator
 
 import torch
 
 from liteframe.compression import Compression, get_compression
+from liteframe.devices import resolve_dtype
 from liteframe.models import Teacher
 from liteframe.train.dist import Context, setup, teardown
+
+
+def uses_bf16(precision: str, device: torch.device) -> bool:
+    """Whether forward passes run under bf16 autocast: `precision` "bf16", or "auto" on CUDA."""
+    return precision == "bf16" or (precision == "auto" and device.type == "cuda")
+
+
+def autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager:
+    """bf16 autocast on `device` when `bf16`, else nothing."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
 
 
 @dataclass
@@ -31,41 +43,21 @@ class Job:
         return self.ctx.device
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
+        return autocast(self.device, self.bf16)
+
+    def load_teacher(self, folder: str, image_size: int = 0) -> None:
+        """The teacher from an InternVL3 `-hf` folder, frozen, on this job's device; frames `image_size` pixels
+        square (0: the teacher's own)."""
+        self.teacher = Teacher.from_pretrained(folder, dtype=resolve_dtype("auto", self.device), device=self.device)
+        self.size = image_size or self.teacher.image_size
 
 
 @contextlib.contextmanager
 def job_setup(cfg: Any) -> Iterator[Job]:
+    """`cfg`: a job config with `device`, `precision`, `seed` and `compression`."""
     ctx = setup(cfg.device)
     try:
-        cuda = ctx.device.type == "cuda"
-        job = Job(ctx, bf16=cfg.precision == "bf16" or (cfg.precision == "auto" and cuda),
-                  compression=get_compression(cfg.compression))
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank
-        if getattr(cfg, "teacher", ""):
-            job.teacher = Teacher.from_pretrained(cfg.teacher, dtype=torch.bfloat16 if cuda else torch.float32,
-                                                  device=ctx.device)
-            job.size = getattr(cfg, "image_size", 0) or job.teacher.image_size
-        yield job
+        yield Job(ctx, bf16=uses_bf16(cfg.precision, ctx.device), compression=get_compression(cfg.compression))
     finally:
         teardown()
-
-
-class _Flag:
-    set = False
-
-
-@contextlib.contextmanager
-def sigterm_flag() -> Iterator[_Flag]:
-    """SIGTERM (what torchrun and cluster schedulers send) sets `flag.set` instead of ending the process, until the
-    block ends; combine it over ranks (`all_sum`) before acting on it, so every rank saves at the same step."""
-    flag = _Flag()
-
-    def handle(*_):
-        flag.set = True
-
-    previous = signal.signal(signal.SIGTERM, handle)
-    try:
-        yield flag
-    finally:
-        signal.signal(signal.SIGTERM, previous)

@@ -58,12 +58,13 @@ def peak_memory_mib(device: torch.device) -> float:
 
 
 def truncate_metrics(path: Path, step: int) -> None:
-    """On resume, drop lines logged after the checkpoint (the resumed run logs those steps again) and lines that
-    are not whole records (a kill or a full disk mid-write), which would otherwise stop every later resume."""
+    """On resume, drop lines logged after the checkpoint (the resumed run logs those steps again; from step 0, all
+    of them) and lines that are not whole records (a kill or a full disk mid-write), which would otherwise stop
+    every later resume."""
     if not path.is_file():
         return
     logged = [(line, _logged_step(line)) for line in path.read_text().splitlines() if line]
-    keep = [line for line, at in logged if at is not None and at <= step]
+    keep = [line for line, at in logged if at is not None and at <= step] if step else []
     torn = sum(at is None for _, at in logged)
     if torn:
         log.warning("%s: dropped %d unreadable line(s) (a write cut short)", path, torn)

@@ -1,5 +1,5 @@
 """What a training job checkpoints besides its model and optimiser: where it is (`TrainState`) and each rank's
-random streams (`RNGState`). Both are stateful objects for `Checkpointer`."""
+random streams (`RNGState`). Both are stateful objects for `Checkpointer`. `RunResult` is what a job returns."""
 from __future__ import annotations
 
 import logging
@@ -18,7 +18,7 @@ log = logging.getLogger("liteframe.train")
 @dataclass
 class TrainState:
     """Progress of a job: optimiser steps, data position (epoch, micro-batches into it), samples and tokens
-    trained on, and inputs skipped (counted each time)."""
+    trained on, samples skipped (counted each time), and the wall-clock seconds spent in the training loop."""
 
     step: int = 0
     epoch: int = 0
@@ -26,13 +26,14 @@ class TrainState:
     samples: int = 0
     tokens: int = 0
     skipped: int = 0
+    elapsed: float = 0.0
 
-    def state_dict(self) -> dict[str, int]:
+    def state_dict(self) -> dict[str, int | float]:
         return asdict(self)
 
-    def load_state_dict(self, state: dict[str, int]) -> None:
+    def load_state_dict(self, state: dict[str, int | float]) -> None:
         for f in fields(self):
-            setattr(self, f.name, int(state[f.name]))
+            setattr(self, f.name, type(f.default)(state[f.name]))
 
 
 class RNGState:
@@ -68,28 +69,12 @@ class RNGState:
         return torch.stack(out).cpu()
 
 
-class ConfigState:
-    """A job's settings (a JSON-able dict) in its checkpoint; resuming under other settings logs which changed
-    (`steps` may change freely: raising it is how a finished run trains on)."""
-
-    def __init__(self, settings: dict[str, Any], free: tuple[str, ...] = ("steps",)):
-        self.settings, self.free = settings, free
-
-    def state_dict(self) -> dict[str, Any]:
-        return self.settings
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        changed = {k: (v, self.settings.get(k)) for k, v in state.items()
-                   if k not in self.free and v != self.settings.get(k)}
-        if changed:
-            log.warning("resuming with changed settings (checkpoint, now): %s", changed)
-
-
 @dataclass
 class RunResult:
     """What a training job left behind: its output folder (the student, or the adapter; None when it stopped
-    early), the last step and the last metrics."""
+    early), the last step, the last metrics and the signal that stopped it (None: it ran to the end)."""
 
     output: Path | None
     step: int
     metrics: dict[str, Any]
+    signal: int | None = None

@@ -12,16 +12,16 @@ import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import torch
-from torch.utils.data import Dataset, DistributedSampler
+from torch.utils.data import Dataset
 
 from liteframe.compression import DEFAULT
 from liteframe.errors import InputError
-from liteframe.video.decode import VideoDecodeError, VideoDecodeWarning, VideoInfo, open_video
-from liteframe.video.preprocess import normalize
-from liteframe.video.sampling import FrameSample, TrainSampler
+from liteframe.video import FrameSample, TrainSampler, VideoDecodeError, VideoDecodeWarning, VideoInfo, normalize, \
+    open_video
+
 
 @dataclass(frozen=True)
 class ManifestEntry:
@@ -138,26 +138,3 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
     if "target" in items[0]:
         batch["target"] = torch.stack([it["target"] for it in items])
     return batch
-
-
-class ResumableSampler(DistributedSampler):
-    """`DistributedSampler` that can start part-way into an epoch: `set_epoch(epoch, start)` skips the first
-    `start` indices of this rank's share, so a resumed run continues with the very next batch."""
-
-    def __init__(self, dataset: Dataset, num_replicas: int, rank: int, seed: int):
-        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
-        self.start = 0
-
-    def set_epoch(self, epoch: int, start: int = 0) -> None:
-        super().set_epoch(epoch)
-        self.start = start
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(list(super().__iter__())[self.start:])
-
-    def __len__(self) -> int:
-        return self.num_samples - self.start
-
-
-def worker_init(_: int) -> None:
-    torch.set_num_threads(1)  # workers decode and resize; threads would fight the training process

@@ -1,0 +1,99 @@
+"""The transformers vision towers liteframe takes as teachers, and where each keeps what crop init reads.
+
+One `Tower` per `model_type`: the class that loads a plain folder of it, the tokens before its patches (CLS,
+DINOv2's registers), whether its final norm is part of its output, and the names of one block's weights. Every
+block is a pre-norm ViT block (norm, attention, LayerScale, norm, MLP, LayerScale; CLIP and SigLIP have no
+LayerScale), so a LiteFrame block reads any of them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import (CLIPVisionModel, Dinov2Model, Dinov2WithRegistersModel, InternVLVisionModel,
+                          SiglipVisionModel)
+
+# our name -> the block weight's name in the tower (a `{i}` block index; `None`: the tower has none)
+# transformers 5 names DINOv2's projections q/k/v/o_proj (it renames the hub's `attention.attention.query`... on load)
+_DINOV2 = {"norm1": "norm1", "norm2": "norm2", "q": "attention.q_proj", "k": "attention.k_proj",
+           "v": "attention.v_proj", "proj": "attention.o_proj", "ls1": "layer_scale1.lambda1",
+           "ls2": "layer_scale2.lambda1", "fc1": "mlp.fc1", "fc2": "mlp.fc2"}
+_CLIP = {"norm1": "layer_norm1", "norm2": "layer_norm2", "q": "self_attn.q_proj", "k": "self_attn.k_proj",
+         "v": "self_attn.v_proj", "proj": "self_attn.out_proj", "ls1": None, "ls2": None, "fc1": "mlp.fc1",
+         "fc2": "mlp.fc2"}
+_INTERNVIT = {"norm1": "layernorm_before", "norm2": "layernorm_after", "q": "attention.q_proj",
+              "k": "attention.k_proj", "v": "attention.v_proj", "proj": "attention.projection_layer",
+              "ls1": "lambda_1", "ls2": "lambda_2", "fc1": "mlp.fc1", "fc2": "mlp.fc2"}
+
+
+@dataclass(frozen=True)
+class Tower:
+    """`blocks`: the prefix of block i's weights; `block`: our name -> theirs; `embeddings`, `final_norm`,
+    `embed_norm`: module paths in the vision model (`final_norm` only where the tower's `last_hidden_state` has
+    gone through it; `embed_norm` is CLIP's norm before the first block)."""
+
+    model: type
+    blocks: str
+    block: dict[str, str | None]
+    embeddings: str
+    final_norm: str | None = None
+    embed_norm: str | None = None
+    has_cls: bool = True
+    resizes_itself: bool = False  # positions resized to any input without `interpolate_pos_encoding=True`
+
+
+TOWERS = {
+    "internvl_vision": Tower(InternVLVisionModel, "encoder.layer.{i}.", _INTERNVIT, "embeddings", "layernorm",
+                             resizes_itself=True),
+    "dinov2": Tower(Dinov2Model, "encoder.layer.{i}.", _DINOV2, "embeddings", "layernorm", resizes_itself=True),
+    "dinov2_with_registers": Tower(Dinov2WithRegistersModel, "encoder.layer.{i}.", _DINOV2, "embeddings",
+                                   "layernorm", resizes_itself=True),
+    # CLIP's post_layernorm acts on the pooled CLS only, not on `last_hidden_state`
+    "clip_vision_model": Tower(CLIPVisionModel, "encoder.layers.{i}.", _CLIP, "embeddings",
+                               embed_norm="pre_layrnorm"),
+    "siglip_vision_model": Tower(SiglipVisionModel, "encoder.layers.{i}.", _CLIP,
+                                 "embeddings", "post_layernorm", has_cls=False),
+}
+# model_type of a plain folder -> the tower's own model_type (a full CLIP or SigLIP folder holds its vision tower)
+FOLDER_TYPES = {"dinov2": "dinov2", "dinov2_with_registers": "dinov2_with_registers", "clip": "clip_vision_model",
+                "clip_vision_model": "clip_vision_model", "siglip": "siglip_vision_model",
+                "siglip_vision_model": "siglip_vision_model"}
+
+
+def tower(vision: nn.Module) -> Tower:
+    model_type = vision.config.model_type
+    if model_type not in TOWERS:
+        raise ValueError(f"a {model_type!r} vision model is not a supported teacher tower ({', '.join(TOWERS)})")
+    return TOWERS[model_type]
+
+
+def registers(vision: nn.Module) -> int:
+    """Register tokens between the CLS and the patches (DINOv2 with registers), 0 elsewhere."""
+    return getattr(vision.config, "num_register_tokens", 0)
+
+
+def prefix_tokens(vision: nn.Module) -> int:
+    """Tokens before the patches in the tower's `last_hidden_state`."""
+    return int(tower(vision).has_cls) + registers(vision)
+
+
+def final_norm(vision: nn.Module) -> nn.LayerNorm | None:
+    """The LayerNorm the tower's `last_hidden_state` ends with, if any (InternViT's is an Identity unless
+    `use_mean_pooling` is off)."""
+    path = tower(vision).final_norm
+    norm = vision.get_submodule(path) if path else None
+    return norm if isinstance(norm, nn.LayerNorm) else None
+
+
+@torch.no_grad()
+def position_table(vision: nn.Module, size: int) -> torch.Tensor:
+    """`(1, [1 +] (size/p)^2, C)`: the position embeddings the tower adds at `size` px, through its own resizing
+    (the CLS entry first where it has one)."""
+    embeddings = vision.get_submodule(tower(vision).embeddings)
+    config = vision.config
+    patch = config.patch_size[0] if isinstance(config.patch_size, (list, tuple)) else config.patch_size
+    cls = int(tower(vision).has_cls)
+    dummy = torch.zeros(1, cls + (size // patch) ** 2, config.hidden_size)
+    table = embeddings.interpolate_pos_encoding(dummy, size, size)
+    return table if table.ndim == 3 else table.unsqueeze(0)

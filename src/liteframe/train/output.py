@@ -1,0 +1,144 @@
+"""A job's output folder: one writer at a time, never another run's folder resumed by mistake, no leftovers.
+
+`claim` takes the folder's lock (`liteframe.io.output_lock`) on rank 0 for the whole job and checks that the folder
+can be written, before any model loads; every rank learns the outcome, so a refusal stops all of them alike.
+`check_resume` compares the run identity recorded in `run.json` (the job, its settings with paths made absolute,
+a digest of its input folders) with this run's before anything in the folder is touched: settings that do not
+change what is trained (steps, cadence, workers, evaluation data) may change and are stated; anything else is
+refused in one line naming the differences (unless that run kept nothing: no checkpoint, no result). `record` writes
+`run.json` and `config.yaml` once the job has loaded and checked everything it needs, as it starts training.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any, Collection, Iterator
+
+from liteframe import __version__
+from liteframe.errors import InputError, one_line
+from liteframe.io import atomic_write, output_lock, remove_leftovers
+from liteframe.llm.loading import weights_fingerprint
+from liteframe.train.config import TrainConfig, save_config
+from liteframe.train.dist import Context, all_sum
+
+RUN_FILE = "run.json"
+RUN_FILES = ("config.yaml", "metrics.jsonl", "checkpoints", "tensorboard", "student", "adapter")  # a run's traces
+log = logging.getLogger("liteframe.train")
+
+
+@contextlib.contextmanager
+def claim(folder: str | Path, what: str, ctx: Context) -> Iterator[Path]:
+    """Hold `folder` for this job while the block runs: rank 0 creates it, checks it can write there and takes its
+    lock, then removes dead writes' leftovers; a refusal is an InputError on every rank."""
+    folder = Path(folder)
+    refusal = ""
+    with contextlib.ExitStack() as stack:
+        if ctx.main:
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                with tempfile.TemporaryFile(dir=folder):
+                    pass
+                stack.enter_context(output_lock(folder, what))
+            except InputError as err:
+                refusal = str(err)
+            except OSError as err:
+                refusal = f"{what} {folder}: cannot write there ({err.strerror or one_line(err)})"
+        if all_sum([float(bool(refusal))], ctx)[0]:
+            raise InputError(refusal or f"{what} {folder}: refused on rank 0 (its message says why)")
+        if ctx.main:
+            for sub in (folder, folder / "checkpoints"):
+                for path in remove_leftovers(sub):
+                    log.info("removed %s, left by an interrupted save", path)
+        yield folder
+
+
+def identity(cfg: TrainConfig, inputs: dict[str, Any]) -> dict[str, Any]:
+    """What makes a run this run: the job, its settings (paths absolute) and its `inputs` (digests of folders)."""
+    return {"job": cfg.KIND, "settings": cfg.identity_settings(), "inputs": inputs}
+
+
+def checkpoint_digest(folder: str | Path) -> dict[str, str]:
+    """A checkpoint folder's identity: its config and its weights (`weights_fingerprint`), so that other weights under
+    the same path and config (another fine-tune of one architecture) are another run."""
+    return {"config": folder_digest(folder), "weights": weights_fingerprint(Path(folder))}
+
+
+def folder_digest(folder: str | Path, files: Collection[str] = ("config.json",)) -> str:
+    """sha256 over the named files of a model folder (by default its config: cheap, and different for another
+    model, family or size)."""
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        path = Path(folder) / name
+        digest.update(name.encode())
+        try:
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+        except OSError as err:
+            raise InputError(f"{path}: cannot read it ({err.strerror or one_line(err)})") from None
+    return digest.hexdigest()
+
+
+def check_resume(folder: str | Path, current: dict[str, Any], safe: Collection[str]) -> list[str]:
+    """Refuse (InputError) unless `folder` is new or holds a run of `current`'s identity up to `safe` settings;
+    -> the safe differences, as "key: run value -> now value"."""
+    folder = Path(folder)
+    record = folder / RUN_FILE
+    fresh = f"start fresh with another output, or delete {folder}"
+    if not record.is_file():
+        traces = [name for name in RUN_FILES if (folder / name).exists()]
+        if traces:
+            raise InputError(f"{folder}: holds {', '.join(traces)} but no {RUN_FILE} (not a liteframe {current['job']} "
+                             f"run this version can resume): {fresh}")
+        return []
+    try:
+        previous = json.loads(record.read_text())
+        job, settings, inputs = previous["job"], previous["settings"], previous["inputs"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise InputError(f"{record}: not a readable run record ({one_line(err)}): {fresh}") from None
+    if job != current["job"]:
+        raise InputError(f"{folder}: holds a run of {job}, which {current['job']} cannot resume: {fresh}")
+    changes = differences(settings, current["settings"]) + differences(inputs, current["inputs"])
+    unsafe = [text for key, text in changes if key not in safe]
+    if unsafe and not kept(folder):
+        log.warning("%s: the %s run recorded there kept nothing (no checkpoint, no result): starting over", folder,
+                    job)
+        return []
+    if unsafe:
+        raise InputError(f"{folder}: holds an earlier {job} run with other settings ({'; '.join(unsafe)}); resume it "
+                         f"with its settings, or {fresh}")
+    return [text for _, text in changes]
+
+
+def kept(folder: Path) -> bool:
+    """Whether a run in `folder` kept anything: a checkpoint or a result."""
+    return any((folder / "checkpoints").glob("step-*.safetensors")) or any(
+        (folder / name).exists() for name in ("student", "adapter"))
+
+
+def record(folder: str | Path, cfg: TrainConfig, current: dict[str, Any]) -> None:
+    """Write the run's identity (`run.json`) and settings (`config.yaml`) into its folder."""
+    folder = Path(folder)
+    text = json.dumps({**current, "liteframe": __version__}, indent=1)
+    atomic_write(folder / RUN_FILE, lambda tmp: tmp.write_text(text))
+    save_config(cfg, folder / "config.yaml")
+
+
+def differences(before: Any, now: Any, prefix: str = "") -> list[tuple[str, str]]:
+    """(top-level key, "key: before -> now") for every leaf of two nested mappings that differs."""
+    if isinstance(before, dict) and isinstance(now, dict):
+        return [d for k in sorted(set(before) | set(now), key=str)
+                for d in differences(before.get(k), now.get(k), f"{prefix}{k}.")]
+    if before == now:
+        return []
+    key = prefix[:-1]
+    return [(key.split(".", 1)[0], f"{key}: {_short(before)} -> {_short(now)}")]
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text[:12] + "..." if len(text) > 40 else text
