@@ -5,6 +5,7 @@ trained on (issue 19, item 5)."""
 from __future__ import annotations
 
 import json
+import shutil
 import warnings
 
 import pytest
@@ -13,6 +14,9 @@ from safetensors import safe_open
 
 from liteframe.cli import main
 from liteframe.errors import InputError
+from liteframe.eval.identity import run_identity
+from liteframe.eval.runner import EvalConfig
+from liteframe.identity import checkpoint_identity
 from liteframe.llm import VideoLLM, build_input_ids
 from liteframe.llm.lora import add_lora, check_adapter, merge, save_adapter
 from liteframe.testing import TINY_CHECKPOINTS, save_tiny_internvl
@@ -96,7 +100,13 @@ def test_adapt_trains_on_qwen_and_ask_uses_the_adapter(folders, data, tmp_path, 
         weights = {k: f.get_tensor(k) for k in f.keys()}
     assert weights and all(".language_model." in k for k in weights)  # nothing of the vision tower
     assert any(v.abs().sum() > 0 for k, v in weights.items() if "lora_B" in k)  # it trained
-    assert json.loads((result.output / "base_model.json").read_text())["model_type"] == "qwen2_5_vl"
+    base = json.loads((result.output / "base_model.json").read_text())
+    assert base["model_type"] == "qwen2_5_vl"
+    # one identity of the base in the adapter, the training run and an evaluation with it
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    evaluated = run_identity(EvalConfig("mlvu", str(data.parent), str(qwen), "wap", 8, "x.jsonl",
+                                        adapter=str(result.output)))
+    assert base["checkpoint"] == run["inputs"]["model"] == evaluated["model files"] == checkpoint_identity(qwen)
     video = data.parent / "blue.mp4"
     logits = {}
     merged = merge(qwen, result.output, tmp_path / "merged")
@@ -140,6 +150,12 @@ def test_an_adapter_is_refused_on_a_checkpoint_it_was_not_trained_on(folders, ad
     for file in internvl.iterdir():
         (copy / file.name).write_bytes(file.read_bytes())
     assert check_adapter(adapters["internvl"], copy)
+    before = tmp_path / "before"  # saved before checkpoint identities: base_model.json holds the weights' fingerprint
+    shutil.copytree(adapters["internvl"], before)
+    record = json.loads((before / "base_model.json").read_text())
+    record["fingerprint"] = record.pop("checkpoint")["weights"]
+    (before / "base_model.json").write_text(json.dumps(record))
+    assert check_adapter(before, copy)
     other = save_tiny_internvl(tmp_path / "other", seed=1)  # the same architecture, other weights
     stripped = tmp_path / "stripped"  # a Qwen adapter without its base record: its modules do not exist here
     stripped.mkdir()
@@ -148,6 +164,7 @@ def test_an_adapter_is_refused_on_a_checkpoint_it_was_not_trained_on(folders, ad
     monkeypatch.setattr("liteframe.llm.videollm.load_weights", lambda *a: pytest.fail("the weights loaded first"))
     cases = [(internvl, adapters["qwen2_5_vl"], "trained on a qwen2_5_vl checkpoint, not on"),
              (other, adapters["internvl"], f"whose weights differ from {other}'s"),
+             (other, before, f"whose weights differ from {other}'s"),
              (internvl, stripped, "which lacks 7 of the 14 modules it adapts, e.g. model.language_model.layers.1")]
     for model, adapter, match in cases:
         with pytest.raises(InputError, match=match):

@@ -286,7 +286,7 @@ def test_target_cache_matches_the_teacher_and_refuses_other_settings(data, tmp_p
     other = tmp_path / "other_teacher"
     torch.manual_seed(1)
     InternVLForConditionalGeneration(tiny_internvl_config(56)).save_pretrained(other)
-    with pytest.raises(InputError, match="weights_sha256"):
+    with pytest.raises(InputError, match="teacher.tensors"):
         distill(_config(data, tmp_path / "refused", teacher=str(other), manifest=manifest, target_cache=str(cache),
                         cache_views=2))
 

@@ -4,7 +4,6 @@ summary, `eval report` and its plot."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -18,7 +17,7 @@ import evaldata
 from liteframe.cli import main
 from liteframe.errors import InputError
 from liteframe.eval.backend import load_llm
-from liteframe.eval.records import read_output, read_records
+from liteframe.eval.records import read_output, read_records, write_output
 from liteframe.eval.report import figure, pareto, plot, report_rows
 from liteframe.eval.runner import EvalConfig, evaluate, merge_shards, run_shard, shard_path
 from liteframe.testing import save_tiny_internvl, save_tiny_qwen
@@ -137,31 +136,33 @@ def test_resume_only_the_same_run(llm, data, tiny, tmp_path):
     adapter = tmp_path / "adapter"
     adapter.mkdir()
     (adapter / "adapter_config.json").write_text("{}")
-    twin = tmp_path / "elsewhere" / "tiny"  # another model in a folder of the same name
-    shutil.copytree(tiny, twin)
-    weights = twin / "model.safetensors"
-    blob = bytearray(weights.read_bytes())
-    blob[-8:] = bytes(b ^ 0xFF for b in blob[-8:])  # one weight changed, same size and header
-    weights.write_bytes(bytes(blob))
+    twin = save_tiny_internvl(tmp_path / "elsewhere" / "tiny", seed=1)  # another model in a folder of the same name
+    assert (twin / "config.json").read_bytes() == (tiny / "config.json").read_bytes()  # only the weights differ
     cases = [(_config("mlvu", data["mlvu"], tiny, out, adapter=str(adapter)),
-              r"adapter None there, '.*adapter' here; adapter files differ \(adapter_config.json\)"),
+              r"adapter None there, '.*adapter' here; adapter files differ"),
              (_config("mlvu", data["mlvu"], twin, out), r"model '.*tiny' there, '.*elsewhere/tiny' here; model files "
-                                                        r"differ \(model.safetensors\)"),
+                                                        r"differ \(weights\)"),
              (EvalConfig("mlvu", str(data["mlvu"]), str(tiny), "dense", 4, str(out)), "encoder 'wap' there, 'dense'"),
              (_config("mlvu", data["mlvu"], tiny, out, keep_reasoning=True), "keep reasoning False there, True here")]
     for config, difference in cases:
         with pytest.raises(ValueError, match=rf"--out .*run.jsonl: holds another run \({difference}") as err:
             run_shard(config, llm=llm)
         assert "\n" not in str(err.value)
-    shutil.copy(weights, tiny / "model.safetensors.new")  # a new file in the model folder is a change too
+    template = tiny / "chat_template.jinja"
+    saved = template.read_text()
+    template.write_text(saved + "\n")  # a settings file besides config.json changed is a change too
     try:
-        with pytest.raises(ValueError, match=r"model files differ \(model.safetensors.new\)"):
+        with pytest.raises(ValueError, match=r"model files differ \(config\)"):
             run_shard(_config("mlvu", data["mlvu"], tiny, out), llm=llm)
     finally:
-        (tiny / "model.safetensors.new").unlink()
+        template.write_text(saved)
     old = tmp_path / "old.jsonl"  # written before runs had an identity
     old.write_text("".join(line for line in out.read_text().splitlines(keepends=True) if '"run"' not in line))
     with pytest.raises(ValueError, match="without a run identity"):
+        run_shard(_config("mlvu", data["mlvu"], tiny, old), llm=llm)
+    identity, records = read_output(out)  # identified another way (file by file, before liteframe.identity)
+    write_output(old, {**identity, "identity": None, "model files": {"config.json": "9a1f"}}, records)
+    with pytest.raises(ValueError, match="holds answers of a run identified another way .*remove it to start over"):
         run_shard(_config("mlvu", data["mlvu"], tiny, old), llm=llm)
     assert len(read_records(out)) == 3  # nothing was touched
 

@@ -5,6 +5,7 @@ import dataclasses
 import importlib
 import json
 import re
+import shutil
 
 import hypothesis.extra.numpy as hnp
 import numpy as np
@@ -457,3 +458,10 @@ def test_resume_checks_name_each_difference_and_allow_the_safe_ones(tmp_path):
     message = str(err.value)
     assert "lr: 0.0001 -> 0.001" in message and "student.depth: 3 -> 4" in message and "teacher: 'abc' -> 'def'" \
         in message and "another output" in message and "\n" not in message
+    run = json.loads((tmp_path / "run.json").read_text())  # recorded before `liteframe.identity`: not comparable
+    (tmp_path / "run.json").write_text(json.dumps({k: v for k, v in run.items() if k != "identity"}))
+    with pytest.raises(InputError, match=f"run.json: written by another liteframe version, whose run identity this "
+                                         f"one cannot compare: start fresh with another output, or delete {tmp_path}"):
+        check_resume(tmp_path, identity(cfg, {"teacher": "abc"}), cfg.RESUMABLE)
+    shutil.rmtree(tmp_path / "checkpoints")  # that run kept nothing: this one starts over
+    assert check_resume(tmp_path, identity(cfg, {"teacher": "abc"}), cfg.RESUMABLE) == []

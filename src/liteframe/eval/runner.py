@@ -165,6 +165,9 @@ def _check_same_run(path: Path, theirs: dict | None, ours: dict) -> None:
     if theirs is None:
         raise InputError(f"--out {path}: holds answers without a run identity (an older liteframe); choose another "
                          "--out")
+    if theirs.get("identity") != ours["identity"]:
+        raise InputError(f"--out {path}: holds answers of a run identified another way (another liteframe version); "
+                         "choose another --out, or remove it to start over")
     if theirs != ours:
         raise InputError(f"--out {path}: holds another run ({difference(theirs, ours)}); choose another --out, or "
                          "remove it to start over")

@@ -3,7 +3,7 @@
 `claim` takes the folder's lock (`liteframe.io.output_lock`) on rank 0 for the whole job and checks that the folder
 can be written, before any model loads; every rank learns the outcome, so a refusal stops all of them alike.
 `check_resume` compares the run identity recorded in `run.json` (the job, its settings with paths made absolute,
-a digest of its input folders) with this run's before anything in the folder is touched: settings that do not
+the identities of its input folders) with this run's before anything in the folder is touched: settings that do not
 change what is trained (steps, cadence, workers, evaluation data) may change and are stated; anything else is
 refused in one line naming the differences (unless that run kept nothing: no checkpoint, no result). `record` writes
 `run.json` and `config.yaml` once the job has loaded and checked everything it needs, as it starts training.
@@ -11,7 +11,6 @@ refused in one line naming the differences (unless that run kept nothing: no che
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import tempfile
@@ -20,8 +19,8 @@ from typing import Any, Collection, Iterator
 
 from liteframe import __version__
 from liteframe.errors import InputError, one_line
+from liteframe.identity import FORMAT
 from liteframe.io import atomic_write, output_lock, remove_leftovers
-from liteframe.llm.loading import weights_fingerprint
 from liteframe.train.config import TrainConfig, save_config
 from liteframe.train.dist import Context, all_sum
 
@@ -57,30 +56,9 @@ def claim(folder: str | Path, what: str, ctx: Context) -> Iterator[Path]:
 
 
 def identity(cfg: TrainConfig, inputs: dict[str, Any]) -> dict[str, Any]:
-    """What makes a run this run: the job, its settings (paths absolute) and its `inputs` (digests of folders)."""
-    return {"job": cfg.KIND, "settings": cfg.identity_settings(), "inputs": inputs}
-
-
-def checkpoint_digest(folder: str | Path) -> dict[str, str]:
-    """A checkpoint folder's identity: its config and its weights (`weights_fingerprint`), so that other weights under
-    the same path and config (another fine-tune of one architecture) are another run."""
-    return {"config": folder_digest(folder), "weights": weights_fingerprint(Path(folder))}
-
-
-def folder_digest(folder: str | Path, files: Collection[str] = ("config.json",)) -> str:
-    """sha256 over the named files of a model folder (by default its config: cheap, and different for another
-    model, family or size)."""
-    digest = hashlib.sha256()
-    for name in sorted(files):
-        path = Path(folder) / name
-        digest.update(name.encode())
-        try:
-            with open(path, "rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    digest.update(block)
-        except OSError as err:
-            raise InputError(f"{path}: cannot read it ({err.strerror or one_line(err)})") from None
-    return digest.hexdigest()
+    """What makes a run this run: the job, its settings (paths absolute) and its `inputs` (the identities of its
+    input folders, `liteframe.identity`'s, whose `FORMAT` is recorded with them)."""
+    return {"job": cfg.KIND, "settings": cfg.identity_settings(), "inputs": inputs, "identity": FORMAT}
 
 
 def check_resume(folder: str | Path, current: dict[str, Any], safe: Collection[str]) -> list[str]:
@@ -102,12 +80,16 @@ def check_resume(folder: str | Path, current: dict[str, Any], safe: Collection[s
         raise InputError(f"{record}: not a readable run record ({one_line(err)}): {fresh}") from None
     if job != current["job"]:
         raise InputError(f"{folder}: holds a run of {job}, which {current['job']} cannot resume: {fresh}")
-    changes = differences(settings, current["settings"]) + differences(inputs, current["inputs"])
+    other = previous.get("identity") != current["identity"]  # identified another way: nothing to compare
+    changes = [] if other else differences(settings, current["settings"]) + differences(inputs, current["inputs"])
     unsafe = [text for key, text in changes if key not in safe]
-    if unsafe and not kept(folder):
+    if (unsafe or other) and not kept(folder):
         log.warning("%s: the %s run recorded there kept nothing (no checkpoint, no result): starting over", folder,
                     job)
         return []
+    if other:
+        raise InputError(f"{record}: written by another liteframe version, whose run identity this one cannot "
+                         f"compare: {fresh}")
     if unsafe:
         raise InputError(f"{folder}: holds an earlier {job} run with other settings ({'; '.join(unsafe)}); resume it "
                          f"with its settings, or {fresh}")
