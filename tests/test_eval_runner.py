@@ -44,8 +44,8 @@ class Counting:
     """The real pipeline, counting encodings (of the video and of the visual encoder's chunks) and answers;
     `reply` replaces the generated text (a reasoning model's answer)."""
 
-    def __init__(self, llm, fail_after: int | None = None, reply: str | None = None):
-        self.llm, self.fail_after, self.reply = llm, fail_after, reply
+    def __init__(self, llm, fail_after: int | None = None, reply: str | None = None, interrupt_at: int | None = None):
+        self.llm, self.fail_after, self.reply, self.interrupt_at = llm, fail_after, reply, interrupt_at
         self.encodes, self.answers, self.chunks, self.prompts = [], 0, 0, []
         visual = llm.encoder
         original = visual.encode_chunk
@@ -67,6 +67,8 @@ class Counting:
     def answer(self, enc, question, **kwargs):
         if self.fail_after is not None and self.answers == self.fail_after:
             raise KeyboardInterrupt  # the run is killed between two answers
+        if self.answers == self.interrupt_at:
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while this answer is generated
         self.answers += 1
         self.prompts.append((question, kwargs.get("slot_text")))
         reply = self.llm.answer(enc, question, **kwargs)
@@ -200,6 +202,15 @@ def test_a_second_eval_on_the_same_out_is_refused(data, tiny, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"eval output {out} is in use by pid {holder.pid}" in err
     assert not out.exists()
+
+
+def test_eval_claims_its_output_as_training_does_and_removes_a_dead_writers_leftovers(llm, data, tiny, tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    (tmp_path / f".run.jsonl.tmp-{dead}").write_text("half a merge")  # left by a run killed while merging
+    (tmp_path / f".other.jsonl.tmp-{dead}").write_text("another output's")
+    evaluate(_config("mlvu", data["mlvu"], tiny, tmp_path / "run.jsonl"), llm)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f".other.jsonl.tmp-{dead}", ".run.jsonl.lock", "run.jsonl"]
 
 
 def test_a_missing_subtitle_file_fails_its_question_and_retry_failed_asks_again(llm, data, tiny, tmp_path):
@@ -341,12 +352,14 @@ def test_sigterm_says_where_it_stopped_and_the_rerun_resumes(tiny, data, tmp_pat
 
 def test_ctrl_c_stops_with_130_and_the_same_message(llm, data, tiny, tmp_path, monkeypatch, capsys):
     out = tmp_path / "run.jsonl"
-    with Counting(llm, fail_after=2) as counting:
+    with Counting(llm, interrupt_at=1) as counting:
         monkeypatch.setattr("liteframe.eval.backend.load_llm", lambda *a, **k: counting)
         assert main(["eval", "--benchmark", "videomme", "--data", str(data["videomme"]), "--model", str(tiny),
                      "--encoder", "wap", "--frames", "4", "--out", str(out)]) == 130
+    assert counting.answers == 2  # the answer under way is kept, no other is asked
     assert capsys.readouterr().err == (f"liteframe eval: stopped by SIGINT: 2 answers kept in {out}; run the same "
                                        "command to resume\n")
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is gone with the run
 
 
 def test_cli_runs_resumes_and_reports(llm, tiny, data, tmp_path, capsys):

@@ -1,7 +1,8 @@
 """A job's output folder: one writer at a time, never another run's folder resumed by mistake, no leftovers.
 
-`claim` takes the folder's lock (`liteframe.io.output_lock`) on rank 0 for the whole job and checks that the folder
-can be written, before any model loads; every rank learns the outcome, so a refusal stops all of them alike.
+`claim` takes the output's lock (`liteframe.io.output_lock`) on rank 0 for the whole job and checks that it can be
+written, before any model loads; every rank learns the outcome, so a refusal stops all of them alike (a training
+job's folder, and `eval`'s output file).
 `check_resume` compares the run identity recorded in `run.json` (the job, its settings with paths made absolute,
 the identities of its input folders) with this run's before anything in the folder is touched: settings that do not
 change what is trained (steps, cadence, workers, evaluation data) may change and are stated; anything else is
@@ -30,29 +31,32 @@ log = logging.getLogger("liteframe.train")
 
 
 @contextlib.contextmanager
-def claim(folder: str | Path, what: str, ctx: Context) -> Iterator[Path]:
-    """Hold `folder` for this job while the block runs: rank 0 creates it, checks it can write there and takes its
-    lock, then removes dead writes' leftovers; a refusal is an InputError on every rank."""
-    folder = Path(folder)
+def claim(path: str | Path, what: str, ctx: Context, folder: bool = True) -> Iterator[Path]:
+    """Hold the output `path` for this job while the block runs: rank 0 takes its lock, checks that it can write
+    there (a `folder`, created here; else a file in an existing folder) and removes dead writes' leftovers; a
+    refusal is an InputError on every rank."""
+    path = Path(path)
     refusal = ""
     with contextlib.ExitStack() as stack:
         if ctx.main:
             try:
-                folder.mkdir(parents=True, exist_ok=True)
-                with tempfile.TemporaryFile(dir=folder):
-                    pass
-                stack.enter_context(output_lock(folder, what))
+                stack.enter_context(output_lock(path, what))
+                if folder:
+                    path.mkdir(parents=True, exist_ok=True)
+                    with tempfile.TemporaryFile(dir=path):
+                        pass
             except InputError as err:
                 refusal = str(err)
             except OSError as err:
-                refusal = f"{what} {folder}: cannot write there ({err.strerror or one_line(err)})"
+                refusal = f"{what} {path}: cannot write there ({err.strerror or one_line(err)})"
         if all_sum([float(bool(refusal))], ctx)[0]:
-            raise InputError(refusal or f"{what} {folder}: refused on rank 0 (its message says why)")
+            raise InputError(refusal or f"{what} {path}: refused on rank 0 (its message says why)")
         if ctx.main:
-            for sub in (folder, folder / "checkpoints"):
-                for path in remove_leftovers(sub):
-                    log.info("removed %s, left by an interrupted save", path)
-        yield folder
+            places = [(path, None), (path / "checkpoints", None)] if folder else [(path.parent, {path.name})]
+            for place, names in places:
+                for left in remove_leftovers(place, names):
+                    log.info("removed %s, left by an interrupted save", left)
+        yield path
 
 
 def identity(cfg: TrainConfig, inputs: dict[str, Any]) -> dict[str, Any]:
