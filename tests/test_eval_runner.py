@@ -15,11 +15,14 @@ import pytest
 
 import evaldata
 from liteframe.cli import main
+from liteframe.compression import get_compression
 from liteframe.errors import InputError
+from liteframe.eval.identity import run_identity
 from liteframe.eval.backend import load_llm
 from liteframe.eval.records import read_output, read_records, write_output
 from liteframe.eval.report import figure, pareto, plot, report_rows
 from liteframe.eval.runner import EvalConfig, evaluate, merge_shards, run_shard, shard_path
+from liteframe.models import LiteFrameEncoder, tiny_student_config
 from liteframe.testing import save_tiny_internvl, save_tiny_qwen
 
 REPO = Path(__file__).parents[1]
@@ -167,6 +170,23 @@ def test_resume_only_the_same_run(llm, data, tiny, tmp_path):
     with pytest.raises(ValueError, match="holds answers of a run identified another way .*remove it to start over"):
         run_shard(_config("mlvu", data["mlvu"], tiny, old), llm=llm)
     assert len(read_records(out)) == 3  # nothing was touched
+
+
+def test_the_compression_is_the_block_the_encoder_uses(llm, data, tiny, tmp_path):
+    out = tmp_path / "run.jsonl"
+    evaluate(_config("mlvu", data["mlvu"], tiny, out), llm)  # the default: 16x
+    assert read_output(out)[0]["compression"] == [4, 2, 2]
+    for same in ("16", "16x", "4,2,2"):  # the same run: resumed, nothing asked again
+        with Counting(llm) as counting:
+            evaluate(_config("mlvu", data["mlvu"], tiny, out, compression=same), counting)
+        assert counting.answers == 0
+    with pytest.raises(ValueError, match=r"compression \[4, 2, 2\] there, \[4, 4, 4\] here"):
+        run_shard(_config("mlvu", data["mlvu"], tiny, out, compression="64"), llm=llm)
+    student = tmp_path / "student"  # a student compresses with its own block, whatever --compression says
+    LiteFrameEncoder(tiny_student_config(compression=get_compression(64))).save_pretrained(student)
+    for given in (None, "64"):
+        config = EvalConfig("mlvu", str(data["mlvu"]), str(tiny), f"student:{student}", 4, str(out), given)
+        assert run_identity(config)["compression"] == [4, 4, 4]
 
 
 def test_the_cli_refuses_another_run_in_one_line_before_loading(data, tiny, tmp_path, monkeypatch, capsys):

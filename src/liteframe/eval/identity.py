@@ -1,14 +1,17 @@
 """A run's identity: what decides its answers, recorded at the top of its output so that a rerun resumes only the
 same run (issue 19): benchmark, the model folder's path and identity (settings files and weights fingerprint), the
-adapter's and the student's folders (hashed whole), encoder, frames, compression, subtitle mode, reasoning handling,
-liteframe's version and the way these are identified (`liteframe.identity`).
+adapter's and the student's folders (hashed whole), encoder, frames, compression (its block, as the encoder resolves
+it: a student's own, else `--compression`'s or 16x), subtitle mode, reasoning handling, liteframe's version and
+the way these are identified (`liteframe.identity`).
 """
 from __future__ import annotations
 
 from pathlib import Path
 
+from liteframe.compression import get_compression
 from liteframe.identity import FORMAT, checkpoint_identity, folder_digest
 from liteframe.llm.encoders import EncoderSpec
+from liteframe.models import LiteFrameEncoder
 
 
 def run_identity(config) -> dict:
@@ -16,6 +19,9 @@ def run_identity(config) -> dict:
     from liteframe import __version__
 
     student = EncoderSpec.parse(config.encoder).student
+    # the block the encoder compresses with, so that `--compression 16` and the default are one run
+    compression = LiteFrameEncoder.from_pretrained(student).config.compression if student else \
+        get_compression(config.compression)
     return {
         "benchmark": config.benchmark,
         "model": str(Path(config.model).resolve()),
@@ -25,7 +31,7 @@ def run_identity(config) -> dict:
         "encoder": f"student:{student.resolve()}" if student else config.encoder,
         "student files": folder_digest(student) if student else None,
         "frames": config.frames,
-        "compression": config.compression,
+        "compression": list(compression.block),
         "subtitles": config.subtitles,
         "keep reasoning": config.keep_reasoning,
         "liteframe": __version__,
