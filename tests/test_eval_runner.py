@@ -455,6 +455,22 @@ def test_an_out_that_cannot_be_written_is_one_line_before_loading(data, tiny, tm
     assert err.count("\n") == 1 and f"eval output {tmp_path / 'run.jsonl'}: cannot write there" in err
 
 
+def test_an_out_file_that_cannot_be_written_is_one_line_before_loading(data, tiny, tmp_path, monkeypatch, capfd):
+    out = tmp_path / "run.jsonl"
+    out.write_text("")  # kept from an earlier run, now read-only
+    out.chmod(0o444)
+    if os.geteuid() == 0 and subprocess.run(["chattr", "+i", str(out)], capture_output=True).returncode:
+        pytest.skip("root writes a read-only file, and this file system cannot make it immutable")
+    monkeypatch.setattr("liteframe.llm.videollm.load_weights", lambda *a: pytest.fail("the weights loaded first"))
+    try:
+        assert main(["eval", "--benchmark", "mlvu", "--data", str(data["mlvu"]), "--model", str(tiny), "--encoder",
+                     "wap", "--frames", "4", "--out", str(out)]) == 2
+    finally:
+        subprocess.run(["chattr", "-i", str(out)], capture_output=True)
+    err = capfd.readouterr().err
+    assert err.count("\n") == 1 and f"eval output {out}: cannot write there (" in err
+
+
 def test_a_wrong_setting_stops_the_run_instead_of_failing_every_video(llm, data, tiny, tmp_path):
     out = tmp_path / "run.jsonl"
     with pytest.raises(ValueError, match="3 frames"):

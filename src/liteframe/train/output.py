@@ -45,6 +45,9 @@ def claim(path: str | Path, what: str, ctx: Context, folder: bool = True) -> Ite
                     path.mkdir(parents=True, exist_ok=True)
                     with tempfile.TemporaryFile(dir=path):
                         pass
+                elif path.exists():  # a file kept from an earlier run is appended to
+                    with open(path, "a"):
+                        pass
             except InputError as err:
                 refusal = str(err)
             except OSError as err:
