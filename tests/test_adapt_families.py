@@ -198,3 +198,23 @@ def test_a_sample_is_laid_out_for_its_own_frame_size(tmp_path, data):
     visual = inputs.input_ids[0] == llm.model.config.video_token_id
     assert int(visual.sum()) == asked.visual_tokens
     assert (labels != IGNORE).any()
+
+
+def test_a_warning_of_every_sample_is_shown_once_per_job(folders, tmp_path):
+    """WAP pads a Qwen2.5-VL grid that is not whole blocks, and says so; each frame size has its own grid. Training
+    used to say it again for every sample and step."""
+    llm = VideoLLM.from_pretrained(folders["qwen2_5_vl"], "wap", device="cpu", dtype=torch.float32)
+    model = AdaptModel(llm, AdaptConfig(frames=(8,), fps=(1.0, 1.0), activation_checkpointing=False))
+    rows = [{"id": str(width), "video": solid_video(tmp_path / f"{width}.mp4", (200, 30, 30), frames=16, fps=8,
+                                                    width=width, height=60).name,
+             "conversations": [{"from": "human", "value": f"<video>\n{QUESTION}"}, {"from": "gpt", "value": "red"}]}
+            for width in (160, 200)]  # grids (4, 7, 19) and (4, 7, 21)
+    (tmp_path / "train.json").write_text(json.dumps(rows))
+    dataset = ChatDataset(read_chat_manifest(tmp_path / "train.json"), model.prompter, (8,), (1.0, 1.0), seed=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(2):  # two epochs
+            for item in dataset:
+                model.inputs(item)
+    padded = [str(w.message) for w in caught if "is not a multiple of the block" in str(w.message)]
+    assert len(padded) == 1 and "wap: grid (T, H, W) = (4, 7, 19)" in padded[0]
