@@ -186,7 +186,8 @@ from liteframe.train.adapt.data import IGNORE, ChatDataset, Prompter, chat_ids  
 from liteframe.train.adapt.manifest import read_chat_manifest as _read  # noqa: E402
 from liteframe.train.adapt.model import AdaptModel  # noqa: E402
 from liteframe.train.job import job_setup  # noqa: E402
-from liteframe.testing.videos import solid_video  # noqa: E402
+from liteframe.testing.videos import make_video, solid_video  # noqa: E402
+from liteframe.video import VideoDecodeWarning  # noqa: E402
 from tests.videos import REAL_VIDEOS  # noqa: E402
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yellow": (230, 220, 30)}
@@ -352,14 +353,20 @@ def test_resume_reaches_the_same_adapter(tiny, colours, tmp_path, monkeypatch, o
 def test_bad_samples_are_skipped_and_counted_in_a_run(tiny, colours, tmp_path, caplog):
     rows = json.loads(colours.read_text())
     (colours.parent / "garbage.mp4").write_bytes(b"not a video" * 100)
+    whole = make_video(tmp_path / "whole.mp4", num_frames=48, options={"movflags": "faststart"})
+    (tmp_path / "cut.mp4").write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])  # its second half is gone
     rows += [_row(9, "garbage.mp4"), _row(10, "red.mp4", ("no placeholder", "red")),
-             _row(11, str(REAL_VIDEOS / "corrupted.mp4"))]
+             _row(11, str(tmp_path / "cut.mp4")),
+             _row(12, str(REAL_VIDEOS / "corrupted.mp4"))]  # a packet at 3 s fails: no sampled frame is missed
     (colours.parent / "mixed.json").write_text(json.dumps(rows))
-    adapt(_config(tiny, colours.parent / "mixed.json", tmp_path / "run", steps=1, batch_size=7, grad_accum=1))
+    with pytest.warns(VideoDecodeWarning, match=r"corrupted\.mp4: decoding failed at 3\.00s .* 0 of 4 requested"):
+        adapt(_config(tiny, colours.parent / "mixed.json", tmp_path / "run", steps=1, batch_size=8, grad_accum=1))
     last = _metrics(tmp_path / "run")[-1]
-    assert last["skipped"] == 3 and last["loss"] > 0  # the step still trained on the 4 good rows
+    assert last["skipped"] == 3 and last["samples"] == 5 and last["loss"] > 0  # the 4 colours and corrupted.mp4
     warned = [r.message for r in caplog.records if "skipped" in r.message]
     assert sum("decode failure" in m for m in warned) == 2 and any("no <video> or <image>" in m for m in warned)
+    assert any("cut.mp4" in m and "requested frames lie" in m for m in warned)
+    assert not any("corrupted.mp4" in m for m in warned)
 
 
 def test_adapt_cli_errors_are_one_line(tiny, tmp_path, capsys):

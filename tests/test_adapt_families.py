@@ -5,6 +5,7 @@ trained on (issue 19, item 5)."""
 from __future__ import annotations
 
 import json
+import shutil
 import warnings
 
 import pytest
@@ -13,6 +14,9 @@ from safetensors import safe_open
 
 from liteframe.cli import main
 from liteframe.errors import InputError
+from liteframe.eval.identity import run_identity
+from liteframe.eval.runner import EvalConfig
+from liteframe.identity import checkpoint_identity
 from liteframe.llm import VideoLLM, build_input_ids
 from liteframe.llm.lora import add_lora, check_adapter, merge, save_adapter
 from liteframe.testing import TINY_CHECKPOINTS, save_tiny_internvl
@@ -115,7 +119,13 @@ def test_adapt_trains_and_ask_uses_the_adapter(family, folders, data, tmp_path, 
         weights = {k: f.get_tensor(k) for k in f.keys()}
     assert weights and all(".language_model." in k for k in weights)  # nothing of the vision tower
     assert any(v.abs().sum() > 0 for k, v in weights.items() if "lora_B" in k)  # it trained
-    assert json.loads((result.output / "base_model.json").read_text())["model_type"] == family
+    base = json.loads((result.output / "base_model.json").read_text())
+    assert base["model_type"] == family
+    # one identity of the base in the adapter, the training run and an evaluation with it
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    evaluated = run_identity(EvalConfig("mlvu", str(data.parent), str(qwen), "wap", 8, "x.jsonl",
+                                        adapter=str(result.output)))
+    assert base["checkpoint"] == run["inputs"]["model"] == evaluated["model files"] == checkpoint_identity(qwen)
     video = data.parent / "blue.mp4"
     logits = {}
     merged = merge(qwen, result.output, tmp_path / "merged")
@@ -160,6 +170,12 @@ def test_an_adapter_is_refused_on_a_checkpoint_it_was_not_trained_on(folders, ad
     for file in internvl.iterdir():
         (copy / file.name).write_bytes(file.read_bytes())
     assert check_adapter(adapters["internvl"], copy)
+    before = tmp_path / "before"  # saved before checkpoint identities: base_model.json holds the weights' fingerprint
+    shutil.copytree(adapters["internvl"], before)
+    record = json.loads((before / "base_model.json").read_text())
+    record["fingerprint"] = record.pop("checkpoint")["weights"]
+    (before / "base_model.json").write_text(json.dumps(record))
+    assert check_adapter(before, copy)
     other = save_tiny_internvl(tmp_path / "other", seed=1)  # the same architecture, other weights
     stripped = tmp_path / "stripped"  # a Qwen adapter without its base record: its modules do not exist here
     stripped.mkdir()
@@ -168,6 +184,7 @@ def test_an_adapter_is_refused_on_a_checkpoint_it_was_not_trained_on(folders, ad
     monkeypatch.setattr("liteframe.llm.videollm.load_weights", lambda *a: pytest.fail("the weights loaded first"))
     cases = [(internvl, adapters["qwen2_5_vl"], "trained on a qwen2_5_vl checkpoint, not on"),
              (other, adapters["internvl"], f"whose weights differ from {other}'s"),
+             (other, before, f"whose weights differ from {other}'s"),
              (internvl, stripped, "which lacks 7 of the 14 modules it adapts, e.g. model.language_model.layers.1")]
     for model, adapter, match in cases:
         with pytest.raises(InputError, match=match):
@@ -201,3 +218,23 @@ def test_a_sample_is_laid_out_for_its_own_frame_size(tmp_path, data):
     visual = inputs.input_ids[0] == llm.model.config.video_token_id
     assert int(visual.sum()) == asked.visual_tokens
     assert (labels != IGNORE).any()
+
+
+def test_a_warning_of_every_sample_is_shown_once_per_job(folders, tmp_path):
+    """WAP pads a Qwen2.5-VL grid that is not whole blocks, and says so; each frame size has its own grid. Training
+    used to say it again for every sample and step."""
+    llm = VideoLLM.from_pretrained(folders["qwen2_5_vl"], "wap", device="cpu", dtype=torch.float32)
+    model = AdaptModel(llm, AdaptConfig(frames=(8,), fps=(1.0, 1.0), activation_checkpointing=False))
+    rows = [{"id": str(width), "video": solid_video(tmp_path / f"{width}.mp4", (200, 30, 30), frames=16, fps=8,
+                                                    width=width, height=60).name,
+             "conversations": [{"from": "human", "value": f"<video>\n{QUESTION}"}, {"from": "gpt", "value": "red"}]}
+            for width in (160, 200)]  # grids (4, 7, 19) and (4, 7, 21)
+    (tmp_path / "train.json").write_text(json.dumps(rows))
+    dataset = ChatDataset(read_chat_manifest(tmp_path / "train.json"), model.prompter, (8,), (1.0, 1.0), seed=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(2):  # two epochs
+            for item in dataset:
+                model.inputs(item)
+    padded = [str(w.message) for w in caught if "is not a multiple of the block" in str(w.message)]
+    assert len(padded) == 1 and "wap: grid (T, H, W) = (4, 7, 19)" in padded[0]

@@ -162,8 +162,10 @@ def test_corrupted_file_recovers_after_the_damaged_packet_and_warns_where():
     assert [t for t, _ in ref] == [round(i / 10, 1) for i in range(50) if i != 30]
     with open_video(REAL_VIDEOS / "corrupted.mp4") as r:
         assert r.info.frame_count == 50
-        with pytest.warns(VideoDecodeWarning, match=r"corrupted\.mp4: decoding failed at 3\.00s of 5\.00s \(Invalid"):
+        failed = r"corrupted\.mp4: decoding failed at 3\.00s of 5\.00s \(Invalid"
+        with pytest.warns(VideoDecodeWarning, match=failed) as w:
             frames = r.read(np.arange(50) / 10)
+        assert w[0].message.missed == 0  # the frame at 3.0 s is one interval late: no request lies where none decoded
         assert r.count_decodable() == (49, "Invalid data found when processing input")
     expected_t = [t for t, _ in ref]
     expected_t.insert(30, 2.9)  # the frame on screen at 3.0 s is the last one decoded before it
@@ -374,10 +376,12 @@ def test_truncated_file_with_index_first_decodes_part_and_warns(tmp_path):
         assert r.info.frame_count == 48
         # the half packet at the cut: a frame-threaded decoder (a read on one thread) drops it, a one-thread decoder
         # (the threads of a read) reports it
-        with pytest.warns(VideoDecodeWarning, match=r"cut\.mp4: (the stream ended early|decoding failed at 1.25s)"):
+        cut_short = r"cut\.mp4: (the stream ended early|decoding failed at 1.25s)"
+        with pytest.warns(VideoDecodeWarning, match=cut_short) as w:
             frames = r.read(np.arange(48) / 8)
         decodable, _ = r.count_decodable()
     got = [frame_index(x.numpy()) for x in frames.data]
+    assert w[0].message.missed == sum(got[k] < k - 2 for k in range(48)) > 0  # more than two intervals early
     assert 0 < decodable < 48 and got == list(range(decodable)) + [decodable - 1] * (48 - decodable)
 
 

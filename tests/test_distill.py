@@ -286,7 +286,7 @@ def test_target_cache_matches_the_teacher_and_refuses_other_settings(data, tmp_p
     other = tmp_path / "other_teacher"
     torch.manual_seed(1)
     InternVLForConditionalGeneration(tiny_internvl_config(56)).save_pretrained(other)
-    with pytest.raises(InputError, match="weights_sha256"):
+    with pytest.raises(InputError, match="teacher.tensors"):
         distill(_config(data, tmp_path / "refused", teacher=str(other), manifest=manifest, target_cache=str(cache),
                         cache_views=2))
 
@@ -298,7 +298,7 @@ def test_the_cli_trains_through_corrupt_videos_and_reports_them(data, tmp_path, 
     save_config(_config(data, out, manifest=data["corrupt"], steps=2, batch_size=4), tmp_path / "run.yaml")
     assert main(["distill", "--config", str(tmp_path / "run.yaml"), "log_every=1"]) == 0
     assert f"student saved to {out / 'student'}" in capsys.readouterr().out
-    assert _metrics(out)[-1]["skipped"] >= 2  # garbage.mp4 in both epochs (and corrupted.mp4 where it fails)
+    assert _metrics(out)[-1]["skipped"] == 2  # garbage.mp4 in both epochs; corrupted.mp4 misses no sampled frame
     assert LiteFrameEncoder.from_pretrained(out / "student").config.width == student_config("liteframe-tiny").width
     assert main(["distill", "--config", str(tmp_path / "run.yaml"), "manifest=" + str(tmp_path / "none.jsonl")]) == 2
     assert "none.jsonl: cannot read the manifest" in capsys.readouterr().err

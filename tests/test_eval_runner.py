@@ -4,7 +4,6 @@ summary, `eval report` and its plot."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -16,11 +15,14 @@ import pytest
 
 import evaldata
 from liteframe.cli import main
+from liteframe.compression import get_compression
 from liteframe.errors import InputError
+from liteframe.eval.identity import run_identity
 from liteframe.eval.backend import load_llm
-from liteframe.eval.records import read_output, read_records
+from liteframe.eval.records import read_output, read_records, write_output
 from liteframe.eval.report import figure, pareto, plot, report_rows
 from liteframe.eval.runner import EvalConfig, evaluate, merge_shards, run_shard, shard_path
+from liteframe.models import LiteFrameEncoder, tiny_student_config
 from liteframe.testing import save_tiny_internvl, save_tiny_qwen
 
 REPO = Path(__file__).parents[1]
@@ -45,8 +47,9 @@ class Counting:
     """The real pipeline, counting encodings (of the video and of the visual encoder's chunks) and answers;
     `reply` replaces the generated text (a reasoning model's answer)."""
 
-    def __init__(self, llm, fail_after: int | None = None, reply: str | None = None):
-        self.llm, self.fail_after, self.reply, self.family = llm, fail_after, reply, llm.family
+    def __init__(self, llm, fail_after: int | None = None, reply: str | None = None, interrupt_at: int | None = None):
+        self.llm, self.fail_after, self.reply, self.interrupt_at = llm, fail_after, reply, interrupt_at
+        self.family = llm.family
         self.encodes, self.answers, self.chunks, self.prompts = [], 0, 0, []
         visual = llm.encoder
         original = visual.encode_chunk
@@ -68,6 +71,8 @@ class Counting:
     def answer(self, enc, question, **kwargs):
         if self.fail_after is not None and self.answers == self.fail_after:
             raise KeyboardInterrupt  # the run is killed between two answers
+        if self.answers == self.interrupt_at:
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while this answer is generated
         self.answers += 1
         self.prompts.append((question, kwargs.get("slot_text")))
         reply = self.llm.answer(enc, question, **kwargs)
@@ -137,33 +142,52 @@ def test_resume_only_the_same_run(llm, data, tiny, tmp_path):
     adapter = tmp_path / "adapter"
     adapter.mkdir()
     (adapter / "adapter_config.json").write_text("{}")
-    twin = tmp_path / "elsewhere" / "tiny"  # another model in a folder of the same name
-    shutil.copytree(tiny, twin)
-    weights = twin / "model.safetensors"
-    blob = bytearray(weights.read_bytes())
-    blob[-8:] = bytes(b ^ 0xFF for b in blob[-8:])  # one weight changed, same size and header
-    weights.write_bytes(bytes(blob))
+    twin = save_tiny_internvl(tmp_path / "elsewhere" / "tiny", seed=1)  # another model in a folder of the same name
+    assert (twin / "config.json").read_bytes() == (tiny / "config.json").read_bytes()  # only the weights differ
     cases = [(_config("mlvu", data["mlvu"], tiny, out, adapter=str(adapter)),
-              r"adapter None there, '.*adapter' here; adapter files differ \(adapter_config.json\)"),
+              r"adapter None there, '.*adapter' here; adapter files differ"),
              (_config("mlvu", data["mlvu"], twin, out), r"model '.*tiny' there, '.*elsewhere/tiny' here; model files "
-                                                        r"differ \(model.safetensors\)"),
+                                                        r"differ \(weights\)"),
              (EvalConfig("mlvu", str(data["mlvu"]), str(tiny), "dense", 4, str(out)), "encoder 'wap' there, 'dense'"),
              (_config("mlvu", data["mlvu"], tiny, out, keep_reasoning=True), "keep reasoning False there, True here")]
     for config, difference in cases:
         with pytest.raises(ValueError, match=rf"--out .*run.jsonl: holds another run \({difference}") as err:
             run_shard(config, llm=llm)
         assert "\n" not in str(err.value)
-    shutil.copy(weights, tiny / "model.safetensors.new")  # a new file in the model folder is a change too
+    template = tiny / "chat_template.jinja"
+    saved = template.read_text()
+    template.write_text(saved + "\n")  # a settings file besides config.json changed is a change too
     try:
-        with pytest.raises(ValueError, match=r"model files differ \(model.safetensors.new\)"):
+        with pytest.raises(ValueError, match=r"model files differ \(config\)"):
             run_shard(_config("mlvu", data["mlvu"], tiny, out), llm=llm)
     finally:
-        (tiny / "model.safetensors.new").unlink()
+        template.write_text(saved)
     old = tmp_path / "old.jsonl"  # written before runs had an identity
     old.write_text("".join(line for line in out.read_text().splitlines(keepends=True) if '"run"' not in line))
     with pytest.raises(ValueError, match="without a run identity"):
         run_shard(_config("mlvu", data["mlvu"], tiny, old), llm=llm)
+    identity, records = read_output(out)  # identified another way (file by file, before liteframe.identity)
+    write_output(old, {**identity, "identity": None, "model files": {"config.json": "9a1f"}}, records)
+    with pytest.raises(ValueError, match="holds answers of a run identified another way .*remove it to start over"):
+        run_shard(_config("mlvu", data["mlvu"], tiny, old), llm=llm)
     assert len(read_records(out)) == 3  # nothing was touched
+
+
+def test_the_compression_is_the_block_the_encoder_uses(llm, data, tiny, tmp_path):
+    out = tmp_path / "run.jsonl"
+    evaluate(_config("mlvu", data["mlvu"], tiny, out), llm)  # the default: 16x
+    assert read_output(out)[0]["compression"] == [4, 2, 2]
+    for same in ("16", "16x", "4,2,2"):  # the same run: resumed, nothing asked again
+        with Counting(llm) as counting:
+            evaluate(_config("mlvu", data["mlvu"], tiny, out, compression=same), counting)
+        assert counting.answers == 0
+    with pytest.raises(ValueError, match=r"compression \[4, 2, 2\] there, \[4, 4, 4\] here"):
+        run_shard(_config("mlvu", data["mlvu"], tiny, out, compression="64"), llm=llm)
+    student = tmp_path / "student"  # a student compresses with its own block, whatever --compression says
+    LiteFrameEncoder(tiny_student_config(compression=get_compression(64))).save_pretrained(student)
+    for given in (None, "64"):
+        config = EvalConfig("mlvu", str(data["mlvu"]), str(tiny), f"student:{student}", 4, str(out), given)
+        assert run_identity(config)["compression"] == [4, 4, 4]
 
 
 def test_the_cli_refuses_another_run_in_one_line_before_loading(data, tiny, tmp_path, monkeypatch, capsys):
@@ -199,6 +223,15 @@ def test_a_second_eval_on_the_same_out_is_refused(data, tiny, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"eval output {out} is in use by pid {holder.pid}" in err
     assert not out.exists()
+
+
+def test_eval_claims_its_output_as_training_does_and_removes_a_dead_writers_leftovers(llm, data, tiny, tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    (tmp_path / f".run.jsonl.tmp-{dead}").write_text("half a merge")  # left by a run killed while merging
+    (tmp_path / f".other.jsonl.tmp-{dead}").write_text("another output's")
+    evaluate(_config("mlvu", data["mlvu"], tiny, tmp_path / "run.jsonl"), llm)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f".other.jsonl.tmp-{dead}", ".run.jsonl.lock", "run.jsonl"]
 
 
 def test_a_missing_subtitle_file_fails_its_question_and_retry_failed_asks_again(llm, data, tiny, tmp_path):
@@ -340,12 +373,14 @@ def test_sigterm_says_where_it_stopped_and_the_rerun_resumes(tiny, data, tmp_pat
 
 def test_ctrl_c_stops_with_130_and_the_same_message(llm, data, tiny, tmp_path, monkeypatch, capsys):
     out = tmp_path / "run.jsonl"
-    with Counting(llm, fail_after=2) as counting:
+    with Counting(llm, interrupt_at=1) as counting:
         monkeypatch.setattr("liteframe.eval.backend.load_llm", lambda *a, **k: counting)
         assert main(["eval", "--benchmark", "videomme", "--data", str(data["videomme"]), "--model", str(tiny),
                      "--encoder", "wap", "--frames", "4", "--out", str(out)]) == 130
+    assert counting.answers == 2  # the answer under way is kept, no other is asked
     assert capsys.readouterr().err == (f"liteframe eval: stopped by SIGINT: 2 answers kept in {out}; run the same "
                                        "command to resume\n")
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is gone with the run
 
 
 def test_cli_runs_resumes_and_reports(llm, tiny, data, tmp_path, capsys):
@@ -419,6 +454,22 @@ def test_an_out_that_cannot_be_written_is_one_line_before_loading(data, tiny, tm
                  "--frames", "4", "--out", str(tmp_path / "run.jsonl")]) == 2
     err = capfd.readouterr().err
     assert err.count("\n") == 1 and f"eval output {tmp_path / 'run.jsonl'}: cannot write there" in err
+
+
+def test_an_out_file_that_cannot_be_written_is_one_line_before_loading(data, tiny, tmp_path, monkeypatch, capfd):
+    out = tmp_path / "run.jsonl"
+    out.write_text("")  # kept from an earlier run, now read-only
+    out.chmod(0o444)
+    if os.geteuid() == 0 and subprocess.run(["chattr", "+i", str(out)], capture_output=True).returncode:
+        pytest.skip("root writes a read-only file, and this file system cannot make it immutable")
+    monkeypatch.setattr("liteframe.llm.videollm.load_weights", lambda *a: pytest.fail("the weights loaded first"))
+    try:
+        assert main(["eval", "--benchmark", "mlvu", "--data", str(data["mlvu"]), "--model", str(tiny), "--encoder",
+                     "wap", "--frames", "4", "--out", str(out)]) == 2
+    finally:
+        subprocess.run(["chattr", "-i", str(out)], capture_output=True)
+    err = capfd.readouterr().err
+    assert err.count("\n") == 1 and f"eval output {out}: cannot write there (" in err
 
 
 def test_a_wrong_setting_stops_the_run_instead_of_failing_every_video(llm, data, tiny, tmp_path):

@@ -5,6 +5,7 @@ import dataclasses
 import importlib
 import json
 import re
+import shutil
 
 import hypothesis.extra.numpy as hnp
 import numpy as np
@@ -305,6 +306,27 @@ def test_training_clips_are_the_pixels_ask_encodes():
     assert torch.equal(pixels, torch.cat([c.pixels for c in chunks]))
 
 
+def test_a_clip_is_skipped_only_when_some_of_its_frames_did_not_decode(tmp_path):
+    # the same rule as LMA's samples (video.SampleReads): a packet that fails between the clip's frames is no reason
+    from liteframe.testing.videos import make_video
+    from liteframe.train.distill.data import ClipDataset, ManifestEntry
+    from liteframe.video import VideoDecodeWarning
+    from videos import REAL_VIDEOS
+
+    whole = make_video(tmp_path / "whole.mp4", num_frames=48, options={"movflags": "faststart"})
+    (tmp_path / "cut.mp4").write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    entries = [ManifestEntry(str(REAL_VIDEOS / "corrupted.mp4"), 2.5, 3.5),  # 3.0 s fails to decode
+               ManifestEntry(str(tmp_path / "cut.mp4"), 4.0, 5.5)]  # after the cut
+    data = ClipDataset(entries, frames=4, size=56, fps=(4.0, 4.0), seed=0)
+    with pytest.warns(VideoDecodeWarning, match=r"corrupted\.mp4: decoding failed at 3\.00s .*; 0 of 4 requested"):
+        item = data[0]
+    assert item["index"] == 0 and item["skipped"] == [] and 2.5 <= item["indices"].min() / 10 < 3.0 < \
+        item["indices"].max() / 10
+    item = data[1]  # skipped: the next video stands in
+    assert item["index"] == 0 and len(item["skipped"]) == 1
+    assert "cut.mp4" in item["skipped"][0] and "4 of 4 requested frames" in item["skipped"][0]
+
+
 # -- reliability (issue 19) -----------------------------------------------------------------------------------------
 
 
@@ -457,3 +479,10 @@ def test_resume_checks_name_each_difference_and_allow_the_safe_ones(tmp_path):
     message = str(err.value)
     assert "lr: 0.0001 -> 0.001" in message and "student.depth: 3 -> 4" in message and "teacher: 'abc' -> 'def'" \
         in message and "another output" in message and "\n" not in message
+    run = json.loads((tmp_path / "run.json").read_text())  # recorded before `liteframe.identity`: not comparable
+    (tmp_path / "run.json").write_text(json.dumps({k: v for k, v in run.items() if k != "identity"}))
+    with pytest.raises(InputError, match=f"run.json: written by another liteframe version, whose run identity this "
+                                         f"one cannot compare: start fresh with another output, or delete {tmp_path}"):
+        check_resume(tmp_path, identity(cfg, {"teacher": "abc"}), cfg.RESUMABLE)
+    shutil.rmtree(tmp_path / "checkpoints")  # that run kept nothing: this one starts over
+    assert check_resume(tmp_path, identity(cfg, {"teacher": "abc"}), cfg.RESUMABLE) == []

@@ -7,16 +7,15 @@ gives one failure line per question, with the reason; a question whose own file 
 fails alone. A question's latency is its video's encoding plus its own answer (prefill, generation), as one `ask`
 would see it.
 
-The output is locked for the run (a second `eval` on it is refused) and begins with the run's identity: a rerun
-resumes only when its identity is the same, and is refused in one line naming the difference otherwise. Under
-torchrun each rank writes `OUT.rank<r>`; rank 0 merges them into OUT at the end. SIGTERM or Ctrl-C stops the run
-with `Stopped`, whose message says how many answers are kept and how to resume.
+The output is claimed for the run as training claims its folder (`train.output.claim`: a second `eval` on it is
+refused) and begins with the run's identity: a rerun resumes only when its identity is the same, and is refused in
+one line naming the difference otherwise. Under torchrun each rank writes `OUT.rank<r>`; rank 0 merges them into OUT
+at the end. SIGTERM or Ctrl-C (`train.signals.stop_signals`) stops the run after the answer being written, with
+`Stopped`, whose message says how many answers are kept and how to resume.
 """
 from __future__ import annotations
 
-import contextlib
 import signal
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,8 +27,9 @@ from liteframe.eval.parsing import strip_reasoning
 from liteframe.eval.records import (append_record, mean_latency, read_output, read_records, start_output,
                                     write_output)
 from liteframe.eval.tasks import SUBTITLES, TASKS, Frames, Question, Task
-from liteframe.io import output_lock
-from liteframe.train.dist import Context, all_sum, barrier, setup, teardown
+from liteframe.train.dist import Context, barrier, setup, teardown
+from liteframe.train.output import claim
+from liteframe.train.signals import StopFlag, stop_signals
 from liteframe.video import open_video
 
 
@@ -61,10 +61,6 @@ class Stopped(Exception):
         self.exit_code = 128 + signum
 
 
-class _Signal(BaseException):
-    """Raised by the SIGTERM handler so that the run unwinds as from Ctrl-C."""
-
-
 def evaluate(config: EvalConfig, llm=None) -> list[dict]:
     """Run `config` on this process's shard (torchrun's process group, as training sets it up; else everything);
     on rank 0 merge the shards and return the summary rows (other ranks return [])."""
@@ -76,23 +72,23 @@ def evaluate(config: EvalConfig, llm=None) -> list[dict]:
     if ctx.world > 1:
         config.device = str(ctx.device)
     try:
-        with _lock(config.out, ctx), _stop_on_sigterm():
-            try:
-                run_shard(config, ctx.rank, ctx.world, llm)
-                barrier(ctx)
-                if ctx.main:
-                    merge_shards(config, ctx.world)  # one atomic replace: a stop during it leaves OUT whole
-                barrier(ctx)
-                return summary(config) if ctx.main else []
-            except (KeyboardInterrupt, _Signal) as stop:
-                signum = signal.SIGINT if isinstance(stop, KeyboardInterrupt) else signal.SIGTERM
-                raise Stopped(_where(config, ctx, signal.Signals(signum).name), signum) from None
+        with claim(config.out, "eval output", ctx, folder=False), stop_signals() as stop:
+            run_shard(config, ctx.rank, ctx.world, llm, stop)
+            if stop.signal is not None:
+                raise Stopped(_where(config, ctx, signal.Signals(stop.signal).name), stop.signal)
+            barrier(ctx)
+            if ctx.main:
+                merge_shards(config, ctx.world)  # one atomic replace: a stop during it leaves OUT whole
+            barrier(ctx)
+            return summary(config) if ctx.main else []
     finally:
         teardown()
 
 
-def run_shard(config: EvalConfig, rank: int = 0, world: int = 1, llm=None) -> None:
-    """Answer this rank's unanswered questions (videos `rank::world` in dataset order) into its output file."""
+def run_shard(config: EvalConfig, rank: int = 0, world: int = 1, llm=None, stop: StopFlag | None = None) -> None:
+    """Answer this rank's unanswered questions (videos `rank::world` in dataset order) into its output file; a
+    stop signal (`stop`, from `stop_signals`) ends it after the answer being written."""
+    stop = stop or StopFlag()
     task = TASKS.get(config.benchmark)
     questions = _questions(config)
     identity = run_identity(config)
@@ -112,6 +108,8 @@ def run_shard(config: EvalConfig, rank: int = 0, world: int = 1, llm=None) -> No
     by_video: dict[Path, list[Question]] = {}
     for q in todo:
         by_video.setdefault(q.video, []).append(q)
+    if stop.signal is not None:
+        return
     if llm is None:
         from liteframe.eval.backend import load_llm
 
@@ -128,6 +126,8 @@ def run_shard(config: EvalConfig, rank: int = 0, world: int = 1, llm=None) -> No
                     started = True
                 append_record(out, record)
                 bar.update()
+                if stop.signal is not None:
+                    return
 
 
 def answer_video(llm, task: Task, config: EvalConfig, video: Path, questions: list[Question]):
@@ -167,6 +167,9 @@ def _check_same_run(path: Path, theirs: dict | None, ours: dict) -> None:
     if theirs is None:
         raise InputError(f"--out {path}: holds answers without a run identity (an older liteframe); choose another "
                          "--out")
+    if theirs.get("identity") != ours["identity"]:
+        raise InputError(f"--out {path}: holds answers of a run identified another way (another liteframe version); "
+                         "choose another --out, or remove it to start over")
     if theirs != ours:
         raise InputError(f"--out {path}: holds another run ({difference(theirs, ours)}); choose another --out, or "
                          "remove it to start over")
@@ -219,38 +222,6 @@ def check_out(out: str | Path) -> None:
     out = Path(out)
     if out.is_dir() or not out.parent.is_dir():
         raise InputError(f"--out {out}: not a file in an existing folder")
-
-
-@contextlib.contextmanager
-def _lock(out: str, ctx: Context):
-    """Rank 0 holds OUT's lock for the whole run; every rank learns whether it got it, and all stop if not."""
-    with contextlib.ExitStack() as stack:
-        refused = None
-        if ctx.main:
-            try:
-                stack.enter_context(output_lock(out, "eval output"))
-            except InputError as err:
-                refused = err
-        if all_sum([float(refused is not None)], ctx)[0]:
-            raise refused or InputError(f"--out {out}: in use by another run (see rank 0's message)")
-        yield
-
-
-@contextlib.contextmanager
-def _stop_on_sigterm():
-    """SIGTERM (sent by torchrun, schedulers and `kill`) unwinds the run as Ctrl-C does (main thread only)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handle(*_):
-        raise _Signal
-
-    previous = signal.signal(signal.SIGTERM, handle)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _where(config: EvalConfig, ctx: Context, name: str) -> str:

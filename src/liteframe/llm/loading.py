@@ -1,14 +1,12 @@
-"""Reading a checkpoint folder quietly, with one-line errors: its weights (`load_weights`), its model without them
-(`meta_model`), and a fingerprint of its weights (`weights_fingerprint`). Shared by `VideoLLM` and `lora`."""
+"""Reading a checkpoint folder quietly, with one-line errors: its weights (`load_weights`) and its model without them
+(`meta_model`). Shared by `VideoLLM` and `lora`; a checkpoint's identity is `liteframe.identity`'s."""
 from __future__ import annotations
 
-import hashlib
-import json
 from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
+from safetensors import SafetensorError
 from transformers.utils import logging as hf_logging
 
 from liteframe.errors import InputError, one_line
@@ -57,24 +55,3 @@ def meta_model(checkpoint_class, directory: Path):
         raise InputError(f"model folder {directory}: cannot read config.json ({one_line(err)})") from None
     with torch.device("meta"):
         return checkpoint_class._from_config(config)
-
-
-def weights_fingerprint(directory: Path) -> str:
-    """A digest that tells apart two checkpoints of one architecture and survives a copy of the folder or another
-    layout of its keys: sha256 over the sorted digests of every tensor's first values in bfloat16 (a copy converted
-    between float32 and bfloat16 keeps it). Reads a few bytes of each tensor."""
-    index = directory / "model.safetensors.index.json"
-    try:
-        files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.is_file() else \
-            ["model.safetensors"]
-        digests = []
-        for name in files:
-            with safe_open(str(directory / name), "pt") as f:
-                for key in f.keys():
-                    part = f.get_slice(key)
-                    head = part[:1] if part.get_shape() else f.get_tensor(key)
-                    values = head.flatten()[:64].float().to(torch.bfloat16).view(torch.int16)
-                    digests.append(hashlib.sha256(values.numpy().tobytes()).hexdigest())
-    except (OSError, KeyError, ValueError, SafetensorError) as err:
-        raise InputError(f"model folder {directory}: cannot read the weights ({one_line(err)})") from None
-    return hashlib.sha256("".join(sorted(digests)).encode()).hexdigest()[:16]

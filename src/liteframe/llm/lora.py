@@ -4,10 +4,10 @@ Adapters wrap the LLM's attention and MLP projections only, chosen by the model 
 expression over module names: a bare name list would also wrap the vision tower's projections). Everything else
 stays frozen; the modules that carry visual tokens into the LLM (the family's `projector_modules`) can train too
 (`train_projector`), and are then saved with the adapter. An adapter folder is what `PeftModel.save_pretrained`
-writes (`adapter_config.json`, `adapter_model.safetensors`) and `base_model.json`, the base checkpoint's family and
-weights fingerprint: an adapter is applied only to that checkpoint, and only if every module it wraps exists there
-(`check_adapter`, before the weights load). `merge` folds it into a plain folder of the base's family that
-`transformers` loads without PEFT.
+writes (`adapter_config.json`, `adapter_model.safetensors`) and `base_model.json`, the base checkpoint's family,
+folder and identity (`liteframe.identity`): an adapter is applied only to that checkpoint's weights, and only if
+every module it wraps exists there (`check_adapter`, before the weights load). `merge` folds it into a plain folder
+of the base's family that `transformers` loads without PEFT.
 """
 from __future__ import annotations
 
@@ -23,9 +23,10 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from safetensors import SafetensorError, safe_open
 
 from liteframe.errors import InputError, model_type, one_line
+from liteframe.identity import checkpoint_identity, weights_fingerprint
 from liteframe.io import atomic_folder
 from liteframe.llm.family import get_family
-from liteframe.llm.loading import load_weights, meta_model, quiet_transformers, weights_fingerprint
+from liteframe.llm.loading import load_weights, meta_model, quiet_transformers
 
 BASE_FILE = "base_model.json"  # the base checkpoint an adapter belongs to
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "README.md", BASE_FILE)
@@ -58,11 +59,11 @@ def add_lora(model, settings: LoraSettings = LoraSettings(), train_projector: bo
 
 def save_adapter(model: PeftModel, folder: str | Path) -> Path:
     """Write the adapter folder atomically: the LoRA weights (and a trained projector), never the base model, and
-    the base checkpoint's identity (its family, folder and weights fingerprint)."""
+    the base checkpoint's family, folder and identity."""
     base = model.get_base_model()
     source = Path(base.name_or_path) if base.name_or_path else None
     identity = {"model_type": base.config.model_type, "path": str(source or ""),
-                "fingerprint": weights_fingerprint(source) if source and _has_weights(source) else None}
+                "checkpoint": checkpoint_identity(source) if source and _has_weights(source) else None}
 
     def write(tmp: Path) -> None:
         model.save_pretrained(tmp)
@@ -88,7 +89,10 @@ def check_adapter(folder: str | Path, model_dir: str | Path) -> Path:
         if theirs.get("model_type") != ours:
             raise InputError(f"adapter folder {folder}: trained on a {theirs.get('model_type')} checkpoint, not on "
                              f"{model_dir} ({ours})")
-        if theirs.get("fingerprint") and theirs["fingerprint"] != weights_fingerprint(model_dir):
+        # the weights only: a copy converted to another dtype (its config.json changes) is the same base;
+        # "fingerprint": the weights' fingerprint, as adapters saved before checkpoint identities record it
+        weights = (theirs.get("checkpoint") or {}).get("weights") or theirs.get("fingerprint")
+        if weights and weights != weights_fingerprint(model_dir):
             raise InputError(f"adapter folder {folder}: trained on {theirs.get('path') or 'another checkpoint'}, "
                              f"whose weights differ from {model_dir}'s; use the base it was trained on")
     with quiet_transformers():

@@ -1,9 +1,10 @@
 """A job's output folder: one writer at a time, never another run's folder resumed by mistake, no leftovers.
 
-`claim` takes the folder's lock (`liteframe.io.output_lock`) on rank 0 for the whole job and checks that the folder
-can be written, before any model loads; every rank learns the outcome, so a refusal stops all of them alike.
+`claim` takes the output's lock (`liteframe.io.output_lock`) on rank 0 for the whole job and checks that it can be
+written, before any model loads; every rank learns the outcome, so a refusal stops all of them alike (a training
+job's folder, and `eval`'s output file).
 `check_resume` compares the run identity recorded in `run.json` (the job, its settings with paths made absolute,
-a digest of its input folders) with this run's before anything in the folder is touched: settings that do not
+the identities of its input folders) with this run's before anything in the folder is touched: settings that do not
 change what is trained (steps, cadence, workers, evaluation data) may change and are stated; anything else is
 refused in one line naming the differences (unless that run kept nothing: no checkpoint, no result). `record` writes
 `run.json` and `config.yaml` once the job has loaded and checked everything it needs, as it starts training.
@@ -11,7 +12,6 @@ refused in one line naming the differences (unless that run kept nothing: no che
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import tempfile
@@ -20,8 +20,8 @@ from typing import Any, Collection, Iterator
 
 from liteframe import __version__
 from liteframe.errors import InputError, one_line
+from liteframe.identity import FORMAT
 from liteframe.io import atomic_write, output_lock, remove_leftovers
-from liteframe.llm.loading import weights_fingerprint
 from liteframe.train.config import TrainConfig, save_config
 from liteframe.train.dist import Context, all_sum
 
@@ -31,56 +31,41 @@ log = logging.getLogger("liteframe.train")
 
 
 @contextlib.contextmanager
-def claim(folder: str | Path, what: str, ctx: Context) -> Iterator[Path]:
-    """Hold `folder` for this job while the block runs: rank 0 creates it, checks it can write there and takes its
-    lock, then removes dead writes' leftovers; a refusal is an InputError on every rank."""
-    folder = Path(folder)
+def claim(path: str | Path, what: str, ctx: Context, folder: bool = True) -> Iterator[Path]:
+    """Hold the output `path` for this job while the block runs: rank 0 takes its lock, checks that it can write
+    there (a `folder`, created here; else a file in an existing folder) and removes dead writes' leftovers; a
+    refusal is an InputError on every rank."""
+    path = Path(path)
     refusal = ""
     with contextlib.ExitStack() as stack:
         if ctx.main:
             try:
-                folder.mkdir(parents=True, exist_ok=True)
-                with tempfile.TemporaryFile(dir=folder):
-                    pass
-                stack.enter_context(output_lock(folder, what))
+                stack.enter_context(output_lock(path, what))
+                if folder:
+                    path.mkdir(parents=True, exist_ok=True)
+                    with tempfile.TemporaryFile(dir=path):
+                        pass
+                elif path.exists():  # a file kept from an earlier run is appended to
+                    with open(path, "a"):
+                        pass
             except InputError as err:
                 refusal = str(err)
             except OSError as err:
-                refusal = f"{what} {folder}: cannot write there ({err.strerror or one_line(err)})"
+                refusal = f"{what} {path}: cannot write there ({err.strerror or one_line(err)})"
         if all_sum([float(bool(refusal))], ctx)[0]:
-            raise InputError(refusal or f"{what} {folder}: refused on rank 0 (its message says why)")
+            raise InputError(refusal or f"{what} {path}: refused on rank 0 (its message says why)")
         if ctx.main:
-            for sub in (folder, folder / "checkpoints"):
-                for path in remove_leftovers(sub):
-                    log.info("removed %s, left by an interrupted save", path)
-        yield folder
+            places = [(path, None), (path / "checkpoints", None)] if folder else [(path.parent, {path.name})]
+            for place, names in places:
+                for left in remove_leftovers(place, names):
+                    log.info("removed %s, left by an interrupted save", left)
+        yield path
 
 
 def identity(cfg: TrainConfig, inputs: dict[str, Any]) -> dict[str, Any]:
-    """What makes a run this run: the job, its settings (paths absolute) and its `inputs` (digests of folders)."""
-    return {"job": cfg.KIND, "settings": cfg.identity_settings(), "inputs": inputs}
-
-
-def checkpoint_digest(folder: str | Path) -> dict[str, str]:
-    """A checkpoint folder's identity: its config and its weights (`weights_fingerprint`), so that other weights under
-    the same path and config (another fine-tune of one architecture) are another run."""
-    return {"config": folder_digest(folder), "weights": weights_fingerprint(Path(folder))}
-
-
-def folder_digest(folder: str | Path, files: Collection[str] = ("config.json",)) -> str:
-    """sha256 over the named files of a model folder (by default its config: cheap, and different for another
-    model, family or size)."""
-    digest = hashlib.sha256()
-    for name in sorted(files):
-        path = Path(folder) / name
-        digest.update(name.encode())
-        try:
-            with open(path, "rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    digest.update(block)
-        except OSError as err:
-            raise InputError(f"{path}: cannot read it ({err.strerror or one_line(err)})") from None
-    return digest.hexdigest()
+    """What makes a run this run: the job, its settings (paths absolute) and its `inputs` (the identities of its
+    input folders, `liteframe.identity`'s, whose `FORMAT` is recorded with them)."""
+    return {"job": cfg.KIND, "settings": cfg.identity_settings(), "inputs": inputs, "identity": FORMAT}
 
 
 def check_resume(folder: str | Path, current: dict[str, Any], safe: Collection[str]) -> list[str]:
@@ -102,12 +87,16 @@ def check_resume(folder: str | Path, current: dict[str, Any], safe: Collection[s
         raise InputError(f"{record}: not a readable run record ({one_line(err)}): {fresh}") from None
     if job != current["job"]:
         raise InputError(f"{folder}: holds a run of {job}, which {current['job']} cannot resume: {fresh}")
-    changes = differences(settings, current["settings"]) + differences(inputs, current["inputs"])
+    other = previous.get("identity") != current["identity"]  # identified another way: nothing to compare
+    changes = [] if other else differences(settings, current["settings"]) + differences(inputs, current["inputs"])
     unsafe = [text for key, text in changes if key not in safe]
-    if unsafe and not kept(folder):
+    if (unsafe or other) and not kept(folder):
         log.warning("%s: the %s run recorded there kept nothing (no checkpoint, no result): starting over", folder,
                     job)
         return []
+    if other:
+        raise InputError(f"{record}: written by another liteframe version, whose run identity this one cannot "
+                         f"compare: {fresh}")
     if unsafe:
         raise InputError(f"{folder}: holds an earlier {job} run with other settings ({'; '.join(unsafe)}); resume it "
                          f"with its settings, or {fresh}")

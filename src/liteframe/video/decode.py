@@ -71,13 +71,14 @@ class VideoReader:
         late = late_requests(pts, times, self.info.fps, slack, self.info.duration)
         where = f"of {self.info.duration:.2f}s"
         if failure:
-            warnings.warn(f"{self.path}: decoding failed at {failure.t:.2f}s {where} ({failure.reason}); {late} of "
-                          f"{len(times)} requested frames lie where nothing decoded and repeat the last frame decoded "
-                          f"before them", VideoDecodeWarning, stacklevel=2)
+            warnings.warn(VideoDecodeWarning(
+                f"{self.path}: decoding failed at {failure.t:.2f}s {where} ({failure.reason}); {late} of {len(times)} "
+                f"requested frames lie where nothing decoded and repeat the last frame decoded before them", late),
+                stacklevel=2)
         elif late:
-            warnings.warn(f"{self.path}: the stream ended early at {pts.max():.2f}s {where}; {late} of {len(times)} "
-                          f"requested frames lie after it and repeat the last decoded frame", VideoDecodeWarning,
-                          stacklevel=2)
+            warnings.warn(VideoDecodeWarning(
+                f"{self.path}: the stream ended early at {pts.max():.2f}s {where}; {late} of {len(times)} requested "
+                f"frames lie after it and repeat the last decoded frame", late), stacklevel=2)
         frames = torch.from_numpy(data)
         frames = frames.permute(0, 3, 1, 2) if size is None else frames
         return Frames(upright(frames, self._decoder.rotation), torch.from_numpy(pts))

@@ -15,7 +15,12 @@ class VideoDecodeError(InputError):
 
 class VideoDecodeWarning(UserWarning):
     """A video that decoded only in part, whose frames had to be repeated, or a live source that broke or fell
-    behind."""
+    behind. `missed`: how many of a read's requested frames lie where nothing decoded and repeat the last frame
+    decoded before them (0 when decoding failed only between them, or for a warning about something else)."""
+
+    def __init__(self, message: str, missed: int = 0):
+        super().__init__(message)
+        self.missed = missed
 
 
 @dataclass(frozen=True)

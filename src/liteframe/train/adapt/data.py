@@ -20,7 +20,7 @@ from liteframe.llm.prompt import Slot, build_input_ids, make_slots
 from liteframe.llm.videollm import VideoLLM, sample_clips
 from liteframe.train.adapt.manifest import ChatSample
 from liteframe.reduce.base import frame_budgets
-from liteframe.video import VideoDecodeError, open_video
+from liteframe.video import SampleReads, VideoDecodeError, open_video
 
 IGNORE = -100  # label of tokens the loss does not count
 
@@ -89,6 +89,7 @@ class ChatDataset(Dataset):
                  fps: tuple[float, float], seed: int):
         self.samples, self.prompter, self.frames, self.fps, self.seed = samples, prompter, frames, fps, seed
         self.epoch = 0
+        self.reads = SampleReads()  # a short video's repeated frames: said once, not per sample
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -108,7 +109,8 @@ class ChatDataset(Dataset):
                 info = reader.info
         except (VideoDecodeError, OSError) as err:
             return {"id": s.id, "skip": "decode failure", "detail": one_line(err)}
-        timestamps = sample_clips(info, budget, p.clip_frames, rate).timestamps.tolist()  # as `ask` samples
+        with self.reads():
+            timestamps = sample_clips(info, budget, p.clip_frames, rate).timestamps.tolist()  # as `ask` samples
         steps, tokens = p.layouts[budget]
         counts = frame_budgets(steps, tokens).tolist()
         ids, labels = p.ids(timestamps, counts, s.turns)

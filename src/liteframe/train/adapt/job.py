@@ -18,9 +18,9 @@ from torch.utils.data import DataLoader
 
 from liteframe.devices import resolve_dtype
 from liteframe.errors import InputError
+from liteframe.identity import checkpoint_identity, folder_digest
 from liteframe.llm.encoders import EncoderSpec
 from liteframe.llm.lora import save_adapter
-from liteframe.models.student import CONFIG_NAME, WEIGHTS_NAME
 from liteframe.train.adapt.config import AdaptConfig
 from liteframe.train.adapt.data import ChatDataset, SkipSample, collate_samples
 from liteframe.train.adapt.manifest import ChatSample, read_chat_manifest
@@ -29,7 +29,6 @@ from liteframe.train.checkpoint import ModelState, write_error
 from liteframe.train.dist import Context, all_sum, barrier
 from liteframe.train.job import Job
 from liteframe.train.loader import next_batch, worker_init
-from liteframe.train.output import checkpoint_digest, folder_digest
 from liteframe.train.state import RunResult, TrainState
 from liteframe.train.trainer import StepMetrics, Trainer, launch, steps_per_epoch
 
@@ -42,10 +41,10 @@ def adapt(cfg: AdaptConfig) -> RunResult:
             raise InputError(f"adapt config: `{key}` is required")
     samples = read_chat_manifest(cfg.data, cfg.video_root or None)  # bad manifests fail before the model loads
     held_out = read_chat_manifest(cfg.eval_data, cfg.video_root or None) if cfg.eval_data else []
-    inputs = {"model": checkpoint_digest(cfg.model)}
+    inputs = {"model": checkpoint_identity(cfg.model)}
     student = EncoderSpec.parse(cfg.encoder).student
     if student is not None:
-        inputs["student"] = folder_digest(student, (CONFIG_NAME, WEIGHTS_NAME))
+        inputs["student"] = folder_digest(student)
     return launch(cfg, inputs, lambda job: AdaptTrainer(cfg, job, samples, held_out))
 
 

@@ -9,7 +9,6 @@ graph unless the projector trains.
 from __future__ import annotations
 
 import contextlib
-import warnings
 from typing import Any
 
 import torch
@@ -23,7 +22,7 @@ from liteframe.reduce.base import frame_budgets
 from liteframe.train.adapt.config import AdaptConfig
 from liteframe.train.adapt.data import IGNORE, Prompter, SkipSample, chat_ids
 from liteframe.train.job import autocast
-from liteframe.video import VideoDecodeError, VideoDecodeWarning
+from liteframe.video import SampleReads, VideoDecodeError
 
 
 class AdaptModel:
@@ -39,6 +38,7 @@ class AdaptModel:
     def __init__(self, llm: VideoLLM, cfg: AdaptConfig, bf16: bool = False):
         self.prompter = Prompter.of(llm, cfg.frames)  # checks every budget against the encoder
         self.llm, self.device, self.bf16 = llm, llm.device, bf16
+        self.reads = SampleReads()
         self.peft = add_lora(llm.model, cfg.lora_settings(), cfg.train_projector)
         self.params = [p for p in self.peft.parameters() if p.requires_grad]
         for p in self.params:
@@ -63,17 +63,16 @@ class AdaptModel:
         them: `VideoLLM.encode` of the item's frames, the chat prompt on its slots, `VideoLLM.inputs`. The visual
         tokens keep a graph only if the projector trains. Raises SkipSample when the prompt exceeds the context at
         the video's own frame size (checked before decoding), when the frames cannot be read, or when a set
-        reducer's prompt exceeds it."""
+        reducer's prompt exceeds it (`SampleReads` decides which frames cannot be read)."""
         ids, labels, counts = item["ids"], item["labels"], item["counts"]
         if not self.prompter.exact:  # the video's own frame size sets its token count: lay it out for that size
             counts = frame_budgets(*self.llm.encoder.layout(item["frames"], item["size"])).tolist()
             ids, labels = self.prompter.ids(item["timestamps"], counts, item["turns"])
             self._check_context(ids, item)
         try:
-            with warnings.catch_warnings(), self.autocast():
-                warnings.simplefilter("error", VideoDecodeWarning)  # part-decoded: as bad as not at all
+            with self.reads(), self.autocast():
                 enc = self.llm.encode(item["video"], timestamps=item["timestamps"])
-        except (VideoDecodeError, VideoDecodeWarning, OSError) as err:
+        except (VideoDecodeError, OSError) as err:
             raise SkipSample("decode failure", one_line(err)) from None
         if enc.visual.counts != counts:  # a set reducer's counts are known only now
             ids, labels = chat_ids(self.prompter.tokenizer, self.prompter.family, enc.slots, item["turns"])

@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -19,7 +18,7 @@ from torch.utils.data import Dataset
 
 from liteframe.compression import DEFAULT
 from liteframe.errors import InputError
-from liteframe.video import FrameSample, TrainSampler, VideoDecodeError, VideoDecodeWarning, VideoInfo, normalize, \
+from liteframe.video import FrameSample, SampleReads, TrainSampler, VideoDecodeError, VideoInfo, normalize, \
     open_video
 
 
@@ -66,13 +65,14 @@ def manifest_digest(entries: list[ManifestEntry]) -> str:
 class ClipDataset(Dataset):
     """Item i -> `{"pixels": float (T, 3, S, S), "index": int, "indices": int64 (T,), "skipped": [reasons]}`.
 
-    A video that fails to decode (or decodes only in part) is skipped: the next video in the manifest stands in,
-    and the failure travels with the item so the training loop can count and log it."""
+    A video that fails to decode (or misses some of the clip's frames: `SampleReads`) is skipped: the next video in
+    the manifest stands in, and the failure travels with the item so the training loop can count and log it."""
 
     def __init__(self, entries: list[ManifestEntry], frames: int, size: int, fps: tuple[float, float], seed: int):
         self.entries, self.size = entries, size
         self.sampler = TrainSampler(DEFAULT.clip_frames(), budgets=(frames,), rates=tuple(fps), seed=seed)
         self.view = 0
+        self.reads = SampleReads()
 
     def set_view(self, view: int) -> None:
         """Which clip of every video this epoch reads (call before creating the epoch's DataLoader iterator)."""
@@ -92,14 +92,9 @@ class ClipDataset(Dataset):
     def load(self, i: int, view: int) -> tuple[torch.Tensor, FrameSample]:
         """Decode video i's clip for `view` -> (float (T, 3, S, S), its FrameSample); VideoDecodeError if it fails."""
         entry = self.entries[i]
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", VideoDecodeWarning)  # a part-decoded clip is as bad as none
-            try:
-                with open_video(entry.video) as reader:
-                    sample = clip_sample(self.sampler, reader.info, entry, key=view * len(self.entries) + i)
-                    frames = reader.read(sample.timestamps, size=self.size)  # ask's own resize ("exact")
-            except VideoDecodeWarning as warning:
-                raise VideoDecodeError(str(warning)) from None
+        with self.reads(), open_video(entry.video) as reader:  # frames that did not decode: VideoDecodeError
+            sample = clip_sample(self.sampler, reader.info, entry, key=view * len(self.entries) + i)
+            frames = reader.read(sample.timestamps, size=self.size)  # ask's own resize ("exact")
         return normalize(frames.data), sample
 
 

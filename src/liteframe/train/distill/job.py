@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 from liteframe.compression import Compression
 from liteframe.errors import InputError
 from liteframe.grid import TokenGrid
+from liteframe.identity import checkpoint_identity
 from liteframe.models import LiteFrameEncoder
 from liteframe.reduce import get_reducer
 from liteframe.train.checkpoint import ModelState, write_error
@@ -33,7 +34,6 @@ from liteframe.train.distill.targets import CachedTargets, TargetCache, cache_fi
 from liteframe.train.job import Job
 from liteframe.train.loader import next_batch, worker_init
 from liteframe.train.loss import RTDDecoder, clip_outliers, ctd_loss
-from liteframe.train.output import checkpoint_digest
 from liteframe.train.state import RunResult, TrainState
 from liteframe.train.trainer import StepMetrics, Trainer, launch, micro_batch
 from liteframe.video import VideoDecodeError
@@ -57,7 +57,7 @@ def distill(cfg: DistillConfig) -> RunResult:
         job.load_teacher(cfg.teacher, cfg.image_size)
         return DistillTrainer(cfg, job, entries, held_out)
 
-    return launch(cfg, {"teacher": checkpoint_digest(cfg.teacher)}, build)
+    return launch(cfg, {"teacher": checkpoint_identity(cfg.teacher)}, build)
 
 
 @dataclass

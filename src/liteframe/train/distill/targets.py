@@ -32,6 +32,7 @@ from tqdm import tqdm
 from liteframe.compression import Compression
 from liteframe.errors import InputError, one_line
 from liteframe.grid import TokenGrid
+from liteframe.identity import config_digest, tensors_digest
 from liteframe.io import atomic_write
 from liteframe.models import Teacher
 from liteframe.reduce import wap
@@ -47,7 +48,7 @@ from liteframe.video.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 log = logging.getLogger("liteframe.train")
 INDEX = "cache.json"
-FORMAT = 2  # 2: shard sizes and entry checksums in cache.json
+FORMAT = 3  # 2: shard sizes and entry checksums in cache.json; 3: the teacher by `liteframe.identity`
 _SHARD_BYTES = 512 * 2**20
 REBUILD = "rebuild it with `liteframe cache-targets` into an empty folder"
 
@@ -69,14 +70,9 @@ def wap_targets(grid: TokenGrid, compression: Compression) -> torch.Tensor:
 
 
 def teacher_identity(teacher: Teacher, folder: str) -> dict[str, str]:
-    """sha256 of the teacher's config and of its vision tower + projector weights (so a moved folder still matches
-    and a changed one does not)."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(teacher.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    config = Path(folder) / "config.json"
-    return {"config_sha256": hashlib.sha256(config.read_bytes()).hexdigest(), "weights_sha256": digest.hexdigest()}
+    """The teacher's settings files and the exact tensors of its vision tower + projector as loaded (a moved folder
+    still matches; any change to a weight does not)."""
+    return {"config": config_digest(folder), "tensors": tensors_digest(teacher.state_dict())}
 
 
 def cache_fingerprint(job: Job, cfg: DistillConfig, entries: list[ManifestEntry]) -> dict[str, Any]:
