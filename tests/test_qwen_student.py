@@ -271,6 +271,24 @@ def test_adapt_trains_with_the_student_and_its_merger_then_ask_uses_the_adapter(
     assert json.loads(capsys.readouterr().out)["visual_tokens"] == 2 * 4
 
 
+def test_eval_and_bench_arch_take_the_student(data, students, tmp_path, capsys):
+    import evaldata
+    from liteframe.bench import arch
+    from liteframe.eval.records import read_records
+
+    out = tmp_path / "mlvu.jsonl"
+    assert main(["eval", "--benchmark", "mlvu", "--data", str(evaldata.make_mlvu(tmp_path / "mlvu")), "--model",
+                 data["teacher"], "--encoder", f"student:{students[16]}", "--frames", "16", "--out", str(out),
+                 "--device", "cpu"]) == 0
+    records = read_records(out)
+    assert len(records) == 3 and all("error" not in r and r["visual_tokens"] == 2 * 4 for r in records), records
+    rows = arch.run(frames=8, size=SIZE, latency=False, archs=("teacher",), model_family="qwen2_5_vl",
+                    students=[str(students[64])])
+    assert rows[-1]["arch"] == f"student:{students[64]}" and rows[-1]["flops"] < rows[0]["flops"]
+    with pytest.raises(InputError, match="cropped from a qwen2_5_vl_vision tower, not the teacher row's internvl"):
+        arch.run(frames=8, size=SIZE, latency=False, archs=("teacher",), students=[str(students[64])])
+
+
 def test_a_student_of_one_family_is_refused_on_another_in_one_line(data, students, tmp_path, capfd):
     internvl = save_tiny_internvl(tmp_path / "internvl", image_size=56)
     intern_student = tmp_path / "intern_student"

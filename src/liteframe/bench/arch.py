@@ -47,7 +47,8 @@ COMPRESSED = {"dwconv-4x": 4, "dwconv-64x": 64}
 ARCHS = ("teacher", *VARIANTS.names(), *COMPRESSED)
 # frames, pixels: the teacher takes ~10 s per forward on a 2-core CPU; Qwen's students take clips of 8 frames
 CPU_LATENCY_SHAPE = {"internvl": (4, 112), "qwen2_5_vl": (8, 112)}
-FAMILIES = {"internvl": None, "qwen2_5_vl": lambda: qwen_config("7b").vision_config}  # the full-size teacher
+# family -> its full-size teacher's tower config (None: InternViT-300M, built by `build`)
+FAMILIES = {"internvl": lambda: None, "qwen2_5_vl": lambda: qwen_config("7b").vision_config}
 UNIT = 8  # frames whose FLOPs are counted (see the module docstring)
 MULTIPLES = {"internvl": (4, 56), "qwen2_5_vl": (8, 112)}  # frames, pixels every row of the family takes
 COLUMNS = ["arch", "paper", "params_M", "GFLOPs", "GFLOPs_total", "latency_ms", "speedup", "flop_ratio",
@@ -61,7 +62,7 @@ def build(arch: str, size: int = 448, teacher=None) -> nn.Module:
     `teacher`: another tower's config, whose own students the variants are; `student:DIR`: a saved student."""
     if arch.startswith("student:"):
         config = LiteFrameConfig.from_dict(json.loads((Path(arch[len("student:"):]) / "config.json").read_text()))
-        return LiteFrameEncoder(replace(config, image=size)).eval()
+        return _through_merger(LiteFrameEncoder(replace(config, image=size)).eval(), teacher)
     if teacher is not None:
         config = replace_size(teacher, size)
         if arch == "teacher":
@@ -70,14 +71,9 @@ def build(arch: str, size: int = 448, teacher=None) -> nn.Module:
             vision = Teacher.from_config(config).vision
         overrides = {"compression": COMPRESSED[arch]} if arch in COMPRESSED else {"temporal": arch}
         student = LiteFrameEncoder(student_for(vision, image=size, **overrides)).eval()
-        if is_qwen(teacher):  # its tokens reach the LLM through the teacher's merger, which takes the ViT's width
-            owner = nn.Module()
-            owner.merger = Qwen2_5_VLPatchMerger(teacher.out_hidden_size, teacher.hidden_size,
-                                                 teacher.spatial_merge_size)
-            return ThroughMerger(student, owner).eval()
-        if arch == "none":
+        if arch == "none" and not is_qwen(teacher):
             student.head = nn.Identity()
-        return student
+        return _through_merger(student, teacher)
     if arch == "teacher":
         return Teacher.from_config(InternVLVisionConfig(attention_bias=True, image_size=size))
     if arch in COMPRESSED:
@@ -101,6 +97,17 @@ def is_qwen(config) -> bool:
     return config is not None and config.model_type == "qwen2_5_vl_vision"
 
 
+def _through_merger(student: LiteFrameEncoder, teacher) -> nn.Module:
+    """A student of Qwen's ViT (tower config `teacher`) in front of a merger of the tower's shape, the path of its
+    tokens to the LLM's width as the teacher row's (the merger takes the ViT's width, so `none` keeps its head);
+    any other student as it is."""
+    if not is_qwen(teacher):
+        return student
+    owner = nn.Module()
+    owner.merger = Qwen2_5_VLPatchMerger(teacher.out_hidden_size, teacher.hidden_size, teacher.spatial_merge_size)
+    return ThroughMerger(student, owner).eval()
+
+
 def run(frames: int = 256, size: int = 448, latency_frames: int | None = None, latency_size: int | None = None,
         dtype: str = "float32", device: str = "cpu", repeats: int = 3, warmup: int = 1, threads: int = 1,
         latency: bool = True, archs: Sequence[str] = ARCHS, compile: bool = False, teacher: str | None = None,
@@ -116,12 +123,17 @@ def run(frames: int = 256, size: int = 448, latency_frames: int | None = None, l
     (`FAMILIES`: InternViT-300M, or Qwen2.5-VL-7B's ViT and merger); `students`: student folders, a row each."""
     if model_family not in FAMILIES:
         raise InputError(f"model family {model_family!r}: choose from {', '.join(FAMILIES)}")
-    tower = Teacher.config_of(teacher) if teacher else FAMILIES[model_family] and FAMILIES[model_family]()
+    tower = Teacher.config_of(teacher) if teacher else FAMILIES[model_family]()
     family = "qwen2_5_vl" if is_qwen(tower) else "internvl"
     _check(frames, size, latency_frames, latency_size, threads, family)
+    kind = tower.model_type if tower is not None else "internvl_vision"
     for folder in students:
         if not (Path(folder) / "config.json").is_file():
             raise InputError(f"student {folder}: not a LiteFrame checkpoint folder (no config.json)")
+        theirs = json.loads((Path(folder) / "config.json").read_text()).get("teacher") or kind
+        if theirs != kind:
+            raise InputError(f"student {folder}: cropped from a {theirs} tower, not the teacher row's {kind} (give "
+                             "its family's --model-family or --teacher)")
     unknown = [a for a in archs if a not in ARCHS]
     if unknown:
         raise InputError(f"unknown arch {', '.join(unknown)}; choose from {', '.join(ARCHS)}")

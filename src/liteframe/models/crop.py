@@ -150,7 +150,8 @@ def crop_state_dict(vision: nn.Module, config: LiteFrameConfig) -> dict[str, tor
     t = vision.state_dict()
     emb = spec.embeddings + "."
     dtype = next(vision.parameters()).dtype
-    patch = next(emb + n for n in ("patch_embeddings.projection", "patch_embedding", "proj") if emb + n + ".weight" in t)
+    patch = next(emb + n for n in ("patch_embeddings.projection", "patch_embedding", "proj")
+                 if emb + n + ".weight" in t)
     s = {
         "patch_embed.weight": t[patch + ".weight"][:c],
         "patch_embed.bias": t[patch + ".bias"][:c] if patch + ".bias" in t else torch.zeros(c, dtype=dtype),

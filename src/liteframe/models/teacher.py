@@ -178,7 +178,8 @@ class Teacher(nn.Module):
         if not self.tower.resizes_itself:
             kwargs["interpolate_pos_encoding"] = (height, width) != (self.image_size, self.image_size)
         if not attention:
-            return TokenGrid.from_hf(self._without_registers(self.vision(pixel_values=frames, **kwargs)), t, self.has_cls)
+            hidden = self._without_registers(self.vision(pixel_values=frames, **kwargs))
+            return TokenGrid.from_hf(hidden, t, self.has_cls)
         with last_layer_attention(self.vision, self.has_cls, self.registers) as found:
             hidden = self._without_registers(self.vision(pixel_values=frames, **kwargs))
         grid = TokenGrid.from_hf(hidden, t, has_cls=self.has_cls)
