@@ -282,9 +282,12 @@ def test_eval_and_bench_arch_take_the_student(data, students, tmp_path, capsys):
                  "--device", "cpu"]) == 0
     records = read_records(out)
     assert len(records) == 3 and all("error" not in r and r["visual_tokens"] == 2 * 4 for r in records), records
-    rows = arch.run(frames=8, size=SIZE, latency=False, archs=("teacher",), model_family="qwen2_5_vl",
+    rows = arch.run(frames=8, size=SIZE, latency=False, archs=("teacher",), teacher=data["teacher"],
                     students=[str(students[64])])
     assert rows[-1]["arch"] == f"student:{students[64]}" and rows[-1]["flops"] < rows[0]["flops"]
+    with pytest.raises(InputError, match="does not feed this teacher's merger"):
+        arch.run(frames=8, size=SIZE, latency=False, archs=("teacher",), model_family="qwen2_5_vl",
+                 students=[str(students[64])])
     with pytest.raises(InputError, match="cropped from a qwen2_5_vl_vision tower, not the teacher row's internvl"):
         arch.run(frames=8, size=SIZE, latency=False, archs=("teacher",), students=[str(students[64])])
 

@@ -130,10 +130,14 @@ def run(frames: int = 256, size: int = 448, latency_frames: int | None = None, l
     for folder in students:
         if not (Path(folder) / "config.json").is_file():
             raise InputError(f"student {folder}: not a LiteFrame checkpoint folder (no config.json)")
-        theirs = json.loads((Path(folder) / "config.json").read_text()).get("teacher") or kind
+        config = json.loads((Path(folder) / "config.json").read_text())
+        theirs = config.get("teacher") or kind
         if theirs != kind:
             raise InputError(f"student {folder}: cropped from a {theirs} tower, not the teacher row's {kind} (give "
                              "its family's --model-family or --teacher)")
+        if is_qwen(tower) and config.get("out_dim") != tower.hidden_size:
+            raise InputError(f"student {folder}: its width {config.get('out_dim')} does not feed this teacher's merger "
+                             f"(width {tower.hidden_size}); give the --teacher it was distilled from")
     unknown = [a for a in archs if a not in ARCHS]
     if unknown:
         raise InputError(f"unknown arch {', '.join(unknown)}; choose from {', '.join(ARCHS)}")
