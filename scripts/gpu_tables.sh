@@ -20,10 +20,11 @@ if ((dry)); then
   # times tiny stand-ins through the same code, torch.compile included)
   arch=(bench arch --archs teacher,dwconv --frames 8 --size 56 --no-latency)
   arch_compile=("${arch[@]}" --compile)
+  arch_qwen=(bench arch --model-family qwen2_5_vl --archs teacher,dwconv --frames 8 --size 112 --no-latency)
   reducers=(bench reducers --frames 8 --size 8 --channels 32 --repeats 1 --warmup 0 --dtype float32)
   e2e=(bench e2e --dense-frames 4 --frames 8 --encoders wap,student --repeats 1 --warmup 0 --new-tokens 2)
-  e2e_qwen=(bench e2e --model-family qwen2_5_vl --dense-frames 4 --frames 8 --encoders wap --repeats 1 --warmup 0
-            --new-tokens 2)
+  e2e_qwen=(bench e2e --model-family qwen2_5_vl --dense-frames 4 --frames 8 --encoders wap,student --repeats 1
+            --warmup 0 --new-tokens 2)
   train=(bench train --steps 2 --batch-size 2 --workers 0)
   adapt=(bench adapt --frames 8 16 --steps 1)
   limit=300
@@ -31,11 +32,14 @@ else
   device=(--device cuda)
   arch=(bench arch --frames 256 --size 448 --dtype bfloat16 --repeats 20)
   arch_compile=(bench arch --archs teacher,dwconv --frames 256 --size 448 --dtype bfloat16 --repeats 20 --compile)
+  # Qwen's ViT runs a Python loop over its attention windows: few repeats
+  arch_qwen=(bench arch --model-family qwen2_5_vl --archs teacher,none,dwconv,dwconv-4x,dwconv-64x --frames 256
+             --size 448 --dtype bfloat16 --repeats 3)
   reducers=(bench reducers --dtype bfloat16 --repeats 20 --warmup 5)
   e2e=(bench e2e --random-size 8b --dtype bfloat16 --dense-frames 8,16,32 --frames 64,128,256 --encoders wap,student
        --repeats 5 --warmup 2)
   e2e_qwen=(bench e2e --model-family qwen2_5_vl --random-size 7b --dtype bfloat16 --dense-frames 16,32,64
-            --frames 128,256,512 --encoders wap --repeats 3 --warmup 1)
+            --frames 128,256,512 --encoders wap,student --repeats 3 --warmup 1)
   train=(bench train --steps 8 --batch-size 4)
   adapt=(bench adapt --frames 128 256 512 --steps 3)
   limit=150
@@ -79,6 +83,7 @@ step arch "${arch[@]}" "${device[@]}"
 step reducers "${reducers[@]}" "${device[@]}"
 step e2e "${e2e[@]}" "${device[@]}"
 step e2e-qwen "${e2e_qwen[@]}" "${device[@]}"
+step arch-qwen "${arch_qwen[@]}" "${device[@]}"
 step train "${train[@]}" "${device[@]}"
 step adapt "${adapt[@]}" "${device[@]}"
 step arch-compile "${arch_compile[@]}" "${device[@]}"  # last: compiling may take long

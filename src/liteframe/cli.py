@@ -53,8 +53,10 @@ def _add_bench_arch(bench) -> None:
     p.add_argument("--archs", type=lambda t: t.split(","), help="comma-separated rows (default: all; the teacher "
                    "always comes first)")
     p.add_argument("--compile", action="store_true", help="time the models through torch.compile")
-    p.add_argument("--teacher", metavar="DIR", help="a teacher folder (InternVL3, DINOv2, CLIP, SigLIP) instead of "
-                   "InternViT-300M; the variant rows are its own students by the paper's ratios")
+    p.add_argument("--teacher", metavar="DIR", help="a teacher folder (InternVL3, Qwen2.5-VL, DINOv2, CLIP, SigLIP) "
+                   "instead of InternViT-300M; the variant rows are its own students by the paper's ratios")
+    p.add_argument("--model-family", default="internvl", help="internvl or qwen2_5_vl: without --teacher, the "
+                   "full-size teacher (InternViT-300M, or Qwen2.5-VL-7B's ViT and merger) and its students")
     p.add_argument("--student", metavar="DIR", action="append", default=[], help="a student folder: one more row "
                    "(repeatable)")
     p.add_argument("--plot", metavar="PATH", help="save a bar chart PNG of FLOPs and latency")
@@ -66,7 +68,8 @@ def _add_bench_arch(bench) -> None:
 
         rows = arch.run(frames=a.frames, size=a.size, latency_frames=a.latency_frames, latency_size=a.latency_size,
                         dtype=a.dtype, device=a.device, repeats=a.repeats, threads=a.threads, latency=a.latency,
-                        archs=a.archs or arch.ARCHS, compile=a.compile, teacher=a.teacher, students=a.student)
+                        archs=a.archs or arch.ARCHS, compile=a.compile, teacher=a.teacher, students=a.student,
+                        model_family=a.model_family)
         if a.plot:
             arch.plot(rows, a.plot)
         if a.json:

@@ -6,11 +6,18 @@ The `none` row is the paper's "ViT-B-12L, no compression": the plain ViT-B, with
 LiteFrame's `none` variant adds to reach the teacher's width (+0.79 M parameters, +0.41 TFLOPs at 256 frames).
 With a teacher folder (`teacher`) its tower is the teacher row and the variant rows are its own students by the
 paper's ratios (`liteframe.models.student_for`); student folders (`students`) add a row each (`student:DIR`). Only
-the folders' configs are read: weights do not change FLOPs or latency."""
+the folders' configs are read: weights do not change FLOPs or latency. `model_family` `qwen2_5_vl` is a teacher
+folder of Qwen2.5-VL-7B's shapes without the folder: its ViT and merger against its students in front of the same
+merger (`liteframe.models.qwen.ThroughMerger`), both rows from frames to tokens of the LLM's width.
+
+FLOPs are counted on one unit of 8 frames (or fewer, when `frames` is) and multiplied: exact, because every row
+encodes clips of at most 8 frames independently (InternViT a frame, Qwen's ViT a frame pair, the students a clip),
+and 32 times faster than counting 256 frames (Qwen's ViT runs a Python loop per attention window)."""
 from __future__ import annotations
 
 import copy
 import json
+import math
 import statistics
 from dataclasses import replace
 from functools import partial
@@ -20,12 +27,15 @@ from typing import Sequence
 import torch
 from torch import nn
 from transformers import InternVLVisionConfig
+from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VLPatchMerger
 
 from ..devices import resolve_device, resolve_dtype
 from ..errors import InputError
 from ..models import VARIANTS, LiteFrameConfig, LiteFrameEncoder, Teacher, create_student, student_for
-from ..models.flops import count_flops
+from ..models.flops import Flops, count_flops
+from ..models.qwen import ThroughMerger
 from ..tables import format_table
+from ..testing.qwen import qwen_config
 from ..timing import median_ms
 
 # arch -> the paper's row and its A100 latency at 256 frames (SPEC 4); the last rows are LiteFrame-B's other
@@ -35,7 +45,12 @@ PAPER = {"teacher": ("ViT-L-24L", 1043.33), "none": ("ViT-B-12L, no compression"
          "stattn": ("SpatioTempAttn", 204.35)}
 COMPRESSED = {"dwconv-4x": 4, "dwconv-64x": 64}
 ARCHS = ("teacher", *VARIANTS.names(), *COMPRESSED)
-CPU_LATENCY_SHAPE = (4, 112)  # frames, pixels: the teacher takes ~10 s per forward on a 2-core CPU
+# frames, pixels: the teacher takes ~10 s per forward on a 2-core CPU; Qwen's students take clips of 8 frames
+CPU_LATENCY_SHAPE = {"internvl": (4, 112), "qwen2_5_vl": (8, 112)}
+# family -> its full-size teacher's tower config (None: InternViT-300M, built by `build`)
+FAMILIES = {"internvl": lambda: None, "qwen2_5_vl": lambda: qwen_config("7b").vision_config}
+UNIT = 8  # frames whose FLOPs are counted (see the module docstring)
+MULTIPLES = {"internvl": (4, 56), "qwen2_5_vl": (8, 112)}  # frames, pixels every row of the family takes
 COLUMNS = ["arch", "paper", "params_M", "GFLOPs", "GFLOPs_total", "latency_ms", "speedup", "flop_ratio",
            "paper_A100_ms"]
 
@@ -47,16 +62,18 @@ def build(arch: str, size: int = 448, teacher=None) -> nn.Module:
     `teacher`: another tower's config, whose own students the variants are; `student:DIR`: a saved student."""
     if arch.startswith("student:"):
         config = LiteFrameConfig.from_dict(json.loads((Path(arch[len("student:"):]) / "config.json").read_text()))
-        return LiteFrameEncoder(replace(config, image=size)).eval()
+        return _through_merger(LiteFrameEncoder(replace(config, image=size)).eval(), teacher)
     if teacher is not None:
-        model = Teacher.from_config(replace_size(teacher, size))
+        config = replace_size(teacher, size)
         if arch == "teacher":
-            return model
+            return Teacher.from_config(config)
+        with torch.device("meta"):  # only its config matters here
+            vision = Teacher.from_config(config).vision
         overrides = {"compression": COMPRESSED[arch]} if arch in COMPRESSED else {"temporal": arch}
-        student = LiteFrameEncoder(student_for(model.vision, image=size, **overrides)).eval()
-        if arch == "none":
+        student = LiteFrameEncoder(student_for(vision, image=size, **overrides)).eval()
+        if arch == "none" and not is_qwen(teacher):
             student.head = nn.Identity()
-        return student
+        return _through_merger(student, teacher)
     if arch == "teacher":
         return Teacher.from_config(InternVLVisionConfig(attention_bias=True, image_size=size))
     if arch in COMPRESSED:
@@ -69,16 +86,32 @@ def build(arch: str, size: int = 448, teacher=None) -> nn.Module:
 
 
 def replace_size(config, size: int):
-    """A copy of a tower's config made for `size` px (its position table sized for it)."""
+    """A copy of a tower's config made for `size` px (its position table sized for it; Qwen's has none)."""
     config = copy.deepcopy(config)
-    config.image_size = size
+    if not is_qwen(config):
+        config.image_size = size
     return config
+
+
+def is_qwen(config) -> bool:
+    return config is not None and config.model_type == "qwen2_5_vl_vision"
+
+
+def _through_merger(student: LiteFrameEncoder, teacher) -> nn.Module:
+    """A student of Qwen's ViT (tower config `teacher`) in front of a merger of the tower's shape, the path of its
+    tokens to the LLM's width as the teacher row's (the merger takes the ViT's width, so `none` keeps its head);
+    any other student as it is."""
+    if not is_qwen(teacher):
+        return student
+    owner = nn.Module()
+    owner.merger = Qwen2_5_VLPatchMerger(teacher.out_hidden_size, teacher.hidden_size, teacher.spatial_merge_size)
+    return ThroughMerger(student, owner).eval()
 
 
 def run(frames: int = 256, size: int = 448, latency_frames: int | None = None, latency_size: int | None = None,
         dtype: str = "float32", device: str = "cpu", repeats: int = 3, warmup: int = 1, threads: int = 1,
         latency: bool = True, archs: Sequence[str] = ARCHS, compile: bool = False, teacher: str | None = None,
-        students: Sequence[str] = ()) -> list[dict]:
+        students: Sequence[str] = (), model_family: str = "internvl") -> list[dict]:
     """One row per arch: `params`, `flops` / `flops_total` at (frames, size); with `latency`, `latency_ms` at
     (latency_frames, latency_size) (defaults: the FLOP shape on GPU, `CPU_LATENCY_SHAPE` on CPU), `speedup`
     (teacher ms / ms) and `flop_ratio` (teacher / arch total FLOPs at the latency shape). On CPU the timed runs
@@ -86,12 +119,25 @@ def run(frames: int = 256, size: int = 448, latency_frames: int | None = None, l
     all its threads to be scheduled, a fixed cost per operator that hides the FLOPs. `archs`: the rows (the teacher
     always comes first: the ratios are against it). `compile`: time each model through `torch.compile` (the
     warm-up runs compile; `warmup` must then be at least 1). `teacher`: a teacher folder instead of InternViT-300M
-    (the variants then are its own students); `students`: student folders, a row each."""
-    _check(frames, size, latency_frames, latency_size, threads)
-    tower = Teacher.config_of(teacher) if teacher else None
+    (the variants then are its own students); `model_family`: without a folder, the full-size teacher of a family
+    (`FAMILIES`: InternViT-300M, or Qwen2.5-VL-7B's ViT and merger); `students`: student folders, a row each."""
+    if model_family not in FAMILIES:
+        raise InputError(f"model family {model_family!r}: choose from {', '.join(FAMILIES)}")
+    tower = Teacher.config_of(teacher) if teacher else FAMILIES[model_family]()
+    family = "qwen2_5_vl" if is_qwen(tower) else "internvl"
+    _check(frames, size, latency_frames, latency_size, threads, family)
+    kind = tower.model_type if tower is not None else "internvl_vision"
     for folder in students:
         if not (Path(folder) / "config.json").is_file():
             raise InputError(f"student {folder}: not a LiteFrame checkpoint folder (no config.json)")
+        config = json.loads((Path(folder) / "config.json").read_text())
+        theirs = config.get("teacher") or kind
+        if theirs != kind:
+            raise InputError(f"student {folder}: cropped from a {theirs} tower, not the teacher row's {kind} (give "
+                             "its family's --model-family or --teacher)")
+        if is_qwen(tower) and config.get("out_dim") != tower.hidden_size:
+            raise InputError(f"student {folder}: its width {config.get('out_dim')} does not feed this teacher's merger "
+                             f"(width {tower.hidden_size}); give the --teacher it was distilled from")
     unknown = [a for a in archs if a not in ARCHS]
     if unknown:
         raise InputError(f"unknown arch {', '.join(unknown)}; choose from {', '.join(ARCHS)}")
@@ -100,13 +146,13 @@ def run(frames: int = 256, size: int = 448, latency_frames: int | None = None, l
     archs = ("teacher", *dict.fromkeys(a for a in archs if a != "teacher"), *(f"student:{d}" for d in students))
     resolve_device(device), resolve_dtype(dtype)  # bad names fail before the long FLOP counts
     on_cpu = torch.device(device).type == "cpu"
-    latency_frames = latency_frames or (CPU_LATENCY_SHAPE[0] if on_cpu else frames)
-    latency_size = latency_size or (CPU_LATENCY_SHAPE[1] if on_cpu else size)
+    latency_frames = latency_frames or (CPU_LATENCY_SHAPE[family][0] if on_cpu else frames)
+    latency_size = latency_size or (CPU_LATENCY_SHAPE[family][1] if on_cpu else size)
     rows = []
     for arch in archs:
         with torch.device("meta"):
             model = build(arch, size, tower)
-        flops = count_flops(model, (1, frames, 3, size, size))
+        flops = _flops(model, frames, size)
         paper, paper_ms = PAPER.get(arch, ("", None)) if tower is None else ("", None)
         row = {"arch": arch, "paper": paper, "params": sum(p.numel() for p in model.parameters()),
                "flops": flops.paper, "flops_total": flops.total, "flops_shape": f"1x{frames}x3x{size}x{size}",
@@ -114,7 +160,7 @@ def run(frames: int = 256, size: int = 448, latency_frames: int | None = None, l
         if latency:
             with torch.device("meta"):
                 model = build(arch, latency_size, tower)
-            row["latency_flops_total"] = count_flops(model, (1, latency_frames, 3, latency_size, latency_size)).total
+            row["latency_flops_total"] = _flops(model, latency_frames, latency_size).total
         rows.append(row)
     if latency:
         before = torch.get_num_threads()
@@ -134,10 +180,19 @@ def run(frames: int = 256, size: int = 448, latency_frames: int | None = None, l
     return rows
 
 
-def _check(frames, size, latency_frames, latency_size, threads) -> None:
-    """One-line errors for shapes the strides cannot take, before any work."""
-    shapes = {"--frames": (frames, 4), "--size": (size, 56), "--latency-frames": (latency_frames, 4),
-              "--latency-size": (latency_size, 56)}
+def _flops(model: nn.Module, frames: int, size: int) -> Flops:
+    """`count_flops` at `frames` frames of `size` px, counted on a unit of them (see the module docstring)."""
+    unit = math.gcd(frames, UNIT)
+    counted = count_flops(model, (1, unit, 3, size, size))
+    return Flops(counted.paper * frames // unit, counted.total * frames // unit)
+
+
+def _check(frames, size, latency_frames, latency_size, threads, family: str) -> None:
+    """One-line errors for shapes the strides cannot take, before any work: Qwen's students read clips of 8 frames
+    and need sides of whole 64x strides and the merger's 2 x 2 (112 px)."""
+    clip, side = MULTIPLES[family]
+    shapes = {"--frames": (frames, clip), "--size": (size, side), "--latency-frames": (latency_frames, clip),
+              "--latency-size": (latency_size, side)}
     for flag, (value, multiple) in shapes.items():
         if value is not None and (value <= 0 or value % multiple):
             raise InputError(f"{flag} {value} must be a positive multiple of {multiple} (the variants' strides)")
@@ -209,6 +264,8 @@ def plot(rows: list[dict], path: str) -> None:
 def markdown(rows: list[dict]) -> str:
     """The caption lines and the Markdown table that `liteframe bench arch` prints."""
     lines = [f"FLOPs at {rows[0]['flops_shape']} (paper convention: Linear/Conv only; total adds attention)"]
+    lines += [f"teacher / {r['arch']} FLOPs at that shape: {rows[0]['flops'] / r['flops']:.2f}x, with attention "
+              f"{rows[0]['flops_total'] / r['flops_total']:.2f}x" for r in rows if r["arch"] == "dwconv"]
     if "latency_shape" in rows[0]:
         lines.append(f"latency: median after warm-up at {rows[0]['latency_shape']}; speedup = teacher ms / ms, "
                      f"flop_ratio = teacher / arch total FLOPs at that shape; paper_A100_ms at 1x256x3x448x448")

@@ -6,8 +6,9 @@ tiny random checkpoint of `--model-family` (a registered family: `internvl`, Int
 `qwen3_vl_moe`, `qwen3_5`, `qwen3_5_moe`) is built in a temporary folder; `--random-size` builds a real checkpoint's
 shapes with random weights instead (`8b`: InternVL3-8B, `7b`: Qwen2.5-VL-7B-Instruct; weights do not change latency;
 for a GPU). Without `--student` a student is cropped from the checkpoint's vision tower (SPEC 4), untrained: its cost
-is the trained one's. The Qwen families have no student yet: their default is dense at 16, 32 and 64 frames against
-WAP at 8x the frames.
+is the trained one's (LiteFrame-B, or `liteframe-qwen2.5` for Qwen2.5-VL, in front of the checkpoint's merger).
+Qwen2.5-VL's default is dense at 16, 32 and 64 frames against WAP and the student at 8x the frames; the Qwen3
+families have no student yet: dense against WAP.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from liteframe.devices import resolve_device, resolve_dtype
 from liteframe.errors import InputError
 from liteframe.llm import FAMILIES, EncoderSpec, build_encoder
 from liteframe.llm.videollm import VideoLLM
-from liteframe.models import LiteFrameConfig, LiteFrameEncoder, tiny_student_config
+from liteframe.models import LiteFrameEncoder, Teacher, student_config, student_for
 from liteframe.testing import RANDOM_MODELS, TINY_CHECKPOINTS, save_tiny_internvl, synthetic_video
 from liteframe.video import open_video
 
@@ -37,9 +38,13 @@ FRONT_ENDS = {"new": ("exact", True), "old": ("torch", False)}
 QUESTION = "What happens in this video? Describe it briefly."
 
 # Per model family (the registry's keys): its default frames, dense and other, and encoders.
-QWEN = dict(dense_frames=(16, 32, 64), frames=(128, 256, 512), encoders=("wap",))
+QWEN3 = dict(dense_frames=(16, 32, 64), frames=(128, 256, 512), encoders=("wap",))
 FAMILY_DEFAULTS = {"internvl": dict(dense_frames=(8, 16, 32), frames=(64, 128, 256), encoders=("wap", "student")),
-                   **dict.fromkeys(("qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe", "qwen3_5", "qwen3_5_moe"), QWEN)}
+                   "qwen2_5_vl": dict(dense_frames=(16, 32, 64), frames=(128, 256, 512), encoders=("wap", "student")),
+                   **dict.fromkeys(("qwen3_vl", "qwen3_vl_moe", "qwen3_5", "qwen3_5_moe"), QWEN3)}
+# family -> its vision tower in a loaded checkpoint, and the named students of its full-size and tiny towers
+TOWERS = {"internvl": (lambda model: model.model.vision_tower, "liteframe-b", "liteframe-tiny"),
+          "qwen2_5_vl": (lambda model: model.model.visual, "liteframe-qwen2.5", "liteframe-qwen2.5-tiny")}
 
 
 def run(model: str | None = None, video: str | None = None, dense_frames: Sequence[int] | None = None,
@@ -125,15 +130,13 @@ def _load(model: str | None, random_size: str | None, image_size: int, tmp: Path
 
 
 def _crop_student(llm: VideoLLM, folder: Path, compression: Compression) -> Path:
-    """An untrained LiteFrame-B (or, for a tiny teacher, the tiny student) cropped from the checkpoint's ViT; only
-    the 16x student exists until student configs carry a compression."""
-    if compression.ratio != 16:
-        raise InputError(f"no student config compresses {compression}: give a trained student folder")
-    teacher = llm.encoder.backbone
-    if teacher.hidden_size == LiteFrameConfig.out_dim:
-        config = LiteFrameConfig(image=teacher.image_size)
-    else:
-        config = tiny_student_config(image_size=teacher.image_size, teacher_width=teacher.hidden_size)
+    """An untrained student of the family's full-size tower (LiteFrame-B, `liteframe-qwen2.5`) at `compression`,
+    cropped from the checkpoint's ViT (for a tiny tower, the family's tiny student), at the tower's input size or,
+    for Qwen's, the student's own."""
+    tower, full, small = TOWERS[llm.model.config.model_type]
+    teacher = Teacher(tower(llm.model))
+    tiny = teacher.hidden_size != student_config(full).out_dim
+    config = student_for(teacher.vision, small if tiny else full, compression=compression)
     LiteFrameEncoder.from_teacher(teacher, config).save_pretrained(folder)
     return folder
 

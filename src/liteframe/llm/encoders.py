@@ -188,31 +188,36 @@ class VisualEncoder(nn.Module):
 def build_encoder(family, model, spec: EncoderSpec, compression: Compression | None = None,
                   folder: Path | None = None, pixels: str = "processor") -> VisualEncoder:
     """`spec` in front of `model`, a checkpoint of `family` whose files are in `folder`, at `compression` (None: a
-    student's own, else 16x): the family's `vision(model, folder, pixels)`, or its `student(model, student folder)`,
-    with the spec's reducer."""
+    student's own, else 16x): the family's `vision(model, folder, pixels)`, or its `student(model, student folder,
+    folder)`, with the spec's reducer."""
     if spec.student is None:
         return VisualEncoder(str(spec), family.vision(model, folder, pixels), compression or DEFAULT,
                              get_reducer(spec.reducer) if spec.reducer else None)
     if pixels != "processor":
         raise InputError(f"pixels {pixels!r}: a student reads frames at its own size; only 'processor' applies")
-    vision = family.student(model, spec.student)
+    vision = family.student(model, spec.student, folder)
     if compression is not None and compression != vision.compression:
         raise InputError(f"student {spec.student} compresses {vision.compression}, not {compression}")
     return VisualEncoder(str(spec), vision, vision.compression)
 
 
 def load_student(directory: Path, teacher: Teacher) -> LiteFrameEncoder:
-    """A saved LiteFrame student, refused in one line unless it fits the checkpoint whose vision tower and projector
-    `teacher` wraps: its output width is the vision width the projector takes, and its image size is the
-    checkpoint's, in whole strides."""
+    """A saved LiteFrame student, refused in one line unless it fits the checkpoint whose vision tower (and
+    projector) `teacher` wraps: it was cropped from a tower of that kind (and reads its grid steps), its output
+    width is the vision width the projector (Qwen's merger) takes, and its image size is the checkpoint's (a tower
+    with no size of its own, Qwen's, takes the student's), in whole strides."""
     if not Path(directory).is_dir():
         raise InputError(f"student folder {directory}: not found")
     student = LiteFrameEncoder.from_pretrained(directory)
     cfg = student.config
+    tower = teacher.vision.config.model_type
+    if (cfg.teacher or tower) != tower or cfg.temporal_patch != teacher.frames_per_step:
+        raise InputError(f"student {directory}: distilled from a {cfg.teacher or 'other'} tower, not this "
+                         f"checkpoint's {tower}: a student reads only its own teacher's family")
     if cfg.out_dim != teacher.hidden_size:
         raise InputError(f"student {directory}: output width {cfg.out_dim} does not match the checkpoint's vision "
                          f"width {teacher.hidden_size}, which its projector takes")
-    if cfg.image != teacher.image_size:
+    if not teacher.tower.square and cfg.image != teacher.image_size:
         raise InputError(f"student {directory}: image size {cfg.image} does not match the checkpoint's "
                          f"{teacher.image_size}")
     side = cfg.image // cfg.patch

@@ -27,7 +27,9 @@ class Family(Protocol):
     - vision (the encoder builder): `vision(model, folder, pixels)` the checkpoint's own tower as the pipeline's
       backbone, with its data config: the frames the checkpoint's processor gives, as its files in `folder` set it
       (`liteframe.llm.processor`; None: the processor's defaults), or another budget of the family's that `pixels`
-      names; `student(model, folder)` a LiteFrame student in its place; `drop_vision(model)` frees the tower.
+      names; `student(model, student, folder)` the LiteFrame student in the folder `student` in its place (its
+      frames at its own size, sized and normalised as the checkpoint's processor in `folder` says);
+      `drop_vision(model)` frees what a student replaces.
     - prompt layout: the template's `video_placeholder`, the `video_text` that replaces it for the video's slots (one
       context token per slot, repeated later to the slot's count; labels or times from each slot's frames and
       times), the `context_token` and its id (the model config's `context_config`), and `end_id`, the token that
@@ -50,7 +52,7 @@ class Family(Protocol):
 
     def vision(self, model, folder: Path | None = None, pixels: str = "processor") -> Vision: ...
 
-    def student(self, model, folder: Path) -> Vision: ...
+    def student(self, model, student: Path, folder: Path | None = None) -> Vision: ...
 
     def drop_vision(self, model) -> None: ...
 

@@ -47,10 +47,11 @@ class InternVL:
         patch = teacher.patch_size
         return Vision(teacher, teacher.projector, DataConfig(Square(teacher.image_size)), (1, patch, patch))
 
-    def student(self, model, folder: Path) -> Vision:
-        """A LiteFrame student folder in front of the checkpoint's projector: its grid step is a clip of its block."""
+    def student(self, model, student: Path, folder: Path | None = None) -> Vision:
+        """A LiteFrame student folder in front of the checkpoint's projector: its grid step is a clip of its block.
+        Its frames are InternVL's (`folder`, the checkpoint's, sets nothing more)."""
         teacher = self._teacher(model)
-        student = load_student(folder, teacher)
+        student = load_student(student, teacher)
         t, h, w = student.config.block
         patch = teacher.patch_size
         return Vision(student, teacher.projector, DataConfig(Square(student.config.image)),

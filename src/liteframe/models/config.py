@@ -21,6 +21,7 @@ from ..registry import Registry
 from .mixers import VARIANTS, Stride
 
 HEAD_CHOICES = ("first", "strongest")  # crop init's rule for the teacher heads a student block keeps (crop.py)
+NORMS = ("layernorm", "rmsnorm")
 
 @dataclass
 class LiteFrameConfig:
@@ -28,7 +29,12 @@ class LiteFrameConfig:
     `get_compression` takes) sets the clip length and the strides; `downsample_after` lists the two (1-based)
     blocks after which the strides apply. The teacher's own structure, which crop init copies: `act` (its MLP's
     activation, a transformers name), `cls_token`, `registers` (DINOv2's register tokens), `embed_norm` (CLIP's
-    LayerNorm before the first block), `final_norm` (a LayerNorm before the head, cropped from the teacher's).
+    LayerNorm before the first block), `final_norm` (a LayerNorm before the head, cropped from the teacher's),
+    `norm` (the blocks' norms, "layernorm" or Qwen's "rmsnorm"), `gated_mlp` (Qwen's SwiGLU MLP), `rope_theta`
+    (None: a learned position table added at the input; a base: Qwen's 2-D rotary positions, recomputed for every
+    grid the blocks see), `temporal_patch` (frames one patch spans: 2 for Qwen's patch embedding over frame pairs,
+    whose grid steps are then pairs), and `teacher`, the `model_type` of the tower it is cropped from, which the
+    checkpoints of that tower's family check ("" for configs saved before it was recorded).
     What crop init takes: `teacher_layers`, the teacher blocks (None: evenly spread, ending on the teacher's last
     block; every second one for half the depth), and `teacher_heads`, which heads of each block ("first" or
     "strongest", by the norm of their output projection)."""
@@ -52,6 +58,11 @@ class LiteFrameConfig:
     registers: int = 0
     embed_norm: bool = False
     final_norm: bool = False
+    norm: str = "layernorm"
+    gated_mlp: bool = False
+    rope_theta: float | None = None
+    temporal_patch: int = 1
+    teacher: str = ""
     teacher_layers: tuple[int, ...] | None = None
     teacher_heads: str = "first"
 
@@ -79,6 +90,12 @@ class LiteFrameConfig:
             problems.append(f"downsample_after {self.downsample_after} must be increasing")
         if self.teacher_heads not in HEAD_CHOICES:
             problems.append(f"teacher_heads {self.teacher_heads!r} must be one of {', '.join(HEAD_CHOICES)}")
+        if self.norm not in NORMS:
+            problems.append(f"norm {self.norm!r} must be one of {', '.join(NORMS)}")
+        if self.temporal_patch < 1:
+            problems.append(f"temporal_patch {self.temporal_patch} must be at least 1")
+        if self.rope_theta is not None and (self.cls_token or self.registers):
+            problems.append("rope_theta: 2-D rotary positions have no place for CLS or register tokens")
         return problems
 
     def _split(self) -> tuple[Stride, ...]:
@@ -137,10 +154,18 @@ def prefix_tokens(config: LiteFrameConfig) -> int:
 
 # Named configs (`create_student(name)`). The tiny ones crop from `tiny_vision_config("internvl")` (width 64,
 # 6 blocks, 56 px): 3 blocks of width 32, 2 heads of 16, downsampling after blocks 1 and 2.
+# `liteframe-qwen2.5` is Qwen2.5-VL's ViT (32 blocks of width 1280, 16 heads of 80, SwiGLU 3420) by the paper's
+# ratios (`student_for`): 16 blocks, 12 heads (width 960), SwiGLU 2565, downsampling after blocks 5 and 11, read at a
+# 448 px square; its tiny one crops from `liteframe.testing.qwen_config("tiny")` (2 blocks of width 32, 2 heads).
 STUDENTS: Registry[LiteFrameConfig] = Registry("LiteFrame student")
-_B = LiteFrameConfig()
-_TINY = LiteFrameConfig(width=32, depth=3, heads=2, mlp=64, image=56, out_dim=64, downsample_after=(1, 2))
-for _name, _base in (("liteframe-b", _B), ("liteframe-tiny", _TINY)):
+_B = LiteFrameConfig(teacher="internvl_vision")
+_TINY = replace(_B, width=32, depth=3, heads=2, mlp=64, image=56, out_dim=64, downsample_after=(1, 2))
+_QWEN = LiteFrameConfig(width=960, depth=16, heads=12, mlp=2565, out_dim=1280, downsample_after=(5, 11),
+                        act="silu", cls_token=False, norm="rmsnorm", gated_mlp=True,
+                        rope_theta=10000.0, temporal_patch=2, teacher="qwen2_5_vl_vision")
+_QWEN_TINY = replace(_QWEN, width=16, depth=2, heads=1, mlp=32, image=112, out_dim=32, downsample_after=(1, 2))
+for _name, _base in (("liteframe-b", _B), ("liteframe-tiny", _TINY), ("liteframe-qwen2.5", _QWEN),
+                     ("liteframe-qwen2.5-tiny", _QWEN_TINY)):
     for _ratio in (16, 4, 64):
         STUDENTS.register(_name + ("" if _ratio == 16 else f"-{_ratio}x"))(replace(_base, compression=_ratio))
 

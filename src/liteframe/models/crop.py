@@ -1,11 +1,13 @@
-"""Crop init (SPEC 4): a LiteFrame student's weights taken from a teacher tower (InternViT, DINOv2 with or without
-registers, CLIP or SigLIP vision; `towers.py`), and the student a teacher gives by the paper's ratios.
+"""Crop init (SPEC 4): a LiteFrame student's weights taken from a teacher tower (InternViT, Qwen2.5-VL's ViT, DINOv2
+with or without registers, CLIP or SigLIP vision; `towers.py`), and the student a teacher gives by the paper's
+ratios.
 
 `teacher_layers` picks the teacher blocks (by default evenly spread and ending on the last: every second one for
 half the depth); the first `width` residual channels of every weight; in each block the `heads` heads that
 `teacher_heads` names ("first", or "strongest": the largest norm of their slice of the output projection, which
 bounds what a head can write into the residual stream) and the first `mlp` hidden units. The position table is
-the teacher's own at the student's input size (its resizing, done once). The final Linear(width, out_dim) starts
+the teacher's own at the student's input size (its resizing, done once); a tower with rotary positions (Qwen's) has
+none, and its patch embedding over frame pairs is cropped like any other. The final Linear(width, out_dim) starts
 as the identity onto the first `width` output channels (zero elsewhere) *(ours)*: the untrained student's output
 is the cropped teacher's features in the teacher's first channels, and the rest starts at zero. Temporal mixers
 and downsampling keep their own init (zero branch, average pooling).
@@ -20,7 +22,7 @@ from torch import nn
 
 from ..errors import InputError
 from .config import LiteFrameConfig, student_config
-from .towers import final_norm, position_table, registers, tower
+from .towers import final_norm, layer_norm_eps, position_table, registers, rope_theta, tower
 
 
 def teacher_layers(config: LiteFrameConfig, teacher_depth: int) -> tuple[int, ...]:
@@ -37,18 +39,14 @@ def mismatches(config: LiteFrameConfig, vision: nn.Module) -> list[str]:
     LayerNorm that `config.final_norm` leaves out does not block the crop: CTD's targets are the teacher's real
     output, final norm included."""
     t = vision.config
-    spec = tower(vision)
-    patch = t.patch_size[0] if isinstance(t.patch_size, (list, tuple)) else t.patch_size
-    same = {
-        "head dim": (config.width // config.heads, t.hidden_size // t.num_attention_heads),
-        "patch size": (config.patch, patch),
-        "qkv bias": (config.qkv_bias, getattr(t, "attention_bias", getattr(t, "qkv_bias", True))),
-        "activation": (config.act, t.hidden_act),
-        "layer norm eps": (config.eps, t.layer_norm_eps),
-        "cls token": (config.cls_token, spec.has_cls),
-        "registers": (config.registers, registers(vision)),
-        "embed norm": (config.embed_norm, spec.embed_norm is not None),
-    }
+    structure = teacher_structure(vision)
+    names = {"patch": "patch size", "qkv_bias": "qkv bias", "act": "activation", "eps": "layer norm eps",
+             "cls_token": "cls token", "registers": "registers", "embed_norm": "embed norm", "norm": "norm",
+             "gated_mlp": "gated mlp", "rope_theta": "rope theta", "temporal_patch": "temporal patch"}
+    same = {"head dim": (config.width // config.heads, t.hidden_size // t.num_attention_heads),
+            **{name: (getattr(config, key), structure[key]) for key, name in names.items()}}
+    if config.teacher:
+        same["teacher"] = (config.teacher, structure["teacher"])
     if t.model_type == "internvl_vision":
         same["norm type"] = ("layer_norm", t.norm_type)
         same["qk norm"] = (False, t.use_qk_norm)
@@ -61,6 +59,10 @@ def mismatches(config: LiteFrameConfig, vision: nn.Module) -> list[str]:
         problems.append("final_norm: the teacher's output has no final LayerNorm to crop")
     if config.image % config.patch:
         problems.append(f"image {config.image} is not a multiple of the patch {config.patch}")
+    elif tower(vision).merger and hasattr(config, "block") and (config.image // config.patch) % (
+            2 * max(config.block[1:])):  # (`fitted` passes the values of an unbuildable config: no block)
+        problems.append(f"image {config.image}: its {config.image // config.patch}-patch grid does not split into "
+                        f"the student's {max(config.block[1:])}x spatial stride and the merger's 2 x 2")
     if config.out_dim < config.width:
         problems.append(f"out_dim {config.out_dim} is below the width {config.width}")
     if config.teacher_layers is not None:
@@ -100,11 +102,15 @@ def teacher_structure(vision: nn.Module) -> dict:
     """The `LiteFrameConfig` fields a student copies from the tower `vision` whatever its size."""
     t, spec = vision.config, tower(vision)
     patch = t.patch_size[0] if isinstance(t.patch_size, (list, tuple)) else t.patch_size
-    image = t.image_size[0] if isinstance(t.image_size, (list, tuple)) else t.image_size
-    return dict(patch=patch, image=image, out_dim=t.hidden_size, act=t.hidden_act, eps=t.layer_norm_eps,
+    # a tower with no input size of its own (Qwen's) leaves the student's to its config
+    image = {} if spec.square else {"image": t.image_size[0] if isinstance(t.image_size, (list, tuple)) else
+                                    t.image_size}
+    return dict(patch=patch, **image, out_dim=t.hidden_size, act=t.hidden_act, eps=layer_norm_eps(vision),
                 qkv_bias=getattr(t, "attention_bias", getattr(t, "qkv_bias", True)), cls_token=spec.has_cls,
                 registers=registers(vision), embed_norm=spec.embed_norm is not None,
-                final_norm=final_norm(vision) is not None)
+                final_norm=final_norm(vision) is not None, norm=spec.norm, gated_mlp=spec.gated_mlp,
+                rope_theta=rope_theta(vision), temporal_patch=getattr(t, "temporal_patch_size", 1),
+                teacher=t.model_type)
 
 
 def fitted(vision: nn.Module, values: dict, name: str | None = None) -> LiteFrameConfig:
@@ -144,39 +150,56 @@ def crop_state_dict(vision: nn.Module, config: LiteFrameConfig) -> dict[str, tor
     t = vision.state_dict()
     emb = spec.embeddings + "."
     dtype = next(vision.parameters()).dtype
-    patch = emb + ("patch_embeddings.projection" if emb + "patch_embeddings.projection.weight" in t else
-                   "patch_embedding")
+    patch = next(emb + n for n in ("patch_embeddings.projection", "patch_embedding", "proj")
+                 if emb + n + ".weight" in t)
     s = {
         "patch_embed.weight": t[patch + ".weight"][:c],
         "patch_embed.bias": t[patch + ".bias"][:c] if patch + ".bias" in t else torch.zeros(c, dtype=dtype),
-        "pos_embed": position_table(vision, config.image)[..., :c],
         "head.weight": torch.eye(config.out_dim, c, dtype=dtype),
         "head.bias": torch.zeros(config.out_dim, dtype=dtype),
     }
+    if config.rope_theta is None:
+        s["pos_embed"] = position_table(vision, config.image)[..., :c]
     if config.cls_token:
         s["cls_token"] = t.get(emb + "cls_token", t.get(emb + "class_embedding")).reshape(1, 1, -1)[..., :c]
     if config.registers:
         s["register_tokens"] = t[emb + "register_tokens"][..., :c]
     norms = {"embed_norm": config.embed_norm and spec.embed_norm, "final_norm": config.final_norm and spec.final_norm}
+    bias = config.norm == "layernorm"  # RMSNorm has a weight only
     for ours, theirs in norms.items():
         if theirs:
-            s[f"{ours}.weight"], s[f"{ours}.bias"] = t[theirs + ".weight"][:c], t[theirs + ".bias"][:c]
+            s[f"{ours}.weight"] = t[theirs + ".weight"][:c]
+            if bias:
+                s[f"{ours}.bias"] = t[theirs + ".bias"][:c]
     for i, j in enumerate(teacher_layers(config, vision.config.num_hidden_layers)):
         src, dst = spec.blocks.format(i=j), f"blocks.{i}."
         w = {ours: theirs and src + theirs for ours, theirs in spec.block.items()}
         keep = _heads(t[w["proj"] + ".weight"], config.heads, head_dim, config.teacher_heads)
         inner = (keep[:, None] * head_dim + torch.arange(head_dim)).flatten()  # the kept heads' channels
-        s[dst + "attn.qkv.weight"] = torch.cat([t[w[x] + ".weight"][inner, :c] for x in "qkv"])
+        qkv = _projections(t, w)
+        s[dst + "attn.qkv.weight"] = torch.cat([weight[inner, :c] for weight, _ in qkv])
         if config.qkv_bias:
-            s[dst + "attn.qkv.bias"] = torch.cat([t[w[x] + ".bias"][inner] for x in "qkv"])
+            s[dst + "attn.qkv.bias"] = torch.cat([b[inner] for _, b in qkv])
         s[dst + "attn.proj.weight"] = t[w["proj"] + ".weight"][:c, inner]
         s[dst + "attn.proj.bias"] = t[w["proj"] + ".bias"][:c]
         for norm in ("norm1", "norm2"):
-            s[f"{dst}{norm}.weight"], s[f"{dst}{norm}.bias"] = t[w[norm] + ".weight"][:c], t[w[norm] + ".bias"][:c]
-        for ls in ("ls1", "ls2"):  # no LayerScale (CLIP, SigLIP): a scale of one
+            s[f"{dst}{norm}.weight"] = t[w[norm] + ".weight"][:c]
+            if bias:
+                s[f"{dst}{norm}.bias"] = t[w[norm] + ".bias"][:c]
+        for ls in ("ls1", "ls2"):  # no LayerScale (CLIP, SigLIP, Qwen): a scale of one
             s[dst + ls] = t[w[ls]][:c] if w[ls] else torch.ones(c, dtype=dtype)
-        s[dst + "mlp.fc1.weight"] = t[w["fc1"] + ".weight"][:m, :c]
-        s[dst + "mlp.fc1.bias"] = t[w["fc1"] + ".bias"][:m]
+        hidden = ("gate", "up") if config.gated_mlp else ("fc1",)  # SwiGLU: gate and up fused, gate first
+        s[dst + "mlp.fc1.weight"] = torch.cat([t[w[x] + ".weight"][:m, :c] for x in hidden])
+        s[dst + "mlp.fc1.bias"] = torch.cat([t[w[x] + ".bias"][:m] for x in hidden])
         s[dst + "mlp.fc2.weight"] = t[w["fc2"] + ".weight"][:c, :m]
         s[dst + "mlp.fc2.bias"] = t[w["fc2"] + ".bias"][:c]
     return {k: v.detach().clone() for k, v in s.items()}
+
+
+def _projections(t: dict[str, torch.Tensor], w: dict[str, str | None]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """A block's query, key and value projections (weight, bias or None): separate, or thirds of a fused qkv
+    (Qwen's)."""
+    if w.get("qkv"):
+        weight, bias = t[w["qkv"] + ".weight"], t.get(w["qkv"] + ".bias")
+        return list(zip(weight.chunk(3), [None] * 3 if bias is None else bias.chunk(3)))
+    return [(t[w[x] + ".weight"], t.get(w[x] + ".bias")) for x in "qkv"]

@@ -1,14 +1,17 @@
 """LiteFrame: a ViT-B/14 video encoder that compresses inside the network (SPEC 4).
 
-Frames are encoded in clips of `compression.clip` (4 at 16x) consecutive frames: temporal mixing and temporal
+Frames are encoded in clips of `compression.clip` (4 at 16x) consecutive grid steps: temporal mixing and temporal
 downsampling act within a clip, as in training on 4-frame clips, so a long video is a batch of independent clips
-*(ours)*. The config and the named configs live in `config.py`.
+*(ours)*. A grid step is a frame, or a frame pair for a student of Qwen2.5-VL's ViT (`temporal_patch` 2), whose
+blocks are Qwen's (RMSNorm, SwiGLU, 2-D rotary positions recomputed for the grid each block sees, attention over the
+whole frame pair: no windows). The config and the named configs live in `config.py`.
 """
 from __future__ import annotations
 
 import json
 import math
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -23,7 +26,7 @@ from ..grid import TokenGrid
 from ..io import atomic_folder
 from .config import LiteFrameConfig, prefix_tokens, student_config
 from .crop import crop_state_dict
-from .layers import Attention, Mlp
+from .layers import Attention, GatedMlp, Mlp, Rope, rope_2d
 from .mixers import VARIANTS, Downsample
 from .teacher import Teacher
 
@@ -32,25 +35,28 @@ CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
 
 class Block(nn.Module):
     """Pre-norm ViT block with LayerScale, plus the variant's temporal residual branch after attention.
-    `(N, t, prefix + P, C) -> (N, t, prefix + P, C)` for N clips of t frames; the branch sees patch tokens only."""
+    `(N, t, prefix + P, C) -> (N, t, prefix + P, C)` for N clips of t grid steps; the branch sees patch tokens only.
+    `rope`: the rotary positions of one step's tokens, where the config has them."""
 
     def __init__(self, cfg: LiteFrameConfig):
         super().__init__()
         variant = VARIANTS.get(cfg.temporal)
         self.joint = variant.joint
         self.prefix = prefix_tokens(cfg)
-        self.norm1 = nn.LayerNorm(cfg.width, eps=cfg.eps)
+        self.norm1 = _norm(cfg)
         self.attn = Attention(cfg.width, cfg.heads, cfg.qkv_bias)
         self.ls1 = nn.Parameter(torch.full((cfg.width,), cfg.layerscale))
         self.mixer = variant.mixer(cfg.width, cfg.heads, cfg.kernel) if variant.mixer else None
-        self.norm2 = nn.LayerNorm(cfg.width, eps=cfg.eps)
-        self.mlp = Mlp(cfg.width, cfg.mlp, cfg.act)
+        self.norm2 = _norm(cfg)
+        self.mlp = (GatedMlp if cfg.gated_mlp else Mlp)(cfg.width, cfg.mlp, cfg.act)
         self.ls2 = nn.Parameter(torch.full((cfg.width,), cfg.layerscale))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope: Rope | None = None) -> torch.Tensor:
         n, t, length, c = x.shape
         seq = x.reshape(n, t * length, c) if self.joint else x.reshape(n * t, length, c)
-        x = (seq + self.ls1 * self.attn(self.norm1(seq))).view(n, t, length, c)
+        if rope is not None and self.joint:  # a clip's steps in one sequence: each step's positions again
+            rope = tuple(r.repeat(t, 1) for r in rope)
+        x = (seq + self.ls1 * self.attn(self.norm1(seq), rope)).view(n, t, length, c)
         if self.mixer is not None and t > 1:  # nothing to mix across a single frame
             p = self.prefix
             x = torch.cat([x[:, :, :p], x[:, :, p:] + self.mixer(x[:, :, p:])], dim=2)
@@ -58,26 +64,31 @@ class Block(nn.Module):
 
 
 class LiteFrameEncoder(nn.Module):
-    """`(B, T, 3, S, S) -> TokenGrid (B, T/st, S/(14*sh), S/(14*sw), out_dim)` with one CLS per output frame (when
-    `cls_token`), for the strides' product (st, sh, sw); for the default `dwconv` at 16x that is
-    `(B, T/4, S/28, S/28, 1024)`. T must be a multiple of `compression.clip`. Tokens: [CLS] [registers] patches,
-    positions on CLS and patches, as in DINOv2."""
+    """`(B, T, 3, S, S) -> TokenGrid (B, T/(tp*st), S/(14*sh), S/(14*sw), out_dim)` with one CLS per output step
+    (when `cls_token`), for the strides' product (st, sh, sw) and `temporal_patch` tp; for the default `dwconv` at 16x
+    that is `(B, T/4, S/28, S/28, 1024)`. T must be a multiple of `compression.clip * temporal_patch`. Tokens: [CLS]
+    [registers] patches, positions on CLS and patches, as in DINOv2; or patches alone with rotary positions."""
 
     def __init__(self, config: LiteFrameConfig | None = None):
         super().__init__()
         self.config = cfg = config or LiteFrameConfig()
         grid = cfg.image // cfg.patch
-        self.patch_embed = nn.Conv2d(3, cfg.width, cfg.patch, stride=cfg.patch)
+        if cfg.temporal_patch > 1:  # Qwen's: one patch spans a frame pair
+            kernel = (cfg.temporal_patch, cfg.patch, cfg.patch)
+            self.patch_embed = nn.Conv3d(3, cfg.width, kernel, stride=kernel)
+        else:
+            self.patch_embed = nn.Conv2d(3, cfg.width, cfg.patch, stride=cfg.patch)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.width)) if cfg.cls_token else None
         self.register_tokens = nn.Parameter(torch.zeros(1, cfg.registers, cfg.width)) if cfg.registers else None
-        self.pos_embed = nn.Parameter(torch.zeros(1, int(cfg.cls_token) + grid * grid, cfg.width))
+        self.pos_embed = None if cfg.rope_theta is not None else nn.Parameter(
+            torch.zeros(1, int(cfg.cls_token) + grid * grid, cfg.width))
         for p in (self.cls_token, self.register_tokens, self.pos_embed):
             if p is not None:
                 nn.init.trunc_normal_(p, std=0.02)
-        self.embed_norm = nn.LayerNorm(cfg.width, eps=cfg.eps) if cfg.embed_norm else None
+        self.embed_norm = _norm(cfg) if cfg.embed_norm else None
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
         self.downsample = nn.ModuleList(Downsample(cfg.width, s, prefix_tokens(cfg)) for s in cfg.strides)
-        self.final_norm = nn.LayerNorm(cfg.width, eps=cfg.eps) if cfg.final_norm else None
+        self.final_norm = _norm(cfg) if cfg.final_norm else None
         self.head = nn.Linear(cfg.width, cfg.out_dim)
         self.grad_checkpointing = False
 
@@ -89,26 +100,33 @@ class LiteFrameEncoder(nn.Module):
         cfg = self.config
         b, t, _, height, width = pixels.shape
         self._check_shape(t, height, width)
-        x = self.patch_embed(pixels.flatten(0, 1).to(self.patch_embed.weight.dtype))  # (B*T, C, h, w)
+        steps, tp = t // cfg.temporal_patch, cfg.temporal_patch
+        # a step's frames side by side in the Conv3d's time axis: (B*T/tp, 3, tp, S, S)
+        frames = pixels.unflatten(1, (steps, tp)).transpose(2, 3).flatten(0, 1) if tp > 1 else pixels.flatten(0, 1)
+        x = self.patch_embed(frames.to(self.patch_embed.weight.dtype))  # (B*steps, C, [1,] h, w)
         h, w = x.shape[-2:]
         x = x.flatten(2).transpose(1, 2)
         if self.cls_token is not None:
-            x = torch.cat([self.cls_token.expand(b * t, -1, -1), x], dim=1)
-        x = x + self._pos_embed(h, w)
+            x = torch.cat([self.cls_token.expand(b * steps, -1, -1), x], dim=1)
+        if self.pos_embed is not None:
+            x = x + self._pos_embed(h, w)
         if self.register_tokens is not None:
-            x = torch.cat([x[:, :cfg.cls_token], self.register_tokens.expand(b * t, -1, -1), x[:, cfg.cls_token:]], 1)
+            x = torch.cat([x[:, :cfg.cls_token], self.register_tokens.expand(b * steps, -1, -1),
+                           x[:, cfg.cls_token:]], 1)
         if self.embed_norm is not None:
             x = self.embed_norm(x)
         clip, prefix = cfg.compression.clip, prefix_tokens(cfg)
-        x = x.view(b * t // clip, clip, prefix + h * w, cfg.width)
+        x = x.view(b * steps // clip, clip, prefix + h * w, cfg.width)
         after = {i: down for (i, _), down in zip(cfg.stages, self.downsample)}
+        rope = self._rope(h, w, x.device)
         for i, block in enumerate(self.blocks, start=1):
             if self.grad_checkpointing and self.training:
-                x = checkpoint(block, x, use_reentrant=False)
+                x = checkpoint(block, x, rope, use_reentrant=False)
             else:
-                x = block(x)
+                x = block(x, rope)
             if i in after:
                 x, h, w = after[i](x, h, w)
+                rope = self._rope(h, w, x.device)
         if self.final_norm is not None:
             x = self.final_norm(x)
         x = self.head(x)
@@ -117,7 +135,7 @@ class LiteFrameEncoder(nn.Module):
 
     def _check_shape(self, t: int, height: int, width: int) -> None:
         cfg = self.config
-        clip = cfg.compression.clip
+        clip = cfg.compression.clip * cfg.temporal_patch
         if t % clip:
             raise ValueError(f"LiteFrame encodes clips of {clip} frames: got T = {t} frames, "
                              f"not a multiple of {clip}")
@@ -126,6 +144,13 @@ class LiteFrameEncoder(nn.Module):
         if height % sh or width % sw:
             raise ValueError(f"LiteFrame {cfg.temporal!r} needs frames whose height is a multiple of {sh} and "
                              f"width a multiple of {sw}, got {height} x {width}")
+
+    def _rope(self, h: int, w: int, device: torch.device) -> Rope | None:
+        """The rotary positions of an `h x w` grid, for the grid the blocks see (recomputed after each
+        downsampling: its tokens sit at the new grid's rows and columns, as for a frame of that size); None for a
+        student with a learned table."""
+        cfg = self.config
+        return rope_2d(h, w, cfg.width // cfg.heads, cfg.rope_theta, device) if cfg.rope_theta is not None else None
 
     def _pos_embed(self, h: int, w: int) -> torch.Tensor:
         """`(1, [1 +] h*w, C)`: the learned embeddings, bicubically resized when the grid differs (as transformers)."""
@@ -142,6 +167,9 @@ class LiteFrameEncoder(nn.Module):
         """Crop init (SPEC 4) from a `Teacher` or a teacher checkpoint folder; see `crop.py`."""
         if not isinstance(teacher, Teacher):
             teacher = Teacher.from_pretrained(teacher)
+        config = config or LiteFrameConfig()
+        if not config.teacher:  # the student records the tower it is cropped from
+            config = replace(config, teacher=teacher.vision.config.model_type)
         model = cls(config)
         state = crop_state_dict(teacher.vision, model.config)
         missing, unexpected = model.load_state_dict(state, strict=False)
@@ -201,6 +229,11 @@ class LiteFrameEncoder(nn.Module):
                 (decay if p.ndim >= 2 and name not in ("pos_embed", "cls_token", "register_tokens") else no_decay
                  ).append(p)
         return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _norm(cfg: LiteFrameConfig) -> nn.Module:
+    """The teacher's kind of norm at the student's width."""
+    return nn.RMSNorm(cfg.width, eps=cfg.eps) if cfg.norm == "rmsnorm" else nn.LayerNorm(cfg.width, eps=cfg.eps)
 
 
 def create_student(name: str = "liteframe-b", **overrides) -> LiteFrameEncoder:

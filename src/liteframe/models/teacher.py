@@ -1,6 +1,6 @@
-"""The teacher: a frozen Hugging Face ViT (InternViT of InternVL3, DINOv2 with or without registers, CLIP or
-SigLIP vision; `towers.py`) giving token grids, and the InternVL projector that maps (pixel-shuffled) grids to LLM
-embeddings."""
+"""The teacher: a frozen Hugging Face ViT (InternViT of InternVL3, Qwen2.5-VL's ViT and merger, DINOv2 with or
+without registers, CLIP or SigLIP vision; `towers.py`) giving token grids, and the InternVL projector that maps
+(pixel-shuffled) grids to LLM embeddings."""
 from __future__ import annotations
 
 import json
@@ -8,26 +8,33 @@ import math
 import os
 import warnings
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
 from torch import nn
-from transformers import AutoModel, InternVLConfig
+from transformers import AutoModel, InternVLConfig, Qwen2_5_VLConfig
 from transformers.models.internvl.modeling_internvl import InternVLMultiModalProjector
 
 from ..errors import InputError, model_type as read_model_type, one_line
 from ..grid import TokenGrid, pixel_shuffle
+from .qwen import merge, merged_grid
 from .towers import FOLDER_TYPES, TOWERS, registers, tower
-# where InternVLForConditionalGeneration.save_pretrained puts the parts we load (transformers 5 writes the
-# first; checkpoints saved from the inner `model` carry the `model.` prefix)
-_PREFIXES = {"vision": ("vision_tower.", "model.vision_tower."),
-             "projector": ("multi_modal_projector.", "model.multi_modal_projector.")}
+# Video LLM checkpoints a teacher is read from: the config class, and where its `save_pretrained` puts the parts we
+# load (transformers 5 writes the first; checkpoints saved from the inner `model` carry the `model.` prefix; the
+# hub's Qwen2.5-VL folders have `visual.`). Qwen's merger is part of its vision model.
+_CHECKPOINTS = {
+    "internvl": (InternVLConfig, {"vision": ("vision_tower.", "model.vision_tower."),
+                                  "projector": ("multi_modal_projector.", "model.multi_modal_projector.")}),
+    "qwen2_5_vl": (Qwen2_5_VLConfig, {"vision": ("visual.", "model.visual.")}),
+}
 
 
 class Teacher(nn.Module):
     """Frozen ViT: `(B, T, 3, S, S) -> TokenGrid (B, T, S/p, S/p, C)`, with CLS where the model has one (DINOv2's
-    registers are dropped: they are neither patches nor a query)."""
+    registers are dropped: they are neither patches nor a query). Qwen2.5-VL's gives its merged grid, `(B, T/2,
+    S/28, S/28, D)` in the LLM's width: its ViT reads frame pairs, and its output is its merger's."""
 
     def __init__(self, vision: nn.Module, projector: nn.Module | None = None):
         super().__init__()
@@ -40,38 +47,36 @@ class Teacher(nn.Module):
 
     @classmethod
     def from_config(cls, config) -> Teacher:
-        """Random weights: an `InternVLConfig` gives the vision tower and projector; a vision config
-        (InternVL, DINOv2, CLIP or SigLIP vision) gives the tower alone."""
+        """Random weights: an `InternVLConfig` gives the vision tower and projector, a `Qwen2_5_VLConfig` its vision
+        model (ViT and merger); a vision config (InternVL, Qwen2.5-VL, DINOv2, CLIP or SigLIP vision) gives the
+        tower alone."""
         if isinstance(config, InternVLConfig):
             return cls(_vision_model(config.vision_config), InternVLMultiModalProjector(config))
+        if isinstance(config, Qwen2_5_VLConfig):
+            return cls(_vision_model(config.vision_config))
         return cls(_vision_model(config))
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, dtype: torch.dtype | None = None,
                         device: torch.device | str | None = None) -> Teacher:
-        """A local InternVL3 `-hf` folder (vision tower and projector only, never the LLM), or a folder of a
-        DINOv2 (with or without registers), CLIP or SigLIP (vision) model. `dtype` None keeps the checkpoint's."""
+        """A local InternVL3 `-hf` folder (vision tower and projector only, never the LLM), a Qwen2.5-VL folder
+        (its vision model, ViT and merger, never the LLM), or a folder of a DINOv2 (with or without registers), CLIP
+        or SigLIP (vision) model. `dtype` None keeps the checkpoint's."""
         folder = Path(path)
-        model_type = read_model_type(folder, "teacher")
-        if model_type == "internvl":
-            teacher = cls._from_internvl_folder(folder)
-        elif model_type in FOLDER_TYPES:
-            teacher = cls._from_vision_folder(folder, FOLDER_TYPES[model_type], dtype)
+        model_type = _supported(folder)
+        if model_type in _CHECKPOINTS:
+            teacher = cls._from_checkpoint(folder, model_type)
         else:
-            raise InputError(f"{folder}: model_type {model_type!r} is not a supported teacher "
-                             f"(internvl, {', '.join(FOLDER_TYPES)})")
+            teacher = cls._from_vision_folder(folder, FOLDER_TYPES[model_type], dtype)
         return teacher.to(device=device, dtype=dtype)
 
     @staticmethod
     def config_of(path: str | os.PathLike):
         """The vision tower's config of a teacher folder (what `from_pretrained` would build), reading no weights."""
         folder = Path(path)
-        model_type = read_model_type(folder, "teacher")
-        if model_type == "internvl":
-            return InternVLConfig.from_pretrained(folder).vision_config
-        if model_type not in FOLDER_TYPES:
-            raise InputError(f"{folder}: model_type {model_type!r} is not a supported teacher "
-                             f"(internvl, {', '.join(FOLDER_TYPES)})")
+        model_type = _supported(folder)
+        if model_type in _CHECKPOINTS:
+            return _CHECKPOINTS[model_type][0].from_pretrained(folder).vision_config
         return TOWERS[FOLDER_TYPES[model_type]].model.config_class.from_pretrained(folder)
 
     @classmethod
@@ -89,17 +94,18 @@ class Teacher(nn.Module):
         return cls(vision)
 
     @classmethod
-    def _from_internvl_folder(cls, folder: Path) -> Teacher:
-        config = InternVLConfig.from_pretrained(folder)
+    def _from_checkpoint(cls, folder: Path, model_type: str) -> Teacher:
+        """The vision parts of a Video LLM checkpoint (`_CHECKPOINTS`), reading only their tensors."""
+        config_class, where = _CHECKPOINTS[model_type]
         with torch.device("meta"):
-            teacher = cls.from_config(config)
-        parts = {"vision": teacher.vision, "projector": teacher.projector}
+            teacher = cls.from_config(config_class.from_pretrained(folder))
+        parts = {name: getattr(teacher, name) for name in where}
         wanted = {name: set(part.state_dict()) for name, part in parts.items()}
         found: dict[str, dict[str, torch.Tensor]] = {name: {} for name in parts}
         for file, keys in _safetensors_keys(folder).items():
             with _open_safetensors(file) as f:
                 for key in keys:
-                    for name, prefixes in _PREFIXES.items():
+                    for name, prefixes in where.items():
                         local = next((key[len(p):] for p in prefixes if key.startswith(p)), None)
                         if local in wanted[name]:
                             found[name][local] = f.get_tensor(key)
@@ -113,11 +119,18 @@ class Teacher(nn.Module):
                     raise InputError(f"{folder}: {name} tensor {key} has shape {tuple(tensor.shape)}, "
                                      f"config.json implies {tuple(expected[key].shape)}")
             part.load_state_dict(found[name], assign=True)
+            # non-persistent buffers (Qwen's rotary frequencies) are in no checkpoint: their module is built again
+            # off the meta device (transformers' rotary embeddings take their config)
+            for path, module in list(part.named_modules()):
+                if any(b.is_meta for b in module.buffers(recurse=False)):
+                    part.set_submodule(path, type(module)(module.config))
         return teacher
 
     @property
     def image_size(self) -> int:
-        return _first(self.vision.config.image_size)
+        """The side frames are read at: the checkpoint's own, or for a tower without one (Qwen's) the square
+        liteframe feeds it."""
+        return self.tower.square or _first(self.vision.config.image_size)
 
     @property
     def patch_size(self) -> int:
@@ -125,11 +138,38 @@ class Teacher(nn.Module):
 
     @property
     def hidden_size(self) -> int:
+        """The ViT's width: a student's output width (Qwen's merger takes the ViT's)."""
         return self.vision.config.hidden_size
+
+    @property
+    def out_dim(self) -> int:
+        """The width of the grid `forward` gives (after Qwen's merger: the LLM's)."""
+        return self.vision.config.out_hidden_size if self.tower.merger else self.hidden_size
+
+    @property
+    def frames_per_step(self) -> int:
+        """Frames behind one step of the grid (2: Qwen's frame pairs)."""
+        return getattr(self.vision.config, "temporal_patch_size", 1)
+
+    def grid_shape(self, frames: int, size: int) -> tuple[int, int, int]:
+        """`(T, H, W)` of the grid `forward` gives for `frames` frames of `size` px square."""
+        side = size // self.patch_size // (self.vision.config.spatial_merge_size if self.tower.merger else 1)
+        return frames // self.frames_per_step, side, side
+
+    def student_head(self):
+        """What a student's patch grid goes through to reach the space of this teacher's grid, frozen: Qwen's
+        merger (`models.qwen.merge` with the tower's own), or None where the student's grid is in it already. A
+        function, not a module: whoever trains the student owns none of its weights."""
+        return partial(merge, self.vision.get_submodule(self.tower.merger)) if self.tower.merger else None
 
     def forward(self, pixels: torch.Tensor, attention: bool = False) -> TokenGrid:
         """`(B, T, 3, S, S) -> TokenGrid (B, T, S/p, S/p, C)`: all frames in one batch of B*T images. `attention`:
-        the grid also carries the last layer's CLS attention row `scores` and keys (`last_layer_attention`)."""
+        the grid also carries the last layer's CLS attention row `scores` and keys (`last_layer_attention`).
+        Qwen's: the merged grid (`models.qwen.merged_grid`; no attention row: the pipeline scores its tokens)."""
+        if self.tower.merger:
+            if attention:
+                raise ValueError("a Qwen2.5-VL teacher has no CLS attention row; score its merged tokens instead")
+            return TokenGrid(merged_grid(self.vision, pixels))
         b, t, _, height, width = pixels.shape
         if min(height, width) < self.image_size:
             warn_resized_positions(self.image_size, self.patch_size, height, width)
@@ -138,7 +178,8 @@ class Teacher(nn.Module):
         if not self.tower.resizes_itself:
             kwargs["interpolate_pos_encoding"] = (height, width) != (self.image_size, self.image_size)
         if not attention:
-            return TokenGrid.from_hf(self._without_registers(self.vision(pixel_values=frames, **kwargs)), t, self.has_cls)
+            hidden = self._without_registers(self.vision(pixel_values=frames, **kwargs))
+            return TokenGrid.from_hf(hidden, t, self.has_cls)
         with last_layer_attention(self.vision, self.has_cls, self.registers) as found:
             hidden = self._without_registers(self.vision(pixel_values=frames, **kwargs))
         grid = TokenGrid.from_hf(hidden, t, has_cls=self.has_cls)
@@ -207,7 +248,18 @@ def to_llm_tokens(grid: TokenGrid, projector: nn.Module) -> torch.Tensor:
 
 
 def _vision_model(config) -> nn.Module:
+    if config.model_type in TOWERS:  # Qwen's vision model has no AutoModel entry
+        return TOWERS[config.model_type].model._from_config(config, attn_implementation="sdpa")
     return AutoModel.from_config(config, attn_implementation="sdpa")
+
+
+def _supported(folder: Path) -> str:
+    """The folder's model_type, or one line naming it and the supported teachers."""
+    model_type = read_model_type(folder, "teacher")
+    if model_type not in _CHECKPOINTS and model_type not in FOLDER_TYPES:
+        raise InputError(f"{folder}: model_type {model_type!r} is not a supported teacher "
+                         f"({', '.join([*_CHECKPOINTS, *FOLDER_TYPES])})")
+    return model_type
 
 
 def _first(size) -> int:

@@ -2,8 +2,10 @@
 
 One `Tower` per `model_type`: the class that loads a plain folder of it, the tokens before its patches (CLS,
 DINOv2's registers), whether its final norm is part of its output, and the names of one block's weights. Every
-block is a pre-norm ViT block (norm, attention, LayerScale, norm, MLP, LayerScale; CLIP and SigLIP have no
-LayerScale), so a LiteFrame block reads any of them.
+block is a pre-norm ViT block (norm, attention, LayerScale, norm, MLP, LayerScale; CLIP, SigLIP and Qwen have no
+LayerScale), so a LiteFrame block reads any of them. Qwen2.5-VL's ViT has RMSNorm, a fused qkv with 2-D rotary
+positions, a SwiGLU MLP, patches over frame pairs and a merger into the LLM's width after its blocks (its output:
+`liteframe.models.qwen`).
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import torch
 from torch import nn
 from transformers import (CLIPVisionModel, Dinov2Model, Dinov2WithRegistersModel, InternVLVisionModel,
                           SiglipVisionModel)
+from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VisionTransformerPretrainedModel
 
 # our name -> the block weight's name in the tower (a `{i}` block index; `None`: the tower has none)
 # transformers 5 names DINOv2's projections q/k/v/o_proj (it renames the hub's `attention.attention.query`... on load)
@@ -22,6 +25,9 @@ _DINOV2 = {"norm1": "norm1", "norm2": "norm2", "q": "attention.q_proj", "k": "at
 _CLIP = {"norm1": "layer_norm1", "norm2": "layer_norm2", "q": "self_attn.q_proj", "k": "self_attn.k_proj",
          "v": "self_attn.v_proj", "proj": "self_attn.out_proj", "ls1": None, "ls2": None, "fc1": "mlp.fc1",
          "fc2": "mlp.fc2"}
+# Qwen's projections are fused (`qkv`: q, k, v stacked) and its MLP gated (`gate`, `up`; `fc2` the down projection)
+_QWEN = {"norm1": "norm1", "norm2": "norm2", "qkv": "attn.qkv", "proj": "attn.proj", "ls1": None, "ls2": None,
+         "gate": "mlp.gate_proj", "up": "mlp.up_proj", "fc2": "mlp.down_proj"}
 _INTERNVIT = {"norm1": "layernorm_before", "norm2": "layernorm_after", "q": "attention.q_proj",
               "k": "attention.k_proj", "v": "attention.v_proj", "proj": "attention.projection_layer",
               "ls1": "lambda_1", "ls2": "lambda_2", "fc1": "mlp.fc1", "fc2": "mlp.fc2"}
@@ -30,8 +36,10 @@ _INTERNVIT = {"norm1": "layernorm_before", "norm2": "layernorm_after", "q": "att
 @dataclass(frozen=True)
 class Tower:
     """`blocks`: the prefix of block i's weights; `block`: our name -> theirs; `embeddings`, `final_norm`,
-    `embed_norm`: module paths in the vision model (`final_norm` only where the tower's `last_hidden_state` has
-    gone through it; `embed_norm` is CLIP's norm before the first block)."""
+    `embed_norm`, `merger`: module paths in the vision model (`final_norm` only where the tower's
+    `last_hidden_state` has gone through it; `embed_norm` is CLIP's norm before the first block; `merger` Qwen's 2 x 2
+    merger, whose output is the tower's). `norm`, `gated_mlp`, `rope`: Qwen's RMSNorm, SwiGLU and rotary positions.
+    `square`: the side liteframe feeds a tower with no input size of its own (Qwen's reads any multiple of 28)."""
 
     model: type
     blocks: str
@@ -41,6 +49,11 @@ class Tower:
     embed_norm: str | None = None
     has_cls: bool = True
     resizes_itself: bool = False  # positions resized to any input without `interpolate_pos_encoding=True`
+    norm: str = "layernorm"
+    gated_mlp: bool = False
+    rope: bool = False
+    square: int | None = None
+    merger: str | None = None
 
 
 TOWERS = {
@@ -54,6 +67,10 @@ TOWERS = {
                                embed_norm="pre_layrnorm"),
     "siglip_vision_model": Tower(SiglipVisionModel, "encoder.layers.{i}.", _CLIP,
                                  "embeddings", "post_layernorm", has_cls=False),
+    # read as a 448 px square, the paper's size (its own processor keeps each frame's size and aspect ratio)
+    "qwen2_5_vl_vision": Tower(Qwen2_5_VisionTransformerPretrainedModel, "blocks.{i}.", _QWEN, "patch_embed",
+                               has_cls=False, resizes_itself=True, norm="rmsnorm", gated_mlp=True, rope=True,
+                               square=448, merger="merger"),
 }
 # model_type of a plain folder -> the tower's own model_type (a full CLIP or SigLIP folder holds its vision tower)
 FOLDER_TYPES = {"dinov2": "dinov2", "dinov2_with_registers": "dinov2_with_registers", "clip": "clip_vision_model",
@@ -76,6 +93,16 @@ def registers(vision: nn.Module) -> int:
 def prefix_tokens(vision: nn.Module) -> int:
     """Tokens before the patches in the tower's `last_hidden_state`."""
     return int(tower(vision).has_cls) + registers(vision)
+
+
+def layer_norm_eps(vision: nn.Module) -> float:
+    """The eps of the tower's block norms (Qwen's blocks fix theirs at 1e-6; the others' configs say it)."""
+    return getattr(vision.config, "layer_norm_eps", 1e-6)
+
+
+def rope_theta(vision: nn.Module) -> float | None:
+    """The base of the tower's 2-D rotary positions (Qwen's), None for a tower with a position table."""
+    return vision.config.rope_parameters["rope_theta"] if tower(vision).rope else None
 
 
 def final_norm(vision: nn.Module) -> nn.LayerNorm | None:

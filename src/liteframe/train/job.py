@@ -46,8 +46,8 @@ class Job:
         return autocast(self.device, self.bf16)
 
     def load_teacher(self, folder: str, image_size: int = 0) -> None:
-        """The teacher from an InternVL3 `-hf` folder, frozen, on this job's device; frames `image_size` pixels
-        square (0: the teacher's own)."""
+        """The teacher from a teacher folder (`Teacher.from_pretrained`), frozen, on this job's device; frames
+        `image_size` pixels square (0: the teacher's own)."""
         self.teacher = Teacher.from_pretrained(folder, dtype=resolve_dtype("auto", self.device), device=self.device)
         self.size = image_size or self.teacher.image_size
 

@@ -39,10 +39,8 @@ from liteframe.errors import InputError
 from liteframe.grid import TokenGrid
 from liteframe.llm.data import DataConfig
 from liteframe.llm.processor import pixel_range, video_settings
+from liteframe.models.qwen import FRAMES_PER_STEP, MERGE, PATCH, patchify  # one grid step is a frame pair
 
-FRAMES_PER_STEP = 2  # Qwen2.5-VL's temporal patch: one grid step is a frame pair
-PATCH = 14
-MERGE = 2
 FACTOR = PATCH * MERGE  # sides are multiples of 28
 # `Qwen2VLVideoProcessor`'s default `size` (shortest_edge, longest_edge), qwen-vl-utils' VIDEO_MIN/MAX_PIXELS too
 MIN_PIXELS = 128 * FACTOR * FACTOR
@@ -130,16 +128,6 @@ def data_config(folder: str | Path | None = None, pixels: str = "processor") -> 
     if config.get("cap_pixels_per_frame"):
         total = int(config.get("max_video_tokens", MAX_VIDEO_TOKENS) * FACTOR * FACTOR * 0.9)
     return DataConfig(PixelBudget(low, high, total), mean, std, FRAMES_PER_STEP)
-
-
-def patchify(x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int]]:
-    """`(2T, 3, H, W)` -> rows `(T*h*w, 3*2*14*14)` ordered (step, merged row, merged column, 2x2 group) and the
-    grid `(T, h, w)` in patches: the processor's layout, which the ViT and its merger assume."""
-    n, c, height, width = x.shape
-    t, h, w = n // FRAMES_PER_STEP, height // PATCH, width // PATCH
-    x = x.view(t, FRAMES_PER_STEP, c, h // MERGE, MERGE, PATCH, w // MERGE, MERGE, PATCH)
-    x = x.permute(0, 3, 6, 4, 7, 2, 1, 5, 8)
-    return x.reshape(t * h * w, c * FRAMES_PER_STEP * PATCH * PATCH), (t, h, w)
 
 
 def video_grid(visual: nn.Module, pixels: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:

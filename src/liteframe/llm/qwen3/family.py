@@ -75,8 +75,8 @@ class Qwen3(QwenTokens):
         return Vision(Qwen3Vision(visual), nn.Identity(), data_config(folder, pixels),
                       (FRAMES_PER_STEP, FACTOR, FACTOR), shuffle=False)
 
-    def student(self, model, folder: Path) -> Vision:
-        raise InputError(f"encoder student:{folder}: there is no LiteFrame student for {self.title[2:]}'s ViT yet "
+    def student(self, model, student: Path, folder: Path | None = None) -> Vision:
+        raise InputError(f"encoder student:{student}: there is no LiteFrame student for {self.title[2:]}'s ViT yet "
                          "(docs/method.md records its design); use dense or a reducer")
 
     def drop_vision(self, model) -> None:

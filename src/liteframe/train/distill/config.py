@@ -27,7 +27,7 @@ class DistillConfig(TrainConfig):
     RESUMABLE: ClassVar[tuple[str, ...]] = TrainConfig.RESUMABLE + ("eval_manifest", "eval_views")
 
     # what to distil
-    teacher: str = ""  # an InternVL3 `-hf` folder (vision tower and projector), or a DINOv2, CLIP or SigLIP folder
+    teacher: str = ""  # an InternVL3 `-hf` or Qwen2.5-VL folder (its vision parts), or a DINOv2, CLIP or SigLIP folder
     # LiteFrameConfig fields over the named config `name`, or without one the teacher's own student by the paper's
     # ratios (liteframe.models.student_for); cropped from the teacher
     student: dict[str, Any] = field(default_factory=dict)

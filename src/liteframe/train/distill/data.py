@@ -1,14 +1,20 @@
-"""Training data: a manifest of videos -> clips of T frames (T/4 dense 4-frame clips), decoded in DataLoader workers.
+"""Training data: a manifest of videos -> clips of T frames (T/4 dense 4-frame clips; for a Qwen2.5-VL teacher at
+16x and 64x, T/8 dense 8-frame clips: the compression's 4 frame pairs), decoded in DataLoader workers.
 
 Which frames a video gives in an epoch is a pure function of (seed, view, video index), where view = epoch for
 targets computed on the fly and epoch % cache_views for cached targets. So the clip a cached target was computed on
 is found again exactly, and a resumed run sees the same clips as an uninterrupted one, whatever the worker count.
+
+The frames are what `ask` feeds the student of the teacher's family (`frames_config`): InternVL's square (resized by
+the decoder, ImageNet's mean and std) for every teacher but Qwen2.5-VL's, whose are its processor's pixels at the
+student's square (torchvision's resize in uint8, the checkpoint's mean and std).
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -16,8 +22,11 @@ from typing import Any, Callable
 import torch
 from torch.utils.data import Dataset
 
-from liteframe.compression import DEFAULT
+from liteframe.compression import DEFAULT, Compression
 from liteframe.errors import InputError
+from liteframe.llm.data import DataConfig, Square
+from liteframe.llm.qwen import data_config
+from liteframe.models import Teacher
 from liteframe.video import FrameSample, SampleReads, TrainSampler, VideoDecodeError, VideoInfo, normalize, \
     open_video
 
@@ -62,15 +71,42 @@ def manifest_digest(entries: list[ManifestEntry]) -> str:
     return hashlib.sha256(json.dumps([dataclasses.astuple(e) for e in entries]).encode()).hexdigest()
 
 
+def frames_config(teacher: Teacher, folder: str, size: int) -> DataConfig:
+    """The frames CTD reads for `teacher` (loaded from `folder`) and its student, `size` px square: for a Qwen2.5-VL
+    checkpoint its processor's (`liteframe.llm.qwen.data_config`: mean, std and frame pairs) at that square, what
+    `ask` feeds its student; for any other teacher InternVL's square."""
+    if teacher.vision.config.model_type == "qwen2_5_vl_vision":
+        return dataclasses.replace(data_config(folder), size=Square(size))
+    return DataConfig(Square(size))
+
+
+def clip_frames(frames_per_step: int, compression: Compression) -> int:
+    """Frames of one dense clip of the training sampler: 4 (SPEC 5), or the compression's clip of grid steps of
+    `frames_per_step` frames when it is longer (8 frames, 4 pairs, for Qwen2.5-VL at 16x and 64x)."""
+    return math.lcm(DEFAULT.clip_frames(), compression.clip_frames(frames_per_step))
+
+
+def check_clip(teacher: str, frames: int, compression: Compression) -> None:
+    """One line, before anything loads, unless `frames` is whole clips for the teacher folder `teacher`."""
+    per_step = getattr(Teacher.config_of(teacher), "temporal_patch_size", 1)
+    clip = clip_frames(per_step, compression)
+    if frames % clip:
+        raise InputError(f"frames={frames} must be a multiple of {clip}: the {compression.ratio}x clip of "
+                         f"{compression.clip} grid steps of {per_step} frames each (teacher {teacher})")
+
+
 class ClipDataset(Dataset):
     """Item i -> `{"pixels": float (T, 3, S, S), "index": int, "indices": int64 (T,), "skipped": [reasons]}`.
 
-    A video that fails to decode (or misses some of the clip's frames: `SampleReads`) is skipped: the next video in
+    `data`: the frames' size and normalisation (None: InternVL's square of `size` px); `clip`: the frames of one
+    dense clip (`clip_frames`). A video that fails to decode (or misses some of the clip's frames: `SampleReads`) is
+    skipped: the next video in
     the manifest stands in, and the failure travels with the item so the training loop can count and log it."""
 
-    def __init__(self, entries: list[ManifestEntry], frames: int, size: int, fps: tuple[float, float], seed: int):
-        self.entries, self.size = entries, size
-        self.sampler = TrainSampler(DEFAULT.clip_frames(), budgets=(frames,), rates=tuple(fps), seed=seed)
+    def __init__(self, entries: list[ManifestEntry], frames: int, size: int, fps: tuple[float, float], seed: int,
+                 data: DataConfig | None = None, clip: int = DEFAULT.clip_frames()):
+        self.entries, self.size, self.data = entries, size, data or DataConfig(Square(size))
+        self.sampler = TrainSampler(clip, budgets=(frames,), rates=tuple(fps), seed=seed)
         self.view = 0
         self.reads = SampleReads()
 
@@ -94,8 +130,9 @@ class ClipDataset(Dataset):
         entry = self.entries[i]
         with self.reads(), open_video(entry.video) as reader:  # frames that did not decode: VideoDecodeError
             sample = clip_sample(self.sampler, reader.info, entry, key=view * len(self.entries) + i)
-            frames = reader.read(sample.timestamps, size=self.size)  # ask's own resize ("exact")
-        return normalize(frames.data), sample
+            # ask's own front end: resized as decoded ("exact"), or as decoded then by the data config
+            frames = reader.read(sample.timestamps, size=self.data.decode_size)
+        return (normalize(frames.data) if self.data.decode_size else self.data(frames.data)), sample
 
 
 def first_decodable(item: Callable[[int], dict[str, Any]], i: int, n: int) -> dict[str, Any]:

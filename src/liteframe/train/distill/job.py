@@ -18,7 +18,7 @@ from safetensors import SafetensorError
 from torch import nn
 from torch.utils.data import DataLoader
 
-from liteframe.compression import Compression
+from liteframe.compression import Compression, get_compression
 from liteframe.errors import InputError
 from liteframe.grid import TokenGrid
 from liteframe.identity import checkpoint_identity
@@ -27,7 +27,8 @@ from liteframe.reduce import get_reducer
 from liteframe.train.checkpoint import ModelState, write_error
 from liteframe.train.dist import all_sum, barrier
 from liteframe.train.distill.config import DistillConfig
-from liteframe.train.distill.data import ClipDataset, ManifestEntry, collate, read_manifest
+from liteframe.train.distill.data import ClipDataset, ManifestEntry, check_clip, clip_frames, collate, \
+    frames_config, read_manifest
 from liteframe.train.distill.model import DistillModel, student_config
 from liteframe.train.distill.targets import CachedTargets, TargetCache, cache_fingerprint, teacher_targets, \
     wap_targets
@@ -52,6 +53,7 @@ def distill(cfg: DistillConfig) -> RunResult:
             raise InputError(f"distill config: `{key}` is required")
     entries = read_manifest(cfg.manifest)
     held_out = read_manifest(cfg.eval_manifest) if cfg.eval_manifest else []
+    check_clip(cfg.teacher, cfg.frames, get_compression(cfg.compression))
 
     def build(job: Job) -> DistillTrainer:
         job.load_teacher(cfg.teacher, cfg.image_size)
@@ -82,26 +84,28 @@ class DistillTrainer(Trainer):
         if self.student_config.strides:  # WAP targets over the student's own block: spatial16's is (1, 4, 4)
             job.compression = Compression(self.student_config.block)
         student = LiteFrameEncoder.from_teacher(teacher, self.student_config).to(device)
-        decoder = RTDDecoder(teacher.hidden_size, job.compression.block).to(device) if cfg.loss == "rtd" else None
-        self.model = DistillModel(student, decoder, job.compression.block)
+        # RTD decodes (and targets live) in the teacher grid's width: the LLM's after Qwen's merger
+        decoder = RTDDecoder(teacher.out_dim, job.compression.block).to(device) if cfg.loss == "rtd" else None
+        self.model = DistillModel(student, decoder, job.compression.block, teacher.student_head())
         # dense targets: RTD's, or those of a student that does not compress; the target cache holds neither
         self.dense = cfg.loss == "rtd" or not self.student_config.strides
         if self.dense and cfg.target_cache:
             raise InputError("distill config: a student trained on dense teacher tokens (loss=rtd, or the `none` "
                              "variant) needs them from the teacher: leave target_cache empty")
-        side = job.size // self.student_config.patch
-        self.tokens_per_clip = job.compression.grid_tokens(cfg.frames, side, side)
-        clips = ClipDataset(entries, cfg.frames, job.size, cfg.fps, cfg.seed)
+        self.tokens_per_clip = job.compression.grid_tokens(*teacher.grid_shape(cfg.frames, job.size))
+        data = frames_config(teacher, cfg.teacher, job.size)
+        clip = clip_frames(data.frames_per_step, job.compression)
+        clips = ClipDataset(entries, cfg.frames, job.size, cfg.fps, cfg.seed, data, clip)
         self.evals: dict[str, dict[str, Any]] = {}
         if held_out:
             keys = [(i, view) for view in range(cfg.eval_views) for i in range(len(held_out))]
-            self.evals["eval"] = self._eval_set(ClipDataset(held_out, cfg.frames, job.size, cfg.fps, cfg.seed + 1),
-                                                keys, "held-out")
+            self.evals["eval"] = self._eval_set(
+                ClipDataset(held_out, cfg.frames, job.size, cfg.fps, cfg.seed + 1, data, clip), keys, "held-out")
             # training clips the first epoch trains on, as many as held-out ones: "cannot fit" vs "does not
             # generalise"
             picks = torch.linspace(0, len(entries) - 1, min(len(keys), len(entries))).round().long().unique()
             self.evals["train"] = self._eval_set(clips, [(int(i), 0) for i in picks], "training")
-        dataset = CachedTargets(clips, TargetCache(cfg.target_cache, cache_fingerprint(job, cfg, entries))
+        dataset = CachedTargets(clips, TargetCache(cfg.target_cache, cache_fingerprint(job, cfg, entries, data))
                                 ) if cfg.target_cache else clips
         if cfg.target_cache:
             job.teacher = None  # cached targets: the teacher's work is done (eval targets are computed above)

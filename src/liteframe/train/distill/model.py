@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 from torch import nn
 
 from liteframe.compression import Compression
 from liteframe.errors import InputError
+from liteframe.grid import TokenGrid
 from liteframe.models import LiteFrameConfig, LiteFrameEncoder, Teacher, student_for
 from liteframe.reduce import wap
 from liteframe.train.distill.config import DistillConfig
@@ -18,16 +20,21 @@ class DistillModel(nn.Module):
     """The trained parts: `pixels (B, T, 3, S, S) -> (student tokens (B, T/t*H'*W', C), dense tokens
     (B, T*H*W, C) or None)`. The dense tokens are RTD's reconstruction, or the output of a student that does not
     compress (the `none` variant: distillation without compression), whose compressed tokens are then WAP of its
-    own output with the run's `block`, as the teacher's targets are."""
+    own output with the run's `block`, as the teacher's targets are. `head`: the teacher's frozen output stage the
+    student's grid goes through first (`Teacher.student_head`: Qwen's merger, whose space the targets are in); a
+    function, so that none of its weights is trained, saved or sharded with the student."""
 
     def __init__(self, student: LiteFrameEncoder, decoder: RTDDecoder | None = None,
-                 block: tuple[int, int, int] | None = None):
+                 block: tuple[int, int, int] | None = None,
+                 head: Callable[[torch.Tensor], torch.Tensor] | None = None):
         super().__init__()
-        self.student, self.decoder = student, decoder
+        self.student, self.decoder, self.head = student, decoder, head
         self.block = None if student.config.strides else block
 
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         grid = self.student(pixels)
+        if self.head is not None:
+            grid = TokenGrid(self.head(grid.patches))
         if self.block is not None:
             return wap(grid.patches, grid.queries, self.block, check=False).flatten(1, 3), grid.tokens()
         dense = None if self.decoder is None else self.decoder(grid.patches).flatten(1, 3)

@@ -29,22 +29,23 @@ from safetensors.torch import save_file
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from liteframe.compression import Compression
+from liteframe.compression import Compression, get_compression
 from liteframe.errors import InputError, one_line
 from liteframe.grid import TokenGrid
 from liteframe.identity import config_digest, tensors_digest
 from liteframe.io import atomic_write
+from liteframe.llm.data import DataConfig, Square
 from liteframe.models import Teacher
 from liteframe.reduce import wap
 from liteframe.train.dist import all_sum, barrier
 from liteframe.train.distill.config import DistillConfig
-from liteframe.train.distill.data import ClipDataset, ManifestEntry, first_decodable, manifest_digest, read_manifest
+from liteframe.train.distill.data import ClipDataset, ManifestEntry, check_clip, clip_frames, first_decodable, \
+    frames_config, manifest_digest, read_manifest
 from liteframe.train.job import Job, job_setup
 from liteframe.train.loader import batches, next_batch, worker_init
 from liteframe.train.output import claim
 from liteframe.train.signals import stop_signals
 from liteframe.video import VideoDecodeError
-from liteframe.video.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 log = logging.getLogger("liteframe.train")
 INDEX = "cache.json"
@@ -75,23 +76,26 @@ def teacher_identity(teacher: Teacher, folder: str) -> dict[str, str]:
     return {"config": config_digest(folder), "tensors": tensors_digest(teacher.state_dict())}
 
 
-def cache_fingerprint(job: Job, cfg: DistillConfig, entries: list[ManifestEntry]) -> dict[str, Any]:
-    """The fingerprint a target cache for this job must carry."""
+def cache_fingerprint(job: Job, cfg: DistillConfig, entries: list[ManifestEntry], data: DataConfig) -> dict[str, Any]:
+    """The fingerprint a target cache for this job, reading frames by `data`, must carry."""
     return fingerprint(teacher_identity(job.teacher, cfg.teacher), manifest_digest(entries), cfg.frames, cfg.fps,
-                       cfg.seed, cfg.cache_views, job.size, job.compression)
+                       cfg.seed, cfg.cache_views, job.size, job.compression, data)
 
 
 def fingerprint(teacher_id: dict[str, str], manifest_sha256: str, frames: int, fps: tuple[float, float], seed: int,
-                views: int, image_size: int, compression: Compression) -> dict[str, Any]:
-    """Everything that decides which target a (view, video) key holds."""
+                views: int, image_size: int, compression: Compression, data: DataConfig | None = None
+                ) -> dict[str, Any]:
+    """Everything that decides which target a (view, video) key holds; `data`: how the frames are sized and
+    normalised (None: InternVL's square of `image_size`)."""
+    data = data or DataConfig(Square(image_size))
     return {
         "format": FORMAT,
         "teacher": teacher_id,
         "manifest_sha256": manifest_sha256,
         "sampling": {"sampler": "TrainSampler clips", "frames": frames, "fps": list(fps), "seed": seed,
                      "views": views},
-        "preprocess": {"size": image_size, "resize": "exact", "mean": list(IMAGENET_MEAN),
-                       "std": list(IMAGENET_STD)},
+        "preprocess": {"size": image_size, "resize": "exact" if data.decode_size else "torchvision_bicubic",
+                       "mean": list(data.mean), "std": list(data.std)},
         "target": {"reducer": "wap", "block": list(compression.block), "dtype": "bfloat16"},
     }
 
@@ -263,15 +267,18 @@ def cache_targets(cfg: DistillConfig) -> dict[str, Any]:
         raise InputError("cache-targets: the config needs `teacher`, `manifest` and `target_cache` (the folder "
                          "to write)")
     entries = read_manifest(cfg.manifest)
+    check_clip(cfg.teacher, cfg.frames, get_compression(cfg.compression))
     with job_setup(cfg) as job, claim(cfg.target_cache, "target cache", job.ctx) as folder:
         job.load_teacher(cfg.teacher, cfg.image_size)
         ctx = job.ctx
-        expected = cache_fingerprint(job, cfg, entries)
+        data = frames_config(job.teacher, cfg.teacher, job.size)
+        expected = cache_fingerprint(job, cfg, entries, data)
         if (folder / INDEX).is_file():
             cache = TargetCache(folder, expected)  # refuses a cache built with other settings
             return {"folder": str(folder), "clips": len(cache.entries), "failed": len(cache.failed), "signal": None}
         keys = [(view, i) for view in range(cfg.cache_views) for i in range(len(entries))][ctx.rank::ctx.world]
-        data = _Keyed(ClipDataset(entries, cfg.frames, job.size, cfg.fps, cfg.seed), keys)
+        data = _Keyed(ClipDataset(entries, cfg.frames, job.size, cfg.fps, cfg.seed, data,
+                                  clip_frames(data.frames_per_step, job.compression)), keys)
         loader = DataLoader(data, batch_size=max(1, cfg.batch_size // ctx.world), num_workers=cfg.workers,
                             collate_fn=list, worker_init_fn=worker_init)
         writer = CacheWriter(folder, ctx.rank)
