@@ -364,3 +364,30 @@ def test_the_chat_template_is_read_as_the_processor_reads_it(hub, tmp_path, caps
     assert f"model folder {bare}: no chat template" in err and len(err.splitlines()) == 1
     assert main(["ask", video, "q", "--model", str(hub), "--pixels", "budget", "--device", "cpu"]) == 2
     assert "pixels 'budget': choose processor or qwen-vl-utils" in capsys.readouterr().err
+
+
+def test_eval_sizes_frames_by_pixels_and_a_rerun_with_other_pixels_is_refused(hub, tmp_path, capsys):
+    """`eval --pixels qwen-vl-utils` reads frames at qwen-vl-utils' budget (lmms-eval's Qwen2.5-VL model uses it), as
+    `ask` does; the sizing is part of the run's identity."""
+    import evaldata
+    from liteframe.cli import main
+    from liteframe.eval.records import read_records
+
+    data = evaldata.make_mlvu(tmp_path / "mlvu")
+    tokens = {}
+    for pixels in ("processor", "qwen-vl-utils"):
+        out = tmp_path / f"{pixels}.jsonl"
+        assert main(["eval", "--benchmark", "mlvu", "--data", str(data), "--model", str(hub), "--encoder", "wap",
+                     "--frames", "8", "--pixels", pixels, "--out", str(out), "--device", "cpu"]) == 0
+        records = read_records(out)
+        assert records and all("error" not in r for r in records)
+        tokens[pixels] = sorted(r["visual_tokens"] for r in records)
+        skeleton = VideoLLM.skeleton(hub, "wap", pixels=pixels)
+        with open_video(REAL_VIDEOS / "bbb_short.mp4") as reader:
+            assert skeleton.encoder.layout(8, (reader.info.height, reader.info.width))[1] in tokens[pixels]
+    assert tokens["processor"] != tokens["qwen-vl-utils"]
+    capsys.readouterr()
+    assert main(["eval", "--benchmark", "mlvu", "--data", str(data), "--model", str(hub), "--encoder", "wap",
+                 "--frames", "8", "--out", str(tmp_path / "qwen-vl-utils.jsonl"), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "pixels 'qwen-vl-utils' there, 'processor' here" in err and len(err.splitlines()) == 1

@@ -218,6 +218,12 @@ def _add_frames(sub) -> None:
     p.set_defaults(func=run)
 
 
+def _add_pixels(p) -> None:
+    p.add_argument("--pixels", default="processor",
+                   help="how frames are sized: processor (the checkpoint's processor config, as AutoProcessor "
+                        "sizes them) or, for Qwen2.5-VL, qwen-vl-utils (its video budget)")
+
+
 def _add_ask(sub) -> None:
     p = sub.add_parser("ask", help="answer a question about a video")
     p.add_argument("video")
@@ -227,9 +233,7 @@ def _add_ask(sub) -> None:
     p.add_argument("--frames", type=int, default=16, help="frames sampled, as clips of the compression's length")
     p.add_argument("--compression", help=f"{COMPRESSION} (default: a student's own, else 16)")
     p.add_argument("--timestamps", action="store_true", help="put each slot's time in its label: Frame3 (12.4s)")
-    p.add_argument("--pixels", default="processor",
-                   help="how frames are sized: processor (the checkpoint's processor config, as AutoProcessor "
-                        "sizes them) or, for Qwen2.5-VL, qwen-vl-utils (its video budget)")
+    _add_pixels(p)
     p.add_argument("--adapter", help="a LoRA adapter folder from `liteframe adapt` (OUTPUT/adapter)")
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--device", default=None, help="default: cuda when available, else cpu")
@@ -339,6 +343,7 @@ def _add_eval(sub) -> None:
     p.add_argument("--frames", type=int, default=16)
     p.add_argument("--compression", help=f"{COMPRESSION} (default: a student's own, else 16)")
     p.add_argument("--adapter", help="a LoRA adapter folder for the LLM")
+    _add_pixels(p)
     p.add_argument("--device", default=None, help="default: cuda when available, else cpu")
     p.add_argument("--out", help="run file (JSON lines), appended to and resumed")
     p.add_argument("--subtitles", choices=SUBTITLES, default="liteframe",
@@ -373,7 +378,8 @@ def _add_eval(sub) -> None:
 
         try:
             rows = evaluate(EvalConfig(a.benchmark, a.data, a.model, a.encoder, a.frames, a.out, a.compression,
-                                       a.adapter, a.device, a.subtitles, a.keep_reasoning, a.retry_failed))
+                                       a.adapter, a.device, a.subtitles, a.keep_reasoning, a.retry_failed,
+                                       a.pixels))
         except Stopped as stop:
             print(f"liteframe eval: {stop}", file=sys.stderr)
             return stop.exit_code

@@ -28,12 +28,13 @@ MANIFEST = ModelManifest(model_id="liteframe", chat_class_path="liteframe.eval.l
 
 
 class LiteFrame(lmms):
-    """`--model_args pretrained=DIR[,encoder=E][,frames=N][,compression=C][,adapter=A][,device=D]`."""
+    """`--model_args pretrained=DIR[,encoder=E][,frames=N][,compression=C][,adapter=A][,device=D][,pixels=P]`."""
 
     is_simple = False
 
     def __init__(self, pretrained: str, encoder: str = "dense", frames: int = 16, compression=None,
-                 adapter: str | None = None, device: str | None = None, batch_size: int = 1, **unused):
+                 adapter: str | None = None, device: str | None = None, batch_size: int = 1,
+                 pixels: str = "processor", **unused):
         super().__init__()
         if int(batch_size) != 1:
             raise InputError(f"batch_size {batch_size}: the liteframe model answers one request at a time")
@@ -43,7 +44,7 @@ class LiteFrame(lmms):
             device = str(self.accelerator.device)
         self.frames = int(frames)
         self.llm = load_llm(pretrained, encoder, None if compression is None else str(compression), adapter, device,
-                            self.frames)
+                            self.frames, pixels)
         self._cached: tuple[str, object] | None = None  # (video path, its encoding)
 
     @property

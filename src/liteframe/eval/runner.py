@@ -37,7 +37,7 @@ from liteframe.video import open_video
 class EvalConfig:
     """One `liteframe eval` run. `subtitles`: `liteframe` or `lmms-eval` (see `tasks.videomme`);
     `keep_reasoning`: score the whole answer, `<think>` blocks included; `retry_failed`: ask again the questions
-    recorded as failed."""
+    recorded as failed; `pixels`: how frames are sized (`VideoLLM.from_pretrained`)."""
 
     benchmark: str
     data: str
@@ -51,6 +51,7 @@ class EvalConfig:
     subtitles: str = "liteframe"
     keep_reasoning: bool = False
     retry_failed: bool = False
+    pixels: str = "processor"
 
 
 class Stopped(Exception):
@@ -113,7 +114,8 @@ def run_shard(config: EvalConfig, rank: int = 0, world: int = 1, llm=None, stop:
     if llm is None:
         from liteframe.eval.backend import load_llm
 
-        llm = load_llm(config.model, config.encoder, config.compression, config.adapter, config.device, config.frames)
+        llm = load_llm(config.model, config.encoder, config.compression, config.adapter, config.device, config.frames,
+                       config.pixels)
     llm.check(config.frames)  # a frame count no video can take stops the run; one video's size fails that video
     total = sum(1 for q in questions if q.video in mine)
     started = False  # the identity goes in with the first answer: a run stopped before any leaves no file
