@@ -194,6 +194,17 @@ def test_compression_sets_the_tokens_and_slots(dense, compression, wap, tome):
         assert len(llm.answer(enc, "What happens?", **GEN).tokens) == 4
 
 
+def test_a_block_whose_clip_does_not_divide_the_default_chunk_gets_chunks_of_whole_clips(dense, checkpoint):
+    """--compression 3,2,2: chunks of 33 frames (whole 3-frame clips), not a refusal of the default 32; a chunk size
+    given by hand is still checked."""
+    llm = dense.with_encoder("wap", "3,2,2")
+    assert llm.chunk_frames == 33
+    enc = llm.encode(BBB, 36)  # two chunks: 33 + 3 frames
+    assert [s.tokens for s in enc.slots] == [4] * 12 and len(llm.answer(enc, "What happens?", **GEN).tokens) == 4
+    with pytest.raises(InputError, match="chunk_frames 32: must be a positive multiple of the wap encoder's 3-frame"):
+        VideoLLM.from_pretrained(checkpoint, "wap", "3,2,2", device="cpu", chunk_frames=32)
+
+
 def test_every_encoder_sees_the_same_frames(dense, student_dir):
     timestamps = {name: dense.with_encoder(name).encode(BBB, 8).timestamps
                   for name in ("dense", "wap", "fastvid", f"student:{student_dir}")}  # every kind of pipeline

@@ -41,6 +41,7 @@ from liteframe.video.sampling import FrameSample, sampled_fps
 from liteframe.video.stream import VideoStream
 
 ENCODE_KEYS = ("decode", "preprocess", "vit")
+CHUNK_FRAMES = 32  # frames per encoder call by default (rounded up to whole clips): bounds activation memory
 
 
 @dataclass
@@ -110,9 +111,11 @@ class VideoLLM:
     resize = "exact"
     overlap = True
 
-    def __init__(self, model, tokenizer, encoder: VisualEncoder, chunk_frames: int = 32, timestamps: bool = False,
-                 folder: Path | None = None, pixels: str = "processor"):
+    def __init__(self, model, tokenizer, encoder: VisualEncoder, chunk_frames: int | None = None,
+                 timestamps: bool = False, folder: Path | None = None, pixels: str = "processor"):
         whole = math.lcm(encoder.frame_multiple, encoder.frames_per_step)  # a chunk holds whole clips and steps
+        self._chunk_request = chunk_frames  # what `with_encoder` passes on: the default is the encoder's own
+        chunk_frames = chunk_frames or whole * -(-CHUNK_FRAMES // whole)
         if chunk_frames < 1 or chunk_frames % whole:
             raise InputError(f"chunk_frames {chunk_frames}: must be a positive multiple of the {encoder.name} "
                              f"encoder's {whole}-frame clips")
@@ -127,7 +130,7 @@ class VideoLLM:
     @classmethod
     def from_pretrained(cls, directory: str | Path, encoder: str | EncoderSpec = "dense",
                         compression: Compression | int | str | None = None, device: str | torch.device | None = None,
-                        dtype: torch.dtype | None = None, chunk_frames: int = 32, timestamps: bool = False,
+                        dtype: torch.dtype | None = None, chunk_frames: int | None = None, timestamps: bool = False,
                         adapter: str | Path | None = None, pixels: str = "processor") -> VideoLLM:
         """Load a Video LLM folder (weights, tokenizer, chat template; any registered family: InternVL3 `-hf`,
         Qwen2.5-VL) and put `encoder` in front of its LLM: `dense`, a reducer name (`wap`, `tome`, ...) or
@@ -136,7 +139,8 @@ class VideoLLM:
         is dropped before anything moves to `device`. `adapter`: a `liteframe adapt` LoRA folder, checked against
         this checkpoint before its weights load, merged into the LLM's weights. `pixels`: how frames are sized,
         `processor` (as the checkpoint's own processor config sets it, what `AutoProcessor` gives) or a budget the
-        family names (Qwen2.5-VL: `qwen-vl-utils`)."""
+        family names (Qwen2.5-VL: `qwen-vl-utils`). `chunk_frames`: frames the encoder takes at a time, whole clips
+        (None: the fewest whole clips that hold `CHUNK_FRAMES`)."""
         directory = Path(directory)
         family = _family(directory)
         spec, compression = EncoderSpec.parse(encoder), _compression(compression)
@@ -179,7 +183,7 @@ class VideoLLM:
         visual = build_encoder(self.family, self.model, EncoderSpec.parse(encoder), _compression(compression),
                                self.folder, self.pixels)
         return VideoLLM(self.model, self.tokenizer, visual.to(device=self.device, dtype=self.dtype),
-                        self.chunk_frames, self.timestamps, self.folder, self.pixels)
+                        self._chunk_request, self.timestamps, self.folder, self.pixels)
 
     def check(self, frames: int, question: str = "", video: VideoInfo | None = None) -> int | None:
         """Refuse, before anything is decoded, a frame count the encoder cannot take or a prompt longer than the

@@ -46,7 +46,7 @@ class AdaptConfig(TrainConfig):
     warmup_steps: int = 500
     workers: int = 2  # processes that probe videos and lay out prompts (frames are decoded by VideoLLM.stream)
     activation_checkpointing: bool = True
-    chunk_frames: int = 32  # frames the visual encoder takes at a time
+    chunk_frames: int | None = None  # frames the visual encoder takes at a time (None: VideoLLM's default)
     eval_every: int = 500
     save_every: int = 500
 
@@ -56,7 +56,7 @@ class AdaptConfig(TrainConfig):
             (bool(self.frames) and all(f > 0 and f % clip == 0 for f in self.frames),
              f"frames={list(self.frames)} must be positive multiples of the {clip}-frame clip"),
             (len(self.fps) == 2 and 0 < self.fps[0] <= self.fps[1], f"fps={list(self.fps)} must be [low, high]"),
-            (self.chunk_frames > 0, "chunk_frames must be > 0"),
+            (self.chunk_frames is None or self.chunk_frames > 0, "chunk_frames must be > 0"),
         ]
 
     def __post_init__(self):
