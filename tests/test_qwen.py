@@ -465,7 +465,7 @@ def test_eval_runs_on_qwen_with_subtitles_before_the_video(llm, tmp_path):
     llm.answer = answer
     try:
         out = tmp_path / "lvb.jsonl"
-        evaluate(EvalConfig("longvideobench", str(data), "tiny-qwen", "dense", 4, str(out)), llm)
+        evaluate(EvalConfig("longvideobench", str(data), str(llm.folder), "dense", 4, str(out)), llm)
     finally:
         del llm.answer
     records = read_records(out)
