@@ -122,7 +122,8 @@ def test_a_qwen35_answer_after_its_reasoning_scores(qwen3_folders, tmp_path):
     out = tmp_path / "mlvu.jsonl"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        evaluate(EvalConfig("mlvu", str(evaldata.make_mlvu(tmp_path / "mlvu")), "qwen3_5", "wap", 8, str(out)), llm)
+        evaluate(EvalConfig("mlvu", str(evaldata.make_mlvu(tmp_path / "mlvu")), str(llm.folder), "wap", 8,
+                          str(out)), llm)
     records = read_records(out)
     assert limits and set(limits) == {16 + 1024}
     assert all(r["raw"].endswith("</think>\n\nB") and r["prediction"] == "B" for r in records), records
