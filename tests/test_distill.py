@@ -15,7 +15,6 @@ import time
 import warnings
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 import torch
@@ -31,22 +30,10 @@ from liteframe.train.config import save_config
 from liteframe.train.distill import DistillConfig, DistillTrainer, cache_targets, distill
 from liteframe.train.distill.data import ClipDataset, manifest_digest, read_manifest
 from liteframe.train.distill.targets import CachedTargets, TargetCache, fingerprint, teacher_identity, teacher_targets
+from liteframe.testing.videos import drifting_texture
 
 from videos import REAL_VIDEOS as REAL
 STUDENT = {"name": "liteframe-tiny"}  # the one tiny student (liteframe.models.STUDENTS)
-
-
-def _video(path: Path, seed: int, frames: int = 40, size: int = 64) -> None:
-    """A textured pattern drifting sideways: frames differ, so temporal mixing has something to learn."""
-    rng = np.random.default_rng(seed)
-    base = rng.integers(0, 256, (size // 8, size // 8, 3), dtype=np.uint8).repeat(8, 0).repeat(8, 1)
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("mpeg4", rate=20)
-        stream.width = stream.height = size
-        stream.pix_fmt = "yuv420p"
-        for i in range(frames):
-            out.mux(stream.encode(av.VideoFrame.from_ndarray(np.roll(base, 2 * i, axis=1), format="rgb24")))
-        out.mux(stream.encode())
 
 
 def _manifest(path: Path, videos: list) -> str:
@@ -60,7 +47,7 @@ def data(tmp_path_factory) -> dict[str, str]:
     torch.manual_seed(0)
     InternVLForConditionalGeneration(tiny_internvl_config(56)).save_pretrained(root / "teacher")
     for i in range(10):
-        _video(root / f"v{i}.mp4", i)
+        drifting_texture(root / f"v{i}.mp4", i)
     (root / "garbage.mp4").write_bytes(b"\x00not a video" * 100)
     return {
         "root": str(root),

@@ -10,7 +10,6 @@ import socket
 import warnings
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 import torch
@@ -28,6 +27,7 @@ from liteframe.models.flops import count_flops
 from liteframe.models.layers import rope_2d
 from liteframe.models.qwen import ThroughMerger
 from liteframe.testing import save_tiny_internvl, save_tiny_qwen
+from liteframe.testing.videos import drifting_texture
 from liteframe.testing.qwen import qwen_config
 from liteframe.train.distill import DistillConfig, cache_targets, distill
 from liteframe.train.distill.data import ClipDataset, frames_config, read_manifest
@@ -151,25 +151,12 @@ def test_a_saved_student_round_trips_and_compresses_inside(tmp_path):
 # -- CTD, LMA and ask on a tiny Qwen2.5-VL folder -------------------------------------------------------------------
 
 
-def _video(path: Path, seed: int, frames: int = 48, size: int = SIZE) -> str:
-    """A textured pattern drifting sideways (frames differ: temporal mixing has something to learn), 3 s."""
-    rng = np.random.default_rng(seed)
-    base = rng.integers(0, 256, (size // 8, size // 8, 3), dtype=np.uint8).repeat(8, 0).repeat(8, 1)
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("mpeg4", rate=16)
-        stream.width = stream.height = size
-        stream.pix_fmt = "yuv420p"
-        for i in range(frames):
-            out.mux(stream.encode(av.VideoFrame.from_ndarray(np.roll(base, 3 * i, axis=1), format="rgb24")))
-        out.mux(stream.encode())
-    return str(path)
-
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> dict[str, str]:
     root = tmp_path_factory.mktemp("qwen_ctd")
     save_tiny_qwen(root / "teacher", processor_files=True)  # the hub's layout and processor files
-    videos = [_video(root / f"v{i}.mp4", i) for i in range(8)]
+    videos = [str(drifting_texture(root / f"v{i}.mp4", i, frames=48, size=SIZE, fps=16, step=3))  # 3 s
+              for i in range(8)]
     (root / "train.jsonl").write_text("".join(json.dumps({"video": v}) + "\n" for v in videos[:6]))
     (root / "eval.jsonl").write_text("".join(json.dumps({"video": v}) + "\n" for v in videos[6:]))
     rows = [{"id": f"v{i}", "video": videos[i], "conversations": [
@@ -370,6 +357,8 @@ def test_two_ddp_ranks_with_half_the_batch_match_one_rank(data, tmp_path):
         p.join(timeout=120)
         assert p.exitcode == 0
     a, b = (load_file(str(tmp_path / out / "student" / "model.safetensors")) for out in ("one", "two"))
-    assert max((a[k] - b[k]).abs().max().item() for k in a) <= 2e-5
+    # Adam's steps here are ~5e-3 (lr 1e-2, warm-up 2): ranks that did not average their gradients differ by that
+    # much; float32 sums over other batch splits, amplified by Adam's normalisation, by < 2e-4
+    assert max((a[k] - b[k]).abs().max().item() for k in a) <= 2e-4
     assert _metrics(tmp_path / "one")[-1]["eval_cos"] == pytest.approx(_metrics(tmp_path / "two")[-1]["eval_cos"],
                                                                        abs=1e-4)

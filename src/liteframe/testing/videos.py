@@ -99,6 +99,14 @@ def synthetic_video(path: Path, seconds: int = 12, fps: int = 24, width: int = 4
     return _write(path, images, fps)
 
 
+def drifting_texture(path: Path, seed: int, frames: int = 40, size: int = 64, fps: int = 20, step: int = 2) -> Path:
+    """A square H.264 clip of a random 8 px-block texture drifting sideways by `step` px a frame: frames differ, so
+    a student's temporal mixing has something to learn."""
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 256, (size // 8, size // 8, 3), dtype=np.uint8).repeat(8, 0).repeat(8, 1)
+    return _write(path, (np.roll(base, step * i, axis=1) for i in range(frames)), fps)
+
+
 def _write(path: Path, images, fps: int) -> Path:
     """(H, W, 3) uint8 images -> an H.264 file (yuv420p, ultrafast)."""
     with av.open(str(path), "w") as out:
