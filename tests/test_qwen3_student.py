@@ -112,6 +112,26 @@ def test_the_paper_ratios_give_the_named_configs():
         LiteFrameEncoder.from_teacher(_tower("qwen3_vl"), student_config("liteframe-qwen3.5-tiny"))
 
 
+def test_bench_arch_qwen3_rows(capsys):
+    """Qwen3-VL-8B's tower and mergers (DeepStack ones included) against `liteframe-qwen3-vl` in front of the same
+    mergers, at 448 px: more than 8x fewer FLOPs; the 64x row needs sides of 128 px, refused at 448 before any work."""
+    from transformers import Qwen3VLVisionModel
+
+    from liteframe.bench import arch
+
+    teacher, dwconv = arch.run(frames=8, size=448, latency=False, archs=("teacher", "dwconv"), model_family="qwen3_vl")
+    with torch.device("meta"):
+        tower = Qwen3VLVisionModel(Qwen3VLVisionConfig(out_hidden_size=4096))
+        student = LiteFrameEncoder(student_config("liteframe-qwen3-vl"))
+    mergers = sum(p.numel() for name, p in tower.named_parameters() if "merger" in name)
+    assert teacher["params"] == sum(p.numel() for p in tower.parameters())
+    assert dwconv["params"] == sum(p.numel() for p in student.parameters()) + mergers
+    assert teacher["flops"] > 8 * dwconv["flops"]
+    assert main(["bench", "arch", "--model-family", "qwen3_5", "--no-latency"]) == 2
+    assert "--size 448: spatial16 and dwconv-64x of Qwen3's tower read sides of whole 128 px" in \
+        capsys.readouterr().err
+
+
 def test_levels_must_follow_the_last_downsampling():
     with pytest.raises(ValueError, match="levels 3: only 2 blocks follow the last downsampling"):
         student_config("liteframe-qwen3-vl-tiny", levels=3)
