@@ -2,16 +2,17 @@
 MLP, 16 px patches over frame pairs, its learned position grid resized to each input plus 2-D rotary positions) in
 front of the checkpoint's own merger, with Qwen3-VL's DeepStack levels from the student's last blocks through the
 checkpoint's DeepStack mergers; CTD from tiny checkpoints in the hub's layout (targets: WAP on the merged grid, each
-level with the same weights), and `ask` with the student at 4x, 16x and 64x."""
+level with the same weights), LMA with the student, `ask` with it at 4x, 16x and 64x, and `bench arch`."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
-import av
-import numpy as np
 import pytest
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
 from transformers import Qwen3VLVisionConfig
 from transformers.models.qwen3_5.configuration_qwen3_5 import Qwen3_5VisionConfig
 
@@ -22,9 +23,11 @@ from liteframe.llm import VideoLLM, build_input_ids
 from liteframe.llm.qwen3 import Qwen3Vision
 from liteframe.models import LiteFrameEncoder, Teacher, student_config, student_for
 from liteframe.models.qwen import ThroughMerger
-from liteframe.testing import save_tiny_qwen
+from liteframe.testing import drifting_squares, save_tiny_qwen
+from liteframe.testing.qwen import perturbed_tower
 from liteframe.testing.qwen3 import save_tiny_qwen3, tiny_config
-from liteframe.train.distill import DistillConfig, distill
+from liteframe.train.adapt import AdaptConfig, adapt
+from liteframe.train.distill import DistillConfig, cache_targets, distill
 from liteframe.train.distill.data import ClipDataset, frames_config, read_manifest
 from liteframe.train.distill.targets import teacher_targets
 from liteframe.video import open_video
@@ -33,18 +36,9 @@ SIZE = 128  # the tiny students' square: 8 x 8 patches of 16 px, the 64x strides
 TINY = {"qwen3_5": "liteframe-qwen3.5-tiny", "qwen3_vl": "liteframe-qwen3-vl-tiny"}
 
 
-def _tower(model_type: str, seed: int = 0, **config) -> Teacher:
+def _tower(model_type: str, **config) -> Teacher:
     """The tiny checkpoint's tower (and mergers) with random norms and biases, so that every crop slice matters."""
-    vision = tiny_config(model_type, 400).vision_config
-    for key, value in config.items():
-        setattr(vision, key, value)
-    torch.manual_seed(seed)
-    teacher = Teacher.from_config(vision)
-    with torch.no_grad():
-        for p in teacher.vision.parameters():
-            if p.ndim == 1:
-                p.add_(0.1 * torch.randn_like(p))
-    return teacher
+    return perturbed_tower(tiny_config(model_type, 400).vision_config, **config)
 
 
 # -- the student ----------------------------------------------------------------------------------------------------
@@ -140,30 +134,18 @@ def test_levels_must_follow_the_last_downsampling():
 # -- CTD and ask on tiny Qwen3.5 and Qwen3-VL folders ------------------------------------------------------------------
 
 
-def _video(path: Path, seed: int, frames: int = 48, size: int = SIZE, cell: int = 32) -> str:
-    """A pattern of `cell` px colour squares drifting sideways (frames differ: temporal mixing has something to
-    learn), 3 s."""
-    rng = np.random.default_rng(seed)
-    base = rng.integers(0, 256, (size // cell, size // cell, 3), dtype=np.uint8).repeat(cell, 0).repeat(cell, 1)
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("mpeg4", rate=16)
-        stream.width = stream.height = size
-        stream.pix_fmt = "yuv420p"
-        for i in range(frames):
-            out.mux(stream.encode(av.VideoFrame.from_ndarray(np.roll(base, 3 * i, axis=1), format="rgb24")))
-        out.mux(stream.encode())
-    return str(path)
-
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> dict[str, str]:
     root = tmp_path_factory.mktemp("qwen3_ctd")
-    videos = [_video(root / f"v{i}.mp4", i) for i in range(8)]
+    videos = [drifting_squares(root / f"v{i}.mp4", i, size=SIZE, cell=32) for i in range(8)]
     (root / "train.jsonl").write_text("".join(json.dumps({"video": v}) + "\n" for v in videos[:6]))
     (root / "eval.jsonl").write_text("".join(json.dumps({"video": v}) + "\n" for v in videos[6:]))
+    rows = [{"id": f"v{i}", "video": videos[i], "conversations": [
+        {"from": "human", "value": "<video>\nWhat moves?"}, {"from": "gpt", "value": "the pattern"}]} for i in (0, 1)]
+    (root / "chat.json").write_text(json.dumps(rows))
     return {"root": str(root), "qwen3_5": str(save_tiny_qwen3(root / "qwen3_5", "qwen3_5")),
             "qwen3_vl": str(save_tiny_qwen3(root / "qwen3_vl", "qwen3_vl")), "train": str(root / "train.jsonl"),
-            "eval": str(root / "eval.jsonl"), "video": videos[7]}
+            "eval": str(root / "eval.jsonl"), "chat": str(root / "chat.json"), "video": videos[7]}
 
 
 # (family, compression) of the students distilled once for the module: Qwen3.5 at every compression, Qwen3-VL at 16x
@@ -247,6 +229,49 @@ def test_ask_with_the_student_reads_no_more_tokens_than_wap_with_its_prompt_posi
                  f"student:{students[family, 64]}", "--compression", "64", "--frames", "16", "--max-new-tokens", "2",
                  "--device", "cpu", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["visual_tokens"] == 2  # one merged token per clip of 8 frames
+
+
+def test_target_cache_holds_the_levels_and_rtd_runs_with_a_qwen3_vl_teacher(data, tmp_path):
+    """The target cache stores a clip's tokens and its levels (64x: one token per 4 pairs, then one per level), a
+    run reads them back; RTD reconstructs the teacher's merged grid from the student's tokens."""
+    base = dict(teacher=data["qwen3_vl"], manifest=data["train"], frames=8, student={"name": TINY["qwen3_vl"]},
+                image_size=SIZE, fps=(4.0, 8.0), workers=0, batch_size=2, lr=1e-2, warmup_steps=1, eval_every=1000,
+                save_every=1000, seed=0)
+    cache = tmp_path / "cache"
+    cfg = DistillConfig(**base, output=str(tmp_path / "cached"), target_cache=str(cache), steps=2, compression=64)
+    assert cache_targets(cfg) == {"folder": str(cache), "clips": 6, "failed": 0, "signal": None}
+    targets = load_file(str(next(cache.glob("targets-*.safetensors"))))
+    assert {v.shape for k, v in targets.items() if k.endswith("/target")} == {(3, 1, 1, 64)}
+    distill(cfg)
+    rtd = DistillConfig(**base, output=str(tmp_path / "rtd"), loss="rtd", steps=3)
+    distill(rtd)
+    rows = [json.loads(line) for line in (tmp_path / "rtd" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["step"] == 3 and all(math.isfinite(r["loss"]) for r in rows), rows
+
+
+def test_adapt_trains_with_the_student_and_its_mergers_then_ask_uses_the_adapter(data, students, tmp_path, capsys):
+    """LMA on a Qwen3-VL checkpoint with `encoder: student:DIR`: the LoRA weights train, and with `train_projector`
+    the checkpoint's merger and DeepStack mergers, which the student's tokens and levels go through (the tower's
+    blocks are freed); `ask` reads the adapter."""
+    folder, student = data["qwen3_vl"], students["qwen3_vl", 16]
+    result = adapt(AdaptConfig(model=folder, encoder=f"student:{student}", data=data["chat"],
+                               output=str(tmp_path / "run"), frames=(16,), steps=2, batch_size=2, grad_accum=1,
+                               lr=5e-2, warmup_steps=1, workers=0, save_every=100, train_projector=True,
+                               lora={"dropout": 0.0}))
+    with safe_open(str(result.output / "adapter_model.safetensors"), "pt") as f:
+        weights = {k: f.get_tensor(k) for k in f.keys()}
+    base = load_file(str(Path(folder) / "model.safetensors"))
+    assert not any(".visual.blocks." in k for k in weights)
+    saved = {merger: next(v for k, v in weights.items() if f".visual.{merger}.linear_fc2.weight" in k)
+             for merger in ("merger", "deepstack_merger_list.0", "deepstack_merger_list.1")}
+    # the tiny LLM has 2 layers: level 1 is added after the last one, where the visual positions reach no loss
+    for merger in ("merger", "deepstack_merger_list.0"):
+        assert not torch.allclose(saved[merger], base[f"model.visual.{merger}.linear_fc2.weight"]), merger
+    assert any(v.abs().sum() > 0 for k, v in weights.items() if "lora_B" in k)
+    assert main(["ask", data["video"], "What moves?", "--model", folder, "--encoder", f"student:{student}",
+                 "--adapter", str(result.output), "--frames", "16", "--max-new-tokens", "2", "--device", "cpu",
+                 "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["visual_tokens"] == 2 * 4
 
 
 def test_a_student_of_one_family_is_refused_on_another_in_one_line(data, students, tmp_path, capfd):

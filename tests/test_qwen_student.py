@@ -10,7 +10,6 @@ import socket
 import warnings
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 import torch
@@ -27,8 +26,8 @@ from liteframe.models.crop import crop_state_dict
 from liteframe.models.flops import count_flops
 from liteframe.models.layers import rope_2d
 from liteframe.models.qwen import ThroughMerger
-from liteframe.testing import save_tiny_internvl, save_tiny_qwen
-from liteframe.testing.qwen import qwen_config
+from liteframe.testing import drifting_squares, save_tiny_internvl, save_tiny_qwen
+from liteframe.testing.qwen import perturbed_tower, qwen_config
 from liteframe.train.distill import DistillConfig, cache_targets, distill
 from liteframe.train.distill.data import ClipDataset, frames_config, read_manifest
 from liteframe.train.adapt import AdaptConfig, adapt
@@ -41,16 +40,7 @@ TINY = {"name": "liteframe-qwen2.5-tiny"}
 
 def _tower(seed: int = 0, **config) -> Teacher:
     """A tiny Qwen2.5-VL ViT and merger with random norms and biases, so that every crop slice matters."""
-    vision = qwen_config("tiny").vision_config
-    for key, value in config.items():
-        setattr(vision, key, value)
-    torch.manual_seed(seed)
-    teacher = Teacher.from_config(vision)
-    with torch.no_grad():
-        for p in teacher.vision.parameters():
-            if p.ndim == 1:
-                p.add_(0.1 * torch.randn_like(p))
-    return teacher
+    return perturbed_tower(qwen_config("tiny").vision_config, seed, **config)
 
 
 # -- the student ----------------------------------------------------------------------------------------------------
@@ -151,25 +141,11 @@ def test_a_saved_student_round_trips_and_compresses_inside(tmp_path):
 # -- CTD, LMA and ask on a tiny Qwen2.5-VL folder -------------------------------------------------------------------
 
 
-def _video(path: Path, seed: int, frames: int = 48, size: int = SIZE) -> str:
-    """A textured pattern drifting sideways (frames differ: temporal mixing has something to learn), 3 s."""
-    rng = np.random.default_rng(seed)
-    base = rng.integers(0, 256, (size // 8, size // 8, 3), dtype=np.uint8).repeat(8, 0).repeat(8, 1)
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("mpeg4", rate=16)
-        stream.width = stream.height = size
-        stream.pix_fmt = "yuv420p"
-        for i in range(frames):
-            out.mux(stream.encode(av.VideoFrame.from_ndarray(np.roll(base, 3 * i, axis=1), format="rgb24")))
-        out.mux(stream.encode())
-    return str(path)
-
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> dict[str, str]:
     root = tmp_path_factory.mktemp("qwen_ctd")
     save_tiny_qwen(root / "teacher", processor_files=True)  # the hub's layout and processor files
-    videos = [_video(root / f"v{i}.mp4", i) for i in range(8)]
+    videos = [drifting_squares(root / f"v{i}.mp4", i, size=SIZE) for i in range(8)]
     (root / "train.jsonl").write_text("".join(json.dumps({"video": v}) + "\n" for v in videos[:6]))
     (root / "eval.jsonl").write_text("".join(json.dumps({"video": v}) + "\n" for v in videos[6:]))
     rows = [{"id": f"v{i}", "video": videos[i], "conversations": [

@@ -4,7 +4,8 @@
 - Vision: the tower reads frame pairs sized by the processor's whole-video pixel budget (`frames.data_config`, from
   the checkpoint's video processor config); its merger's grid is the pipeline's backbone output, with
   Qwen3-VL's DeepStack features as levels that every reducer reduces with the tokens' own decision
-  (`vision.Qwen3Vision`). Qwen3.5's tower is the same without DeepStack.
+  (`vision.Qwen3Vision`). Qwen3.5's tower is the same without DeepStack. A LiteFrame student takes the tower's place
+  in front of its mergers, its last blocks feeding Qwen3-VL's DeepStack ones (`student`, as for Qwen2.5-VL).
 - Prompt (`Qwen3VLProcessor`'s layout): the template's `<|vision_start|><|video_pad|><|vision_end|>` is replaced by
   one run per slot, `<{t:.1f} seconds><|vision_start|>` + the slot's pads + `<|vision_end|>`, `t` the mean time of
   the slot's first and last frame (`slot_time`): for a frame pair (dense, set reducers) the processor's pair mean;
