@@ -19,12 +19,13 @@ from transformers.models.qwen3_5.configuration_qwen3_5 import Qwen3_5VisionConfi
 from liteframe.cli import main
 from liteframe.compression import get_compression
 from liteframe.errors import InputError
-from liteframe.llm import VideoLLM, build_input_ids
+from liteframe.llm import VideoLLM
 from liteframe.llm.qwen3 import Qwen3Vision
 from liteframe.models import LiteFrameEncoder, Teacher, student_config, student_for
 from liteframe.models.qwen import ThroughMerger
 from liteframe.testing import drifting_squares, save_tiny_qwen
 from liteframe.testing.qwen import perturbed_tower
+from liteframe.testing.runs import answer_with_inputs
 from liteframe.testing.qwen3 import save_tiny_qwen3, tiny_config
 from liteframe.train.adapt import AdaptConfig, adapt
 from liteframe.train.distill import DistillConfig, cache_targets, distill
@@ -211,13 +212,8 @@ def test_ask_with_the_student_reads_no_more_tokens_than_wap_with_its_prompt_posi
     for (name, ratio), folder in students.items():
         if name != family:
             continue
-        runs = []
-        for encoder in (f"student:{folder}", "wap"):
-            llm = VideoLLM.from_pretrained(data[family], encoder, ratio, device="cpu", dtype=torch.float32)
-            enc = llm.encode(data["video"], 16)
-            ids, _ = build_input_ids(llm.tokenizer, llm.family, enc.slots, "What moves?")
-            runs.append((llm.answer(enc, "What moves?", max_new_tokens=2), llm.inputs(ids, enc)))
-        (student, ours), (wap, theirs) = runs
+        (student, ours), (wap, theirs) = (answer_with_inputs(data[family], encoder, ratio, data["video"], 16,
+                                                             "What moves?") for encoder in (f"student:{folder}", "wap"))
         assert 0 < student.visual_tokens <= wap.visual_tokens and student.answer is not None
         assert (student.slot_tokens, student.timestamps) == (wap.slot_tokens, wap.timestamps)
         assert torch.equal(ours.input_ids, theirs.input_ids) and torch.equal(ours.position_ids, theirs.position_ids)

@@ -1,7 +1,8 @@
 """Fixtures for tests and benchmarks, kept out of the library's public surface: tiny random checkpoints in the
 real folder layouts (`save_tiny_internvl`, `save_tiny_qwen`, `save_tiny_qwen3` for each Qwen3 model type;
 `TINY_CHECKPOINTS`, keyed by model family), real checkpoints' shapes with random weights for GPU benchmarks
-(`RANDOM_MODELS`), and synthetic videos. The library never imports this package.
+(`RANDOM_MODELS`), synthetic videos, and one question answered with a given encoder (`runs.answer_with_inputs`,
+to compare two encoders' prompts and positions). The library never imports this package.
 """
 from functools import partial
 
