@@ -102,9 +102,10 @@ class LiteFrameConfig:
         if self.rope_theta is not None and (self.cls_token or self.registers):
             problems.append("rope_theta: 2-D rotary positions have no place for CLS or register tokens")
         last = max((i for i, _ in self.stages), default=0)
-        if self.levels > self.depth - last:
-            problems.append(f"levels {self.levels}: only {self.depth - last} blocks follow the last downsampling "
-                            f"(after block {last})")
+        after = max(0, self.depth - last)
+        if self.levels > after:
+            problems.append(f"levels {self.levels}: only {after} blocks follow the last downsampling (after block "
+                            f"{last})")
         if self.pos_grid and self.rope_theta is None:
             problems.append("pos_grid: a resized position grid comes with rotary positions (Qwen3's tower); without "
                             "them the position table is made for the input size")
