@@ -270,6 +270,18 @@ def test_adapt_trains_with_the_student_and_its_mergers_then_ask_uses_the_adapter
     assert json.loads(capsys.readouterr().out)["visual_tokens"] == 2 * 4
 
 
+def test_eval_takes_the_student(data, students, tmp_path):
+    import evaldata
+    from liteframe.eval.records import read_records
+
+    out = tmp_path / "mlvu.jsonl"
+    assert main(["eval", "--benchmark", "mlvu", "--data", str(evaldata.make_mlvu(tmp_path / "mlvu")), "--model",
+                 data["qwen3_vl"], "--encoder", f"student:{students['qwen3_vl', 16]}", "--frames", "16", "--out",
+                 str(out), "--device", "cpu"]) == 0
+    records = read_records(out)
+    assert len(records) == 3 and all("error" not in r and r["visual_tokens"] == 2 * 4 for r in records), records
+
+
 def test_a_student_of_one_family_is_refused_on_another_in_one_line(data, students, tmp_path, capfd):
     qwen25 = save_tiny_qwen(tmp_path / "qwen25")
     cases = ((data["qwen3_vl"], students["qwen3_5", 16], "distilled from a qwen3_5_vision tower, not this "
