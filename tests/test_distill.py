@@ -30,7 +30,7 @@ from liteframe.train.config import save_config
 from liteframe.train.distill import DistillConfig, DistillTrainer, cache_targets, distill
 from liteframe.train.distill.data import ClipDataset, manifest_digest, read_manifest
 from liteframe.train.distill.targets import CachedTargets, TargetCache, fingerprint, teacher_identity, teacher_targets
-from liteframe.testing.videos import drifting_texture
+from liteframe.testing import drifting_squares
 
 from videos import REAL_VIDEOS as REAL
 STUDENT = {"name": "liteframe-tiny"}  # the one tiny student (liteframe.models.STUDENTS)
@@ -47,7 +47,7 @@ def data(tmp_path_factory) -> dict[str, str]:
     torch.manual_seed(0)
     InternVLForConditionalGeneration(tiny_internvl_config(56)).save_pretrained(root / "teacher")
     for i in range(10):
-        drifting_texture(root / f"v{i}.mp4", i)
+        drifting_squares(root / f"v{i}.mp4", i, frames=40, size=64, fps=20, step=2)
     (root / "garbage.mp4").write_bytes(b"\x00not a video" * 100)
     return {
         "root": str(root),

@@ -40,7 +40,7 @@ def test_cli_ask_on_each_family(qwen3_folders, video, model_type, capsys, monkey
     monkeypatch.setattr("liteframe.llm.videollm.load_weights", lambda *a: pytest.fail("the weights loaded first"))
     for args, message in ((["--encoder", "wap", "--frames", "12"], "multiple of 8 frames"),
                           (["--encoder", "tome", "--frames", "16", "--compression", "64"], "at least one token per"),
-                          (["--encoder", "student:x"], "no LiteFrame student for Qwen3")):
+                          (["--encoder", "student:x"], "student folder x: not found")):
         assert main(["ask", str(video), "q", "--model", str(folder), "--device", "cpu", *args]) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and message in err, err
@@ -137,5 +137,7 @@ def test_bench_e2e_rows_on_each_family(model_type, video):
         warnings.simplefilter("ignore")
         rows = run(video=str(video), dense_frames=(2,), frames=(16,), repeats=1, warmup=0, new_tokens=1,
                    device="cpu", model_family=model_type)
-    # 100 x 70 frames -> 96 x 64: 6 tokens per pair dense; 16x: 2 tokens per 8-frame clip
-    assert [(r["setting"], r["frames"], r["visual tokens"]) for r in rows] == [("dense", 2, 6), ("wap", 16, 4)]
+    # 100 x 70 frames -> 96 x 64: 6 tokens per pair dense; 16x: 2 tokens per 8-frame clip; the (untrained, tiny)
+    # student reads 128 px squares: 4 tokens per clip
+    assert [(r["setting"], r["frames"], r["visual tokens"]) for r in rows] == [("dense", 2, 6), ("wap", 16, 4),
+                                                                               ("student", 16, 8)]

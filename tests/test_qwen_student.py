@@ -20,15 +20,15 @@ from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VLVisionR
 from liteframe.cli import main
 from liteframe.compression import get_compression
 from liteframe.errors import InputError
-from liteframe.llm import VideoLLM, build_input_ids
+from liteframe.llm import VideoLLM
 from liteframe.models import LiteFrameEncoder, Teacher, student_config, student_for
 from liteframe.models.crop import crop_state_dict
 from liteframe.models.flops import count_flops
 from liteframe.models.layers import rope_2d
 from liteframe.models.qwen import ThroughMerger
-from liteframe.testing import save_tiny_internvl, save_tiny_qwen
-from liteframe.testing.videos import drifting_texture
-from liteframe.testing.qwen import qwen_config
+from liteframe.testing import drifting_squares, save_tiny_internvl, save_tiny_qwen
+from liteframe.testing.qwen import perturbed_tower, qwen_config
+from liteframe.testing.runs import answer_with_inputs
 from liteframe.train.distill import DistillConfig, cache_targets, distill
 from liteframe.train.distill.data import ClipDataset, frames_config, read_manifest
 from liteframe.train.adapt import AdaptConfig, adapt
@@ -41,16 +41,7 @@ TINY = {"name": "liteframe-qwen2.5-tiny"}
 
 def _tower(seed: int = 0, **config) -> Teacher:
     """A tiny Qwen2.5-VL ViT and merger with random norms and biases, so that every crop slice matters."""
-    vision = qwen_config("tiny").vision_config
-    for key, value in config.items():
-        setattr(vision, key, value)
-    torch.manual_seed(seed)
-    teacher = Teacher.from_config(vision)
-    with torch.no_grad():
-        for p in teacher.vision.parameters():
-            if p.ndim == 1:
-                p.add_(0.1 * torch.randn_like(p))
-    return teacher
+    return perturbed_tower(qwen_config("tiny").vision_config, seed, **config)
 
 
 # -- the student ----------------------------------------------------------------------------------------------------
@@ -155,8 +146,7 @@ def test_a_saved_student_round_trips_and_compresses_inside(tmp_path):
 def data(tmp_path_factory) -> dict[str, str]:
     root = tmp_path_factory.mktemp("qwen_ctd")
     save_tiny_qwen(root / "teacher", processor_files=True)  # the hub's layout and processor files
-    videos = [str(drifting_texture(root / f"v{i}.mp4", i, frames=48, size=SIZE, fps=16, step=3))  # 3 s
-              for i in range(8)]
+    videos = [drifting_squares(root / f"v{i}.mp4", i, size=SIZE) for i in range(8)]
     (root / "train.jsonl").write_text("".join(json.dumps({"video": v}) + "\n" for v in videos[:6]))
     (root / "eval.jsonl").write_text("".join(json.dumps({"video": v}) + "\n" for v in videos[6:]))
     rows = [{"id": f"v{i}", "video": videos[i], "conversations": [
@@ -221,13 +211,8 @@ def test_ask_with_the_student_reads_no_more_tokens_than_wap_with_its_prompt_and_
     """At each compression the student answers; on a video of the student's own square, its tokens, slots and mRoPE
     positions are exactly those of `wap` (a grid reducer) at the same compression."""
     for ratio, folder in students.items():
-        runs = []
-        for encoder in (f"student:{folder}", "wap"):
-            llm = VideoLLM.from_pretrained(data["teacher"], encoder, ratio, device="cpu", dtype=torch.float32)
-            enc = llm.encode(data["video"], 16)
-            ids, _ = build_input_ids(llm.tokenizer, llm.family, enc.slots, "What moves?")
-            runs.append((llm.answer(enc, "What moves?", max_new_tokens=2), llm.inputs(ids, enc)))
-        (student, ours), (wap, theirs) = runs
+        (student, ours), (wap, theirs) = (answer_with_inputs(data["teacher"], encoder, ratio, data["video"], 16,
+                                                             "What moves?") for encoder in (f"student:{folder}", "wap"))
         assert 0 < student.visual_tokens <= wap.visual_tokens and student.answer is not None
         assert (student.slot_tokens, student.timestamps) == (wap.slot_tokens, wap.timestamps)
         assert torch.equal(ours.input_ids, theirs.input_ids) and torch.equal(ours.position_ids, theirs.position_ids)

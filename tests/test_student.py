@@ -136,7 +136,11 @@ def test_registry_names_and_the_one_tiny_student():
     assert STUDENTS.names() == ["liteframe-b", "liteframe-b-4x", "liteframe-b-64x",
                                 "liteframe-tiny", "liteframe-tiny-4x", "liteframe-tiny-64x",
                                 "liteframe-qwen2.5", "liteframe-qwen2.5-4x", "liteframe-qwen2.5-64x",
-                                "liteframe-qwen2.5-tiny", "liteframe-qwen2.5-tiny-4x", "liteframe-qwen2.5-tiny-64x"]
+                                "liteframe-qwen2.5-tiny", "liteframe-qwen2.5-tiny-4x", "liteframe-qwen2.5-tiny-64x",
+                                "liteframe-qwen3.5", "liteframe-qwen3.5-4x", "liteframe-qwen3.5-64x",
+                                "liteframe-qwen3.5-tiny", "liteframe-qwen3.5-tiny-4x", "liteframe-qwen3.5-tiny-64x",
+                                "liteframe-qwen3-vl", "liteframe-qwen3-vl-4x", "liteframe-qwen3-vl-64x",
+                                "liteframe-qwen3-vl-tiny", "liteframe-qwen3-vl-tiny-4x", "liteframe-qwen3-vl-tiny-64x"]
     assert tiny_student_config() == student_config("liteframe-tiny")
     assert student_config("liteframe-tiny-64x") == student_config("liteframe-tiny", compression=(4, 4, 4))
     assert create_student("liteframe-tiny", temporal="conv").config.temporal == "conv"

@@ -53,10 +53,11 @@ def _add_bench_arch(bench) -> None:
     p.add_argument("--archs", type=lambda t: t.split(","), help="comma-separated rows (default: all; the teacher "
                    "always comes first)")
     p.add_argument("--compile", action="store_true", help="time the models through torch.compile")
-    p.add_argument("--teacher", metavar="DIR", help="a teacher folder (InternVL3, Qwen2.5-VL, DINOv2, CLIP, SigLIP) "
+    p.add_argument("--teacher", metavar="DIR", help="a teacher folder (InternVL3, Qwen, DINOv2, CLIP, SigLIP) "
                    "instead of InternViT-300M; the variant rows are its own students by the paper's ratios")
-    p.add_argument("--model-family", default="internvl", help="internvl or qwen2_5_vl: without --teacher, the "
-                   "full-size teacher (InternViT-300M, or Qwen2.5-VL-7B's ViT and merger) and its students")
+    p.add_argument("--model-family", default="internvl", help="internvl, qwen2_5_vl, qwen3_vl or qwen3_5: without "
+                   "--teacher, the full-size teacher (InternViT-300M, Qwen2.5-VL-7B's ViT and merger, Qwen3-VL-8B's "
+                   "or Qwen3.5's tower and mergers) and its students")
     p.add_argument("--student", metavar="DIR", action="append", default=[], help="a student folder: one more row "
                    "(repeatable)")
     p.add_argument("--plot", metavar="PATH", help="save a bar chart PNG of FLOPs and latency")

@@ -68,6 +68,11 @@ class TokenGrid:
         b, c = self.patches.shape[0], self.patches.shape[-1]
         return self.patches.reshape(b, -1, c)
 
+    def stacked(self) -> torch.Tensor:
+        """`(B, (1+L)*T, H, W, C)`: the patches, then each of the L levels, along time (CTD's tokens and targets,
+        which compare a student's levels to its teacher's as more tokens)."""
+        return torch.cat([self.patches, *self.levels], dim=1)
+
     def pixel_shuffle(self) -> TokenGrid:
         """`(B, T, H, W, C) -> (B, T, H/2, W/2, 4C)`, InternVL's channel order; CLS tiled 4x so that
         `<cls, token>` still sums the CLS's dot products with the four merged patches. Scores of the four merged

@@ -8,7 +8,12 @@ With a teacher folder (`teacher`) its tower is the teacher row and the variant r
 paper's ratios (`liteframe.models.student_for`); student folders (`students`) add a row each (`student:DIR`). Only
 the folders' configs are read: weights do not change FLOPs or latency. `model_family` `qwen2_5_vl` is a teacher
 folder of Qwen2.5-VL-7B's shapes without the folder: its ViT and merger against its students in front of the same
-merger (`liteframe.models.qwen.ThroughMerger`), both rows from frames to tokens of the LLM's width.
+merger (`liteframe.models.qwen.ThroughMerger`), both rows from frames to tokens of the LLM's width; `qwen3_vl` and
+`qwen3_5` are Qwen3-VL-8B's tower (27 blocks of width 1152; its mergers, DeepStack ones included, into an LLM of width
+4096) and Qwen3.5's (the same tower without DeepStack, its merger into width 4096, as Qwen3.5-9B's), against their
+students in front of the same mergers (Qwen3-VL's `Qwen3VLVisionPatchMerger` for both: Qwen3.5's is the same module).
+The 64x and `spatial16` students of Qwen3's tower need sides of 128 px (16 px patches, their 4 x 4 spatial stride and
+the merger's 2 x 2): at 448 px their rows are refused, to be counted at 512 px on their own.
 
 FLOPs are counted on one unit of 8 frames (or fewer, when `frames` is) and multiplied: exact, because every row
 encodes clips of at most 8 frames independently (InternViT a frame, Qwen's ViT a frame pair, the students a clip),
@@ -26,14 +31,17 @@ from typing import Sequence
 
 import torch
 from torch import nn
-from transformers import InternVLVisionConfig
+from transformers import InternVLVisionConfig, Qwen3VLVisionConfig
 from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VLPatchMerger
+from transformers.models.qwen3_5.configuration_qwen3_5 import Qwen3_5VisionConfig
+from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLVisionPatchMerger
 
 from ..devices import resolve_device, resolve_dtype
 from ..errors import InputError
 from ..models import VARIANTS, LiteFrameConfig, LiteFrameEncoder, Teacher, create_student, student_for
 from ..models.flops import Flops, count_flops
 from ..models.qwen import ThroughMerger
+from ..models.towers import TOWERS
 from ..tables import format_table
 from ..testing.qwen import qwen_config
 from ..timing import median_ms
@@ -46,11 +54,14 @@ PAPER = {"teacher": ("ViT-L-24L", 1043.33), "none": ("ViT-B-12L, no compression"
 COMPRESSED = {"dwconv-4x": 4, "dwconv-64x": 64}
 ARCHS = ("teacher", *VARIANTS.names(), *COMPRESSED)
 # frames, pixels: the teacher takes ~10 s per forward on a 2-core CPU; Qwen's students take clips of 8 frames
-CPU_LATENCY_SHAPE = {"internvl": (4, 112), "qwen2_5_vl": (8, 112)}
+CPU_LATENCY_SHAPE = {"internvl": (4, 112), "qwen2_5_vl": (8, 112), "qwen3": (8, 128)}
 # family -> its full-size teacher's tower config (None: InternViT-300M, built by `build`)
-FAMILIES = {"internvl": lambda: None, "qwen2_5_vl": lambda: qwen_config("7b").vision_config}
+FAMILIES = {"internvl": lambda: None, "qwen2_5_vl": lambda: qwen_config("7b").vision_config,
+            "qwen3_vl": lambda: Qwen3VLVisionConfig(out_hidden_size=4096),
+            "qwen3_5": lambda: Qwen3_5VisionConfig(out_hidden_size=4096)}
+WIDE_STRIDES = ("spatial16", "dwconv-64x")  # rows whose students stride space by 4 x 4
 UNIT = 8  # frames whose FLOPs are counted (see the module docstring)
-MULTIPLES = {"internvl": (4, 56), "qwen2_5_vl": (8, 112)}  # frames, pixels every row of the family takes
+MULTIPLES = {"internvl": (4, 56), "qwen2_5_vl": (8, 112), "qwen3": (8, 64)}  # frames, pixels every row takes
 COLUMNS = ["arch", "paper", "params_M", "GFLOPs", "GFLOPs_total", "latency_ms", "speedup", "flop_ratio",
            "paper_A100_ms"]
 
@@ -94,7 +105,15 @@ def replace_size(config, size: int):
 
 
 def is_qwen(config) -> bool:
-    return config is not None and config.model_type == "qwen2_5_vl_vision"
+    """Whether the tower config is a Qwen tower's, whose output is its merger's."""
+    return config is not None and config.model_type in TOWERS and TOWERS[config.model_type].merger is not None
+
+
+def family_of(config) -> str:
+    """The key of `MULTIPLES` and `CPU_LATENCY_SHAPE` for a tower config (None: InternViT)."""
+    if not is_qwen(config):
+        return "internvl"
+    return "qwen2_5_vl" if config.model_type == "qwen2_5_vl_vision" else "qwen3"
 
 
 def _through_merger(student: LiteFrameEncoder, teacher) -> nn.Module:
@@ -104,7 +123,13 @@ def _through_merger(student: LiteFrameEncoder, teacher) -> nn.Module:
     if not is_qwen(teacher):
         return student
     owner = nn.Module()
-    owner.merger = Qwen2_5_VLPatchMerger(teacher.out_hidden_size, teacher.hidden_size, teacher.spatial_merge_size)
+    if family_of(teacher) == "qwen2_5_vl":
+        owner.merger = Qwen2_5_VLPatchMerger(teacher.out_hidden_size, teacher.hidden_size, teacher.spatial_merge_size)
+    else:
+        owner.merger = Qwen3VLVisionPatchMerger(teacher)
+        owner.deepstack_merger_list = nn.ModuleList(
+            Qwen3VLVisionPatchMerger(teacher, use_postshuffle_norm=True)
+            for _ in getattr(teacher, "deepstack_visual_indexes", None) or ())
     return ThroughMerger(student, owner).eval()
 
 
@@ -120,12 +145,13 @@ def run(frames: int = 256, size: int = 448, latency_frames: int | None = None, l
     always comes first: the ratios are against it). `compile`: time each model through `torch.compile` (the
     warm-up runs compile; `warmup` must then be at least 1). `teacher`: a teacher folder instead of InternViT-300M
     (the variants then are its own students); `model_family`: without a folder, the full-size teacher of a family
-    (`FAMILIES`: InternViT-300M, or Qwen2.5-VL-7B's ViT and merger); `students`: student folders, a row each."""
+    (`FAMILIES`: InternViT-300M, Qwen2.5-VL-7B's ViT and merger, Qwen3-VL-8B's or Qwen3.5's tower and mergers);
+    `students`: student folders, a row each."""
     if model_family not in FAMILIES:
         raise InputError(f"model family {model_family!r}: choose from {', '.join(FAMILIES)}")
     tower = Teacher.config_of(teacher) if teacher else FAMILIES[model_family]()
-    family = "qwen2_5_vl" if is_qwen(tower) else "internvl"
-    _check(frames, size, latency_frames, latency_size, threads, family)
+    family = family_of(tower)
+    _check(frames, size, latency_frames, latency_size, threads, family, archs)
     kind = tower.model_type if tower is not None else "internvl_vision"
     for folder in students:
         if not (Path(folder) / "config.json").is_file():
@@ -187,15 +213,22 @@ def _flops(model: nn.Module, frames: int, size: int) -> Flops:
     return Flops(counted.paper * frames // unit, counted.total * frames // unit)
 
 
-def _check(frames, size, latency_frames, latency_size, threads, family: str) -> None:
+def _check(frames, size, latency_frames, latency_size, threads, family: str, archs: Sequence[str]) -> None:
     """One-line errors for shapes the strides cannot take, before any work: Qwen's students read clips of 8 frames
-    and need sides of whole 64x strides and the merger's 2 x 2 (112 px)."""
+    and need sides of whole 64x strides and the merger's 2 x 2 (112 px); Qwen3's, of whole 16x strides and the
+    merger's (64 px), and of 128 px for the 64x row."""
     clip, side = MULTIPLES[family]
     shapes = {"--frames": (frames, clip), "--size": (size, side), "--latency-frames": (latency_frames, clip),
               "--latency-size": (latency_size, side)}
     for flag, (value, multiple) in shapes.items():
         if value is not None and (value <= 0 or value % multiple):
             raise InputError(f"{flag} {value} must be a positive multiple of {multiple} (the variants' strides)")
+    wide = [a for a in archs if a in WIDE_STRIDES] if family == "qwen3" else []
+    for flag, value in (("--size", size), ("--latency-size", latency_size)):
+        if wide and value is not None and value % 128:
+            raise InputError(f"{flag} {value}: {' and '.join(wide)} of Qwen3's tower read sides of whole 128 px (a "
+                             "4 x 4 spatial stride and the merger's 2 x 2 over 16 px patches); count them at --size "
+                             "512, and the other rows with --archs without them")
     if threads < 1:
         raise InputError(f"--threads {threads} must be at least 1")
 

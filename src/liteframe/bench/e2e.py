@@ -6,9 +6,9 @@ tiny random checkpoint of `--model-family` (a registered family: `internvl`, Int
 `qwen3_vl_moe`, `qwen3_5`, `qwen3_5_moe`) is built in a temporary folder; `--random-size` builds a real checkpoint's
 shapes with random weights instead (`8b`: InternVL3-8B, `7b`: Qwen2.5-VL-7B-Instruct; weights do not change latency;
 for a GPU). Without `--student` a student is cropped from the checkpoint's vision tower (SPEC 4), untrained: its cost
-is the trained one's (LiteFrame-B, or `liteframe-qwen2.5` for Qwen2.5-VL, in front of the checkpoint's merger).
-Qwen2.5-VL's default is dense at 16, 32 and 64 frames against WAP and the student at 8x the frames; the Qwen3
-families have no student yet: dense against WAP.
+is the trained one's (LiteFrame-B, or `liteframe-qwen2.5`, `liteframe-qwen3-vl`, `liteframe-qwen3.5` for Qwen's
+towers, in front of the checkpoint's mergers). The Qwen families' default is dense at 16, 32 and 64 frames against
+WAP and the student at 8x the frames.
 """
 from __future__ import annotations
 
@@ -38,13 +38,21 @@ FRONT_ENDS = {"new": ("exact", True), "old": ("torch", False)}
 QUESTION = "What happens in this video? Describe it briefly."
 
 # Per model family (the registry's keys): its default frames, dense and other, and encoders.
-QWEN3 = dict(dense_frames=(16, 32, 64), frames=(128, 256, 512), encoders=("wap",))
+QWEN = dict(dense_frames=(16, 32, 64), frames=(128, 256, 512), encoders=("wap", "student"))
 FAMILY_DEFAULTS = {"internvl": dict(dense_frames=(8, 16, 32), frames=(64, 128, 256), encoders=("wap", "student")),
-                   "qwen2_5_vl": dict(dense_frames=(16, 32, 64), frames=(128, 256, 512), encoders=("wap", "student")),
-                   **dict.fromkeys(("qwen3_vl", "qwen3_vl_moe", "qwen3_5", "qwen3_5_moe"), QWEN3)}
-# family -> its vision tower in a loaded checkpoint, and the named students of its full-size and tiny towers
+                   **dict.fromkeys(("qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe", "qwen3_5", "qwen3_5_moe"), QWEN)}
+
+
+def _visual(model):
+    return model.model.visual
+
+
+# family -> its vision tower in a loaded checkpoint, and the named students of its full-size and tiny towers (a
+# named config cropped from another family's tower of its shape takes that tower's model_type)
 TOWERS = {"internvl": (lambda model: model.model.vision_tower, "liteframe-b", "liteframe-tiny"),
-          "qwen2_5_vl": (lambda model: model.model.visual, "liteframe-qwen2.5", "liteframe-qwen2.5-tiny")}
+          "qwen2_5_vl": (_visual, "liteframe-qwen2.5", "liteframe-qwen2.5-tiny"),
+          **dict.fromkeys(("qwen3_vl", "qwen3_vl_moe"), (_visual, "liteframe-qwen3-vl", "liteframe-qwen3-vl-tiny")),
+          **dict.fromkeys(("qwen3_5", "qwen3_5_moe"), (_visual, "liteframe-qwen3.5", "liteframe-qwen3.5-tiny"))}
 
 
 def run(model: str | None = None, video: str | None = None, dense_frames: Sequence[int] | None = None,
@@ -130,7 +138,7 @@ def _load(model: str | None, random_size: str | None, image_size: int, tmp: Path
 
 
 def _crop_student(llm: VideoLLM, folder: Path, compression: Compression) -> Path:
-    """An untrained student of the family's full-size tower (LiteFrame-B, `liteframe-qwen2.5`) at `compression`,
+    """An untrained student of the family's full-size tower (LiteFrame-B, `liteframe-qwen2.5`, ...) at `compression`,
     cropped from the checkpoint's ViT (for a tiny tower, the family's tiny student), at the tower's input size or,
     for Qwen's, the student's own."""
     tower, full, small = TOWERS[llm.model.config.model_type]

@@ -34,6 +34,7 @@ from liteframe.errors import InputError
 from liteframe.grid import TokenGrid, TokenSet
 from liteframe.llm.data import DataConfig
 from liteframe.models import LiteFrameEncoder, Teacher
+from liteframe.models.towers import deepstack_levels
 from liteframe.reduce import REDUCERS, Reducer, get_reducer
 
 
@@ -203,9 +204,10 @@ def build_encoder(family, model, spec: EncoderSpec, compression: Compression | N
 
 def load_student(directory: Path, teacher: Teacher) -> LiteFrameEncoder:
     """A saved LiteFrame student, refused in one line unless it fits the checkpoint whose vision tower (and
-    projector) `teacher` wraps: it was cropped from a tower of that kind (and reads its grid steps), its output
-    width is the vision width the projector (Qwen's merger) takes, and its image size is the checkpoint's (a tower
-    with no size of its own, Qwen's, takes the student's), in whole strides."""
+    projector) `teacher` wraps: it was cropped from a tower of that kind (and reads its grid steps), it gives a level
+    for each of the tower's DeepStack mergers, its output width is the vision width the projector (Qwen's merger)
+    takes, and its image size is the checkpoint's (a tower with no size of its own, Qwen's, takes the student's), in
+    whole strides."""
     if not Path(directory).is_dir():
         raise InputError(f"student folder {directory}: not found")
     student = LiteFrameEncoder.from_pretrained(directory)
@@ -214,6 +216,10 @@ def load_student(directory: Path, teacher: Teacher) -> LiteFrameEncoder:
     if (cfg.teacher or tower) != tower or cfg.temporal_patch != teacher.frames_per_step:
         raise InputError(f"student {directory}: distilled from a {cfg.teacher or 'other'} tower, not this "
                          f"checkpoint's {tower}: a student reads only its own teacher's family")
+    levels = deepstack_levels(teacher.vision)
+    if cfg.levels != levels:
+        raise InputError(f"student {directory}: it gives {cfg.levels} levels, but the checkpoint's tower has {levels} "
+                         "DeepStack mergers to feed")
     if cfg.out_dim != teacher.hidden_size:
         raise InputError(f"student {directory}: output width {cfg.out_dim} does not match the checkpoint's vision "
                          f"width {teacher.hidden_size}, which its projector takes")

@@ -32,9 +32,12 @@ class LiteFrameConfig:
     LayerNorm before the first block), `final_norm` (a LayerNorm before the head, cropped from the teacher's),
     `norm` (the blocks' norms, "layernorm" or Qwen's "rmsnorm"), `gated_mlp` (Qwen's SwiGLU MLP), `rope_theta`
     (None: a learned position table added at the input; a base: Qwen's 2-D rotary positions, recomputed for every
-    grid the blocks see), `temporal_patch` (frames one patch spans: 2 for Qwen's patch embedding over frame pairs,
-    whose grid steps are then pairs), and `teacher`, the `model_type` of the tower it is cropped from, which the
-    checkpoints of that tower's family check ("" for configs saved before it was recorded).
+    grid the blocks see), `pos_grid` (with rotary positions, Qwen3's learned `pos_grid x pos_grid` table too, resized
+    bilinearly with aligned corners to the patch grid of every input, as the tower does; 0: none),
+    `levels` (the outputs of the last `levels` blocks, after the last downsampling and through the head, are levels
+    of its grid, for Qwen3-VL's DeepStack mergers), `temporal_patch` (frames one patch spans: 2 for Qwen's patch
+    embedding over frame pairs, whose grid steps are then pairs), and `teacher`, the `model_type` of the tower it is
+    cropped from, which the checkpoints of that tower's family check ("" for configs saved before it was recorded).
     What crop init takes: `teacher_layers`, the teacher blocks (None: evenly spread, ending on the teacher's last
     block; every second one for half the depth), and `teacher_heads`, which heads of each block ("first" or
     "strongest", by the norm of their output projection)."""
@@ -61,6 +64,8 @@ class LiteFrameConfig:
     norm: str = "layernorm"
     gated_mlp: bool = False
     rope_theta: float | None = None
+    pos_grid: int = 0
+    levels: int = 0
     temporal_patch: int = 1
     teacher: str = ""
     teacher_layers: tuple[int, ...] | None = None
@@ -96,6 +101,14 @@ class LiteFrameConfig:
             problems.append(f"temporal_patch {self.temporal_patch} must be at least 1")
         if self.rope_theta is not None and (self.cls_token or self.registers):
             problems.append("rope_theta: 2-D rotary positions have no place for CLS or register tokens")
+        last = max((i for i, _ in self.stages), default=0)
+        after = max(0, self.depth - last)
+        if self.levels > after:
+            problems.append(f"levels {self.levels}: only {after} blocks follow the last downsampling (after block "
+                            f"{last})")
+        if self.pos_grid and self.rope_theta is None:
+            problems.append("pos_grid: a resized position grid comes with rotary positions (Qwen3's tower); without "
+                            "them the position table is made for the input size")
         return problems
 
     def _split(self) -> tuple[Stride, ...]:
@@ -164,10 +177,31 @@ _QWEN = LiteFrameConfig(width=960, depth=16, heads=12, mlp=2565, out_dim=1280, d
                         act="silu", cls_token=False, norm="rmsnorm", gated_mlp=True,
                         rope_theta=10000.0, temporal_patch=2, teacher="qwen2_5_vl_vision")
 _QWEN_TINY = replace(_QWEN, width=16, depth=2, heads=1, mlp=32, image=112, out_dim=32, downsample_after=(1, 2))
+# `liteframe-qwen3.5` is Qwen3.5's and Qwen3-VL-8B's tower (27 blocks of width 1152, 16 heads of 72, GELU MLP 4304,
+# a 48 x 48 position grid) by the paper's ratios: 13 blocks, 12 heads (width 864), MLP 3228, downsampling after
+# blocks 4 and 9, at 448 px (512 px at 64x: 448 px is 28 patches, which the 4 x 4 stride and the merger's 2 x 2 do
+# not divide). Its tiny one crops from `liteframe.testing.qwen3.tiny_config` (3 blocks of width 32, 2 heads, an
+# 8 x 8 grid), at 128 px.
+_QWEN3 = LiteFrameConfig(width=864, depth=13, heads=12, mlp=3228, out_dim=1152, downsample_after=(4, 9),
+                         act="gelu_pytorch_tanh", cls_token=False, patch=16, rope_theta=10000.0, pos_grid=48,
+                         temporal_patch=2, teacher="qwen3_5_vision")
+_QWEN3_TINY = replace(_QWEN3, width=16, depth=2, heads=1, mlp=32, image=128, out_dim=32, downsample_after=(1, 2),
+                      pos_grid=8)
+# `liteframe-qwen3-vl` is the same from Qwen3-VL-8B's tower, whose DeepStack mergers read blocks 8, 16 and 24: its
+# last 3 blocks (11-13, after the last downsampling) give the levels. The tiny Qwen3-VL's mergers read 2 blocks, so its
+# student has 4 blocks (the last 2 tapped, cropped from the teacher's last).
+_QWEN3_VL = replace(_QWEN3, levels=3, teacher="qwen3_vl_vision")
+_QWEN3_VL_TINY = replace(_QWEN3_TINY, depth=4, levels=2, teacher_layers=(0, 1, 2, 2), teacher="qwen3_vl_vision")
+# a side the 64x strides and the merger divide, where the default does not
+_SIZE_64X = {"liteframe-qwen3.5": 512, "liteframe-qwen3-vl": 512}
 for _name, _base in (("liteframe-b", _B), ("liteframe-tiny", _TINY), ("liteframe-qwen2.5", _QWEN),
-                     ("liteframe-qwen2.5-tiny", _QWEN_TINY)):
+                     ("liteframe-qwen2.5-tiny", _QWEN_TINY), ("liteframe-qwen3.5", _QWEN3),
+                     ("liteframe-qwen3.5-tiny", _QWEN3_TINY), ("liteframe-qwen3-vl", _QWEN3_VL),
+                     ("liteframe-qwen3-vl-tiny", _QWEN3_VL_TINY)):
     for _ratio in (16, 4, 64):
-        STUDENTS.register(_name + ("" if _ratio == 16 else f"-{_ratio}x"))(replace(_base, compression=_ratio))
+        _size = {"image": _SIZE_64X[_name]} if _ratio == 64 and _name in _SIZE_64X else {}
+        STUDENTS.register(_name + ("" if _ratio == 16 else f"-{_ratio}x"))(replace(_base, compression=_ratio,
+                                                                                   **_size))
 
 
 def student_config(name: str = "liteframe-b", **overrides) -> LiteFrameConfig:

@@ -6,8 +6,9 @@ ratios.
 half the depth); the first `width` residual channels of every weight; in each block the `heads` heads that
 `teacher_heads` names ("first", or "strongest": the largest norm of their slice of the output projection, which
 bounds what a head can write into the residual stream) and the first `mlp` hidden units. The position table is
-the teacher's own at the student's input size (its resizing, done once); a tower with rotary positions (Qwen's) has
-none, and its patch embedding over frame pairs is cropped like any other. The final Linear(width, out_dim) starts
+the teacher's own at the student's input size (its resizing, done once); a tower with rotary positions (Qwen2.5-VL's)
+has none, and Qwen3's learned grid, resized to every input, is kept whole, cropped in channels; a patch embedding over
+frame pairs is cropped like any other. The final Linear(width, out_dim) starts
 as the identity onto the first `width` output channels (zero elsewhere) *(ours)*: the untrained student's output
 is the cropped teacher's features in the teacher's first channels, and the rest starts at zero. Temporal mixers
 and downsampling keep their own init (zero branch, average pooling).
@@ -22,7 +23,8 @@ from torch import nn
 
 from ..errors import InputError
 from .config import LiteFrameConfig, student_config
-from .towers import final_norm, layer_norm_eps, position_table, registers, rope_theta, tower
+from .towers import (deepstack_levels, final_norm, layer_norm_eps, pos_grid, position_table, registers, rope_theta,
+                     tower)
 
 
 def teacher_layers(config: LiteFrameConfig, teacher_depth: int) -> tuple[int, ...]:
@@ -42,7 +44,8 @@ def mismatches(config: LiteFrameConfig, vision: nn.Module) -> list[str]:
     structure = teacher_structure(vision)
     names = {"patch": "patch size", "qkv_bias": "qkv bias", "act": "activation", "eps": "layer norm eps",
              "cls_token": "cls token", "registers": "registers", "embed_norm": "embed norm", "norm": "norm",
-             "gated_mlp": "gated mlp", "rope_theta": "rope theta", "temporal_patch": "temporal patch"}
+             "gated_mlp": "gated mlp", "rope_theta": "rope theta", "pos_grid": "position grid", "levels": "levels",
+             "temporal_patch": "temporal patch"}
     same = {"head dim": (config.width // config.heads, t.hidden_size // t.num_attention_heads),
             **{name: (getattr(config, key), structure[key]) for key, name in names.items()}}
     if config.teacher:
@@ -109,7 +112,8 @@ def teacher_structure(vision: nn.Module) -> dict:
                 qkv_bias=getattr(t, "attention_bias", getattr(t, "qkv_bias", True)), cls_token=spec.has_cls,
                 registers=registers(vision), embed_norm=spec.embed_norm is not None,
                 final_norm=final_norm(vision) is not None, norm=spec.norm, gated_mlp=spec.gated_mlp,
-                rope_theta=rope_theta(vision), temporal_patch=getattr(t, "temporal_patch_size", 1),
+                rope_theta=rope_theta(vision), pos_grid=pos_grid(vision), levels=deepstack_levels(vision),
+                temporal_patch=getattr(t, "temporal_patch_size", 1),
                 teacher=t.model_type)
 
 
@@ -158,7 +162,9 @@ def crop_state_dict(vision: nn.Module, config: LiteFrameConfig) -> dict[str, tor
         "head.weight": torch.eye(config.out_dim, c, dtype=dtype),
         "head.bias": torch.zeros(config.out_dim, dtype=dtype),
     }
-    if config.rope_theta is None:
+    if config.pos_grid:
+        s["pos_embed"] = t[spec.pos_table][None, :, :c]
+    elif config.rope_theta is None:
         s["pos_embed"] = position_table(vision, config.image)[..., :c]
     if config.cls_token:
         s["cls_token"] = t.get(emb + "cls_token", t.get(emb + "class_embedding")).reshape(1, 1, -1)[..., :c]

@@ -67,7 +67,9 @@ class LiteFrameEncoder(nn.Module):
     """`(B, T, 3, S, S) -> TokenGrid (B, T/(tp*st), S/(14*sh), S/(14*sw), out_dim)` with one CLS per output step
     (when `cls_token`), for the strides' product (st, sh, sw) and `temporal_patch` tp; for the default `dwconv` at 16x
     that is `(B, T/4, S/28, S/28, 1024)`. T must be a multiple of `compression.clip * temporal_patch`. Tokens: [CLS]
-    [registers] patches, positions on CLS and patches, as in DINOv2; or patches alone with rotary positions."""
+    [registers] patches, positions on CLS and patches, as in DINOv2; or patches alone with rotary positions (and
+    Qwen3's resized position grid). With `levels` the grid has that many levels of its shape: the outputs of the
+    last blocks through the same head (Qwen3-VL's DeepStack features)."""
 
     def __init__(self, config: LiteFrameConfig | None = None):
         super().__init__()
@@ -80,8 +82,9 @@ class LiteFrameEncoder(nn.Module):
             self.patch_embed = nn.Conv2d(3, cfg.width, cfg.patch, stride=cfg.patch)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.width)) if cfg.cls_token else None
         self.register_tokens = nn.Parameter(torch.zeros(1, cfg.registers, cfg.width)) if cfg.registers else None
-        self.pos_embed = None if cfg.rope_theta is not None else nn.Parameter(
-            torch.zeros(1, int(cfg.cls_token) + grid * grid, cfg.width))
+        table = cfg.pos_grid ** 2 if cfg.pos_grid else None if cfg.rope_theta is not None else \
+            int(cfg.cls_token) + grid * grid
+        self.pos_embed = None if table is None else nn.Parameter(torch.zeros(1, table, cfg.width))
         for p in (self.cls_token, self.register_tokens, self.pos_embed):
             if p is not None:
                 nn.init.trunc_normal_(p, std=0.02)
@@ -119,6 +122,7 @@ class LiteFrameEncoder(nn.Module):
         x = x.view(b * steps // clip, clip, prefix + h * w, cfg.width)
         after = {i: down for (i, _), down in zip(cfg.stages, self.downsample)}
         rope = self._rope(h, w, x.device)
+        taps = []  # the last blocks' outputs, the levels' features
         for i, block in enumerate(self.blocks, start=1):
             if self.grad_checkpointing and self.training:
                 x = checkpoint(block, x, rope, use_reentrant=False)
@@ -127,11 +131,14 @@ class LiteFrameEncoder(nn.Module):
             if i in after:
                 x, h, w = after[i](x, h, w)
                 rope = self._rope(h, w, x.device)
+            if i > cfg.depth - cfg.levels:
+                taps.append(x)
         if self.final_norm is not None:
             x = self.final_norm(x)
         x = self.head(x)
         cls = x[:, :, 0].reshape(b, -1, cfg.out_dim) if cfg.cls_token else None
-        return TokenGrid(x[:, :, prefix:].reshape(b, -1, h, w, cfg.out_dim), cls)
+        levels = tuple(self.head(tap)[:, :, prefix:].reshape(b, -1, h, w, cfg.out_dim) for tap in taps)
+        return TokenGrid(x[:, :, prefix:].reshape(b, -1, h, w, cfg.out_dim), cls, levels=levels)
 
     def _check_shape(self, t: int, height: int, width: int) -> None:
         cfg = self.config
@@ -153,13 +160,14 @@ class LiteFrameEncoder(nn.Module):
         return rope_2d(h, w, cfg.width // cfg.heads, cfg.rope_theta, device) if cfg.rope_theta is not None else None
 
     def _pos_embed(self, h: int, w: int) -> torch.Tensor:
-        """`(1, [1 +] h*w, C)`: the learned embeddings, bicubically resized when the grid differs (as transformers)."""
-        pos, cls = self.pos_embed, int(self.config.cls_token)
+        """`(1, [1 +] h*w, C)`: the learned embeddings, bicubically resized when the grid differs (as transformers);
+        Qwen3's grid (`pos_grid`) bilinearly with aligned corners, as its tower resizes it for every input."""
+        pos, cls, resample = self.pos_embed, int(self.config.cls_token), bool(self.config.pos_grid)
         side = math.isqrt(pos.shape[1] - cls)
         if (h, w) == (side, side):
             return pos
         grid = pos[:, cls:].reshape(1, side, side, -1).permute(0, 3, 1, 2)
-        grid = F.interpolate(grid, size=(h, w), mode="bicubic", align_corners=False)
+        grid = F.interpolate(grid, size=(h, w), mode="bilinear" if resample else "bicubic", align_corners=resample)
         return torch.cat([pos[:, :cls], grid.permute(0, 2, 3, 1).reshape(1, h * w, -1)], dim=1)
 
     @classmethod

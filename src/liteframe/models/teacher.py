@@ -14,12 +14,13 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 from torch import nn
-from transformers import AutoModel, InternVLConfig, Qwen2_5_VLConfig
+from transformers import (AutoModel, InternVLConfig, Qwen2_5_VLConfig, Qwen3_5Config, Qwen3_5MoeConfig, Qwen3VLConfig,
+                          Qwen3VLMoeConfig)
 from transformers.models.internvl.modeling_internvl import InternVLMultiModalProjector
 
 from ..errors import InputError, model_type as read_model_type, one_line
 from ..grid import TokenGrid, pixel_shuffle
-from .qwen import merge, merged_grid
+from .qwen import through_mergers
 from .towers import FOLDER_TYPES, TOWERS, registers, tower
 # Video LLM checkpoints a teacher is read from: the config class, and where its `save_pretrained` puts the parts we
 # load (transformers 5 writes the first; checkpoints saved from the inner `model` carry the `model.` prefix; the
@@ -28,13 +29,18 @@ _CHECKPOINTS = {
     "internvl": (InternVLConfig, {"vision": ("vision_tower.", "model.vision_tower."),
                                   "projector": ("multi_modal_projector.", "model.multi_modal_projector.")}),
     "qwen2_5_vl": (Qwen2_5_VLConfig, {"vision": ("visual.", "model.visual.")}),
+    **{model_type: (config, {"vision": ("model.visual.", "visual.")}) for model_type, config in (
+        ("qwen3_vl", Qwen3VLConfig), ("qwen3_vl_moe", Qwen3VLMoeConfig), ("qwen3_5", Qwen3_5Config),
+        ("qwen3_5_moe", Qwen3_5MoeConfig))},
 }
+_QWEN_CONFIGS = tuple(config for model_type, (config, _) in _CHECKPOINTS.items() if model_type != "internvl")
 
 
 class Teacher(nn.Module):
     """Frozen ViT: `(B, T, 3, S, S) -> TokenGrid (B, T, S/p, S/p, C)`, with CLS where the model has one (DINOv2's
-    registers are dropped: they are neither patches nor a query). Qwen2.5-VL's gives its merged grid, `(B, T/2,
-    S/28, S/28, D)` in the LLM's width: its ViT reads frame pairs, and its output is its merger's."""
+    registers are dropped: they are neither patches nor a query). Qwen's give their merged grid, `(B, T/2, S/m, S/m,
+    D)` in the LLM's width (m = 28 for Qwen2.5-VL, 32 for Qwen3-VL and Qwen3.5; Qwen3-VL's DeepStack features as
+    its levels): their ViTs read frame pairs, and their output is their merger's."""
 
     def __init__(self, vision: nn.Module, projector: nn.Module | None = None):
         super().__init__()
@@ -47,21 +53,21 @@ class Teacher(nn.Module):
 
     @classmethod
     def from_config(cls, config) -> Teacher:
-        """Random weights: an `InternVLConfig` gives the vision tower and projector, a `Qwen2_5_VLConfig` its vision
-        model (ViT and merger); a vision config (InternVL, Qwen2.5-VL, DINOv2, CLIP or SigLIP vision) gives the
-        tower alone."""
+        """Random weights: an `InternVLConfig` gives the vision tower and projector, a Qwen2.5-VL, Qwen3-VL or Qwen3.5
+        config (dense or MoE) its vision model (ViT and mergers); a vision config (InternVL, Qwen's, DINOv2, CLIP or
+        SigLIP vision) gives the tower alone."""
         if isinstance(config, InternVLConfig):
             return cls(_vision_model(config.vision_config), InternVLMultiModalProjector(config))
-        if isinstance(config, Qwen2_5_VLConfig):
+        if isinstance(config, _QWEN_CONFIGS):
             return cls(_vision_model(config.vision_config))
         return cls(_vision_model(config))
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, dtype: torch.dtype | None = None,
                         device: torch.device | str | None = None) -> Teacher:
-        """A local InternVL3 `-hf` folder (vision tower and projector only, never the LLM), a Qwen2.5-VL folder
-        (its vision model, ViT and merger, never the LLM), or a folder of a DINOv2 (with or without registers), CLIP
-        or SigLIP (vision) model. `dtype` None keeps the checkpoint's."""
+        """A local InternVL3 `-hf` folder (vision tower and projector only, never the LLM), a Qwen2.5-VL, Qwen3-VL or
+        Qwen3.5 folder, dense or MoE (its vision model, ViT and mergers, never the LLM), or a folder of a DINOv2 (with
+        or without registers), CLIP or SigLIP (vision) model. `dtype` None keeps the checkpoint's."""
         folder = Path(path)
         model_type = _supported(folder)
         if model_type in _CHECKPOINTS:
@@ -157,19 +163,19 @@ class Teacher(nn.Module):
         return frames // self.frames_per_step, side, side
 
     def student_head(self):
-        """What a student's patch grid goes through to reach the space of this teacher's grid, frozen: Qwen's
-        merger (`models.qwen.merge` with the tower's own), or None where the student's grid is in it already. A
-        function, not a module: whoever trains the student owns none of its weights."""
-        return partial(merge, self.vision.get_submodule(self.tower.merger)) if self.tower.merger else None
+        """What a student's grid goes through to reach the space of this teacher's grid, frozen: Qwen's mergers
+        (`models.qwen.through_mergers` with the tower's own: `TokenGrid -> TokenGrid`), or None where the student's
+        grid is in it already. A function, not a module: whoever trains the student owns none of its weights."""
+        return partial(through_mergers, self.vision) if self.tower.merger else None
 
     def forward(self, pixels: torch.Tensor, attention: bool = False) -> TokenGrid:
         """`(B, T, 3, S, S) -> TokenGrid (B, T, S/p, S/p, C)`: all frames in one batch of B*T images. `attention`:
         the grid also carries the last layer's CLS attention row `scores` and keys (`last_layer_attention`).
-        Qwen's: the merged grid (`models.qwen.merged_grid`; no attention row: the pipeline scores its tokens)."""
+        Qwen's: the merged grid (`Tower.encode`, `models.qwen`; no attention row: the pipeline scores its tokens)."""
         if self.tower.merger:
             if attention:
-                raise ValueError("a Qwen2.5-VL teacher has no CLS attention row; score its merged tokens instead")
-            return TokenGrid(merged_grid(self.vision, pixels))
+                raise ValueError("a Qwen teacher has no CLS attention row; score its merged tokens instead")
+            return self.tower.encode(self.vision, pixels)
         b, t, _, height, width = pixels.shape
         if min(height, width) < self.image_size:
             warn_resized_positions(self.image_size, self.patch_size, height, width)

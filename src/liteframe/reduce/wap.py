@@ -27,6 +27,16 @@ def wap(patches: torch.Tensor, queries: torch.Tensor, compression: Compression |
     return out
 
 
+def wap_stacked(grid: TokenGrid, block: tuple[int, int, int]) -> torch.Tensor:
+    """`TokenGrid (B, T, H, W, C)` with L levels -> `(B, (1+L)*T/t, H/h, W/w, C)`: WAP of the patches with the
+    frames' queries, then each level pooled with the same weights (`TokenGrid.stacked` order), as the registered
+    `wap` reducer pools them. Unchecked, as `wap(check=False)`: for CTD's targets and tokens."""
+    patches, (queries,) = pad_to_blocks(grid.patches, [grid.queries], block, "wap")
+    weights = wap_weights(patches, queries, block)
+    levels = (pad_to_blocks(level, [], block)[0] for level in grid.levels)
+    return torch.cat([weighted_sum(x, weights, block) for x in (patches, *levels)], dim=1)
+
+
 def wap_weights(patches: torch.Tensor, queries: torch.Tensor, block: tuple[int, int, int]) -> torch.Tensor:
     """`(B, T, H, W, C), (B, T, C) -> (B, T/t, H/h, W/w, t*h*w)` softmax weights per block, in float32 or wider
     whatever the surrounding autocast; T, H, W must be multiples of the block."""

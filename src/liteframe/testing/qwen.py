@@ -10,6 +10,7 @@ preprocesses and lays out the prompt itself (`liteframe.llm.qwen`).
 """
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -17,6 +18,8 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (AutoTokenizer, PreTrainedTokenizerFast, Qwen2_5_VLConfig,
                           Qwen2_5_VLForConditionalGeneration)
+
+from liteframe.models import Teacher
 
 CHAT_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 VISION_TOKENS = ["<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>"]
@@ -125,3 +128,18 @@ def random_qwen_7b(folder: str | Path, device: torch.device, dtype: torch.dtype)
         model = Qwen2_5_VLForConditionalGeneration._from_config(config, dtype=dtype)
     tokenizer.save_pretrained(folder)
     return model.eval(), AutoTokenizer.from_pretrained(folder)
+
+
+def perturbed_tower(vision_config, seed: int = 0, **overrides) -> Teacher:
+    """A `Teacher` of a tiny Qwen vision config (any family's) with `overrides` set on it, its norms and biases
+    perturbed at random (`seed`) so that every slice a crop takes matters."""
+    vision = copy.deepcopy(vision_config)
+    for key, value in overrides.items():
+        setattr(vision, key, value)
+    torch.manual_seed(seed)
+    teacher = Teacher.from_config(vision)
+    with torch.no_grad():
+        for p in teacher.vision.parameters():
+            if p.ndim == 1:
+                p.add_(0.1 * torch.randn_like(p))
+    return teacher

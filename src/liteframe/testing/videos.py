@@ -4,7 +4,7 @@
 each), which survives lossy H.264 at any size, so `frame_index(rgb)` recovers i from a decoded frame; any container,
 codec, frame rate (also variable), rotation, with or without audio. `solid_video`: one colour throughout (LMA's
 colour-naming task). `synthetic_video`: drifting colour gradients over rolling noise, something to decode when a
-benchmark is given no video.
+benchmark is given no video. `drifting_squares`: random colour squares drifting sideways (distillation's clips).
 """
 from __future__ import annotations
 
@@ -99,14 +99,6 @@ def synthetic_video(path: Path, seconds: int = 12, fps: int = 24, width: int = 4
     return _write(path, images, fps)
 
 
-def drifting_texture(path: Path, seed: int, frames: int = 40, size: int = 64, fps: int = 20, step: int = 2) -> Path:
-    """A square H.264 clip of a random 8 px-block texture drifting sideways by `step` px a frame: frames differ, so
-    a student's temporal mixing has something to learn."""
-    rng = np.random.default_rng(seed)
-    base = rng.integers(0, 256, (size // 8, size // 8, 3), dtype=np.uint8).repeat(8, 0).repeat(8, 1)
-    return _write(path, (np.roll(base, step * i, axis=1) for i in range(frames)), fps)
-
-
 def _write(path: Path, images, fps: int) -> Path:
     """(H, W, 3) uint8 images -> an H.264 file (yuv420p, ultrafast)."""
     with av.open(str(path), "w") as out:
@@ -120,3 +112,19 @@ def _write(path: Path, images, fps: int) -> Path:
             out.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
         out.mux(stream.encode())
     return path
+
+
+def drifting_squares(path: Path, seed: int, frames: int = 48, size: int = 112, cell: int = 8, fps: int = 16,
+                    step: int = 3) -> str:
+    """An MPEG-4 clip of `size` px squares: random colour squares of `cell` px (by `seed`) drifting `step` px sideways
+    per frame, so frames differ and a student's temporal mixing has something to learn."""
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 256, (size // cell, size // cell, 3), dtype=np.uint8).repeat(cell, 0).repeat(cell, 1)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("mpeg4", rate=fps)
+        stream.width = stream.height = size
+        stream.pix_fmt = "yuv420p"
+        for i in range(frames):
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(np.roll(base, step * i, axis=1), format="rgb24")))
+        out.mux(stream.encode())
+    return str(path)

@@ -10,8 +10,6 @@ grid reaches the LLM where a grid reducer's does, with the same prompt and posit
 """
 from __future__ import annotations
 
-import math
-from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
@@ -19,18 +17,14 @@ import torch
 from torch import nn
 from transformers import Qwen2_5_VLForConditionalGeneration
 
-from liteframe.compression import Compression
-from liteframe.errors import InputError
-from liteframe.llm.data import Square
-from liteframe.llm.encoders import Vision, VisualTokens, load_student
+from liteframe.llm.encoders import Vision, VisualTokens
 from liteframe.llm.family import FAMILIES, embed
 from liteframe.llm.inputs import LLMInputs
 from liteframe.llm.prompt import Slot
 from liteframe.llm.qwen.positions import rope_positions, set_positions
 from liteframe.llm.qwen.tokens import VIDEO_PAD, VISION_END, VISION_START, QwenTokens
-from liteframe.llm.qwen.vision import FACTOR, FRAMES_PER_STEP, QwenVision, data_config
-from liteframe.models import Teacher
-from liteframe.models.qwen import ThroughMerger, has_vit, keep_merger
+from liteframe.llm.qwen.vision import FACTOR, FRAMES_PER_STEP, QwenVision, data_config, student_vision, vit_of
+from liteframe.models.qwen import keep_merger
 
 
 class Qwen25VL(QwenTokens):
@@ -44,7 +38,7 @@ class Qwen25VL(QwenTokens):
     def vision(self, model, folder: Path | None = None, pixels: str = "processor") -> Vision:
         """The ViT and merger (`QwenVision`), frames in pairs resized by `smart_resize` within the pixel budget of
         the checkpoint's processor config in `folder`, or the one `pixels` names (`qwen.vision.data_config`)."""
-        return Vision(QwenVision(self._visual(model)), nn.Identity(), data_config(folder, pixels),
+        return Vision(QwenVision(vit_of(model)), nn.Identity(), data_config(folder, pixels),
                       (FRAMES_PER_STEP, FACTOR, FACTOR), shuffle=False)
 
     def student(self, model, student: Path, folder: Path | None = None) -> Vision:
@@ -52,14 +46,7 @@ class Qwen25VL(QwenTokens):
         (`ThroughMerger`): a grid step is a clip of its block of frame pairs, and its merged grid reaches the LLM as
         a grid reducer's does at the same compression. Its frames are a square of its own size, resized and
         normalised as the checkpoint's processor (`folder`) does."""
-        visual = self._visual(model)
-        encoder = load_student(student, Teacher(visual))
-        cfg = encoder.config
-        t, h, w = cfg.block
-        data = replace(data_config(folder), size=Square(cfg.image))
-        return Vision(ThroughMerger(encoder, visual), nn.Identity(), data,
-                      (FRAMES_PER_STEP * t, FACTOR * h, FACTOR * w), shuffle=False,
-                      compression=Compression(cfg.block), clip=FRAMES_PER_STEP * math.lcm(t, cfg.compression.clip))
+        return student_vision(vit_of(model), student, data_config(folder), FACTOR)
 
     def drop_vision(self, model) -> None:
         """Free the ViT; the merger stays, for a student's tokens (and LMA's `train_projector`)."""
@@ -86,14 +73,6 @@ class Qwen25VL(QwenTokens):
 
     def context_length(self, model) -> int:
         return model.config.text_config.max_position_embeddings
-
-    @staticmethod
-    def _visual(model) -> nn.Module:
-        visual = model.model.visual
-        if not has_vit(visual):
-            raise InputError("this VideoLLM dropped its vision tower for a student: load it again with "
-                             "from_pretrained")
-        return visual
 
 
 FAMILIES.register("qwen2_5_vl")(Qwen25VL())

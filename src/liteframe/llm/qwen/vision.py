@@ -25,9 +25,13 @@ WAP's query is the frame pair's mean token (SPEC 3: the query of a ViT without C
 per-token score is the same query's softmax over the pair's tokens, with the tokens themselves as keys (the
 documented substitute for a CLS attention row and the ViT's keys). It is the default because SPEC 3 names it and it
 costs nothing.
+
+A LiteFrame student of a Qwen tower takes its ViT's place in front of the checkpoint's own mergers
+(`student_vision`, for Qwen2.5-VL, Qwen3-VL and Qwen3.5 alike).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +41,11 @@ from torch import nn
 
 from liteframe.errors import InputError
 from liteframe.grid import TokenGrid
-from liteframe.llm.data import DataConfig
+from liteframe.compression import Compression
+from liteframe.llm.data import DataConfig, Square
+from liteframe.llm.encoders import Vision, load_student
+from liteframe.models import Teacher
+from liteframe.models.qwen import ThroughMerger, has_vit
 from liteframe.llm.processor import pixel_range, video_settings
 from liteframe.models.qwen import FRAMES_PER_STEP, MERGE, PATCH, patchify  # one grid step is a frame pair
 
@@ -162,3 +170,26 @@ class QwenVision(nn.Module):
         rows, grid = patchify(pixels[0])
         patches = video_grid(self.visual, rows, grid)[None]
         return TokenGrid(patches, scores=query_scores(patches), keys=patches) if attention else TokenGrid(patches)
+
+
+def student_vision(visual: nn.Module, student: Path, data: DataConfig, factor: int) -> Vision:
+    """A LiteFrame student folder of the Qwen vision model `visual`'s tower in front of its own mergers
+    (`models.qwen.ThroughMerger`): a grid step is a clip of the student's block of frame pairs, and its merged grid
+    (with Qwen3-VL's levels) reaches the LLM as a grid reducer's does at the same compression. Its frames are a
+    square of its own size, resized and normalised as `data` (the checkpoint's processor's) says; `factor`: the
+    pixels one merged token spans (28 or 32)."""
+    encoder = load_student(student, Teacher(visual))
+    cfg = encoder.config
+    t, h, w = cfg.block
+    steps = cfg.temporal_patch
+    return Vision(ThroughMerger(encoder, visual), nn.Identity(), dataclasses.replace(data, size=Square(cfg.image)),
+                  (steps * t, factor * h, factor * w), shuffle=False, compression=Compression(cfg.block),
+                  clip=steps * math.lcm(t, cfg.compression.clip))
+
+
+def vit_of(model) -> nn.Module:
+    """A Qwen checkpoint's vision model, refused in one line once a student has freed its ViT."""
+    visual = model.model.visual
+    if not has_vit(visual):
+        raise InputError("this VideoLLM dropped its vision tower for a student: load it again with from_pretrained")
+    return visual

@@ -4,7 +4,8 @@
 - Vision: the tower reads frame pairs sized by the processor's whole-video pixel budget (`frames.data_config`, from
   the checkpoint's video processor config); its merger's grid is the pipeline's backbone output, with
   Qwen3-VL's DeepStack features as levels that every reducer reduces with the tokens' own decision
-  (`vision.Qwen3Vision`). Qwen3.5's tower is the same without DeepStack.
+  (`vision.Qwen3Vision`). Qwen3.5's tower is the same without DeepStack. A LiteFrame student takes the tower's place
+  in front of its mergers, its last blocks feeding Qwen3-VL's DeepStack ones (`student`, as for Qwen2.5-VL).
 - Prompt (`Qwen3VLProcessor`'s layout): the template's `<|vision_start|><|video_pad|><|vision_end|>` is replaced by
   one run per slot, `<{t:.1f} seconds><|vision_start|>` + the slot's pads + `<|vision_end|>`, `t` the mean time of
   the slot's first and last frame (`slot_time`): for a frame pair (dense, set reducers) the processor's pair mean;
@@ -33,15 +34,16 @@ from torch import nn
 from transformers import (Qwen3_5ForConditionalGeneration, Qwen3_5MoeForConditionalGeneration,
                           Qwen3VLForConditionalGeneration, Qwen3VLMoeForConditionalGeneration)
 
-from liteframe.errors import InputError
 from liteframe.llm.encoders import Vision, VisualTokens
 from liteframe.llm.family import FAMILIES, embed
 from liteframe.llm.inputs import LLMInputs
 from liteframe.llm.prompt import Slot
 from liteframe.llm.qwen.tokens import VIDEO_PAD, VISION_END, VISION_START, QwenTokens
+from liteframe.llm.qwen.vision import student_vision, vit_of
 from liteframe.llm.qwen3.frames import data_config
 from liteframe.llm.qwen3.positions import rope_positions
 from liteframe.llm.qwen3.vision import FACTOR, FRAMES_PER_STEP, Qwen3Vision
+from liteframe.models.qwen import keep_merger
 
 _LAYER = r".*language_model\.layers\.\d+\."
 _ATTENTION = r"self_attn\.(q|k|v|o)_proj"
@@ -69,18 +71,20 @@ class Qwen3(QwenTokens):
     def vision(self, model, folder: Path | None = None, pixels: str = "processor") -> Vision:
         """The tower and its mergers (`Qwen3Vision`), frames sized by the whole-video budget of the checkpoint's
         processor config in `folder` (`frames.data_config`)."""
-        visual = model.model.visual
-        if visual is None:
-            raise InputError("this VideoLLM dropped its vision tower: load it again with from_pretrained")
-        return Vision(Qwen3Vision(visual), nn.Identity(), data_config(folder, pixels),
+        return Vision(Qwen3Vision(vit_of(model)), nn.Identity(), data_config(folder, pixels),
                       (FRAMES_PER_STEP, FACTOR, FACTOR), shuffle=False)
 
     def student(self, model, student: Path, folder: Path | None = None) -> Vision:
-        raise InputError(f"encoder student:{student}: there is no LiteFrame student for {self.title[2:]}'s ViT yet "
-                         "(docs/method.md records its design); use dense or a reducer")
+        """A LiteFrame student folder of this family's tower in the ViT's place, in front of the checkpoint's own
+        merger (and Qwen3-VL's DeepStack mergers, fed by the student's levels: `ThroughMerger`), as for Qwen2.5-VL:
+        a grid step is a clip of its block of frame pairs, its merged grid (and levels) reach the LLM as a grid
+        reducer's do at the same compression, and its frames are a square of its own size, resized and normalised
+        as the checkpoint's processor (`folder`) does."""
+        return student_vision(vit_of(model), student, data_config(folder), FACTOR)
 
     def drop_vision(self, model) -> None:
-        model.model.visual = None
+        """Free the ViT; the mergers stay, for a student's tokens and levels (and LMA's `train_projector`)."""
+        keep_merger(model.model.visual)
 
     def video_text(self, tokenizer, slots: Sequence[Slot], slot_text: Sequence[str | None] | None = None,
                    timestamps: bool = False) -> str:

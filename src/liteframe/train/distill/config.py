@@ -27,7 +27,8 @@ class DistillConfig(TrainConfig):
     RESUMABLE: ClassVar[tuple[str, ...]] = TrainConfig.RESUMABLE + ("eval_manifest", "eval_views")
 
     # what to distil
-    teacher: str = ""  # an InternVL3 `-hf` or Qwen2.5-VL folder (its vision parts), or a DINOv2, CLIP or SigLIP folder
+    # an InternVL3 `-hf`, Qwen2.5-VL, Qwen3-VL or Qwen3.5 folder (its vision parts), or a DINOv2, CLIP or SigLIP folder
+    teacher: str = ""
     # LiteFrameConfig fields over the named config `name`, or without one the teacher's own student by the paper's
     # ratios (liteframe.models.student_for); cropped from the teacher
     student: dict[str, Any] = field(default_factory=dict)

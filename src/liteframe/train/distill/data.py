@@ -1,4 +1,4 @@
-"""Training data: a manifest of videos -> clips of T frames (T/4 dense 4-frame clips; for a Qwen2.5-VL teacher at
+"""Training data: a manifest of videos -> clips of T frames (T/4 dense 4-frame clips; for a Qwen teacher at
 16x and 64x, T/8 dense 8-frame clips: the compression's 4 frame pairs), decoded in DataLoader workers.
 
 Which frames a video gives in an epoch is a pure function of (seed, view, video index), where view = epoch for
@@ -6,7 +6,7 @@ targets computed on the fly and epoch % cache_views for cached targets. So the c
 is found again exactly, and a resumed run sees the same clips as an uninterrupted one, whatever the worker count.
 
 The frames are what `ask` feeds the student of the teacher's family (`frames_config`): InternVL's square (resized by
-the decoder, ImageNet's mean and std) for every teacher but Qwen2.5-VL's, whose are its processor's pixels at the
+the decoder, ImageNet's mean and std) for every teacher but Qwen's, whose are its checkpoint processor's pixels at the
 student's square (torchvision's resize in uint8, the checkpoint's mean and std).
 """
 from __future__ import annotations
@@ -26,6 +26,7 @@ from liteframe.compression import DEFAULT, Compression
 from liteframe.errors import InputError
 from liteframe.llm.data import DataConfig, Square
 from liteframe.llm.qwen import data_config
+from liteframe.llm.qwen3 import data_config as qwen3_data_config
 from liteframe.models import Teacher
 from liteframe.video import FrameSample, SampleReads, TrainSampler, VideoDecodeError, VideoInfo, normalize, \
     open_video
@@ -72,12 +73,18 @@ def manifest_digest(entries: list[ManifestEntry]) -> str:
 
 
 def frames_config(teacher: Teacher, folder: str, size: int) -> DataConfig:
-    """The frames CTD reads for `teacher` (loaded from `folder`) and its student, `size` px square: for a Qwen2.5-VL
-    checkpoint its processor's (`liteframe.llm.qwen.data_config`: mean, std and frame pairs) at that square, what
-    `ask` feeds its student; for any other teacher InternVL's square."""
-    if teacher.vision.config.model_type == "qwen2_5_vl_vision":
-        return dataclasses.replace(data_config(folder), size=Square(size))
+    """The frames CTD reads for `teacher` (loaded from `folder`) and its student, `size` px square: for a Qwen
+    checkpoint its processor's (`liteframe.llm.qwen.data_config`, `liteframe.llm.qwen3.data_config`: mean, std and
+    frame pairs) at that square, what `ask` feeds its student; for any other teacher InternVL's square."""
+    processor = _PROCESSORS.get(teacher.vision.config.model_type)
+    if processor is not None:
+        return dataclasses.replace(processor(folder), size=Square(size))
     return DataConfig(Square(size))
+
+
+# a Qwen tower's model_type -> the data config of its checkpoint's processor
+_PROCESSORS = {"qwen2_5_vl_vision": data_config, **dict.fromkeys(
+    ("qwen3_vl_vision", "qwen3_vl_moe_vision", "qwen3_5_vision", "qwen3_5_moe_vision"), qwen3_data_config)}
 
 
 def clip_frames(frames_per_step: int, compression: Compression) -> int:

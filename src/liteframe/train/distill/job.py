@@ -228,7 +228,10 @@ class DistillTrainer(Trainer):
                                          dense=self.dense).flatten(1, 3)
             tokens, dense = self.wrapped(pixels)
         pred = dense if self.dense else tokens
-        return ctd_loss(pred, clip_outliers(target, cfg.clip_sigma), cfg.beta, cfg.cosine_weight)
+        # the tokens, then each DeepStack level (`wap_targets`): outliers by the statistics of their own level
+        parts = 1 if self.dense else 1 + self.student_config.levels
+        target = torch.cat([clip_outliers(part, cfg.clip_sigma) for part in target.chunk(parts, dim=1)], dim=1)
+        return ctd_loss(pred, target, cfg.beta, cfg.cosine_weight)
 
     # -- evaluation and the result ------------------------------------------------------------------------------
 
@@ -283,15 +286,18 @@ class DistillTrainer(Trainer):
 
 def _reduced(name: str, grid: TokenGrid, compression, tokens: list[torch.Tensor] | None
              ) -> list[torch.Tensor] | None:
-    """`tokens` with reducer `name`'s tokens `(B, N, C)` of `grid` appended; None once it cannot reduce a grid
-    (ToMe keeps at least a token per frame: too few tokens for tiny grids at 64x)."""
+    """`tokens` with reducer `name`'s tokens `(B, N, C)` of `grid` appended (its levels' after them, as the targets
+    hold them); None once it cannot reduce a grid (ToMe keeps at least a token per frame: too few tokens for tiny
+    grids at 64x)."""
     if tokens is None:
         return None
     try:
         reduced = get_reducer(name)(grid, compression)
     except ValueError:
         return None
-    return tokens + [(reduced.tokens() if isinstance(reduced, TokenGrid) else reduced.tokens).float().cpu()]
+    stacked = reduced.stacked().flatten(1, 3) if isinstance(reduced, TokenGrid) else torch.cat(
+        [reduced.tokens, *reduced.levels], dim=1)
+    return tokens + [stacked.float().cpu()]
 
 
 def summary_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:

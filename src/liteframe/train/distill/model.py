@@ -11,7 +11,7 @@ from liteframe.compression import Compression
 from liteframe.errors import InputError
 from liteframe.grid import TokenGrid
 from liteframe.models import LiteFrameConfig, LiteFrameEncoder, Teacher, student_for
-from liteframe.reduce import wap
+from liteframe.reduce.wap import wap_stacked
 from liteframe.train.distill.config import DistillConfig
 from liteframe.train.loss import RTDDecoder
 
@@ -20,13 +20,15 @@ class DistillModel(nn.Module):
     """The trained parts: `pixels (B, T, 3, S, S) -> (student tokens (B, T/t*H'*W', C), dense tokens
     (B, T*H*W, C) or None)`. The dense tokens are RTD's reconstruction, or the output of a student that does not
     compress (the `none` variant: distillation without compression), whose compressed tokens are then WAP of its
-    own output with the run's `block`, as the teacher's targets are. `head`: the teacher's frozen output stage the
-    student's grid goes through first (`Teacher.student_head`: Qwen's merger, whose space the targets are in); a
-    function, so that none of its weights is trained, saved or sharded with the student."""
+    own output with the run's `block`, as the teacher's targets are. A student with levels (of Qwen3-VL's tower)
+    gives them after its tokens, `(B, (1+L)*T/t*H'*W', C)`, as the targets hold the teacher's (`wap_targets`).
+    `head`: the teacher's frozen output stage the student's grid goes through first (`Teacher.student_head`: Qwen's
+    mergers, whose space the targets are in); a function, so that none of its weights is trained, saved or sharded
+    with the student."""
 
     def __init__(self, student: LiteFrameEncoder, decoder: RTDDecoder | None = None,
                  block: tuple[int, int, int] | None = None,
-                 head: Callable[[torch.Tensor], torch.Tensor] | None = None):
+                 head: Callable[[TokenGrid], TokenGrid] | None = None):
         super().__init__()
         self.student, self.decoder, self.head = student, decoder, head
         self.block = None if student.config.strides else block
@@ -34,11 +36,11 @@ class DistillModel(nn.Module):
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         grid = self.student(pixels)
         if self.head is not None:
-            grid = TokenGrid(self.head(grid.patches))
+            grid = self.head(grid)
         if self.block is not None:
-            return wap(grid.patches, grid.queries, self.block, check=False).flatten(1, 3), grid.tokens()
+            return wap_stacked(grid, self.block).flatten(1, 3), grid.tokens()
         dense = None if self.decoder is None else self.decoder(grid.patches).flatten(1, 3)
-        return grid.tokens(), dense
+        return grid.stacked().flatten(1, 3), dense
 
     def optimizer_groups(self, weight_decay: float) -> list[dict]:
         decoder = [] if self.decoder is None else self.decoder.optimizer_groups(weight_decay)

@@ -36,7 +36,7 @@ from liteframe.identity import config_digest, tensors_digest
 from liteframe.io import atomic_write
 from liteframe.llm.data import DataConfig, Square
 from liteframe.models import Teacher
-from liteframe.reduce import wap
+from liteframe.reduce.wap import wap_stacked
 from liteframe.train.dist import all_sum, barrier
 from liteframe.train.distill.config import DistillConfig
 from liteframe.train.distill.data import ClipDataset, ManifestEntry, check_clip, clip_frames, first_decodable, \
@@ -65,9 +65,11 @@ def teacher_targets(teacher: Teacher, pixels: torch.Tensor, compression: Compres
 
 
 def wap_targets(grid: TokenGrid, compression: Compression) -> torch.Tensor:
-    """Teacher grid `(B, T, H, W, C)` -> CTD targets `(B, T/t, H/h, W/w, C)`: WAP with the compression's block.
+    """Teacher grid `(B, T, H, W, C)` -> CTD targets `(B, T/t, H/h, W/w, C)`: WAP with the compression's block; a
+    grid with L levels (Qwen3-VL's DeepStack) gives `(B, (1+L)*T/t, H/h, W/w, C)`, each level reduced with the
+    tokens' WAP weights after them (`reduce.wap.wap_stacked`), as the training-free `wap` encoder feeds the LLM.
     Unchecked: the finite check would sync the host once per batch on a GPU; a non-finite target shows in the loss."""
-    return wap(grid.patches, grid.queries, compression.block, check=False)
+    return wap_stacked(grid, compression.block)
 
 
 def teacher_identity(teacher: Teacher, folder: str) -> dict[str, str]:
