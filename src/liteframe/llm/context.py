@@ -37,14 +37,16 @@ from liteframe.timing import synchronize
 class VideoContext:
     """The cache of one video's prompt prefix for `llm` (a `VideoLLM`), the video sampled at `fps` frames per second
     (Qwen2.5-VL's temporal positions follow it); `max_tokens`: the cache's budget (None: unbounded). `add` each
-    chunk's tokens as they come; `ids` are the cached tokens, `slots` and `visual` the kept slots and their tokens,
-    `evicted` the slots dropped, `prefill_ms` the wall time of the prefills so far."""
+    chunk's tokens as they come; `ids` are the cached tokens, `slots`, `visual` and `timestamps` the kept slots,
+    their tokens and their frames' times (s), `evicted` the slots dropped, `prefill_ms` the wall time of the
+    prefills so far."""
 
     def __init__(self, llm, fps: float, max_tokens: int | None = None):
         self.llm, self.fps, self.max_tokens = llm, fps, max_tokens
         self.cache = DynamicCache(config=llm.model.config.get_text_config(decoder=True))
         self.slots: list[Slot] = []
         self.visual: VisualTokens | None = None
+        self.timestamps: list[float] = []
         self.ids = torch.zeros(1, 0, dtype=torch.long, device=llm.device)
         self.positions: torch.Tensor | None = None  # the cached tokens' positions, `(P, 1, n)` or `(1, n)`
         self.frames = self.steps = self.evicted = 0  # frames and grid steps seen, slots dropped
@@ -74,6 +76,7 @@ class VideoContext:
         part = replace(part, step=part.step + self.steps)
         self.visual = part if self.visual is None else _cat(self.visual, part)
         self.slots += slots
+        self.timestamps += list(timestamps)
         self.frames += len(timestamps)
         self.steps += len(part.counts)
         ids, inputs = self.inputs("")
@@ -131,6 +134,7 @@ class VideoContext:
         self.visual = replace(v, tokens=v.tokens[:, kept_tokens:], counts=v.counts[drop:], step=v.step[kept_tokens:],
                               pos=v.pos[kept_tokens:], levels=tuple(lv[:, kept_tokens:] for lv in v.levels))
         self.slots = self.slots[drop:]
+        self.timestamps = self.timestamps[drop * v.frames_per_step:]
         self.evicted += drop
         ids, inputs = self._render("")
         sink, end = self._sink, self._video_end(ids)

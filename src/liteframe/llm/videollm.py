@@ -74,8 +74,8 @@ class EncodedVideo:
 @dataclass
 class Answer:
     """One answer and what it cost; `latency_ms` is keyed by `LATENCY_KEYS` (with `repeats`, medians).
-    `prefill_tokens` were run through the LLM's prefill: fewer than `prompt_tokens` when a cached prefix was
-    reused."""
+    `prefill_tokens` were run through the LLM's prefill after the video's cached prefix: fewer than
+    `prompt_tokens` when a prefix was reused or prefilled while the video was encoded (`VideoLLM.incremental`)."""
 
     answer: str
     frames: int
@@ -95,7 +95,8 @@ class Answer:
         counts = (f"{plural(self.frames, 'frame')}, encoder {self.encoder}: {plural(self.visual_tokens, 'visual token')}"
                   f" in {plural(len(self.slot_tokens), 'slot')}, {plural(self.prompt_tokens, 'prompt token')}, "
                   f"{len(self.tokens)} generated")
-        note = "(ms; decode overlaps vit: stages do not add up to total)"
+        note = ("(ms; decode overlaps vit, and llm_prefill holds the video's prefill, run chunk by chunk between "
+                "encoder steps: stages do not add up to total)")
         return "\n".join([self.answer, "", counts, format_table([self.latency_ms], LATENCY_KEYS), note])
 
 
@@ -106,8 +107,7 @@ class VideoLLM:
     `resize` (`RESIZERS`: "exact" in the decoder; "torch": whole RGB frames resized on the device) and `overlap`
     (decode the next chunk in the background while the encoder works); `incremental`: `ask` prefills each chunk's
     slots into the LLM's cache as the encoder gives them (`VideoContext`), instead of the whole video after it. The
-    weights are frozen: LMA turns on the
-    ones it trains. `folder` and `pixels`: the checkpoint's folder and the frame size budget the encoder was built
+    weights are frozen: LMA turns on the ones it trains. `folder` and `pixels`: the checkpoint's folder and the frame size budget the encoder was built
     with (`build_encoder`), which `with_encoder` keeps."""
 
     resize = "exact"
