@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import os
 import threading
+from dataclasses import replace
 
 import pytest
 import torch
 from transformers import LogitsProcessor
 
 from liteframe.llm import VideoLLM
-from liteframe.llm import LiveSession
+from liteframe.llm import LiveSession, VideoContext
 from liteframe.testing import TINY_CHECKPOINTS
 from liteframe.testing.videos import make_video
 from test_live import Tee, encode_ts
@@ -99,3 +100,46 @@ def test_watch_gives_asks_logits_on_the_same_frames(folders, family, tmp_path):
     asked = llm.answer(llm.encode(copy, timestamps=times), "What happens?", max_new_tokens=2, logits_processor=[ref])
     assert live.tokens == asked.tokens and live.answer == asked.answer
     torch.testing.assert_close(seen.first, ref.first, rtol=1e-4, atol=5e-5)
+
+
+def _steps(visual):
+    """An encoded video's tokens, one grid step at a time (steps counted from 0 each, as `encode_chunk` gives)."""
+    bounds = torch.tensor([0, *visual.counts]).cumsum(0).tolist()
+    return [replace(visual, tokens=visual.tokens[:, a:b], counts=[b - a], step=visual.step[a:b] * 0,
+                    pos=visual.pos[a:b], levels=tuple(lv[:, a:b] for lv in visual.levels))
+            for a, b in zip(bounds, bounds[1:])]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_eviction_bounds_the_cache_and_keeps_positions_valid(folders, video, family):
+    llm = load(folders[family])
+    enc = llm.encode(video, 8)
+    steps, per = _steps(enc.visual), enc.visual.frames_per_step
+    budget = 3 * sum(enc.visual.counts) + 40
+    bounded, free = VideoContext(llm, enc.fps, budget), VideoContext(llm, enc.fps)
+    slot_tokens = enc.visual.counts[0]
+    for i in range(6 * len(steps)):  # the video's steps over and over: 6 times what the budget holds
+        times = [float(i * per + j) / enc.fps for j in range(per)]
+        for ctx in (bounded, free):
+            ctx.add(steps[i % len(steps)], times)
+        assert bounded.length <= budget + slot_tokens + 8  # at most one step (and its text) over, before eviction
+    assert bounded.evicted > 0 and bounded.slots[-1] == free.slots[-1] and len(bounded.slots) < len(free.slots)
+    attention = [(a, b) for a, b in zip(bounded.cache.layers, free.cache.layers)
+                 if getattr(a, "keys", None) is not None and a.keys.numel()]
+    assert all(a.keys.shape[-2] == bounded.length for a, _ in attention)
+    # the first attention layer's keys depend only on each token and its position: the kept stretch is the newest
+    # tokens of the whole stream, at the positions they have there
+    (first, whole), sink = attention[0], bounded._sink
+    cut = free.length - (bounded.length - sink)
+    torch.testing.assert_close(first.keys[..., sink:, :], whole.keys[..., cut:, :], rtol=1e-5, atol=1e-5)
+    assert torch.equal(first.keys[..., :sink, :], whole.keys[..., :sink, :])
+    # the question continues the positions of the whole stream, as if nothing had been dropped
+    ids, inputs = bounded.inputs("What happens?")
+    full_ids, full = free.inputs("What happens?")
+    question = ids.shape[1] - bounded.length
+    assert question == full_ids.shape[1] - free.length
+    assert torch.equal(ids[:, -question:], full_ids[:, -question:])
+    assert torch.equal(inputs.position_ids[..., -question:], full.position_ids[..., -question:])
+    new, _, _ = llm.generate(ids, inputs, bounded.cache, 3, min_new_tokens=3)
+    assert len(new) == 3
+    assert bounded.cache.get_seq_length() == bounded.length  # the stored cache is left as it was
