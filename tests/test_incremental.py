@@ -3,6 +3,7 @@ first-token logits as the whole prefix prefilled at once, for every family, and 
 with answers that still work once the oldest slots are dropped."""
 from __future__ import annotations
 
+import json
 import os
 import threading
 from dataclasses import replace
@@ -12,9 +13,11 @@ import torch
 from transformers import LogitsProcessor
 
 from liteframe.llm import VideoLLM
+from liteframe.cli import main
 from liteframe.llm import LiveSession, VideoContext
 from liteframe.testing import TINY_CHECKPOINTS
 from liteframe.testing.videos import make_video
+from liteframe.video.live import open_live
 from test_live import Tee, encode_ts
 
 FAMILIES = list(TINY_CHECKPOINTS)
@@ -79,7 +82,7 @@ def _fifo_session(llm, tmp_path, frames=60, rate=4.0, **kwargs):
 
     writer = threading.Thread(target=write)
     writer.start()
-    session = LiveSession(llm, fifo, rate, **kwargs)
+    session = LiveSession(llm, open_live(fifo, rate, 4), **kwargs)
     session.wait()
     writer.join()
     return session, copy
@@ -143,3 +146,25 @@ def test_eviction_bounds_the_cache_and_keeps_positions_valid(folders, video, fam
     new, _, _ = llm.generate(ids, inputs, bounded.cache, 3, min_new_tokens=3)
     assert len(new) == 3
     assert bounded.cache.get_seq_length() == bounded.length  # the stored cache is left as it was
+
+
+def test_cli_watch_answers_each_question_and_refuses_bad_input_in_one_line(folders, tmp_path, capsys):
+    source, questions = tmp_path / "live.ts", tmp_path / "questions.txt"
+    with open(source, "wb") as f:  # a recording whose writer has closed it: read to its end
+        encode_ts(40, f)
+    questions.write_text("What happens?\n\nAnd now?\n")
+    folder = str(folders["qwen2_5_vl"])
+    assert main(["watch", str(source), "--model", folder, "--rate", "4", "--chunk-frames", "4", "--questions",
+                 str(questions), "--max-new-tokens", "2", "--device", "cpu", "--json"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(lines) == 2 and all(len(line["tokens"]) == 2 for line in lines)
+    assert all(0 <= line["start"] < line["end"] <= 5.0 and line["dropped"] == 0 for line in lines)
+    for args, message in ((["-"], "--questions FILE"), ([str(tmp_path / "none.ts")], "no such file"),
+                          ([str(questions)], "not a readable video"),
+                          ([str(source), "--encoder", "tome"], "reduces the whole video at once"),
+                          ([str(source), "--chunk-frames", "3"], "multiples of 2"),
+                          ([str(source), "--rate", "0"], "must be positive")):
+        assert main(["watch", *args, "--model", folder, "--device", "cpu", "--questions", str(questions)]
+                    if args != ["-"] else ["watch", "-", "--model", folder]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and message in err, err

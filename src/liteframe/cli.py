@@ -247,6 +247,38 @@ def _add_ask(sub) -> None:
     p.set_defaults(func=run)
 
 
+def _add_watch(sub) -> None:
+    p = sub.add_parser("watch", help="watch a live video and answer questions about what it has seen so far")
+    p.add_argument("source", help="a file still being written, a pipe (- for stdin) or a URL (rtsp://, http://)")
+    p.add_argument("--model", required=True, help="a checkpoint folder of any supported family")
+    p.add_argument("--encoder", default="dense", help="dense, a grid reducer (wap, pool) or student:DIR")
+    p.add_argument("--compression", help=f"{COMPRESSION} (default: a student's own, else 16)")
+    p.add_argument("--rate", type=float, default=1.0, help="frames sampled per second of video")
+    p.add_argument("--questions", type=argparse.FileType("r"), default=None,
+                   help="a file of questions, one a line, read as they come (default: stdin; needed with SOURCE -)")
+    p.add_argument("--max-tokens", type=int, help="the LLM cache's budget: the oldest frames are dropped past it "
+                   "(default: the LLM's context less 512)")
+    p.add_argument("--chunk-frames", type=int, default=8, help="frames encoded and prefilled at once (whole clips)")
+    p.add_argument("--speed", type=float, default=1.0, help="video seconds per wall second of a replayed source")
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--device", default=None, help="default: cuda when available, else cpu")
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    p.add_argument("--json", action="store_true", help="one JSON object a line per answer")
+
+    def run(a) -> None:
+        from liteframe.llm import watch
+
+        if a.source == "-" and a.questions is None:
+            raise InputError("watching stdin (-): the questions come from a file, --questions FILE")
+        for answer in watch(a.source, a.model, a.questions or sys.stdin, encoder=a.encoder,
+                            compression=a.compression, rate=a.rate, chunk_frames=a.chunk_frames,
+                            device=a.device, dtype=a.dtype,
+                            max_new_tokens=a.max_new_tokens, max_tokens=a.max_tokens, speed=a.speed):
+            print(answer.render(a.json), flush=True)
+
+    p.set_defaults(func=run)
+
+
 def _add_distill(sub) -> None:
     p = sub.add_parser("distill", help="train a LiteFrame student by Compressed Token Distillation",
                        description="Train a student by CTD; resumes from the newest checkpoint in `output` (a "
@@ -436,8 +468,8 @@ def build_parser() -> argparse.ArgumentParser:
     for add in (_add_bench_reducers, _add_bench_arch, _add_bench_decode, _add_bench_e2e, _add_bench_train,
                 _add_bench_adapt):
         add(bench)
-    for add in (_add_probe, _add_frames, _add_ask, _add_distill, _add_cache_targets, _add_adapt, _add_adapt_merge,
-                _add_eval):
+    for add in (_add_probe, _add_frames, _add_ask, _add_watch, _add_distill, _add_cache_targets, _add_adapt,
+                _add_adapt_merge, _add_eval):
         add(sub)
     sub.metavar = "{" + ",".join(name for name in sub.choices if name != "adapt-merge") + "}"
     return parser

@@ -2,14 +2,15 @@
 into the LLM's cache chunk by chunk in a background thread (`VideoContext`), and questions answered at any moment
 from what was seen so far, in a time set by the question and the answer, not by how long the video has run.
 
-`LiveSession` (from `VideoLLM.watch` or `watch`) runs until its source ends or breaks (the answers stay possible on
-what was seen) or `close()`. Frames the encoder cannot keep up with are dropped evenly by the live reader, which
+`LiveSession(llm, open_live(source, rate))` (or `watch`, from a checkpoint folder) runs until its source ends or
+breaks (the answers stay possible on what was seen) or `close()`. Frames the encoder cannot keep up with are dropped evenly by the live reader, which
 says so in a warning; every answer carries the count. The cache keeps at most `max_tokens` tokens, dropping the
 oldest slots (`VideoContext`), so memory stays flat however long it runs.
 """
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -24,7 +25,7 @@ from liteframe.llm.context import VideoContext
 from liteframe.llm.videollm import VideoLLM
 from liteframe.tables import format_table
 from liteframe.timing import Stopwatch
-from liteframe.video.live import open_live
+from liteframe.video.live import LiveStream, open_live
 from liteframe.video.preprocess import preprocess
 
 ANSWER_KEYS = ("llm_prefill", "generation", "total")
@@ -56,29 +57,29 @@ class LiveAnswer:
 
 
 class LiveSession:
-    """`llm` watching `source` (a growing file, a pipe, `-` for stdin, or a URL) sampled at `rate` frames per
-    second of video; see the module docstring. Frames are sized as for a video of `sized_as` frames (Qwen3's budget
-    is over the whole video), resized on the device by torch where the family reads fixed squares (the live reader
-    gives whole frames). `max_tokens`: the cache's budget (default: the LLM's context less `room` for a question
-    and its answer). `idle_s`, `max_lag_s`, `speed`: the live reader's (`open_live`). `latency_ms` sums the
-    encoding stages so far (decode is the reader's thread, not counted); `error`: what stopped the thread, if it
-    was not the source's end."""
+    """`llm` watching `stream`, a live source's sampled frames (`open_live`, whose chunks must be whole steps and
+    clips of the encoder); see the module docstring. Frames are sized as for a video of `sized_as` frames (Qwen3's
+    budget is over the whole video), resized on the device by torch where the family reads fixed squares (the live
+    reader gives whole frames). `max_tokens`: the cache's budget (default: the LLM's context less `room` for a
+    question and its answer). `latency_ms` sums the encoding stages so far (decoding is the reader's own thread);
+    `error`: what stopped the encoding thread, if not the source's end."""
 
-    def __init__(self, llm, source: str | Path, rate: float, *, max_tokens: int | None = None, room: int = 512,
-                 sized_as: int = 256, idle_s: float = 10.0, max_lag_s: float = 2.0, speed: float = 1.0):
+    def __init__(self, llm, stream: LiveStream, *, max_tokens: int | None = None, room: int = 512,
+                 sized_as: int = 256):
         context = llm.family.context_length(llm.model)
         max_tokens = max_tokens or context - room
         if not 0 < max_tokens <= context:
             raise InputError(f"max_tokens {max_tokens}: must be positive and within the LLM's context of {context}")
-        llm.encoder.check_frames(llm.chunk_frames)
         if llm.encoder.set_stage is not None:
             raise InputError(f"the {llm.encoder.name} encoder reduces the whole video at once: watching needs dense, "
                              "a grid reducer or a student")
-        self.llm, self.rate, self.sized_as = llm, rate, sized_as
-        self.context = VideoContext(llm, rate, max_tokens)
-        self.stream = open_live(source, rate, llm.chunk_frames, idle_s=idle_s, max_lag_s=max_lag_s, speed=speed)
+        whole = math.lcm(llm.encoder.frame_multiple, llm.encoder.frames_per_step)
+        if stream.chunk_frames % whole:
+            raise InputError(f"chunks of {stream.chunk_frames} frames: the {llm.encoder.name} encoder takes "
+                             f"multiples of {whole}")
+        self.llm, self.stream, self.sized_as, self._whole = llm, stream, sized_as, whole
+        self.context = VideoContext(llm, stream.rate, max_tokens)
         self.watch, self.error = Stopwatch(llm.device), None
-        self.started = time.perf_counter()
         self._lock, self._ready = threading.Lock(), threading.Event()  # ready: a chunk is cached, or the end
         self._thread = threading.Thread(target=self._run, daemon=True, name="liteframe-watch")
         self._thread.start()
@@ -128,8 +129,7 @@ class LiveSession:
 
     def _run(self) -> None:
         """The background thread: each chunk of the live reader -> pixels -> tokens -> the cache."""
-        llm, per = self.llm, self.llm.encoder.frames_per_step
-        whole = max(per, llm.encoder.frame_multiple)
+        llm, whole = self.llm, self._whole
         try:
             with torch.inference_mode():
                 for chunk in self.stream:
@@ -159,16 +159,18 @@ class LiveSession:
 
 
 def watch(source: str | Path, model: str | Path, questions: Iterable[str], *, encoder: str = "dense",
-          compression: str | int | None = None, rate: float = 1.0, device: str | None = None, dtype: str = "auto",
-          max_new_tokens: int = 64, **session_kwargs) -> Iterator[LiveAnswer]:
-    """`liteframe watch` as a function: a checkpoint folder's VideoLLM watching `source`, each of `questions` (an
-    iterable read as they come, e.g. stdin's lines; blank ones skipped) answered from what was seen when it came.
-    Watching stops when the questions end. `session_kwargs`: `LiveSession`'s."""
-    if rate <= 0:
-        raise InputError(f"rate {rate}: must be a positive number of frames per second")
+          compression: str | int | None = None, rate: float = 1.0, chunk_frames: int = 8, device: str | None = None,
+          dtype: str = "auto", max_new_tokens: int = 64, speed: float = 1.0, **session_kwargs) -> Iterator[LiveAnswer]:
+    """`liteframe watch` as a function: `source` opened first (`open_live` at `rate`, in chunks of `chunk_frames`,
+    replayed at `speed`), then a checkpoint folder's VideoLLM watches it, and each of `questions` (an iterable read
+    as they come, e.g. stdin's lines; blank ones skipped) is answered from what was seen when it came. Watching stops
+    when the questions end. `session_kwargs`: `LiveSession`'s."""
+    if rate <= 0 or chunk_frames < 1 or speed <= 0:
+        raise InputError(f"rate {rate}, chunk_frames {chunk_frames}, speed {speed}: must be positive")
     device = resolve_device(device)
-    llm = VideoLLM.from_pretrained(model, encoder, compression, device=device, dtype=resolve_dtype(dtype, device))
-    with LiveSession(llm, source, rate, **session_kwargs) as session:
-        for question in questions:
-            if question.strip():
-                yield session.answer(question.strip(), max_new_tokens)
+    with open_live(source, rate, chunk_frames, speed=speed) as stream:
+        llm = VideoLLM.from_pretrained(model, encoder, compression, device=device, dtype=resolve_dtype(dtype, device))
+        with LiveSession(llm, stream, **session_kwargs) as session:
+            for question in questions:
+                if question.strip():
+                    yield session.answer(question.strip(), max_new_tokens)
