@@ -17,6 +17,7 @@ from liteframe.cli import main
 from liteframe.llm import LiveSession, VideoContext
 from liteframe.testing import TINY_CHECKPOINTS
 from liteframe.testing.videos import make_video
+from liteframe.video import VideoDecodeWarning
 from liteframe.video.live import open_live
 from test_live import Tee, encode_ts
 
@@ -168,3 +169,17 @@ def test_cli_watch_answers_each_question_and_refuses_bad_input_in_one_line(folde
                     if args != ["-"] else ["watch", "-", "--model", folder]) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and message in err, err
+
+
+def test_a_session_behind_real_time_drops_frames_evenly_and_counts_them(folders, tmp_path):
+    source = tmp_path / "rec.ts"
+    with open(source, "wb") as f:
+        encode_ts(60, f)
+    llm = load(folders["internvl"])
+    with pytest.warns(VideoDecodeWarning, match="behind real time"):
+        # replayed at 1000x: 7.5 s of video in 7.5 ms, far quicker than the encoder
+        with LiveSession(llm, open_live(source, 8.0, 4, speed=1000.0, max_lag_s=0.5)) as session:
+            session.wait()
+            answer = session.answer("What happens?", max_new_tokens=1)
+    assert answer.dropped == session.stream.dropped > 0 and session.error is None
+    assert answer.frames + answer.dropped == 60  # every sampled frame was either encoded or counted as dropped

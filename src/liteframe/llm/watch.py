@@ -79,7 +79,7 @@ class LiveSession:
                              f"multiples of {whole}")
         self.llm, self.stream, self.sized_as, self._whole = llm, stream, sized_as, whole
         self.context = VideoContext(llm, stream.rate, max_tokens)
-        self.watch, self.error = Stopwatch(llm.device), None
+        self.watch, self.error, self.frames = Stopwatch(llm.device), None, 0  # frames: sampled and encoded
         self._lock, self._ready = threading.Lock(), threading.Event()  # ready: a chunk is cached, or the end
         self._thread = threading.Thread(target=self._run, daemon=True, name="liteframe-watch")
         self._thread.start()
@@ -120,7 +120,7 @@ class LiveSession:
             latency = {"llm_prefill": (first - start) * 1e3, "generation": (end - first) * 1e3,
                        "total": (end - start) * 1e3}
             text = self.llm.tokenizer.decode(new, skip_special_tokens=True).strip()
-            return LiveAnswer(text, *ctx.span, ctx.frames, self.stream.dropped, ctx.evicted, ctx.length,
+            return LiveAnswer(text, *ctx.span, self.frames, self.stream.dropped, ctx.evicted, ctx.length,
                               ids.shape[1] - ctx.length, new, latency)
 
     @property
@@ -134,6 +134,7 @@ class LiveSession:
             with torch.inference_mode():
                 for chunk in self.stream:
                     data, times = chunk.data, chunk.pts.tolist()
+                    self.frames += len(times)
                     pad = -len(times) % whole  # only the source's last chunk: its last frame repeated
                     data = torch.cat([data, data[-1:].expand(pad, -1, -1, -1)])
                     times += times[-1:] * pad
