@@ -128,6 +128,9 @@ def _add_bench_e2e(bench) -> None:
     p.add_argument("--front-ends", type=lambda t: t.split(","), default=["new"],
                    help="comma-separated: new (resize in the decoder, decode overlapped with the ViT) and/or old "
                         "(torch resize, sequential), each setting run through each")
+    p.add_argument("--prefills", type=lambda t: t.split(","), default=["incremental"],
+                   help="comma-separated: incremental (the video prefilled chunk by chunk as it is encoded) and/or "
+                        "whole (the prompt prefilled once the video is encoded), each setting run through each")
     p.add_argument("--plot", help="write total latency against frames to this image")
     p.add_argument("--json", action="store_true")
 
@@ -139,11 +142,12 @@ def _add_bench_e2e(bench) -> None:
                          encoders=a.encoders, compression=a.compression, student=a.student, image_size=a.image_size,
                          random_size=a.random_size, device=a.device, dtype=a.dtype, repeats=a.repeats,
                          warmup=a.warmup, new_tokens=a.new_tokens, model_family=a.model_family,
-                         front_ends=a.front_ends)
+                         front_ends=a.front_ends, prefills=a.prefills)
         print_rows(rows, a.json, COLUMNS)
         if not a.json:
             print("\nThe new front end decodes while the ViT runs: its stage times overlap and do not add up to the "
-                  "total. front-end share: (total - ViT - LLM) / total.")
+                  "total. An incremental prefill runs between the ViT's chunks; LLM prefill includes it. front-end "
+                  "share: (total - ViT - LLM) / total.")
         if a.plot:
             plot_latency(rows, a.plot)
 
