@@ -47,6 +47,7 @@ class Counting:
 
     def __init__(self, llm, fail_after: int | None = None, reply: str | None = None):
         self.llm, self.fail_after, self.reply, self.family = llm, fail_after, reply, llm.family
+        self.incremental = llm.incremental
         self.encodes, self.answers, self.chunks, self.prompts = [], 0, 0, []
         visual = llm.encoder
         original = visual.encode_chunk
@@ -61,9 +62,9 @@ class Counting:
     def check(self, frames):
         return self.llm.check(frames)
 
-    def encode(self, video, frames):
+    def encode(self, video, frames, prefill=False):
         self.encodes.append(video.name)
-        return self.llm.encode(video, frames)
+        return self.llm.encode(video, frames, prefill=prefill)
 
     def answer(self, enc, question, **kwargs):
         if self.fail_after is not None and self.answers == self.fail_after:

@@ -183,3 +183,15 @@ def test_a_session_behind_real_time_drops_frames_evenly_and_counts_them(folders,
             answer = session.answer("What happens?", max_new_tokens=1)
     assert answer.dropped == session.stream.dropped > 0 and session.error is None
     assert answer.frames + answer.dropped == 60  # every sampled frame was either encoded or counted as dropped
+
+
+def test_bench_stream_rows_beside_ask(capsys):
+    assert main(["bench", "stream", "--minutes", "2", "--marks", "1,2", "--speed", "30", "--max-tokens", "96",
+                 "--new-tokens", "2", "--device", "cpu", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["run"], r["watched min"]) for r in rows] == [("watch", 1), ("watch", 2), ("ask", 1), ("ask", 2)]
+    watch, ask = rows[:2], rows[2:]
+    assert [r["frames"] + r["dropped"] for r in watch] == [r["frames"] for r in ask]
+    assert 60 <= ask[0]["frames"] < 120 <= ask[1]["frames"]
+    assert watch[1]["evicted slots"] > 0 and all(r["cache tokens"] <= 96 + 16 for r in watch)
+    assert ask[1]["visual tokens"] > ask[0]["visual tokens"] > watch[1]["visual tokens"]  # ask reads it all

@@ -154,6 +154,37 @@ def _add_bench_e2e(bench) -> None:
     p.set_defaults(func=run)
 
 
+def _add_bench_stream(bench) -> None:
+    p = bench.add_parser("stream", help="a live session over a generated hour: answer latency as the video grows, "
+                         "beside ask")
+    p.add_argument("--model-family", default="internvl", help="the tiny checkpoint's family")
+    p.add_argument("--minutes", type=float, default=60, help="length of the generated source")
+    p.add_argument("--marks", type=lambda t: [float(x) for x in t.split(",")], default=[1, 5, 20, 60],
+                   help="comma-separated minutes of watched video at which the question is asked")
+    p.add_argument("--rate", type=float, default=1.0, help="frames sampled per second of video")
+    p.add_argument("--speed", type=float, default=60.0, help="the source is fed at this many times real time")
+    p.add_argument("--encoder", default="wap", help="dense, a grid reducer or student:DIR")
+    p.add_argument("--compression", default="16", help=COMPRESSION)
+    p.add_argument("--max-tokens", type=int, default=2048, help="the session cache's budget")
+    p.add_argument("--chunk-frames", type=int, default=8)
+    p.add_argument("--new-tokens", type=int, default=8, help="tokens generated per answer (exactly)")
+    p.add_argument("--device", default=None)
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    p.add_argument("--no-ask", dest="ask", action="store_false", help="the session's rows only")
+    p.add_argument("--json", action="store_true")
+
+    def run(a) -> None:
+        from liteframe.bench.stream import COLUMNS, run as run_bench
+        from liteframe.tables import print_rows
+
+        print_rows(run_bench(model_family=a.model_family, minutes=a.minutes, marks=a.marks, rate=a.rate,
+                             speed=a.speed, encoder=a.encoder, compression=a.compression, max_tokens=a.max_tokens,
+                             chunk_frames=a.chunk_frames, new_tokens=a.new_tokens, device=a.device, dtype=a.dtype,
+                             ask=a.ask), a.json, COLUMNS)
+
+    p.set_defaults(func=run)
+
+
 def _add_bench_train(bench) -> None:
     p = bench.add_parser("train", help="distillation throughput with and without the target cache")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
@@ -469,8 +500,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench", required=True)
-    for add in (_add_bench_reducers, _add_bench_arch, _add_bench_decode, _add_bench_e2e, _add_bench_train,
-                _add_bench_adapt):
+    for add in (_add_bench_reducers, _add_bench_arch, _add_bench_decode, _add_bench_e2e, _add_bench_stream,
+                _add_bench_train, _add_bench_adapt):
         add(bench)
     for add in (_add_probe, _add_frames, _add_ask, _add_watch, _add_distill, _add_cache_targets, _add_adapt,
                 _add_adapt_merge, _add_eval):

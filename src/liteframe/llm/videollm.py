@@ -230,14 +230,15 @@ class VideoLLM:
                             device=self.device, dtype=self.dtype, prefetch=2 if self.overlap else 0)
 
     def encode(self, video: str | Path | VideoReader, frames: int | None = None, *,
-               timestamps: Sequence[float] | None = None) -> EncodedVideo:
+               timestamps: Sequence[float] | None = None, prefill: bool = False) -> EncodedVideo:
         """Encode a video (a path, or a reader its owner keeps open) once for any number of questions: `frames`
         frames as `sample` picks them (checked first: frame count and, for the video's size, the context), or the
         frames at `timestamps` (s) as given (LMA draws its own). Decoded, prepared and encoded a chunk at a time so
         that memory holds one chunk of frames however long the video; the next chunk is decoded in the background
         while the encoder works (`overlap`), so `decode` in `latency_ms` is the decoder's own wall time, partly
         hidden behind `vit`: the stages do not add up to `total`. Gradients flow where the caller enables them and
-        a weight trains (LMA's projector)."""
+        a weight trains (LMA's projector). `prefill`: prefill each chunk's slots into the LLM's cache as they are
+        encoded (`VideoContext`, without gradients), the prefix the questions to come start from."""
         if (frames is None) == (timestamps is None):
             raise InputError("encode takes a frame count or the frames' timestamps, one of them")
         start, watch = time.perf_counter(), Stopwatch(self.device)
@@ -250,7 +251,8 @@ class VideoLLM:
                     timestamps = self.sample(reader.info, frames).timestamps.tolist()
             else:
                 self.encoder.check_frames(len(timestamps))
-            return self._encode(reader, [float(t) for t in timestamps], watch, start)
+            with torch.inference_mode() if prefill else nullcontext():
+                return self._encode(reader, [float(t) for t in timestamps], watch, start, prefill)
 
     def inputs(self, ids: torch.Tensor, enc: EncodedVideo) -> LLMInputs:
         """Prompt ids `(1, L)` laid out for `enc.slots` -> the LLM's inputs (the family's `llm_inputs`)."""
