@@ -128,6 +128,7 @@ def test_eviction_bounds_the_cache_and_keeps_positions_valid(folders, video, fam
             ctx.add(steps[i % len(steps)], times)
         assert bounded.length <= budget + slot_tokens + 8  # at most one step (and its text) over, before eviction
     assert bounded.evicted > 0 and bounded.slots[-1] == free.slots[-1] and len(bounded.slots) < len(free.slots)
+    assert bounded.length > budget // 2  # the oldest slots only, not more than needed
     attention = [(a, b) for a, b in zip(bounded.cache.layers, free.cache.layers)
                  if getattr(a, "keys", None) is not None and a.keys.numel()]
     assert all(a.keys.shape[-2] == bounded.length for a, _ in attention)

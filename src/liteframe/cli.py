@@ -168,6 +168,7 @@ def _add_bench_stream(bench) -> None:
     p.add_argument("--max-tokens", type=int, default=2048, help="the session cache's budget")
     p.add_argument("--chunk-frames", type=int, default=8)
     p.add_argument("--new-tokens", type=int, default=8, help="tokens generated per answer (exactly)")
+    p.add_argument("--repeats", type=int, default=3, help="answers at each mark; latency is their median")
     p.add_argument("--device", default=None)
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     p.add_argument("--no-ask", dest="ask", action="store_false", help="the session's rows only")
@@ -179,8 +180,8 @@ def _add_bench_stream(bench) -> None:
 
         print_rows(run_bench(model_family=a.model_family, minutes=a.minutes, marks=a.marks, rate=a.rate,
                              speed=a.speed, encoder=a.encoder, compression=a.compression, max_tokens=a.max_tokens,
-                             chunk_frames=a.chunk_frames, new_tokens=a.new_tokens, device=a.device, dtype=a.dtype,
-                             ask=a.ask), a.json, COLUMNS)
+                             chunk_frames=a.chunk_frames, new_tokens=a.new_tokens, repeats=a.repeats,
+                             device=a.device, dtype=a.dtype, ask=a.ask), a.json, COLUMNS)
 
     p.set_defaults(func=run)
 

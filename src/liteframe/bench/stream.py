@@ -15,6 +15,7 @@ its memory; `ask` uses the incremental prefill too (`VideoLLM.incremental`).
 from __future__ import annotations
 
 import resource
+import statistics
 import tempfile
 import time
 from fractions import Fraction
@@ -39,25 +40,28 @@ MARKS = (1, 5, 20, 60)
 
 def run(model_family: str = "internvl", minutes: float = 60, marks: Sequence[float] = MARKS, rate: float = 1.0,
         speed: float = 60.0, encoder: str = "wap", compression: int | str = 16, max_tokens: int = 2048,
-        chunk_frames: int = 8, new_tokens: int = 8, device: str | None = None, dtype: str = "auto",
-        ask: bool = True) -> list[dict]:
+        chunk_frames: int = 8, new_tokens: int = 8, repeats: int = 3, device: str | None = None,
+        dtype: str = "auto", ask: bool = True) -> list[dict]:
     """The session's rows at each of `marks` (minutes) of a `minutes`-long source sampled at `rate` fps and fed at
-    `speed` x real time, then (`ask`) `ask`'s rows on the frames watched by each mark (`COLUMNS`)."""
+    `speed` x real time (the question asked `repeats` times in a row: median latency), then (`ask`) `ask`'s rows on
+    the frames watched by each mark, read from the same packets remuxed to MP4 (`COLUMNS`)."""
     if model_family not in TINY_CHECKPOINTS:
         raise InputError(f"model family {model_family!r}: choose from {', '.join(TINY_CHECKPOINTS)}")
-    if not marks or min(marks) <= 0 or max(marks) > minutes or rate <= 0 or speed <= 0:
-        raise InputError(f"marks {list(marks)}: each in (0, {minutes}] minutes; rate and speed positive")
+    if not marks or min(marks) <= 0 or max(marks) > minutes or rate <= 0 or speed <= 0 or repeats < 1:
+        raise InputError(f"marks {list(marks)}: each in (0, {minutes}] minutes; rate and speed positive, repeats "
+                         "at least 1")
     device = resolve_device(device)
     with tempfile.TemporaryDirectory(prefix="liteframe-stream-") as tmp:
         tmp = Path(tmp)
         folder = TINY_CHECKPOINTS[model_family](tmp / "tiny")
         llm = VideoLLM.from_pretrained(folder, encoder, compression, device=device,
                                        dtype=resolve_dtype(dtype, device))
-        source = hour_source(tmp / "source.ts", minutes, rate)
-        _ask(llm, source, {"watched min": 0, "frames": chunk_frames, "dropped": 0}, rate, new_tokens)  # warm-up
-        rows = _watch(llm, source, sorted(marks), rate, speed, max_tokens, chunk_frames, new_tokens)
+        live, recorded = hour_source(tmp / "source.ts", minutes, rate), tmp / "source.mp4"
+        _remux(live, recorded)
+        _ask(llm, recorded, {"watched min": 0, "frames": chunk_frames, "dropped": 0}, rate, new_tokens)  # warm-up
+        rows = _watch(llm, live, sorted(marks), rate, speed, max_tokens, chunk_frames, new_tokens, repeats)
         if ask:
-            rows += [_ask(llm, source, row, rate, new_tokens) for row in list(rows)]
+            rows += [_ask(llm, recorded, row, rate, new_tokens) for row in list(rows)]
     return rows
 
 
@@ -73,22 +77,33 @@ def hour_source(path: Path, minutes: float, fps: float, width: int = 128, height
     return path
 
 
+def _remux(source: Path, path: Path) -> None:
+    """The same packets in MP4, which `ask`'s reader seeks in quickly (MPEG-TS has no index)."""
+    with av.open(str(source)) as src, av.open(str(path), "w") as out:
+        stream = out.add_stream_from_template(src.streams.video[0])
+        for packet in src.demux(src.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                out.mux(packet)
+
+
 def _watch(llm, source: Path, marks: list[float], rate: float, speed: float, max_tokens: int, chunk_frames: int,
-           new_tokens: int) -> list[dict]:
+           new_tokens: int, repeats: int) -> list[dict]:
     rows = []
     with LiveSession(llm, open_live(source, rate, chunk_frames, speed=speed), max_tokens=max_tokens) as session:
         for mark in marks:
             last = mark * 60 - 1 / rate  # the last frame sampled before the mark
             while session.running and (session.context.span is None or session.context.span[1] < last - 1e-6):
                 time.sleep(0.005)
-            answer = session.answer(QUESTION, new_tokens, min_new_tokens=new_tokens)
+            answers = [session.answer(QUESTION, new_tokens, min_new_tokens=new_tokens) for _ in range(repeats)]
+            answer = answers[-1]
+            ms = {key: statistics.median(a.latency_ms[key] for a in answers) for key in answer.latency_ms}
             busy = session.watch.ms.get("preprocess", 0.0) + session.watch.ms.get("vit", 0.0) + \
                 session.context.prefill_ms
             rows.append({"run": "watch", "watched min": mark, "seen s": f"{answer.start:.0f}-{answer.end:.0f}",
                          "frames": answer.frames, "dropped": answer.dropped, "evicted slots": answer.evicted,
                          "cache tokens": answer.cache_tokens, "visual tokens": session.context.visual.tokens.shape[1],
-                         "prefill ms": answer.latency_ms["llm_prefill"],
-                         "generation ms": answer.latency_ms["generation"], "answer ms": answer.latency_ms["total"],
+                         "prefill ms": ms["llm_prefill"], "generation ms": ms["generation"], "answer ms": ms["total"],
                          "real-time factor": round(busy / 1e3 / (answer.end + 1 / rate), 4),
                          "peak MB": _peak_mb(llm.device)})
         if session.error is not None:

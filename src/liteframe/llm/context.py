@@ -124,9 +124,11 @@ class VideoContext:
 
     def _evict(self) -> None:
         """Drop the oldest slots (at least one, never the newest) until the cache holds at most 3/4 of the budget."""
-        counts = torch.tensor([slot.tokens for slot in self.slots]).cumsum(0)
+        counts = torch.tensor([slot.tokens for slot in self.slots], device=self.ids.device).cumsum(0)
+        visual = (self.ids[0] == getattr(self.llm.model.config, self.llm.family.context_config)).nonzero()[:, 0]
+        ends = visual[counts - 1] + 1  # one past each slot's last token: dropping slots 0..i frees ends[i] - sink
         excess = self.length - self.max_tokens * 3 // 4
-        drop = min(int((counts < excess).sum()) + 1, len(self.slots) - 1)
+        drop = min(int((ends - self._sink < excess).sum()) + 1, len(self.slots) - 1)
         if drop < 1:
             return
         kept_tokens = int(counts[drop - 1])
