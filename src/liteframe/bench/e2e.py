@@ -52,11 +52,11 @@ def run(model: str | None = None, video: str | None = None, dense_frames: Sequen
         warmup: int = 1, new_tokens: int = 8, model_family: str = "internvl",
         front_ends: Sequence[str] = ("new",), prefills: Sequence[str] = ("incremental",)) -> list[dict]:
     """Every setting's latency row (`COLUMNS`). Row order follows SPEC 8: dense at `dense_frames[i]`, then each of
-    `encoders` at `frames[i]` and `compression` (a given student keeps its own), each through every one of
-    `front_ends` (`FRONT_ENDS`) and `prefills` (`PREFILLS`) in turn; None: `model_family`'s defaults (`FAMILY_DEFAULTS`). `model_family` picks
-    the tiny or random checkpoint; a `model` folder brings its own. With the new front end decoding overlaps the
-    ViT, so the stages do not add up to the total; `front-end share` is what the front end adds to the total: the
-    part of it outside the ViT and the LLM, over the total."""
+    `encoders` at `frames[i]` and `compression` (a given student keeps its own), each through every one of `front_ends`
+    (`FRONT_ENDS`) and `prefills` (`PREFILLS`) in turn; None: `model_family`'s defaults (`FAMILY_DEFAULTS`).
+    `model_family` picks the tiny or random checkpoint; a `model` folder brings its own. With the new front end decoding
+    overlaps the ViT, so the stages do not add up to the total; `front-end share` is what the front end adds to the
+    total: the part of it outside the ViT and the LLM, over the total."""
     if repeats < 1 or warmup < 0 or new_tokens < 1:
         raise InputError("repeats and new_tokens must be at least 1, warmup at least 0")
     unknown = [name for name in front_ends if name not in FRONT_ENDS]

@@ -98,8 +98,7 @@ def _watch(llm, source: Path, marks: list[float], rate: float, speed: float, max
             answers = [session.answer(QUESTION, new_tokens, min_new_tokens=new_tokens) for _ in range(repeats)]
             answer = answers[-1]
             ms = {key: statistics.median(a.latency_ms[key] for a in answers) for key in answer.latency_ms}
-            busy = session.watch.ms.get("preprocess", 0.0) + session.watch.ms.get("vit", 0.0) + \
-                session.context.prefill_ms
+            busy = sum(session.latency_ms.values())
             rows.append({"run": "watch", "watched min": mark, "seen s": f"{answer.start:.0f}-{answer.end:.0f}",
                          "frames": answer.frames, "dropped": answer.dropped, "evicted slots": answer.evicted,
                          "cache tokens": answer.cache_tokens, "visual tokens": session.context.visual.tokens.shape[1],
@@ -121,7 +120,8 @@ def _ask(llm, source: Path, watched: dict, rate: float, new_tokens: int) -> dict
         enc = llm.encode(source, timestamps=times, prefill=llm.incremental)
     answer = llm.answer(enc, QUESTION, new_tokens, min_new_tokens=new_tokens)
     total = (time.perf_counter() - start) * 1e3
-    return {"run": "ask", "watched min": watched["watched min"], "seen s": f"{times[0]:.0f}-{times[-1]:.0f}", "frames": len(times),
+    return {"run": "ask", "watched min": watched["watched min"], "seen s": f"{times[0]:.0f}-{times[-1]:.0f}",
+            "frames": len(times),
             "dropped": 0, "evicted slots": 0, "cache tokens": answer.prompt_tokens,
             "visual tokens": answer.visual_tokens, "prefill ms": answer.latency_ms["llm_prefill"],
             "generation ms": answer.latency_ms["generation"], "answer ms": total,

@@ -12,5 +12,5 @@ from liteframe.llm.videollm import Answer, EncodedVideo, VideoLLM, ask, sample_c
 from liteframe.llm.watch import LiveAnswer, LiveSession, watch
 
 __all__ = ["FAMILIES", "Answer", "DataConfig", "EncodedVideo", "EncoderSpec", "Family", "LLMInputs", "LiveAnswer",
-           "LiveSession", "Slot", "Square", "VideoContext", "VideoLLM", "Vision", "VisualEncoder", "VisualTokens", "ask",
-           "build_encoder", "build_input_ids", "get_family", "make_slots", "sample_clips", "watch"]
+           "LiveSession", "Slot", "Square", "VideoContext", "VideoLLM", "Vision", "VisualEncoder", "VisualTokens",
+           "ask", "build_encoder", "build_input_ids", "get_family", "make_slots", "sample_clips", "watch"]

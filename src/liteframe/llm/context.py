@@ -134,7 +134,8 @@ class VideoContext:
         kept_tokens = int(counts[drop - 1])
         v = self.visual
         self.visual = replace(v, tokens=v.tokens[:, kept_tokens:], counts=v.counts[drop:], step=v.step[kept_tokens:],
-                              pos=v.pos[kept_tokens:], levels=tuple(lv[:, kept_tokens:] for lv in v.levels))
+                              pos=v.pos[kept_tokens:], grid=(v.grid[0] - drop, *v.grid[1:]),
+                              levels=tuple(lv[:, kept_tokens:] for lv in v.levels))
         self.slots = self.slots[drop:]
         self.timestamps = self.timestamps[drop * v.frames_per_step:]
         self.evicted += drop
@@ -160,5 +161,5 @@ class VideoContext:
 def _cat(a: VisualTokens, b: VisualTokens) -> VisualTokens:
     """Two stretches of one video's tokens, in time order."""
     return replace(a, tokens=torch.cat([a.tokens, b.tokens], 1), counts=a.counts + b.counts,
-                   step=torch.cat([a.step, b.step]), pos=torch.cat([a.pos, b.pos]),
-                   levels=tuple(torch.cat(pair, 1) for pair in zip(a.levels, b.levels)))
+                   grid=(a.grid[0] + b.grid[0], *a.grid[1:]), step=torch.cat([a.step, b.step]),
+                   pos=torch.cat([a.pos, b.pos]), levels=tuple(torch.cat(pair, 1) for pair in zip(a.levels, b.levels)))

@@ -103,12 +103,12 @@ class Answer:
 class VideoLLM:
     """A Video LLM checkpoint whose visual tokens come from `encoder`; see `from_pretrained`. `timestamps` puts each
     slot's time in its label (`Frame3 (12.4s)`); off by default, as the checkpoint's own processor does.
-    The front end, set on an instance to compare front ends (`bench e2e --front-ends`):
-    `resize` (`RESIZERS`: "exact" in the decoder; "torch": whole RGB frames resized on the device) and `overlap`
-    (decode the next chunk in the background while the encoder works); `incremental`: `ask` prefills each chunk's
-    slots into the LLM's cache as the encoder gives them (`VideoContext`), instead of the whole video after it. The
-    weights are frozen: LMA turns on the ones it trains. `folder` and `pixels`: the checkpoint's folder and the frame size budget the encoder was built
-    with (`build_encoder`), which `with_encoder` keeps."""
+    The front end, set on an instance to compare front ends (`bench e2e --front-ends`): `resize` (`RESIZERS`: "exact" in
+    the decoder; "torch": whole RGB frames resized on the device) and `overlap` (decode the next chunk in the background
+    while the encoder works); `incremental`: `ask` prefills each chunk's slots into the LLM's cache as the encoder gives
+    them (`VideoContext`), instead of the whole video after it. The weights are frozen: LMA turns on the ones it trains.
+    `folder` and `pixels`: the checkpoint's folder and the frame size budget the encoder was built with
+    (`build_encoder`), which `with_encoder` keeps."""
 
     resize = "exact"
     overlap = True

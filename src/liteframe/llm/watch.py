@@ -2,10 +2,10 @@
 into the LLM's cache chunk by chunk in a background thread (`VideoContext`), and questions answered at any moment
 from what was seen so far, in a time set by the question and the answer, not by how long the video has run.
 
-`LiveSession(llm, open_live(source, rate))` (or `watch`, from a checkpoint folder) runs until its source ends or
-breaks (the answers stay possible on what was seen) or `close()`. Frames the encoder cannot keep up with are dropped evenly by the live reader, which
-says so in a warning; every answer carries the count. The cache keeps at most `max_tokens` tokens, dropping the
-oldest slots (`VideoContext`), so memory stays flat however long it runs.
+`LiveSession(llm, open_live(source, rate))` (or `watch`, from a checkpoint folder) runs until its source ends or breaks
+(the answers stay possible on what was seen) or `close()`. Frames the encoder cannot keep up with are dropped evenly by
+the live reader, which says so in a warning; every answer carries the count. The cache keeps at most `max_tokens`
+tokens, dropping the oldest slots (`VideoContext`), so memory stays flat however long it runs.
 """
 from __future__ import annotations
 
@@ -77,7 +77,7 @@ class LiveSession:
         if stream.chunk_frames % whole:
             raise InputError(f"chunks of {stream.chunk_frames} frames: the {llm.encoder.name} encoder takes "
                              f"multiples of {whole}")
-        self.llm, self.stream, self.sized_as, self._whole = llm, stream, sized_as, whole
+        self.llm, self.stream, self.sized_as, self._whole, self._context = llm, stream, sized_as, whole, context
         self.context = VideoContext(llm, stream.rate, max_tokens)
         self.watch, self.error, self.frames = Stopwatch(llm.device), None, 0  # frames: sampled and encoded
         self._lock, self._ready = threading.Lock(), threading.Event()  # ready: a chunk is cached, or the end
@@ -116,6 +116,9 @@ class LiveSession:
                                  f"({self.stream.end_reason or self.error})")
             start = time.perf_counter()
             ids, inputs = ctx.inputs(question)
+            if ids.shape[1] > self._context:
+                raise InputError(f"the prompt has {ids.shape[1]} tokens, more than the LLM's context of "
+                                 f"{self._context}: a shorter question, or a smaller max_tokens")
             new, first, end = self.llm.generate(ids, inputs, ctx.cache, max_new_tokens, **generate_kwargs)
             latency = {"llm_prefill": (first - start) * 1e3, "generation": (end - first) * 1e3,
                        "total": (end - start) * 1e3}
