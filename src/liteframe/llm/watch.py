@@ -9,10 +9,13 @@ tokens, dropping the oldest slots (`VideoContext`), so memory stays flat however
 """
 from __future__ import annotations
 
+import itertools
 import json
 import math
+import queue
 import threading
 import time
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -28,14 +31,15 @@ from liteframe.timing import Stopwatch
 from liteframe.video.live import LiveStream, open_live
 from liteframe.video.preprocess import preprocess
 
-ANSWER_KEYS = ("llm_prefill", "generation", "total")
+ANSWER_KEYS = ("wait", "llm_prefill", "generation", "total")
 
 
 @dataclass
 class LiveAnswer:
     """One answer of a live session: `start..end` (s of video) the kept frames it saw, `frames` sampled so far,
     `dropped` frames dropped to keep up with real time, `evicted` slots dropped from the cache, `cache_tokens` in it,
-    `prefill_tokens` the question's own, and `latency_ms` (`ANSWER_KEYS`) of this question alone."""
+    `prefill_tokens` the question's own, and `latency_ms` (`ANSWER_KEYS`) of this question alone: `wait` for the
+    chunk in flight, then its prefill and generation; `total` from the asking to the last token."""
 
     answer: str
     start: float
@@ -62,7 +66,8 @@ class LiveSession:
     budget is over the whole video), resized on the device by torch where the family reads fixed squares (the live
     reader gives whole frames). `max_tokens`: the cache's budget (default: the LLM's context less `room` for a
     question and its answer). `latency_ms` sums the encoding stages so far (decoding is the reader's own thread);
-    `error`: what stopped the encoding thread, if not the source's end."""
+    `error`: what stopped the encoding, if not the source's end. One worker thread runs the model: questions
+    between chunks, ahead of the next chunk."""
 
     def __init__(self, llm, stream: LiveStream, *, max_tokens: int | None = None, room: int = 512,
                  sized_as: int = 256):
@@ -80,21 +85,30 @@ class LiveSession:
         self.llm, self.stream, self.sized_as, self._whole, self._context = llm, stream, sized_as, whole, context
         self.context = VideoContext(llm, stream.rate, max_tokens)
         self.watch, self.error, self.frames = Stopwatch(llm.device), None, 0  # frames: sampled and encoded
-        self._lock, self._ready = threading.Lock(), threading.Event()  # ready: a chunk is cached, or the end
-        self._thread = threading.Thread(target=self._run, daemon=True, name="liteframe-watch")
-        self._thread.start()
+        self._ready, self._ended = threading.Event(), threading.Event()  # ready: a chunk is cached, or the end
+        self._jobs, self._order, self._closed = queue.PriorityQueue(), itertools.count(), False
+        self._worker = threading.Thread(target=self._work, daemon=True, name="liteframe-watch")
+        self._feeder = threading.Thread(target=self._feed, daemon=True, name="liteframe-watch-feed")
+        self._worker.start()
+        self._feeder.start()
 
     @property
     def running(self) -> bool:
-        return self._thread.is_alive()
+        """Whether frames may still come: the source has not ended and the session is open."""
+        return not self._ended.is_set()
 
     def wait(self, timeout: float | None = None) -> None:
-        """Until the source ends (or `timeout` s)."""
-        self._thread.join(timeout)
+        """Until the source has ended and every chunk read is cached (or `timeout` s)."""
+        self._ended.wait(timeout)
 
     def close(self) -> None:
-        self.stream.close()
-        self._thread.join()
+        """Stop reading the source and the threads; later questions are refused."""
+        if not self._closed:
+            self._closed = True
+            self.stream.close()
+            self._put(0, ("stop",))
+            self._feeder.join()
+            self._worker.join()
 
     def __enter__(self) -> LiveSession:
         return self
@@ -102,57 +116,98 @@ class LiveSession:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    @torch.inference_mode()
     def answer(self, question: str, max_new_tokens: int = 64, **generate_kwargs) -> LiveAnswer:
-        """`question` about what was seen so far (greedy unless `generate_kwargs` say otherwise); waits for the
-        chunk being encoded, or for the first chunk (one line if the source ends without one)."""
+        """`question` about what was seen so far (greedy unless `generate_kwargs` say otherwise), answered between
+        two chunks (`wait` in the latency: for the chunk in flight) or, before the first chunk, once it is cached
+        (one line if the source ends without one)."""
         if question is None or not question.strip():
             raise InputError("a question is needed")
+        if self._closed:
+            raise InputError("this live session is closed")
         self._ready.wait()
-        with self._lock:
-            ctx = self.context
-            if ctx.span is None:
-                raise InputError(f"{self.stream.source}: the source ended before a frame was seen "
-                                 f"({self.stream.end_reason or self.error})")
-            start = time.perf_counter()
-            ids, inputs = ctx.inputs(question)
-            if ids.shape[1] > self._context:
-                raise InputError(f"the prompt has {ids.shape[1]} tokens, more than the LLM's context of "
-                                 f"{self._context}: a shorter question, or a smaller max_tokens")
-            new, first, end = self.llm.generate(ids, inputs, ctx.cache, max_new_tokens, **generate_kwargs)
-            latency = {"llm_prefill": (first - start) * 1e3, "generation": (end - first) * 1e3,
-                       "total": (end - start) * 1e3}
-            text = self.llm.tokenizer.decode(new, skip_special_tokens=True).strip()
-            return LiveAnswer(text, *ctx.span, self.frames, self.stream.dropped, ctx.evicted, ctx.length,
-                              ids.shape[1] - ctx.length, new, latency)
+        if self.context.span is None:
+            raise InputError(f"{self.stream.source}: the source ended before a frame was seen "
+                             f"({self.stream.end_reason or self.error})")
+        answer = Future()
+        self._put(0, ("question", (question, max_new_tokens, generate_kwargs, time.perf_counter()), answer))
+        return answer.result()
 
     @property
     def latency_ms(self) -> dict[str, float]:
         return {**self.watch.ms, "llm_prefill": self.context.prefill_ms}
 
-    def _run(self) -> None:
-        """The background thread: each chunk of the live reader -> pixels -> tokens -> the cache."""
-        llm, whole = self.llm, self._whole
+    def _put(self, priority: int, job: tuple) -> None:
+        self._jobs.put((priority, next(self._order), job))
+
+    def _feed(self) -> None:
+        """The feeder thread: the live reader's chunks to the worker one at a time (the next is read once this one is
+        cached, so a slow worker makes the reader drop frames), then the end."""
         try:
-            with torch.inference_mode():
-                for chunk in self.stream:
-                    data, times = chunk.data, chunk.pts.tolist()
-                    self.frames += len(times)
-                    pad = -len(times) % whole  # only the source's last chunk: its last frame repeated
-                    data = torch.cat([data, data[-1:].expand(pad, -1, -1, -1)])
-                    times += times[-1:] * pad
-                    with self.watch("preprocess"):
-                        pixels = self._pixels(data)
-                    with self.watch("vit"):
-                        part = llm.encoder.finish([llm.encoder.encode_chunk(pixels)])
-                    with self._lock:
-                        self.context.add(part, times)
-                    self._ready.set()
-        except Exception as err:  # noqa: BLE001  reported by `error`, the answers so far stay possible
+            for chunk in self.stream:
+                done = threading.Event()
+                self._put(1, ("chunk", chunk, done))
+                while not done.wait(0.1) and not self._closed:
+                    pass
+        except Exception as err:  # noqa: BLE001  a bug of the reader: reported by `error`
             self.error = err
         finally:
-            self.stream.close()
-            self._ready.set()
+            self._put(1, ("end",))
+
+    def _work(self) -> None:
+        """The worker thread, the only one running the model (on a CPU, two threads each with its own thread pool
+        would contend for the cores): questions first, then chunks, until `close()`."""
+        with torch.inference_mode():
+            while True:
+                _, _, job = self._jobs.get()
+                if job[0] == "stop":
+                    break
+                if job[0] == "question":
+                    args, answer = job[1:]
+                    try:
+                        answer.set_result(self._answer(*args))
+                    except Exception as err:  # noqa: BLE001  raised in the asking thread
+                        answer.set_exception(err)
+                elif job[0] == "chunk":
+                    try:
+                        if self.error is None:
+                            self._add(job[1])
+                    except Exception as err:  # noqa: BLE001  reported by `error`, the answers so far stay possible
+                        self.error = err
+                    finally:
+                        job[2].set()
+                        self._ready.set()
+                else:
+                    self._ended.set()
+                    self._ready.set()
+        self._ended.set()
+        self._ready.set()
+
+    def _add(self, chunk) -> None:
+        """A chunk of the live reader -> pixels -> tokens -> the cache."""
+        llm = self.llm
+        data, times = chunk.data, chunk.pts.tolist()
+        self.frames += len(times)
+        pad = -len(times) % self._whole  # only the source's last chunk: its last frame repeated
+        data = torch.cat([data, data[-1:].expand(pad, -1, -1, -1)])
+        times += times[-1:] * pad
+        with self.watch("preprocess"):
+            pixels = self._pixels(data)
+        with self.watch("vit"):
+            part = llm.encoder.finish([llm.encoder.encode_chunk(pixels)])
+        self.context.add(part, times)
+
+    def _answer(self, question: str, max_new_tokens: int, generate_kwargs: dict, asked: float) -> LiveAnswer:
+        ctx, start = self.context, time.perf_counter()
+        ids, inputs = ctx.inputs(question)
+        if ids.shape[1] > self._context:
+            raise InputError(f"the prompt has {ids.shape[1]} tokens, more than the LLM's context of "
+                             f"{self._context}: a shorter question, or a smaller max_tokens")
+        new, first, end = self.llm.generate(ids, inputs, ctx.cache, max_new_tokens, **generate_kwargs)
+        latency = {"wait": (start - asked) * 1e3, "llm_prefill": (first - start) * 1e3,
+                   "generation": (end - first) * 1e3, "total": (end - asked) * 1e3}
+        text = self.llm.tokenizer.decode(new, skip_special_tokens=True).strip()
+        return LiveAnswer(text, *ctx.span, self.frames, self.stream.dropped, ctx.evicted, ctx.length,
+                          ids.shape[1] - ctx.length, new, latency)
 
     def _pixels(self, data: torch.Tensor) -> torch.Tensor:
         """uint8 `(n, 3, H, W)` whole frames -> the encoder's `(1, n, 3, h, w)`."""
