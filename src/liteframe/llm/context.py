@@ -39,7 +39,7 @@ class VideoContext:
     (Qwen2.5-VL's temporal positions follow it); `max_tokens`: the cache's budget (None: unbounded). `add` each
     chunk's tokens as they come; `ids` are the cached tokens, `slots`, `visual` and `timestamps` the kept slots,
     their tokens and their frames' times (s), `evicted` the slots dropped, `prefill_ms` the wall time of the
-    prefills so far."""
+    prefills (and evictions) so far."""
 
     def __init__(self, llm, fps: float, max_tokens: int | None = None):
         self.llm, self.fps, self.max_tokens = llm, fps, max_tokens
@@ -95,10 +95,10 @@ class VideoContext:
         synchronize(self.llm.device)
         self.prefill_ms += (time.perf_counter() - start) * 1e3
 
-    def inputs(self, question: str, slot_text: Sequence[str | None] | None = None) -> tuple[torch.Tensor, LLMInputs]:
+    def inputs(self, question: str) -> tuple[torch.Tensor, LLMInputs]:
         """The prompt of the kept slots and `question` -> its ids `(1, L)`, checked to start with the cached ones,
         and the family's LLM inputs with explicit positions continuing the cached ones."""
-        ids, inputs = self._render(question, slot_text)
+        ids, inputs = self._render(question)
         if not torch.equal(ids[:, :self.length], self.ids):
             raise RuntimeError("the prompt does not start with the cached tokens: this family's layout cannot be "
                                "prefilled incrementally")
@@ -108,10 +108,10 @@ class VideoContext:
             inputs = replace(inputs, position_ids=positions)
         return ids, inputs
 
-    def _render(self, question: str, slot_text=None) -> tuple[torch.Tensor, LLMInputs]:
+    def _render(self, question: str) -> tuple[torch.Tensor, LLMInputs]:
         """The prompt of the kept slots as the family lays it out, positions from 0 (1-D ones made explicit)."""
         llm = self.llm
-        ids, _ = build_input_ids(llm.tokenizer, llm.family, self.slots, question, llm.timestamps, slot_text)
+        ids, _ = build_input_ids(llm.tokenizer, llm.family, self.slots, question, llm.timestamps)
         ids = ids.to(llm.device)
         inputs = llm.family.llm_inputs(llm.model, ids, self.visual, self.fps)
         if inputs.position_ids is None:

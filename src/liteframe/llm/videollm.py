@@ -25,10 +25,10 @@ from transformers import AutoTokenizer, DynamicCache, LogitsProcessor, LogitsPro
 from liteframe.compression import Compression, get_compression
 from liteframe.devices import resolve_device, resolve_dtype
 from liteframe.errors import InputError, model_type, one_line
+from liteframe.llm.context import VideoContext
 from liteframe.llm.data import warn_padding
 from liteframe.llm.encoders import EncoderSpec, VisualEncoder, VisualTokens, build_encoder, plural
 from liteframe.llm.family import Family, check_tokenizer, get_family
-from liteframe.llm.context import VideoContext
 from liteframe.llm.inputs import LLMInputs
 from liteframe.llm.loading import load_weights, meta_model, quiet_transformers
 from liteframe.llm.processor import chat_template
