@@ -25,6 +25,8 @@ if ((dry)); then
   e2e=(bench e2e --dense-frames 4 --frames 8 --encoders wap,student --repeats 1 --warmup 0 --new-tokens 2)
   e2e_qwen=(bench e2e --model-family qwen2_5_vl --dense-frames 4 --frames 8 --encoders wap,student --repeats 1
             --warmup 0 --new-tokens 2)
+  e2e_prefill=(bench e2e --dense-frames 4 --frames 8 --encoders wap --prefills incremental,whole --repeats 1
+               --warmup 0 --new-tokens 2)
   train=(bench train --steps 2 --batch-size 2 --workers 0)
   adapt=(bench adapt --frames 8 16 --steps 1)
   limit=300
@@ -40,6 +42,9 @@ else
        --repeats 5 --warmup 2)
   e2e_qwen=(bench e2e --model-family qwen2_5_vl --random-size 7b --dtype bfloat16 --dense-frames 16,32,64
             --frames 128,256,512 --encoders wap,student --repeats 3 --warmup 1)
+  # ask with the video prefilled chunk by chunk as it is encoded, against the prompt prefilled after it (issue 24)
+  e2e_prefill=(bench e2e --random-size 8b --dtype bfloat16 --dense-frames 32 --frames 256,512 --encoders wap
+               --prefills incremental,whole --repeats 5 --warmup 2)
   train=(bench train --steps 8 --batch-size 4)
   adapt=(bench adapt --frames 128 256 512 --steps 3)
   limit=150
@@ -84,6 +89,7 @@ step reducers "${reducers[@]}" "${device[@]}"
 step e2e "${e2e[@]}" "${device[@]}"
 step e2e-qwen "${e2e_qwen[@]}" "${device[@]}"
 step arch-qwen "${arch_qwen[@]}" "${device[@]}"
+step e2e-prefill "${e2e_prefill[@]}" "${device[@]}"
 step train "${train[@]}" "${device[@]}"
 step adapt "${adapt[@]}" "${device[@]}"
 step arch-compile "${arch_compile[@]}" "${device[@]}"  # last: compiling may take long

@@ -6,6 +6,7 @@ import shutil
 import pytest
 
 from liteframe.cli import main
+from liteframe.errors import InputError
 from liteframe.testing import save_tiny_internvl
 from liteframe.models import LiteFrameEncoder, Teacher, tiny_student_config
 
@@ -130,6 +131,18 @@ def test_bench_e2e_table_json_and_plot(checkpoint, tmp_path, capsys):
     assert all(r["total ms"] >= r["ViT ms"] + r["LLM prefill ms"] for r in rows)
     assert all(0 < int(r["front-end share"].rstrip("%")) < 100 for r in rows)
     assert plot.stat().st_size > 1000
+
+
+def test_bench_e2e_compares_the_incremental_prefill_with_the_whole_one(checkpoint):
+    from liteframe.bench.e2e import run
+
+    rows = run(model=str(checkpoint), video=BBB, dense_frames=[4], frames=[8], encoders=["wap"], repeats=1,
+               warmup=0, new_tokens=1, prefills=["incremental", "whole"])
+    assert [(r["setting"], r["prefill"]) for r in rows] == [(name, prefill) for name in ("dense", "wap")
+                                                            for prefill in ("incremental", "whole")]
+    assert all(r["total ms"] >= r["ViT ms"] + r["LLM prefill ms"] for r in rows)
+    with pytest.raises(InputError, match="prefill late: choose from incremental, whole"):
+        run(model=str(checkpoint), video=BBB, prefills=["late"])
 
 
 def test_bench_e2e_run_returns_rows_at_a_compression(checkpoint):

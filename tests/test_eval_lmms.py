@@ -42,7 +42,7 @@ for tiny, frames in models:
                 for i in docs]
     encodes = []
     encode = model.llm.encode
-    model.llm.encode = lambda video, frames: encodes.append(video) or encode(video, frames)
+    model.llm.encode = lambda video, frames, **kw: encodes.append(video) or encode(video, frames, **kw)
     answers = model.generate_until(requests)
     direct = [model.llm.answer(encode(d["video"], frames), d["question"], max_new_tokens=8).answer
               for d in docs.values()]

@@ -49,7 +49,7 @@ class Counting:
 
     def __init__(self, llm, fail_after: int | None = None, reply: str | None = None, interrupt_at: int | None = None):
         self.llm, self.fail_after, self.reply, self.interrupt_at = llm, fail_after, reply, interrupt_at
-        self.family = llm.family
+        self.family, self.incremental = llm.family, llm.incremental
         self.encodes, self.answers, self.chunks, self.prompts = [], 0, 0, []
         visual = llm.encoder
         original = visual.encode_chunk
@@ -64,9 +64,9 @@ class Counting:
     def check(self, frames):
         return self.llm.check(frames)
 
-    def encode(self, video, frames):
+    def encode(self, video, frames, prefill=False):
         self.encodes.append(video.name)
-        return self.llm.encode(video, frames)
+        return self.llm.encode(video, frames, prefill=prefill)
 
     def answer(self, enc, question, **kwargs):
         if self.fail_after is not None and self.answers == self.fail_after:

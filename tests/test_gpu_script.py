@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).parents[1]
-STEPS = ["arch", "reducers", "e2e", "e2e-qwen", "arch-qwen", "train", "adapt", "arch-compile"]
+STEPS = ["arch", "reducers", "e2e", "e2e-qwen", "arch-qwen", "e2e-prefill", "train", "adapt", "arch-compile"]
 
 
 def test_dry_run_writes_every_table_with_its_header(tmp_path):

@@ -36,7 +36,8 @@ def test_cli_ask_on_each_family(qwen3_folders, video, model_type, capsys, monkey
     out = json.loads(capsys.readouterr().out)
     # 16 frames of 100 x 70 -> 96 x 64: a 3 x 2 grid per pair, 16x blocks of (4, 2, 2) pairs: 2 slots of 2 tokens
     assert (out["frames"], out["visual_tokens"], out["slot_tokens"]) == (16, 4, [2, 2])
-    assert set(out["latency_ms"]) >= {"llm_prefill", "generation"} and out["prefill_tokens"] == out["prompt_tokens"]
+    # the video was prefilled while it was encoded: the answer's own prefill is the question's
+    assert set(out["latency_ms"]) >= {"llm_prefill", "generation"} and out["prefill_tokens"] < out["prompt_tokens"]
     monkeypatch.setattr("liteframe.llm.videollm.load_weights", lambda *a: pytest.fail("the weights loaded first"))
     for args, message in ((["--encoder", "wap", "--frames", "12"], "multiple of 8 frames"),
                           (["--encoder", "tome", "--frames", "16", "--compression", "64"], "at least one token per"),

@@ -66,6 +66,7 @@ def _record(llm):
                                             ("student", [4, 4])])
 def test_visual_tokens_reach_the_llm_at_the_image_slots(dense, student_dir, encoder, slots):
     llm = dense.with_encoder(f"student:{student_dir}" if encoder == "student" else encoder)
+    llm.incremental = False  # the one-shot prefill's two forwards (the incremental one: tests/test_incremental.py)
     seen, hook = _record(llm)
     try:
         answer = llm.ask(BBB, "What happens?", frames=8, **GEN)

@@ -132,6 +132,9 @@ def _add_bench_e2e(bench) -> None:
     p.add_argument("--front-ends", type=lambda t: t.split(","), default=["new"],
                    help="comma-separated: new (resize in the decoder, decode overlapped with the ViT) and/or old "
                         "(torch resize, sequential), each setting run through each")
+    p.add_argument("--prefills", type=lambda t: t.split(","), default=["incremental"],
+                   help="comma-separated: incremental (the video prefilled chunk by chunk as it is encoded) and/or "
+                        "whole (the prompt prefilled once the video is encoded), each setting run through each")
     p.add_argument("--plot", help="write total latency against frames to this image")
     p.add_argument("--json", action="store_true")
 
@@ -143,13 +146,46 @@ def _add_bench_e2e(bench) -> None:
                          encoders=a.encoders, compression=a.compression, student=a.student, image_size=a.image_size,
                          random_size=a.random_size, device=a.device, dtype=a.dtype, repeats=a.repeats,
                          warmup=a.warmup, new_tokens=a.new_tokens, model_family=a.model_family,
-                         front_ends=a.front_ends)
+                         front_ends=a.front_ends, prefills=a.prefills)
         print_rows(rows, a.json, COLUMNS)
         if not a.json:
             print("\nThe new front end decodes while the ViT runs: its stage times overlap and do not add up to the "
-                  "total. front-end share: (total - ViT - LLM) / total.")
+                  "total. An incremental prefill runs between the ViT's chunks; LLM prefill includes it. front-end "
+                  "share: (total - ViT - LLM) / total.")
         if a.plot:
             plot_latency(rows, a.plot)
+
+    p.set_defaults(func=run)
+
+
+def _add_bench_stream(bench) -> None:
+    p = bench.add_parser("stream", help="a live session over a generated hour: answer latency as the video grows, "
+                         "beside ask")
+    p.add_argument("--model-family", default="internvl", help="the tiny checkpoint's family")
+    p.add_argument("--minutes", type=float, default=60, help="length of the generated source")
+    p.add_argument("--marks", type=lambda t: [float(x) for x in t.split(",")], default=[1, 5, 20, 60],
+                   help="comma-separated minutes of watched video at which the question is asked")
+    p.add_argument("--rate", type=float, default=1.0, help="frames sampled per second of video")
+    p.add_argument("--speed", type=float, default=60.0, help="the source is fed at this many times real time")
+    p.add_argument("--encoder", default="wap", help="dense, a grid reducer or student:DIR")
+    p.add_argument("--compression", default="16", help=COMPRESSION)
+    p.add_argument("--max-tokens", type=int, default=2048, help="the session cache's budget")
+    p.add_argument("--chunk-frames", type=int, default=8)
+    p.add_argument("--new-tokens", type=int, default=8, help="tokens generated per answer (exactly)")
+    p.add_argument("--repeats", type=int, default=3, help="answers at each mark; latency is their median")
+    p.add_argument("--device", default=None)
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    p.add_argument("--no-ask", dest="ask", action="store_false", help="the session's rows only")
+    p.add_argument("--json", action="store_true")
+
+    def run(a) -> None:
+        from liteframe.bench.stream import COLUMNS, run as run_bench
+        from liteframe.tables import print_rows
+
+        print_rows(run_bench(model_family=a.model_family, minutes=a.minutes, marks=a.marks, rate=a.rate,
+                             speed=a.speed, encoder=a.encoder, compression=a.compression, max_tokens=a.max_tokens,
+                             chunk_frames=a.chunk_frames, new_tokens=a.new_tokens, repeats=a.repeats,
+                             device=a.device, dtype=a.dtype, ask=a.ask), a.json, COLUMNS)
 
     p.set_defaults(func=run)
 
@@ -251,6 +287,38 @@ def _add_ask(sub) -> None:
                      dtype=a.dtype, repeats=a.repeats, warmup=a.warmup, max_new_tokens=a.max_new_tokens,
                      timestamps=a.timestamps, adapter=a.adapter, pixels=a.pixels)
         print(answer.render(a.json))
+
+    p.set_defaults(func=run)
+
+
+def _add_watch(sub) -> None:
+    p = sub.add_parser("watch", help="watch a live video and answer questions about what it has seen so far")
+    p.add_argument("source", help="a file still being written, a pipe (- for stdin) or a URL (rtsp://, http://)")
+    p.add_argument("--model", required=True, help="a checkpoint folder of any supported family")
+    p.add_argument("--encoder", default="dense", help="dense, a grid reducer (wap, pool) or student:DIR")
+    p.add_argument("--compression", help=f"{COMPRESSION} (default: a student's own, else 16)")
+    p.add_argument("--rate", type=float, default=1.0, help="frames sampled per second of video")
+    p.add_argument("--questions", type=argparse.FileType("r"), default=None,
+                   help="a file of questions, one a line, read as they come (default: stdin; needed with SOURCE -)")
+    p.add_argument("--max-tokens", type=int, help="the LLM cache's budget: the oldest frames are dropped past it "
+                   "(default: the LLM's context less 512)")
+    p.add_argument("--chunk-frames", type=int, default=8, help="frames encoded and prefilled at once (whole clips)")
+    p.add_argument("--speed", type=float, default=1.0, help="video seconds per wall second of a replayed source")
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--device", default=None, help="default: cuda when available, else cpu")
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    p.add_argument("--json", action="store_true", help="one JSON object a line per answer")
+
+    def run(a) -> None:
+        from liteframe.llm import watch
+
+        if a.source == "-" and a.questions is None:
+            raise InputError("watching stdin (-): the questions come from a file, --questions FILE")
+        for answer in watch(a.source, a.model, a.questions or sys.stdin, encoder=a.encoder,
+                            compression=a.compression, rate=a.rate, chunk_frames=a.chunk_frames,
+                            device=a.device, dtype=a.dtype,
+                            max_new_tokens=a.max_new_tokens, max_tokens=a.max_tokens, speed=a.speed):
+            print(answer.render(a.json), flush=True)
 
     p.set_defaults(func=run)
 
@@ -443,11 +511,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench", required=True)
-    for add in (_add_bench_reducers, _add_bench_arch, _add_bench_decode, _add_bench_e2e, _add_bench_train,
-                _add_bench_adapt):
+    for add in (_add_bench_reducers, _add_bench_arch, _add_bench_decode, _add_bench_e2e, _add_bench_stream,
+                _add_bench_train, _add_bench_adapt):
         add(bench)
-    for add in (_add_probe, _add_frames, _add_ask, _add_distill, _add_cache_targets, _add_adapt, _add_adapt_merge,
-                _add_eval):
+    for add in (_add_probe, _add_frames, _add_ask, _add_watch, _add_distill, _add_cache_targets, _add_adapt,
+                _add_adapt_merge, _add_eval):
         add(sub)
     sub.metavar = "{" + ",".join(name for name in sub.choices if name != "adapt-merge") + "}"
     return parser

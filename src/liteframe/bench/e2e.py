@@ -28,13 +28,16 @@ from liteframe.models import LiteFrameEncoder, Teacher, student_config, student_
 from liteframe.testing import RANDOM_MODELS, TINY_CHECKPOINTS, save_tiny_internvl, synthetic_video
 from liteframe.video import open_video
 
-COLUMNS = ["setting", "front end", "frames", "compression", "tokens/frame", "visual tokens", "decode ms",
+COLUMNS = ["setting", "front end", "prefill", "frames", "compression", "tokens/frame", "visual tokens", "decode ms",
            "preprocess ms", "ViT ms", "LLM prefill ms", "generation ms", "total ms", "front-end share"]
 # The front ends compared by `front_ends` (VideoLLM.resize, VideoLLM.overlap): `new` resizes in the decoder (uint8,
 # PIL's kernel) and decodes the next chunk while the encoder works; `old` converts whole frames to RGB, resizes them
 # with torch and decodes in the caller's thread, as before issue 13. (Qwen2.5-VL resizes whole frames itself: only
 # the overlap differs.)
 FRONT_ENDS = {"new": ("exact", True), "old": ("torch", False)}
+# The LLM prefills compared by `prefills` (VideoLLM.incremental): the video's slots prefilled chunk by chunk as they
+# are encoded (`incremental`), or the whole prompt once the video is encoded (`whole`, as before issue 24).
+PREFILLS = {"incremental": True, "whole": False}
 QUESTION = "What happens in this video? Describe it briefly."
 
 # Per model family (the registry's keys): its default frames, dense and other, and encoders.
@@ -60,18 +63,21 @@ def run(model: str | None = None, video: str | None = None, dense_frames: Sequen
         compression: Compression | int | str | None = None, student: str | None = None, image_size: int = 112,
         random_size: str | None = None, device: str | None = None, dtype: str = "auto", repeats: int = 3,
         warmup: int = 1, new_tokens: int = 8, model_family: str = "internvl",
-        front_ends: Sequence[str] = ("new",)) -> list[dict]:
+        front_ends: Sequence[str] = ("new",), prefills: Sequence[str] = ("incremental",)) -> list[dict]:
     """Every setting's latency row (`COLUMNS`). Row order follows SPEC 8: dense at `dense_frames[i]`, then each of
-    `encoders` at `frames[i]` and `compression` (a given student keeps its own), each through every one of
-    `front_ends` (`FRONT_ENDS`) in turn; None: `model_family`'s defaults (`FAMILY_DEFAULTS`). `model_family` picks
-    the tiny or random checkpoint; a `model` folder brings its own. With the new front end decoding overlaps the
-    ViT, so the stages do not add up to the total; `front-end share` is what the front end adds to the total: the
-    part of it outside the ViT and the LLM, over the total."""
+    `encoders` at `frames[i]` and `compression` (a given student keeps its own), each through every one of `front_ends`
+    (`FRONT_ENDS`) and `prefills` (`PREFILLS`) in turn; None: `model_family`'s defaults (`FAMILY_DEFAULTS`).
+    `model_family` picks the tiny or random checkpoint; a `model` folder brings its own. With the new front end decoding
+    overlaps the ViT, so the stages do not add up to the total; `front-end share` is what the front end adds to the
+    total: the part of it outside the ViT and the LLM, over the total."""
     if repeats < 1 or warmup < 0 or new_tokens < 1:
         raise InputError("repeats and new_tokens must be at least 1, warmup at least 0")
     unknown = [name for name in front_ends if name not in FRONT_ENDS]
     if unknown or not front_ends:
         raise InputError(f"front end {', '.join(unknown) or 'list empty'}: choose from {', '.join(FRONT_ENDS)}")
+    unknown = [name for name in prefills if name not in PREFILLS]
+    if unknown or not prefills:
+        raise InputError(f"prefill {', '.join(unknown) or 'list empty'}: choose from {', '.join(PREFILLS)}")
     if model_family not in FAMILY_DEFAULTS:
         raise InputError(f"model family {model_family!r}: choose from {', '.join(FAMILY_DEFAULTS)}")
     defaults = FAMILY_DEFAULTS[model_family]
@@ -102,21 +108,22 @@ def run(model: str | None = None, video: str | None = None, dense_frames: Sequen
             info = reader.info
         for _, runner, count in plan:  # every setting fits the LLM's context before any of them runs
             runner.check(count, QUESTION, info)
-        rows = [_row(name, runner, video, count, repeats, warmup, new_tokens, front)
-                for name, runner, count in plan for front in front_ends]
+        rows = [_row(name, runner, video, count, repeats, warmup, new_tokens, front, prefill)
+                for name, runner, count in plan for front in front_ends for prefill in prefills]
     return rows
 
 
 def _row(name: str, llm: VideoLLM, video: str, frames: int, repeats: int, warmup: int, new_tokens: int,
-         front: str) -> dict:
+         front: str, prefill: str) -> dict:
     llm.resize, llm.overlap = FRONT_ENDS[front]
+    llm.incremental = PREFILLS[prefill]
     answer = llm.ask(video, QUESTION, frames, repeats=repeats, warmup=warmup, max_new_tokens=new_tokens,
                      min_new_tokens=new_tokens)
     ms = answer.latency_ms
     per_frame = answer.visual_tokens / frames
     ratio = "none" if name == "dense" else f"{llm.encoder.compression.ratio}x"  # dense shares only the clips
     outside = ms["total"] - ms["vit"] - ms["llm_prefill"] - ms["generation"]
-    return {"setting": name, "front end": front, "frames": frames, "compression": ratio,
+    return {"setting": name, "front end": front, "prefill": prefill, "frames": frames, "compression": ratio,
             "tokens/frame": int(per_frame) if per_frame.is_integer() else per_frame,
             "visual tokens": answer.visual_tokens, "decode ms": ms["decode"], "preprocess ms": ms["preprocess"],
             "ViT ms": ms["vit"], "LLM prefill ms": ms["llm_prefill"], "generation ms": ms["generation"],
@@ -157,11 +164,12 @@ def plot_latency(rows: list[dict], path: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    lines = dict.fromkeys((r["setting"], r["front end"]) for r in rows)
-    for name, front in lines:
-        points = [(r["frames"], r["total ms"]) for r in rows if (r["setting"], r["front end"]) == (name, front)]
-        ax.plot(*zip(*points), marker="o", label=name if len(lines) == len({n for n, _ in lines}) else
-                f"{name} ({front} front end)")
+    keys = ("setting", "front end", "prefill")
+    lines = dict.fromkeys(tuple(r[k] for k in keys) for r in rows)
+    for line in lines:
+        points = [(r["frames"], r["total ms"]) for r in rows if tuple(r[k] for k in keys) == line]
+        ways = [f"{k} {v}" for k, v in zip(keys[1:], line[1:]) if len({other[keys.index(k)] for other in lines}) > 1]
+        ax.plot(*zip(*points), marker="o", label=line[0] + (f" ({', '.join(ways)})" if ways else ""))
     ax.set_xscale("log", base=2)
     ax.set_xlabel("frames")
     ax.set_ylabel("total latency (ms)")

@@ -59,7 +59,7 @@ class LiteFrame(lmms):
             _, doc_to_messages, gen_kwargs, doc_id, task, split = request.args
             video, text = video_and_text(doc_to_messages(self.task_dict[task][split][doc_id]))
             if self._cached is None or self._cached[0] != video:
-                self._cached = (video, self.llm.encode(video, frames=self.frames))
+                self._cached = (video, self.llm.encode(video, frames=self.frames, prefill=self.llm.incremental))
             reply = self.llm.answer(self._cached[1], text, max_new_tokens=int(gen_kwargs.get("max_new_tokens", 16)))
             answers.append(reply.answer)
             self.cache_hook.add_partial("generate_until", request.args, reply.answer)

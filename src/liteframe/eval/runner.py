@@ -136,7 +136,9 @@ def answer_video(llm, task: Task, config: EvalConfig, video: Path, questions: li
     """Encode `video` once, then yield one record per question (failure records if the video cannot be read, or
     for a question whose prompt cannot be built from its files)."""
     try:
-        enc = llm.encode(video, frames=config.frames)
+        # the video's prefix prefilled as it is encoded (a prompt with subtitle lines between the slots is
+        # prefilled afresh by `answer`)
+        enc = llm.encode(video, frames=config.frames, prefill=llm.incremental)
     except (InputError, OSError) as err:  # the video's fault: unreadable, or more tokens at its size (Qwen2.5-VL)
         # than the context takes; the run's frame count was checked before the first video
         for q in questions:

@@ -7,8 +7,10 @@ from liteframe.llm.encoders import EncoderSpec, Vision, VisualEncoder, VisualTok
 from liteframe.llm.family import FAMILIES, Family, get_family
 from liteframe.llm.inputs import LLMInputs
 from liteframe.llm.prompt import Slot, build_input_ids, make_slots
+from liteframe.llm.context import VideoContext
 from liteframe.llm.videollm import Answer, EncodedVideo, VideoLLM, ask, sample_clips
+from liteframe.llm.watch import LiveAnswer, LiveSession, watch
 
-__all__ = ["FAMILIES", "Answer", "DataConfig", "EncodedVideo", "EncoderSpec", "Family", "LLMInputs", "Slot", "Square",
-           "VideoLLM", "Vision", "VisualEncoder", "VisualTokens", "ask", "build_encoder", "build_input_ids",
-           "get_family", "make_slots", "sample_clips"]
+__all__ = ["FAMILIES", "Answer", "DataConfig", "EncodedVideo", "EncoderSpec", "Family", "LLMInputs", "LiveAnswer",
+           "LiveSession", "Slot", "Square", "VideoContext", "VideoLLM", "Vision", "VisualEncoder", "VisualTokens",
+           "ask", "build_encoder", "build_input_ids", "get_family", "make_slots", "sample_clips", "watch"]

@@ -38,10 +38,20 @@ class LLMInputs:
         """The first `end` positions, which must hold every visual token (the prompt up to the end of the video)."""
         if self.visual_mask is not None and bool(self.visual_mask[:, end:].any()):
             raise ValueError(f"a prefix of {end} tokens must hold every visual token")
-        return replace(self, input_ids=self.input_ids[:, :end], inputs_embeds=self.inputs_embeds[:, :end],
-                       attention_mask=self.attention_mask[:, :end],
-                       position_ids=None if self.position_ids is None else self.position_ids[..., :end],
-                       visual_mask=None if self.visual_mask is None else self.visual_mask[:, :end])
+        return self.window(0, end)
+
+    def window(self, start: int, end: int) -> LLMInputs:
+        """Positions `start..end-1` (one prompt: batch 1) with the DeepStack features of the visual tokens among
+        them: what a prefill of that stretch on top of a cache of the first `start` positions takes."""
+        deepstack = self.deepstack
+        if deepstack:
+            before, inside = (int(self.visual_mask[0, a:b].sum()) for a, b in ((0, start), (start, end)))
+            deepstack = tuple(level[before:before + inside] for level in deepstack)
+        return replace(self, input_ids=self.input_ids[:, start:end], inputs_embeds=self.inputs_embeds[:, start:end],
+                       attention_mask=self.attention_mask[:, start:end],
+                       position_ids=None if self.position_ids is None else self.position_ids[..., start:end],
+                       visual_mask=None if self.visual_mask is None else self.visual_mask[:, start:end],
+                       deepstack=deepstack)
 
     @staticmethod
     def batch(items: list[LLMInputs]) -> LLMInputs:

@@ -34,12 +34,13 @@ class Slot:
         return f"{frames} ({times})"
 
 
-def make_slots(timestamps: Sequence[float], counts: Sequence[int], frames_per_step: int) -> list[Slot]:
-    """One slot per grid step of `frames_per_step` sampled frames holding `counts[i]` tokens; steps that kept no
-    token (a set reducer may leave a frame empty) get no slot."""
+def make_slots(timestamps: Sequence[float], counts: Sequence[int], frames_per_step: int, first: int = 1) -> list[Slot]:
+    """One slot per grid step of `frames_per_step` sampled frames holding `counts[i]` tokens, the frames numbered
+    from `first` (a later chunk of a video continues the count); steps that kept no token (a set reducer may leave a
+    frame empty) get no slot."""
     if len(timestamps) != len(counts) * frames_per_step:
         raise ValueError(f"{len(timestamps)} frames do not make {len(counts)} steps of {frames_per_step} frames")
-    return [Slot(i * frames_per_step + 1, (i + 1) * frames_per_step, timestamps[i * frames_per_step],
+    return [Slot(first + i * frames_per_step, first + (i + 1) * frames_per_step - 1, timestamps[i * frames_per_step],
                  timestamps[(i + 1) * frames_per_step - 1], n) for i, n in enumerate(counts) if n]
 
 

@@ -25,6 +25,7 @@ from transformers import AutoTokenizer, DynamicCache, LogitsProcessor, LogitsPro
 from liteframe.compression import Compression, get_compression
 from liteframe.devices import resolve_device, resolve_dtype
 from liteframe.errors import InputError, model_type, one_line
+from liteframe.llm.context import VideoContext
 from liteframe.llm.data import warn_padding
 from liteframe.llm.encoders import EncoderSpec, VisualEncoder, VisualTokens, build_encoder, plural
 from liteframe.llm.family import Family, check_tokenizer, get_family
@@ -38,7 +39,7 @@ from liteframe.timing import LATENCY_KEYS, Stopwatch, synchronize
 from liteframe.video import open_video, sample_frames, stream_video
 from liteframe.video.decode import VideoDecodeWarning, VideoInfo, VideoReader
 from liteframe.video.sampling import FrameSample, sampled_fps
-from liteframe.video.stream import VideoStream
+from liteframe.video.stream import Chunk, VideoStream
 
 ENCODE_KEYS = ("decode", "preprocess", "vit")
 CHUNK_FRAMES = 32  # frames per encoder call by default (rounded up to whole clips): bounds activation memory
@@ -74,8 +75,8 @@ class EncodedVideo:
 @dataclass
 class Answer:
     """One answer and what it cost; `latency_ms` is keyed by `LATENCY_KEYS` (with `repeats`, medians).
-    `prefill_tokens` were run through the LLM's prefill: fewer than `prompt_tokens` when a cached prefix was
-    reused."""
+    `prefill_tokens` were run through the LLM's prefill after the video's cached prefix: fewer than
+    `prompt_tokens` when a prefix was reused or prefilled while the video was encoded (`VideoLLM.incremental`)."""
 
     answer: str
     frames: int
@@ -95,21 +96,24 @@ class Answer:
         counts = (f"{plural(self.frames, 'frame')}, encoder {self.encoder}: {plural(self.visual_tokens, 'visual token')}"
                   f" in {plural(len(self.slot_tokens), 'slot')}, {plural(self.prompt_tokens, 'prompt token')}, "
                   f"{len(self.tokens)} generated")
-        note = "(ms; decode overlaps vit: stages do not add up to total)"
+        note = ("(ms; decode overlaps vit, and llm_prefill holds the video's prefill, run chunk by chunk between "
+                "encoder steps: stages do not add up to total)")
         return "\n".join([self.answer, "", counts, format_table([self.latency_ms], LATENCY_KEYS), note])
 
 
 class VideoLLM:
     """A Video LLM checkpoint whose visual tokens come from `encoder`; see `from_pretrained`. `timestamps` puts each
     slot's time in its label (`Frame3 (12.4s)`); off by default, as the checkpoint's own processor does.
-    The front end, set on an instance to compare front ends (`bench e2e --front-ends`):
-    `resize` (`RESIZERS`: "exact" in the decoder; "torch": whole RGB frames resized on the device) and `overlap`
-    (decode the next chunk in the background while the encoder works). The weights are frozen: LMA turns on the
-    ones it trains. `folder` and `pixels`: the checkpoint's folder and the frame size budget the encoder was built
-    with (`build_encoder`), which `with_encoder` keeps."""
+    The front end, set on an instance to compare front ends (`bench e2e --front-ends`): `resize` (`RESIZERS`: "exact" in
+    the decoder; "torch": whole RGB frames resized on the device) and `overlap` (decode the next chunk in the background
+    while the encoder works); `incremental`: `ask` prefills each chunk's slots into the LLM's cache as the encoder gives
+    them (`VideoContext`), instead of the whole video after it. The weights are frozen: LMA turns on the ones it trains.
+    `folder` and `pixels`: the checkpoint's folder and the frame size budget the encoder was built with
+    (`build_encoder`), which `with_encoder` keeps."""
 
     resize = "exact"
     overlap = True
+    incremental = True
 
     def __init__(self, model, tokenizer, encoder: VisualEncoder, chunk_frames: int | None = None,
                  timestamps: bool = False, folder: Path | None = None, pixels: str = "processor"):
@@ -230,14 +234,15 @@ class VideoLLM:
                             device=self.device, dtype=self.dtype, prefetch=2 if self.overlap else 0)
 
     def encode(self, video: str | Path | VideoReader, frames: int | None = None, *,
-               timestamps: Sequence[float] | None = None) -> EncodedVideo:
+               timestamps: Sequence[float] | None = None, prefill: bool = False) -> EncodedVideo:
         """Encode a video (a path, or a reader its owner keeps open) once for any number of questions: `frames`
         frames as `sample` picks them (checked first: frame count and, for the video's size, the context), or the
         frames at `timestamps` (s) as given (LMA draws its own). Decoded, prepared and encoded a chunk at a time so
         that memory holds one chunk of frames however long the video; the next chunk is decoded in the background
         while the encoder works (`overlap`), so `decode` in `latency_ms` is the decoder's own wall time, partly
         hidden behind `vit`: the stages do not add up to `total`. Gradients flow where the caller enables them and
-        a weight trains (LMA's projector)."""
+        a weight trains (LMA's projector). `prefill`: prefill each chunk's slots into the LLM's cache as they are
+        encoded (`VideoContext`, without gradients), the prefix the questions to come start from."""
         if (frames is None) == (timestamps is None):
             raise InputError("encode takes a frame count or the frames' timestamps, one of them")
         start, watch = time.perf_counter(), Stopwatch(self.device)
@@ -250,7 +255,8 @@ class VideoLLM:
                     timestamps = self.sample(reader.info, frames).timestamps.tolist()
             else:
                 self.encoder.check_frames(len(timestamps))
-            return self._encode(reader, [float(t) for t in timestamps], watch, start)
+            with torch.inference_mode() if prefill else nullcontext():
+                return self._encode(reader, [float(t) for t in timestamps], watch, start, prefill)
 
     def inputs(self, ids: torch.Tensor, enc: EncodedVideo) -> LLMInputs:
         """Prompt ids `(1, L)` laid out for `enc.slots` -> the LLM's inputs (the family's `llm_inputs`)."""
@@ -266,8 +272,10 @@ class VideoLLM:
         whole: embeddings, positions, DeepStack features), and stored in `enc`; `generate` then runs the rest of the
         prompt and the answer in a copy of that cache. The next question whose prompt starts with the same tokens
         reuses the stored prefix: a copy, never the stored cache itself, since a hybrid LLM's recurrent states
-        (Qwen3.5's) change in place and cannot be cropped back. `llm_prefill` in the latency runs from the start
-        to the first token's logits (prefix and question), `generation` from there."""
+        (Qwen3.5's) change in place and cannot be cropped back. A prefix prefilled while the video was encoded
+        (`ask` with `incremental`) ends at the last visual token. `llm_prefill` in the latency runs from the start
+        to the first token's logits (prefix and question), plus the video's incremental prefill, `generation` from
+        there."""
         start = time.perf_counter()
         ids, video_end = build_input_ids(self.tokenizer, self.family, enc.slots, question, self.timestamps, slot_text)
         context = self.family.context_length(self.model)
@@ -276,27 +284,32 @@ class VideoLLM:
                              f"LLM's context of {context}")
         ids = ids.to(self.device)
         inputs = self.inputs(ids, enc)
-        prefix = ids[0, :video_end]
-        cached = enc.prefix is not None and torch.equal(enc.prefix[0], prefix)
+        cached = enc.prefix is not None and torch.equal(ids[0, :len(enc.prefix[0])], enc.prefix[0])
         if not cached:
             enc.prefix = None  # the old prefix's memory goes before the new one is made
-            enc.prefix = (prefix, self._prefill(inputs.prefix(video_end)))
+            enc.prefix = (ids[0, :video_end], self._prefill(inputs.prefix(video_end)))
+        new, first, end = self.generate(ids, inputs, enc.prefix[1], max_new_tokens, **generate_kwargs)
+        latency = {key: enc.latency_ms[key] for key in ENCODE_KEYS}
+        latency.update(llm_prefill=enc.latency_ms.get("llm_prefill", 0.0) + (first - start) * 1e3,
+                       generation=(end - first) * 1e3, total=enc.latency_ms["total"] + (end - start) * 1e3)
+        text = self.tokenizer.decode(new, skip_special_tokens=True).strip()
+        return Answer(text, enc.frames, enc.visual_tokens, ids.shape[1], ids.shape[1] - len(enc.prefix[0]) * cached,
+                      new, enc.encoder, enc.timestamps, [slot.tokens for slot in enc.slots], latency)
+
+    def generate(self, ids: torch.Tensor, inputs: LLMInputs, cache: DynamicCache, max_new_tokens: int,
+                 **generate_kwargs) -> tuple[list[int], float, float]:
+        """Prompt ids `(1, L)` whose first tokens `cache` holds (left as it is: a copy runs) and their LLM inputs ->
+        the new token ids, and the times (`perf_counter`) of the first token's logits and of the end; greedy unless
+        `generate_kwargs` say otherwise."""
         first = _FirstLogits(self.device)
         kwargs = {"max_new_tokens": max_new_tokens, "do_sample": False, **generate_kwargs}
         kwargs["logits_processor"] = LogitsProcessorList([*kwargs.get("logits_processor", []), first])
         if inputs.position_ids is not None:
             kwargs["position_ids"] = inputs.position_ids
-        out = self.model.generate(input_ids=ids, attention_mask=inputs.attention_mask, cache=copy.deepcopy(
-            enc.prefix[1]), pad_token_id=self.tokenizer.pad_token_id, **kwargs)
+        out = self.model.generate(input_ids=ids, attention_mask=inputs.attention_mask, cache=copy.deepcopy(cache),
+                                  pad_token_id=self.tokenizer.pad_token_id, **kwargs)
         synchronize(self.device)
-        end = time.perf_counter()
-        new = out[0, ids.shape[1]:].tolist()
-        latency = {key: enc.latency_ms[key] for key in ENCODE_KEYS}
-        latency.update(llm_prefill=(first.at - start) * 1e3, generation=(end - first.at) * 1e3,
-                       total=enc.latency_ms["total"] + (end - start) * 1e3)
-        text = self.tokenizer.decode(new, skip_special_tokens=True).strip()
-        return Answer(text, enc.frames, enc.visual_tokens, ids.shape[1], ids.shape[1] - video_end * cached, new,
-                      enc.encoder, enc.timestamps, [slot.tokens for slot in enc.slots], latency)
+        return out[0, ids.shape[1]:].tolist(), first.at, time.perf_counter()
 
     def _prefill(self, inputs: LLMInputs) -> DynamicCache:
         """The language model's cache after `inputs` (a prompt's video prefix)."""
@@ -324,41 +337,62 @@ class VideoLLM:
             watch = Stopwatch(self.device)
             watch.ms["decode"] = opened * 1e3
             with torch.inference_mode():
-                enc = self._encode(reader, timestamps, watch, time.perf_counter() - opened)
+                enc = self._encode(reader, timestamps, watch, time.perf_counter() - opened, self.incremental)
             runs.append(self.answer(enc, question, max_new_tokens, **generate_kwargs))
         answer = runs[-1]
         timed = [run.latency_ms for run in runs[warmup:]]
         answer.latency_ms = {k: statistics.median(t[k] for t in timed) for k in LATENCY_KEYS}
         return answer
 
-    def _encode(self, reader: VideoReader, timestamps: list[float], watch: Stopwatch, start: float) -> EncodedVideo:
-        """The frames at `timestamps` of an open reader -> `EncodedVideo`, timed on `watch` since `start`."""
+    def _encode(self, reader: VideoReader, timestamps: list[float], watch: Stopwatch, start: float,
+                incremental: bool = False) -> EncodedVideo:
+        """The frames at `timestamps` of an open reader -> `EncodedVideo`, timed on `watch` since `start`; with
+        `incremental` (and an encoder whose steps are slots: no set reducer), each chunk's slots are prefilled into
+        the LLM's cache as they are encoded (`VideoContext`), which becomes the video's prefix."""
         padding = self.encoder.data.padding(len(timestamps))
         warn_padding(f"the {self.encoder.name} encoder", len(timestamps), padding, self.encoder.data.frames_per_step)
+        fps = sampled_fps(reader.info, len(timestamps))
+        context = VideoContext(self, fps) if incremental and self.encoder.set_stage is None else None
         stream = self.stream(reader, timestamps)
-        visual = self._visual((chunk.pixels for chunk in stream), watch, len(timestamps))
+        visual = self._visual(stream, watch, timestamps, context)
         watch.ms["decode"] = watch.ms.get("decode", 0.0) + stream.decode_s * 1e3
         watch.ms["preprocess"] = watch.ms.get("preprocess", 0.0) + stream.preprocess_s * 1e3
         latency = {key: watch.ms.get(key, 0.0) for key in ENCODE_KEYS}
         latency["total"] = (time.perf_counter() - start) * 1e3
-        padded = timestamps + timestamps[-1:] * (len(visual.counts) * visual.frames_per_step - len(timestamps))
-        return EncodedVideo(reader.info.path, self.encoder.name, len(timestamps), timestamps,
-                            sampled_fps(reader.info, len(timestamps)),
-                            make_slots(padded, visual.counts, visual.frames_per_step), visual, latency)
+        padded = _padded(timestamps, self.encoder.frames_per_step)
+        enc = EncodedVideo(reader.info.path, self.encoder.name, len(timestamps), timestamps, fps,
+                           make_slots(padded, visual.counts, visual.frames_per_step), visual, latency)
+        if context is not None:
+            enc.prefix, latency["llm_prefill"] = (context.ids[0], context.cache), context.prefill_ms
+        return enc
 
-    def _visual(self, chunks: Iterable[torch.Tensor], watch: Stopwatch, frames: int) -> VisualTokens:
-        """The encoding loop: decoded chunks of a video's `frames` sampled frames -> the encoder's `prepare`,
-        `encode_chunk`, then `finish`. Weights that do not train keep no graph."""
-        parts = []
+    def _visual(self, chunks: Iterable[Chunk], watch: Stopwatch, timestamps: Sequence[float],
+                context: VideoContext | None = None) -> VisualTokens:
+        """The encoding loop: decoded chunks of a video's sampled frames at `timestamps` -> the encoder's
+        `prepare`, `encode_chunk`, then `finish` (per chunk into `context`, which prefills them, if given). Weights
+        that do not train keep no graph."""
+        parts, per = [], self.encoder.frames_per_step
+        padded = _padded(list(timestamps), per)
         with torch.set_grad_enabled(torch.is_grad_enabled() and any(p.requires_grad for p in
                                                                     self.encoder.parameters())):
             for chunk in chunks:
                 with watch("preprocess"):
-                    pixels = self.encoder.prepare(chunk, self.device, self.dtype, frames)
+                    pixels = self.encoder.prepare(chunk.pixels, self.device, self.dtype, len(timestamps))
                 with watch("vit"):
                     parts.append(self.encoder.encode_chunk(pixels))
+                    if context is not None:
+                        part = self.encoder.finish(parts[-1:])
+                if context is not None:
+                    context.add(part, padded[chunk.start:chunk.start + len(part.counts) * per])
+            if context is not None:
+                return context.visual
             with watch("vit"):
                 return self.encoder.finish(parts)
+
+
+def _padded(timestamps: list[float], frames_per_step: int) -> list[float]:
+    """Frame times with the last repeated to whole steps (the encoder pads the last step with its last frame)."""
+    return timestamps + timestamps[-1:] * (-len(timestamps) % frames_per_step)
 
 
 def sample_clips(info: VideoInfo, frames: int, clip_frames: int, rate: float = 1.0) -> FrameSample:
