@@ -149,7 +149,7 @@ def crop_state_dict(vision: nn.Module, config: LiteFrameConfig) -> dict[str, tor
     s = {
         "patch_embed.weight": t[patch + ".weight"][:c],
         "patch_embed.bias": t[patch + ".bias"][:c] if patch + ".bias" in t else torch.zeros(c, dtype=dtype),
-        "pos_embed": position_table(vision, config.image)[..., :c],
+        "pos_embed": position_table(vision, config.frame_size)[..., :c],
         "head.weight": torch.eye(config.out_dim, c, dtype=dtype),
         "head.bias": torch.zeros(config.out_dim, dtype=dtype),
     }

@@ -21,7 +21,7 @@ from torch.utils.checkpoint import checkpoint
 from ..errors import InputError
 from ..grid import TokenGrid
 from ..io import atomic_folder
-from .config import LiteFrameConfig, prefix_tokens, student_config
+from .config import LiteFrameConfig, prefix_tokens, scaled_side, student_config
 from .crop import crop_state_dict
 from .layers import Attention, Mlp
 from .mixers import VARIANTS, Downsample
@@ -66,7 +66,7 @@ class LiteFrameEncoder(nn.Module):
     def __init__(self, config: LiteFrameConfig | None = None):
         super().__init__()
         self.config = cfg = config or LiteFrameConfig()
-        grid = cfg.image // cfg.patch
+        grid = cfg.frame_size // cfg.patch
         self.patch_embed = nn.Conv2d(3, cfg.width, cfg.patch, stride=cfg.patch)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.width)) if cfg.cls_token else None
         self.register_tokens = nn.Parameter(torch.zeros(1, cfg.registers, cfg.width)) if cfg.registers else None
@@ -76,7 +76,8 @@ class LiteFrameEncoder(nn.Module):
                 nn.init.trunc_normal_(p, std=0.02)
         self.embed_norm = nn.LayerNorm(cfg.width, eps=cfg.eps) if cfg.embed_norm else None
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
-        self.downsample = nn.ModuleList(Downsample(cfg.width, s, prefix_tokens(cfg)) for s in cfg.strides)
+        keyframe = VARIANTS.get(cfg.temporal).compress == "keyframe"
+        self.downsample = nn.ModuleList(Downsample(cfg.width, s, prefix_tokens(cfg), keyframe) for s in cfg.strides)
         self.final_norm = nn.LayerNorm(cfg.width, eps=cfg.eps) if cfg.final_norm else None
         self.head = nn.Linear(cfg.width, cfg.out_dim)
         self.grad_checkpointing = False
@@ -89,7 +90,11 @@ class LiteFrameEncoder(nn.Module):
         cfg = self.config
         b, t, _, height, width = pixels.shape
         self._check_shape(t, height, width)
-        x = self.patch_embed(pixels.flatten(0, 1).to(self.patch_embed.weight.dtype))  # (B*T, C, h, w)
+        frames = pixels.flatten(0, 1).to(self.patch_embed.weight.dtype)
+        if cfg.scale != 1:
+            size = tuple(scaled_side(n, cfg.scale, cfg.patch) for n in (height, width))
+            frames = F.interpolate(frames, size=size, mode="bicubic", antialias=True, align_corners=False)
+        x = self.patch_embed(frames)  # (B*T, C, h, w)
         h, w = x.shape[-2:]
         x = x.flatten(2).transpose(1, 2)
         if self.cls_token is not None:
@@ -102,6 +107,8 @@ class LiteFrameEncoder(nn.Module):
         clip, prefix = cfg.compression.clip, prefix_tokens(cfg)
         x = x.view(b * t // clip, clip, prefix + h * w, cfg.width)
         after = {i: down for (i, _), down in zip(cfg.stages, self.downsample)}
+        if 0 in after:
+            x, h, w = after[0](x, h, w)
         for i, block in enumerate(self.blocks, start=1):
             if self.grad_checkpointing and self.training:
                 x = checkpoint(block, x, use_reentrant=False)
@@ -113,7 +120,13 @@ class LiteFrameEncoder(nn.Module):
             x = self.final_norm(x)
         x = self.head(x)
         cls = x[:, :, 0].reshape(b, -1, cfg.out_dim) if cfg.cls_token else None
-        return TokenGrid(x[:, :, prefix:].reshape(b, -1, h, w, cfg.out_dim), cls)
+        patches = x[:, :, prefix:].reshape(b, -1, h, w, cfg.out_dim)
+        out = (height // (cfg.patch * cfg.block[1]), width // (cfg.patch * cfg.block[2]))
+        if (h, w) != out:  # `scale` took the block's space: area-resample to the block's grid
+            frames = F.adaptive_avg_pool2d(patches.flatten(0, 1).permute(0, 3, 1, 2), out)
+            patches = frames.permute(0, 2, 3, 1).unflatten(0, (b, -1))
+        return TokenGrid(patches, cls)
+
 
     def _check_shape(self, t: int, height: int, width: int) -> None:
         cfg = self.config
@@ -121,8 +134,7 @@ class LiteFrameEncoder(nn.Module):
         if t % clip:
             raise ValueError(f"LiteFrame encodes clips of {clip} frames: got T = {t} frames, "
                              f"not a multiple of {clip}")
-        sh = math.prod(s[1] for s in cfg.strides) * cfg.patch
-        sw = math.prod(s[2] for s in cfg.strides) * cfg.patch
+        sh, sw = cfg.block[1] * cfg.patch, cfg.block[2] * cfg.patch
         if height % sh or width % sw:
             raise ValueError(f"LiteFrame {cfg.temporal!r} needs frames whose height is a multiple of {sh} and "
                              f"width a multiple of {sw}, got {height} x {width}")
