@@ -533,7 +533,8 @@ def report(out: Path, rows: list[dict], runs: list[str]) -> str:
             if points:  # distill evaluates at step 0 too: the curve starts at the untrained student
                 first = next(m for m in metrics if f"{key}_cos" in m)
                 ax.plot(*zip(*points), marker=".", label=name)
-                refs[key] = first[f"{ref}ref_avg_cos"]
+                if f"{ref}ref_avg_cos" in first:  # runs by an older distill lack the references
+                    refs[key] = first[f"{ref}ref_avg_cos"]
         if key in refs:
             ax.axhline(refs[key], color="k", ls="--", label="teacher + avg pool")
         ax.set_title(f"cosine to WAP(teacher), {title} clips")
