@@ -127,7 +127,7 @@ CROPS = {  # name -> student overrides; the first is the paper's ratios (every s
     # downsampling after the first block: still 8x fewer FLOPs than the teacher at ViT-S's shape
     "allheads-third-norm": {"heads": "all", "depth": "third", "downsample_after": "first"},
 }
-KEYFRAME = {"temporal": "keyframe", "downsample_after": [0]}  # with every block and head (`keyframe_student`)
+KEYFRAME = {"temporal": "keyframe"}  # with every block and head (`keyframe_student`)
 KEYFRAME_RECIPE = {"trainable": ["downsample"], "lr": 1e-3}  # the frame merge only: the rest overfits ~20 scenes
 MIN_FLOP_RATIO = 8  # issue 23's bar
 ABLATIONS = {"rtd": {"loss": "rtd"}, "spatial16": {"student": {"temporal": "spatial16"}},

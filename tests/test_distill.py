@@ -148,7 +148,7 @@ def test_rtd_runs_and_learns_its_reconstruction(data, tmp_path):
 def test_a_keyframe_student_trains_only_its_frame_merge_when_told(data, tmp_path):
     """`trainable: [downsample]`: the keyframe student's frame merge moves, every other weight stays the crop's; a
     name that matches no parameter is refused in one line before any step."""
-    student = {"name": "liteframe-tiny", "temporal": "keyframe", "downsample_after": [0], "scale": 0.75}
+    student = {"name": "liteframe-tiny", "temporal": "keyframe", "scale": 0.75}
     out = tmp_path / "keyframe"
     distill(_config(data, out, student=student, trainable=["downsample"], steps=3))
     trained = _weights(out)

@@ -9,8 +9,8 @@ factor 2 from every even side and the second the rest, so that their product is 
 4x (1, 2, 2) -> (1, 2, 2), then nothing (a (1, 1, 1) stage is not built) *(ours)*.
 The spatial-only variant spends the same ratio on space, block `(1, h*sqrt(t), w*sqrt(t))`: at 16x that is
 SPEC 4's `spatial16`, (1, 2, 2) then (1, 2, 2). The `none` variant (plain ViT-B) never downsamples.
-The `keyframe` variant *(ours)* downsamples once, by the block's time `(t, 1, 1)` (after block 0: the patch
-embedding), and spends the block's space on `scale`: the frames are resized before the patch embedding and the
+The `keyframe` variant *(ours)* downsamples once, by the block's time `(t, 1, 1)`, always right after the patch
+embedding (its `downsample_after` is not used), and spends the block's space on `scale`: the frames are resized before the patch embedding and the
 output grid resampled to the block's, e.g. 16x at 224 px with `scale` 11/16: one 154 px frame (11 x 11 patches)
 per 4-frame clip, 8 x 8 tokens out.
 """
@@ -74,21 +74,23 @@ class LiteFrameConfig:
     def problems(self) -> list[str]:
         """Every reason this config cannot be built, one phrase each."""
         split = self._split()
+        keyframe = VARIANTS.get(self.temporal).compress == "keyframe"
         problems = []
         if self.width % self.heads:
             problems.append(f"width {self.width} is not a multiple of heads {self.heads}")
-        if split and len(self.downsample_after) != len(split):
-            problems.append(f"variant {self.temporal!r} downsamples {len(split)} times but downsample_after is "
-                            f"{self.downsample_after}")
-        if any(not 0 <= i <= self.depth for i in self.downsample_after):
-            problems.append(f"downsample_after {self.downsample_after} must lie in 0..depth={self.depth}")
-        if list(self.downsample_after) != sorted(set(self.downsample_after)):
-            problems.append(f"downsample_after {self.downsample_after} must be increasing")
+        if not keyframe:  # which merges right after the patch embedding, whatever downsample_after says
+            if split and len(self.downsample_after) != len(split):
+                problems.append(f"variant {self.temporal!r} downsamples {len(split)} times but downsample_after is "
+                                f"{self.downsample_after}")
+            if any(not 0 <= i <= self.depth for i in self.downsample_after):
+                problems.append(f"downsample_after {self.downsample_after} must lie in 0..depth={self.depth}")
+            if list(self.downsample_after) != sorted(set(self.downsample_after)):
+                problems.append(f"downsample_after {self.downsample_after} must be increasing")
         if self.teacher_heads not in HEAD_CHOICES:
             problems.append(f"teacher_heads {self.teacher_heads!r} must be one of {', '.join(HEAD_CHOICES)}")
         if not 0 < self.scale <= 1:
             problems.append(f"scale {self.scale} must lie in (0, 1]")
-        if self.scale != 1 and VARIANTS.get(self.temporal).compress != "keyframe":
+        if self.scale != 1 and not keyframe:
             problems.append(f"scale {self.scale}: only the keyframe variant resizes its frames")
         return problems
 
@@ -112,8 +114,10 @@ class LiteFrameConfig:
 
     @property
     def stages(self) -> tuple[tuple[int, Stride], ...]:
-        """`(block, stride)` of each downsampling the model builds: after 1-based block `block`."""
-        return tuple((i, s) for i, s in zip(self.downsample_after, self._split()) if s != (1, 1, 1))
+        """`(block, stride)` of each downsampling the model builds: after 1-based block `block` (0: right after
+        the patch embedding, where `keyframe` merges its frames)."""
+        after = (0,) if VARIANTS.get(self.temporal).compress == "keyframe" else self.downsample_after
+        return tuple((i, s) for i, s in zip(after, self._split()) if s != (1, 1, 1))
 
     @property
     def frame_size(self) -> int:

@@ -43,6 +43,4 @@ def tiny_student_config(temporal: str = "dwconv", image_size: int = 56, teacher_
                         **overrides) -> LiteFrameConfig:
     """`liteframe-tiny` (3 blocks of width 32, croppable from `tiny_vision_config("internvl")`) for another
     variant, image size or teacher width; `overrides` are any other `LiteFrameConfig` fields."""
-    if temporal == "keyframe":  # its one downsampling comes right after the patch embedding
-        overrides.setdefault("downsample_after", (0,))
     return student_config("liteframe-tiny", temporal=temporal, image=image_size, out_dim=teacher_width, **overrides)
