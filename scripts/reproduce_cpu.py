@@ -12,6 +12,8 @@ Steps, each kept in `--out` so that a rerun skips what is done:
 3. the target cache (`liteframe cache-targets`);
 4. training (`liteframe distill`): the crop choices (blocks, heads, final norm) at a short budget, the best one
    trained long (CTD, dwconv), and at the short budget RTD, spatial 16x and distillation without compression;
+   the keyframe student (every teacher block, each clip's frames merged once after the patch embedding, its
+   frames at the largest size that keeps 8x fewer FLOPs than the teacher) trained by CTD in its frame merge only;
 5. evaluation on the same held-out clips: every student, the untrained student, the teacher's training-free
    reducers (avg, max, subsample, ToMe; WAP is the target) and the equal-FLOPs baseline (the teacher on fewer
    pixels, so that its FLOPs match the student's, its tokens pooled to the target grid); FLOPs, CPU latency, wall
@@ -106,15 +108,17 @@ class Scale:
     short_batch: int
     short_steps: int  # crop choices and ablations
     long_steps: int  # the best crop, CTD
+    keyframe_steps: int  # the keyframe student, CTD on its frame merge
     eval_every: int  # short runs' (the long run evaluates 10 times)
     train_sample: int  # training clips evaluated beside the held-out ones
     latency_repeats: int
 
 
 FULL = Scale(photos=len(PHOTOS), motions=4, paths=8, segment_s=2.5, cache_views=1, eval_views=1, frames=4, batch=8,
-             short_batch=4, short_steps=40, long_steps=150, eval_every=20, train_sample=24, latency_repeats=5)
+             short_batch=4, short_steps=40, long_steps=150, keyframe_steps=60, eval_every=20, train_sample=24,
+             latency_repeats=5)
 QUICK = Scale(photos=4, motions=1, paths=1, segment_s=4.0, cache_views=1, eval_views=1, frames=4, batch=2, short_batch=2,
-              short_steps=2, long_steps=3, eval_every=1, train_sample=2, latency_repeats=1)
+              short_steps=2, long_steps=3, keyframe_steps=2, eval_every=1, train_sample=2, latency_repeats=1)
 CROPS = {  # name -> student overrides; the first is the paper's ratios (every second block, 3/4 of the heads)
     "alternate-first-norm": {},
     "alternate-strongest-norm": {"teacher_heads": "strongest"},
@@ -123,6 +127,9 @@ CROPS = {  # name -> student overrides; the first is the paper's ratios (every s
     # downsampling after the first block: still 8x fewer FLOPs than the teacher at ViT-S's shape
     "allheads-third-norm": {"heads": "all", "depth": "third", "downsample_after": "first"},
 }
+KEYFRAME = {"temporal": "keyframe"}  # with every block and head (`keyframe_student`)
+KEYFRAME_RECIPE = {"trainable": ["downsample"], "lr": 1e-3}  # the frame merge only: the rest overfits ~20 scenes
+MIN_FLOP_RATIO = 8  # issue 23's bar
 ABLATIONS = {"rtd": {"loss": "rtd"}, "spatial16": {"student": {"temporal": "spatial16"}},
              "none": {"student": {"temporal": "none"}}}
 
@@ -306,6 +313,24 @@ def train(config: Path, log: dict) -> dict:
     return settings
 
 
+def keyframe_student(teacher_dir: Path, size: int, frames: int) -> dict:
+    """The keyframe student's overrides: every block and head of the teacher, and the largest frame size (whole
+    patches) at which it keeps `MIN_FLOP_RATIO` times fewer FLOPs than the teacher (154 px of 224 for DINOv2-S)."""
+    tower = Teacher.config_of(teacher_dir)
+    depth = tower.num_hidden_layers
+    student = {**KEYFRAME, "heads": tower.num_attention_heads, "depth": depth, "teacher_layers": list(range(depth))}
+    shape = (1, frames, 3, size, size)
+    with torch.device("meta"):
+        teacher = Teacher.from_config(tower)
+        teacher_flops = count_flops(teacher, shape).total
+        patch = teacher.patch_size
+        for side in range(size - patch, 0, -patch):
+            config = student_for(teacher.vision, image=size, scale=side / size, **student)
+            if teacher_flops >= MIN_FLOP_RATIO * count_flops(LiteFrameEncoder(config), shape).total:
+                return {**student, "scale": side / size}
+    raise SystemExit(f"no keyframe student of {teacher_dir} has {MIN_FLOP_RATIO}x fewer FLOPs")
+
+
 # -- 5. evaluation ---------------------------------------------------------------------------------------------------
 
 def clips(manifest: Path, scale: Scale, size: int, seed: int, views: int, limit: int | None = None) -> torch.Tensor:
@@ -366,8 +391,9 @@ def equal_flops_size(teacher: Teacher, student_flops: int, frames: int, patch: i
 
 
 def evaluate(out: Path, teacher_dir: Path, scale: Scale, size: int, students: dict[str, Path],
-             timing: dict) -> list[dict]:
-    """One row per student and baseline: held-out and training-sample cosine to WAP(teacher), FLOPs, latency."""
+             timing: dict, untrained: dict[str, str]) -> list[dict]:
+    """One row per student and baseline: held-out and training-sample cosine to WAP(teacher), FLOPs, latency;
+    `untrained`: row name -> the student whose crop (before training) it scores."""
     compression = get_compression(16)
     teacher = Teacher.from_pretrained(teacher_dir)
     data = out / "data"
@@ -416,13 +442,14 @@ def evaluate(out: Path, teacher_dir: Path, scale: Scale, size: int, students: di
         for split in sets:
             row[split] = cosine(student_tokens(student, sets[split], scale.batch, block), own[block][split])
         rows.append(row)
-    # the untrained student of the headline crop
-    ctd = LiteFrameEncoder.from_pretrained(students["ctd"])
-    untrained = LiteFrameEncoder.from_teacher(teacher, ctd.config).eval()
-    row = {"model": "untrained student (crop)", "kind": "student", "gflops": count_flops_of(ctd, shape) / 1e9}
-    for split in sets:
-        row[split] = cosine(student_tokens(untrained, sets[split], scale.batch, compression.block), targets[split])
-    rows.append(row)
+    for label, name in untrained.items():  # the students before training
+        config = models[name].config
+        crop = LiteFrameEncoder.from_teacher(teacher, config).eval()
+        row = {"model": label, "kind": "student", "gflops": count_flops_of(crop, shape) / 1e9}
+        for split in sets:
+            row[split] = cosine(student_tokens(crop, sets[split], scale.batch, compression.block), targets[split])
+        rows.append(row)
+    ctd = models["ctd"]
     # equal FLOPs: the teacher on fewer pixels, its tokens averaged over the clip and resized to the target grid
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
@@ -506,7 +533,8 @@ def report(out: Path, rows: list[dict], runs: list[str]) -> str:
             if points:  # distill evaluates at step 0 too: the curve starts at the untrained student
                 first = next(m for m in metrics if f"{key}_cos" in m)
                 ax.plot(*zip(*points), marker=".", label=name)
-                refs[key] = first[f"{ref}ref_avg_cos"]
+                if f"{ref}ref_avg_cos" in first:  # runs by an older distill lack the references
+                    refs[key] = first[f"{ref}ref_avg_cos"]
         if key in refs:
             ax.axhline(refs[key], color="k", ls="--", label="teacher + avg pool")
         ax.set_title(f"cosine to WAP(teacher), {title} clips")
@@ -573,18 +601,22 @@ def main(argv: list[str] | None = None) -> int:
     for name, n in zip(["ctd", *longer], [scale.long_steps, *args.longer]):
         train(run_config(**base, name=name, steps=n, batch=scale.batch, student=chosen, eval_every=max(1, n // 10)),
               timing)
+    keyframe = keyframe_student(teacher_dir, size, scale.frames)
+    train(run_config(**base, name="ctd-keyframe", steps=scale.keyframe_steps, batch=scale.batch, student=keyframe,
+                     eval_every=max(1, scale.keyframe_steps // 6), **KEYFRAME_RECIPE), timing)
     for name, settings in ABLATIONS.items():
         settings = {**settings, "student": {**chosen, **settings.get("student", {})}}
         train(run_config(**base, name=name, steps=scale.short_steps, batch=scale.short_batch, **settings), timing)
-    students = {**{name: out / "runs" / name / "student" for name in ["ctd", *longer]},
+    students = {**{name: out / "runs" / name / "student" for name in ["ctd", *longer, "ctd-keyframe"]},
                 f"ctd@{scale.short_steps}": out / "runs" / f"crop-{best}"
                 / "student", **{name: out / "runs" / name / "student" for name in ABLATIONS}}
     timing[f"ctd@{scale.short_steps}"] = timing[f"crop-{best}"]
-    rows = evaluate(out, teacher_dir, scale, size, students, timing)
+    rows = evaluate(out, teacher_dir, scale, size, students, timing,
+                    {"untrained student (crop)": "ctd", "untrained keyframe student": "ctd-keyframe"})
     results = {"rows": rows, "crop_sweep": {k: v[0] for k, v in sweep.items()}, "best_crop": best,
                "scale": scale.__dict__, "total_wall_s": time.perf_counter() - started, "data": record}
     (out / "results.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
-    table = report(out, rows, ["ctd", *longer, *[f"crop-{k}" for k in CROPS], *ABLATIONS])
+    table = report(out, rows, ["ctd", *longer, "ctd-keyframe", *[f"crop-{k}" for k in CROPS], *ABLATIONS])
     print(table)
     print(f"total wall time {results['total_wall_s'] / 60:.1f} min; results in {out}")
     return 0

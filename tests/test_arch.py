@@ -85,7 +85,7 @@ def test_cli_json_at_full_size_and_errors(capsys):
     assert main(["bench", "arch", "--no-latency", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["arch"] for r in rows] == ["teacher", "none", "dwconv", "conv", "tempattn", "stattn", "spatial16",
-                                         "dwconv-4x", "dwconv-64x"]
+                                         "keyframe", "dwconv-4x", "dwconv-64x"]
     for row in rows:
         assert isinstance(row["params"], int) and isinstance(row["flops"], int)
         assert row["flops_total"] >= row["flops"] > 0 and row["flops_shape"] == "1x256x3x448x448"
@@ -94,6 +94,7 @@ def test_cli_json_at_full_size_and_errors(capsys):
     assert by["dwconv"]["params"] == pytest.approx(by["none"]["params"], rel=0.02)
     assert by["teacher"]["flops"] / by["dwconv"]["flops"] > 8  # the compute the encoder saves
     assert by["stattn"]["flops_total"] > by["dwconv"]["flops_total"]  # joint attention over 4 frames
+    assert 3.5 < by["none"]["flops"] / by["keyframe"]["flops"] < 4  # one frame of four through every block
     assert by["none"]["paper"] == "ViT-B-12L, no compression" and by["teacher"]["paper_A100_ms"] == 1043.33
     assert by["dwconv-64x"]["flops"] < by["dwconv"]["flops"] < by["dwconv-4x"]["flops"] < by["none"]["flops"]
     assert main(["bench", "arch", "--frames", "6", "--no-latency"]) == 2

@@ -132,6 +132,20 @@ def test_rtd_runs_and_learns_its_reconstruction(data, tmp_path):
     assert not any(k.startswith("decoder") for k in _weights(out))  # but is not part of the student
 
 
+def test_a_keyframe_student_trains_only_its_frame_merge_when_told(data, tmp_path):
+    """`trainable: [downsample]`: the keyframe student's frame merge moves, every other weight stays the crop's; a
+    name that matches no parameter is refused in one line before any step."""
+    student = {"name": "liteframe-tiny", "temporal": "keyframe", "scale": 0.75}
+    out = tmp_path / "keyframe"
+    distill(_config(data, out, student=student, trainable=["downsample"], steps=3))
+    trained = _weights(out)
+    crop = LiteFrameEncoder.from_teacher(data["teacher"], LiteFrameEncoder.from_pretrained(out / "student").config)
+    moved = sorted(k for k, v in crop.state_dict().items() if not torch.equal(v, trained[k]))
+    assert moved == ["downsample.0.conv.bias", "downsample.0.conv.weight"]
+    with pytest.raises(InputError, match=r"trainable \['mixer'\] names no parameter of the student"):
+        distill(_config(data, tmp_path / "bad", student=student, trainable=["downsample", "mixer"]))
+
+
 # -- distributed ------------------------------------------------------------------------------------------------------
 
 

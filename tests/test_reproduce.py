@@ -70,7 +70,8 @@ def test_quick_reproduction_runs_every_step_and_writes_the_table(tmp_path):
     results = json.loads((out / "results.json").read_text())
     models = [r["model"] for r in results["rows"]]
     for name in ("teacher + avg pool", "teacher + max pool", "teacher + subsample pool", "teacher + ToMe (best match)",
-                 "ctd", "ctd-2", "rtd", "spatial16", "none", "untrained student (crop)"):
+                 "ctd", "ctd-2", "rtd", "spatial16", "none", "untrained student (crop)", "ctd-keyframe",
+                 "untrained keyframe student"):
         assert name in models
     assert any(m.endswith("(equal FLOPs)") for m in models)
     assert set(results["crop_sweep"]) == set(reproduce_cpu.CROPS)
@@ -78,6 +79,8 @@ def test_quick_reproduction_runs_every_step_and_writes_the_table(tmp_path):
         assert -1 <= row["heldout"] <= 1 and -1 <= row["train"] <= 1 and row["gflops"] > 0
     ctd = next(r for r in results["rows"] if r["model"] == "ctd")
     assert ctd["flop_ratio"] > 1 and ctd["clips_per_s"] > 0
+    keyframe = next(r for r in results["rows"] if r["model"] == "ctd-keyframe")
+    assert keyframe["flop_ratio"] >= reproduce_cpu.MIN_FLOP_RATIO
     assert (ctd["steps"], ctd["batch"]) == (reproduce_cpu.QUICK.long_steps, reproduce_cpu.QUICK.batch)
     files = json.loads((out / "data" / "provenance.json").read_text())["files"]
     held = {f["group"] for f in files if f["split"] == "heldout"}

@@ -290,6 +290,49 @@ def test_untrained_downsampling_is_average_pooling(teacher, temporal):
         torch.testing.assert_close(y[:, :, 0], x[:, :, 0].reshape(3, 4 // st_, st_, 32).mean(2))
 
 
+def _keyframe_config(**overrides) -> LiteFrameConfig:
+    """The whole tiny teacher as a keyframe student: 112 px frames resized to 84 (6 x 6 patches), 16x."""
+    return LiteFrameConfig(**{**dict(width=64, depth=6, heads=4, mlp=128, image=112, out_dim=64, temporal="keyframe",
+                                     teacher_layers=tuple(range(6)), scale=0.75), **overrides})
+
+
+def test_keyframe_student_is_the_teacher_on_each_clips_middle_frame_resized(teacher):
+    """Cropped whole and untrained, the keyframe student is the teacher (transformers' own tower) on each clip's
+    middle frame resized by `scale`, its 6 x 6 patches area-averaged to the 16x block's 4 x 4 grid."""
+    student = LiteFrameEncoder.from_teacher(teacher, _keyframe_config()).double()
+    assert student.config.frame_size == 84 and student.config.block == (4, 2, 2)
+    teacher.double()
+    pixels = torch.randn(2, 8, 3, 112, 112, dtype=torch.float64)
+    with torch.no_grad():
+        grid = student(pixels)
+        middle = F.interpolate(pixels[:, 2::4].flatten(0, 1), size=(84, 84), mode="bicubic", antialias=True,
+                               align_corners=False)
+        ref = teacher(middle.unflatten(0, (2, 2)))
+    teacher.float()
+    assert ref.patches.shape == (2, 2, 6, 6, 64) and grid.shape == (2, 2, 4, 4, 64)
+    windows = [slice(0, 2), slice(1, 3), slice(3, 5), slice(4, 6)]  # 6 -> 4 by area: each output cell's inputs
+    pooled = torch.stack([torch.stack([ref.patches[:, :, i, j].mean((2, 3)) for j in windows], 2)
+                          for i in windows], 2)
+    torch.testing.assert_close(grid.patches, pooled)
+    torch.testing.assert_close(grid.cls, ref.cls)
+
+
+def test_keyframe_save_load_round_trip_and_refusals(tmp_path):
+    model = _randomise(LiteFrameEncoder(_keyframe_config())).eval()
+    assert [d.stride for d in model.downsample] == [(4, 1, 1)]
+    model.save_pretrained(tmp_path)
+    loaded = LiteFrameEncoder.from_pretrained(tmp_path)
+    assert loaded.config == model.config and loaded.config.scale == 0.75
+    pixels = torch.randn(1, 4, 3, 112, 112)
+    with torch.no_grad():
+        assert torch.equal(loaded(pixels).patches, model(pixels).patches)
+    assert _keyframe_config(downsample_after=(2, 5)).stages == ((0, (4, 1, 1)),)  # always after the embedding
+    with pytest.raises(ValueError) as err:
+        _keyframe_config(temporal="dwconv", scale=0.5, downsample_after=(0, 9))
+    assert str(err.value) == ("downsample_after (0, 9) must lie in 0..depth=6; scale 0.5: only the keyframe "
+                              "variant resizes its frames")
+
+
 @settings(max_examples=15, deadline=None)
 @given(st_=st.sampled_from([1, 2]), sh=st.sampled_from([1, 2]), sw=st.sampled_from([1, 2]),
        t=st.integers(1, 2), h=st.integers(1, 3), w=st.integers(1, 3), c=st.integers(1, 4), seed=st.integers(0, 99))
@@ -419,7 +462,7 @@ def test_compression_is_saved_and_old_configs_load_as_16x(tmp_path):
 
 
 def test_registry_has_every_variant():
-    assert VARIANTS.names() == ["none", "dwconv", "conv", "tempattn", "stattn", "spatial16"]
+    assert VARIANTS.names() == ["none", "dwconv", "conv", "tempattn", "stattn", "spatial16", "keyframe"]
 
 
 def test_a_save_that_crashes_part_way_leaves_the_previous_folder_loadable(tmp_path, monkeypatch):

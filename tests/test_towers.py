@@ -108,7 +108,7 @@ def test_the_paper_ratios_for_a_vit_s_and_every_misfit_in_one_message():
     with pytest.raises(InputError) as err:
         student_for(teacher.vision, name="liteframe-b", depth=6, heads=12, teacher_heads="best")
     assert str(err.value) == (
-        "the student does not fit the dinov2 teacher: downsample_after (4, 8) must lie in 1..depth=6; "
+        "the student does not fit the dinov2 teacher: downsample_after (4, 8) must lie in 0..depth=6; "
         "teacher_heads 'best' must be one of first, strongest; width 768 exceeds the teacher's 384; "
         "mlp 3072 exceeds the teacher's 1536; out_dim 384 is below the width 768")
 

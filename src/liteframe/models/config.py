@@ -9,6 +9,10 @@ factor 2 from every even side and the second the rest, so that their product is 
 4x (1, 2, 2) -> (1, 2, 2), then nothing (a (1, 1, 1) stage is not built) *(ours)*.
 The spatial-only variant spends the same ratio on space, block `(1, h*sqrt(t), w*sqrt(t))`: at 16x that is
 SPEC 4's `spatial16`, (1, 2, 2) then (1, 2, 2). The `none` variant (plain ViT-B) never downsamples.
+The `keyframe` variant *(ours)* downsamples once, by the block's time `(t, 1, 1)`, always right after the patch
+embedding (its `downsample_after` is not used), and spends the block's space on `scale`: the frames are resized before the patch embedding and the
+output grid resampled to the block's, e.g. 16x at 224 px with `scale` 11/16: one 154 px frame (11 x 11 patches)
+per 4-frame clip, 8 x 8 tokens out.
 """
 from __future__ import annotations
 
@@ -40,7 +44,9 @@ class LiteFrameConfig:
     cropped from, which the checkpoints of that tower's family check ("" for configs saved before it was recorded).
     What crop init takes: `teacher_layers`, the teacher blocks (None: evenly spread, ending on the teacher's last
     block; every second one for half the depth), and `teacher_heads`, which heads of each block ("first" or
-    "strongest", by the norm of their output projection)."""
+    "strongest", by the norm of their output projection). `scale`: the frames are resized by it (to a whole number
+    of patches) before the patch embedding, and the output grid is area-resampled to the compression block's grid
+    of the input; a `downsample_after` of 0 downsamples right after the patch embedding."""
 
     width: int = 768
     depth: int = 12
@@ -70,6 +76,7 @@ class LiteFrameConfig:
     teacher: str = ""
     teacher_layers: tuple[int, ...] | None = None
     teacher_heads: str = "first"
+    scale: float = 1.0
 
     def __post_init__(self):
         self.compression = get_compression(self.compression)
@@ -83,16 +90,18 @@ class LiteFrameConfig:
     def problems(self) -> list[str]:
         """Every reason this config cannot be built, one phrase each."""
         split = self._split()
+        keyframe = VARIANTS.get(self.temporal).compress == "keyframe"
         problems = []
         if self.width % self.heads:
             problems.append(f"width {self.width} is not a multiple of heads {self.heads}")
-        if split and len(self.downsample_after) != len(split):
-            problems.append(f"variant {self.temporal!r} downsamples {len(split)} times but downsample_after is "
-                            f"{self.downsample_after}")
-        if any(not 1 <= i <= self.depth for i in self.downsample_after):
-            problems.append(f"downsample_after {self.downsample_after} must lie in 1..depth={self.depth}")
-        if list(self.downsample_after) != sorted(set(self.downsample_after)):
-            problems.append(f"downsample_after {self.downsample_after} must be increasing")
+        if not keyframe:  # which merges right after the patch embedding, whatever downsample_after says
+            if split and len(self.downsample_after) != len(split):
+                problems.append(f"variant {self.temporal!r} downsamples {len(split)} times but downsample_after is "
+                                f"{self.downsample_after}")
+            if any(not 0 <= i <= self.depth for i in self.downsample_after):
+                problems.append(f"downsample_after {self.downsample_after} must lie in 0..depth={self.depth}")
+            if list(self.downsample_after) != sorted(set(self.downsample_after)):
+                problems.append(f"downsample_after {self.downsample_after} must be increasing")
         if self.teacher_heads not in HEAD_CHOICES:
             problems.append(f"teacher_heads {self.teacher_heads!r} must be one of {', '.join(HEAD_CHOICES)}")
         if self.norm not in NORMS:
@@ -109,6 +118,10 @@ class LiteFrameConfig:
         if self.pos_grid and self.rope_theta is None:
             problems.append("pos_grid: a resized position grid comes with rotary positions (Qwen3's tower); without "
                             "them the position table is made for the input size")
+        if not 0 < self.scale <= 1:
+            problems.append(f"scale {self.scale} must lie in (0, 1]")
+        if self.scale != 1 and not keyframe:
+            problems.append(f"scale {self.scale}: only the keyframe variant resizes its frames")
         return problems
 
     def _split(self) -> tuple[Stride, ...]:
@@ -117,6 +130,8 @@ class LiteFrameConfig:
         if kind == "none":
             return ()
         block = self.compression.block
+        if kind == "keyframe":
+            return ((block[0], 1, 1),)
         if kind == "space":
             t, h, w = block
             root = math.isqrt(t)
@@ -129,8 +144,15 @@ class LiteFrameConfig:
 
     @property
     def stages(self) -> tuple[tuple[int, Stride], ...]:
-        """`(block, stride)` of each downsampling the model builds: after 1-based block `block`."""
-        return tuple((i, s) for i, s in zip(self.downsample_after, self._split()) if s != (1, 1, 1))
+        """`(block, stride)` of each downsampling the model builds: after 1-based block `block` (0: right after
+        the patch embedding, where `keyframe` merges its frames)."""
+        after = (0,) if VARIANTS.get(self.temporal).compress == "keyframe" else self.downsample_after
+        return tuple((i, s) for i, s in zip(after, self._split()) if s != (1, 1, 1))
+
+    @property
+    def frame_size(self) -> int:
+        """The side an `image` px frame is resized to before the patch embedding (`scaled_side`)."""
+        return scaled_side(self.image, self.scale, self.patch)
 
     @property
     def strides(self) -> tuple[Stride, ...]:
@@ -138,7 +160,10 @@ class LiteFrameConfig:
 
     @property
     def block(self) -> Stride:
-        """The strides' product `(t, h, w)`: the compression block of the output grid ((1, 1, 1) for `none`)."""
+        """The compression block of the output grid `(t, h, w)`: the strides' product ((1, 1, 1) for `none`), or
+        for `keyframe` the compression block, whose space `scale` and the output's resampling take."""
+        if VARIANTS.get(self.temporal).compress == "keyframe":
+            return self.compression.block
         return tuple(math.prod(s[k] for s in self.strides) for k in range(3))
 
     def to_dict(self) -> dict:
@@ -158,6 +183,11 @@ class LiteFrameConfig:
         if unknown:
             raise InputError(f"LiteFrame config has unknown keys {sorted(unknown)}")
         return cls(**{**data, "compression": compression})
+
+
+def scaled_side(side: int, scale: float, patch: int) -> int:
+    """`side * scale` rounded to a whole number of patches, at least one."""
+    return max(1, round(side * scale / patch)) * patch
 
 
 def prefix_tokens(config: LiteFrameConfig) -> int:

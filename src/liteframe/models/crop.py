@@ -165,7 +165,7 @@ def crop_state_dict(vision: nn.Module, config: LiteFrameConfig) -> dict[str, tor
     if config.pos_grid:
         s["pos_embed"] = t[spec.pos_table][None, :, :c]
     elif config.rope_theta is None:
-        s["pos_embed"] = position_table(vision, config.image)[..., :c]
+        s["pos_embed"] = position_table(vision, config.frame_size)[..., :c]
     if config.cls_token:
         s["cls_token"] = t.get(emb + "cls_token", t.get(emb + "class_embedding")).reshape(1, 1, -1)[..., :c]
     if config.registers:

@@ -63,14 +63,19 @@ class TemporalAttention(nn.Module):
 class Downsample(nn.Module):
     """Depth-wise Conv3d with kernel = stride over (time, height, width) of the patch tokens; the `prefix` tokens
     (CLS, registers) of merged frames are averaged. `(N, t, prefix + h*w, C) -> (N, t/st, prefix + (h/sh)*(w/sw), C)`.
-    Starts as exact average pooling (weight 1/(st*sh*sw), bias 0)."""
+    Starts as exact average pooling (weight 1/(st*sh*sw), bias 0), or with `keyframe` as picking the middle frame
+    `st // 2` of each window (averaging blurs moving frames, which the features of one sharp frame beat)."""
 
-    def __init__(self, width: int, stride: Stride, prefix: int = 1):
+    def __init__(self, width: int, stride: Stride, prefix: int = 1, keyframe: bool = False):
         super().__init__()
         self.stride, self.prefix = tuple(stride), prefix
         self.conv = nn.Conv3d(width, width, self.stride, stride=self.stride, groups=width)
-        nn.init.constant_(self.conv.weight, 1.0 / (stride[0] * stride[1] * stride[2]))
         nn.init.zeros_(self.conv.bias)
+        with torch.no_grad():
+            if keyframe:
+                self.conv.weight.zero_()[:, :, stride[0] // 2] = 1.0 / (stride[1] * stride[2])
+            else:
+                self.conv.weight.fill_(1.0 / (stride[0] * stride[1] * stride[2]))
 
     def forward(self, x: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, int, int]:
         n, t, _, c = x.shape
@@ -87,7 +92,9 @@ class Downsample(nn.Module):
 class Variant:
     """mixer(width, heads, kernel) builds one block's temporal residual branch (None: no temporal mixing);
     joint: spatial attention over all tokens of a clip instead of per frame; compress: "block" downsamples by the
-    compression block, "space" spends its ratio on space alone, "none" keeps every token."""
+    compression block, "space" spends its ratio on space alone, "none" keeps every token, "keyframe" merges the
+    clip's frames once (starting as its middle frame) and spends the block's space on the frame size
+    (`LiteFrameConfig.scale`)."""
 
     mixer: Callable[[int, int, int], nn.Module] | None
     compress: str = "block"
@@ -102,3 +109,5 @@ VARIANTS.register("tempattn")(Variant(lambda w, h, k: TemporalAttention(w, h)))
 VARIANTS.register("stattn")(Variant(None, joint=True))
 # spatial-only: every output token comes from one frame (SPEC 4), so nothing mixes frames either
 VARIANTS.register("spatial16")(Variant(None, compress="space"))
+# one frame per clip at a smaller size: the teacher's own blocks see a sharp frame at a scale they know *(ours)*
+VARIANTS.register("keyframe")(Variant(None, compress="keyframe"))

@@ -24,7 +24,7 @@ from torch.utils.checkpoint import checkpoint
 from ..errors import InputError
 from ..grid import TokenGrid
 from ..io import atomic_folder
-from .config import LiteFrameConfig, prefix_tokens, student_config
+from .config import LiteFrameConfig, prefix_tokens, scaled_side, student_config
 from .crop import crop_state_dict
 from .layers import Attention, GatedMlp, Mlp, Rope, rope_2d
 from .mixers import VARIANTS, Downsample
@@ -74,7 +74,7 @@ class LiteFrameEncoder(nn.Module):
     def __init__(self, config: LiteFrameConfig | None = None):
         super().__init__()
         self.config = cfg = config or LiteFrameConfig()
-        grid = cfg.image // cfg.patch
+        grid = cfg.frame_size // cfg.patch
         if cfg.temporal_patch > 1:  # Qwen's: one patch spans a frame pair
             kernel = (cfg.temporal_patch, cfg.patch, cfg.patch)
             self.patch_embed = nn.Conv3d(3, cfg.width, kernel, stride=kernel)
@@ -90,7 +90,8 @@ class LiteFrameEncoder(nn.Module):
                 nn.init.trunc_normal_(p, std=0.02)
         self.embed_norm = _norm(cfg) if cfg.embed_norm else None
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
-        self.downsample = nn.ModuleList(Downsample(cfg.width, s, prefix_tokens(cfg)) for s in cfg.strides)
+        keyframe = VARIANTS.get(cfg.temporal).compress == "keyframe"
+        self.downsample = nn.ModuleList(Downsample(cfg.width, s, prefix_tokens(cfg), keyframe) for s in cfg.strides)
         self.final_norm = _norm(cfg) if cfg.final_norm else None
         self.head = nn.Linear(cfg.width, cfg.out_dim)
         self.grad_checkpointing = False
@@ -104,9 +105,13 @@ class LiteFrameEncoder(nn.Module):
         b, t, _, height, width = pixels.shape
         self._check_shape(t, height, width)
         steps, tp = t // cfg.temporal_patch, cfg.temporal_patch
-        # a step's frames side by side in the Conv3d's time axis: (B*T/tp, 3, tp, S, S)
-        frames = pixels.unflatten(1, (steps, tp)).transpose(2, 3).flatten(0, 1) if tp > 1 else pixels.flatten(0, 1)
-        x = self.patch_embed(frames.to(self.patch_embed.weight.dtype))  # (B*steps, C, [1,] h, w)
+        frames = pixels.flatten(0, 1).to(self.patch_embed.weight.dtype)
+        if cfg.scale != 1:
+            size = tuple(scaled_side(n, cfg.scale, cfg.patch) for n in (height, width))
+            frames = F.interpolate(frames, size=size, mode="bicubic", antialias=True, align_corners=False)
+        if tp > 1:  # a step's frames side by side in the Conv3d's time axis: (B*T/tp, 3, tp, S, S)
+            frames = frames.unflatten(0, (b * steps, tp)).transpose(1, 2)
+        x = self.patch_embed(frames)  # (B*steps, C, [1,] h, w)
         h, w = x.shape[-2:]
         x = x.flatten(2).transpose(1, 2)
         if self.cls_token is not None:
@@ -121,6 +126,8 @@ class LiteFrameEncoder(nn.Module):
         clip, prefix = cfg.compression.clip, prefix_tokens(cfg)
         x = x.view(b * steps // clip, clip, prefix + h * w, cfg.width)
         after = {i: down for (i, _), down in zip(cfg.stages, self.downsample)}
+        if 0 in after:
+            x, h, w = after[0](x, h, w)
         rope = self._rope(h, w, x.device)
         taps = []  # the last blocks' outputs, the levels' features
         for i, block in enumerate(self.blocks, start=1):
@@ -137,8 +144,16 @@ class LiteFrameEncoder(nn.Module):
             x = self.final_norm(x)
         x = self.head(x)
         cls = x[:, :, 0].reshape(b, -1, cfg.out_dim) if cfg.cls_token else None
-        levels = tuple(self.head(tap)[:, :, prefix:].reshape(b, -1, h, w, cfg.out_dim) for tap in taps)
-        return TokenGrid(x[:, :, prefix:].reshape(b, -1, h, w, cfg.out_dim), cls, levels=levels)
+        out = (height // (cfg.patch * cfg.block[1]), width // (cfg.patch * cfg.block[2]))
+
+        def grid(y: torch.Tensor) -> torch.Tensor:  # `scale` took the block's space: area-resample to its grid
+            y = y[:, :, prefix:].reshape(b, -1, h, w, cfg.out_dim)
+            if (h, w) == out:
+                return y
+            y = F.adaptive_avg_pool2d(y.flatten(0, 1).permute(0, 3, 1, 2), out)
+            return y.permute(0, 2, 3, 1).unflatten(0, (b, -1))
+
+        return TokenGrid(grid(x), cls, levels=tuple(grid(self.head(tap)) for tap in taps))
 
     def _check_shape(self, t: int, height: int, width: int) -> None:
         cfg = self.config
@@ -146,8 +161,7 @@ class LiteFrameEncoder(nn.Module):
         if t % clip:
             raise ValueError(f"LiteFrame encodes clips of {clip} frames: got T = {t} frames, "
                              f"not a multiple of {clip}")
-        sh = math.prod(s[1] for s in cfg.strides) * cfg.patch
-        sw = math.prod(s[2] for s in cfg.strides) * cfg.patch
+        sh, sw = cfg.block[1] * cfg.patch, cfg.block[2] * cfg.patch
         if height % sh or width % sw:
             raise ValueError(f"LiteFrame {cfg.temporal!r} needs frames whose height is a multiple of {sh} and "
                              f"width a multiple of {sw}, got {height} x {width}")

@@ -20,7 +20,7 @@ class DistillConfig(TrainConfig):
         "data": ("manifest", "eval_manifest", "eval_views", "frames", "fps", "image_size", "target_cache",
                  "cache_views"),
         "optim": ("steps", "batch_size", "grad_accum", "lr", "min_lr", "warmup_steps", "weight_decay", "betas",
-                  "grad_clip"),
+                  "grad_clip", "trainable"),
         "system": ("device", "precision", "parallel", "activation_checkpointing", "compile", "seed"),
     })
     PATHS: ClassVar[tuple[str, ...]] = ("teacher", "output", "manifest", "eval_manifest", "target_cache")
@@ -56,6 +56,9 @@ class DistillConfig(TrainConfig):
     warmup_steps: int = 100
     weight_decay: float = 0.05
     betas: tuple[float, float] = (0.9, 0.95)
+    # the student parameters trained, by a part of their name (e.g. "downsample"); empty: all. With ~20 scenes of
+    # data, training only a keyframe student's frame merge generalises where training every weight overfits
+    trainable: tuple[str, ...] = ()
     # systems
     parallel: str = "ddp"  # "ddp" or "fsdp" (FSDP2 `fully_shard`, for students too large for one device)
     activation_checkpointing: bool = False

@@ -71,6 +71,17 @@ class DistillStep(StepMetrics):
                 "clips_per_s": state.samples / max(state.elapsed, 1e-9)}
 
 
+def freeze_except(student: LiteFrameEncoder, trainable: tuple[str, ...]) -> None:
+    """Train only the parameters whose name contains one of `trainable`; refused when one matches nothing."""
+    names = [name for name, _ in student.named_parameters()]
+    unmatched = [part for part in trainable if not any(part in name for name in names)]
+    if unmatched:
+        raise InputError(f"distill config: trainable {list(unmatched)} names no parameter of the student "
+                         f"(e.g. {', '.join(names[:3])})")
+    for name, p in student.named_parameters():
+        p.requires_grad_(any(part in name for part in trainable))
+
+
 class DistillTrainer(Trainer):
     kind, unit = "distill", "videos"
 
@@ -84,6 +95,8 @@ class DistillTrainer(Trainer):
         if self.student_config.strides:  # WAP targets over the student's own block: spatial16's is (1, 4, 4)
             job.compression = Compression(self.student_config.block)
         student = LiteFrameEncoder.from_teacher(teacher, self.student_config).to(device)
+        if cfg.trainable:
+            freeze_except(student, cfg.trainable)
         # RTD decodes (and targets live) in the teacher grid's width: the LLM's after Qwen's merger
         decoder = RTDDecoder(teacher.out_dim, job.compression.block).to(device) if cfg.loss == "rtd" else None
         self.model = DistillModel(student, decoder, job.compression.block, teacher.student_head())
