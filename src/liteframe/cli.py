@@ -295,7 +295,7 @@ def _add_watch(sub) -> None:
     p = sub.add_parser("watch", help="watch a live video and answer questions about what it has seen so far")
     p.add_argument("source", help="a file still being written, a pipe (- for stdin) or a URL (rtsp://, http://)")
     p.add_argument("--model", required=True, help="a checkpoint folder of any supported family")
-    p.add_argument("--encoder", default="dense", help="dense, a grid reducer (wap, pool) or student:DIR")
+    p.add_argument("--encoder", default="dense", help="dense, a grid reducer (wap, avg, max, subsample) or student:DIR")
     p.add_argument("--compression", help=f"{COMPRESSION} (default: a student's own, else 16)")
     p.add_argument("--rate", type=float, default=1.0, help="frames sampled per second of video")
     p.add_argument("--questions", type=argparse.FileType("r"), default=None,
