@@ -85,7 +85,7 @@ def test_cli_json_at_full_size_and_errors(capsys):
     assert main(["bench", "arch", "--no-latency", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["arch"] for r in rows] == ["teacher", "none", "dwconv", "conv", "tempattn", "stattn", "spatial16",
-                                         "keyframe", "dwconv-4x", "dwconv-64x"]
+                                         "keyframe", "keyframe-tome", "dwconv-4x", "dwconv-64x"]
     for row in rows:
         assert isinstance(row["params"], int) and isinstance(row["flops"], int)
         assert row["flops_total"] >= row["flops"] > 0 and row["flops_shape"] == "1x256x3x448x448"

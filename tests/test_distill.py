@@ -146,6 +146,19 @@ def test_a_keyframe_student_trains_only_its_frame_merge_when_told(data, tmp_path
         distill(_config(data, tmp_path / "bad", student=student, trainable=["downsample", "mixer"]))
 
 
+def test_a_keyframe_tome_student_distils_its_propagation_alone_when_told(data, tmp_path):
+    """A `keyframe-tome` student (ToMe merging 4, 2 and 1 tokens in its 3 blocks) distils end to end; with
+    `trainable: [propagate]` only its two propagation parameters move."""
+    student = {"name": "liteframe-tiny", "temporal": "keyframe-tome", "merge": [4, 2, 1]}
+    out = tmp_path / "tome"
+    distill(_config(data, out, student=student, trainable=["propagate"], steps=3, lr=0.1))
+    loaded = LiteFrameEncoder.from_pretrained(out / "student")
+    assert loaded.config.merge == (4, 2, 1)
+    crop = LiteFrameEncoder.from_teacher(data["teacher"], loaded.config)
+    moved = sorted(k for k, v in crop.state_dict().items() if not torch.equal(v, _weights(out)[k]))
+    assert moved == ["propagate.distance", "propagate.log_temperature"]
+
+
 # -- distributed ------------------------------------------------------------------------------------------------------
 
 

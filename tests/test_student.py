@@ -13,16 +13,6 @@ from liteframe.models import (STUDENTS, VARIANTS, LiteFrameConfig, LiteFrameEnco
 from liteframe.models.mixers import Downsample, TemporalAttention, TemporalConv
 
 
-@pytest.fixture(scope="module")
-def teacher():
-    torch.manual_seed(0)
-    teacher = Teacher.from_config(tiny_internvl_config())
-    with torch.no_grad():  # transformers zero-inits CLS and positions: make every tensor distinctive
-        for p in teacher.parameters():
-            p.add_(torch.randn_like(p) * 0.1)
-    return teacher
-
-
 def _randomise(model):
     """Give the zero-initialised temporal branches and average-pooling downsamplings random weights."""
     with torch.no_grad():
@@ -296,18 +286,19 @@ def _keyframe_config(**overrides) -> LiteFrameConfig:
                                      teacher_layers=tuple(range(6)), scale=0.75), **overrides})
 
 
-def test_keyframe_student_is_the_teacher_on_each_clips_middle_frame_resized(teacher):
+def test_keyframe_student_is_the_teacher_on_each_clips_key_frame_resized(teacher):
     """Cropped whole and untrained, the keyframe student is the teacher (transformers' own tower) on each clip's
-    middle frame resized by `scale`, its 6 x 6 patches area-averaged to the 16x block's 4 x 4 grid."""
+    key frame (the second of four) resized by `scale`, its 6 x 6 patches area-averaged to the 16x block's 4 x 4
+    grid."""
     student = LiteFrameEncoder.from_teacher(teacher, _keyframe_config()).double()
     assert student.config.frame_size == 84 and student.config.block == (4, 2, 2)
     teacher.double()
     pixels = torch.randn(2, 8, 3, 112, 112, dtype=torch.float64)
     with torch.no_grad():
         grid = student(pixels)
-        middle = F.interpolate(pixels[:, 2::4].flatten(0, 1), size=(84, 84), mode="bicubic", antialias=True,
-                               align_corners=False)
-        ref = teacher(middle.unflatten(0, (2, 2)))
+        key = F.interpolate(pixels[:, 1::4].flatten(0, 1), size=(84, 84), mode="bicubic", antialias=True,
+                            align_corners=False)
+        ref = teacher(key.unflatten(0, (2, 2)))
     teacher.float()
     assert ref.patches.shape == (2, 2, 6, 6, 64) and grid.shape == (2, 2, 4, 4, 64)
     windows = [slice(0, 2), slice(1, 3), slice(3, 5), slice(4, 6)]  # 6 -> 4 by area: each output cell's inputs
@@ -462,7 +453,8 @@ def test_compression_is_saved_and_old_configs_load_as_16x(tmp_path):
 
 
 def test_registry_has_every_variant():
-    assert VARIANTS.names() == ["none", "dwconv", "conv", "tempattn", "stattn", "spatial16", "keyframe"]
+    assert VARIANTS.names() == ["none", "dwconv", "conv", "tempattn", "stattn", "spatial16", "keyframe",
+                                "keyframe-tome"]
 
 
 def test_a_save_that_crashes_part_way_leaves_the_previous_folder_loadable(tmp_path, monkeypatch):

@@ -12,7 +12,9 @@ SPEC 4's `spatial16`, (1, 2, 2) then (1, 2, 2). The `none` variant (plain ViT-B)
 The `keyframe` variant *(ours)* downsamples once, by the block's time `(t, 1, 1)`, always right after the patch
 embedding (its `downsample_after` is not used), and spends the block's space on `scale`: the frames are resized before the patch embedding and the
 output grid resampled to the block's, e.g. 16x at 224 px with `scale` 11/16: one 154 px frame (11 x 11 patches)
-per 4-frame clip, 8 x 8 tokens out.
+per 4-frame clip, 8 x 8 tokens out. The `keyframe-tome` variant *(ours)* reads its key frame whole, merges `merge[i]`
+tokens after the attention of block i + 1 (ToMe, `merge.py`), carries the key frame's tokens to the clip's other frames
+(`mixers.Propagate`) and pools each compression block by WAP with its own CLS, as the distillation target is pooled.
 """
 from __future__ import annotations
 
@@ -46,7 +48,8 @@ class LiteFrameConfig:
     block; every second one for half the depth), and `teacher_heads`, which heads of each block ("first" or
     "strongest", by the norm of their output projection). `scale`: the frames are resized by it (to a whole number
     of patches) before the patch embedding, and the output grid is area-resampled to the compression block's grid
-    of the input; a `downsample_after` of 0 downsamples right after the patch embedding."""
+    of the input; a `downsample_after` of 0 downsamples right after the patch embedding. `merge`: for
+    `keyframe-tome`, the patch tokens ToMe merges in each block (one count per block; empty: none)."""
 
     width: int = 768
     depth: int = 12
@@ -77,10 +80,12 @@ class LiteFrameConfig:
     teacher_layers: tuple[int, ...] | None = None
     teacher_heads: str = "first"
     scale: float = 1.0
+    merge: tuple[int, ...] = ()
 
     def __post_init__(self):
         self.compression = get_compression(self.compression)
         self.downsample_after = tuple(self.downsample_after)
+        self.merge = tuple(self.merge)
         if self.teacher_layers is not None:
             self.teacher_layers = tuple(self.teacher_layers)
         problems = self.problems()
@@ -122,12 +127,31 @@ class LiteFrameConfig:
             problems.append(f"scale {self.scale} must lie in (0, 1]")
         if self.scale != 1 and not keyframe:
             problems.append(f"scale {self.scale}: only the keyframe variant resizes its frames")
+        return problems + self._propagate_problems()
+
+    def _propagate_problems(self) -> list[str]:
+        """What `keyframe-tome` needs: a whole key frame, a CLS for WAP's query, a position table (a merged token has
+        no one rotary position), single frames, no levels, and merges ToMe can make at the config's frame size."""
+        if not VARIANTS.get(self.temporal).propagate:
+            return ["merge: only the keyframe-tome variant merges tokens in its blocks"] if self.merge else []
+        needs = {"scale 1 (it reads its key frame whole)": self.scale == 1, "a CLS token": self.cls_token,
+                 "a learned position table, not rope_theta": self.rope_theta is None,
+                 "temporal_patch 1": self.temporal_patch == 1, "levels 0": self.levels == 0}
+        problems = [f"keyframe-tome needs {need}" for need, ok in needs.items() if not ok]
+        if self.merge and len(self.merge) != self.depth:
+            problems.append(f"merge has {len(self.merge)} counts for {self.depth} blocks")
+        left = (self.image // self.patch) ** 2
+        for i, r in enumerate(self.merge, start=1):
+            if not 0 <= r <= left // 2:
+                problems.append(f"merge: block {i} cannot merge {r} of its {left} patch tokens (at most half)")
+                break
+            left -= r
         return problems
 
     def _split(self) -> tuple[Stride, ...]:
         """The block as the variant's two downsamplings (one may be (1, 1, 1)); `()` for `none`."""
         kind = VARIANTS.get(self.temporal).compress
-        if kind == "none":
+        if kind == "none" or VARIANTS.get(self.temporal).propagate:  # `keyframe-tome` embeds its key frames alone
             return ()
         block = self.compression.block
         if kind == "keyframe":
@@ -153,6 +177,11 @@ class LiteFrameConfig:
     def frame_size(self) -> int:
         """The side an `image` px frame is resized to before the patch embedding (`scaled_side`)."""
         return scaled_side(self.image, self.scale, self.patch)
+
+    @property
+    def compresses(self) -> bool:
+        """Whether the output grid is compressed (all but the `none` variant, which distils without compression)."""
+        return VARIANTS.get(self.temporal).compress != "none"
 
     @property
     def strides(self) -> tuple[Stride, ...]:

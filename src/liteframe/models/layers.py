@@ -24,6 +24,12 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, rope: Rope | None = None) -> torch.Tensor:
         """`rope`: rotary positions of the L tokens, turning queries and keys (transformers' Qwen2.5-VL function)."""
+        return self.attend(x, rope)[0]
+
+    def attend(self, x: torch.Tensor, rope: Rope | None = None, bias: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`forward`, with `bias (N, 1, 1, L)` added to every score (ToMe's proportional attention), and the keys
+        `(N, heads, L, d)`, which ToMe compares."""
         n, length, c = x.shape
         if rope is None:
             q, k, v = self.qkv(x).view(n, length, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
@@ -33,8 +39,8 @@ class Attention(nn.Module):
             q, k, v = (t.transpose(1, 2) for t in (q, k, v))
         # strided views with a contiguous last dimension: all the flash and memory-efficient kernels ask (in bf16 or
         # fp16, head dim <= 256), so no copies are made for them
-        y = F.scaled_dot_product_attention(q, k, v)
-        return self.proj(y.transpose(1, 2).reshape(n, length, c))
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=None if bias is None else bias.to(q.dtype))
+        return self.proj(y.transpose(1, 2).reshape(n, length, c)), k
 
 
 class Mlp(nn.Module):

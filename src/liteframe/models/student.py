@@ -24,10 +24,12 @@ from torch.utils.checkpoint import checkpoint
 from ..errors import InputError
 from ..grid import TokenGrid
 from ..io import atomic_folder
+from ..reduce.wap import wap
 from .config import LiteFrameConfig, prefix_tokens, scaled_side, student_config
 from .crop import crop_state_dict
 from .layers import Attention, GatedMlp, Mlp, Rope, rope_2d
-from .mixers import VARIANTS, Downsample
+from .merge import TokenMerge
+from .mixers import VARIANTS, Downsample, Propagate, key_frame, own_layout_grad
 from .teacher import Teacher
 
 CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
@@ -62,6 +64,14 @@ class Block(nn.Module):
             x = torch.cat([x[:, :, :p], x[:, :, p:] + self.mixer(x[:, :, p:])], dim=2)
         return x + self.ls2 * self.mlp(self.norm2(x))
 
+    def forward_merging(self, x: torch.Tensor, merging: TokenMerge, r: int) -> torch.Tensor:
+        """`forward` of single frames `(N, 1, L, C) -> (N, 1, L - r, C)` with ToMe after the attention, as ToMe places
+        it: attention in proportion to the tokens' sizes, `r` tokens merged by their keys, then the MLP."""
+        seq = x[:, 0]
+        y, keys = self.attn.attend(self.norm1(seq), bias=merging.bias())
+        seq = merging.merge(seq + self.ls1 * y, keys, r)
+        return (seq + self.ls2 * self.mlp(self.norm2(seq)))[:, None]
+
 
 class LiteFrameEncoder(nn.Module):
     """`(B, T, 3, S, S) -> TokenGrid (B, T/(tp*st), S/(14*sh), S/(14*sw), out_dim)` with one CLS per output step
@@ -69,7 +79,8 @@ class LiteFrameEncoder(nn.Module):
     that is `(B, T/4, S/28, S/28, 1024)`. T must be a multiple of `compression.clip * temporal_patch`. Tokens: [CLS]
     [registers] patches, positions on CLS and patches, as in DINOv2; or patches alone with rotary positions (and
     Qwen3's resized position grid). With `levels` the grid has that many levels of its shape: the outputs of the
-    last blocks through the same head (Qwen3-VL's DeepStack features)."""
+    last blocks through the same head (Qwen3-VL's DeepStack features). `keyframe-tome` merges tokens in its blocks
+    (`config.merge`), carries its key frame's tokens to the clip's frames and pools them by WAP with its own CLS."""
 
     def __init__(self, config: LiteFrameConfig | None = None):
         super().__init__()
@@ -92,6 +103,7 @@ class LiteFrameEncoder(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
         keyframe = VARIANTS.get(cfg.temporal).compress == "keyframe"
         self.downsample = nn.ModuleList(Downsample(cfg.width, s, prefix_tokens(cfg), keyframe) for s in cfg.strides)
+        self.propagate = Propagate() if VARIANTS.get(cfg.temporal).propagate else None
         self.final_norm = _norm(cfg) if cfg.final_norm else None
         self.head = nn.Linear(cfg.width, cfg.out_dim)
         self.grad_checkpointing = False
@@ -109,29 +121,36 @@ class LiteFrameEncoder(nn.Module):
         if cfg.scale != 1:
             size = tuple(scaled_side(n, cfg.scale, cfg.patch) for n in (height, width))
             frames = F.interpolate(frames, size=size, mode="bicubic", antialias=True, align_corners=False)
+        clip, prefix = cfg.compression.clip, prefix_tokens(cfg)
+        read = frames  # what the patch embedding reads: every frame, or each clip's key frame (`keyframe-tome`)
         if tp > 1:  # a step's frames side by side in the Conv3d's time axis: (B*T/tp, 3, tp, S, S)
-            frames = frames.unflatten(0, (b * steps, tp)).transpose(1, 2)
-        x = self.patch_embed(frames)  # (B*steps, C, [1,] h, w)
+            read = frames.unflatten(0, (b * steps, tp)).transpose(1, 2)
+        if self.propagate is not None:
+            read = frames.unflatten(0, (-1, clip))[:, key_frame(clip)]
+        x = self.patch_embed(read)  # (B*steps or B*steps/clip, C, [1,] h, w)
+        n = x.shape[0]
         h, w = x.shape[-2:]
         x = x.flatten(2).transpose(1, 2)
         if self.cls_token is not None:
-            x = torch.cat([self.cls_token.expand(b * steps, -1, -1), x], dim=1)
+            # (`own_layout_grad`: with one clip the expand is a view, whose gradient would take x's strides)
+            x = torch.cat([own_layout_grad(self.cls_token).expand(n, -1, -1), x], dim=1)
         if self.pos_embed is not None:
             x = x + self._pos_embed(h, w)
         if self.register_tokens is not None:
-            x = torch.cat([x[:, :cfg.cls_token], self.register_tokens.expand(b * steps, -1, -1),
-                           x[:, cfg.cls_token:]], 1)
+            x = torch.cat([x[:, :cfg.cls_token], self.register_tokens.expand(n, -1, -1), x[:, cfg.cls_token:]], 1)
         if self.embed_norm is not None:
             x = self.embed_norm(x)
-        clip, prefix = cfg.compression.clip, prefix_tokens(cfg)
-        x = x.view(b * steps // clip, clip, prefix + h * w, cfg.width)
+        x = x.view(b * steps // clip, -1, prefix + h * w, cfg.width)
         after = {i: down for (i, _), down in zip(cfg.stages, self.downsample)}
         if 0 in after:
             x, h, w = after[0](x, h, w)
         rope = self._rope(h, w, x.device)
+        merging = TokenMerge(x[:, 0], prefix) if cfg.merge else None
         taps = []  # the last blocks' outputs, the levels' features
         for i, block in enumerate(self.blocks, start=1):
-            if self.grad_checkpointing and self.training:
+            if merging is not None:  # not checkpointed: a recomputed block would merge the state twice
+                x = block.forward_merging(x, merging, cfg.merge[i - 1])
+            elif self.grad_checkpointing and self.training:
                 x = checkpoint(block, x, rope, use_reentrant=False)
             else:
                 x = block(x, rope)
@@ -140,9 +159,16 @@ class LiteFrameEncoder(nn.Module):
                 rope = self._rope(h, w, x.device)
             if i > cfg.depth - cfg.levels:
                 taps.append(x)
+        if merging is not None:
+            x = merging.unmerge(x[:, 0])[:, None]
         if self.final_norm is not None:
             x = self.final_norm(x)
         x = self.head(x)
+        if self.propagate is not None:  # (N, 1, L, out) of N clips: the key frame's tokens to every frame, WAP
+            tokens = self.propagate(frames.unflatten(0, (-1, clip)), x[:, 0, prefix:].unflatten(1, (h, w)))
+            queries = x[:, :, 0].expand(-1, clip, -1)
+            pooled = wap(tokens, queries, cfg.block, check=False)
+            return TokenGrid(pooled.reshape(b, -1, *pooled.shape[2:]), x[:, :, 0].reshape(b, -1, cfg.out_dim))
         cls = x[:, :, 0].reshape(b, -1, cfg.out_dim) if cfg.cls_token else None
         out = (height // (cfg.patch * cfg.block[1]), width // (cfg.patch * cfg.block[2]))
 
@@ -195,7 +221,7 @@ class LiteFrameEncoder(nn.Module):
         model = cls(config)
         state = crop_state_dict(teacher.vision, model.config)
         missing, unexpected = model.load_state_dict(state, strict=False)
-        untouched = [k for k in missing if not k.startswith("downsample.") and ".mixer." not in k]
+        untouched = [k for k in missing if not k.startswith(("downsample.", "propagate.")) and ".mixer." not in k]
         if untouched or unexpected:
             raise RuntimeError(f"crop init left {untouched} unset and produced unknown {unexpected}")
         return model

@@ -67,16 +67,19 @@ def merge_to(x: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, torch.T
     return tokens.to(dtype), size.view(b, -1).gather(1, order), (pos + start).view(b, -1).gather(1, order), owner
 
 
-def bipartite_merge(x: torch.Tensor, size: torch.Tensor, pos: torch.Tensor, r: int | torch.Tensor):
-    """One round: in each group the `r` even-position tokens most similar (cosine) to an odd-position token are
-    averaged into it, weighted by size. `x (B, G, n, C)`, `size`, `pos (B, G, n)` -> the same with `n - min(r)`
+def bipartite_merge(x: torch.Tensor, size: torch.Tensor, pos: torch.Tensor, r: int | torch.Tensor,
+                    metric: torch.Tensor | None = None):
+    """One round: in each group the `r` even-position tokens most similar (cosine, of `metric` when given: ToMe
+    inside a ViT compares the attention keys, `(B, G, n, d)`) to an odd-position token are averaged into it,
+    weighted by size. `x (B, G, n, C)`, `size`, `pos (B, G, n)` -> the same with `n - min(r)`
     tokens, unmerged even ones first, and where each of the `n` tokens went `(B, G, n)` (a merged one: its match);
     where `r` varies by group, the extra merged tokens stay with size 0."""
     b, g, n, c = x.shape
     x = x.to(size.dtype)
-    norm = torch.linalg.vector_norm(x, dim=-1)
+    metric = x if metric is None else metric.to(size.dtype)
+    norm = torch.linalg.vector_norm(metric, dim=-1)
     # Cosine similarity from the raw product: normalising the tokens would copy all of them.
-    sim = x[..., ::2, :] @ x[..., 1::2, :].transpose(-1, -2)
+    sim = metric[..., ::2, :] @ metric[..., 1::2, :].transpose(-1, -2)
     sim = sim / (norm[..., ::2, None] * norm[..., None, 1::2]).clamp_min(torch.finfo(sim.dtype).tiny)
     score, match = sim.max(-1)
     order = score.argsort(-1, descending=True)  # (B, G, n_src), the most similar first

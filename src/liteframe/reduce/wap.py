@@ -19,9 +19,10 @@ def wap(patches: torch.Tensor, queries: torch.Tensor, compression: Compression |
     block = get_compression(compression).block
     patches, (queries,) = pad_to_blocks(patches, [queries], block, "wap")
     out = weighted_sum(patches, wap_weights(patches, queries, block), block)
-    # Any NaN or inf in the input reaches the output (as itself, through a non-finite score, or as inf x 0), so
-    # the small output is checked, and the input only to name the culprit.
-    if check and not torch.isfinite(out).all():
+    # Any NaN or inf in the patches reaches the output (as itself, through a non-finite score, or as inf x 0), so
+    # the small output is checked, with the smaller queries (an infinite query can score a frame's patches -inf,
+    # which only zeroes their weights), in one host sync; the patches only to name the culprit.
+    if check and not (torch.isfinite(out).all() & torch.isfinite(queries).all()):
         check_finite(patches, queries)
         raise ValueError(f"WAP scores overflow for patches {tuple(patches.shape)} and queries {tuple(queries.shape)}")
     return out
@@ -44,8 +45,8 @@ def wap_weights(patches: torch.Tensor, queries: torch.Tensor, block: tuple[int, 
     t, h, w = block
     dtype = torch.promote_types(patches.dtype, torch.float32)  # bf16 scores would round the softmax's logits
     # Autocast would run the einsum (a bmm) in bf16 and round the distillation targets differently from the
-    # held-out ones computed outside it.
-    with torch.autocast(patches.device.type, enabled=False):
+    # held-out ones computed outside it. (Autocast knows no meta device, where FLOPs are counted.)
+    with torch.autocast("cpu" if patches.is_meta else patches.device.type, enabled=False):
         scores = torch.einsum("bthwc,btc->bthw", patches.to(dtype), queries.to(dtype) / math.sqrt(c))
         scores = scores.view(b, tt // t, t, hh // h, h, ww // w, w).permute(0, 1, 3, 5, 2, 4, 6)
         return scores.reshape(b, tt // t, hh // h, ww // w, t * h * w).softmax(-1)

@@ -92,7 +92,7 @@ class DistillTrainer(Trainer):
         self.shard_eval = cfg.parallel == "ddp"
         teacher, device = job.teacher, job.device
         self.student_config = student_config(cfg, teacher, job.compression)
-        if self.student_config.strides:  # WAP targets over the student's own block: spatial16's is (1, 4, 4)
+        if self.student_config.compresses:  # WAP targets over the student's own block: spatial16's is (1, 4, 4)
             job.compression = Compression(self.student_config.block)
         student = LiteFrameEncoder.from_teacher(teacher, self.student_config).to(device)
         if cfg.trainable:
@@ -101,7 +101,7 @@ class DistillTrainer(Trainer):
         decoder = RTDDecoder(teacher.out_dim, job.compression.block).to(device) if cfg.loss == "rtd" else None
         self.model = DistillModel(student, decoder, job.compression.block, teacher.student_head())
         # dense targets: RTD's, or those of a student that does not compress; the target cache holds neither
-        self.dense = cfg.loss == "rtd" or not self.student_config.strides
+        self.dense = cfg.loss == "rtd" or not self.student_config.compresses
         if self.dense and cfg.target_cache:
             raise InputError("distill config: a student trained on dense teacher tokens (loss=rtd, or the `none` "
                              "variant) needs them from the teacher: leave target_cache empty")

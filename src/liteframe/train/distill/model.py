@@ -31,7 +31,7 @@ class DistillModel(nn.Module):
                  head: Callable[[TokenGrid], TokenGrid] | None = None):
         super().__init__()
         self.student, self.decoder, self.head = student, decoder, head
-        self.block = None if student.config.strides else block
+        self.block = None if student.config.compresses else block
 
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         grid = self.student(pixels)
@@ -59,7 +59,7 @@ def student_config(cfg: DistillConfig, teacher: Teacher, compression: Compressio
                                                       "compression": compression})
     except (TypeError, ValueError) as err:
         raise InputError(f"distill config: student {cfg.student}: {err}") from err
-    if config.strides and math.prod(config.block) != compression.ratio:
+    if config.compresses and math.prod(config.block) != compression.ratio:
         raise InputError(f"distill config: student {cfg.student} (variant {config.temporal!r}) downsamples by "
                          f"{config.block}, but compression={compression.ratio} needs {compression.ratio}x")
     return config
