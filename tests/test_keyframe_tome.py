@@ -11,6 +11,7 @@ from liteframe.models import LiteFrameConfig, LiteFrameEncoder
 from liteframe.models.flops import count_flops
 from liteframe.models.merge import TokenMerge
 from liteframe.models.mixers import Propagate
+from liteframe.models.student import redundancy
 from liteframe.reduce import wap
 
 
@@ -163,11 +164,13 @@ def test_merging_duplicated_patches_changes_nothing_and_merges_cut_the_flops(tea
 def test_config_names_every_misfit_at_once():
     with pytest.raises(ValueError) as err:
         _config(scale=0.5, cls_token=False, merge=(40, 20))
-    assert str(err.value) == ("keyframe-tome needs scale 1 (it reads its key frame whole); keyframe-tome needs a CLS "
-                              "token; merge has 2 counts for 6 blocks; merge: block 1 cannot merge 40 of its 64 patch "
-                              "tokens (at most half)")
-    with pytest.raises(ValueError, match="merge: only the keyframe-tome variant merges tokens in its blocks"):
-        _config(temporal="keyframe", merge=(1,) * 6)
+    assert str(err.value) == ("keyframe-tome needs scale 1 without redundancy (it reads its key frames whole); "
+                              "keyframe-tome needs a CLS token; merge has 2 counts for 6 blocks; merge: block 1 cannot "
+                              "merge 40 of its 64 patch tokens (at most half)")
+    with pytest.raises(ValueError, match=r"keyframe-tome needs scale below 1 with redundancy \(the size"):
+        _config(redundancy=0.6)
+    with pytest.raises(ValueError, match="merge: only the keyframe-tome variant has it; redundancy: only the"):
+        _config(temporal="keyframe", merge=(1,) * 6, redundancy=0.5)
 
 
 def test_save_load_round_trip(tmp_path, teacher):
@@ -180,3 +183,42 @@ def test_save_load_round_trip(tmp_path, teacher):
     pixels = torch.randn(1, 4, 3, 112, 112)
     with torch.no_grad():
         assert torch.equal(loaded(pixels).patches, model(pixels).patches)
+
+
+def test_redundancy_matches_a_slow_reference():
+    torch.manual_seed(0)
+    emb = torch.randn(3, 5, 4, 3, dtype=torch.float64)
+    emb[1, :, 0, 0] = emb[1, :, 2, 1]  # a patch with an exact twin
+    ref = []
+    for frame in emb.flatten(2).unbind(0):
+        unit = [v / v.norm() for v in frame.T]
+        ref.append(sum(max(float(u @ v) for j, v in enumerate(unit) if j != i) for i, u in enumerate(unit)) / len(unit))
+    torch.testing.assert_close(redundancy(emb), torch.tensor(ref, dtype=torch.float32))
+
+
+def test_clips_without_redundant_patches_skip_tome_and_are_read_smaller(teacher):
+    """With `redundancy`, a key frame of noise (no patch like another) goes through the blocks at `scale` without
+    merges, its tokens area-resampled: the teacher on the resized key frame; a key frame of repeated patches takes
+    the merging path, as the same student without the fallback computes it. One batch holds both."""
+    routed = LiteFrameEncoder.from_teacher(teacher, _config(merge=(8, 8, 4, 4, 2, 2), redundancy=0.5, scale=0.75))
+    plain = LiteFrameEncoder(_config(merge=(8, 8, 4, 4, 2, 2)))
+    plain.load_state_dict({k: v for k, v in routed.state_dict().items() if k != "small_pos_embed"})
+    routed, plain, teacher = routed.double(), plain.double(), teacher.double()
+    torch.manual_seed(0)
+    noise = torch.randn(1, 4, 3, 112, 112, dtype=torch.float64)
+    tiles = torch.randn(1, 4, 3, 14, 14, dtype=torch.float64).repeat(1, 1, 1, 8, 8)  # every patch alike
+    with torch.no_grad():
+        assert redundancy(routed.patch_embed(noise[:, 1])) < 0.5 < redundancy(routed.patch_embed(tiles[:, 1]))
+        both = routed(torch.cat([noise, tiles]))
+        torch.testing.assert_close(both.patches[1:], plain(tiles).patches)
+        key = F.interpolate(noise[:, 1], size=(84, 84), mode="bicubic", antialias=True, align_corners=False)
+        ref = teacher(key[:, None])
+        windows = [slice(0, 2), slice(1, 3), slice(3, 5), slice(4, 6)]  # 6 -> 4 by area
+        pooled = torch.stack([torch.stack([ref.patches[:, :, i, j].mean((2, 3)) for j in windows], 2)
+                              for i in windows], 2)
+        torch.testing.assert_close(both.patches[:1], pooled)
+        torch.testing.assert_close(both.cls[:1], ref.cls)
+    with torch.device("meta"):  # FLOPs count the costlier, merging path, and the redundancy's product of patches
+        shape = (1, 4, 3, 112, 112)
+        flops = [count_flops(LiteFrameEncoder(m.config), shape) for m in (routed, plain)]
+    assert flops[0].paper == flops[1].paper and flops[0].total == flops[1].total + 2 * 64 * 64 * 64

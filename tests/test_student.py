@@ -321,7 +321,7 @@ def test_keyframe_save_load_round_trip_and_refusals(tmp_path):
     with pytest.raises(ValueError) as err:
         _keyframe_config(temporal="dwconv", scale=0.5, downsample_after=(0, 9))
     assert str(err.value) == ("downsample_after (0, 9) must lie in 0..depth=6; scale 0.5: only the keyframe "
-                              "variant resizes its frames")
+                              "variants resize their frames")
 
 
 @settings(max_examples=15, deadline=None)

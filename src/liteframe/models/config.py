@@ -49,7 +49,9 @@ class LiteFrameConfig:
     "strongest", by the norm of their output projection). `scale`: the frames are resized by it (to a whole number
     of patches) before the patch embedding, and the output grid is area-resampled to the compression block's grid
     of the input; a `downsample_after` of 0 downsamples right after the patch embedding. `merge`: for
-    `keyframe-tome`, the patch tokens ToMe merges in each block (one count per block; empty: none)."""
+    `keyframe-tome`, the patch tokens ToMe merges in each block (one count per block; empty: none); `redundancy`:
+    its key frames whose patches are less redundant than this (`student.redundancy`) skip ToMe and go through the
+    blocks resized by `scale` instead (0: every key frame merges, read whole)."""
 
     width: int = 768
     depth: int = 12
@@ -81,6 +83,7 @@ class LiteFrameConfig:
     teacher_heads: str = "first"
     scale: float = 1.0
     merge: tuple[int, ...] = ()
+    redundancy: float = 0.0
 
     def __post_init__(self):
         self.compression = get_compression(self.compression)
@@ -126,15 +129,18 @@ class LiteFrameConfig:
         if not 0 < self.scale <= 1:
             problems.append(f"scale {self.scale} must lie in (0, 1]")
         if self.scale != 1 and not keyframe:
-            problems.append(f"scale {self.scale}: only the keyframe variant resizes its frames")
+            problems.append(f"scale {self.scale}: only the keyframe variants resize their frames")
         return problems + self._propagate_problems()
 
     def _propagate_problems(self) -> list[str]:
         """What `keyframe-tome` needs: a whole key frame, a CLS for WAP's query, a position table (a merged token has
         no one rotary position), single frames, no levels, and merges ToMe can make at the config's frame size."""
         if not VARIANTS.get(self.temporal).propagate:
-            return ["merge: only the keyframe-tome variant merges tokens in its blocks"] if self.merge else []
-        needs = {"scale 1 (it reads its key frame whole)": self.scale == 1, "a CLS token": self.cls_token,
+            return [f"{name}: only the keyframe-tome variant has it" for name, value in
+                    (("merge", self.merge), ("redundancy", self.redundancy)) if value]
+        fallback = "scale below 1 with redundancy (the size of the frames that skip ToMe)" if self.redundancy else \
+            "scale 1 without redundancy (it reads its key frames whole)"
+        needs = {fallback: (self.scale < 1) == bool(self.redundancy), "a CLS token": self.cls_token,
                  "a learned position table, not rope_theta": self.rope_theta is None,
                  "temporal_patch 1": self.temporal_patch == 1, "levels 0": self.levels == 0}
         problems = [f"keyframe-tome needs {need}" for need, ok in needs.items() if not ok]
@@ -175,8 +181,10 @@ class LiteFrameConfig:
 
     @property
     def frame_size(self) -> int:
-        """The side an `image` px frame is resized to before the patch embedding (`scaled_side`)."""
-        return scaled_side(self.image, self.scale, self.patch)
+        """The side an `image` px frame is resized to before the patch embedding (`scaled_side`); `keyframe-tome`
+        reads its key frames whole (only those that skip ToMe are resized, with the table resized for them)."""
+        whole = VARIANTS.get(self.temporal).propagate
+        return scaled_side(self.image, 1.0 if whole else self.scale, self.patch)
 
     @property
     def compresses(self) -> bool:

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
-from .config import LiteFrameConfig, student_config
+from .config import LiteFrameConfig, scaled_side, student_config
 from .towers import (deepstack_levels, final_norm, layer_norm_eps, pos_grid, position_table, registers, rope_theta,
                      tower)
 
@@ -166,6 +166,8 @@ def crop_state_dict(vision: nn.Module, config: LiteFrameConfig) -> dict[str, tor
         s["pos_embed"] = t[spec.pos_table][None, :, :c]
     elif config.rope_theta is None:
         s["pos_embed"] = position_table(vision, config.frame_size)[..., :c]
+        if config.redundancy:  # `keyframe-tome`'s table for the key frames it reads at `scale`
+            s["small_pos_embed"] = position_table(vision, scaled_side(config.image, config.scale, config.patch))[..., :c]
     if config.cls_token:
         s["cls_token"] = t.get(emb + "cls_token", t.get(emb + "class_embedding")).reshape(1, 1, -1)[..., :c]
     if config.registers:

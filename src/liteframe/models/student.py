@@ -96,7 +96,11 @@ class LiteFrameEncoder(nn.Module):
         table = cfg.pos_grid ** 2 if cfg.pos_grid else None if cfg.rope_theta is not None else \
             int(cfg.cls_token) + grid * grid
         self.pos_embed = None if table is None else nn.Parameter(torch.zeros(1, table, cfg.width))
-        for p in (self.cls_token, self.register_tokens, self.pos_embed):
+        # `keyframe-tome`'s key frames that skip ToMe are read at `scale`: the tower's own table at that size
+        small = scaled_side(cfg.image, cfg.scale, cfg.patch) // cfg.patch
+        self.small_pos_embed = nn.Parameter(torch.zeros(1, int(cfg.cls_token) + small * small, cfg.width)) \
+            if cfg.redundancy else None
+        for p in (self.cls_token, self.register_tokens, self.pos_embed, self.small_pos_embed):
             if p is not None:
                 nn.init.trunc_normal_(p, std=0.02)
         self.embed_norm = _norm(cfg) if cfg.embed_norm else None
@@ -118,39 +122,22 @@ class LiteFrameEncoder(nn.Module):
         self._check_shape(t, height, width)
         steps, tp = t // cfg.temporal_patch, cfg.temporal_patch
         frames = pixels.flatten(0, 1).to(self.patch_embed.weight.dtype)
-        if cfg.scale != 1:
-            size = tuple(scaled_side(n, cfg.scale, cfg.patch) for n in (height, width))
-            frames = F.interpolate(frames, size=size, mode="bicubic", antialias=True, align_corners=False)
-        clip, prefix = cfg.compression.clip, prefix_tokens(cfg)
-        read = frames  # what the patch embedding reads: every frame, or each clip's key frame (`keyframe-tome`)
-        if tp > 1:  # a step's frames side by side in the Conv3d's time axis: (B*T/tp, 3, tp, S, S)
-            read = frames.unflatten(0, (b * steps, tp)).transpose(1, 2)
         if self.propagate is not None:
-            read = frames.unflatten(0, (-1, clip))[:, key_frame(clip)]
-        x = self.patch_embed(read)  # (B*steps or B*steps/clip, C, [1,] h, w)
-        n = x.shape[0]
-        h, w = x.shape[-2:]
-        x = x.flatten(2).transpose(1, 2)
-        if self.cls_token is not None:
-            # (`own_layout_grad`: with one clip the expand is a view, whose gradient would take x's strides)
-            x = torch.cat([own_layout_grad(self.cls_token).expand(n, -1, -1), x], dim=1)
-        if self.pos_embed is not None:
-            x = x + self._pos_embed(h, w)
-        if self.register_tokens is not None:
-            x = torch.cat([x[:, :cfg.cls_token], self.register_tokens.expand(n, -1, -1), x[:, cfg.cls_token:]], 1)
-        if self.embed_norm is not None:
-            x = self.embed_norm(x)
-        x = x.view(b * steps // clip, -1, prefix + h * w, cfg.width)
+            return self._forward_keyframes(frames.unflatten(0, (-1, cfg.compression.clip)), b)
+        if cfg.scale != 1:
+            frames = self._resized(frames, cfg.scale)
+        if tp > 1:  # a step's frames side by side in the Conv3d's time axis: (B*T/tp, 3, tp, S, S)
+            frames = frames.unflatten(0, (b * steps, tp)).transpose(1, 2)
+        x, h, w = self._tokens(self.patch_embed(frames))  # (B*steps, prefix + h*w, C)
+        clip, prefix = cfg.compression.clip, prefix_tokens(cfg)
+        x = x.view(b * steps // clip, clip, prefix + h * w, cfg.width)
         after = {i: down for (i, _), down in zip(cfg.stages, self.downsample)}
         if 0 in after:
             x, h, w = after[0](x, h, w)
         rope = self._rope(h, w, x.device)
-        merging = TokenMerge(x[:, 0], prefix) if cfg.merge else None
         taps = []  # the last blocks' outputs, the levels' features
         for i, block in enumerate(self.blocks, start=1):
-            if merging is not None:  # not checkpointed: a recomputed block would merge the state twice
-                x = block.forward_merging(x, merging, cfg.merge[i - 1])
-            elif self.grad_checkpointing and self.training:
+            if self.grad_checkpointing and self.training:
                 x = checkpoint(block, x, rope, use_reentrant=False)
             else:
                 x = block(x, rope)
@@ -159,16 +146,7 @@ class LiteFrameEncoder(nn.Module):
                 rope = self._rope(h, w, x.device)
             if i > cfg.depth - cfg.levels:
                 taps.append(x)
-        if merging is not None:
-            x = merging.unmerge(x[:, 0])[:, None]
-        if self.final_norm is not None:
-            x = self.final_norm(x)
-        x = self.head(x)
-        if self.propagate is not None:  # (N, 1, L, out) of N clips: the key frame's tokens to every frame, WAP
-            tokens = self.propagate(frames.unflatten(0, (-1, clip)), x[:, 0, prefix:].unflatten(1, (h, w)))
-            queries = x[:, :, 0].expand(-1, clip, -1)
-            pooled = wap(tokens, queries, cfg.block, check=False)
-            return TokenGrid(pooled.reshape(b, -1, *pooled.shape[2:]), x[:, :, 0].reshape(b, -1, cfg.out_dim))
+        x = self.head(self._final(x))
         cls = x[:, :, 0].reshape(b, -1, cfg.out_dim) if cfg.cls_token else None
         out = (height // (cfg.patch * cfg.block[1]), width // (cfg.patch * cfg.block[2]))
 
@@ -180,6 +158,72 @@ class LiteFrameEncoder(nn.Module):
             return y.permute(0, 2, 3, 1).unflatten(0, (b, -1))
 
         return TokenGrid(grid(x), cls, levels=tuple(grid(self.head(tap)) for tap in taps))
+
+    def _forward_keyframes(self, clips: torch.Tensor, b: int) -> TokenGrid:
+        """`keyframe-tome`: `(N, t, 3, S, S)` clips -> grid `(b, N/b, S/(p*h), S/(p*w), out)`. Each clip's key frame
+        goes whole through the merging blocks, its tokens are carried to the clip's frames and pooled by WAP with
+        its CLS; a key frame whose patches have no near twins (`redundancy`: the patch embeddings' mean cosine to
+        their most similar other patch, below `config.redundancy`), where ToMe's merges lose the most, goes
+        through the blocks at `scale` without merges, its tokens area-resampled to the grid. On the meta device
+        (FLOP counts) every clip takes the merging path, the costlier one."""
+        cfg = self.config
+        prefix = prefix_tokens(cfg)
+        emb = self.patch_embed(clips[:, key_frame(clips.shape[1])])  # (N, C, h, w)
+        h, w = emb.shape[-2:]
+        out = (h // cfg.block[1], w // cfg.block[2])
+        patches = emb.new_empty(len(emb), 1, *out, cfg.out_dim)
+        cls = emb.new_empty(len(emb), 1, cfg.out_dim)
+        spread = redundancy(emb) < cfg.redundancy if cfg.redundancy else None
+        if spread is None or emb.is_meta:
+            merged, whole = slice(None), None
+        else:  # one host sync: which clips take which path
+            merged, whole = (~spread).nonzero()[:, 0], spread.nonzero()[:, 0]
+        if whole is None or len(merged):
+            x, _, _ = self._tokens(emb[merged])
+            merging = TokenMerge(x, prefix)
+            x = x[:, None]
+            for block, r in zip(self.blocks, cfg.merge or (0,) * cfg.depth):
+                x = block.forward_merging(x, merging, r)
+            x = self.head(self._final(merging.unmerge(x[:, 0])))
+            carried = self.propagate(clips[merged], x[:, prefix:].unflatten(1, (h, w)))
+            patches[merged] = wap(carried, x[:, None, 0].expand(-1, carried.shape[1], -1), cfg.block, check=False)
+            cls[merged] = x[:, None, 0]
+        if whole is not None and len(whole):
+            key = self._resized(clips[whole, key_frame(clips.shape[1])], cfg.scale)
+            x, h2, w2 = self._tokens(self.patch_embed(key), self.small_pos_embed)
+            x = x[:, None]
+            for block in self.blocks:
+                x = block(x)
+            x = self.head(self._final(x[:, 0]))
+            small = x[:, prefix:].unflatten(1, (h2, w2)).permute(0, 3, 1, 2)
+            patches[whole] = F.adaptive_avg_pool2d(small, out).permute(0, 2, 3, 1)[:, None]
+            cls[whole] = x[:, None, 0]
+        return TokenGrid(patches.reshape(b, -1, *out, cfg.out_dim), cls.reshape(b, -1, cfg.out_dim))
+
+    def _resized(self, frames: torch.Tensor, scale: float) -> torch.Tensor:
+        """`(n, 3, H, W)` frames resized by `scale` to whole patches, as `scaled_side` rounds."""
+        size = tuple(scaled_side(n, scale, self.config.patch) for n in frames.shape[-2:])
+        return F.interpolate(frames, size=size, mode="bicubic", antialias=True, align_corners=False)
+
+    def _tokens(self, emb: torch.Tensor, table: torch.Tensor | None = None) -> tuple[torch.Tensor, int, int]:
+        """Patch embeddings `(n, C, [1,] h, w)` -> the first block's input `(n, prefix + h*w, C)`, h, w: [CLS]
+        [registers] patches, with the position table where there is one (`table`: another than `pos_embed`)."""
+        cfg, n = self.config, emb.shape[0]
+        h, w = emb.shape[-2:]
+        x = emb.flatten(2).transpose(1, 2)
+        if self.cls_token is not None:
+            # (`own_layout_grad`: with one clip the expand is a view, whose gradient would take x's strides)
+            x = torch.cat([own_layout_grad(self.cls_token).expand(n, -1, -1), x], dim=1)
+        if self.pos_embed is not None:
+            x = x + self._pos_embed(h, w, table)
+        if self.register_tokens is not None:
+            x = torch.cat([x[:, :cfg.cls_token], self.register_tokens.expand(n, -1, -1), x[:, cfg.cls_token:]], 1)
+        if self.embed_norm is not None:
+            x = self.embed_norm(x)
+        return x, h, w
+
+    def _final(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.final_norm is None else self.final_norm(x)
 
     def _check_shape(self, t: int, height: int, width: int) -> None:
         cfg = self.config
@@ -199,10 +243,12 @@ class LiteFrameEncoder(nn.Module):
         cfg = self.config
         return rope_2d(h, w, cfg.width // cfg.heads, cfg.rope_theta, device) if cfg.rope_theta is not None else None
 
-    def _pos_embed(self, h: int, w: int) -> torch.Tensor:
-        """`(1, [1 +] h*w, C)`: the learned embeddings, bicubically resized when the grid differs (as transformers);
-        Qwen3's grid (`pos_grid`) bilinearly with aligned corners, as its tower resizes it for every input."""
-        pos, cls, resample = self.pos_embed, int(self.config.cls_token), bool(self.config.pos_grid)
+    def _pos_embed(self, h: int, w: int, table: torch.Tensor | None = None) -> torch.Tensor:
+        """`(1, [1 +] h*w, C)`: the learned embeddings (`table`, or `pos_embed`), bicubically resized when the grid
+        differs (as transformers); Qwen3's grid (`pos_grid`) bilinearly with aligned corners, as its tower resizes it
+        for every input."""
+        pos = self.pos_embed if table is None else table
+        cls, resample = int(self.config.cls_token), bool(self.config.pos_grid)
         side = math.isqrt(pos.shape[1] - cls)
         if (h, w) == (side, side):
             return pos
@@ -271,12 +317,21 @@ class LiteFrameEncoder(nn.Module):
     def optimizer_groups(self, weight_decay: float) -> list[dict]:
         """AdamW parameter groups, nanoGPT's way: weight decay on matrices and kernels only, none on biases, norms,
         LayerScale and the embeddings (the position table, the CLS and register tokens)."""
+        embeddings = ("pos_embed", "small_pos_embed", "cls_token", "register_tokens")
         decay, no_decay = [], []
         for name, p in self.named_parameters():
             if p.requires_grad:
-                (decay if p.ndim >= 2 and name not in ("pos_embed", "cls_token", "register_tokens") else no_decay
-                 ).append(p)
+                (decay if p.ndim >= 2 and name not in embeddings else no_decay).append(p)
         return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def redundancy(emb: torch.Tensor) -> torch.Tensor:
+    """Patch embeddings `(N, C, h, w)` -> `(N,)`: the mean over patches of the cosine to the most similar other patch
+    of the same frame. Stochastic textures score low: every patch is unlike the others in pixels, yet alike in the
+    keys ToMe matches, so its merges pool tokens the teacher keeps apart."""
+    unit = F.normalize(emb.flatten(2).float(), dim=1)
+    sim = (unit.transpose(1, 2) @ unit).diagonal_scatter(unit.new_full(unit.shape[::2], -2.0), dim1=1, dim2=2)
+    return sim.amax(-1).mean(-1)
 
 
 def _norm(cfg: LiteFrameConfig) -> nn.Module:
