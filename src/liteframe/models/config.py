@@ -133,8 +133,9 @@ class LiteFrameConfig:
         return problems + self._propagate_problems()
 
     def _propagate_problems(self) -> list[str]:
-        """What `keyframe-tome` needs: a whole key frame, a CLS for WAP's query, a position table (a merged token has
-        no one rotary position), single frames, no levels, and merges ToMe can make at the config's frame size."""
+        """What `keyframe-tome` needs: `scale` below 1 exactly when it has a `redundancy` fallback, a CLS for WAP's
+        query, a position table (a merged token has no one rotary position), single frames, no levels, and merges
+        ToMe can make at the config's frame size."""
         if not VARIANTS.get(self.temporal).propagate:
             return [f"{name}: only the keyframe-tome variant has it" for name, value in
                     (("merge", self.merge), ("redundancy", self.redundancy)) if value]
@@ -182,7 +183,7 @@ class LiteFrameConfig:
     @property
     def frame_size(self) -> int:
         """The side an `image` px frame is resized to before the patch embedding (`scaled_side`); `keyframe-tome`
-        reads its key frames whole (only those that skip ToMe are resized, with the table resized for them)."""
+        reads its key frames whole (those that skip ToMe are resized, with their own table `small_pos_embed`)."""
         whole = VARIANTS.get(self.temporal).propagate
         return scaled_side(self.image, 1.0 if whole else self.scale, self.patch)
 

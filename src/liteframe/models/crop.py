@@ -167,7 +167,8 @@ def crop_state_dict(vision: nn.Module, config: LiteFrameConfig) -> dict[str, tor
     elif config.rope_theta is None:
         s["pos_embed"] = position_table(vision, config.frame_size)[..., :c]
         if config.redundancy:  # `keyframe-tome`'s table for the key frames it reads at `scale`
-            s["small_pos_embed"] = position_table(vision, scaled_side(config.image, config.scale, config.patch))[..., :c]
+            small = scaled_side(config.image, config.scale, config.patch)
+            s["small_pos_embed"] = position_table(vision, small)[..., :c]
     if config.cls_token:
         s["cls_token"] = t.get(emb + "cls_token", t.get(emb + "class_embedding")).reshape(1, 1, -1)[..., :c]
     if config.registers:
