@@ -9,9 +9,8 @@ from hypothesis import given, settings, strategies as st
 
 from liteframe.models import LiteFrameConfig, LiteFrameEncoder
 from liteframe.models.flops import count_flops
-from liteframe.models.merge import TokenMerge
+from liteframe.models.merge import TokenMerge, redundancy
 from liteframe.models.mixers import Propagate
-from liteframe.models.student import redundancy
 from liteframe.reduce import wap
 
 

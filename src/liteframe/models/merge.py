@@ -2,10 +2,12 @@
 `r` patch tokens are averaged into their most similar partners (bipartite matching on the attention keys, the
 reducer's `bipartite_merge`), and the blocks attend in proportion to how many patches a token stands for. At the
 end every patch gets its token back, plus its own residual apart from the token it joined (what the blocks added to
-the patch before it was merged), so that patches merged late differ as they did when merged."""
+the patch before it was merged), so that patches merged late differ as they did when merged. `redundancy` finds the
+frames where ToMe fails, which the student reads another way."""
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from ..reduce.tome import bipartite_merge
 
@@ -51,3 +53,12 @@ class TokenMerge:
     def _own(self, patches: torch.Tensor) -> torch.Tensor:
         """`(N, L', C)` current patch tokens -> `(N, P, C)`, each original patch's current token."""
         return patches.gather(1, self.owner[..., None].expand(-1, -1, patches.shape[-1]))
+
+
+def redundancy(emb: torch.Tensor) -> torch.Tensor:
+    """Patch embeddings `(N, C, h, w)` -> `(N,)`: the mean over patches of the cosine to the most similar other patch
+    of the same frame. Stochastic textures score low: every patch is unlike the others in pixels, yet alike in the
+    keys ToMe matches, so its merges pool tokens the teacher keeps apart."""
+    unit = F.normalize(emb.flatten(2).float(), dim=1)
+    sim = (unit.transpose(1, 2) @ unit).diagonal_scatter(unit.new_full(unit.shape[::2], -2.0), dim1=1, dim2=2)
+    return sim.amax(-1).mean(-1)

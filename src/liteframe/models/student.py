@@ -28,7 +28,7 @@ from ..reduce.wap import wap
 from .config import LiteFrameConfig, prefix_tokens, scaled_side, student_config
 from .crop import crop_state_dict
 from .layers import Attention, GatedMlp, Mlp, Rope, rope_2d
-from .merge import TokenMerge
+from .merge import TokenMerge, redundancy
 from .mixers import VARIANTS, Downsample, Propagate, key_frame, own_layout_grad
 from .teacher import Teacher
 
@@ -162,9 +162,9 @@ class LiteFrameEncoder(nn.Module):
     def _forward_keyframes(self, clips: torch.Tensor, b: int) -> TokenGrid:
         """`keyframe-tome`: `(N, t, 3, S, S)` clips -> grid `(b, N/b, S/(p*h), S/(p*w), out)`. Each clip's key frame
         goes whole through the merging blocks, its tokens are carried to the clip's frames and pooled by WAP with
-        its CLS; a key frame whose patches have no near twins (`redundancy`: the patch embeddings' mean cosine to
-        their most similar other patch, below `config.redundancy`), where ToMe's merges lose the most, goes
-        through the blocks at `scale` without merges, its tokens area-resampled to the grid. On the meta device
+        its CLS; a key frame whose patches have no near twins (`merge.redundancy` below `config.redundancy`), where
+        ToMe's merges lose the most, goes through the blocks at `scale` without merges, its tokens area-resampled to
+        the grid. On the meta device
         (FLOP counts) every clip takes the merging path, the costlier one. Never checkpointed: a recomputed block
         would merge its tokens twice."""
         cfg = self.config
@@ -324,15 +324,6 @@ class LiteFrameEncoder(nn.Module):
             if p.requires_grad:
                 (decay if p.ndim >= 2 and name not in embeddings else no_decay).append(p)
         return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def redundancy(emb: torch.Tensor) -> torch.Tensor:
-    """Patch embeddings `(N, C, h, w)` -> `(N,)`: the mean over patches of the cosine to the most similar other patch
-    of the same frame. Stochastic textures score low: every patch is unlike the others in pixels, yet alike in the
-    keys ToMe matches, so its merges pool tokens the teacher keeps apart."""
-    unit = F.normalize(emb.flatten(2).float(), dim=1)
-    sim = (unit.transpose(1, 2) @ unit).diagonal_scatter(unit.new_full(unit.shape[::2], -2.0), dim1=1, dim2=2)
-    return sim.amax(-1).mean(-1)
 
 
 def _norm(cfg: LiteFrameConfig) -> nn.Module:
