@@ -151,6 +151,37 @@ def test_eviction_bounds_the_cache_and_keeps_positions_valid(folders, video, fam
     assert bounded.cache.get_seq_length() == bounded.length  # the stored cache is left as it was
 
 
+def _chunk(steps, picked):
+    """One chunk of the given one-step parts, its steps counted from 0."""
+    parts = [steps[i] for i in picked]
+    return replace(parts[0], tokens=torch.cat([p.tokens for p in parts], 1), counts=[p.counts[0] for p in parts],
+                   step=torch.cat([p.step + k for k, p in enumerate(parts)]), pos=torch.cat([p.pos for p in parts]),
+                   grid=(len(parts), *parts[0].grid[1:]),
+                   levels=tuple(torch.cat(level, 1) for level in zip(*(p.levels for p in parts))))
+
+
+def test_a_live_stream_keeps_qwen2_5_vl_temporal_ids_on_time_after_dropped_frames(folders, video):
+    llm = load(folders["qwen2_5_vl"])
+    enc = llm.encode(video, 8)
+    per, steps = enc.visual.frames_per_step, _steps(enc.visual)
+    stream = [steps[i % len(steps)] for i in range(8)]  # a stream of 8 grid steps, 2 frames each at enc.fps
+
+    def fed(chunks, live):
+        ctx = VideoContext(llm, enc.fps, live=live)
+        for picked in chunks:
+            ctx.add(_chunk(stream, picked), [(i * per + j) / enc.fps for i in picked for j in range(per)])
+        video = ctx.positions[:, 0, ctx.ids[0] == llm.model.config.video_token_id]
+        return [ids.tolist() for ids in video.split([slot.tokens for slot in ctx.slots], dim=1)]  # (t, h, w) ids
+
+    whole = fed([[0, 1], [2, 3], [4, 5], [6, 7]], live=True)
+    assert whole == fed([[0, 1], [2, 3], [4, 5], [6, 7]], live=False)  # nothing dropped: counted and timed agree
+    kept = [0, 1, 3, 5, 6, 7]  # steps 2 and 4 dropped, one inside a chunk
+    timed = fed([[0, 1], [3, 5], [6, 7]], live=True)
+    assert timed == [whole[i] for i in kept]
+    counted = fed([[0, 1], [3, 5], [6, 7]], live=False)  # counted, the ids would run behind time
+    assert counted == whole[:6] and counted[-1][0][0] < timed[-1][0][0]
+
+
 def test_cli_watch_answers_each_question_and_refuses_bad_input_in_one_line(folders, tmp_path, capsys):
     source, questions = tmp_path / "live.ts", tmp_path / "questions.txt"
     with open(source, "wb") as f:  # a recording whose writer has closed it: read to its end
@@ -177,7 +208,7 @@ def test_a_session_behind_real_time_drops_frames_evenly_and_counts_them(folders,
     source = tmp_path / "rec.ts"
     with open(source, "wb") as f:
         encode_ts(60, f)
-    llm = load(folders["internvl"])
+    llm = load(folders["qwen2_5_vl"])
     with pytest.warns(VideoDecodeWarning, match="behind real time"):
         # replayed at 1000x: 7.5 s of video in 7.5 ms, far quicker than the encoder
         with LiveSession(llm, open_live(source, 8.0, 4, speed=1000.0, max_lag_s=0.5)) as session:
@@ -185,6 +216,12 @@ def test_a_session_behind_real_time_drops_frames_evenly_and_counts_them(folders,
             answer = session.answer("What happens?", max_new_tokens=1)
     assert answer.dropped == session.stream.dropped > 0 and session.error is None
     assert answer.frames + answer.dropped == 60  # every sampled frame was either encoded or counted as dropped
+    # each kept grid step (a frame pair) sits where its first frame's time falls at 8 fps, not where a count puts it
+    ctx = session.context
+    starts = torch.tensor([slot.start for slot in ctx.slots], dtype=torch.float64)
+    placed = ctx.visual.step[torch.tensor(ctx.visual.counts).cumsum(0) - 1]
+    assert placed.tolist() == ((starts - starts[0]) * 8.0 / 2).round().long().tolist()
+    assert ctx.steps > len(ctx.slots) and answer.evicted == 0  # steps skipped for the dropped frames; none evicted
 
 
 def test_bench_stream_rows_beside_ask(capsys):

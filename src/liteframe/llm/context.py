@@ -17,6 +17,9 @@ shifted by one offset past the template's text, so that they continue the kept o
 mRoPE the three ids of a token shift alike, and Qwen2.5-VL's temporal ids, tied to the grid step, need no shift).
 Layers whose cache is a recurrent state (Qwen3.5's gated delta-net) cannot forget given tokens: their state, of
 constant size, keeps its decaying summary of everything seen; only the full-attention layers drop slots.
+
+A live stream (`live`) may have dropped frames to keep up with real time: its grid steps are placed by their frames'
+times, so that Qwen2.5-VL's temporal ids, tied to the step, stay on the stream's clock.
 """
 from __future__ import annotations
 
@@ -36,20 +39,22 @@ from liteframe.timing import synchronize
 
 class VideoContext:
     """The cache of one video's prompt prefix for `llm` (a `VideoLLM`), the video sampled at `fps` frames per second
-    (Qwen2.5-VL's temporal positions follow it); `max_tokens`: the cache's budget (None: unbounded). `add` each
-    chunk's tokens as they come; `ids` are the cached tokens, `slots`, `visual` and `timestamps` the kept slots,
-    their tokens and their frames' times (s), `evicted` the slots dropped, `prefill_ms` the wall time of the
-    prefills (and evictions) so far."""
+    (Qwen2.5-VL's temporal positions follow it); `max_tokens`: the cache's budget (None: unbounded); `live`: a live
+    source's frames, which may have been dropped to keep up with real time, so each grid step is placed by its
+    frames' time, not counted (see `_place`). `add` each chunk's tokens as they come; `ids` are the cached tokens,
+    `slots`, `visual` and `timestamps` the kept slots, their tokens and their frames' times (s), `evicted` the slots
+    dropped, `prefill_ms` the wall time of the prefills (and evictions) so far."""
 
-    def __init__(self, llm, fps: float, max_tokens: int | None = None):
-        self.llm, self.fps, self.max_tokens = llm, fps, max_tokens
+    def __init__(self, llm, fps: float, max_tokens: int | None = None, live: bool = False):
+        self.llm, self.fps, self.max_tokens, self.live = llm, fps, max_tokens, live
         self.cache = DynamicCache(config=llm.model.config.get_text_config(decoder=True))
         self.slots: list[Slot] = []
         self.visual: VisualTokens | None = None
         self.timestamps: list[float] = []
         self.ids = torch.zeros(1, 0, dtype=torch.long, device=llm.device)
         self.positions: torch.Tensor | None = None  # the cached tokens' positions, `(P, 1, n)` or `(1, n)`
-        self.frames = self.steps = self.evicted = 0  # frames and grid steps seen, slots dropped
+        self.frames = self.steps = self.evicted = 0  # frames seen, the next grid step's place, slots dropped
+        self._start: float | None = None  # the first frame's time (s), where a live stream's steps count from
         self.prefill_ms = 0.0
         self._offset = 0  # added to the re-rendered prompt's positions past the template's text
         empty, _ = build_input_ids(llm.tokenizer, llm.family, [], "", llm.timestamps)
@@ -73,12 +78,14 @@ class VideoContext:
         slots = make_slots(timestamps, part.counts, part.frames_per_step, self.frames + 1)
         if len(slots) != len(part.counts):
             raise ValueError("incremental prefill needs one slot per grid step (no set reducer)")
-        part = replace(part, step=part.step + self.steps)
+        per = part.frames_per_step
+        places = self._place(timestamps[::per][:len(part.counts)], per)
+        part = replace(part, step=places.to(part.step.device)[part.step])
         self.visual = part if self.visual is None else _cat(self.visual, part)
         self.slots += slots
         self.timestamps += list(timestamps)
         self.frames += len(timestamps)
-        self.steps += len(part.counts)
+        self.steps = int(places[-1]) + 1
         ids, inputs = self.inputs("")
         if self._sink is None:
             width = min(len(self._empty), ids.shape[1])
@@ -94,6 +101,19 @@ class VideoContext:
             self._evict()
         synchronize(self.llm.device)
         self.prefill_ms += (time.perf_counter() - start) * 1e3
+
+    def _place(self, starts: Sequence[float], per: int) -> torch.Tensor:
+        """The times (s) of a chunk's grid steps' first frames (`per` frames a step) -> `(S,)` their steps in the
+        stream: counted on from the last, or for a `live` stream the step on which each falls at `fps` from the
+        first frame, so that after dropped frames Qwen2.5-VL's temporal ids (tied to the step) stay on time instead
+        of falling behind it. Either way each step lies past the one before (jittered times can round alike)."""
+        k = torch.arange(len(starts))
+        if not self.live:
+            return k + self.steps
+        if self._start is None:
+            self._start = starts[0]
+        at = torch.tensor(starts, dtype=torch.float64).sub(self._start).mul(self.fps / per)
+        return (at.round().long() - k).cummax(0).values.clamp(min=self.steps) + k
 
     def inputs(self, question: str) -> tuple[torch.Tensor, LLMInputs]:
         """The prompt of the kept slots and `question` -> its ids `(1, L)`, checked to start with the cached ones,

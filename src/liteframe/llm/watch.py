@@ -83,7 +83,7 @@ class LiveSession:
             raise InputError(f"chunks of {stream.chunk_frames} frames: the {llm.encoder.name} encoder takes "
                              f"multiples of {whole}")
         self.llm, self.stream, self.sized_as, self._whole, self._context = llm, stream, sized_as, whole, context
-        self.context = VideoContext(llm, stream.rate, max_tokens)
+        self.context = VideoContext(llm, stream.rate, max_tokens, live=True)
         self.watch, self.error, self.frames = Stopwatch(llm.device), None, 0  # frames: sampled and encoded
         self._ready, self._ended = threading.Event(), threading.Event()  # ready: a chunk is cached, or the end
         self._jobs, self._order, self._closed = queue.PriorityQueue(), itertools.count(), False
