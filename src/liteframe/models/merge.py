@@ -23,10 +23,12 @@ class TokenMerge:
         self.size = torch.ones(n, length, dtype=torch.promote_types(x.dtype, torch.float32), device=x.device)
         self.owner = torch.arange(length - prefix, device=x.device).expand(n, -1)
         self.delta = x.new_zeros(n, length - prefix, c)
+        self.merged = False
 
-    def bias(self) -> torch.Tensor:
-        """`(N, 1, 1, L)`: proportional attention, log of each token's size added to the scores of its key."""
-        return self.size.log()[:, None, None, :]
+    def bias(self) -> torch.Tensor | None:
+        """`(N, 1, 1, L)`: proportional attention, log of each token's size added to the scores of its key; None
+        before the first merge (every size one: no bias, so attention keeps its mask-free kernels)."""
+        return self.size.log()[:, None, None, :] if self.merged else None
 
     def merge(self, x: torch.Tensor, keys: torch.Tensor, r: int) -> torch.Tensor:
         """`(N, L, C)` tokens, their keys `(N, heads, L, d)` -> `(N, L - r, C)`."""
@@ -44,6 +46,7 @@ class TokenMerge:
         merged, self.size = merged[:, 0].to(x.dtype), torch.cat([self.size[:, :p], size[:, 0]], dim=1)
         self.owner = dest[:, 0].gather(1, self.owner)
         self.delta = self.delta + before - self._own(merged)
+        self.merged = True
         return torch.cat([x[:, :p], merged], dim=1)
 
     def unmerge(self, x: torch.Tensor) -> torch.Tensor:

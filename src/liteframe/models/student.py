@@ -164,9 +164,8 @@ class LiteFrameEncoder(nn.Module):
         goes whole through the merging blocks, its tokens are carried to the clip's frames and pooled by WAP with
         its CLS; a key frame whose patches have no near twins (`merge.redundancy` below `config.redundancy`), where
         ToMe's merges lose the most, goes through the blocks at `scale` without merges, its tokens area-resampled to
-        the grid. On the meta device
-        (FLOP counts) every clip takes the merging path, the costlier one. Never checkpointed: a recomputed block
-        would merge its tokens twice."""
+        the grid. On the meta device (FLOP counts) every clip takes the merging path, the costlier one. Never
+        checkpointed: a recomputed block would merge its tokens twice."""
         cfg = self.config
         prefix = prefix_tokens(cfg)
         emb = self.patch_embed(clips[:, key_frame(clips.shape[1])])  # (N, C, h, w)
