@@ -114,3 +114,9 @@ def test_quick_reproduction_runs_every_step_and_writes_the_table(tmp_path):
     assert sum(r["clips"] for r in scenes["rows"][:-1]) == len(clips)
     assert reproduce_scenes.scene("clips/flower-pan-right-flip.mp4") == "flower"
     assert reproduce_scenes.scene("clips/bikes.mp4") == "bikes"
+
+
+def test_the_paired_difference_to_average_pooling_averages_each_clips_views_first():
+    cosines = torch.tensor([0.1, 0.3, 0.2, 0.3, 0.1, 0.4])  # 2 views x 3 clips, view-major: clips 0.2, 0.2, 0.3
+    assert reproduce_cpu.paired_difference(cosines, torch.zeros(6), 2) == "+0.233 ± 0.033"
+    assert reproduce_cpu.paired_difference(cosines[:2], torch.ones(2), 2) == "-0.800"  # one clip: no spread
