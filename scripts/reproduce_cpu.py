@@ -122,8 +122,9 @@ class Scale:
 FULL = Scale(photos=len(PHOTOS), motions=4, paths=8, segment_s=2.5, cache_views=1, eval_views=4, frames=4, batch=8,
              short_batch=4, short_steps=40, long_steps=150, keyframe_steps=60, tome_steps=120, eval_every=20,
              train_sample=24, latency_repeats=5)
-QUICK = Scale(photos=4, motions=1, paths=1, segment_s=4.0, cache_views=1, eval_views=1, frames=4, batch=2, short_batch=2,
-              short_steps=2, long_steps=3, keyframe_steps=2, tome_steps=2, eval_every=1, train_sample=2, latency_repeats=1)
+QUICK = Scale(photos=4, motions=1, paths=1, segment_s=4.0, cache_views=1, eval_views=1, frames=4, batch=2,
+              short_batch=2, short_steps=2, long_steps=3, keyframe_steps=2, tome_steps=2, eval_every=1,
+              train_sample=2, latency_repeats=1)
 CROPS = {  # name -> student overrides; the first is the paper's ratios (every second block, 3/4 of the heads)
     "alternate-first-norm": {},
     "alternate-strongest-norm": {"teacher_heads": "strongest"},

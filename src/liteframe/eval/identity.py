@@ -1,8 +1,8 @@
 """A run's identity: what decides its answers, recorded at the top of its output so that a rerun resumes only the
 same run (issue 19): benchmark, the model folder's path and identity (settings files and weights fingerprint), the
 adapter's and the student's folders (hashed whole), encoder, frames, compression (its block, as the encoder resolves
-it: a student's own, else `--compression`'s or 16x), the frame sizing (`--pixels`), subtitle mode, reasoning handling, liteframe's version and
-the way these are identified (`liteframe.identity`).
+it: a student's own, else `--compression`'s or 16x), the frame sizing (`--pixels`), subtitle mode, reasoning
+handling, liteframe's version and the way these are identified (`liteframe.identity`).
 """
 from __future__ import annotations
 

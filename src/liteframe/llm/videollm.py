@@ -93,8 +93,8 @@ class Answer:
         """JSON, or the answer followed by one line of counts and the latency table (ms)."""
         if as_json:
             return json.dumps(asdict(self), indent=2)
-        counts = (f"{plural(self.frames, 'frame')}, encoder {self.encoder}: {plural(self.visual_tokens, 'visual token')}"
-                  f" in {plural(len(self.slot_tokens), 'slot')}, {plural(self.prompt_tokens, 'prompt token')}, "
+        counts = (f"{plural(self.frames, 'frame')}, encoder {self.encoder}: "
+                  f"{plural(self.visual_tokens, 'visual token')} in {plural(len(self.slot_tokens), 'slot')}, {plural(self.prompt_tokens, 'prompt token')}, "
                   f"{len(self.tokens)} generated")
         note = ("(ms; decode overlaps vit, and llm_prefill holds the video's prefill, run chunk by chunk between "
                 "encoder steps: stages do not add up to total)")

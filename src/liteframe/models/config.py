@@ -11,10 +11,11 @@ The spatial-only variant spends the same ratio on space, block `(1, h*sqrt(t), w
 SPEC 4's `spatial16`, (1, 2, 2) then (1, 2, 2). The `none` variant (plain ViT-B) never downsamples.
 The `keyframe` variant *(ours)* downsamples once, by the block's time `(t, 1, 1)`, always right after the patch
 embedding (its `downsample_after` is not used), and spends the block's space on `scale`: the frames are resized
-before the patch embedding and the output grid resampled to the block's, e.g. 16x at 224 px with `scale` 11/16: one 154 px frame (11 x 11 patches)
-per 4-frame clip, 8 x 8 tokens out. The `keyframe-tome` variant *(ours)* reads its key frame whole, merges `merge[i]`
-tokens after the attention of block i + 1 (ToMe, `merge.py`), carries the key frame's tokens to the clip's other frames
-(`mixers.Propagate`) and pools each compression block by WAP with its own CLS, as the distillation target is pooled.
+before the patch embedding and the output grid resampled to the block's, e.g. 16x at 224 px with `scale` 11/16:
+one 154 px frame (11 x 11 patches) per 4-frame clip, 8 x 8 tokens out. The `keyframe-tome` variant *(ours)* reads
+its key frame whole, merges `merge[i]` tokens after the attention of block i + 1 (ToMe, `merge.py`), carries the
+key frame's tokens to the clip's other frames (`mixers.Propagate`) and pools each compression block by WAP with its
+own CLS, as the distillation target is pooled.
 """
 from __future__ import annotations
 

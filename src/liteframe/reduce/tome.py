@@ -25,7 +25,8 @@ def tome_plan(grid: TokenGrid, num_tokens: int, clip: int = 1) -> Merge:
     validate(patches, grid.cls)
     b, t, h, w, c = patches.shape
     if t % clip:
-        raise ValueError(f"tome over clips of {clip} frames needs T a multiple of {clip}: patches {tuple(patches.shape)}")
+        raise ValueError(f"tome over clips of {clip} frames needs T a multiple of {clip}: "
+                         f"patches {tuple(patches.shape)}")
     groups = t // clip
     if not groups <= num_tokens <= t * h * w:
         raise ValueError(f"tome keeps between 1 token per group of {clip} frame(s) and all of them; {num_tokens} "
